@@ -1,0 +1,164 @@
+"""The event: one stall (``kind = "stall"``) or one aggregated alert (``kind = "alert"``).
+
+This is the contract of DESIGN.md: the JSON form written by the file sink and the msgpack form
+carry exactly the same keys. Keys outside the contract live in ``extra`` in Python and are written
+beside the contract keys, so a third-party plugin can add fields without a schema change.
+
+Clocks: ``start_ns``/``end_ns`` are CLOCK_MONOTONIC (what ``bpf_ktime_get_ns()`` returns);
+``ts`` is the wall-clock time of ``end_ns`` in RFC 3339 with nanoseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, fields
+from typing import IO, Any
+
+import msgpack
+
+CAUSES = (
+    "channel",
+    "select",
+    "lock",
+    "sync",
+    "syscall",
+    "net_io",
+    "sleep",
+    "gc_stw",
+    "gc_assist",
+    "sched_latency",
+    "unknown",
+)
+"""The cause vocabulary of DESIGN.md. A third-party classifier may add its own."""
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def wallclock_of(monotonic_ns: int) -> str:
+    """RFC 3339 (UTC, nanoseconds) of a CLOCK_MONOTONIC instant in the recent past."""
+    now_real = time.time_ns()
+    now_mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    real = now_real - (now_mono - monotonic_ns)
+    secs, nanos = divmod(real, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{nanos:09d}Z"
+
+
+@dataclass(slots=True)
+class Event:
+    kind: str = "stall"
+    id: str = field(default_factory=new_id)
+    pid: int = 0
+    tid: int = 0
+    comm: str = ""
+    exe: str = ""
+    goid: int = 0
+    go_version: str = ""
+    build_id: str = ""
+    start_ns: int = 0
+    end_ns: int = 0
+    duration_ns: int = 0
+    ts: str = ""
+    cause: str = "unknown"
+    wait_reason: str = ""
+    syscall: str = ""
+    stack: list[dict] = field(default_factory=list)
+    stack_summary: list[str] = field(default_factory=list)
+    gc_phase: dict = field(default_factory=dict)
+    poller: dict = field(default_factory=dict)
+    sched: dict = field(default_factory=dict)
+    tags: dict = field(default_factory=dict)
+    topology: dict = field(default_factory=dict)
+    env: str = ""
+    severity: str = ""
+    trace_id: str = ""
+    # Not in the contract's required list, but carried so replay reproduces a run:
+    source: str = ""
+    """Name of the source that produced the event ("uprobe", "tracepoint", ...)."""
+    pcs: list[int] = field(default_factory=list)
+    """Raw user-stack return addresses, innermost first, as read in BPF (the symbolizer's input)."""
+    extra: dict = field(default_factory=dict)
+    """Any further keys (third-party fields, alert counters); written at the top level."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        for k, v in self.extra.items():
+            out.setdefault(k, v)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Event:
+        known = _FIELD_NAMES
+        kwargs = {k: v for k, v in data.items() if k in known and k != "extra"}
+        extra = {k: v for k, v in data.items() if k not in known}
+        extra.update(data.get("extra") or {})
+        return cls(**kwargs, extra=extra)
+
+    def finish(self) -> Event:
+        """Fill the derived keys (duration, wall-clock ts) when the source left them empty."""
+        if not self.duration_ns and self.end_ns:
+            self.duration_ns = self.end_ns - self.start_ns
+        if not self.ts and self.end_ns:
+            self.ts = wallclock_of(self.end_ns)
+        return self
+
+
+_FIELD_NAMES = frozenset(f.name for f in fields(Event))
+CONTRACT_KEYS = tuple(f.name for f in fields(Event) if f.name not in ("source", "pcs", "extra"))
+"""The keys every event carries in JSON and msgpack (DESIGN.md, "The event")."""
+
+
+# --- codecs -------------------------------------------------------------------------------------
+
+def to_json(event: Event) -> str:
+    return json.dumps(event.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+
+def from_json(line: str | bytes) -> Event:
+    return Event.from_dict(json.loads(line))
+
+
+def to_msgpack(event: Event) -> bytes:
+    return msgpack.packb(event.to_dict(), use_bin_type=True)
+
+
+def from_msgpack(data: bytes) -> Event:
+    return Event.from_dict(msgpack.unpackb(data, raw=False, strict_map_key=False))
+
+
+def read_events(path: str | os.PathLike) -> Iterator[Event]:
+    """Events from a recorded file: a msgpack stream, or JSON lines (told apart by the first byte)."""
+    with open(path, "rb") as fh:
+        first = fh.read(1)
+        fh.seek(0)
+        if first in (b"{", b"\n", b" ", b""):
+            yield from _read_jsonl(fh)
+        else:
+            for obj in msgpack.Unpacker(fh, raw=False, strict_map_key=False):
+                yield Event.from_dict(obj)
+
+
+def _read_jsonl(fh: IO[bytes]) -> Iterator[Event]:
+    for lineno, line in enumerate(fh, 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            yield from_json(line)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"line {lineno}: not an lgf event: {exc}") from exc
+
+
+def write_events(path: str | os.PathLike, events: Iterable[Event], fmt: str = "msgpack") -> int:
+    """Write events as a msgpack stream or JSON lines; returns how many were written."""
+    n = 0
+    with open(path, "wb") as fh:
+        for ev in events:
+            fh.write(to_msgpack(ev) if fmt == "msgpack" else (to_json(ev) + "\n").encode())
+            n += 1
+    return n

@@ -1,0 +1,148 @@
+"""The plugin manager: register built-ins, third-party entry points and config-named modules.
+
+Built-ins go through the same door as everything else (tox's habit): they are dotted module
+names in ``BUILTIN_PLUGINS``, registered first; then the ``lgf`` entry-point group; then modules
+named in ``[lgf] plugins``. Under pluggy's LIFO order a third-party plugin therefore speaks
+before a built-in. A plugin that fails to import or declares a bad hook is reported by name and
+skipped; the rest still start.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+import os
+from dataclasses import dataclass, field
+
+import pluggy
+
+from . import hookspecs
+from .components import KINDS, Component
+from .errors import PluginError
+
+log = logging.getLogger("lgf")
+
+ENTRY_POINT_GROUP = "lgf"
+
+BUILTIN_PLUGINS = (
+    "lgf.plugins.waitreason",
+    "lgf.plugins.unknown",
+    "lgf.sinks.stdout",
+    "lgf.sinks.file",
+)
+"""Dotted names of the built-in plugins, in registration order."""
+
+
+@dataclass
+class PluginInfo:
+    """What ``lgf plugins`` shows about one registered plugin."""
+
+    name: str
+    origin: str
+    """"built-in", "entry point (dist version)" or "config"."""
+    components: list[Component] = field(default_factory=list)
+    hooks: list[str] = field(default_factory=list)
+
+
+class Manager:
+    """A pluggy manager plus what was registered, where from, and what failed."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager("lgf")
+        self.pm.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+        self.failures: list[PluginError] = []
+        if os.environ.get("LGF_TRACE_PLUGINS"):
+            self.pm.trace.root.setwriter(lambda msg: log.warning("trace: %s", msg.rstrip()))
+            self.pm.enable_tracing()
+
+    # -- registration -----------------------------------------------------------------------
+
+    def register(self, plugin: object, name: str, origin: str) -> bool:
+        """Register one plugin; a failure is recorded by name, never raised."""
+        if self.pm.has_plugin(name) or self.pm.is_blocked(name):
+            return False
+        try:
+            self.pm.register(plugin, name=name)
+            self.pm.check_pending()
+        except Exception as exc:  # pluggy raises several types; all mean "this plugin is bad"
+            if self.pm.has_plugin(name):
+                self.pm.unregister(name=name)
+            self._fail(name, f"rejected: {exc}")
+            return False
+        self.infos[name] = PluginInfo(name, origin, hooks=[
+            h.name for h in self.pm.get_hookcallers(plugin) or []])
+        return True
+
+    def import_and_register(self, ref: str, origin: str) -> bool:
+        """``"pkg.module"`` or ``"pkg.module:object"``."""
+        mod_name, _, attr = ref.partition(":")
+        try:
+            obj = importlib.import_module(mod_name)
+            if attr:
+                obj = getattr(obj, attr)
+        except Exception as exc:  # a broken third-party import must not stop the host
+            self._fail(ref, f"failed to load: {type(exc).__name__}: {exc}")
+            return False
+        return self.register(obj, ref, origin)
+
+    def load_builtins(self) -> None:
+        for ref in BUILTIN_PLUGINS:
+            self.import_and_register(ref, "built-in")
+
+    def load_entry_points(self) -> None:
+        disabled = set(filter(None, os.environ.get("LGF_DISABLE_PLUGINS", "").split(",")))
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name in disabled or self.pm.has_plugin(ep.name):
+                continue
+            dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "?"
+            try:
+                obj = ep.load()
+            except Exception as exc:  # one broken package must not stop the others
+                self._fail(ep.name, f"({dist}) failed to load: {type(exc).__name__}: {exc}")
+                continue
+            self.register(obj, ep.name, f"entry point ({dist})")
+
+    def _fail(self, name: str, message: str) -> None:
+        err = PluginError(name, message)
+        self.failures.append(err)
+        log.error("%s", err)
+
+    # -- what the plugins provide -----------------------------------------------------------
+
+    def components(self) -> dict[tuple[str, str], Component]:
+        """Every ``(kind, use)`` any plugin provides. A duplicate is reported, first one kept."""
+        registry: dict[tuple[str, str], Component] = {}
+        owner: dict[tuple[str, str], str] = {}
+        for impl in reversed(self.pm.hook.lgf_components.get_hookimpls()):  # registration order
+            try:
+                declared = impl.function() or []
+            except Exception as exc:  # a plugin's own bug: report it, keep the others
+                self._fail(impl.plugin_name, f"lgf_components raised {type(exc).__name__}: {exc}")
+                continue
+            info = self.infos.get(impl.plugin_name)
+            for comp in declared:
+                key = (comp.kind, comp.use)
+                if comp.kind not in KINDS:
+                    self._fail(impl.plugin_name, f"component {comp.use!r} has unknown kind {comp.kind!r}")
+                    continue
+                if key in registry:
+                    self._fail(impl.plugin_name, f"{comp.kind} {comp.use!r} is already provided by "
+                                                 f"{owner[key]!r}; ignored")
+                    continue
+                registry[key], owner[key] = comp, impl.plugin_name
+                if info is not None and comp not in info.components:
+                    info.components.append(comp)
+        return registry
+
+
+def make_manager(entry_points: bool = True, extra: list[str] = ()) -> Manager:
+    """The manager a run uses: built-ins, then entry points, then ``extra`` module references."""
+    m = Manager()
+    m.load_builtins()
+    if entry_points:
+        m.load_entry_points()
+    for ref in extra:
+        m.import_and_register(ref, "config")
+    return m
