@@ -50,6 +50,8 @@ class RunContext:
     name: str = ""
     """The instance's name: the table's ``name``, or ``use`` with its index (``sinks[1]``)."""
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("lgf"))
+    sources: list = field(default_factory=list)
+    """The running sources (for ``histograms()`` / ``runtime_counters(pid)``); empty in replay."""
 
 
 class Source(Protocol):

@@ -29,6 +29,10 @@ from .components import KINDS, Component
 from .errors import ConfigError, ConfigErrors
 from .options import Duration
 
+SEVERITIES = ("info", "warning", "critical")
+SINK_KEYS = ("receive", "min_severity")
+"""Keys every sink table takes, handled by the host rather than by the sink."""
+
 TABLE_OF_KIND = {"source": "sources", "enricher": "enrichers", "classifier": "classifiers",
                  "sink": "sinks"}
 
@@ -90,6 +94,10 @@ class ComponentConfig:
     """Its key path in the file, e.g. ``sinks[1]``."""
     component: Component
     options: Any
+    receive: str = "events"
+    """Sinks only: "events", "alerts" or "both" (handled by the host for every sink)."""
+    min_severity: str = "info"
+    """Sinks only: alerts below this severity are not sent to this sink."""
 
 
 @dataclass
@@ -171,18 +179,38 @@ def _component(kind: str, table: Any, path: str, registry, errors) -> ComponentC
     if not isinstance(name, str):
         errors.append(ConfigError(f"{path}.name", "expected a string"))
         return None
+    host_keys = ("use", "name") + (SINK_KEYS if kind == "sink" else ())
+    routing = _sink_routing(comp, table, path, errors) if kind == "sink" else {}
     options = None
     if comp.options is not None:
-        options = opt.build(comp.options, table, path, errors, ignore=("use", "name"))
+        options = opt.build(comp.options, table, path, errors, ignore=host_keys)
         if options is None:
             return None
     else:
-        extra = [k for k in table if k not in ("use", "name")]
+        extra = [k for k in table if k not in host_keys]
         for k in extra:
             errors.append(ConfigError(f"{path}.{k}", "unknown key", f"{kind} {use!r} takes no options"))
         if extra:
             return None
-    return ComponentConfig(kind=kind, use=use, name=name, path=path, component=comp, options=options)
+    if routing is None:
+        return None
+    return ComponentConfig(kind=kind, use=use, name=name, path=path, component=comp, options=options,
+                           **routing)
+
+
+def _sink_routing(comp: Component, table: dict, path: str, errors) -> dict | None:
+    """``receive`` and ``min_severity``; a sink class may set ``default_receive``."""
+    default = getattr(comp.factory, "default_receive", "events")
+    before = len(errors)
+    out = {}
+    for key, choices, dflt in (("receive", ("events", "alerts", "both"), default),
+                               ("min_severity", SEVERITIES, "info")):
+        value = table.get(key, dflt)
+        if value not in choices:
+            errors.append(ConfigError(f"{path}.{key}", f"{value!r} is not one of " + ", ".join(choices),
+                                      opt.nearest(str(value), choices)))
+        out[key] = value
+    return out if len(errors) == before else None
 
 
 def resolve_use(kind: str, use: str, path: str, registry, errors) -> Component | None:

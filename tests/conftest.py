@@ -93,9 +93,3 @@ def build_go(src: str | Path, version: str, ldflags: str = "", strip: bool = Fal
         subprocess.run([shutil.which("strip") or "strip", str(tmp)], check=True)
     tmp.rename(out)
     return out
-
-
-@pytest.fixture(autouse=True)
-def _no_installed_plugins_by_default(monkeypatch):
-    """Keep entry points installed on a developer's machine out of results unless a test asks."""
-    monkeypatch.setenv("LGF_TEST", "1")

@@ -1,0 +1,193 @@
+"""The host: turn a validated config into running components, and run them live or on a recording.
+
+``Host`` owns the order of things. Start: plugins are loaded, the config is validated (nothing
+starts if it is not), sinks and their queues come up before sources, ``lgf_configure`` fires,
+then sources attach. Stop (SIGINT/SIGTERM): sources detach first, so no probe outlives lgf; the
+event queue drains; pending alerts are flushed; sinks flush and close; ``lgf_unconfigure`` fires.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from collections.abc import Iterable
+
+from . import config as cfg
+from .components import RunContext
+from .errors import ConfigErrors
+from .event import Event
+from .manager import Manager, make_manager
+from .pipeline import Pipeline, SinkRoute
+from .stats import Stats
+
+log = logging.getLogger("lgf")
+
+EVENT_QUEUE_SIZE = 65536
+"""Events waiting between sources and the pipeline; past this they are counted as dropped."""
+TICK_SECONDS = 0.1
+"""How often the host asks the alert policy for due alerts when no event arrives."""
+
+
+def load(config_path: str, entry_points: bool = True) -> tuple[Manager, cfg.Config]:
+    """Plugins and config, validated together. Raises ConfigErrors with every problem."""
+    raw = cfg.parse_toml(config_path)
+    extra = (raw.get("lgf") or {}).get("plugins", []) if isinstance(raw.get("lgf"), dict) else []
+    manager = make_manager(entry_points=entry_points,
+                           extra=[p for p in extra if isinstance(p, str)])
+    config = cfg.validate(raw, manager.components(), config_path)
+    return manager, config
+
+
+class Host:
+    def __init__(self, manager: Manager, config: cfg.Config, stats: Stats | None = None):
+        self.manager = manager
+        self.config = config
+        self.stats = stats or Stats()
+        self.sources: list = []
+        self.routes: list[SinkRoute] = []
+        self.events: queue.Queue[Event] = queue.Queue(EVENT_QUEUE_SIZE)
+        self.stopping = threading.Event()
+        self.engine = None
+        self.http = None
+        self.pipeline: Pipeline | None = None
+
+    # -- building --------------------------------------------------------------------------
+
+    def _ctx(self, name: str) -> RunContext:
+        return RunContext(config=self.config, stats=self.stats, name=name,
+                          log=logging.getLogger(f"lgf.{name}"), sources=self.sources)
+
+    def build(self, with_sources: bool = True) -> None:
+        """Make every configured component. A component that fails to start is an error here."""
+        for cc in self.config.of_kind("sink"):
+            sink = cc.component.factory(cc.options, self._ctx(cc.name))
+            self.routes.append(SinkRoute(cc.name, sink, cc.receive, cc.min_severity,
+                                         delivery=self._delivery_for(cc.name, sink)))
+        for kind in ("enricher", "classifier"):
+            # Registered in reverse so the first table in the file is called first (pluggy is LIFO).
+            for cc in reversed(self.config.of_kind(kind)):
+                obj = cc.component.factory(cc.options, self._ctx(cc.name))
+                self.manager.register(obj, cc.name, "config")
+        self.engine = self._make_engine()
+        self.pipeline = Pipeline(self.manager.pm.hook, self.stats, self.routes, self.engine)
+        self.manager.pm.hook.lgf_configure.call_historic(kwargs={"config": self.config})
+        if with_sources:
+            for cc in self.config.of_kind("source"):
+                self.sources.append(cc.component.factory(cc.options, self._ctx(cc.name)))
+
+    def _delivery_for(self, name: str, sink):
+        """Each sink behind its own durable queue when the delivery module is present."""
+        try:
+            from .delivery import Delivery
+        except ImportError:
+            return None
+        if not getattr(sink, "durable", True):
+            return None
+        d = Delivery(sink, name, self.config.host.spool_dir, self.stats)
+        d.start()
+        return d
+
+    def _make_engine(self):
+        try:
+            from .alerts import AlertEngine
+        except ImportError:
+            return None
+        return AlertEngine(self.config, self.stats)
+
+    # -- running ---------------------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        """What sources call, from any thread. Never blocks a source's poll loop."""
+        try:
+            self.events.put_nowait(event)
+        except queue.Full:
+            self.stats.inc("lgf_events_dropped_total", reason="queue_full")
+
+    def run(self) -> int:
+        """Run until SIGINT/SIGTERM. Returns the exit code."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.stopping.set())
+        self._start_http()
+        started = 0
+        for src in self.sources:
+            try:
+                src.start(self.emit)
+                started += 1
+            except Exception as exc:  # one broken source must not stop the others
+                self.stats.inc("lgf_source_errors_total", source=type(src).__name__)
+                log.error("source %s failed to start: %s: %s", type(src).__name__, type(exc).__name__, exc)
+        if self.sources and not started:
+            log.error("no source could start; exiting")
+            self.shutdown()
+            return 1
+        log.info("lgf running: %d source(s), %d sink(s), threshold %.1f ms", started, len(self.routes),
+                 self.config.host.threshold / 1e6)
+        while not self.stopping.is_set():
+            try:
+                self.pipeline.process(self.events.get(timeout=TICK_SECONDS))
+            except queue.Empty:
+                pass
+            self.pipeline.tick(time.monotonic_ns())
+        self.shutdown()
+        return 0
+
+    def replay(self, events: Iterable[Event]) -> int:
+        """Feed recorded events through the pipeline; flush every alert at the end."""
+        n = 0
+        for event in events:
+            self.pipeline.process(event)
+            n += 1
+            if n % 1024 == 0:
+                self.pipeline.tick(time.monotonic_ns())
+        self.shutdown(flush_all_alerts=True)
+        return n
+
+    def _start_http(self) -> None:
+        if "http" not in self.config.sections:
+            return
+        try:
+            from .http import HttpServer
+        except ImportError:
+            return
+        self.http = HttpServer(self.config, self.engine, self.stats, self.sources)
+        self.http.start()
+
+    def shutdown(self, flush_all_alerts: bool = False) -> None:
+        for src in self.sources:
+            try:
+                src.stop()
+            except Exception as exc:  # keep detaching the others
+                log.error("source %s failed to stop cleanly: %s", type(src).__name__, exc)
+        while True:
+            try:
+                self.pipeline.process(self.events.get_nowait())
+            except queue.Empty:
+                break
+        # Close every open group: alerts pending at shutdown are sent, not forgotten.
+        self.pipeline.tick(2**63 - 1 if flush_all_alerts or self.stopping.is_set() else time.monotonic_ns())
+        for route in self.routes:
+            try:
+                if route.delivery is not None:
+                    route.delivery.stop(timeout=5.0)
+                for method in ("flush", "close"):
+                    if hasattr(route.sink, method):
+                        getattr(route.sink, method)()
+            except Exception as exc:  # a sink failing to close must not stop the others
+                log.error("sink %r failed to close: %s", route.name, exc)
+        if self.http is not None:
+            self.http.stop()
+        self.manager.pm.hook.lgf_unconfigure(config=self.config)
+
+
+def open_host(config_path: str, with_sources: bool = True) -> Host:
+    """Load, validate and build; raises ConfigErrors before anything starts."""
+    manager, config = load(config_path, entry_points=True)
+    host = Host(manager, config)
+    host.build(with_sources=with_sources)
+    return host
+
+
+__all__ = ["ConfigErrors", "Host", "load", "open_host"]

@@ -1,0 +1,61 @@
+"""The ``stdout`` sink: one readable line per stall or alert, or JSON with ``format = "json"``.
+
+Readable form, chosen so `grep` and eyes both work::
+
+    2026-11-26T13:40:01.123Z STALL 120.4ms channel pid=4242 goid=18 comm=api "chan receive" main.worker
+    2026-11-26T13:40:10.000Z ALERT warning channel x7 worst=310.0ms total=1.2s pid=4242 comm=api main.worker
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Literal
+
+from lgf import Component, hookimpl
+from lgf.event import Event, to_json
+
+
+@dataclass
+class StdoutOptions:
+    format: Literal["text", "json"] = "text"
+
+
+class StdoutSink:
+    durable = False  # a terminal has nothing to retry
+    default_receive = "both"
+
+    def __init__(self, options: StdoutOptions, ctx=None, stream=None):
+        self.options = options
+        self.stream = stream or sys.stdout
+
+    def send(self, event: Event) -> None:
+        line = to_json(event) if self.options.format == "json" else format_line(event)
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def format_line(event: Event) -> str:
+    ts = event.ts[:23] + "Z" if event.ts else "-"
+    where = " ".join(event.stack_summary[:2])
+    if event.kind == "alert":
+        x = event.extra
+        return (f"{ts} ALERT {event.severity or 'info'} {event.cause} x{x.get('count', 1)} "
+                f"worst={_ms(x.get('worst_ns', event.duration_ns))} total={_ms(x.get('total_ns', 0))} "
+                f"pid={event.pid} comm={event.comm} {where}").rstrip()
+    what = f'"{event.wait_reason}"' if event.wait_reason else (event.syscall or "")
+    return (f"{ts} STALL {_ms(event.duration_ns)} {event.cause} pid={event.pid} goid={event.goid} "
+            f"comm={event.comm} {what} {where}").rstrip()
+
+
+def _ms(ns: int) -> str:
+    return f"{ns / 1e9:.2f}s" if ns >= 10**9 else f"{ns / 1e6:.1f}ms"
+
+
+@hookimpl
+def lgf_components():
+    return [Component("sink", "stdout", StdoutSink, StdoutOptions,
+                      "Print each stall or alert on standard output.")]

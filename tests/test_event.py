@@ -1,0 +1,72 @@
+"""The event contract: msgpack and JSON carry every key of DESIGN.md, both ways."""
+
+from __future__ import annotations
+
+import json
+
+from lgf.event import (
+    CONTRACT_KEYS,
+    Event,
+    from_json,
+    from_msgpack,
+    read_events,
+    to_json,
+    to_msgpack,
+    wallclock_of,
+    write_events,
+)
+
+REQUIRED = ("kind id pid tid comm exe goid go_version build_id start_ns end_ns duration_ns ts cause "
+            "wait_reason syscall stack stack_summary gc_phase poller sched tags topology env severity "
+            "trace_id").split()
+
+
+def sample() -> Event:
+    return Event(pid=4242, tid=4243, comm="api", exe="/usr/bin/api", goid=18, go_version="go1.25.5",
+                 build_id="abc/def", start_ns=1_000, end_ns=120_001_000, cause="channel",
+                 wait_reason="chan receive", stack=[{"func": "main.worker", "file": "/src/main.go",
+                                                     "line": 42, "pc": 0x4a1234, "inlined": False}],
+                 stack_summary=["main.worker"], gc_phase={"phase": "off"}, tags={"team": "pay"},
+                 env="prod", severity="warning", trace_id="t1", pcs=[0x4a1234],
+                 extra={"third_party": {"x": 1}}).finish()
+
+
+def test_contract_keys_are_the_design_keys():
+    assert set(REQUIRED) == set(CONTRACT_KEYS)
+
+
+def test_msgpack_round_trip_keeps_every_key():
+    ev = sample()
+    back = from_msgpack(to_msgpack(ev))
+    assert back == ev
+    assert set(REQUIRED) <= set(back.to_dict())
+
+
+def test_json_round_trip_keeps_every_key():
+    ev = sample()
+    data = json.loads(to_json(ev))
+    assert set(REQUIRED) <= set(data)
+    assert data["third_party"] == {"x": 1}  # extra keys sit beside the contract keys
+    assert from_json(to_json(ev)) == ev
+
+
+def test_finish_derives_duration_and_wallclock():
+    ev = sample()
+    assert ev.duration_ns == 120_000_000
+    assert ev.ts.endswith("Z") and len(ev.ts.split(".")[1]) == 10  # nanoseconds + Z
+
+
+def test_wallclock_of_now_is_now():
+    import datetime
+    import time
+    ts = wallclock_of(time.clock_gettime_ns(time.CLOCK_MONOTONIC))
+    parsed = datetime.datetime.fromisoformat(ts[:26] + "+00:00")  # microseconds are enough here
+    assert abs(parsed.timestamp() - time.time()) < 5
+
+
+def test_files_in_both_formats_read_back(tmp_path):
+    events = [sample() for _ in range(5)]
+    for fmt in ("msgpack", "jsonl"):
+        p = tmp_path / f"ev.{fmt}"
+        assert write_events(p, events, fmt) == 5
+        assert list(read_events(p)) == events

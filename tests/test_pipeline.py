@@ -1,0 +1,95 @@
+"""The pipeline isolates failures: a raising sink, enricher or classifier never stops the rest."""
+
+from __future__ import annotations
+
+import pluggy
+from lgf import hookimpl
+from lgf.event import Event
+from lgf.manager import make_manager
+from lgf.pipeline import Pipeline, SinkRoute
+from lgf.stats import Stats
+
+
+class ListSink:
+    def __init__(self):
+        self.got = []
+
+    def send(self, event):
+        self.got.append(event)
+
+
+class BrokenSink:
+    def send(self, event):
+        raise ConnectionError("down")
+
+
+class BrokenEnricher:
+    @hookimpl
+    def lgf_enrich(self, event):
+        raise KeyError("nope")
+
+
+class TagEnricher:
+    @hookimpl
+    def lgf_enrich(self, event):
+        event.tags["seen"] = True
+
+
+class BrokenClassifier:
+    @hookimpl(tryfirst=True)
+    def lgf_classify(self, event):
+        raise ValueError("bad")
+
+
+class LockClassifier:
+    @hookimpl
+    def lgf_classify(self, event):
+        return "lock"
+
+
+def make(*plugins, sinks):
+    m = make_manager(entry_points=False)
+    for i, p in enumerate(plugins):
+        m.register(p, f"p{i}", "test")
+    stats = Stats()
+    return Pipeline(m.pm.hook, stats, sinks), stats
+
+
+def test_a_failing_sink_does_not_stop_the_others():
+    good_before, good_after = ListSink(), ListSink()
+    pipe, stats = make(sinks=[SinkRoute("a", good_before), SinkRoute("bad", BrokenSink()),
+                              SinkRoute("b", good_after)])
+    for _ in range(3):
+        pipe.process(Event(end_ns=10**8))
+    assert len(good_before.got) == 3 and len(good_after.got) == 3
+    assert stats.get("lgf_sink_failed_total", sink="bad") == 3
+
+
+def test_a_failing_enricher_or_classifier_is_counted_and_skipped():
+    sink = ListSink()
+    pipe, stats = make(TagEnricher(), BrokenEnricher(), LockClassifier(), BrokenClassifier(),
+                       sinks=[SinkRoute("s", sink)])
+    ev = pipe.process(Event(end_ns=10**8))
+    assert ev.tags == {"seen": True}
+    assert ev.cause == "lock"
+    assert stats.get("lgf_plugin_errors_total", plugin="p1", hook="lgf_enrich") == 1
+    assert stats.get("lgf_plugin_errors_total", plugin="p3", hook="lgf_classify") == 1
+
+
+def test_sink_routing_by_kind_and_severity():
+    r = SinkRoute("w", None, receive="alerts", min_severity="warning")
+    assert not r.wants(Event(kind="stall"))
+    assert not r.wants(Event(kind="alert", severity="info"))
+    assert r.wants(Event(kind="alert", severity="critical"))
+    assert SinkRoute("s", None, receive="events").wants(Event()) is True
+
+
+def test_pluggy_order_is_respected():
+    # Later-registered classifiers speak first (pluggy LIFO), as the hookspec documents.
+    class A:
+        @hookimpl
+        def lgf_classify(self, event):
+            return "channel"
+    pipe, _ = make(LockClassifier(), A(), sinks=[])
+    assert pipe.process(Event()).cause == "channel"
+    assert isinstance(pipe.hook, pluggy.HookRelay)
