@@ -86,7 +86,7 @@ class Event:
     """Any further keys (third-party fields, alert counters); written at the top level."""
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out = {name: getattr(self, name) for name in _WRITTEN_FIELDS}
         for k, v in self.extra.items():
             out.setdefault(k, v)
         return out
@@ -109,6 +109,7 @@ class Event:
 
 
 _FIELD_NAMES = frozenset(f.name for f in fields(Event))
+_WRITTEN_FIELDS = tuple(f.name for f in fields(Event) if f.name != "extra")  # hot path: no fields() per call
 CONTRACT_KEYS = tuple(f.name for f in fields(Event) if f.name not in ("source", "pcs", "extra"))
 """The keys every event carries in JSON and msgpack (DESIGN.md, "The event")."""
 

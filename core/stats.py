@@ -18,6 +18,8 @@ class Stats:
 
     @staticmethod
     def _key(name: str, labels: dict) -> tuple:
+        if not labels:
+            return (name, ())
         return (name, tuple(sorted((k, str(v)) for k, v in labels.items())))
 
     def inc(self, name: str, n: float = 1, **labels) -> None:

