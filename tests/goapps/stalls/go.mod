@@ -1,0 +1,3 @@
+module lgf.test/stalls
+
+go 1.21

@@ -1,0 +1,326 @@
+// stalls: induces one kind of goroutine or process stall on demand and reports its own figure.
+//
+// The lgf source tests (tests/test_source_*.py) run it under a tracer and compare what lgf saw
+// with what the program measured itself: pid, goid and duration. Protocol on stdin/stdout, so a
+// test can attach its probes before anything happens:
+//
+//	stalls MODE [-d 120ms] [-n N]
+//	-> {"ready":true,"pid":P,"main_goid":G}        (then waits for one line on stdin)
+//	<- "\n"                                         (the test has attached: go)
+//	-> {"mode":M,"pid":P,"goid":G,"duration_ns":D,...}   one line per induced stall
+//	-> {"done":true}                                (then waits for stdin to close, max 60 s)
+//
+// Modes: chanrecv chansend select mutex rwmutex waitgroup cond pipe nanosleep tcpread sleep
+// starve stw noise. Durations are measured with Go's monotonic clock around the blocking call,
+// so lgf's BPF figure (park -> ready, or syscall enter -> exit) is a little shorter, never longer.
+// "starve" and "stw" need GODEBUG=asyncpreemptoff=1 so their busy loop cannot be preempted.
+// Standard library only: the tests build it offline with every supported Go toolchain.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/rand"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+var hold = flag.Duration("d", 120*time.Millisecond, "how long the stall lasts")
+var count = flag.Int("n", 1, "how many stalls to induce (noise: how many workers)")
+
+// result is one line of output: the stall as the fixture itself measured it.
+type result map[string]any
+
+var out = json.NewEncoder(os.Stdout)
+var outMu sync.Mutex
+
+func report(r result) {
+	outMu.Lock()
+	defer outMu.Unlock()
+	r["pid"] = os.Getpid()
+	if err := out.Encode(r); err != nil {
+		panic(err)
+	}
+}
+
+// goid parses the current goroutine's id out of its own stack header ("goroutine 18 [running]").
+func goid() int64 {
+	buf := make([]byte, 64)
+	buf = buf[:runtime.Stack(buf, false)]
+	f := strings.Fields(string(buf))
+	id, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		panic(err)
+	}
+	return id
+}
+
+// stallIn runs block on a fresh goroutine, while release (after *hold) ends the stall, and
+// reports the blocked goroutine's id and the time block took.
+func stallIn(mode string, block func(), release func()) {
+	done := make(chan result)
+	started := make(chan struct{})
+	go func() {
+		id := goid()
+		close(started)
+		t0 := time.Now()
+		block()
+		done <- result{"mode": mode, "goid": id, "duration_ns": time.Since(t0).Nanoseconds()}
+	}()
+	<-started
+	time.Sleep(*hold)
+	release()
+	report(<-done)
+}
+
+// spin burns CPU for about d in a loop with no call in its body, so with
+// GODEBUG=asyncpreemptoff=1 nothing can take its P away (a call would be a preemption point).
+// The iteration count comes from nsPerIter, calibrated once at start-up.
+func spin(d time.Duration) {
+	busyLoop(int(float64(d.Nanoseconds()) / nsPerIter))
+}
+
+var nsPerIter float64
+
+func calibrate() {
+	const probe = 20_000_000
+	t0 := time.Now()
+	busyLoop(probe)
+	nsPerIter = float64(time.Since(t0).Nanoseconds()) / probe
+}
+
+var sink uint64
+
+//go:noinline
+func busyLoop(n int) {
+	x := sink
+	for i := 0; i < n; i++ {
+		x = x*6364136223846793005 + 1442695040888963407
+	}
+	sink = x
+}
+
+func runMode(mode string) {
+	switch mode {
+	case "chanrecv":
+		ch := make(chan int)
+		stallIn(mode, func() { <-ch }, func() { ch <- 1 })
+	case "chansend":
+		ch := make(chan int)
+		stallIn(mode, func() { ch <- 1 }, func() { <-ch })
+	case "select":
+		a, b := make(chan int), make(chan int)
+		stallIn(mode, func() {
+			select {
+			case <-a:
+			case <-b:
+			}
+		}, func() { b <- 1 })
+	case "mutex":
+		var mu sync.Mutex
+		mu.Lock()
+		stallIn(mode, func() { mu.Lock() }, func() { mu.Unlock() })
+	case "rwmutex":
+		var mu sync.RWMutex
+		mu.Lock()
+		stallIn(mode, func() { mu.RLock() }, func() { mu.Unlock() })
+	case "waitgroup":
+		var wg sync.WaitGroup
+		wg.Add(1)
+		stallIn(mode, func() { wg.Wait() }, func() { wg.Done() })
+	case "cond":
+		var mu sync.Mutex
+		c := sync.NewCond(&mu)
+		ready := false
+		stallIn(mode, func() {
+			mu.Lock()
+			for !ready {
+				c.Wait()
+			}
+			mu.Unlock()
+		}, func() {
+			mu.Lock()
+			ready = true
+			c.Signal()
+			mu.Unlock()
+		})
+	case "pipe":
+		var fds [2]int
+		if err := syscall.Pipe(fds[:]); err != nil {
+			panic(err)
+		}
+		buf := make([]byte, 1)
+		stallIn(mode, func() { _, _ = syscall.Read(fds[0], buf) },
+			func() { _, _ = syscall.Write(fds[1], []byte{1}) })
+	case "nanosleep":
+		stallIn(mode, func() {
+			ts := syscall.NsecToTimespec(hold.Nanoseconds())
+			_, _, _ = syscall.Syscall(syscall.SYS_NANOSLEEP, uintptrOf(&ts), 0, 0)
+		}, func() {})
+	case "tcpread":
+		tcpRead(mode)
+	case "sleep":
+		stallIn(mode, func() { time.Sleep(*hold) }, func() {})
+	case "starve":
+		starve(mode)
+	case "stw":
+		stw(mode)
+	case "noise":
+		noise(mode)
+	default:
+		fmt.Fprintln(os.Stderr, "unknown mode", mode)
+		os.Exit(2)
+	}
+}
+
+// tcpRead blocks a goroutine in conn.Read on a local server that answers after *hold: a netpoller
+// wait ("IO wait").
+func tcpRead(mode string) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		time.Sleep(*hold)
+		_, _ = c.Write([]byte("x"))
+		c.Close()
+	}()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		panic(err)
+	}
+	defer conn.Close()
+	res := make(chan result)
+	go func() {
+		id := goid()
+		buf := make([]byte, 1)
+		t0 := time.Now()
+		_, _ = conn.Read(buf)
+		res <- result{"mode": mode, "goid": id, "duration_ns": time.Since(t0).Nanoseconds()}
+	}()
+	report(<-res)
+}
+
+// starve wakes a goroutine with a channel send and then keeps the only P busy for *hold: the
+// woken goroutine is runnable but cannot run (scheduling latency). Needs GOMAXPROCS=1 (set here)
+// and GODEBUG=asyncpreemptoff=1.
+func starve(mode string) {
+	runtime.GOMAXPROCS(1)
+	ch := make(chan time.Time)
+	res := make(chan result)
+	go func() {
+		id := goid()
+		sent := <-ch
+		res <- result{"mode": mode, "goid": id, "duration_ns": time.Since(sent).Nanoseconds()}
+	}()
+	time.Sleep(20 * time.Millisecond) // let it park on the receive
+	// The unbuffered send hands the value over and readies the receiver, but we keep the only P.
+	ch <- time.Now()
+	spin(*hold)
+	report(<-res)
+}
+
+// stw starts a non-preemptible loop on one P and calls runtime.GC on another: the GC's first
+// stop-the-world cannot finish until the loop ends. Reports the time from the GC call to the
+// loop's end (goid 0: the whole process stalls). Needs GODEBUG=asyncpreemptoff=1.
+func stw(mode string) {
+	runtime.GOMAXPROCS(2)
+	looping := make(chan struct{})
+	loopEnd := make(chan time.Time)
+	go func() {
+		close(looping)
+		spin(*hold)
+		loopEnd <- time.Now()
+	}()
+	<-looping
+	time.Sleep(5 * time.Millisecond) // the loop is surely on its P
+	gcStart := time.Now()
+	runtime.GC()
+	end := <-loopEnd
+	report(result{"mode": mode, "goid": 0, "duration_ns": end.Sub(gcStart).Nanoseconds()})
+}
+
+// noise: *count workers doing short (1-10 ms) waits of every common kind for about two seconds.
+// None of them should ever be reported over a 50 ms threshold.
+func noise(mode string) {
+	var wg sync.WaitGroup
+	ids := make([]int64, *count)
+	var mu sync.Mutex
+	ch := make(chan int)
+	go func() { // a partner for channel waits that answers within 1-10 ms
+		for v := range ch {
+			_ = v
+		}
+	}()
+	deadline := time.Now().Add(2 * time.Second)
+	waits := 0
+	for w := 0; w < *count; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			ids[w] = goid()
+			r := rand.New(rand.NewSource(int64(w)))
+			n := 0
+			for time.Now().Before(deadline) {
+				d := time.Duration(1+r.Intn(10)) * time.Millisecond
+				switch n % 3 {
+				case 0:
+					time.Sleep(d)
+				case 1:
+					mu.Lock()
+					time.Sleep(d / 4)
+					mu.Unlock()
+				case 2:
+					t := time.NewTimer(d)
+					<-t.C
+				}
+				n++
+			}
+			mu.Lock()
+			waits += n
+			mu.Unlock()
+		}(w)
+	}
+	wg.Wait()
+	close(ch)
+	report(result{"mode": mode, "goids": ids, "waits": waits})
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: stalls MODE [-d 120ms] [-n N]")
+		os.Exit(2)
+	}
+	if err := flag.CommandLine.Parse(os.Args[2:]); err != nil {
+		os.Exit(2)
+	}
+	mode := os.Args[1]
+	calibrate()
+	in := bufio.NewReader(os.Stdin)
+	report(result{"ready": true, "main_goid": goid()})
+	if _, err := in.ReadString('\n'); err != nil {
+		os.Exit(0)
+	}
+	for i := 0; i < *count || (mode == "noise" && i == 0); i++ {
+		runMode(mode)
+		if mode == "noise" {
+			break
+		}
+	}
+	report(result{"done": true})
+	go func() { time.Sleep(60 * time.Second); os.Exit(0) }()
+	_, _ = in.ReadString('\n')
+}
