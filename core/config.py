@@ -25,9 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from . import options as opt
+from .alerts import AlertsOptions, EnvironmentsOptions
 from .components import KINDS, Component
 from .errors import ConfigError, ConfigErrors
+from .http import HttpOptions
 from .options import Duration
+from .silences import SilencesOptions
 
 SEVERITIES = ("info", "warning", "critical")
 SINK_KEYS = ("receive", "min_severity")
@@ -79,7 +82,14 @@ class TargetOptions:
                 raise ValueError(f"targets.comm[{i}]: bad regular expression: {exc}") from None
 
 
-SECTIONS: dict[str, type] = {"lgf": HostOptions, "targets": TargetOptions}
+SECTIONS: dict[str, type] = {
+    "lgf": HostOptions,
+    "targets": TargetOptions,
+    "alerts": AlertsOptions,            # grouping, services, tags, topology (lgf.alerts)
+    "environments": EnvironmentsOptions,  # per-env thresholds, severities, deploy silence
+    "silences": SilencesOptions,        # silences shipped with the config (lgf.silences)
+    "http": HttpOptions,                # /debug/latency, /metrics, silence API (lgf.http)
+}
 """Typed top-level sections; the component lists (``sources`` ...) are handled apart."""
 
 

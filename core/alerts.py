@@ -1,0 +1,391 @@
+"""Alert policy: many stalls -> few alerts an on-call engineer can act on.
+
+Shape the pipeline relies on (``lgf.pipeline``)::
+
+    engine = AlertEngine(config, stats, clock=time.monotonic_ns)
+    engine.observe(event)        # every classified stall: sets env, tags, topology, severity,
+                                 # extra["service"]; adds it to its stall window and alert group
+    engine.due(now_ns)           # -> [Event(kind="alert")] whose report interval has closed;
+                                 # silenced ones are removed and counted. due(2**63 - 1) flushes all
+    engine.recent()              # -> dict for /debug/latency: recent windows and alerts
+    engine.silences              # the SilenceStore the HTTP silence API edits
+    engine.mark_deploy(service)  # start that service's "silence after deploy" window now
+
+Grouping: stalls at or over the environment's threshold are grouped by ``[alerts] group_by``
+(default: service, cause and top user frame). A group opens at its first stall and closes
+``[lgf] report_interval`` later; then it becomes one alert carrying the count, worst and total
+stall time, distinct processes and goroutines (in ``extra``), the worst stall's stack as the
+example, tags and topology from the config, a fresh ``id`` and ``trace_id``, and a severity.
+
+Environments (``[lgf] env`` = dev | test | prod) pick the threshold and the severity cut-offs
+(``[environments.prod] warning = "100ms" critical = "1s"``) and a "silence after deploy" window:
+alerts of a service whose binary changed (a new ``build_id`` seen for it, or ``mark_deploy``)
+are held back for that long, counted as silenced with ``reason="deploy"``.
+
+Cost: per stall, a dict look-up and a few additions; memory is bounded by ``max_groups`` open
+groups (further groups merge into one ``(overflow)`` group and are counted), the windows ring and
+the recent-alerts ring.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import socket
+import threading
+import time
+import typing
+from collections import deque
+from dataclasses import dataclass, field
+
+from . import options as opt
+from .errors import ConfigError
+from .event import Event, new_id, wallclock_of
+from .options import Duration
+from .silences import SilencesOptions, SilenceStore
+from .windows import StallWindows
+
+SEVERITIES = ("info", "warning", "critical")
+GROUP_FIELDS = ("service", "cause", "top_frame", "pid", "comm", "exe", "wait_reason", "syscall", "env")
+MAX_PIDS_LISTED = 32
+OVERFLOW_KEY = ("(overflow)",)
+
+
+# --- options ------------------------------------------------------------------------------------
+
+@dataclass
+class EnvPolicy:
+    """One ``[environments.<env>]`` table."""
+
+    threshold: Duration = Duration(0)
+    """Stalls shorter than this make no alert (they are still events). 0 = ``[lgf] threshold``."""
+    warning: Duration = Duration(100_000_000)
+    """An alert whose worst stall reaches this is a warning (below: info)."""
+    critical: Duration = Duration(1_000_000_000)
+    """An alert whose worst stall reaches this is critical."""
+    min_count: int = 1
+    """Fewer stalls than this in a report interval make no alert."""
+    silence_after_deploy: Duration = Duration(0)
+    """Hold back a service's alerts for this long after its binary changed."""
+
+    def __post_init__(self):
+        if self.critical < self.warning:
+            raise ValueError("critical must be at least warning")
+
+
+DEFAULT_POLICIES = {
+    "dev": EnvPolicy(threshold=Duration(200_000_000), warning=Duration(1_000_000_000),
+                     critical=Duration(10_000_000_000)),
+    "test": EnvPolicy(threshold=Duration(100_000_000), warning=Duration(500_000_000),
+                      critical=Duration(5_000_000_000)),
+    "prod": EnvPolicy(silence_after_deploy=Duration(120_000_000_000)),
+}
+"""What each environment means when plugins.toml says nothing about it."""
+
+
+@dataclass
+class EnvironmentsOptions:
+    """``[environments]``: ``[environments.dev]``, ``[environments.test]``, ``[environments.prod]``."""
+
+    dev: dict = field(default_factory=dict)
+    test: dict = field(default_factory=dict)
+    prod: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        problems: list = []
+        hints = typing.get_type_hints(EnvPolicy)
+        for name in ("dev", "test", "prod"):
+            table = getattr(self, name)
+            if isinstance(table, EnvPolicy):
+                continue
+            values = {}
+            for key, raw in table.items():
+                path = f"environments.{name}.{key}"
+                if key not in hints:
+                    problems.append(ConfigError(path, "unknown key", opt.nearest(key, hints)))
+                    continue
+                try:
+                    values[key] = opt.coerce(raw, hints[key], path)
+                except ConfigError as exc:
+                    problems.append(exc)
+            try:  # unset keys keep the environment's default, not EnvPolicy's
+                setattr(self, name, dataclasses.replace(DEFAULT_POLICIES[name], **values))
+            except ValueError as exc:
+                problems.append(ConfigError(f"environments.{name}", str(exc)))
+        if problems:
+            raise ValueError("; ".join(str(p) for p in problems))
+
+    def policy(self, env: str) -> EnvPolicy:
+        value = getattr(self, env, None)
+        return value if isinstance(value, EnvPolicy) else DEFAULT_POLICIES.get(env, DEFAULT_POLICIES["prod"])
+
+
+@dataclass
+class AlertsOptions:
+    """``[alerts]``: how stalls are grouped and labelled."""
+
+    group_by: list[str] = field(default_factory=lambda: ["service", "cause", "top_frame"])
+    services: dict = field(default_factory=dict)
+    """Service name -> regular expression on the process name, then on the executable path
+    (``checkout = "^checkout"``). A process no pattern matches is its own service (its comm)."""
+    tags: dict = field(default_factory=dict)
+    """Added to every event and alert (``team = "payments"``)."""
+    topology: dict = field(default_factory=dict)
+    """Where this host sits (``region``, ``cluster``...); ``host`` is filled in when absent."""
+    repeat_interval: Duration = Duration(0)
+    """Do not send the same group again within this; repeats are counted and reported in the next
+    alert as ``suppressed_repeats``. 0 = send every interval."""
+    max_groups: int = 10000
+    recent_alerts: int = 256
+    recent_windows: int = 1024
+    stack_frames: int = 32
+    """Frames kept in an alert's example stack."""
+
+    def __post_init__(self):
+        bad = [f for f in self.group_by if f not in GROUP_FIELDS]
+        if bad:
+            raise ValueError(f"alerts.group_by: unknown field(s) {bad}; choose from {', '.join(GROUP_FIELDS)}")
+        for name, rx in self.services.items():
+            try:
+                re.compile(str(rx))
+            except re.error as exc:
+                raise ValueError(f"alerts.services.{name}: bad regular expression: {exc}") from None
+
+
+# --- groups ---------------------------------------------------------------------------------------
+
+def top_frame_of(event: Event) -> str:
+    """The first user frame: the symbolizer's summary, else the first non-runtime stack frame."""
+    if event.stack_summary:
+        return event.stack_summary[0]
+    for frame in event.stack:
+        func = frame.get("func", "")
+        if func and not func.startswith(("runtime.", "internal/")):
+            return func
+    return ""
+
+
+@dataclass
+class Group:
+    key: tuple
+    opened_ns: int
+    service: str
+    start_ns: int = 2**63 - 1
+    end_ns: int = 0
+    count: int = 0
+    worst_ns: int = 0
+    total_ns: int = 0
+    worst: Event | None = None
+    pids: set = field(default_factory=set)
+    goroutines: set = field(default_factory=set)
+
+    def add(self, event: Event) -> None:
+        self.count += 1
+        self.total_ns += event.duration_ns
+        self.start_ns = min(self.start_ns, event.start_ns)
+        self.end_ns = max(self.end_ns, event.end_ns)
+        if self.worst is None or event.duration_ns > self.worst_ns:
+            self.worst_ns, self.worst = event.duration_ns, event
+        if len(self.pids) < MAX_PIDS_LISTED:
+            self.pids.add(event.pid)
+        if len(self.goroutines) < 4096:
+            self.goroutines.add((event.pid, event.goid))
+
+
+# --- the engine -----------------------------------------------------------------------------------
+
+class AlertEngine:
+    def __init__(self, config, stats, clock=time.monotonic_ns):
+        sections = getattr(config, "sections", {}) or {}
+        self.stats = stats
+        self.clock = clock
+        self.env = config.host.env
+        self.options: AlertsOptions = sections.get("alerts") or AlertsOptions()
+        envs: EnvironmentsOptions = sections.get("environments") or EnvironmentsOptions()
+        self.policy = envs.policy(self.env)
+        self.threshold_ns = self.policy.threshold or config.host.threshold
+        self.report_interval_ns = config.host.report_interval
+        self.tags = dict(self.options.tags)
+        self.topology = {"host": socket.gethostname(), **self.options.topology}
+        self._services = [(name, re.compile(str(rx))) for name, rx in self.options.services.items()]
+        self._service_cache: dict[tuple[str, str], str] = {}
+        silences: SilencesOptions = sections.get("silences") or SilencesOptions()
+        self.silences = SilenceStore(config.host.spool_dir, silences.rules)
+        self.windows = StallWindows(config.host.window, self.options.recent_windows)
+        self.groups: dict[tuple, Group] = {}
+        self.recent_alerts: deque[dict] = deque(maxlen=self.options.recent_alerts)
+        self._build_ids: dict[str, str] = {}
+        self._deploys: dict[str, int] = {}
+        self._last_sent: dict[tuple, int] = {}
+        self._suppressed: dict[tuple, int] = {}
+        self._lock = threading.Lock()
+
+    # -- per stall -------------------------------------------------------------------------
+
+    def service_of(self, event: Event) -> str:
+        key = (event.comm, event.exe)
+        name = self._service_cache.get(key)
+        if name is None:
+            name = next((svc for svc, rx in self._services
+                         if rx.search(event.comm) or (event.exe and rx.search(event.exe))), event.comm)
+            if len(self._service_cache) < 100_000:
+                self._service_cache[key] = name
+        return name
+
+    def severity_of(self, worst_ns: int) -> str:
+        if worst_ns >= self.policy.critical:
+            return "critical"
+        if worst_ns >= self.policy.warning:
+            return "warning"
+        return "info"
+
+    def observe(self, event: Event) -> None:
+        """Label a classified stall and count it into its window and alert group."""
+        if event.kind != "stall":
+            return
+        event.env = self.env
+        event.tags = {**self.tags, **event.tags}
+        event.topology = {**self.topology, **event.topology}
+        service = event.extra.setdefault("service", self.service_of(event))
+        event.severity = self.severity_of(event.duration_ns)
+        now = self.clock()
+        with self._lock:
+            self.windows.add(event)
+            self._notice_deploy(service, event.build_id, now)
+            if event.duration_ns < self.threshold_ns:
+                self.stats.inc("lgf_stalls_below_alert_threshold_total", env=self.env)
+                return
+            key = self._key(event, service)
+            group = self.groups.get(key)
+            if group is None:
+                if len(self.groups) >= self.options.max_groups:
+                    self.stats.inc("lgf_alert_groups_overflow_total")
+                    key = OVERFLOW_KEY
+                    group = self.groups.get(key)
+                if group is None:
+                    group = self.groups[key] = Group(key, now, service)
+            group.add(event)
+
+    def _key(self, event: Event, service: str) -> tuple:
+        values = []
+        for f in self.options.group_by:
+            if f == "service":
+                values.append(service)
+            elif f == "top_frame":
+                values.append(top_frame_of(event))
+            else:
+                values.append(getattr(event, f))
+        return tuple(values)
+
+    # -- deploys ---------------------------------------------------------------------------
+
+    def _notice_deploy(self, service: str, build_id: str, now: int) -> None:
+        if not build_id:
+            return
+        known = self._build_ids.get(service)
+        self._build_ids[service] = build_id
+        if known is not None and known != build_id:
+            self._deploys[service] = now
+            self.stats.inc("lgf_deploys_seen_total", service=service)
+
+    def mark_deploy(self, service: str, at_ns: int | None = None) -> None:
+        """A deploy of ``service`` happened (the HTTP API calls this); starts its silence window."""
+        with self._lock:
+            self._deploys[service] = self.clock() if at_ns is None else at_ns
+
+    def _in_deploy_silence(self, group: Group) -> bool:
+        deployed = self._deploys.get(group.service)
+        window = self.policy.silence_after_deploy
+        # A group that opened up to one report interval before the deploy holds its stalls too.
+        return (deployed is not None and window > 0
+                and deployed - self.report_interval_ns <= group.opened_ns < deployed + window)
+
+    # -- alerts ----------------------------------------------------------------------------
+
+    def due(self, now_ns: int) -> list[Event]:
+        """Alerts whose report interval closed by ``now_ns``; silenced ones removed and counted."""
+        out = []
+        with self._lock:
+            self.windows.close_idle(self.clock())
+            closed = [g for g in self.groups.values() if g.opened_ns + self.report_interval_ns <= now_ns]
+            for group in closed:
+                del self.groups[group.key]
+                alert = self._alert_of(group)
+                if alert is not None:
+                    out.append(alert)
+        return out
+
+    def _alert_of(self, group: Group) -> Event | None:
+        if group.count < self.policy.min_count:
+            self.stats.inc("lgf_alerts_below_min_count_total")
+            return None
+        alert = self._make_alert(group)
+        record = alert.to_dict()
+        if self._in_deploy_silence(group):
+            return self._silence(alert, record, "deploy", "deploy")
+        silence = self.silences.match(record)
+        if silence is not None:
+            return self._silence(alert, record, "silence", silence.id)
+        if self.options.repeat_interval:
+            last = self._last_sent.get(group.key)
+            if last is not None and group.opened_ns < last + self.options.repeat_interval:
+                self._suppressed[group.key] = self._suppressed.get(group.key, 0) + 1
+                self.stats.inc("lgf_alerts_repeats_suppressed_total")
+                return None
+            self._last_sent[group.key] = group.opened_ns
+            alert.extra["suppressed_repeats"] = self._suppressed.pop(group.key, 0)
+            record["suppressed_repeats"] = alert.extra["suppressed_repeats"]
+        self.recent_alerts.append(record)
+        return alert
+
+    def _silence(self, alert: Event, record: dict, reason: str, by: str) -> None:
+        """Count and remember a held-back alert; returns None (nothing to send)."""
+        self.stats.inc("lgf_alerts_silenced_total", cause=alert.cause, reason=reason)
+        record["silenced_by"] = by
+        self.recent_alerts.append(record)
+        return None
+
+    def _make_alert(self, group: Group) -> Event:
+        w = group.worst
+        top = top_frame_of(w)
+        alert = Event(
+            kind="alert", pid=w.pid, tid=w.tid, comm=w.comm, exe=w.exe, goid=w.goid,
+            go_version=w.go_version, build_id=w.build_id, start_ns=group.start_ns, end_ns=group.end_ns,
+            duration_ns=group.worst_ns, ts=wallclock_of(group.end_ns) if group.end_ns else "",
+            cause=w.cause, wait_reason=w.wait_reason, syscall=w.syscall,
+            stack=list(w.stack[: self.options.stack_frames]), stack_summary=list(w.stack_summary),
+            gc_phase=dict(w.gc_phase), poller=dict(w.poller), sched=dict(w.sched),
+            tags=dict(w.tags), topology=dict(w.topology), env=self.env,
+            severity=self.severity_of(group.worst_ns), trace_id=new_id(), source=w.source,
+            extra={
+                "service": group.service, "top_frame": top, "count": group.count,
+                "worst_ns": group.worst_ns, "total_ns": group.total_ns,
+                "pids": sorted(group.pids), "goroutines": len(group.goroutines),
+                "example_event_id": w.id, "interval_ns": self.report_interval_ns,
+                "group_by": dict(zip(self.options.group_by, map(str, group.key), strict=False)),
+                "summary": self._summary(group, top),
+            })
+        return alert
+
+    def _summary(self, group: Group, top: str) -> str:
+        w = group.worst
+        what = w.wait_reason or w.syscall or w.extra.get("stall", "")
+        where = f" in {top}" if top else ""
+        return (f"{group.service}: {group.count} {w.cause} stall(s){where}, worst {group.worst_ns / 1e6:.1f} ms "
+                f"({what}), total {group.total_ns / 1e6:.1f} ms")
+
+    # -- introspection ---------------------------------------------------------------------
+
+    def recent(self, limit: int = 100) -> dict:
+        """Recent stall windows and alerts (newest first), for ``/debug/latency``."""
+        with self._lock:
+            return {
+                "env": self.env,
+                "threshold_ns": self.threshold_ns,
+                "window_ns": self.windows.window_ns,
+                "report_interval_ns": self.report_interval_ns,
+                "open_groups": len(self.groups),
+                "windows": self.windows.recent(limit),
+                "alerts": list(self.recent_alerts)[::-1][:limit],
+                "silences": [s.to_dict() for s in self.silences.list()],
+            }

@@ -1,0 +1,367 @@
+"""lgf's local HTTP endpoints: ``/debug/latency``, ``/metrics`` and the silence API.
+
+    GET    /debug/latency[?limit=N]   recent stall windows and alerts, JSON (AlertEngine.recent)
+    GET    /metrics                   Prometheus text format (prometheus-client)
+    GET    /api/silences              active silences
+    POST   /api/silences              {"matchers": ["cause=lock"], "duration": "2h" | "until": RFC 3339,
+                                       "comment": "...", "created_by": "..."} -> 201 and the silence
+    DELETE /api/silences/ID           expire a silence now
+    POST   /api/deploys               {"service": "checkout"}: start its "silence after deploy" window
+
+``[http] listen`` defaults to ``127.0.0.1:9464``: loopback only unless configured. Requests that
+change state (POST, DELETE) need ``Authorization: Bearer <token>`` when ``[http] token_env`` names
+an environment variable holding a token; without one they are accepted from loopback clients
+only. The token is never logged.
+
+``/metrics`` is computed on each scrape (a custom collector, nothing cached): stall duration
+histograms per cause and service from the sources' BPF histograms (``source.histograms()``, so
+stalls under the threshold are counted too), every counter and gauge in ``ctx.stats`` (events,
+alerts, silenced, per-sink delivery results and queue depth, plugin errors ... whatever the parts
+of lgf count), the sources' own counters and ring-buffer losses, and the runtime counters of each
+traced process. Cost per scrape: one read of each source's BPF histogram map plus one
+``runtime_counters(pid)`` per traced process; nothing per event.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import re
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+log = logging.getLogger("lgf.http")
+
+DEFAULT_LISTEN = "127.0.0.1:9464"
+
+
+@dataclass
+class HttpOptions:
+    """``[http]``: the local endpoints."""
+
+    listen: str = DEFAULT_LISTEN
+    """host:port to bind; keep it on loopback unless something scrapes it from elsewhere."""
+    enabled: bool = True
+    token_env: str = ""
+    """Name of an environment variable holding a token that POST/DELETE must present."""
+    recent_limit: int = 100
+    """How many windows and alerts /debug/latency returns by default."""
+
+    def __post_init__(self):
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError(f"http.listen: {self.listen!r} is not host:port (e.g. \"127.0.0.1:9464\")")
+
+
+def _split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+# --- /metrics ---------------------------------------------------------------------------------------
+
+_NAME_OK = re.compile(r"[^a-zA-Z0-9_:]")
+
+
+def _metric_name(name: str) -> str:
+    name = _NAME_OK.sub("_", name)
+    return name if name.startswith("lgf_") else "lgf_" + name
+
+
+class LgfCollector:
+    """A prometheus-client collector over ``Stats``, the sources and the alert engine."""
+
+    def __init__(self, stats, sources, engine):
+        self.stats, self.sources, self.engine = stats, sources, engine
+
+    def collect(self):
+        from prometheus_client.core import HistogramMetricFamily, Metric
+
+        emitted: set[str] = set()
+        yield from self._histograms(HistogramMetricFamily, emitted)
+        for name, rows in sorted(self.stats.snapshot().items()):
+            base = _metric_name(name)
+            kinds = {kind for _, _, kind in rows}
+            if "counter" in kinds:
+                base = base.removesuffix("_total")
+                m = Metric(base, f"lgf counter {name}", "counter")
+                for labels, value, _ in rows:
+                    m.add_sample(base + "_total", {k: str(v) for k, v in labels.items()}, value)
+            else:
+                m = Metric(base, f"lgf gauge {name}", "gauge")
+                for labels, value, _ in rows:
+                    m.add_sample(base, {k: str(v) for k, v in labels.items()}, value)
+            emitted.add(base)
+            yield m
+        yield from self._source_counters(Metric, emitted)
+        if self.engine is not None:
+            g = Metric("lgf_silences_active", "Silences currently in force", "gauge")
+            g.add_sample("lgf_silences_active", {}, len(self.engine.silences.list()))
+            yield g
+            g = Metric("lgf_alert_groups_open", "Alert groups waiting for their report interval", "gauge")
+            g.add_sample("lgf_alert_groups_open", {}, len(self.engine.groups))
+            yield g
+
+    def _histograms(self, family_cls, emitted):
+        """BPF log2 histograms -> one Prometheus histogram per (cause, service, stall)."""
+        from lgf.plugins.waitreason import cause_of
+
+        merged: dict[tuple[str, str, str], list[int]] = {}
+        for src in self.sources:
+            if not hasattr(src, "histograms"):
+                continue
+            try:
+                hists = src.histograms()
+            except Exception as exc:  # a source's bug must not break the scrape
+                self.stats.inc("lgf_http_errors_total", what="histograms")
+                log.error("histograms() of %s failed: %s", type(src).__name__, exc)
+                continue
+            for h in hists:
+                labels = h.get("labels", {})
+                stall = labels.get("stall", "")
+                cause = cause_of(stall, labels.get("wait_reason", ""), labels.get("syscall", "")) or "unknown"
+                service = self._service(labels.get("comm", ""), labels.get("exe", ""))
+                slots = merged.setdefault((cause, service, stall), [])
+                for i, n in enumerate(h.get("log2_us", [])):
+                    if i >= len(slots):
+                        slots.append(0)
+                    slots[i] += int(n)
+        if not merged:
+            return
+        fam = family_cls("lgf_stall_duration_seconds",
+                         "Stall durations from the BPF log2 histograms (all stalls, under the threshold "
+                         "too); bucket i is [2^i, 2^(i+1)) us; _sum is estimated from bucket midpoints",
+                         labels=["cause", "service", "stall"])
+        for (cause, service, stall), slots in sorted(merged.items()):
+            buckets, running, total = [], 0, 0.0
+            for i, n in enumerate(slots):
+                running += n
+                total += n * 1.5 * (2**i) / 1e6
+                buckets.append((repr((2 ** (i + 1)) / 1e6), running))
+            buckets.append(("+Inf", running))
+            fam.add_metric([cause, service, stall], buckets, total)
+        emitted.add("lgf_stall_duration_seconds")
+        yield fam
+
+    def _service(self, comm: str, exe: str) -> str:
+        if self.engine is None:
+            return comm
+        from lgf.event import Event
+        return self.engine.service_of(Event(comm=comm, exe=exe))
+
+    def _source_counters(self, metric_cls, emitted):
+        lost = metric_cls("lgf_ringbuf_lost", "Events the BPF ring buffer dropped, by source", "counter")
+        own = metric_cls("lgf_source", "Each source's own counters (source.stats())", "gauge")
+        runtime = metric_cls("lgf_go_runtime", "Runtime counters of each traced Go process", "gauge")
+        seen_pids: set[str] = set()
+        for i, src in enumerate(self.sources):
+            name = getattr(src, "name", "") or f"{type(src).__name__}[{i}]"
+            counters = {}
+            if hasattr(src, "stats"):
+                try:
+                    counters = src.stats() or {}
+                except Exception:  # counted; the rest of the scrape still works
+                    self.stats.inc("lgf_http_errors_total", what="source_stats")
+            for key, value in counters.items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    if key == "ringbuf_lost":
+                        lost.add_sample("lgf_ringbuf_lost_total", {"source": name}, value)
+                    else:
+                        own.add_sample("lgf_source", {"source": name, "counter": key}, value)
+            if hasattr(src, "runtime_counters") and hasattr(src, "histograms"):
+                try:
+                    pids = {h.get("labels", {}).get("pid") for h in src.histograms()} - {None, ""}
+                except Exception:
+                    pids = set()
+                for pid in sorted(pids - seen_pids):
+                    seen_pids.add(pid)
+                    try:
+                        rc = src.runtime_counters(int(pid)) or {}
+                    except Exception:  # the process may have exited between the two reads
+                        continue
+                    for key, value in rc.items():
+                        runtime.add_sample("lgf_go_runtime", {"pid": str(pid), "counter": key}, value)
+        for m in (lost, own, runtime):
+            if m.samples and m.name not in emitted:
+                yield m
+
+
+# --- the server ------------------------------------------------------------------------------------
+
+class HttpServer:
+    """The endpoints above on a background thread.
+
+    ``start()`` binds; if the address is taken it logs why, counts ``lgf_http_errors_total{what="bind"}``
+    and returns with ``running`` False: lgf keeps tracing without its endpoints.
+    """
+
+    def __init__(self, config, engine, stats, sources=()):
+        opts = (getattr(config, "sections", {}) or {}).get("http") or HttpOptions()
+        self.options: HttpOptions = opts
+        self.engine, self.stats, self.sources = engine, stats, sources
+        self.token = os.environ.get(opts.token_env, "") if opts.token_env else ""
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self._server.server_address[:2]
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        return f"http://{host}:{port}"
+
+    def start(self) -> None:
+        if not self.options.enabled:
+            return
+        from prometheus_client import CollectorRegistry
+
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(LgfCollector(self.stats, self.sources, self.engine))
+        host, port = _split_listen(self.options.listen)
+        try:
+            self._server = ThreadingHTTPServer((host, port), _handler_for(self))
+        except OSError as exc:  # tracing matters more than its dashboards: say so and carry on
+            self.stats.inc("lgf_http_errors_total", what="bind")
+            log.error("http: cannot listen on %s: %s (set [http] listen, or enabled = false)",
+                      self.options.listen, exc.strerror or exc)
+            return
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="lgf-http", daemon=True)
+        self._thread.start()
+        log.info("http: listening on %s (/debug/latency, /metrics, /api/silences)", self.url)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+def _handler_for(server: HttpServer):
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "lgf"
+
+        def log_message(self, fmt, *args):  # requests go to debug, never to stderr
+            log.debug("http: %s %s", self.address_string(), fmt % args)
+
+        # -- plumbing --
+        def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _json(self, code: int, obj) -> None:
+            self._send(code, (json.dumps(obj, ensure_ascii=False) + "\n").encode())
+
+        def _body(self) -> dict:
+            n = int(self.headers.get("Content-Length") or 0)
+            data = json.loads(self.rfile.read(n) or b"{}") if n else {}
+            if not isinstance(data, dict):
+                raise ValueError("expected a JSON object")
+            return data
+
+        def _may_change(self) -> bool:
+            if server.token:
+                given = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+                if hmac.compare_digest(given.encode(), server.token.encode()):
+                    return True
+                self._json(401, {"error": "missing or wrong bearer token"})
+                return False
+            if self.client_address[0] in ("127.0.0.1", "::1") or self.client_address[0].startswith("127."):
+                return True
+            self._json(403, {"error": "changes are accepted from loopback only (or set [http] token_env)"})
+            return False
+
+        def _silences_or_503(self):
+            if server.engine is None:
+                self._json(503, {"error": "no alert engine in this run"})
+                return None
+            return server.engine.silences
+
+        # -- routes --
+        def do_GET(self):
+            url = urlsplit(self.path)
+            if url.path == "/metrics":
+                from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+                self._send(200, generate_latest(server.registry), CONTENT_TYPE_LATEST)
+            elif url.path == "/debug/latency":
+                if server.engine is None:
+                    self._json(503, {"error": "no alert engine in this run"})
+                    return
+                q = parse_qs(url.query)
+                try:
+                    limit = int(q.get("limit", [server.options.recent_limit])[0])
+                except ValueError:
+                    self._json(400, {"error": "limit must be an integer"})
+                    return
+                self._json(200, server.engine.recent(limit))
+            elif url.path == "/api/silences":
+                store = self._silences_or_503()
+                if store is not None:
+                    self._json(200, {"silences": [s.to_dict() for s in store.list()]})
+            elif url.path == "/":
+                self._json(200, {"endpoints": ["/debug/latency", "/metrics", "/api/silences", "/api/deploys"]})
+            else:
+                self._json(404, {"error": f"no such endpoint: {url.path}"})
+
+        def do_POST(self):
+            path = urlsplit(self.path).path
+            if path not in ("/api/silences", "/api/deploys"):
+                self._json(404, {"error": f"no such endpoint: {path}"})
+                return
+            if not self._may_change():
+                return
+            store = self._silences_or_503()
+            if store is None:
+                return
+            try:
+                body = self._body()
+                if path == "/api/deploys":
+                    service = body.get("service")
+                    if not isinstance(service, str) or not service:
+                        raise ValueError("service: required")
+                    server.engine.mark_deploy(service)
+                    self._json(202, {"service": service, "silence_after_deploy_ns":
+                                     server.engine.policy.silence_after_deploy})
+                    return
+                matchers = body.get("matchers")
+                if not isinstance(matchers, list) or not all(isinstance(m, str) for m in matchers):
+                    raise ValueError("matchers: required, a list of strings like \"cause=lock\"")
+                s = store.add(matchers, duration=str(body.get("duration") or ""),
+                              until=str(body.get("until") or ""), comment=str(body.get("comment") or ""),
+                              created_by=str(body.get("created_by") or ""))
+            except ValueError as exc:  # bad JSON or a bad silence: the caller's mistake, said plainly
+                self._json(400, {"error": str(exc)})
+                return
+            server.stats.inc("lgf_silences_added_total")
+            self._json(201, s.to_dict())
+
+        def do_DELETE(self):
+            path = urlsplit(self.path).path
+            if not path.startswith("/api/silences/"):
+                self._json(404, {"error": f"no such endpoint: {path}"})
+                return
+            if not self._may_change():
+                return
+            store = self._silences_or_503()
+            if store is None:
+                return
+            s = store.expire(path.rsplit("/", 1)[1])
+            if s is None:
+                self._json(404, {"error": "no such active silence"})
+            else:
+                self._json(200, s.to_dict())
+
+    return Handler
