@@ -1,0 +1,142 @@
+"""Where the Go runtime keeps things: struct field offsets and the runtime's own string tables.
+
+BPF programs read ``g.goid``, ``g.atomicstatus``, ``m.procid`` ... at fixed offsets, and those move
+between Go versions (``g.goid`` is 152, 160, 152 across 1.22, 1.23, 1.25). So offsets come from the
+target binary's own DWARF when it has some, and otherwise from :mod:`lgf.sources.golayout_table`,
+a per-Go-minor table read out of real binaries built by each toolchain (regenerate it with
+``python -m lgf.sources.golayout BINARY...``; never edit numbers by hand). A Go version the table
+does not know, in a binary without DWARF, is refused: a wrong offset would make the probes read
+garbage silently, which is worse than not tracing.
+
+Cost: the DWARF walk visits every debugging entry once (about 0.4 s for a 2 MB Go binary, with
+pyelftools); it runs once per build id (binaries are cached) and only for the few structs listed
+in ``FIELDS``.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+
+from .goelf import ElfImage
+
+FIELDS: dict[str, tuple[str, ...]] = {
+    "g": ("stack", "stackguard0", "stackguard1", "m", "sched", "syscallsp", "syscallpc", "atomicstatus", "goid",
+          "waitsince", "waitreason", "gopc", "startpc", "lockedm", "parkingOnChan"),
+    "stack": ("lo", "hi"),
+    "gobuf": ("sp", "pc", "g", "bp"),
+    "m": ("g0", "procid", "curg", "p", "id", "spinning", "lockedg", "ncgocall"),
+    "p": ("id", "status", "m", "runqhead", "runqtail", "runnext", "schedtick", "syscalltick"),
+    "schedt": ("nmidle", "nmspinning", "npidle", "nmsys", "runq", "runqsize", "gcwaiting",
+               "stopwait", "ngsys"),
+    "gQueue": ("head", "tail", "size"),
+    "workType": ("cycles", "nproc"),
+    "mstats": ("numgc", "last_gc_unix", "heapStats"),
+}
+"""Structs and fields the probes and enrichers read. Missing ones in a version (fields come and go)
+are simply absent from that version's entry; asking for them raises."""
+
+STRING_TABLES = ("runtime.waitReasonStrings", "runtime.stwReasonStrings")
+MAX_STRINGS = 512
+MAX_STRING_LEN = 4096
+
+
+def dwarf_field_offsets(elf: ElfImage, wanted: dict[str, tuple[str, ...]] | None = None
+                        ) -> dict[tuple[str, str], int]:
+    """``{("g", "goid"): 152, ...}`` for every member of the structs in ``wanted`` (default: every
+    member of the structs in ``FIELDS``), read from DWARF; empty when the binary has none.
+
+    Go names runtime types ``runtime.g``; keys here drop the ``runtime.`` prefix.
+    """
+    if ".debug_info" not in elf.sections and ".zdebug_info" not in elf.sections:
+        return {}
+    structs = {f"runtime.{name}" for name in (wanted or FIELDS)}
+    out: dict[tuple[str, str], int] = {}
+    seen: set[str] = set()
+    dwarf = elf.elf.get_dwarf_info(relocate_dwarf_sections=False)
+    for cu in dwarf.iter_CUs():
+        for die in cu.iter_DIEs():
+            if die.tag != "DW_TAG_structure_type":
+                continue
+            name_attr = die.attributes.get("DW_AT_name")
+            name = name_attr.value.decode("utf-8", "replace") if name_attr else ""
+            if name not in structs or name in seen:
+                continue
+            seen.add(name)
+            short = name.removeprefix("runtime.")
+            for member in die.iter_children():
+                if member.tag != "DW_TAG_member":
+                    continue
+                mname, loc = member.attributes.get("DW_AT_name"), member.attributes.get(
+                    "DW_AT_data_member_location")
+                if mname is None or loc is None or not isinstance(loc.value, int):
+                    continue
+                out[(short, mname.value.decode("utf-8", "replace"))] = loc.value
+            if seen == structs:
+                return out
+    return out
+
+
+def read_string_array(elf: ElfImage, vaddr: int, size: int) -> list[str]:
+    """A Go ``[N]string`` at ``vaddr`` of ``size`` bytes: N string headers (pointer, length), then
+    the bytes each points at. Raises TargetRefused when a header points outside the file."""
+    count = size // 16
+    if count > MAX_STRINGS:
+        raise elf.refuse(f"string table at {vaddr:#x} has {count} entries (corrupt symbol size?)")
+    headers = elf.read(vaddr, count * 16)
+    out = []
+    for ptr, n in struct.iter_unpack("<QQ", headers):
+        if n > MAX_STRING_LEN:
+            raise elf.refuse(f"string of {n} bytes in the table at {vaddr:#x} (corrupt?)")
+        out.append(elf.read(ptr, n).decode("utf-8", "replace") if n else "")
+    return out
+
+
+def table_entry(binary: ElfImage, symbols: dict) -> dict:
+    """Everything the fallback table keeps for one binary: field offsets and its string tables."""
+    fields = dwarf_field_offsets(binary)
+    wanted = {(s, f) for s, names in FIELDS.items() for f in names}
+    entry: dict = {"fields": {f"{s}.{f}": off for (s, f), off in sorted(fields.items()) if (s, f) in wanted}}
+    for table in STRING_TABLES:
+        sym = symbols.get(table)
+        entry[table.removeprefix("runtime.")] = read_string_array(binary, sym.value, sym.size) if sym else []
+    return entry
+
+
+def main(argv: list[str]) -> int:
+    """Print ``golayout_table.TABLE`` rebuilt from Go binaries that have DWARF and a symbol table
+    (one per Go minor version; build ``tests/goapps/binfacts`` with each toolchain)."""
+    from .buildinfo import read_buildinfo
+
+    table: dict[str, dict] = {}
+    for path in argv:
+        elf = ElfImage(path)
+        info = read_buildinfo(elf)
+        major, minor, _ = info.version_tuple
+        entry = table_entry(elf, elf.symbols())
+        entry["from"] = info.go_version
+        table[f"{major}.{minor}"] = entry
+    print('"""Generated by `python -m lgf.sources.golayout BINARY...` from binaries built by each Go')
+    print("toolchain (DWARF offsets and the runtime's own string tables). Do not edit by hand.\"\"\"\n")
+    print("TABLE = {")
+    for key in sorted(table, key=lambda k: tuple(int(x) for x in k.split("."))):
+        entry = table[key]
+        print(f"    {key!r}: {{")
+        print(f"        'from': {entry['from']!r},")
+        print("        'fields': {")
+        for name, off in entry["fields"].items():
+            print(f"            {name!r}: {off},")
+        print("        },")
+        for table_name in STRING_TABLES:
+            short = table_name.removeprefix("runtime.")
+            print(f"        {short!r}: [")
+            for s in entry[short]:
+                print(f"            {s!r},")
+            print("        ],")
+        print("    },")
+    print("}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

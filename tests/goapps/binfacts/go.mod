@@ -1,0 +1,3 @@
+module lgf.test/binfacts
+
+go 1.21
