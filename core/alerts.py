@@ -377,7 +377,7 @@ class AlertEngine:
     # -- introspection ---------------------------------------------------------------------
 
     def recent(self, limit: int = 100) -> dict:
-        """Recent stall windows and alerts (newest first), for ``/debug/latency``."""
+        """Recent stall windows and alerts (newest first, at most ``limit``; 0 = all), for ``/debug/latency``."""
         with self._lock:
             return {
                 "env": self.env,
@@ -386,6 +386,6 @@ class AlertEngine:
                 "report_interval_ns": self.report_interval_ns,
                 "open_groups": len(self.groups),
                 "windows": self.windows.recent(limit),
-                "alerts": list(self.recent_alerts)[::-1][:limit],
+                "alerts": list(self.recent_alerts)[::-1][: limit or None],
                 "silences": [s.to_dict() for s in self.silences.list()],
             }
