@@ -18,7 +18,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 
-from .goelf import PF_W, ElfImage
+from .goelf import PF_W, ElfImage, NotGoBinary
 
 MAGIC = b"\xff Go buildinf:"
 HEADER_SIZE = 32
@@ -58,7 +58,7 @@ def read_buildinfo(elf: ElfImage) -> BuildInfo:
     """The build info of ``elf``; raises TargetRefused when it is not a Go binary or the blob is bad."""
     blob = _find_blob(elf)
     if blob is None:
-        raise elf.refuse("not a Go binary (no Go build info)")
+        raise NotGoBinary(f"{elf.label}: not a Go binary (no Go build info)")
     if len(blob) < HEADER_SIZE:
         raise elf.refuse("Go build info is truncated")
     ptr_size, flags = blob[14], blob[15]

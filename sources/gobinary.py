@@ -28,7 +28,9 @@ from lgf.errors import TargetRefused
 
 from . import golayout, prologue
 from .buildinfo import read_buildinfo
-from .goelf import ElfImage
+from .goelf import ElfImage, NotGoBinary
+
+__all__ = ["GoBinary", "NotGoBinary", "clear_cache", "open_binary"]
 
 try:  # written by the symbolizer's engineer; needed only for stripped binaries
     from . import pclntab as _pclntab
@@ -51,6 +53,8 @@ STW_FUNCTIONS = ("runtime.stopTheWorldWithSema", "runtime.startTheWorldWithSema"
 DATA_SYMBOLS = ("runtime.gcphase", "runtime.sched", "runtime.allglen", "runtime.gomaxprocs",
                 "runtime.ncpu", "runtime.netpollWaiters", "runtime.work", "runtime.memstats")
 """Runtime globals the enrichers read."""
+
+
 
 GO_NOTE_NAME, GO_NOTE_BUILDID = b"Go", 4
 GNU_NOTE_NAME, GNU_NOTE_BUILDID = b"GNU", 3

@@ -30,6 +30,11 @@ MAX_NOTE_BYTES = 1 << 16
 """Build-id notes are tens of bytes; anything larger is corrupt, and is not read into memory."""
 
 
+class NotGoBinary(TargetRefused):
+    """The file is no Go executable at all (not ELF, not amd64, no Go build info): discovery in
+    "all" mode passes over these quietly, while a refused Go binary is always reported."""
+
+
 @dataclass(frozen=True)
 class Section:
     name: str
@@ -81,14 +86,14 @@ class ElfImage:
                 self.data = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
             except ValueError:
                 self.close()
-                raise self.refuse("empty file") from None
+                raise NotGoBinary(f"{self.label}: empty file") from None
             except OSError as exc:
                 self.close()
                 raise TargetRefused(f"{self.label}: cannot read: {exc.strerror or exc}") from None
         self.size = len(self.data)
         if self.data[:4] != ELF_MAGIC:
             self.close()
-            raise self.refuse("not an ELF file")
+            raise NotGoBinary(f"{self.label}: not an ELF file")
         try:
             self._parse_headers()
         except TargetRefused:
@@ -117,10 +122,10 @@ class ElfImage:
         stream = self.data if isinstance(self.data, mmap.mmap) else _BytesStream(self.data)
         elf = ELFFile(stream)
         if elf.elfclass != 64 or elf["e_machine"] != "EM_X86_64":
-            raise self.refuse(f"not an amd64 executable (class {elf.elfclass}, {elf['e_machine']}); "
+            raise NotGoBinary(f"{self.label}: not an amd64 executable (class {elf.elfclass}, {elf['e_machine']}); "
                               "lgf traces linux/amd64 Go binaries")
         if elf["e_type"] not in ("ET_EXEC", "ET_DYN"):
-            raise self.refuse(f"not an executable (ELF type {elf['e_type']})")
+            raise NotGoBinary(f"{self.label}: not an executable (ELF type {elf['e_type']})")
         self.elf = elf
         self.is_pie = elf["e_type"] == "ET_DYN"
         self.entry = elf["e_entry"]
