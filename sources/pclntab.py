@@ -44,6 +44,8 @@ _OLD_MAGICS = {0xFFFFFFFB: "Go 1.2-1.15", 0xFFFFFFFA: "Go 1.16-1.17"}
 _PCDATA_INLTREEINDEX = 2
 _FUNCDATA_INLTREE = 3
 _NO_FUNCDATA = 0xFFFFFFFF
+_FUNCFLAG_ASM = 4
+"""abi.FuncFlagAsm: the function is written in assembly (stable since Go 1.18)."""
 
 _MAX_VARINT_BYTES = 5
 _MAX_TABLE_STEPS = 1 << 20
@@ -569,11 +571,20 @@ class Pclntab:
             yield self.func_name(i), entries[i], entries[i + 1]
 
     def func_by_name(self, name: str) -> int | None:
-        """Entry vaddr of the function called ``name`` (the first one, if duplicated), or None."""
+        """Entry vaddr of the function ``.symtab`` calls ``name``, or None; works when stripped."""
         if self._names is None:
             names: dict[str, int] = {}
-            for fname, entry, _ in self.funcs():
-                names.setdefault(fname, entry)
+            asm: set[str] = set()
+            for i, (fname, entry, _) in enumerate(self.funcs()):
+                is_asm = bool(self.buf[self._func_header(i)[7] + self._func_hdr - 3] & _FUNCFLAG_ASM)
+                # An ABI wrapper shares its function's name: an assembly function's ABIInternal
+                # wrapper is what .symtab calls by the plain name (the body is "name.abi0"), and
+                # a Go function comes before its ABI0 wrapper. Keep the one .symtab names.
+                if fname not in names or (fname in asm and not is_asm):
+                    names[fname] = entry
+                    asm.discard(fname)
+                    if is_asm:
+                        asm.add(fname)
             self._names = names
         return self._names.get(name)
 

@@ -1,0 +1,180 @@
+"""The ``symbolizer`` enricher: fills ``event.stack`` and ``event.stack_summary`` from ``event.pcs``.
+
+plugins.toml::
+
+    [[enrichers]]
+    use = "symbolizer"
+    backend = "local"        # or "ray": long-lived Ray actors sharded by build id
+    ray_address = "local"    # "local" starts a local Ray, "auto" joins a cluster, or "host:port"
+    workers = 2              # Ray actors (the local backend is in-process)
+
+The binary is the event's ``exe``, else ``/proc/<pid>/exe`` (which reaches a process's file even
+across mount namespaces). For a PIE binary, ``extra["load_bias"]`` is subtracted from each PC
+first. PCs are return addresses (BPF reads them off the stack), so ``pc-1`` is looked up as Go's
+traceback does. What fails is counted (``lgf_symbolizer_failures_total{reason}``) and skipped:
+an unreadable binary leaves the stack empty and is logged once; a PC in no function is dropped.
+
+Cost: a warm PC is a dict hit; a cold one decodes its function's tables once (tens of µs).
+With ``backend = "ray"`` the per-event cost is one round trip for the PCs the local frame cache
+has not seen; see ``lgf.plugins.ray_symbolizer``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Literal
+
+from lgf import Component, hookimpl
+from lgf.sources.pclntab import Frame, PclntabError
+from lgf.sources.symbolizer import Symbolizers, frame_dict, stack_summary
+
+log = logging.getLogger("lgf.symbolizer")
+
+_ADDRESS = re.compile(r"^(local|auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+:[0-9]+)$")
+
+
+@dataclass
+class SymbolizerOptions:
+    backend: Literal["local", "ray"] = "local"
+    ray_address: str = "local"
+    """"local" starts a local Ray for lgf, "auto" joins the running cluster, or "host:port"."""
+    workers: int = 2
+    """Ray actors; binaries are spread over them by build id."""
+    summary_frames: int = 3
+    """How many user functions go into ``stack_summary``."""
+    max_binaries: int = 64
+    """Binaries kept mapped at once (per process: the enricher, or each Ray actor)."""
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError("workers: must be at least 1")
+        if self.summary_frames < 0 or self.max_binaries < 1:
+            raise ValueError("summary_frames must be >= 0 and max_binaries >= 1")
+        if not _ADDRESS.match(self.ray_address):
+            raise ValueError(f"ray_address: {self.ray_address!r} is not \"local\", \"auto\" or host:port")
+
+
+Request = tuple[str, str, list[int]]
+"""(binary key, path, PCs relative to the file's link addresses)."""
+Result = list[list[Frame]] | str
+"""Frames per PC (innermost first; [] for a PC in no function), or why the binary failed."""
+
+
+class LocalBackend:
+    """Symbolizes in this process; one mapped table per binary (``Symbolizers``)."""
+
+    name = "local"
+
+    def __init__(self, max_binaries: int = 64) -> None:
+        self.symbolizers = Symbolizers(max_binaries)
+
+    def resolve(self, requests: list[Request]) -> list[Result]:
+        out: list[Result] = []
+        for _key, path, pcs in requests:
+            try:
+                sym = self.symbolizers.get(path)
+                out.append([sym.frames(pc) for pc in pcs])
+            except (OSError, PclntabError) as exc:
+                out.append(f"{type(exc).__name__}: {exc}")
+        return out
+
+    def close(self) -> None:
+        self.symbolizers.close()
+
+
+def binary_of(event) -> str | None:
+    """The path to read for this event's binary: ``event.exe`` if it exists, else /proc/PID/exe."""
+    if event.exe and os.path.exists(event.exe):
+        return event.exe
+    if event.pid:
+        proc = f"/proc/{event.pid}/exe"
+        if os.path.exists(proc):
+            return proc
+    return None
+
+
+def binary_key(event, path: str) -> str:
+    """Identity of the binary: the build id when the source found one, else the file's identity."""
+    if event.build_id:
+        return event.build_id
+    st = os.stat(path)
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
+class SymbolizerEnricher:
+    """The ``symbolizer`` component instance; registered for the run, answers ``lgf_enrich``."""
+
+    def __init__(self, options: SymbolizerOptions, ctx) -> None:
+        self.options = options
+        self.stats = ctx.stats
+        self._failed_binaries: OrderedDict[str, str] = OrderedDict()
+        self.backend = LocalBackend(options.max_binaries)
+        if options.backend == "ray":
+            from lgf.plugins.ray_symbolizer import RayBackend, RayUnavailable
+
+            try:
+                self.backend = RayBackend(options.ray_address, options.workers, options.max_binaries)
+            except RayUnavailable as exc:
+                ctx.log.warning("symbolizer: Ray backend unavailable (ray_address=%r): %s; "
+                                "symbolizing locally instead", options.ray_address, exc)
+                self.stats.inc("lgf_symbolizer_failures_total", reason="ray_unavailable")
+
+    def _fail(self, reason: str, n: int = 1) -> None:
+        self.stats.inc("lgf_symbolizer_failures_total", n, reason=reason)
+
+    @hookimpl
+    def lgf_enrich(self, event) -> None:
+        if not event.pcs or event.stack:
+            return
+        path = binary_of(event)
+        if path is None:
+            self._fail("no_binary")
+            return
+        try:
+            key = binary_key(event, path)
+        except OSError:
+            self._fail("no_binary")
+            return
+        if key in self._failed_binaries:
+            self._fail("bad_binary")
+            return
+        bias = int(event.extra.get("load_bias", 0) or 0)
+        pcs = [int(pc) for pc in event.pcs]
+        result = self.backend.resolve([(key, path, [pc - bias for pc in pcs])])[0]
+        if isinstance(result, str):
+            self._remember_failure(key, path, result)
+            self._fail("bad_binary")
+            return
+        stack: list[dict] = []
+        for pc, frames in zip(pcs, result, strict=True):
+            if not frames:
+                self._fail("pc_not_found")
+                continue
+            for f in frames:
+                d = frame_dict(f)
+                d["pc"] = pc  # the address as the process saw it, not the file-relative one
+                stack.append(d)
+        event.stack = stack
+        event.stack_summary = stack_summary(stack, self.options.summary_frames)
+        self.stats.inc("lgf_symbolizer_events_total", backend=self.backend.name)
+
+    def _remember_failure(self, key: str, path: str, why: str) -> None:
+        """Log a bad binary once (not once per event) and skip it from then on."""
+        if key not in self._failed_binaries:
+            log.warning("symbolizer: cannot read %s (%s): %s; its events go unsymbolized", path, key, why)
+        self._failed_binaries[key] = why
+        if len(self._failed_binaries) > 1024:
+            self._failed_binaries.popitem(last=False)
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+@hookimpl
+def lgf_components():
+    return [Component("enricher", "symbolizer", SymbolizerEnricher, SymbolizerOptions,
+                      doc="Go stacks from the binary's own pclntab (local, or on Ray actors)")]

@@ -1,0 +1,159 @@
+"""Turn PCs of a Go binary into source frames: one :class:`Symbolizer` per binary, shared.
+
+The :class:`~lgf.sources.pclntab.Pclntab` does the reading; this layer adds what a long-running
+process needs: the binary is opened on first use (memory-mapped, so resident memory is only the
+pages touched), every answered PC is kept in a bounded LRU (a warm stack is a dict hit per
+frame), and :class:`Symbolizers` keeps one instance per file so processes running the same
+executable share it. Used by the ``symbolizer`` enricher, its Ray actors and ``lgf symbolize``.
+
+Also here: :func:`stack_summary`, which picks the user's functions out of a stack.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections import OrderedDict
+
+from .pclntab import Frame, Pclntab, PclntabError
+
+__all__ = ["Frame", "PclntabError", "Symbolizer", "Symbolizers", "frame_dict", "stack_summary"]
+
+PC_CACHE_SIZE = 65536
+"""PCs remembered per binary; a frame tuple is ~150 bytes, so about 10 MiB when full."""
+
+
+class Symbolizer:
+    """PC -> frames for one Go binary. Thread-safe; the file is mapped on first lookup."""
+
+    def __init__(self, path: str | os.PathLike, cache_size: int = PC_CACHE_SIZE) -> None:
+        self.path = os.fspath(path)
+        self._cache_size = cache_size
+        self._tab: Pclntab | None = None
+        self._cache: OrderedDict[tuple[int, bool], tuple[Frame, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    @property
+    def table(self) -> Pclntab:
+        """The binary's pclntab, opened now if it was not yet (raises PclntabError)."""
+        if self._tab is None:
+            self._tab = Pclntab.from_elf(self.path)
+        return self._tab
+
+    def frames(self, pc: int, is_return_addr: bool = True) -> list[Frame]:
+        """Frames at ``pc``, innermost first (inlined calls first); [] if ``pc`` is in no function.
+
+        ``is_return_addr``: ``pc`` came from a stack walk, so ``pc-1`` (the call) is looked up,
+        as the Go runtime does. Raises PclntabError when the binary or its table is unreadable.
+        """
+        key = (pc, is_return_addr)
+        with self._lock:
+            got = self._cache.get(key)
+            if got is not None:
+                self._cache.move_to_end(key)
+                self.hits += 1
+                return list(got)
+            self.misses += 1
+            found = tuple(self.table.frames(pc, is_return_addr))
+            self._cache[key] = found
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+            return list(found)
+
+    def addr2line(self, pc: int) -> tuple[str, str]:
+        """The two lines ``go tool addr2line`` prints for ``pc``: function, then ``file:line``."""
+        with self._lock:
+            got = self.table.addr2line(pc)
+        if got is None:
+            return "?", "?:0"
+        name, file, line = got
+        return name, f"{file}:{line}"
+
+    def close(self) -> None:
+        with self._lock:
+            if self._tab is not None:
+                self._tab.close()
+                self._tab = None
+            self._cache.clear()
+
+
+class Symbolizers:
+    """At most ``max_open`` binaries open at once, keyed by the file's identity.
+
+    The key is (device, inode, size, mtime) of the file the path names now, so a binary replaced
+    in place by a deploy gets a fresh table, and ``/proc/PID/exe`` of two processes running the
+    same executable share one. The least recently used binary is unmapped past the limit.
+    """
+
+    def __init__(self, max_open: int = 64, cache_size: int = PC_CACHE_SIZE) -> None:
+        self._max_open = max_open
+        self._cache_size = cache_size
+        self._open: OrderedDict[tuple, Symbolizer] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: str | os.PathLike) -> Symbolizer:
+        """The symbolizer of the file at ``path`` (raises OSError if it cannot be stat'ed)."""
+        st = os.stat(path)
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        with self._lock:
+            sym = self._open.get(key)
+            if sym is not None:
+                self._open.move_to_end(key)
+                return sym
+            sym = Symbolizer(path, self._cache_size)
+            self._open[key] = sym
+            if len(self._open) > self._max_open:
+                _, old = self._open.popitem(last=False)
+                old.close()
+            return sym
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def close(self) -> None:
+        with self._lock:
+            for sym in self._open.values():
+                sym.close()
+            self._open.clear()
+
+
+def frame_dict(frame: Frame) -> dict:
+    """A frame in the event contract's form: ``{"func", "file", "line", "pc", "inlined"}``."""
+    return {"func": frame.func, "file": frame.file, "line": frame.line, "pc": frame.pc,
+            "inlined": frame.inlined}
+
+
+_GENERIC_ARGS = re.compile(r"\[[^\[\]]*(?:\[[^\[\]]*\][^\[\]]*)*\]")
+_NOT_USER_PREFIXES = ("runtime.", "runtime/", "internal/", "vendor/", "type:", "go:", "type..")
+
+
+def print_name(func: str) -> str:
+    """``pkg.F[go.shape.int,...]`` -> ``pkg.F[...]``: what Go's own tracebacks print."""
+    return _GENERIC_ARGS.sub("[...]", func) if "[" in func else func
+
+
+def is_user_func(func: str) -> bool:
+    """False for the Go runtime, std internals and linker-made functions; True otherwise.
+
+    ``runtime.*``, ``runtime/...``, ``internal/...``, std's ``vendor/...``, ``type:``/``go:``
+    symbols, and the runtime's linkname shims in other packages (``sync.runtime_SemacquireMutex``,
+    ``internal/poll.runtime_pollWait``) are where a goroutine waits, not what the user wrote.
+    """
+    if func.startswith(_NOT_USER_PREFIXES):
+        return False
+    slash = func.rfind("/")
+    dot = func.find(".", slash + 1)
+    return not func[dot + 1:].startswith("runtime_") if dot > 0 else True
+
+
+def stack_summary(frames: list[dict] | list[Frame], n: int = 3) -> list[str]:
+    """The first ``n`` user functions of a stack (innermost first), as printable names.
+
+    When no frame is user code (a runtime-only goroutine, a GC stop), the innermost ``n``
+    frames are given instead, so the summary is never empty for a non-empty stack.
+    """
+    names = [f["func"] if isinstance(f, dict) else f.func for f in frames]
+    user = [print_name(x) for x in names if is_user_func(x)]
+    return (user or [print_name(x) for x in names])[:n]
