@@ -105,22 +105,34 @@ class GoBinary:
             return None
 
     def func_addr(self, name: str) -> int | None:
-        """ELF virtual address of function ``name`` (``"runtime.gopark"``), or None if absent."""
-        sym = self.elf.symbols().get(name)
-        if sym is not None and sym.kind == "func":
+        """ELF virtual address of function ``name`` (``"runtime.gopark"``), or None if absent.
+
+        Assembly functions are ``name.abi0`` in .symtab but plain ``name`` in the pclntab; either
+        spelling finds them.
+        """
+        sym = self._func_symbol(name)
+        if sym is not None:
             return sym.value
         if self.stripped:
-            span = self._pcln_spans.get(name)
+            span = self._pcln_spans.get(name.removesuffix(".abi0"))
             return span[0] if span else None
         return None
 
     def func_size(self, name: str) -> int | None:
-        sym = self.elf.symbols().get(name)
-        if sym is not None and sym.kind == "func" and sym.size:
+        sym = self._func_symbol(name)
+        if sym is not None and sym.size:
             return sym.size
         if self.stripped:
-            span = self._pcln_spans.get(name)
+            span = self._pcln_spans.get(name.removesuffix(".abi0"))
             return span[1] - span[0] if span else None
+        return None
+
+    def _func_symbol(self, name: str):
+        symbols = self.elf.symbols()
+        for candidate in (name, name + ".abi0"):
+            sym = symbols.get(candidate)
+            if sym is not None and sym.kind == "func":
+                return sym
         return None
 
     @cached_property
@@ -317,7 +329,8 @@ class GoBinary:
 # -- cache ------------------------------------------------------------------------------------
 
 _cache_lock = threading.Lock()
-_by_build_id: dict[str, GoBinary] = {}
+_by_build_id: dict[tuple[str, int], GoBinary] = {}
+"""Keyed by (Go build id, file size): ``strip`` keeps the build id but drops symbols and DWARF."""
 _by_file: dict[tuple[int, int, int, int], GoBinary] = {}
 
 
@@ -325,7 +338,7 @@ def open_binary(path: str | Path) -> GoBinary:
     """The :class:`GoBinary` for ``path``, shared with every other caller for the same file.
 
     Cached twice: by (device, inode, size, mtime) so re-opening the same file is a dict lookup,
-    and by Go build id so a copy of the same binary elsewhere shares the parsed facts. Raises
+    and by (Go build id, size) so a copy of the same binary elsewhere shares the parsed facts. Raises
     TargetRefused with ``"<path>: <why>"``.
     """
     path = str(path)
@@ -340,12 +353,13 @@ def open_binary(path: str | Path) -> GoBinary:
         return hit
     gb = GoBinary(path)
     with _cache_lock:
-        shared = _by_build_id.get(gb.build_id) if gb.build_id else None
+        shared_key = (gb.build_id, st.st_size)
+        shared = _by_build_id.get(shared_key) if gb.build_id else None
         if shared is not None:
             gb.elf.close()
             gb = shared
         elif gb.build_id:
-            _by_build_id[gb.build_id] = gb
+            _by_build_id[shared_key] = gb
         _by_file[key] = gb
     return gb
 

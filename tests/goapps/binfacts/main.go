@@ -1,18 +1,33 @@
 // binfacts: a small Go program whose binary the gobinary/discovery/inspect tests read and run.
 //
 // It parks goroutines on a channel, a mutex and a timer so the runtime functions lgf probes are
-// all linked in, prints "ready <pid>" once running, and exits when stdin closes (or after the
-// number of seconds given as its first argument, so a forgotten child never lingers).
+// all linked in, prints "ready <pid> <address of main.work>" once running (the address as this
+// process sees it: for a PIE build, tests check lgf's load bias against it), and exits when stdin
+// closes (or after the number of seconds given as its first argument, so a forgotten child never
+// lingers).
 package main
 
 import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"strconv"
 	"sync"
 	"time"
 )
+
+// work hands values from a mutex-guarded sender to a receiver: channel and lock waits.
+//
+//go:noinline
+func work(mu *sync.Mutex, ch chan int) {
+	for i := 0; ; i++ {
+		mu.Lock()
+		ch <- i
+		mu.Unlock()
+		time.Sleep(10 * time.Millisecond)
+	}
+}
 
 func main() {
 	limit := 60 * time.Second
@@ -23,14 +38,7 @@ func main() {
 	}
 	var mu sync.Mutex
 	ch := make(chan int)
-	go func() {
-		for i := 0; ; i++ {
-			mu.Lock()
-			ch <- i
-			mu.Unlock()
-			time.Sleep(10 * time.Millisecond)
-		}
-	}()
+	go work(&mu, ch)
 	go func() {
 		for range ch {
 		}
@@ -40,7 +48,7 @@ func main() {
 		io.Copy(io.Discard, os.Stdin)
 		close(done)
 	}()
-	fmt.Printf("ready %d\n", os.Getpid())
+	fmt.Printf("ready %d %#x\n", os.Getpid(), reflect.ValueOf(work).Pointer())
 	select {
 	case <-done:
 	case <-time.After(limit):

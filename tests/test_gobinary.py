@@ -1,0 +1,231 @@
+"""GoBinary against the Go toolchain's own answers, on the binfacts fixture built by every
+toolchain, with symbols and DWARF, with ``-ldflags=-s -w``, and run through ``strip``."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections import Counter
+
+import capstone
+import pytest
+from binfacts_helpers import VARIANTS, binfacts, go_nm, go_objdump, go_tool, runtime_strings
+from conftest import GO_VERSIONS, go_binary, go_env
+
+from lgf.errors import TargetRefused
+from lgf.sources import golayout
+from lgf.sources.gobinary import DATA_SYMBOLS, PROBE_FUNCTIONS, GoBinary, clear_cache, open_binary
+from lgf.sources.golayout_table import TABLE
+
+CASES = [(v, variant) for v in GO_VERSIONS for variant in VARIANTS]
+CHECKED_FUNCTIONS = ("runtime.gopark", "runtime.ready", "runtime.casgstatus", "runtime.stopTheWorldWithSema",
+                     "runtime.startTheWorldWithSema", "runtime.execute", "main.work", "main.main")
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[f"go{v}-{var}" for v, var in CASES])
+def case(request, go_toolchains):
+    version, variant = request.param
+    path = binfacts(version, variant)
+    return version, variant, path, open_binary(path)
+
+
+def minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def test_version_module_and_build_ids_match_go_tools(case):
+    version, variant, path, gb = case
+    assert gb.go_version == f"go{version}"
+    assert gb.version_tuple == tuple(int(x) for x in version.split("."))
+    assert gb.module_path == "lgf.test/binfacts"
+    assert gb.build_id == go_tool(version, "buildid", str(path)).strip()
+    assert gb.is_pie is False
+    if shutil.which("readelf"):
+        notes = subprocess.run(["readelf", "-n", str(path)], capture_output=True, text=True).stdout
+        gnu = [line.split(":", 1)[1].strip() for line in notes.splitlines() if "Build ID:" in line]
+        assert gb.gnu_build_id == (gnu[0] if gnu else "")
+
+
+def test_stripped_and_dwarf_flags_and_offset_source(case):
+    _, variant, _, gb = case
+    assert gb.stripped is (variant != "plain")
+    assert gb.has_dwarf is (variant == "plain")
+    assert gb.offset_source == ("dwarf" if variant == "plain" else "table")
+
+
+def test_func_addr_matches_go_tool_nm(case):
+    version, variant, path, gb = case
+    if variant == "sw":
+        pytest.skip("go tool nm cannot read a -s -w binary; see test_func_addr_of_sw_build_is_an_entry")
+    # strip removes symbols after linking, so the plain build's table is the oracle for both.
+    nm = go_nm(version, binfacts(version, "plain"))
+    funcs = {name: addr for name, (addr, kind) in nm.items() if kind in "Tt"}
+    if variant == "strip":
+        # The pclntab names an assembly function and its ABI wrapper alike ("x" and "x.abi0" in
+        # .symtab), and has no entries for the linker's text markers: compare the rest.
+        bases = Counter(n.removesuffix(".abi0") for n in funcs)
+        twice = {b for b, count in bases.items() if count > 1}
+        funcs = {n: a for n, a in funcs.items() if n.removesuffix(".abi0") not in twice
+                 and n not in ("runtime.text", "runtime.etext")}
+    for name in CHECKED_FUNCTIONS:
+        assert gb.func_addr(name) == funcs[name], name
+    sample = sorted(funcs)[:: max(1, len(funcs) // 300)]
+    assert [gb.func_addr(n) for n in sample] == [funcs[n] for n in sample]
+    assert gb.func_addr("main.no_such_function") is None
+
+
+def test_func_addr_of_sw_build_is_an_entry(case):
+    """-s -w leaves no symbol table for go tool nm; go tool addr2line (the pclntab) is the oracle:
+    the address is in the function and the byte before it is not."""
+    version, variant, path, gb = case
+    if variant != "sw":
+        pytest.skip("covered by go tool nm")
+    addrs = [gb.func_addr(n) for n in CHECKED_FUNCTIONS]
+    query = "".join(f"{a:#x}\n{a - 1:#x}\n" for a in addrs)
+    out = subprocess.run([str(go_binary(version)), "tool", "addr2line", str(path)], input=query,
+                         capture_output=True, text=True, check=True, env=go_env(version)).stdout.splitlines()
+    names = out[0::2]
+    for i, name in enumerate(CHECKED_FUNCTIONS):
+        assert names[2 * i] == name
+        assert names[2 * i + 1] != name
+
+
+def test_probe_offset_lands_on_push_rbp_after_the_stack_check(case):
+    version, variant, path, gb = case
+    cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    data = path.read_bytes()
+    for name in CHECKED_FUNCTIONS:
+        off = gb.probe_offset(name)
+        at = gb.file_offset(gb.func_addr(name) + off)
+        first = next(cs.disasm(data[at:at + 16], 0))
+        assert (first.mnemonic, first.op_str) == ("push", "rbp"), name
+        if off:  # what it skipped is the stack-bound check against g (R14)
+            skipped = [f"{i.mnemonic} {i.op_str}" for i in cs.disasm(data[at - off:at], 0)]
+            assert any(s.startswith("cmp") and "r14" in s for s in skipped), (name, skipped)
+
+
+def test_probe_offset_and_rets_agree_with_go_tool_objdump(case):
+    version, variant, path, gb = case
+    if variant != "plain":
+        pytest.skip("go tool objdump needs a symbol table")
+    for name in ("runtime.gopark", "runtime.stopTheWorldWithSema", "main.work"):
+        rows = go_objdump(version, path, name)
+        entry = gb.func_addr(name)
+        assert rows[0][0] == entry
+        by_addr = dict(rows)
+        assert by_addr[entry + gb.probe_offset(name)] == "PUSHQ BP"
+        assert [a - entry for a, text in rows if text.startswith("RET")] == gb.ret_offsets(name)
+
+
+def test_ret_offsets_are_the_same_stripped_or_not(case):
+    version, variant, path, gb = case
+    plain = open_binary(binfacts(version, "plain"))
+    for name in ("runtime.gopark", "runtime.casgstatus", "main.main"):
+        assert gb.ret_offsets(name) == plain.ret_offsets(name)
+        assert gb.ret_offsets(name), name
+
+
+def test_wait_and_stw_reasons_match_the_runtime_source(case):
+    version, variant, _, gb = case
+    assert gb.wait_reasons == runtime_strings(version, "waitReason", "waitReasonStrings")
+    assert gb.stw_reasons == runtime_strings(version, "stwReason", "stwReasonStrings")
+    assert gb.facts()["wait_reasons_source"] == ("binary" if variant == "plain" else "table")
+
+
+def test_field_offsets_from_dwarf_equal_the_table(go_toolchains):
+    for version in GO_VERSIONS:
+        gb = open_binary(binfacts(version, "plain"))
+        dwarf = golayout.dwarf_field_offsets(gb.elf)
+        table = TABLE[minor(version)]["fields"]
+        assert table and {k: dwarf[tuple(k.split("."))] for k in table} == table
+        for struct, field in [("g", "goid"), ("g", "atomicstatus"), ("g", "waitreason"), ("g", "m"),
+                              ("m", "procid"), ("g", "sched"), ("gobuf", "pc"), ("g", "stack")]:
+            stripped = open_binary(binfacts(version, "sw"))
+            assert stripped.field_offset(struct, field) == gb.field_offset(struct, field) == \
+                dwarf[(struct, field)]
+
+
+def test_goid_offset_moves_between_versions_as_measured():
+    """DESIGN.md's measured facts: g.goid at 152 / 160 / 152 across Go 1.22 / 1.23-1.24 / 1.25."""
+    assert [TABLE[k]["fields"]["g.goid"] for k in ("1.22", "1.23", "1.24", "1.25")] == [152, 160, 160, 152]
+
+
+def test_unknown_field_is_refused_with_its_name(case):
+    *_, gb = case
+    with pytest.raises(TargetRefused, match=r"runtime\.g\.no_such_field"):
+        gb.field_offset("g", "no_such_field")
+
+
+def test_data_symbols_match_go_tool_nm(case):
+    version, variant, path, gb = case
+    if variant != "plain":
+        assert all(gb.symbol_addr(n) is None for n in DATA_SYMBOLS)
+        return
+    nm = go_nm(version, path)
+    for name in DATA_SYMBOLS:  # some are dropped by the linker in some versions (runtime.ncpu in 1.25)
+        assert gb.symbol_addr(name) == nm.get(name, (None,))[0], name
+    assert gb.symbol_addr("runtime.gcphase") is not None and gb.symbol_addr("runtime.sched") is not None
+
+
+def test_facts_are_json_and_plan_every_probe(case):
+    import json
+    *_, gb = case
+    facts = json.loads(json.dumps(gb.facts()))
+    planned = {row["function"]: row for row in facts["probes"]}
+    assert set(planned) == set(PROBE_FUNCTIONS)
+    assert planned["runtime.gopark"]["instruction"] == "pushq %rbp"
+    assert "runtime.stopTheWorldWithSema" in facts["stw_functions"]
+
+
+def test_open_binary_shares_one_object_per_build_id(tmp_path, go_toolchains):
+    clear_cache()
+    path = binfacts("1.25.5")
+    copy = tmp_path / "copy"
+    shutil.copy(path, copy)
+    first = open_binary(path)
+    assert open_binary(path) is first
+    assert open_binary(copy) is first
+    # strip keeps the Go build id but not the facts (no symbols, no DWARF): not shared.
+    stripped = open_binary(binfacts("1.25.5", "strip"))
+    assert stripped.build_id == first.build_id and stripped is not first and stripped.stripped
+
+
+# -- refusals -------------------------------------------------------------------------------------
+
+def test_not_go_binary_is_refused(tmp_path):
+    ls = shutil.which("ls")
+    with pytest.raises(TargetRefused, match=f"^{ls}: not a Go binary"):
+        open_binary(ls)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n")
+    with pytest.raises(TargetRefused, match="not an ELF file"):
+        open_binary(text)
+    with pytest.raises(TargetRefused, match="cannot read"):
+        open_binary(tmp_path / "missing")
+
+
+def test_truncated_elf_and_random_bytes_are_refused(go_toolchains):
+    data = binfacts("1.25.5").read_bytes()
+    for cut in (10, 64, 4096, len(data) // 2, len(data) - 1):
+        with pytest.raises(TargetRefused, match="<bytes>: "):
+            GoBinary(data[:cut])
+    with pytest.raises(TargetRefused, match="not an ELF file"):
+        GoBinary(bytes(range(256)) * 40)
+    with pytest.raises(TargetRefused, match="empty file|not an ELF"):
+        GoBinary(b"")
+
+
+def test_unknown_go_version_without_dwarf_is_refused(go_toolchains):
+    data = bytearray(binfacts("1.27.3", "sw").read_bytes())
+    i = data.find(b"\x08go1.27.3")  # the varint-prefixed version in .go.buildinfo
+    data[i + 1:i + 9] = b"go1.99.3"
+    with pytest.raises(TargetRefused, match="go1.99.3 has no DWARF and no known layout"):
+        GoBinary(bytes(data))
+
+
+def test_too_old_go_is_refused(go_toolchains):
+    data = bytearray(binfacts("1.27.3", "sw").read_bytes())
+    i = data.find(b"\x08go1.27.3")
+    data[i + 1:i + 9] = b"go1.17.3"
+    with pytest.raises(TargetRefused, match="older than go1.21"):
+        GoBinary(bytes(data))
