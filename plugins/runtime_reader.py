@@ -1,0 +1,255 @@
+"""Read a live Go process's runtime globals from outside: what the gc_phase, poller and sched
+enrichers share.
+
+Addresses come from the target binary (``lgf.sources.gobinary``: ``symbol_addr`` for globals such
+as ``runtime.gcphase``, ``field_offset`` for struct fields such as ``schedt.npidle``, ``load_bias``
+for PIE); bytes come from ``process_vm_readv(2)`` (one syscall for many scattered reads), falling
+back to ``/proc/PID/mem``. Both need the same permission as ptrace (root, or CAP_SYS_PTRACE).
+
+Nothing is guessed: a value whose symbol or offset is unknown (a stripped binary without a
+layout table, a field a Go version does not have) raises :class:`Unreadable` with a short reason
+the enrichers count (``lgf_enrich_missing_total{enricher, value, reason}``) and leave the value out.
+A reader belongs to one process *image*: if the pid now runs another binary than the event's
+(``build_id`` differs, e.g. replaying an old recording), it refuses with ``not_same_process``.
+
+Cost: opening a reader parses the binary once (cached by ``open_binary``, shared by every process
+running the same file); each read is one syscall.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+import threading
+import time
+from collections import deque
+
+from lgf.errors import TargetRefused
+
+IOV_MAX = 1024
+
+
+class Unreadable(Exception):
+    """A value cannot be read; ``str(exc)`` is the short reason counted in stats."""
+
+
+class _Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_vm_readv = getattr(_libc, "process_vm_readv", None)
+if _vm_readv is not None:
+    _vm_readv.restype = ctypes.c_ssize_t
+    _vm_readv.argtypes = [ctypes.c_int, ctypes.POINTER(_Iovec), ctypes.c_ulong,
+                          ctypes.POINTER(_Iovec), ctypes.c_ulong, ctypes.c_ulong]
+
+
+class RuntimeReader:
+    """Typed reads of one process's Go runtime state."""
+
+    def __init__(self, pid: int, build_id: str = ""):
+        self.pid = pid
+        try:
+            from lgf.sources.gobinary import open_binary
+        except ImportError:
+            raise Unreadable("no_gobinary") from None
+        try:
+            self.binary = open_binary(f"/proc/{pid}/exe")
+            self.bias = self.binary.load_bias(pid)
+        except TargetRefused as exc:
+            raise Unreadable("process_gone" if not os.path.exists(f"/proc/{pid}") else "not_go") from exc
+        if build_id and build_id not in (self.binary.build_id, self.binary.gnu_build_id):
+            raise Unreadable("not_same_process")
+        self._mem_fd: int | None = None
+        self._lock = threading.Lock()
+
+    # -- addresses --------------------------------------------------------------------------
+
+    def addr(self, symbol: str) -> int:
+        a = self.binary.symbol_addr(symbol)
+        if a is None:
+            raise Unreadable("no_symbol")
+        return a + self.bias
+
+    def offset(self, struct_name: str, field: str) -> int:
+        try:
+            return self.binary.field_offset(struct_name, field)
+        except TargetRefused:
+            raise Unreadable("no_offset") from None
+
+    # -- bytes ------------------------------------------------------------------------------
+
+    def read(self, addr: int, size: int) -> bytes:
+        return self.read_many([addr], size)[0]
+
+    def read_many(self, addrs: list[int], size: int) -> list[bytes]:
+        """``size`` bytes at each address; one ``process_vm_readv`` per 1024 addresses."""
+        if _vm_readv is None:
+            return [self._pread(a, size) for a in addrs]
+        out: list[bytes] = []
+        for i in range(0, len(addrs), IOV_MAX):
+            chunk = addrs[i:i + IOV_MAX]
+            buf = ctypes.create_string_buffer(size * len(chunk))
+            local = (_Iovec * len(chunk))(*[(ctypes.addressof(buf) + j * size, size) for j in range(len(chunk))])
+            remote = (_Iovec * len(chunk))(*[(a, size) for a in chunk])
+            n = _vm_readv(self.pid, local, len(chunk), remote, len(chunk), 0)
+            if n != size * len(chunk):
+                err = ctypes.get_errno()
+                if n < 0 and err == 3:  # ESRCH
+                    raise Unreadable("process_gone")
+                if n < 0 and err == 38:  # ENOSYS (some sandboxes): the slow path
+                    out.extend(self._pread(a, size) for a in chunk)
+                    continue
+                if n < 0 and err in (1, 13):  # EPERM, EACCES
+                    raise Unreadable("permission")
+                raise Unreadable("bad_address")
+            raw = buf.raw
+            out.extend(raw[j * size:(j + 1) * size] for j in range(len(chunk)))
+        return out
+
+    def _pread(self, addr: int, size: int) -> bytes:
+        with self._lock:
+            try:
+                if self._mem_fd is None:
+                    self._mem_fd = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY)
+                data = os.pread(self._mem_fd, size, addr)
+            except PermissionError:
+                raise Unreadable("permission") from None
+            except OSError:
+                raise Unreadable("process_gone" if not os.path.exists(f"/proc/{self.pid}") else "bad_address") \
+                    from None
+        if len(data) != size:
+            raise Unreadable("bad_address")
+        return data
+
+    def u32(self, addr: int) -> int:
+        return struct.unpack("<I", self.read(addr, 4))[0]
+
+    def i32(self, addr: int) -> int:
+        return struct.unpack("<i", self.read(addr, 4))[0]
+
+    def u64(self, addr: int) -> int:
+        return struct.unpack("<Q", self.read(addr, 8))[0]
+
+    def close(self) -> None:
+        if self._mem_fd is not None:
+            os.close(self._mem_fd)
+            self._mem_fd = None
+
+
+class Readers:
+    """One RuntimeReader per (pid, build_id), made on first use. A failure is remembered for
+    ``retry_s`` so a process lgf cannot read does not cost a binary parse per event."""
+
+    def __init__(self, max_processes: int = 4096, retry_s: float = 5.0):
+        self._readers: dict[tuple[int, str], tuple[RuntimeReader | Unreadable, float]] = {}
+        self.max_processes = max_processes
+        self.retry_s = retry_s
+
+    def get(self, pid: int, build_id: str = "") -> RuntimeReader:
+        key = (pid, build_id)
+        got, when = self._readers.get(key, (None, 0.0))
+        now = time.monotonic()
+        if got is None or (isinstance(got, Unreadable) and now - when > self.retry_s):
+            try:
+                got = RuntimeReader(pid, build_id)
+            except Unreadable as exc:
+                got = exc
+            if key not in self._readers and len(self._readers) >= self.max_processes:
+                self.forget(next(iter(self._readers))[0])
+            self._readers[key] = (got, now)
+        if isinstance(got, Unreadable):
+            raise got
+        return got
+
+    def forget(self, pid: int) -> None:
+        for key in [k for k in self._readers if k[0] == pid]:
+            r, _ = self._readers.pop(key)
+            if isinstance(r, RuntimeReader):
+                r.close()
+
+
+class Samples:
+    """Per-process history of cumulative counters, to tell what changed *during* a stall.
+
+    ``before(pid, t)`` is the latest sample taken at or before ``t`` (monotonic ns): the counters'
+    growth since then is an upper bound of what happened in the stall (it may include a little
+    time before it). Bounded: ``per_process`` samples for at most ``max_processes`` processes.
+    """
+
+    def __init__(self, per_process: int = 64, max_processes: int = 4096):
+        self._by_pid: dict[int, deque] = {}
+        self.per_process, self.max_processes = per_process, max_processes
+
+    def add(self, pid: int, t_ns: int, values: dict) -> None:
+        hist = self._by_pid.get(pid)
+        if hist is None:
+            if len(self._by_pid) >= self.max_processes:
+                self._by_pid.pop(next(iter(self._by_pid)))
+            hist = self._by_pid[pid] = deque(maxlen=self.per_process)
+        hist.append((t_ns, values))
+
+    def before(self, pid: int, t_ns: int) -> dict | None:
+        for t, values in reversed(self._by_pid.get(pid, ())):
+            if t <= t_ns:
+                return values
+        return None
+
+
+def read_lag_ns(event) -> int | None:
+    """How long after the stall's end a value is read now (None if the event is not from this boot)."""
+    if not event.end_ns:
+        return None
+    lag = time.monotonic_ns() - event.end_ns
+    return lag if lag >= 0 else None
+
+
+G_SCAN = 0x1000
+"""Set in a goroutine's status while the GC scans its stack: strip it to get the status."""
+
+
+def goroutine_states(r: RuntimeReader, max_goroutines: int) -> list[tuple[int, int]]:
+    """``(status, waitreason)`` of every goroutine slot in ``runtime.allgs``.
+
+    Reads the allgs slice header, its array of pointers, then the span of each g from
+    ``atomicstatus`` to ``waitreason`` in one ``process_vm_readv`` per 1024 goroutines. Races with
+    the running program: the result is a snapshot, and a slot freed meanwhile reads as garbage
+    or fails (``bad_address``).
+    """
+    ptr, length = struct.unpack("<QQ", r.read(r.addr("runtime.allgs"), 16))
+    if length > max_goroutines:
+        raise Unreadable("too_many")
+    if length == 0:
+        return []
+    gs = struct.unpack(f"<{length}Q", r.read(ptr, 8 * length))
+    status_off, reason_off = r.offset("g", "atomicstatus"), r.offset("g", "waitreason")
+    lo = min(status_off, reason_off)
+    span = max(status_off + 4, reason_off + 1) - lo
+    out = []
+    for raw in r.read_many([g + lo for g in gs if g], span):
+        status = struct.unpack_from("<I", raw, status_off - lo)[0] & ~G_SCAN
+        out.append((status, raw[reason_off - lo]))
+    return out
+
+
+def count_missing(stats, enricher: str, value: str, reason: str) -> None:
+    """The one counter every enricher uses for a value it left out."""
+    if stats is not None:
+        stats.inc("lgf_enrich_missing_total", enricher=enricher, value=value, reason=reason)
+
+
+def runtime_counters(sources, pid: int) -> dict:
+    """``runtime_counters(pid)`` of the first running source that offers it ({} if none does)."""
+    for src in sources or ():
+        fn = getattr(src, "runtime_counters", None)
+        if fn is None:
+            continue
+        try:
+            got = fn(pid)
+        except Exception:  # a source's bug or a process gone between reads: no counters
+            continue
+        if got:
+            return dict(got)
+    return {}

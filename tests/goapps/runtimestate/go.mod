@@ -1,0 +1,3 @@
+module runtimestate
+
+go 1.21
