@@ -113,6 +113,10 @@ class FakeWeCom:
         with self._lock:
             self._failures.extend([kind] * n)
 
+    def clear_failures(self) -> None:
+        with self._lock:
+            self._failures.clear()
+
     def accepted(self) -> list[Received]:
         with self._lock:
             return [r for r in self.received if r.errcode == 0]
