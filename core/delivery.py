@@ -28,7 +28,8 @@ Failures: ``DeliveryError(retryable=True)`` or ``OSError`` (connection refused, 
 items pending and the worker waits a capped exponential backoff with jitter before trying again.
 ``DeliveryError(retryable=False)`` or any other exception marks the items *failed*: they stay on
 disk, are logged at ERROR with the fix, counted, and the worker backs off too, so a wrong key is
-not hammered. ``requeue_failed()`` (and ``lgf spool retry``) puts them back in line.
+not hammered. ``requeue_failed()`` (and ``lgf spool retry NAME``, with lgf stopped) puts them
+back in line; ``lgf spool list`` shows every spool and its failed items.
 
 At the limit (``limit`` rows on disk, pending plus failed), ``put`` evicts the oldest stall event,
 or when there is none the oldest alert, so the newest alerts are always kept. Each eviction is
@@ -44,7 +45,7 @@ production, ``ScaledClock`` (N times faster; processes sharing its origin agree 
 limiting run in seconds.
 
 Cost: one SQLite transaction per ``put``; with ``fsync=True`` (the default) also one fsync of the
-WAL, which is what makes an item survive a power cut, not just a crash of lgf (bench/bench_delivery.py).
+WAL, which is what makes an item survive a power cut, not just a crash of lgf (bench/bench_wecom.py).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ import os
 import random
 import re
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -341,8 +343,8 @@ class Delivery:
         self._pending = self._failed_kept = 0
         self._recount()
         if self._failed_kept:
-            log.error("sink %r: %d item(s) failed earlier and are kept in %s; fix the cause, then run "
-                      "`lgf spool retry %s`", name, self._failed_kept, self.spool.path, name)
+            log.error("sink %r: %d item(s) failed earlier and are kept in %s; fix the cause, stop lgf, run "
+                      "`lgf spool retry %s`, start lgf", name, self._failed_kept, self.spool.path, name)
 
     # -- the host's side ------------------------------------------------------------------------
 
@@ -472,8 +474,9 @@ class Delivery:
         n = self.spool.fail(ids, _describe(error))
         self._count(pending=-n, failed=+n)
         self.stats.inc("lgf_sink_failed_total", n, sink=self.name)
-        log.error("sink %r: %d item(s) FAILED permanently and are kept in %s: %s. Fix the cause, then run "
-                  "`lgf spool retry %s`", self.name, n, self.spool.path, _describe(error), self.name)
+        log.error("sink %r: %d item(s) FAILED permanently and are kept in %s: %s. Fix the cause, stop lgf, "
+                  "run `lgf spool retry %s`, start lgf", self.name, n, self.spool.path, _describe(error),
+                  self.name)
 
     def _recount(self) -> None:
         with self._counts_lock:
@@ -494,3 +497,74 @@ class Delivery:
 
 def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
+
+
+# --- `lgf spool`: what the operator does about failed items --------------------------------------
+
+def main(argv: list[str]) -> int:
+    """``lgf spool list|retry|drop``: see and act on what sinks could not deliver. Returns the exit code."""
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="lgf spool", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="List the durable sink queues, or requeue / drop the items a sink failed to "
+                    "deliver permanently (wrong key, refused body). retry and drop need lgf stopped.",
+        epilog="examples:\n  lgf spool list -c plugins.toml\n  lgf spool list ops --spool-dir /var/lib/lgf\n"
+               "  lgf spool retry ops -c plugins.toml     # after fixing the cause, before starting lgf")
+    p.add_argument("action", choices=("list", "retry", "drop"))
+    p.add_argument("name", nargs="?", help="the sink's name (its [[sinks]] name, or sinks[N])")
+    p.add_argument("-c", "--config", help="plugins.toml, for its [lgf] spool_dir")
+    p.add_argument("--spool-dir", help="the spool directory (default: the config's, else /var/lib/lgf)")
+    args = p.parse_args(argv)
+    spool_dir = Path(args.spool_dir or _configured_spool_dir(args.config))
+    if args.action != "list" and not args.name:
+        p.error(f"{args.action} needs the sink's name")
+    if args.action == "list":
+        return _list(spool_dir, args.name)
+    path = spool_path(spool_dir, args.name)
+    if not path.exists():
+        print(f"lgf spool: no spool for sink {args.name!r} in {spool_dir}", file=sys.stderr)
+        return 1
+    try:
+        spool = Spool(path)
+    except DeliveryError as exc:
+        print(f"lgf spool: {exc}; stop lgf first", file=sys.stderr)
+        return 1
+    with spool._lock:
+        if args.action == "retry":
+            n = spool._db.execute("UPDATE items SET state='pending' WHERE state='failed'").rowcount
+            print(f"{n} item(s) of sink {args.name!r} requeued; lgf delivers them when it starts")
+        else:
+            n = spool._db.execute("DELETE FROM items WHERE state='failed'").rowcount
+            print(f"{n} failed item(s) of sink {args.name!r} dropped")
+    spool.close()
+    return 0
+
+
+def _configured_spool_dir(config: str | None) -> str:
+    if config:
+        from .config import parse_toml  # only the raw table: `lgf spool` must work with a broken config
+        return str(parse_toml(config).get("lgf", {}).get("spool_dir", "/var/lib/lgf"))
+    return "/var/lib/lgf"
+
+
+def _list(spool_dir: Path, name: str | None) -> int:
+    paths = [spool_path(spool_dir, name)] if name else sorted(spool_dir.glob("*.db"))
+    if not paths or not paths[0].exists():
+        print(f"lgf spool: no spool {'for ' + repr(name) + ' ' if name else ''}in {spool_dir}", file=sys.stderr)
+        return 1
+    print(f"{'spool':<30} {'pending':>8} {'failed':>8}  oldest queued (UTC)")
+    for path in paths:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)  # no lock: lgf may be running
+        try:
+            got = dict(db.execute("SELECT state, COUNT(*) FROM items GROUP BY state").fetchall())
+            oldest = db.execute("SELECT MIN(enqueued_at) FROM items").fetchone()[0]
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(oldest)) if oldest else "-"
+            print(f"{path.stem:<30} {got.get('pending', 0):>8} {got.get('failed', 0):>8}  {when}")
+            if name:
+                for event_id, attempts, error in db.execute(
+                        "SELECT event_id, attempts, last_error FROM items WHERE state='failed' ORDER BY seq"):
+                    print(f"  failed {event_id} after {attempts} attempt(s): {error}")
+        finally:
+            db.close()
+    return 0

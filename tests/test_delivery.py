@@ -274,3 +274,36 @@ def test_backoff_delays_stay_within_the_cap_and_jitter_band():
     for attempt in range(1, 200):
         full = min(60.0, 0.5 * 2 ** (attempt - 1))
         assert full / 2 <= b.delay(attempt) <= full
+
+
+def test_lgf_spool_lists_and_requeues_failed_items_once_lgf_is_stopped(tmp_path, capsys):
+    from lgf.delivery import main as spool_main
+
+    sink = ListSink()
+    events = [alert(i) for i in range(3)]
+    sink.failures[events[0].id] = [DeliveryError("errcode 93000", retryable=False)]
+    d = Delivery(sink, "ops", tmp_path, Stats(), clock=ManualClock())
+    for ev in events:
+        d.put(ev)
+    d.start()
+    wait_until(lambda: d.depth() == 0)
+
+    assert spool_main(["list", "--spool-dir", str(tmp_path)]) == 0  # works while lgf runs
+    out = capsys.readouterr().out
+    assert "ops" in out and " 1  " in out
+    assert spool_main(["list", "ops", "--spool-dir", str(tmp_path)]) == 0
+    assert f"failed {events[0].id} after 1 attempt(s): DeliveryError: errcode 93000" in capsys.readouterr().out
+    assert spool_main(["retry", "ops", "--spool-dir", str(tmp_path)]) == 1
+    assert "stop lgf first" in capsys.readouterr().err
+
+    d.stop(5)
+    config = tmp_path / "plugins.toml"
+    config.write_text(f'[lgf]\nspool_dir = "{tmp_path}"\n')
+    assert spool_main(["retry", "ops", "-c", str(config)]) == 0
+    assert "1 item(s) of sink 'ops' requeued" in capsys.readouterr().out
+    again = Delivery(sink, "ops", tmp_path, Stats(), clock=ManualClock())
+    assert again.depth() == 1 and again.failed_kept() == 0
+    again.start()
+    wait_until(lambda: again.depth() == 0)
+    again.stop(5)
+    assert sink.got == [events[1].id, events[2].id, events[0].id]
