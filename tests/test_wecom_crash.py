@@ -1,4 +1,4 @@
-"""kill -9 of a real process delivering alerts through the durable queue and the WeCom sink.
+"""kill -9 and restarts of a real process delivering alerts through the durable queue and WeCom sink.
 
 The child is a separate Python process running ``Delivery`` + ``WeComSink`` against the fake
 robot in this test. Both use a ScaledClock with one origin (60x: a second is a minute), so the
@@ -35,7 +35,8 @@ from lgf.stats import Stats
 spool, url, speed, origin, events_file = sys.argv[1:6]
 clock = ScaledClock(float(speed), float(origin))
 stats = Stats()
-sink = WeComSink(WeComOptions(url=url), RunContext(config=None, stats=stats, name="ops"), clock=clock)
+sink = WeComSink(WeComOptions(url=url), RunContext(config=None, stats=stats, name="ops"), clock=clock,
+                 state_dir=spool)
 queue = Delivery(sink, "ops", spool, stats, clock=clock, backoff=Backoff(base=1.0, cap=120.0))
 if events_file != "-":
     with open(events_file) as fh:
@@ -49,9 +50,6 @@ print("drained", flush=True)
 queue.stop(5)
 """
 
-SPEED = 60.0
-
-
 def wait_until(pred, timeout: float = 60.0) -> None:
     """Poll ``pred``; the timeout is a guard against a hang, not a measurement."""
     end = time.monotonic() + timeout
@@ -63,7 +61,7 @@ def wait_until(pred, timeout: float = 60.0) -> None:
 
 def spawn(spool_dir, fake: FakeWeCom, clock: ScaledClock, key: str, events_file: str = "-"):
     env = {**os.environ, "LGF_WECOM_KEY": key}
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(spool_dir), fake.url, str(SPEED),
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(spool_dir), fake.url, str(clock.speed),
                              repr(clock.origin), events_file],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
@@ -95,7 +93,7 @@ def ids_of(messages) -> list[str]:
 
 def test_kill_9_with_alerts_queued_loses_none_and_repeats_only_what_was_in_flight(tmp_path):
     key = "k-" + uuid.uuid4().hex
-    clock = ScaledClock(SPEED)
+    clock = ScaledClock(60.0)  # a second is a minute
     fake = FakeWeCom(keys=(key,), clock=clock, stall_seconds=0.4).start()
     fake.stop()  # phase 1: the robot is down (connections refused) but its port is known
     alerts = [Event(kind="alert", severity="critical", pid=7000 + i, comm="api", cause="lock",
@@ -134,4 +132,30 @@ def test_kill_9_with_alerts_queued_loses_none_and_repeats_only_what_was_in_fligh
     duplicates = {i for i in got if got.count(i) > 1}
     assert duplicates <= in_flight
     assert len(duplicates) <= 1  # one alert per message here, and one message in flight at a time
+    fake.stop()
+
+
+def test_a_restarted_sender_does_not_spend_the_minute_twice(tmp_path):
+    key = "k-" + uuid.uuid4().hex
+    clock = ScaledClock(20.0)  # 3 s is a minute: a restart takes a small part of it
+    fake = FakeWeCom(keys=(key,), clock=clock).start()
+    spool = tmp_path / "spool"
+    batches = []
+    for n in (20, 5):  # the first run spends the whole minute's budget, one alert per message
+        alerts = [Event(kind="alert", severity="warning", pid=8000 + i, comm="api", duration_ns=10**9)
+                  for i in range(n)]
+        batches.append(alerts)
+        path = tmp_path / f"batch{n}.jsonl"
+        path.write_text("".join(json.dumps(e.to_dict()) + "\n" for e in alerts))
+        proc, queued = spawn(spool, fake, clock, key, str(path))
+        assert queued == n
+        assert proc.stdout.readline().strip() == "drained"
+        proc.wait(30)
+        proc.stdout.close()
+        proc.stderr.close()
+    got = fake.snapshot()
+    assert {m.errcode for m in got} == {0}  # the second run waited instead of earning a 45009
+    times = sorted(m.t for m in got)
+    assert max(sum(1 for u in times if t <= u < t + 60.0) for t in times) <= 20
+    assert set(ids_of(got)) >= {e.id for b in batches for e in b}
     fake.stop()
