@@ -30,6 +30,7 @@ the recent-alerts ring.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import socket
 import threading
@@ -44,6 +45,8 @@ from .event import Event, new_id, wallclock_of
 from .options import Duration
 from .silences import SilencesOptions, SilenceStore
 from .windows import StallWindows
+
+log = logging.getLogger("lgf.alerts")
 
 SEVERITIES = ("info", "warning", "critical")
 GROUP_FIELDS = ("service", "cause", "top_frame", "pid", "comm", "exe", "wait_reason", "syscall", "env")
@@ -202,6 +205,8 @@ class AlertEngine:
         self.env = config.host.env
         self.options: AlertsOptions = sections.get("alerts") or AlertsOptions()
         envs: EnvironmentsOptions = sections.get("environments") or EnvironmentsOptions()
+        if self.env not in DEFAULT_POLICIES:
+            log.warning("[lgf] env = %r is not dev, test or prod: using prod's thresholds", self.env)
         self.policy = envs.policy(self.env)
         self.threshold_ns = self.policy.threshold or config.host.threshold
         self.report_interval_ns = config.host.report_interval
