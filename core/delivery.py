@@ -393,6 +393,9 @@ class Delivery:
                 log.warning("sink %r: still sending after %.1fs; %d item(s) stay queued on disk",
                             self.name, timeout, self._pending)
                 return
+        if self._pending:
+            log.warning("sink %r: %d item(s) stay queued in %s; they go out when lgf starts again",
+                        self.name, self._pending, self.spool.path)
         self.spool.close()
 
     # -- the worker -----------------------------------------------------------------------------

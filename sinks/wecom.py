@@ -207,6 +207,7 @@ class WeComSink:
     """Posts alerts to one WeCom robot. Use behind ``lgf.delivery.Delivery`` (``send_pending``)."""
 
     default_receive = "alerts"
+    Options = WeComOptions  # for `use = "lgf.sinks.wecom:WeComSink"`
 
     def __init__(self, options: WeComOptions, ctx: Any = None, clock: Any = None,
                  state_dir: str | os.PathLike | None = None):
