@@ -259,12 +259,7 @@ func noise(mode string) {
 	var wg sync.WaitGroup
 	ids := make([]int64, *count)
 	var mu sync.Mutex
-	ch := make(chan int)
-	go func() { // a partner for channel waits that answers within 1-10 ms
-		for v := range ch {
-			_ = v
-		}
-	}()
+	locks := make([]sync.Mutex, (*count+1)/2) // two workers per lock: contention, never a queue
 	deadline := time.Now().Add(2 * time.Second)
 	waits := 0
 	for w := 0; w < *count; w++ {
@@ -280,9 +275,9 @@ func noise(mode string) {
 				case 0:
 					time.Sleep(d)
 				case 1:
-					mu.Lock()
+					locks[w/2].Lock()
 					time.Sleep(d / 4)
-					mu.Unlock()
+					locks[w/2].Unlock()
 				case 2:
 					t := time.NewTimer(d)
 					<-t.C
@@ -295,7 +290,6 @@ func noise(mode string) {
 		}(w)
 	}
 	wg.Wait()
-	close(ch)
 	report(result{"mode": mode, "goids": ids, "waits": waits})
 }
 

@@ -1,0 +1,266 @@
+/* uprobe.c - the BPF half of lgf's uprobe source. Loaded, configured and attached by uprobe.py
+ * (beside this file); read that module's docstring for the design, the tiers and their cost.
+ *
+ * Every uprobe sits on the emulatable `push %rbp` after a function's stack check (never on the
+ * first instruction, never a uretprobe). Go >= 1.17 amd64 ABI: the current g is in R14, the
+ * arguments in RAX, RBX, RCX, ...
+ *
+ *   cheap tier (always on)    stopTheWorldWithSema(reason) -> startTheWorldWithSema: GC and other
+ *                             stop-the-world windows, goid 0; gcStart counts GC cycles
+ *   goroutine tier            gopark(unlockf, lock, reason)     a goroutine parks (reason in CL)
+ *   (armed per process)       ready(gp)                         it is made runnable  [SCHED_LATENCY]
+ *                             execute(gp)                       it runs again
+ *                             netpoll(delay)                    netpoller activity counter
+ *
+ * The kernel side decides: durations are measured here, every duration lands in a log2(us)
+ * histogram map, and only stalls of at least THRESHOLD_NS cross the ring buffer to Python.
+ *
+ * Constants come in as -D flags from uprobe.py (Go struct offsets read from the target binary,
+ * never from a table here): THRESHOLD_NS, G_GOID, G_SCHED, GOBUF_PC, GOBUF_BP, REASON_IO_WAIT,
+ * INTERNAL_LO/INTERNAL_HI (bit masks of the runtime's own wait reasons, 0-63 and 64-127),
+ * SCHED_LATENCY (0/1), MAX_FRAMES, RINGBUF_PAGES, MAX_GOROUTINES.
+ */
+#include <uapi/linux/ptrace.h>
+
+#define STALL_PARK 1     /* blocked until made runnable (or until running, when woken by netpoll) */
+#define STALL_RUNNABLE 2 /* runnable until running: scheduling latency */
+#define STALL_STW 3      /* stop-the-world window of the whole process */
+
+#define C_NETPOLL_CALLS 0
+#define C_NETPOLL_READY 1
+#define C_NETPOLL_WAITING 2
+#define C_GC_CYCLES 3
+#define C_STW_COUNT 4
+#define C_RINGBUF_LOST 5
+
+struct gkey {
+    u32 tgid;
+    u32 pad;
+    u64 g;
+};
+
+struct since {
+    u64 start_ns;
+    u32 reason;
+    u32 tid;
+};
+
+struct event {
+    u64 start_ns;
+    u64 end_ns;
+    u64 goid;
+    u32 pid;
+    u32 tid;
+    u32 kind;
+    u32 reason; /* the wait reason (park, runnable) or the stop-the-world reason */
+    u32 nframes;
+    u32 pad;
+    char comm[16];
+    u64 pcs[MAX_FRAMES];
+};
+
+struct hkey {
+    u32 tgid;
+    u16 kind;
+    u16 reason;
+    u32 slot; /* log2 of the duration in microseconds */
+    u32 pad;
+};
+
+struct ckey {
+    u32 tgid;
+    u32 which;
+};
+
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+BPF_HASH(parks, struct gkey, struct since, MAX_GOROUTINES);
+BPF_HASH(runnables, struct gkey, struct since, MAX_GOROUTINES);
+BPF_HASH(stw_starts, u32, struct since, 4096);
+BPF_HASH(hist, struct hkey, u64, 65536);
+BPF_HASH(counters, struct ckey, s64, 16384);
+
+static __always_inline void counter_add(u32 tgid, u32 which, s64 n)
+{
+    struct ckey k = {.tgid = tgid, .which = which};
+    s64 zero = 0;
+    s64 *v = counters.lookup_or_try_init(&k, &zero);
+    if (v)
+        __sync_fetch_and_add(v, n);
+}
+
+static __always_inline int is_internal(u32 reason)
+{
+    if (reason < 64)
+        return (INTERNAL_LO >> reason) & 1;
+    if (reason < 128)
+        return (INTERNAL_HI >> (reason - 64)) & 1;
+    return 0;
+}
+
+static __always_inline void hist_add(u32 tgid, u32 kind, u32 reason, u64 dur_ns)
+{
+    struct hkey k = {.tgid = tgid, .kind = kind, .reason = reason, .slot = bpf_log2l(dur_ns / 1000)};
+    u64 zero = 0;
+    u64 *v = hist.lookup_or_try_init(&k, &zero);
+    if (v)
+        __sync_fetch_and_add(v, 1);
+}
+
+/* The parked goroutine's own user stack, from the context mcall saved in g.sched: its pc, then
+ * the return addresses up the frame-pointer chain. Read only for events over the threshold. */
+static __always_inline u32 walk_saved_stack(u64 gp, u64 *pcs)
+{
+    u64 pc = 0, bp = 0;
+    bpf_probe_read_user(&pc, sizeof(pc), (void *)(gp + G_SCHED + GOBUF_PC));
+    bpf_probe_read_user(&bp, sizeof(bp), (void *)(gp + G_SCHED + GOBUF_BP));
+    if (!pc)
+        return 0;
+    pcs[0] = pc;
+    u32 n = 1;
+#pragma unroll
+    for (int i = 1; i < MAX_FRAMES; i++) {
+        u64 frame[2] = {0, 0}; /* saved bp, return address */
+        if (!bp || bpf_probe_read_user(frame, sizeof(frame), (void *)bp) < 0 || !frame[1])
+            break;
+        pcs[i] = frame[1];
+        n = i + 1;
+        bp = frame[0];
+    }
+    return n;
+}
+
+static __always_inline void emit(u32 kind, u32 tgid, u32 tid, u64 gp, u64 start, u64 end, u32 reason)
+{
+    struct event *e = events.ringbuf_reserve(sizeof(struct event));
+    if (!e) {
+        counter_add(tgid, C_RINGBUF_LOST, 1);
+        return;
+    }
+    e->start_ns = start;
+    e->end_ns = end;
+    e->pid = tgid;
+    e->tid = tid;
+    e->kind = kind;
+    e->reason = reason;
+    e->goid = 0;
+    e->nframes = 0;
+    e->pad = 0;
+    bpf_get_current_comm(&e->comm, sizeof(e->comm));
+    if (gp) {
+        bpf_probe_read_user(&e->goid, sizeof(e->goid), (void *)(gp + G_GOID));
+        e->nframes = walk_saved_stack(gp, e->pcs);
+    }
+    events.ringbuf_submit(e, 0);
+}
+
+static __always_inline void end_park(struct gkey *k, struct since *p, u64 now, int woken_by_ready)
+{
+    u64 dur = now - p->start_ns;
+    hist_add(k->tgid, STALL_PARK, p->reason, dur);
+    if (p->reason == REASON_IO_WAIT) {
+        counter_add(k->tgid, C_NETPOLL_WAITING, -1);
+        counter_add(k->tgid, C_NETPOLL_READY, 1);
+    }
+    if (dur >= THRESHOLD_NS)
+        emit(STALL_PARK, k->tgid, p->tid, k->g, p->start_ns, now, p->reason);
+}
+
+/* ---- goroutine tier ------------------------------------------------------------------------ */
+
+int on_gopark(struct pt_regs *ctx)
+{
+    u32 reason = ctx->cx & 0xff;
+    if (is_internal(reason))
+        return 0; /* GC workers, sweeper, scavenger, finalizer...: the runtime's own idling */
+    u64 id = bpf_get_current_pid_tgid();
+    struct gkey k = {.tgid = id >> 32, .g = ctx->r14};
+    struct since p = {.start_ns = bpf_ktime_get_ns(), .reason = reason, .tid = (u32)id};
+    parks.update(&k, &p);
+    if (reason == REASON_IO_WAIT)
+        counter_add(k.tgid, C_NETPOLL_WAITING, 1);
+    return 0;
+}
+
+int on_ready(struct pt_regs *ctx)
+{
+    struct gkey k = {.tgid = bpf_get_current_pid_tgid() >> 32, .g = ctx->ax};
+    struct since *found = parks.lookup(&k);
+    if (!found)
+        return 0;
+    struct since p = *found;
+    parks.delete(&k);
+    u64 now = bpf_ktime_get_ns();
+    end_park(&k, &p, now, 1);
+#if SCHED_LATENCY
+    struct since r = {.start_ns = now, .reason = p.reason, .tid = p.tid};
+    runnables.update(&k, &r);
+#endif
+    return 0;
+}
+
+int on_execute(struct pt_regs *ctx)
+{
+    struct gkey k = {.tgid = bpf_get_current_pid_tgid() >> 32, .g = ctx->ax};
+    u64 now = bpf_ktime_get_ns();
+#if SCHED_LATENCY
+    struct since *r = runnables.lookup(&k);
+    if (r) {
+        struct since rr = *r;
+        runnables.delete(&k);
+        u64 dur = now - rr.start_ns;
+        hist_add(k.tgid, STALL_RUNNABLE, rr.reason, dur);
+        if (dur >= THRESHOLD_NS)
+            emit(STALL_RUNNABLE, k.tgid, (u32)bpf_get_current_pid_tgid(), k.g, rr.start_ns, now, rr.reason);
+        return 0;
+    }
+#endif
+    /* Still parked: woken without ready() (the netpoller's and the GC's injectglist), or ready()
+     * is not probed. The park ends now that it runs. */
+    struct since *found = parks.lookup(&k);
+    if (!found)
+        return 0;
+    struct since p = *found;
+    parks.delete(&k);
+    end_park(&k, &p, now, 0);
+    return 0;
+}
+
+int on_netpoll(struct pt_regs *ctx)
+{
+    counter_add(bpf_get_current_pid_tgid() >> 32, C_NETPOLL_CALLS, 1);
+    return 0;
+}
+
+/* ---- cheap tier: rare runtime functions ---------------------------------------------------- */
+
+int on_stw_stop(struct pt_regs *ctx)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    struct since s = {.start_ns = bpf_ktime_get_ns(), .reason = ctx->ax & 0xff, .tid = (u32)id};
+    stw_starts.update(&tgid, &s);
+    return 0;
+}
+
+int on_stw_start(struct pt_regs *ctx)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    struct since *found = stw_starts.lookup(&tgid);
+    if (!found)
+        return 0;
+    struct since s = *found;
+    stw_starts.delete(&tgid);
+    u64 now = bpf_ktime_get_ns();
+    u64 dur = now - s.start_ns;
+    counter_add(tgid, C_STW_COUNT, 1);
+    hist_add(tgid, STALL_STW, s.reason, dur);
+    if (dur >= THRESHOLD_NS)
+        emit(STALL_STW, tgid, s.tid, 0, s.start_ns, now, s.reason);
+    return 0;
+}
+
+int on_gc_start(struct pt_regs *ctx)
+{
+    counter_add(bpf_get_current_pid_tgid() >> 32, C_GC_CYCLES, 1);
+    return 0;
+}

@@ -1,0 +1,472 @@
+"""The uprobe source: goroutine blocking, scheduling latency and GC stop-the-world, from Go's runtime.
+
+BPF side: ``uprobe.c`` beside this file (``LGF_PRINT_BPF=1`` prints it with its constants).
+
+What it reports, per target Go process (``[targets]`` in plugins.toml, attached and detached live
+as processes start, exec and exit):
+
+- ``stall = "park"``: a goroutine parked (``runtime.gopark``) until made runnable
+  (``runtime.ready``), or until it runs again (``runtime.execute``) when it was woken without
+  ``ready`` (the netpoller, the GC). The wait reason is the binary's own text
+  (``runtime.waitReasonStrings``); "GC assist wait" parks are reported as ``stall = "gc_assist"``.
+- ``stall = "runnable"``: scheduling latency, from ``ready`` to ``execute`` of that goroutine.
+- ``stall = "stw"``: a stop-the-world window, ``stopTheWorldWithSema`` to
+  ``startTheWorldWithSema`` (goid 0, ``extra["stw_reason"]``).
+- counters (``runtime_counters(pid)``) and log2 histograms of every duration (``histograms()``),
+  under the threshold too, read from BPF maps.
+
+The runtime's own goroutines (GC workers, sweeper, scavenger, finalizer, trace reader...) park by
+design; their wait reasons are filtered out in BPF, so they never count as stalls.
+
+Tiers and their cost (this is the README's "probe cost" paragraph)
+---------------------------------------------------------------------
+Every uprobe hit traps into the kernel: about 0.65 us here even on the emulated ``push %rbp``
+where lgf places them (a probe on a function's first instruction is single-stepped and costs
+tens of microseconds: never done). So what matters is how often the probed function runs.
+
+- **Cheap tier, always on**: ``stopTheWorldWithSema``, ``startTheWorldWithSema`` and ``gcStart``
+  run a few times per GC cycle: the cost is nil in practice. It sees GC stop-the-world windows.
+- **Goroutine tier**: ``gopark``, ``ready`` and ``execute`` run on every goroutine switch, so a
+  program that switches a million times a second pays about 2 us per switch: a channel
+  ping-pong gets several times slower, a net/http server a few percent to tens of percent more
+  CPU per request (bench/bench_probe_cost.py measures both on this host). ``sched_latency =
+  false`` drops ``ready`` (two hits per park instead of three): parks are then measured until the
+  goroutine runs again (park + runnable together) and there is no separate scheduling latency.
+  ``netpoll`` is probed too, for the netpoller counters.
+
+``goroutine_tier`` picks when the goroutine tier is attached to a process:
+
+- ``"always"``: from the start. Full coverage, full cost.
+- ``"never"``: only the cheap tier (and the tracepoint source's syscalls).
+- ``"on_stall"`` (default): attached to a process for ``arm_for`` (default 60 s) after a cheap
+  tier of any lgf source (this one's stop-the-world, the tracepoint source's blocking syscalls)
+  sees a stall there, then detached again. A process in trouble gets goroutine detail while the
+  trouble lasts; a healthy one pays nothing. The first stall of an episode is seen only by the
+  cheap tier.
+
+Attaching is per process (a uprobe with a pid filter costs nothing in other processes running
+the same binary). Targets that are refused (not Go, unknown layout) or that exit mid-trace are
+counted and logged; they never stop the source. ``stop()`` detaches every probe (checked in the
+tests against the kernel's own ``uprobe_events`` listing).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from lgf import Component, Event, hookimpl
+from lgf.errors import TargetRefused
+from lgf.options import Duration
+
+from . import bpfutil
+
+C_FILE = bpfutil.SOURCES_DIR / "uprobe.c"
+
+STALL_NAMES = {1: "park", 2: "runnable", 3: "stw"}
+COUNTER_NAMES = ("netpoll_calls", "netpoll_ready", "netpoll_waiting", "gc_cycles", "stw_count",
+                 "ringbuf_lost")
+GOROUTINE_TIER_COUNTERS = ("netpoll_calls", "netpoll_ready", "netpoll_waiting")
+
+INTERNAL_WAIT_REASONS = (
+    "GC sweep wait", "GC scavenge wait", "GC worker (idle)", "GC worker (active)", "finalizer wait",
+    "cleanup wait", "force gc (idle)", "GOMAXPROCS updater (idle)", "trace reader (blocked)",
+    "trace goroutine status", "trace proc status", "page trace flush", "debug call",
+)
+"""Wait reasons of the runtime's own goroutines and internal states, by the runtime's text. Parks
+with these reasons are the runtime idling or working, not the program stalling."""
+
+IO_WAIT_REASON = "IO wait"
+GC_ASSIST_REASON = "GC assist wait"
+
+GOROUTINE_PROBES = (("runtime.gopark", "on_gopark"), ("runtime.execute", "on_execute"),
+                    ("runtime.netpoll", "on_netpoll"))
+SCHED_PROBES = (("runtime.ready", "on_ready"),)
+CHEAP_PROBES = (("runtime.stopTheWorldWithSema", "on_stw_stop"),
+                ("runtime.startTheWorldWithSema", "on_stw_start"), ("runtime.gcStart", "on_gc_start"))
+
+log = logging.getLogger("lgf.uprobe")
+
+
+@dataclass
+class UprobeOptions:
+    """``[[sources]] use = "uprobe"``."""
+
+    goroutine_tier: Literal["always", "never", "on_stall"] = "on_stall"
+    """When per-goroutine probes are attached to a process (see the module docs for the cost)."""
+    arm_for: Duration = Duration(60_000_000_000)
+    """With ``on_stall``: how long the goroutine tier stays attached after a stall."""
+    sched_latency: bool = True
+    """Probe ``runtime.ready`` to split park time from scheduling latency (one more hit per park)."""
+    max_frames: int = 32
+    """User stack frames read for each reported stall (from the goroutine's saved context)."""
+    ringbuf_pages: int = 64
+    """Ring buffer size in pages (a power of two); a full ring counts lgf_ringbuf_lost_total."""
+    max_goroutines: int = 65536
+    """Parked goroutines tracked at once, over all targets."""
+    rescan_interval: Duration = Duration(250_000_000)
+    """How often /proc is scanned for target processes starting and exiting."""
+
+    def __post_init__(self):
+        if self.ringbuf_pages <= 0 or self.ringbuf_pages & (self.ringbuf_pages - 1):
+            raise ValueError("ringbuf_pages: must be a power of two")
+        if not 1 <= self.max_frames <= 127:
+            raise ValueError("max_frames: must be between 1 and 127")
+
+
+# Sources in this process, so another source's cheap tier can arm this one's goroutine tier.
+_LIVE: list[UprobeSource] = []
+_LIVE_LOCK = threading.Lock()
+
+
+def notify_stall(pid: int) -> None:
+    """A cheap tier somewhere saw a stall in ``pid``: arm the goroutine tier there (``on_stall``)."""
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for src in live:
+        src.arm(pid)
+
+
+class _Program:
+    """One compiled BPF object, shared by every target whose Go runtime layout gives the same
+    constants (a host running three Go versions compiles at most three)."""
+
+    def __init__(self, constants: dict[str, int], on_event: Callable[[_Program, object], None]):
+        self.constants = constants
+        self.bpf = bpfutil.load(C_FILE, constants)
+        self.bpf["events"].open_ring_buffer(lambda _cpu, data, _size: on_event(self, data))
+        self.poller = bpfutil.RingPoller(self.bpf, "uprobe")
+        self.poller.start()
+        self.lost_seen: dict[int, int] = {}
+
+    def close(self) -> None:
+        self.poller.stop()
+        self.bpf.cleanup()
+
+
+@dataclass
+class _Attached:
+    target: object  # lgf.sources.discovery.Target
+    program: _Program
+    wait_reasons: list[str]
+    stw_reasons: list[str]
+    load_bias: int
+    probes: dict[str, tuple[str, int]]
+    """fn_name -> (BCC probe name, ELF address) of every uprobe attached for this process."""
+    armed_until: float = 0.0
+    goroutine_tier_seen: bool = False
+
+
+class UprobeSource:
+    """See the module docstring. Made by the host as ``UprobeSource(options, ctx)``."""
+
+    def __init__(self, options: UprobeOptions | None, ctx):
+        self.options = options or UprobeOptions()
+        self.ctx = ctx
+        self.log = getattr(ctx, "log", None) or log
+        self.threshold_ns = int(ctx.config.host.threshold)
+        self._programs: dict[tuple, _Program] = {}
+        self._attached: dict[int, _Attached] = {}
+        self._lock = threading.RLock()
+        self._emit: Callable[[Event], None] | None = None
+        self._watcher = None
+        self._stop = threading.Event()
+        self._housekeeper: threading.Thread | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self, emit: Callable[[Event], None]) -> None:
+        from .discovery import ProcessWatcher
+
+        self._emit = emit
+        self._watcher = ProcessWatcher(self.ctx.config.targets, self._on_start, self._on_exit,
+                                       interval=self.options.rescan_interval / 1e9, logger=self.log)
+        self._watcher.poll()  # the processes already running are attached before start returns
+        self._watcher.start()
+        with _LIVE_LOCK:
+            _LIVE.append(self)
+        self._housekeeper = threading.Thread(target=self._housekeep, name="lgf-uprobe-house",
+                                             daemon=True)
+        self._housekeeper.start()
+
+    def stop(self) -> None:
+        with _LIVE_LOCK:
+            if self in _LIVE:
+                _LIVE.remove(self)
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.stop()
+        if self._housekeeper is not None:
+            self._housekeeper.join(timeout=5)
+        with self._lock:
+            for pid in list(self._attached):
+                self._detach_all(pid)
+            for prog in self._programs.values():
+                self._collect_lost(prog)
+                prog.close()
+            self._programs.clear()
+
+    def is_attached(self, pid: int) -> bool:
+        """Whether ``pid`` is traced now (its cheap tier at least)."""
+        with self._lock:
+            return pid in self._attached
+
+    def probe_addresses(self, pid: int) -> dict[str, int]:
+        """``{probe function: address}`` of every uprobe attached to ``pid`` now (tests, inspect)."""
+        with self._lock:
+            att = self._attached.get(pid)
+            return {fn: addr + att.load_bias for fn, (_, addr) in att.probes.items()} if att else {}
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {"targets": len(self._attached), "programs": len(self._programs),
+                    "armed": sum(1 for a in self._attached.values() if self._goroutine_tier_on(a))}
+
+    # -- targets ------------------------------------------------------------------------------
+
+    def _on_start(self, target) -> None:
+        try:
+            self._attach_target(target)
+        except TargetRefused as exc:
+            self.ctx.stats.inc("lgf_targets_refused_total", source="uprobe")
+            self.log.warning("uprobe: not tracing pid %d: %s", target.pid, exc)
+
+    def _on_exit(self, target) -> None:
+        with self._lock:
+            att = self._attached.get(target.pid)
+            if att is None:
+                return
+            self._detach_all(target.pid)
+            for table in ("parks", "runnables", "stw_starts"):
+                field = "tgid" if table != "stw_starts" else None
+                if field:
+                    bpfutil.delete_pid_entries(att.program.bpf[table], target.pid)
+        self.log.info("uprobe: pid %d exited; detached", target.pid)
+
+    def _constants(self, binary) -> dict[str, int]:
+        reasons = binary.wait_reasons
+        if not reasons:
+            raise binary.refuse("no wait-reason table: cannot name what goroutines wait for")
+        internal = [i for i, r in enumerate(reasons) if r in INTERNAL_WAIT_REASONS]
+        lo, hi = bpfutil.masks_of(internal)
+        io_wait = reasons.index(IO_WAIT_REASON) if IO_WAIT_REASON in reasons else 255
+        return {
+            "THRESHOLD_NS": self.threshold_ns,
+            "G_GOID": binary.field_offset("g", "goid"),
+            "G_SCHED": binary.field_offset("g", "sched"),
+            "GOBUF_PC": binary.field_offset("gobuf", "pc"),
+            "GOBUF_BP": binary.field_offset("gobuf", "bp"),
+            "REASON_IO_WAIT": io_wait,
+            "INTERNAL_LO": lo,
+            "INTERNAL_HI": hi,
+            "SCHED_LATENCY": int(self.options.sched_latency),
+            "MAX_FRAMES": self.options.max_frames,
+            "RINGBUF_PAGES": self.options.ringbuf_pages,
+            "MAX_GOROUTINES": self.options.max_goroutines,
+        }
+
+    def _program_for(self, binary) -> _Program:
+        constants = self._constants(binary)
+        key = tuple(sorted(constants.items()))
+        prog = self._programs.get(key)
+        if prog is None:
+            prog = _Program(constants, self._on_ring_event)
+            self._programs[key] = prog
+        return prog
+
+    def _attach_target(self, target) -> None:
+        binary = target.binary
+        with self._lock:
+            if self._stop.is_set() or target.pid in self._attached:
+                return
+            prog = self._program_for(binary)
+            att = _Attached(target=target, program=prog, wait_reasons=list(binary.wait_reasons),
+                            stw_reasons=list(binary.stw_reasons), load_bias=target.load_bias(),
+                            probes={})
+            self._attached[target.pid] = att
+            self._attach_probes(att, CHEAP_PROBES, required=("runtime.stopTheWorldWithSema",
+                                                             "runtime.startTheWorldWithSema"))
+            if self.options.goroutine_tier == "always":
+                self._attach_goroutine_tier(att)
+        self.ctx.stats.set("lgf_targets_attached", len(self._attached), source="uprobe")
+        self.log.info("uprobe: tracing pid %d (%s, %s)", target.pid, target.exe, binary.go_version)
+
+    def _attach_probes(self, att: _Attached, probes, required=()) -> None:
+        binary, pid = att.target.binary, att.target.pid
+        path = att.target.path or att.target.exe
+        for func, fn_name in probes:
+            if fn_name in att.probes:
+                continue
+            try:
+                addr = binary.func_addr(func)
+                if addr is None:
+                    raise binary.refuse(f"function {func} not found")
+                addr += binary.probe_offset(func)
+                ev_name = bpfutil.attach_uprobe(att.program.bpf, path, addr, fn_name, pid)
+                att.probes[fn_name] = (ev_name, addr)
+            except Exception as exc:  # BCC raises bare Exception; the process may have just exited
+                self.ctx.stats.inc("lgf_attach_failures_total", source="uprobe", probe=func)
+                if func in required:
+                    self.log.warning("uprobe: pid %d: cannot probe %s: %s", pid, func, exc)
+                else:
+                    self.log.info("uprobe: pid %d: cannot probe %s: %s", pid, func, exc)
+
+    def _goroutine_probes(self):
+        return GOROUTINE_PROBES + (SCHED_PROBES if self.options.sched_latency else ())
+
+    def _attach_goroutine_tier(self, att: _Attached) -> None:
+        self._attach_probes(att, self._goroutine_probes(),
+                            required=("runtime.gopark", "runtime.execute"))
+        att.goroutine_tier_seen = True
+
+    def _detach_probes(self, att: _Attached, fn_names) -> None:
+        for fn_name in fn_names:
+            spot = att.probes.pop(fn_name, None)
+            if spot is None:
+                continue
+            ev_name, _addr = spot
+            try:
+                bpfutil.detach_uprobe(att.program.bpf, ev_name)
+            except Exception as exc:  # already gone with its process: nothing left to remove
+                self.log.debug("uprobe: detach %s from pid %d: %s", fn_name, att.target.pid, exc)
+
+    def _detach_all(self, pid: int) -> None:
+        att = self._attached.pop(pid, None)
+        if att is not None:
+            self._detach_probes(att, list(att.probes))
+            self.ctx.stats.set("lgf_targets_attached", len(self._attached), source="uprobe")
+
+    def _goroutine_tier_on(self, att: _Attached) -> bool:
+        return "on_gopark" in att.probes
+
+    def arm(self, pid: int) -> None:
+        """Attach the goroutine tier to ``pid`` for ``arm_for`` (``goroutine_tier = "on_stall"``)."""
+        if self.options.goroutine_tier != "on_stall":
+            return
+        with self._lock:
+            att = self._attached.get(pid)
+            if att is None:
+                return
+            att.armed_until = time.monotonic() + self.options.arm_for / 1e9
+            if not self._goroutine_tier_on(att):
+                self._attach_goroutine_tier(att)
+                self.log.info("uprobe: pid %d: goroutine tier armed for %.0f s", pid,
+                              self.options.arm_for / 1e9)
+
+    def _housekeep(self) -> None:
+        """Once a second: disarm expired goroutine tiers and count ring-buffer losses."""
+        while not self._stop.wait(1.0):
+            now = time.monotonic()
+            with self._lock:
+                for pid, att in list(self._attached.items()):
+                    if (self.options.goroutine_tier == "on_stall" and self._goroutine_tier_on(att)
+                            and now > att.armed_until):
+                        self._detach_probes(att, [fn for _, fn in self._goroutine_probes()])
+                        self.log.info("uprobe: pid %d: goroutine tier disarmed", pid)
+                for prog in self._programs.values():
+                    self._collect_lost(prog)
+
+    def _collect_lost(self, prog: _Program) -> None:
+        for pid, n in self._read_counters(prog, "ringbuf_lost").items():
+            delta = n - prog.lost_seen.get(pid, 0)
+            if delta > 0:
+                prog.lost_seen[pid] = n
+                self.ctx.stats.inc("lgf_ringbuf_lost_total", delta, source="uprobe")
+                self.log.warning("uprobe: ring buffer full: %d stall events of pid %d lost "
+                                 "(raise ringbuf_pages)", delta, pid)
+
+    # -- events -------------------------------------------------------------------------------
+
+    def _on_ring_event(self, prog: _Program, data) -> None:
+        raw = prog.bpf["events"].event(data)
+        pid = int(raw.pid)
+        att = self._attached.get(pid)
+        ev = self._event_of(raw, att)
+        if ev.extra["stall"] == "stw":
+            notify_stall(pid)
+        if self._emit is not None:
+            self._emit(ev)
+
+    def _event_of(self, raw, att: _Attached | None) -> Event:
+        kind = STALL_NAMES.get(int(raw.kind), "park")
+        reason = int(raw.reason)
+        extra: dict = {"stall": kind}
+        ev = Event(source="uprobe", pid=int(raw.pid), tid=int(raw.tid),
+                   comm=raw.comm.decode("utf-8", "replace"), goid=int(raw.goid),
+                   start_ns=int(raw.start_ns), end_ns=int(raw.end_ns),
+                   duration_ns=int(raw.end_ns) - int(raw.start_ns), pcs=bpfutil.pcs_of(raw), extra=extra)
+        if att is not None:
+            target = att.target
+            ev.exe, ev.go_version, ev.build_id = target.exe, target.binary.go_version, target.binary.build_id
+            if att.load_bias:
+                extra["load_bias"] = att.load_bias
+            if kind == "stw":
+                extra["stw_reason"] = _name(att.stw_reasons, reason)
+            else:
+                ev.wait_reason = _name(att.wait_reasons, reason)
+                if kind == "park" and ev.wait_reason == GC_ASSIST_REASON:
+                    extra["stall"] = "gc_assist"
+        return ev.finish()
+
+    # -- maps: histograms and counters ----------------------------------------------------------
+
+    def _read_counters(self, prog: _Program, only: str | None = None) -> dict[int, int]:
+        """``{pid: value}`` of one counter (``only``), or of every counter keyed ``(pid, name)``."""
+        out: dict = {}
+        for key, value in bpfutil.read_map_items(prog.bpf["counters"]):
+            name = COUNTER_NAMES[key.which] if key.which < len(COUNTER_NAMES) else str(key.which)
+            if only is None:
+                out[(int(key.tgid), name)] = int(value.value)
+            elif name == only:
+                out[int(key.tgid)] = int(value.value)
+        return out
+
+    def runtime_counters(self, pid: int) -> dict:
+        """Netpoller, GC and ring-buffer counters of ``pid`` (a missing key = not measured)."""
+        with self._lock:
+            att = self._attached.get(pid)
+            if att is None:
+                return {}
+            values = self._read_counters(att.program)
+            out = {name: 0 for name in ("gc_cycles", "stw_count", "ringbuf_lost")}
+            if att.goroutine_tier_seen:
+                out.update({name: 0 for name in GOROUTINE_TIER_COUNTERS})
+            for (p, name), v in values.items():
+                if p == pid and name in out:
+                    out[name] = max(v, 0)
+            return out
+
+    def histograms(self) -> list[dict]:
+        """Every duration measured in BPF, per process, stall kind and wait reason: log2(us) buckets."""
+        out = []
+        with self._lock:
+            programs = list(self._programs.values())
+            attached = dict(self._attached)
+        for prog in programs:
+            groups: dict[tuple, dict[int, int]] = {}
+            for key, value in bpfutil.read_map_items(prog.bpf["hist"]):
+                g = groups.setdefault((int(key.tgid), int(key.kind), int(key.reason)), {})
+                g[int(key.slot)] = g.get(int(key.slot), 0) + int(value.value)
+            for (pid, kind, reason), slots in sorted(groups.items()):
+                att = attached.get(pid)
+                stall = STALL_NAMES.get(kind, str(kind))
+                names = (att.stw_reasons if stall == "stw" else att.wait_reasons) if att else []
+                comm = att.target.comm if att else bpfutil.comm_of(pid)
+                out.append({"labels": {"pid": str(pid), "comm": comm, "stall": stall,
+                                       "wait_reason": _name(names, reason)},
+                            "log2_us": bpfutil.log2_buckets(slots)})
+        return out
+
+
+def _name(names: list[str], index: int) -> str:
+    return names[index] if 0 <= index < len(names) else f"reason {index}"
+
+
+@hookimpl
+def lgf_components():
+    return [Component("source", "uprobe", UprobeSource, UprobeOptions,
+                      doc="goroutine parks, scheduling latency and GC stop-the-world via uprobes")]

@@ -1,0 +1,164 @@
+"""The uprobe source against real Go programs: every stall kind of the ``stalls`` fixture, on
+every supported Go toolchain, compared with the program's own figures (pid, goid, duration).
+
+One source per Go version serves all its fixtures: it watches the fixture binary by path, so each
+fixture process is attached live as it starts (the discovery path a production host uses) and the
+BPF program is compiled once per version, not once per test.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from conftest import GO_VERSIONS, build_go
+from stallfixture import (
+    STALLS_SRC,
+    Collector,
+    StallFixture,
+    bpftool_perf_pids,
+    probe_bytes,
+    run_context,
+    wait_attached,
+)
+
+from lgf.plugins.waitreason import cause_of
+from lgf.sources import bpfutil
+from lgf.sources.uprobe import UprobeOptions, UprobeSource
+
+pytestmark = pytest.mark.bpf
+
+TOLERANCE_NS = 5_000_000
+"""The issue's bar: lgf's duration within 5 ms of the fixture's own figure."""
+
+MODES = {
+    "chanrecv": "channel", "chansend": "channel", "select": "select", "mutex": "lock",
+    "rwmutex": "lock", "waitgroup": "sync", "cond": "sync", "tcpread": "net_io", "sleep": "sleep",
+    "starve": "sched_latency", "stw": "gc_stw",
+}
+"""Fixture mode -> the cause lgf must give it (through the waitreason classifier's table)."""
+
+
+@pytest.fixture(scope="module", params=GO_VERSIONS)
+def traced(request, bpf_ok, go_toolchains):
+    """(source, collector, fixture binary) for one Go version, goroutine tier always on."""
+    exe = build_go(STALLS_SRC, request.param)
+    ctx = run_context("50ms", exe=[str(exe)])
+    src = UprobeSource(UprobeOptions(goroutine_tier="always"), ctx)
+    events = Collector()
+    src.start(events)
+    yield src, events, exe
+    src.stop()
+
+
+def private_build(version: str):
+    """A build of the fixture at a path of its own, so no other test's source attaches to it."""
+    return build_go(STALLS_SRC, version, ldflags="-X main.privateCopy=1")
+
+
+def cause(ev) -> str | None:
+    return cause_of(ev.extra.get("stall", ""), ev.wait_reason)
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_stall_reported_with_pid_goid_cause_and_duration(traced, mode):
+    src, events, exe = traced
+    with StallFixture(exe, mode) as fx:
+        wait_attached(src, fx.pid)
+        (res,) = fx.go()
+        goid = res["goid"]
+        found = events.wait_for(lambda e: e.pid == fx.pid and e.goid == goid
+                                and cause(e) == MODES[mode])
+    assert found, f"{mode}: no {MODES[mode]} stall for goid {goid}; got " + \
+        repr([(e.goid, e.wait_reason, e.extra, e.duration_ns) for e in events.of_pid(fx.pid)])
+    ev = found[0]
+    assert abs(ev.duration_ns - res["duration_ns"]) <= TOLERANCE_NS, (ev.duration_ns, res)
+    assert ev.end_ns - ev.start_ns == ev.duration_ns
+    assert ev.go_version and ev.build_id and ev.exe
+    assert ev.ts.endswith("Z")
+    if mode != "stw":
+        assert ev.pcs, "a goroutine stall carries its user stack"
+    else:
+        assert ev.extra["stw_reason"], "the binary's own STW reason text"
+
+
+def test_noise_reports_nothing_over_threshold(traced):
+    src, events, exe = traced
+    with StallFixture(exe, "noise", "-n", "40") as fx:
+        wait_attached(src, fx.pid)
+        (res,) = fx.go()
+        workers = set(res["goids"])
+        counters = src.runtime_counters(fx.pid)
+    assert res["waits"] > 1000, "the fixture made thousands of short waits"
+    reported = [e for e in events.of_pid(fx.pid) if e.goid in workers]
+    assert not reported, [(e.goid, e.wait_reason, e.duration_ns) for e in reported]
+    # Only the main goroutine, which waits for the workers for two seconds, may stall.
+    assert {e.goid for e in events.of_pid(fx.pid)} <= {fx.main_goid}
+    assert counters["ringbuf_lost"] == 0
+
+
+def test_short_waits_land_in_histograms(traced):
+    src, events, exe = traced
+    with StallFixture(exe, "noise", "-n", "10") as fx:
+        wait_attached(src, fx.pid)
+        (res,) = fx.go()
+        hists = [h for h in src.histograms() if h["labels"]["pid"] == str(fx.pid)]
+    sleeps = [h for h in hists if h["labels"]["wait_reason"] == "sleep" and h["labels"]["stall"] == "park"]
+    assert sleeps, hists
+    counts = sleeps[0]["log2_us"]
+    # 0.25-10 ms sleeps: most in buckets 2^7 .. 2^13 us, none near the 50 ms threshold.
+    assert sum(counts[7:14]) >= 0.75 * sum(counts) > 100, counts
+    assert sum(counts[15:]) == 0, counts
+
+
+def test_stop_leaves_no_probe_behind(bpf_ok, go_toolchains):
+    exe = private_build(GO_VERSIONS[-1])
+    with StallFixture(exe, "chanrecv") as fx:
+        src = UprobeSource(UprobeOptions(goroutine_tier="always"), run_context(pids=[fx.pid]))
+        src.start(Collector())
+        addrs = src.probe_addresses(fx.pid)
+        assert {"on_gopark", "on_execute", "on_ready", "on_stw_stop", "on_stw_start"} <= set(addrs)
+        assert probe_bytes(fx.pid, addrs.values()) == [0xCC] * len(addrs), "breakpoints installed"
+        assert os.getpid() in bpftool_perf_pids()
+        src.stop()
+        assert 0xCC not in probe_bytes(fx.pid, addrs.values()), "a breakpoint was left in the target"
+        assert os.getpid() not in bpftool_perf_pids(), "a BPF perf attachment outlived stop()"
+        assert not bpfutil.kernel_uprobes(lambda line: str(exe) in line)
+        fx.go()
+
+
+def test_target_exit_mid_trace_does_not_stop_the_source(bpf_ok, go_toolchains):
+    exe = private_build(GO_VERSIONS[0])
+    src = UprobeSource(UprobeOptions(goroutine_tier="always"), run_context(exe=[str(exe)]))
+    events = Collector()
+    src.start(events)
+    try:
+        first = StallFixture(exe, "chanrecv")
+        wait_attached(src, first.pid)
+        first.proc.kill()
+        first.close()
+        with StallFixture(exe, "chanrecv") as fx:
+            wait_attached(src, fx.pid)
+            (res,) = fx.go()
+            assert events.wait_for(lambda e: e.pid == fx.pid and e.goid == res["goid"])
+        assert not src.is_attached(first.pid)
+    finally:
+        src.stop()
+
+
+def test_on_stall_tier_arms_after_a_stop_the_world(bpf_ok, go_toolchains):
+    exe = private_build(GO_VERSIONS[1])
+    src = UprobeSource(UprobeOptions(goroutine_tier="on_stall"), run_context(exe=[str(exe)]))
+    src.start(Collector())
+    try:
+        with StallFixture(exe, "stw") as fx:
+            wait_attached(src, fx.pid)
+            assert "on_gopark" not in src.probe_addresses(fx.pid), "goroutine tier starts unarmed"
+            fx.go()
+            deadline = time.monotonic() + 5
+            while "on_gopark" not in src.probe_addresses(fx.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert "on_gopark" in src.probe_addresses(fx.pid), "a long STW arms the goroutine tier"
+    finally:
+        src.stop()
