@@ -42,6 +42,7 @@ class Section:
     offset: int
     size: int
     type: str
+    flags: int = 0
 
     @property
     def has_file_bytes(self) -> bool:
@@ -144,7 +145,7 @@ class ElfImage:
         for i in range(elf.num_sections()):
             sh = elf._get_section_header(i)
             name = elf._get_section_name(sh)
-            sec = Section(name, sh["sh_addr"], sh["sh_offset"], sh["sh_size"], sh["sh_type"])
+            sec = Section(name, sh["sh_addr"], sh["sh_offset"], sh["sh_size"], sh["sh_type"], sh["sh_flags"])
             if sec.has_file_bytes and sec.offset + sec.size > self.size:
                 raise self.refuse(f"section {name or i} runs past the end of the file (truncated?)")
             self.sections.setdefault(name, sec)

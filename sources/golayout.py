@@ -36,6 +36,9 @@ FIELDS: dict[str, tuple[str, ...]] = {
 """Structs and fields the probes and enrichers read. Missing ones in a version (fields come and go)
 are simply absent from that version's entry; asking for them raises."""
 
+SHF_COMPRESSED = 0x800
+MAX_DWARF_BYTES = 1 << 30
+"""Inflated size above which a DWARF section is taken for corruption (large Go binaries: ~100 MB)."""
 STRING_TABLES = ("runtime.waitReasonStrings", "runtime.stwReasonStrings")
 MAX_STRINGS = 512
 MAX_STRING_LEN = 4096
@@ -50,7 +53,27 @@ def dwarf_field_offsets(elf: ElfImage, wanted: dict[str, tuple[str, ...]] | None
     """
     if ".debug_info" not in elf.sections and ".zdebug_info" not in elf.sections:
         return {}
-    structs = {f"runtime.{name}" for name in (wanted or FIELDS)}
+    _check_compressed_sizes(elf)
+    try:
+        return _walk_dwarf(elf, {f"runtime.{name}" for name in (wanted or FIELDS)})
+    except Exception as exc:  # noqa: BLE001 - pyelftools reports corrupt DWARF with any exception type
+        raise elf.refuse(f"corrupt DWARF ({type(exc).__name__}: {exc})") from None
+
+
+def _check_compressed_sizes(elf: ElfImage) -> None:
+    """Refuse a compressed DWARF section that claims to inflate past ``MAX_DWARF_BYTES``: pyelftools
+    inflates whole sections in memory, so a forged size would be a memory bomb."""
+    for name in (".debug_info", ".debug_abbrev", ".debug_str"):
+        sec = elf.sections.get(name)
+        if sec is None or not sec.has_file_bytes:
+            continue
+        if sec.flags & SHF_COMPRESSED and sec.size >= 16:
+            (inflated,) = struct.unpack_from("<Q", elf.data, sec.offset + 8)  # Elf64_Chdr.ch_size
+            if inflated > MAX_DWARF_BYTES:
+                raise elf.refuse(f"{name} claims to inflate to {inflated} bytes (corrupt?)")
+
+
+def _walk_dwarf(elf: ElfImage, structs: set[str]) -> dict[tuple[str, str], int]:
     out: dict[tuple[str, str], int] = {}
     seen: set[str] = set()
     dwarf = elf.elf.get_dwarf_info(relocate_dwarf_sections=False)
