@@ -88,29 +88,51 @@ def test_sched_sees_runnable_goroutines_when_cpu_bound(go_toolchains):
         app.close()
 
 
-def test_gc_phase_counts_the_cycles_during_a_stall(app):
+def test_gc_phase_places_the_stall_against_the_programs_own_gc_cycle(app):
     c = ctx()
     enricher = GcPhaseEnricher(None, c)
+    time.sleep(0.1)  # the fixture's start-up runtime.GC() must lie before this 60 ms stall
     first = stall_now(app.pid)
     enricher.lgf_enrich(first)
-    assert first.gc_phase["phase"] == "off"  # idle program, its last GC long finished
-    assert first.gc_phase["gc_cycles"] == app.first["numgc"]
+    g = first.gc_phase
+    assert g["phase"] == "off" and g["phase_at_read"] == "off"  # idle: its last GC long finished
+    assert g["gc_overlap"] is False and g["stw_overlap_ns"] == 0
+    assert g["gc_cycles"] == app.first["numgc"]
+    assert g["cycle_start_ns"] < g["cycle_end_ns"] < first.start_ns
     assert c.stats.get("lgf_enrich_missing_total", enricher="gc_phase", value="gc_cycles_during",
                        reason="no_earlier_sample") == 1
     time.sleep(0.01)
     start = time.monotonic_ns()
-    numgc = app.ask("gc")["numgc"]
+    numgc = app.ask("gc")["numgc"]  # runtime.GC() inside our stall window
     second = stall_now(app.pid)
     second.start_ns = start
     second.duration_ns = second.end_ns - start
     enricher.lgf_enrich(second)
-    assert second.gc_phase["gc_cycles"] == numgc
-    assert second.gc_phase["gc_cycles_during"] == numgc - app.first["numgc"] >= 1
-    assert second.gc_phase["gc_overlap"] is True
+    g = second.gc_phase
+    # the runtime's nanotime stamps are our CLOCK_MONOTONIC: the cycle lies inside the window
+    assert start <= g["cycle_start_ns"] < g["cycle_end_ns"] <= second.end_ns
+    assert g["phase"] == "off" and g["gc_overlap"] is True
+    assert 0 < g["stw_overlap_ns"] < g["cycle_end_ns"] - g["cycle_start_ns"]
+    assert g["gc_cycles"] == numgc and g["gc_cycles_during"] == numgc - app.first["numgc"] >= 1
+
+
+def test_cycle_arithmetic():
+    from lgf.plugins.gc_phase import Cycle, overlap_ns
+    cyc = Cycle.of((100, 110, 200, 205))
+    assert [cyc.phase_at(t) for t in (99, 100, 150, 202, 300)] == \
+        [None, "sweep_termination", "mark", "mark_termination", "off"]
+    assert cyc.overlaps(50, 100) is True and cyc.overlaps(206, 300) is False
+    assert cyc.overlaps(10, 50) is None  # before the latest cycle: an earlier one may have run
+    assert cyc.pauses() == [(100, 110), (200, 205)]
+    running = Cycle.of((100, 110, 90, 80))  # marking now: tMarkTerm/tEnd are the previous cycle's
+    assert running.end is None and running.phase_at(500) == "mark" and running.overlaps(400, 500)
+    assert Cycle.of((0, 0, 0, 0)) is None
+    assert overlap_ns([(0, 10), (5, 20), (30, 40)], 8, 35) == (20 - 8) + (35 - 30)
 
 
 def test_gc_phase_measures_overlap_with_stop_the_world_pauses_it_saw(app):
     enricher = GcPhaseEnricher(None, ctx())
+    time.sleep(0.15)  # the fixture's start-up GC pauses must lie before this 100 ms window
     end = time.monotonic_ns()
     stw = Event(pid=app.pid, start_ns=end - 80 * MS, end_ns=end - 20 * MS, duration_ns=60 * MS,
                 extra={"stall": "stw"})
@@ -173,10 +195,11 @@ def test_a_stripped_binary_leaves_values_out_and_counts_why(go_toolchains):
         for e in (SchedEnricher(None, c), GcPhaseEnricher(None, c), PollerEnricher(None, c)):
             e.lgf_enrich(ev)
         assert "gomaxprocs" not in ev.sched and ev.sched["threads"] >= 1
-        assert "phase" not in ev.gc_phase and "waiting" not in ev.poller
+        assert "phase" not in ev.gc_phase and "phase_at_read" not in ev.gc_phase
+        assert "waiting" not in ev.poller
         assert c.stats.get("lgf_enrich_missing_total", enricher="sched", value="gomaxprocs",
                            reason="no_symbol") == 1
-        assert c.stats.get("lgf_enrich_missing_total", enricher="gc_phase", value="phase",
+        assert c.stats.get("lgf_enrich_missing_total", enricher="gc_phase", value="phase_at_read",
                            reason="no_symbol") == 1
     finally:
         app.close()
