@@ -1,0 +1,140 @@
+/* tracepoint.c - the BPF half of lgf's tracepoint source: blocking syscalls of target Go processes.
+ * Loaded, configured and attached by tracepoint.py (beside this file); its docstring has the
+ * design and the cost.
+ *
+ * The sys_enter / sys_exit raw tracepoints (raw: cheaper than raw_syscalls:*, and they need no
+ * tracefs for their format), filtered in the kernel by the `targets` map (tgid -> how to
+ * find the goroutine). At exit, the thread's current g is read from thread-local storage:
+ * task->thread.fsbase - 8 for a pure-Go binary (FSBASE_OFF comes from the running kernel's BTF,
+ * never from headers), and goid from g at the per-process offset in `targets`. A thread on g0
+ * (goid 0) is the runtime's own: an idle M in futex, the netpoller in epoll_wait, sysmon's
+ * nanosleep. Those are not stalls and are neither reported nor counted.
+ *
+ * Constants (-D): THRESHOLD_NS, FSBASE_OFF, MAX_FRAMES, RINGBUF_PAGES.
+ */
+#include <uapi/linux/ptrace.h>
+
+#define STALL_SYSCALL 4
+#define C_RINGBUF_LOST 5
+
+struct target {
+    u32 g_goid;   /* offset of goid in runtime.g for this process's Go version */
+    u32 tls_g;    /* 1: g is at fsbase - 8 (pure Go); 0: unknown (cgo), goid not read */
+};
+
+struct enter {
+    u64 start_ns;
+    u64 nr;
+};
+
+struct event {
+    u64 start_ns;
+    u64 end_ns;
+    u64 goid;
+    u32 pid;
+    u32 tid;
+    u32 kind;
+    u32 reason; /* syscall number */
+    u32 nframes;
+    s32 ret;
+    char comm[16];
+    u64 pcs[MAX_FRAMES];
+};
+
+struct hkey {
+    u32 tgid;
+    u16 kind;
+    u16 reason;
+    u32 slot;
+    u32 pad;
+};
+
+struct ckey {
+    u32 tgid;
+    u32 which;
+};
+
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+BPF_HASH(targets, u32, struct target, 16384);
+BPF_HASH(inflight, u32, struct enter, 65536);
+BPF_HASH(hist, struct hkey, u64, 65536);
+BPF_HASH(counters, struct ckey, s64, 16384);
+
+RAW_TRACEPOINT_PROBE(sys_enter)
+{
+    /* args: (struct pt_regs *regs, long id) */
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    if (!targets.lookup(&tgid))
+        return 0;
+    u32 tid = (u32)id;
+    struct enter e = {.start_ns = bpf_ktime_get_ns(), .nr = ctx->args[1]};
+    inflight.update(&tid, &e);
+    return 0;
+}
+
+static __always_inline u64 current_goid(struct target *t)
+{
+    if (!t->tls_g)
+        return 0;
+    void *task = (void *)bpf_get_current_task(); /* fields at BTF offsets only, never via headers */
+    u64 fsbase = 0, g = 0, goid = 0;
+    bpf_probe_read_kernel(&fsbase, sizeof(fsbase), task + FSBASE_OFF);
+    if (!fsbase)
+        return 0;
+    bpf_probe_read_user(&g, sizeof(g), (void *)(fsbase - 8));
+    if (!g)
+        return 0;
+    bpf_probe_read_user(&goid, sizeof(goid), (void *)(g + t->g_goid));
+    return goid;
+}
+
+RAW_TRACEPOINT_PROBE(sys_exit)
+{
+    /* args: (struct pt_regs *regs, long ret) */
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tid = (u32)id;
+    struct enter *found = inflight.lookup(&tid);
+    if (!found)
+        return 0;
+    struct enter e = *found;
+    inflight.delete(&tid);
+    u32 tgid = id >> 32;
+    struct target *t = targets.lookup(&tgid);
+    if (!t)
+        return 0;
+    u64 now = bpf_ktime_get_ns();
+    u64 dur = now - e.start_ns;
+    u64 goid = current_goid(t);
+    if (!goid && t->tls_g)
+        return 0; /* on g0: the runtime's own thread idling, not a goroutine waiting */
+    struct hkey hk = {.tgid = tgid, .kind = STALL_SYSCALL, .reason = e.nr, .slot = bpf_log2l(dur / 1000)};
+    u64 zero = 0;
+    u64 *n = hist.lookup_or_try_init(&hk, &zero);
+    if (n)
+        __sync_fetch_and_add(n, 1);
+    if (dur < THRESHOLD_NS)
+        return 0;
+    struct event *ev = events.ringbuf_reserve(sizeof(struct event));
+    if (!ev) {
+        struct ckey ck = {.tgid = tgid, .which = C_RINGBUF_LOST};
+        s64 z = 0;
+        s64 *lost = counters.lookup_or_try_init(&ck, &z);
+        if (lost)
+            __sync_fetch_and_add(lost, 1);
+        return 0;
+    }
+    ev->start_ns = e.start_ns;
+    ev->end_ns = now;
+    ev->goid = goid;
+    ev->pid = tgid;
+    ev->tid = tid;
+    ev->kind = STALL_SYSCALL;
+    ev->reason = e.nr;
+    ev->ret = (s32)ctx->args[1];
+    bpf_get_current_comm(&ev->comm, sizeof(ev->comm));
+    long got = bpf_get_stack(ctx, ev->pcs, sizeof(ev->pcs), BPF_F_USER_STACK);
+    ev->nframes = got > 0 ? got / sizeof(u64) : 0;
+    events.ringbuf_submit(ev, 0);
+    return 0;
+}
