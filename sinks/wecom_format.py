@@ -98,6 +98,8 @@ def severity_of(d: dict) -> str:
 
 
 def service_of(d: dict) -> str:
+    if d.get("service"):  # the alert policy puts the group's service at the top level
+        return str(d["service"])
     for table in ("tags", "topology"):
         t = d.get(table)
         if isinstance(t, dict) and t.get("service"):
@@ -112,16 +114,22 @@ def _pairs(table: Any) -> str:
 
 
 def _stack_lines(d: dict, frames: int) -> list[str]:
-    out = []
-    stack = d.get("stack") if isinstance(d.get("stack"), list) else []
-    for fr in stack[:frames]:
-        if isinstance(fr, dict):
-            where = f" ({fr.get('file')}:{fr.get('line')})" if fr.get("file") else ""
-            out.append(f"{fr.get('func') or hex(fr.get('pc') or 0)}{where}")
-    if not out and isinstance(d.get("stack_summary"), list):
+    """The stack from its first user frame: the runtime frames above it (gopark ...) say only what
+    the wait reason already says, and an on-call engineer wants the line of their own code."""
+    stack = [f for f in d.get("stack") or [] if isinstance(f, dict)] if isinstance(d.get("stack"), list) else []
+    runtime = 0
+    while runtime < len(stack) and str(stack[runtime].get("func", "")).startswith("runtime."):
+        runtime += 1
+    if runtime == len(stack):  # all runtime (a GC worker, the scheduler): show them as they are
+        runtime = 0
+    out = [f"({runtime} runtime frames)"] if runtime else []
+    for fr in stack[runtime:runtime + frames]:
+        where = f" ({fr.get('file')}:{fr.get('line')})" if fr.get("file") else ""
+        out.append(f"{fr.get('func') or hex(fr.get('pc') or 0)}{where}")
+    if not stack and isinstance(d.get("stack_summary"), list):
         out = [str(f) for f in d["stack_summary"][:frames]]
-    if len(stack) > frames:
-        out.append(f"... {len(stack) - frames} more frames")
+    if len(stack) > runtime + frames:
+        out.append(f"... {len(stack) - runtime - frames} more frames")
     return out
 
 
@@ -161,14 +169,20 @@ def alert_lines(d: dict, msgtype: str, stack_frames: int = 8) -> list[str]:
     if d.get("go_version"):
         proc += f" · {g(d['go_version'])}"
     lines.append(q + proc)
+    if d.get("top_frame"):
+        lines.append(q + f"where: {g(d['top_frame'])}")
     if kind == "alert" and d.get("count"):
         agg = f"{d['count']} stalls"
         if d.get("goroutines"):
             agg += f" in {d['goroutines']} goroutines"
+        if isinstance(d.get("pids"), list) and len(d["pids"]) > 1:
+            agg += f" of {len(d['pids'])} processes"
         if d.get("worst_ns"):
             agg += f", worst {human_ns(d['worst_ns'])}"
         if d.get("total_ns"):
             agg += f", total {human_ns(d['total_ns'])}"
+        if d.get("suppressed_repeats"):
+            agg += f" ({d['suppressed_repeats']} repeats held back)"
         lines.append(q + agg)
     if d.get("ts"):
         lines.append(q + f"at: {g(d['ts'])}")

@@ -104,3 +104,21 @@ def test_a_digest_puts_the_most_severe_first():
     ((content, ids),) = digest_messages(dicts, "text")
     assert content.index("[CRITICAL]") < content.index("[WARNING]") < content.index("[INFO]")
     assert ids == [dicts[2]["id"], dicts[1]["id"], dicts[0]["id"]]
+
+
+def test_an_alert_from_the_alert_policy_shows_its_service_where_and_own_code_first():
+    stack = [{"func": "runtime.gopark", "file": "/go/src/runtime/proc.go", "line": 1},
+             {"func": "runtime.chanrecv", "file": "/go/src/runtime/chan.go", "line": 2},
+             {"func": "main.(*Worker).wait", "file": "/app/worker.go", "line": 42},
+             {"func": "main.main", "file": "/app/main.go", "line": 9}]
+    ev = Event(kind="alert", pid=9, comm="worker", cause="channel", wait_reason="chan receive",
+               severity="warning", stack=stack, extra={
+                   "service": "billing", "top_frame": "main.(*Worker).wait", "count": 5,
+                   "worst_ns": 3 * 10**8, "total_ns": 10**9, "pids": [9, 10], "goroutines": 4,
+                   "suppressed_repeats": 2})
+    (msg,) = alert_messages(ev.to_dict(), "text")
+    assert msg.startswith("[WARNING] lgf alert: billing stalled 300 ms")
+    assert "where: main.(*Worker).wait" in msg
+    assert "5 stalls in 4 goroutines of 2 processes, worst 300 ms, total 1 s (2 repeats held back)" in msg
+    assert "(2 runtime frames)" in msg and "runtime.gopark" not in msg
+    assert msg.index("main.(*Worker).wait (/app/worker.go:42)") < msg.index("main.main (/app/main.go:9)")
