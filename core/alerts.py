@@ -103,7 +103,7 @@ class EnvironmentsOptions:
                 continue
             values = {}
             for key, raw in table.items():
-                path = f"environments.{name}.{key}"
+                path = f"{name}.{key}"
                 if key not in hints:
                     problems.append(ConfigError(path, "unknown key", opt.nearest(key, hints)))
                     continue
@@ -114,7 +114,7 @@ class EnvironmentsOptions:
             try:  # unset keys keep the environment's default, not EnvPolicy's
                 setattr(self, name, dataclasses.replace(DEFAULT_POLICIES[name], **values))
             except ValueError as exc:
-                problems.append(ConfigError(f"environments.{name}", str(exc)))
+                problems.append(ConfigError(name, str(exc)))
         if problems:
             raise ValueError("; ".join(str(p) for p in problems))
 
@@ -147,12 +147,12 @@ class AlertsOptions:
     def __post_init__(self):
         bad = [f for f in self.group_by if f not in GROUP_FIELDS]
         if bad:
-            raise ValueError(f"alerts.group_by: unknown field(s) {bad}; choose from {', '.join(GROUP_FIELDS)}")
+            raise ValueError(f"group_by: unknown field(s) {bad}; choose from {', '.join(GROUP_FIELDS)}")
         for name, rx in self.services.items():
             try:
                 re.compile(str(rx))
             except re.error as exc:
-                raise ValueError(f"alerts.services.{name}: bad regular expression: {exc}") from None
+                raise ValueError(f"services.{name}: bad regular expression: {exc}") from None
 
 
 # --- groups ---------------------------------------------------------------------------------------

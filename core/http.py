@@ -54,7 +54,7 @@ class HttpOptions:
     def __post_init__(self):
         host, sep, port = self.listen.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-            raise ValueError(f"http.listen: {self.listen!r} is not host:port (e.g. \"127.0.0.1:9464\")")
+            raise ValueError(f"listen: {self.listen!r} is not host:port (e.g. \"127.0.0.1:9464\")")
 
 
 def _split_listen(listen: str) -> tuple[str, int]:

@@ -133,21 +133,21 @@ class SilencesOptions:
         for i, rule in enumerate(self.rules):
             unknown = set(rule) - {"matchers", "until", "comment"}
             if unknown:
-                problems.append(f"silences.rules[{i}]: unknown key(s) {sorted(unknown)}")
+                problems.append(f"rules[{i}]: unknown key(s) {sorted(unknown)}")
             ms = rule.get("matchers")
             if not isinstance(ms, list) or not ms or not all(isinstance(m, str) for m in ms):
-                problems.append(f"silences.rules[{i}].matchers: required, a list of strings like \"cause=lock\"")
+                problems.append(f"rules[{i}].matchers: required, a list of strings like \"cause=lock\"")
                 continue
             for j, m in enumerate(ms):
                 try:
                     parse_matcher(m)
                 except ValueError as exc:
-                    problems.append(f"silences.rules[{i}].matchers[{j}]: {exc}")
+                    problems.append(f"rules[{i}].matchers[{j}]: {exc}")
             if rule.get("until"):
                 try:
                     parse_time(str(rule["until"]))
                 except ValueError:
-                    problems.append(f"silences.rules[{i}].until: not an RFC 3339 time")
+                    problems.append(f"rules[{i}].until: not an RFC 3339 time")
         if problems:
             raise ValueError("; ".join(problems))
 
