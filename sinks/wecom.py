@@ -343,6 +343,9 @@ class WeComSink:
             self.stats.inc("lgf_wecom_http_errors_total", sink=self.name, status="connect")
             raise DeliveryError(self._scrub(f"cannot reach {self.shown_url}: {reason}"),
                                 retryable=True) from None
+        except ValueError as exc:  # urllib refusing the URL itself: retrying cannot help
+            reached = False
+            raise DeliveryError(self._scrub(f"bad URL {self.shown_url}: {exc}"), retryable=False) from None
         finally:
             if reached:  # it may have counted against the minute: count it here too
                 self.budget.record(self.clock.now())
