@@ -425,29 +425,38 @@ class Delivery:
             if self._stopping and time.monotonic() >= self._deadline:
                 return
             self._work.clear()
-            rows = self.spool.pending(self.batch_max)
-            if not rows:
+            try:
+                delay = self._step()
+            except Exception:  # the spool itself failed (disk full, I/O error): never die silently
+                log.exception("sink %r: delivery worker error; items stay in %s", self.name, self.spool.path)
+                self._failures += 1
+                delay = self.backoff.delay(self._failures)
+            if delay is None:  # nothing pending
                 if self._stopping:
                     return
                 self.clock.wait(self._work, None)
-                continue
-            events = self._decode(rows)
-            if not events:
-                continue
-            receipt = Receipt(self, events)
-            self._call_sink(events, receipt)
-            if receipt.retryable is not None or receipt.permanent is not None:
-                self._failures += 1
-                delay = max(receipt.wait, self.backoff.delay(self._failures))
-            elif receipt.delivered_count:
-                self._failures = 0
-                delay = receipt.wait
-            else:  # nothing moved and no reason given: do not spin
-                delay = max(receipt.wait, self.backoff.base)
-            if delay > 0:
+            elif delay > 0:
                 if self._stopping:
                     return
                 self.clock.wait(self._halt, delay)
+
+    def _step(self) -> float | None:
+        """One call of the sink with what is pending; returns how long to wait (None: nothing to do)."""
+        rows = self.spool.pending(self.batch_max)
+        if not rows:
+            return None
+        events = self._decode(rows)
+        if not events:
+            return 0.0
+        receipt = Receipt(self, events)
+        self._call_sink(events, receipt)
+        if receipt.retryable is not None or receipt.permanent is not None:
+            self._failures += 1
+            return max(receipt.wait, self.backoff.delay(self._failures))
+        if receipt.delivered_count:
+            self._failures = 0
+            return receipt.wait
+        return max(receipt.wait, self.backoff.base)  # nothing moved and no reason given: do not spin
 
     def _decode(self, rows: list[tuple[str, bytes]]) -> list[Event]:
         events, broken = [], []

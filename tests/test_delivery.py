@@ -307,3 +307,27 @@ def test_lgf_spool_lists_and_requeues_failed_items_once_lgf_is_stopped(tmp_path,
     wait_until(lambda: again.depth() == 0)
     again.stop(5)
     assert sink.got == [events[1].id, events[2].id, events[0].id]
+
+
+def test_a_corrupt_row_is_set_aside_as_failed_and_the_rest_still_goes(tmp_path):
+    import sqlite3
+
+    first = Delivery(ListSink(), "s", tmp_path, Stats())
+    good = [alert(i) for i in range(2)]
+    first.put(good[0])
+    first.stop(0)
+    db = sqlite3.connect(spool_path(tmp_path, "s"))
+    db.execute("INSERT INTO items (event_id, is_alert, body, enqueued_at) VALUES ('bad', 1, x'c1c1', 0)")
+    db.commit()
+    db.close()
+    sink = ListSink()
+    d = Delivery(sink, "s", tmp_path, Stats(), clock=ManualClock())
+    d.put(good[1])
+    d.start()
+    wait_until(lambda: d.depth() == 0)
+    d.stop(5)
+    assert sink.got == [e.id for e in good]
+    assert d.failed_kept() == 1
+    again = Delivery(ListSink(), "s", tmp_path, Stats())
+    assert [row[0] for row in again.spool.failed_items()] == ["bad"]
+    again.stop(0)
