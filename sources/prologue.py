@@ -92,6 +92,12 @@ def _is_stack_check(ins, guard_offsets: tuple[int, ...]) -> bool:
             and reg[0].reg in (x86.X86_REG_RSP, x86.X86_REG_R12))
 
 
+def _writes_only_r12(ins) -> bool:
+    """The frame-bound arithmetic of the large and huge shapes computes into R12 and nothing else."""
+    _, written = ins.regs_access()
+    return set(written) - {x86.X86_REG_EFLAGS} == {x86.X86_REG_R12}
+
+
 def probe_offset(code: bytes, guard_offsets: tuple[int, ...] = (0x10, 0x18)) -> tuple[int, Instruction]:
     """Offset of the first instruction after the stack-bound check: the ``push %rbp``.
 
@@ -111,7 +117,7 @@ def probe_offset(code: bytes, guard_offsets: tuple[int, ...] = (0x10, 0x18)) -> 
             seen_check = True
         elif ins.id in _BRANCHES and len(before) > 1:
             pass  # the conditional jump to morestack that follows a compare
-        elif ins.id not in _CHECK_STEPS or len(before) > 5:
+        elif ins.id not in _CHECK_STEPS or not _writes_only_r12(ins) or len(before) > 5:
             raise PrologueError(f"not a Go stack-check prologue: {'; '.join(before)}")
     raise PrologueError("no push %rbp in the first "
                         f"{MAX_PROLOGUE_BYTES} bytes (a frameless function, or not Go code): "

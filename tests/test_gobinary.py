@@ -19,7 +19,10 @@ from lgf.sources.golayout_table import TABLE
 
 CASES = [(v, variant) for v in GO_VERSIONS for variant in VARIANTS]
 CHECKED_FUNCTIONS = ("runtime.gopark", "runtime.ready", "runtime.casgstatus", "runtime.stopTheWorldWithSema",
-                     "runtime.startTheWorldWithSema", "runtime.execute", "main.work", "main.main")
+                     "runtime.startTheWorldWithSema", "runtime.execute", "main.work", "main.main",
+                     "main.bigframe")
+"""Every prologue shape: small frame (gopark), large (main.main), huge (bigframe: mov/sub/jb before
+the compare), stackguard1 (stopTheWorldWithSema in 1.25+), nosplit without a check (casgstatus)."""
 
 
 @pytest.fixture(scope="module", params=CASES, ids=[f"go{v}-{var}" for v, var in CASES])
@@ -108,13 +111,21 @@ def test_probe_offset_and_rets_agree_with_go_tool_objdump(case):
     version, variant, path, gb = case
     if variant != "plain":
         pytest.skip("go tool objdump needs a symbol table")
-    for name in ("runtime.gopark", "runtime.stopTheWorldWithSema", "main.work"):
+    for name in ("runtime.gopark", "runtime.stopTheWorldWithSema", "main.work", "main.main", "main.bigframe"):
         rows = go_objdump(version, path, name)
         entry = gb.func_addr(name)
         assert rows[0][0] == entry
         by_addr = dict(rows)
         assert by_addr[entry + gb.probe_offset(name)] == "PUSHQ BP"
         assert [a - entry for a, text in rows if text.startswith("RET")] == gb.ret_offsets(name)
+
+
+def test_function_without_a_go_prologue_is_refused(case):
+    *_, gb = case
+    with pytest.raises(TargetRefused, match=r"runtime\.memmove: prologue not recognised: not a Go stack-check"):
+        gb.probe_offset("runtime.memmove")  # assembly, frameless: no push %rbp to probe
+    with pytest.raises(TargetRefused, match="function main.nothing not found"):
+        gb.probe_offset("main.nothing")
 
 
 def test_ret_offsets_are_the_same_stripped_or_not(case):
@@ -186,7 +197,10 @@ def test_open_binary_shares_one_object_per_build_id(tmp_path, go_toolchains):
     assert open_binary(path) is first
     assert open_binary(copy) is first
     # strip keeps the Go build id but not the facts (no symbols, no DWARF): not shared.
-    stripped = open_binary(binfacts("1.25.5", "strip"))
+    stripped_copy = tmp_path / "stripped"
+    shutil.copy(path, stripped_copy)
+    subprocess.run([shutil.which("strip") or "strip", str(stripped_copy)], check=True)
+    stripped = open_binary(stripped_copy)
     assert stripped.build_id == first.build_id and stripped is not first and stripped.stripped
 
 

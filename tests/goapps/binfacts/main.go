@@ -29,12 +29,27 @@ func work(mu *sync.Mutex, ch chan int) {
 	}
 }
 
+// bigframe has a frame larger than the Go stack's "big" limit (4 KiB), so its stack-bound check
+// takes the compiler's third prologue shape (mov/sub/jb before the compare); lgf must decode it.
+//
+//go:noinline
+func bigframe(n int) byte {
+	var buf [8192]byte
+	for i := range buf {
+		buf[i] = byte(i * n)
+	}
+	return buf[n%len(buf)]
+}
+
 func main() {
 	limit := 60 * time.Second
 	if len(os.Args) > 1 {
 		if s, err := strconv.Atoi(os.Args[1]); err == nil {
 			limit = time.Duration(s) * time.Second
 		}
+	}
+	if bigframe(len(os.Args)) == 255 {
+		fmt.Println("unlikely")
 	}
 	var mu sync.Mutex
 	ch := make(chan int)
