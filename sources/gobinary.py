@@ -9,7 +9,8 @@ is answered here, each from the most direct source available:
 - probe offsets and RET sites: the machine code itself, decoded (:mod:`lgf.sources.prologue`);
 - struct field offsets: the binary's DWARF, else a per-Go-version table (:mod:`lgf.sources.golayout`);
 - wait-reason and STW-reason strings: the binary's own ``runtime.waitReasonStrings`` /
-  ``runtime.stwReasonStrings`` arrays, else the table for its Go version.
+  ``runtime.stwReasonStrings`` arrays, by symbol ("binary"), or found in .data when stripped
+  ("binary-scan", the length taken from the table), else the table for its Go version ("table").
 
 A binary whose layout cannot be established raises :class:`lgf.errors.TargetRefused` with one line
 ``"<path>: <why>"``: not Go, not amd64, corrupt, or a Go version without DWARF that the table does
@@ -264,6 +265,9 @@ class GoBinary:
             return golayout.read_string_array(self.elf, sym.value, sym.size), "binary"
         short = symbol.removeprefix("runtime.")
         if self._table is not None and self._table.get(short):
+            found = golayout.find_string_array(self.elf, symbol, len(self._table[short]))
+            if found is not None:
+                return found, "binary-scan"
             return list(self._table[short]), "table"
         return [], "none"
 
@@ -277,7 +281,7 @@ class GoBinary:
 
     @property
     def wait_reasons(self) -> list[str]:
-        """Index = the runtime's waitReason value; from the binary's own array when it has symbols."""
+        """Index = the runtime's waitReason value, read from the binary's own array (see module doc)."""
         return self._wait_reasons[0]
 
     @property

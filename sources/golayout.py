@@ -18,6 +18,8 @@ from __future__ import annotations
 import struct
 import sys
 
+from lgf.errors import TargetRefused
+
 from .goelf import ElfImage
 
 FIELDS: dict[str, tuple[str, ...]] = {
@@ -113,6 +115,53 @@ def read_string_array(elf: ElfImage, vaddr: int, size: int) -> list[str]:
             raise elf.refuse(f"string of {n} bytes in the table at {vaddr:#x} (corrupt?)")
         out.append(elf.read(ptr, n).decode("utf-8", "replace") if n else "")
     return out
+
+
+ANCHORS = {"runtime.waitReasonStrings": ("", "GC assist marking"),
+           "runtime.stwReasonStrings": ("unknown", "GC mark termination")}
+"""Entries 0 and 1 of each string table, the same in every Go from 1.21 to 1.27: how a stripped
+binary's own table is found in its .data."""
+MAX_ANCHOR_HITS = 16
+
+
+def find_string_array(elf: ElfImage, symbol: str, count: int) -> list[str] | None:
+    """The ``count`` strings of ``symbol``'s ``[N]string`` in a binary without a symbol table.
+
+    Finds where entry 1's text lies in .rodata, then a string header (pointer, length) pointing at
+    it in .data preceded by entry 0's header, and reads ``count`` entries from there (``count``
+    comes from the table for the binary's Go version: the array's length is not in the binary).
+    None when no candidate reads as a table of printable strings. Cost: two byte searches over
+    .rodata and .data (a few ms for a 10 MB binary).
+    """
+    first, second = ANCHORS[symbol]
+    rodata, data = elf.sections.get(".rodata"), elf.sections.get(".data")
+    if rodata is None or data is None or not rodata.has_file_bytes or not data.has_file_bytes or count < 2:
+        return None
+    ro = elf.data[rodata.offset:rodata.offset + rodata.size]
+    blob = elf.data[data.offset:data.offset + data.size]
+    hits, at = 0, ro.find(second.encode())
+    while at >= 0 and hits < MAX_ANCHOR_HITS:
+        hits += 1
+        header = struct.pack("<QQ", rodata.addr + at, len(second))
+        pos = blob.find(header)
+        while pos >= 0:
+            if pos % 8 == 0 and pos >= 16:
+                found = _read_candidate(elf, data.addr + pos - 16, count, first)
+                if found is not None:
+                    return found
+            pos = blob.find(header, pos + 1)
+        at = ro.find(second.encode(), at + 1)
+    return None
+
+
+def _read_candidate(elf: ElfImage, vaddr: int, count: int, first: str) -> list[str] | None:
+    try:
+        strings = read_string_array(elf, vaddr, count * 16)
+    except TargetRefused:  # a header pointing outside the file: not the table, keep looking
+        return None
+    if strings[0] != first or not all(s.isprintable() and (s or i == 0) for i, s in enumerate(strings)):
+        return None
+    return strings
 
 
 def table_entry(binary: ElfImage, symbols: dict) -> dict:

@@ -140,7 +140,16 @@ def test_wait_and_stw_reasons_match_the_runtime_source(case):
     version, variant, _, gb = case
     assert gb.wait_reasons == runtime_strings(version, "waitReason", "waitReasonStrings")
     assert gb.stw_reasons == runtime_strings(version, "stwReason", "stwReasonStrings")
-    assert gb.facts()["wait_reasons_source"] == ("binary" if variant == "plain" else "table")
+    assert gb.facts()["wait_reasons_source"] == ("binary" if variant == "plain" else "binary-scan")
+
+
+def test_stripped_binary_reasons_are_read_from_the_binary_not_the_table(go_toolchains):
+    """Change one wait reason's bytes in a stripped binary: lgf must report the changed text."""
+    data = binfacts("1.25.5", "sw").read_bytes()
+    assert data.count(b"trace reader (blocked)") >= 1
+    gb = GoBinary(data.replace(b"trace reader (blocked)", b"trace reader (BLOCKED)"))
+    assert "trace reader (BLOCKED)" in gb.wait_reasons
+    assert "trace reader (blocked)" in TABLE["1.25"]["waitReasonStrings"]
 
 
 def test_field_offsets_from_dwarf_equal_the_table(go_toolchains):
