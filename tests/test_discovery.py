@@ -132,13 +132,18 @@ def test_watcher_thread_calls_back(go_toolchains):
             watcher.stop()
 
 
-def test_pie_load_bias_matches_the_process_own_address(go_toolchains):
+@pytest.mark.parametrize("stripped", [False, True], ids=["symbols", "stripped"])
+def test_pie_load_bias_matches_the_process_own_address(go_toolchains, tmp_path, stripped):
     """The fixture prints the runtime address of main.work; ELF address + load bias must equal it."""
     path = binfacts_pie("1.25.5")
+    if stripped:  # function addresses then come from the pclntab
+        shutil.copy(path, tmp_path / "pie-stripped")
+        path = tmp_path / "pie-stripped"
+        subprocess.run([shutil.which("strip") or "strip", str(path)], check=True)
     with running(path) as (proc, work_addr):
         (target,) = find_targets(TargetOptions(pids=[proc.pid]))
         gb = target.binary
-        assert gb.is_pie
+        assert gb.is_pie and gb.stripped is stripped
         bias = target.load_bias()
         assert bias != 0 and bias % 0x1000 == 0
         assert gb.func_addr("main.work") + bias == work_addr
