@@ -26,10 +26,17 @@ log = logging.getLogger("lgf")
 ENTRY_POINT_GROUP = "lgf"
 
 BUILTIN_PLUGINS = (
+    "lgf.sources.uprobe",
+    "lgf.sources.tracepoint",
+    "lgf.plugins.symbolizer",
+    "lgf.plugins.gc_phase",
+    "lgf.plugins.poller",
+    "lgf.plugins.sched",
     "lgf.plugins.waitreason",
     "lgf.plugins.unknown",
     "lgf.sinks.stdout",
     "lgf.sinks.file",
+    "lgf.sinks.wecom",
 )
 """Dotted names of the built-in plugins, in registration order."""
 
