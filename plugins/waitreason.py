@@ -15,8 +15,9 @@ The stall kind (``extra["stall"]``) decides first: ``stw`` -> ``gc_stw``, ``gc_a
 ``gc_assist``, ``runnable`` -> ``sched_latency``, ``syscall`` -> ``syscall`` (``net_io`` for the
 netpoller's own epoll waits). For ``park`` the wait reason decides, and enrichment may override it
 (``decide_with_enrichment``): a goroutine parked on a lock or channel whose wait was mostly
-spent inside a GC stop-the-world (``gc_phase["stw_overlap_ns"]`` from the ``gc_phase`` enricher,
-more than half the stall) is blamed on ``gc_stw``, because no goroutine could have released it.
+spent inside a stop-the-world pause (``gc_phase["stw_overlap_ns"]`` from the ``gc_phase``
+enricher, more than half the stall) is blamed on ``gc_stw``, because no goroutine could have
+released it; so is a runnable goroutine that could not run because the world was stopped.
 
 Cost: two dict look-ups per event; no I/O.
 """
@@ -101,8 +102,10 @@ STALL_KINDS: dict[str, str] = {
 NETPOLL_SYSCALLS = frozenset({"epoll_wait", "epoll_pwait", "epoll_pwait2"})
 """Syscalls the Go netpoller blocks in: a stall there is waiting for the network."""
 
-STW_OVERRIDABLE = frozenset({"lock", "channel", "select", "sync"})
-"""Causes that a mostly-overlapping stop-the-world explains better (nobody could release them)."""
+STW_OVERRIDABLE = frozenset({"lock", "channel", "select", "sync", "sched_latency"})
+"""Causes that a mostly-overlapping stop-the-world explains better: nobody could release the
+lock or channel, and nothing runnable could run. Not ``sleep`` or ``net_io``: those waits were
+long by the program's own choice or the peer's, whatever the GC did meanwhile."""
 
 
 def cause_of(stall: str, wait_reason: str = "", syscall: str = "") -> str | None:

@@ -104,6 +104,12 @@ def test_lock_wait_mostly_inside_a_stop_the_world_is_blamed_on_the_gc(manager):
     short_overlap = Event(wait_reason="sync.Mutex.Lock", duration_ns=100_000_000, extra={"stall": "park"},
                           gc_phase={"phase": "off", "stw_overlap_ns": 20_000_000})
     assert classify(manager, short_overlap) == "lock"
+    waiting_for_a_cpu = Event(duration_ns=100_000_000, extra={"stall": "runnable"},
+                              gc_phase={"stw_overlap_ns": 90_000_000})
+    assert classify(manager, waiting_for_a_cpu) == "gc_stw"
+    sleeping = Event(wait_reason="sleep", duration_ns=100_000_000, extra={"stall": "park"},
+                     gc_phase={"stw_overlap_ns": 90_000_000})
+    assert classify(manager, sleeping) == "sleep"  # it chose to wait; the pause is incidental
 
 
 def test_a_wait_reason_from_a_future_go_falls_back_to_unknown_and_is_counted(manager):
