@@ -32,6 +32,12 @@ def case(request, go_toolchains):
     return version, variant, path, open_binary(path)
 
 
+def cases(*variants: str):
+    """Parametrize a test over every toolchain for only these variants (the fixture ``case`` runs all)."""
+    chosen = [(v, var) for v, var in CASES if var in variants]
+    return pytest.mark.parametrize("case", chosen, ids=[f"go{v}-{var}" for v, var in chosen], indirect=True)
+
+
 def minor(version: str) -> str:
     return ".".join(version.split(".")[:2])
 
@@ -56,10 +62,9 @@ def test_stripped_and_dwarf_flags_and_offset_source(case):
     assert gb.offset_source == ("dwarf" if variant == "plain" else "table")
 
 
+@cases("plain", "strip")  # go tool nm cannot read a -s -w binary: see the next test
 def test_func_addr_matches_go_tool_nm(case):
     version, variant, path, gb = case
-    if variant == "sw":
-        pytest.skip("go tool nm cannot read a -s -w binary; see test_func_addr_of_sw_build_is_an_entry")
     # strip removes symbols after linking, so the plain build's table is the oracle for both.
     nm = go_nm(version, binfacts(version, "plain"))
     funcs = {name: addr for name, (addr, kind) in nm.items() if kind in "Tt"}
@@ -77,12 +82,11 @@ def test_func_addr_matches_go_tool_nm(case):
     assert gb.func_addr("main.no_such_function") is None
 
 
+@cases("sw")
 def test_func_addr_of_sw_build_is_an_entry(case):
     """-s -w leaves no symbol table for go tool nm; go tool addr2line (the pclntab) is the oracle:
     the address is in the function and the byte before it is not."""
     version, variant, path, gb = case
-    if variant != "sw":
-        pytest.skip("covered by go tool nm")
     addrs = [gb.func_addr(n) for n in CHECKED_FUNCTIONS]
     query = "".join(f"{a:#x}\n{a - 1:#x}\n" for a in addrs)
     out = subprocess.run([str(go_binary(version)), "tool", "addr2line", str(path)], input=query,
@@ -107,10 +111,9 @@ def test_probe_offset_lands_on_push_rbp_after_the_stack_check(case):
             assert any(s.startswith("cmp") and "r14" in s for s in skipped), (name, skipped)
 
 
+@cases("plain")  # go tool objdump needs a symbol table; stripped builds are compared with plain below
 def test_probe_offset_and_rets_agree_with_go_tool_objdump(case):
     version, variant, path, gb = case
-    if variant != "plain":
-        pytest.skip("go tool objdump needs a symbol table")
     for name in ("runtime.gopark", "runtime.stopTheWorldWithSema", "main.work", "main.main", "main.bigframe"):
         rows = go_objdump(version, path, name)
         entry = gb.func_addr(name)
