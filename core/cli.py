@@ -7,6 +7,7 @@
     lgf inspect PID|BINARY [--json]      what lgf knows about a Go binary and where probes go
     lgf symbolize BINARY [--addr2line]   hex PCs on stdin -> frames
     lgf silence add|list|expire ...      silences on the running lgf (over its local HTTP API)
+    lgf spool list|retry|drop ...        the durable sink queues (retry/drop need lgf stopped)
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage.
 """
@@ -27,6 +28,7 @@ DELEGATED = {
     "inspect": ("lgf.sources.inspect_cmd", "what lgf knows about a Go binary or process"),
     "symbolize": ("lgf.sources.symbolize_cmd", "turn hex PCs on stdin into Go frames"),
     "silence": ("lgf.silence_cmd", "add, list or expire silences on the running lgf"),
+    "spool": ("lgf.delivery", "list, requeue or drop what a sink could not deliver"),
 }
 """Subcommands whose own module parses the rest of the command line (``main(argv) -> int``)."""
 

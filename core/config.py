@@ -33,7 +33,7 @@ from .options import Duration
 from .silences import SilencesOptions
 
 SEVERITIES = ("info", "warning", "critical")
-SINK_KEYS = ("receive", "min_severity")
+SINK_KEYS = ("receive", "min_severity", "queue_limit")
 """Keys every sink table takes, handled by the host rather than by the sink."""
 
 TABLE_OF_KIND = {"source": "sources", "enricher": "enrichers", "classifier": "classifiers",
@@ -108,6 +108,8 @@ class ComponentConfig:
     """Sinks only: "events", "alerts" or "both" (handled by the host for every sink)."""
     min_severity: str = "info"
     """Sinks only: alerts below this severity are not sent to this sink."""
+    queue_limit: int = 100_000
+    """Sinks only: items the sink's durable queue holds; past it the oldest stall events go first."""
 
 
 @dataclass
@@ -220,6 +222,10 @@ def _sink_routing(comp: Component, table: dict, path: str, errors) -> dict | Non
             errors.append(ConfigError(f"{path}.{key}", f"{value!r} is not one of " + ", ".join(choices),
                                       opt.nearest(str(value), choices)))
         out[key] = value
+    limit = table.get("queue_limit", 100_000)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        errors.append(ConfigError(f"{path}.queue_limit", f"expected a positive integer, got {limit!r}"))
+    out["queue_limit"] = limit
     return out if len(errors) == before else None
 
 

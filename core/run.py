@@ -16,9 +16,12 @@ import time
 from collections.abc import Iterable
 
 from . import config as cfg
+from .alerts import AlertEngine
 from .components import RunContext
+from .delivery import Delivery
 from .errors import ConfigErrors
 from .event import Event
+from .http import HttpServer
 from .manager import Manager, make_manager
 from .pipeline import Pipeline, SinkRoute
 from .stats import Stats
@@ -65,7 +68,7 @@ class Host:
         for cc in self.config.of_kind("sink"):
             sink = cc.component.factory(cc.options, self._ctx(cc.name))
             self.routes.append(SinkRoute(cc.name, sink, cc.receive, cc.min_severity,
-                                         delivery=self._delivery_for(cc.name, sink)))
+                                         delivery=self._delivery_for(cc, sink)))
         for kind in ("enricher", "classifier"):
             # Registered in reverse so the first table in the file is called first (pluggy is LIFO).
             for cc in reversed(self.config.of_kind(kind)):
@@ -78,23 +81,15 @@ class Host:
             for cc in self.config.of_kind("source"):
                 self.sources.append(cc.component.factory(cc.options, self._ctx(cc.name)))
 
-    def _delivery_for(self, name: str, sink):
-        """Each sink behind its own durable queue when the delivery module is present."""
-        try:
-            from .delivery import Delivery
-        except ImportError:
-            return None
+    def _delivery_for(self, cc: cfg.ComponentConfig, sink):
+        """Each sink behind its own durable queue, unless it is its own record (stdout, file)."""
         if not getattr(sink, "durable", True):
             return None
-        d = Delivery(sink, name, self.config.host.spool_dir, self.stats)
+        d = Delivery(sink, cc.name, self.config.host.spool_dir, self.stats, limit=cc.queue_limit)
         d.start()
         return d
 
-    def _make_engine(self):
-        try:
-            from .alerts import AlertEngine
-        except ImportError:
-            return None
+    def _make_engine(self) -> AlertEngine:
         return AlertEngine(self.config, self.stats)
 
     # -- running ---------------------------------------------------------------------------
@@ -146,11 +141,7 @@ class Host:
         return n
 
     def _start_http(self) -> None:
-        if "http" not in self.config.sections:
-            return
-        try:
-            from .http import HttpServer
-        except ImportError:
+        if not self.config.sections["http"].enabled:
             return
         self.http = HttpServer(self.config, self.engine, self.stats, self.sources)
         self.http.start()
