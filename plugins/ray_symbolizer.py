@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import zlib
 from collections import OrderedDict
 
@@ -40,6 +41,37 @@ DRIVER_CACHE = 262_144
 
 class RayUnavailable(RuntimeError):
     """Ray is not installed, cannot start, or cannot reach the cluster; the message says which."""
+
+
+CONNECT_TIMEOUT_S = 3.0
+"""How long to wait for a TCP answer from a cluster's GCS before calling Ray unavailable."""
+
+
+def _reachable_cluster(address: str) -> str:
+    """The cluster address to join, checked to answer TCP first.
+
+    ``ray.init(address=...)`` retries an unreachable GCS for minutes; lgf must start promptly
+    and fall back, so it knocks first. ``"auto"`` is resolved the way Ray does: ``RAY_ADDRESS``,
+    then the address the last ``ray start`` wrote to /tmp/ray/ray_current_cluster.
+    """
+    if address == "auto":
+        address = os.environ.get("RAY_ADDRESS", "")
+        if not address:
+            try:
+                with open("/tmp/ray/ray_current_cluster") as fh:
+                    address = fh.read().strip()
+            except OSError:
+                address = ""
+        if not address or address == "auto":
+            raise RayUnavailable("no running Ray cluster found (start one with `ray start --head`, "
+                                 "or set RAY_ADDRESS)")
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except (OSError, ValueError) as exc:
+        raise RayUnavailable(f"cannot reach the Ray cluster at {address}: {exc}") from None
+    return address
 
 
 class SymbolizerActor:
@@ -113,11 +145,13 @@ class RayBackend:
                 if address == "local":
                     ray.init(num_cpus=workers, **kwargs)
                 else:
-                    ray.init(address=address, **kwargs)
+                    ray.init(address=_reachable_cluster(address), **kwargs)
                 self._started_ray = True
             actor_cls = ray.remote(num_cpus=1)(SymbolizerActor)
             self.actors = [actor_cls.remote(max_binaries) for _ in range(workers)]
             ray.get([a.binaries.remote() for a in self.actors], timeout=CALL_TIMEOUT_S)
+        except RayUnavailable:
+            raise
         except Exception as exc:  # Ray raises many kinds (ConnectionError, RuntimeError, timeouts)
             self._shutdown()
             raise RayUnavailable(f"{type(exc).__name__}: {exc}") from None
