@@ -26,7 +26,7 @@ FLAG_BIG_ENDIAN, FLAG_INLINE = 0x1, 0x2
 MAX_STRING = 1 << 20
 """A version or module-info string longer than this is corruption, not information."""
 SCAN_BYTES = 64 * 1024
-GO_VERSION_RE = re.compile(r"^go(\d+)\.(\d+)(?:\.(\d+))?")
+GO_VERSION_RE = re.compile(r"(?:^|devel )go(\d+)\.(\d+)(?:\.(\d+))?")
 
 
 @dataclass
@@ -47,8 +47,9 @@ class BuildInfo:
 
 
 def version_tuple(go_version: str) -> tuple[int, int, int]:
-    """``"go1.25.5"`` -> ``(1, 25, 5)``; ``"go1.22"`` -> ``(1, 22, 0)``; unparsable -> ``(0, 0, 0)``."""
-    m = GO_VERSION_RE.match(go_version)
+    """``"go1.25.5"`` -> ``(1, 25, 5)``; ``"go1.22"`` -> ``(1, 22, 0)``; ``"devel go1.26-abc"`` ->
+    ``(1, 26, 0)``; unparsable -> ``(0, 0, 0)``."""
+    m = GO_VERSION_RE.search(go_version)
     if not m:
         return (0, 0, 0)
     return (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))

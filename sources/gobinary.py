@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from functools import cached_property
 from pathlib import Path
 
@@ -68,7 +69,9 @@ class GoBinary:
         self.elf = ElfImage(path, label)
         self.path = self.elf.label
         self.info = read_buildinfo(self.elf)
-        self.go_version = self.info.go_version.split()[0]
+        # "go1.25.5 X:nocoverageredesign" -> "go1.25.5"; "devel go1.26-abc123 ..." kept whole
+        version = self.info.go_version
+        self.go_version = version if version.startswith("devel") else version.split()[0]
         self.version_tuple = self.info.version_tuple
         self.module_path = self.info.module_path or self.info.path
         if self.version_tuple == (0, 0, 0):
@@ -333,9 +336,13 @@ class GoBinary:
 # -- cache ------------------------------------------------------------------------------------
 
 _cache_lock = threading.Lock()
-_by_build_id: dict[tuple[str, int], GoBinary] = {}
+MAX_CACHED = 256
+"""Binaries kept parsed. Past this the least recently opened is dropped (its mapping closes when
+the last user lets go): a host that outlives many deployments must not pin deleted binaries' disk
+space and memory forever."""
+_by_build_id: OrderedDict[tuple[str, int], GoBinary] = OrderedDict()
 """Keyed by (Go build id, file size): ``strip`` keeps the build id but drops symbols and DWARF."""
-_by_file: dict[tuple[int, int, int, int], GoBinary] = {}
+_by_file: OrderedDict[tuple[int, int, int, int], GoBinary] = OrderedDict()
 
 
 def open_binary(path: str | Path) -> GoBinary:
@@ -353,8 +360,9 @@ def open_binary(path: str | Path) -> GoBinary:
     key = (st.st_dev, st.st_ino, st.st_size, int(st.st_mtime_ns))
     with _cache_lock:
         hit = _by_file.get(key)
-    if hit is not None:
-        return hit
+        if hit is not None:
+            _by_file.move_to_end(key)
+            return hit
     gb = GoBinary(path)
     with _cache_lock:
         shared_key = (gb.build_id, st.st_size)
@@ -362,9 +370,13 @@ def open_binary(path: str | Path) -> GoBinary:
         if shared is not None:
             gb.elf.close()
             gb = shared
+            _by_build_id.move_to_end(shared_key)
         elif gb.build_id:
             _by_build_id[shared_key] = gb
         _by_file[key] = gb
+        for cache in (_by_file, _by_build_id):
+            while len(cache) > MAX_CACHED:
+                cache.popitem(last=False)
     return gb
 
 

@@ -78,18 +78,15 @@ class ElfImage:
 
     def __init__(self, source: str | Path | bytes, label: str | None = None):
         self.label = label or (str(source) if not isinstance(source, bytes | bytearray) else "<bytes>")
-        self._file = None
         if isinstance(source, bytes | bytearray):
             self.data: bytes | mmap.mmap = bytes(source)
         else:
             try:
-                self._file = open(source, "rb")  # noqa: SIM115 (kept open for the mapping's life)
-                self.data = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
-            except ValueError:
-                self.close()
+                with open(source, "rb") as f:  # the mapping outlives the descriptor: no fd held per binary
+                    self.data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            except ValueError:  # mmap refuses an empty file
                 raise NotGoBinary(f"{self.label}: empty file") from None
             except OSError as exc:
-                self.close()
                 raise TargetRefused(f"{self.label}: cannot read: {exc.strerror or exc}") from None
         self.size = len(self.data)
         if self.data[:4] != ELF_MAGIC:
@@ -113,9 +110,6 @@ class ElfImage:
     def close(self) -> None:
         if isinstance(getattr(self, "data", None), mmap.mmap):
             self.data.close()
-        if self._file:
-            self._file.close()
-            self._file = None
 
     # -- headers ---------------------------------------------------------------------------
 
