@@ -97,22 +97,25 @@ def test_exited_process_is_skipped_not_an_error(go_toolchains):
     assert find_targets(TargetOptions(pids=[pid])) == []
 
 
-def test_watcher_reports_start_and_exit(go_toolchains, not_go):
+def test_watcher_reports_start_and_exit(go_toolchains, not_go, tmp_path):
+    # A copy in a directory of its own, selected by exe glob: other Go processes on a shared host
+    # (other tests, other engineers) cannot enter the counts.
+    binary = tmp_path / "watched"
+    shutil.copy(binfacts("1.27.3", "strip"), binary)
     started, exited = [], []
-    watcher = ProcessWatcher(TargetOptions(all=True), started.append, exited.append)
+    watcher = ProcessWatcher(TargetOptions(exe=[str(tmp_path / "*")], comm=["^sleep$"]),
+                             started.append, exited.append)
     watcher.poll()
-    before = pids(started)
-    with running(binfacts("1.27.3", "strip")) as (proc, _):
+    assert started == []  # sleep matches by comm but is not Go: refused, never started
+    with running(binary) as (proc, _):
         watcher.poll()
-        new = [t for t in started if t.pid not in before]
-        assert [t.pid for t in new] == [proc.pid]
-        assert new[0].binary.stripped and new[0].binary.offset_source == "table"
+        assert [t.pid for t in started] == [proc.pid]
+        assert started[0].binary.stripped and started[0].binary.offset_source == "table"
         watcher.poll()  # nothing new: reported once
-        assert len([t for t in started if t.pid == proc.pid]) == 1
+        assert len(started) == 1 and exited == []
     watcher.poll()
     assert [t.pid for t in exited] == [proc.pid]
     assert proc.pid not in watcher.running
-    assert not_go.pid not in pids(started)
 
 
 def test_watcher_thread_calls_back(go_toolchains):
