@@ -43,12 +43,14 @@ MIN_GO = (1, 21)
 """The oldest Go lgf is tested against; older binaries are refused (their layouts are unchecked)."""
 
 PROBE_FUNCTIONS = (
-    "runtime.gopark", "runtime.goready", "runtime.ready", "runtime.casgstatus", "runtime.execute",
-    "runtime.entersyscall", "runtime.exitsyscall", "runtime.gcAssistAlloc",
-    "runtime.stopTheWorldWithSema", "runtime.startTheWorldWithSema", "runtime.newproc1",
-    "runtime.goexit1",
+    "runtime.gopark", "runtime.ready", "runtime.execute", "runtime.casgstatus",
+    "runtime.entersyscall", "runtime.exitsyscall", "runtime.netpoll", "runtime.gcStart",
+    "runtime.gcAssistAlloc", "runtime.stopTheWorldWithSema", "runtime.startTheWorldWithSema",
+    "runtime.newproc1", "runtime.goexit1",
 )
-"""Runtime functions lgf's sources may probe; ``lgf inspect`` shows where each probe would go."""
+"""Runtime functions lgf's sources probe or may probe (``sources/uprobe.py`` uses execute, ready,
+netpoll, gcStart and the two STW functions); ``lgf inspect`` shows where each probe would go.
+(``runtime.goready`` is not here: the compiler inlines it into every caller.)"""
 
 STW_FUNCTIONS = ("runtime.stopTheWorldWithSema", "runtime.startTheWorldWithSema")
 
