@@ -13,8 +13,9 @@ becomes a :class:`PclntabError` (a ``ValueError``), never an ``IndexError`` or a
 
 Cost: opening maps the file and reads the ELF headers and the pclntab header (sub-millisecond);
 the function table is cut into an entry-PC list on first lookup (a C-speed slice, about 1 ms
-for 50,000 functions); a function's pc-value tables are decoded on first use and kept in a
-bounded cache, so further PCs in the same function cost a bisect.
+for 50,000 functions); the first PC of a function walks its pc-value tables only up to that PC
+(as the runtime does), a second PC in the same function decodes them whole into a bounded
+cache, so every further PC there costs a bisect.
 
 Public API::
 
@@ -53,8 +54,8 @@ _MAX_TABLE_STEPS = 1 << 20
 _MAX_INLINE_DEPTH = 256
 """The Go compiler's inlining budget keeps real chains far below this."""
 _MAX_NAME = 1 << 16
-_FUNC_CACHE = 4096
-"""Decoded per-function tables kept (about 1 KiB each for typical functions)."""
+_FUNC_CACHE = 16384
+"""Function records kept; a decoded one holds its tables as int lists (~1-2 KiB typically)."""
 
 # moduledata word indexes of `text` and `gofunc` (runtime/symtab.go); pcHeader is word 0.
 _MODULEDATA_TEXT = 22
@@ -264,21 +265,26 @@ class ElfView:
 
 # --- the pclntab ----------------------------------------------------------------------------------
 
-class _FuncTables(NamedTuple):
-    """One function's decoded pc-value tables: value ``vals[i]`` holds for PCs below ``ends[i]``."""
+class _Func:
+    """One function: where its pc-value tables are, and (once it is looked up twice) their decoding.
 
-    entry: int
-    end: int
-    name: str
-    cu_offset: int
-    file_ends: list
-    file_vals: list
-    line_ends: list
-    line_vals: list
-    inl_ends: list | None
-    inl_vals: list | None
-    inltree: int | None
-    """Virtual address of the inline tree (records of ``_inl_size`` bytes), or None."""
+    The first PC looked up in a function is answered by walking each table only up to that PC,
+    as the Go runtime does; a second lookup decodes the tables whole (ranges ``ends`` with values
+    ``vals``) so that every later PC in the function is a bisect.
+    """
+
+    __slots__ = ("entry", "end", "name", "cu_offset", "file_off", "line_off", "inl_off", "inltree",
+                 "decoded")
+
+    def __init__(self, entry, end, name, cu_offset, file_off, line_off, inl_off, inltree) -> None:
+        self.entry, self.end, self.name, self.cu_offset = entry, end, name, cu_offset
+        self.file_off, self.line_off = file_off, line_off
+        self.inl_off = inl_off
+        """pctab offset of the inline-index table, or None when the function has no inlining."""
+        self.inltree = inltree
+        """Virtual address of the inline tree (records of ``_inl_size`` bytes), or None."""
+        self.decoded: dict[int, tuple[list, list]] | None = None
+        """pctab offset -> (ends, vals), once decoded."""
 
 
 class Pclntab:
@@ -354,7 +360,7 @@ class Pclntab:
                 self.gofunc = cand
         self._entries: list[int] | None = None
         self._names: dict[str, int] | None = None
-        self._func_cache: OrderedDict[int, _FuncTables] = OrderedDict()
+        self._func_cache: OrderedDict[int, _Func] = OrderedDict()
         self._strings: dict[int, str] = {}
 
     # --- opening ------------------------------------------------------------------------------
@@ -637,48 +643,107 @@ class Pclntab:
                 return ends, vals
         raise PclntabError("pc-value table longer than any real one: corrupt pclntab")
 
-    def _tables(self, i: int) -> _FuncTables:
-        cached = self._func_cache.get(i)
-        if cached is not None:
-            self._func_cache.move_to_end(i)
-            return cached
+    def _pcvalue(self, off: int, entry: int, target: int) -> int:
+        """The value of the table at pctab offset ``off`` for ``target``, walking only up to it.
+
+        debug/gosym's pcvalue, with every read checked: -1 when the table ends first.
+        """
+        buf, quantum = self.buf, self.quantum
+        p = self._pctab + off
+        limit = self._pctab_end
+        if not self._pctab <= p < limit:
+            raise PclntabError(f"pc-value table offset {off:#x} outside pctab: corrupt pclntab")
+        val, pc, first = -1, entry, True
+        for _ in range(_MAX_TABLE_STEPS):
+            if p >= limit:
+                break
+            b = buf[p]
+            p += 1
+            if b < 0x80:
+                uv = b
+            else:
+                uv, shift = b & 0x7F, 7
+                while True:
+                    if p >= limit or shift >= 7 * _MAX_VARINT_BYTES:
+                        raise PclntabError("pc-value table runs off its table: corrupt pclntab")
+                    b = buf[p]
+                    p += 1
+                    uv |= (b & 0x7F) << shift
+                    shift += 7
+                    if b < 0x80:
+                        break
+                uv &= 0xFFFFFFFF
+            if uv == 0 and not first:
+                return -1
+            first = False
+            val += -(uv >> 1) - 1 if uv & 1 else uv >> 1
+            if p >= limit:
+                break
+            b = buf[p]
+            p += 1
+            if b < 0x80:
+                pd = b
+            else:
+                pd, shift = b & 0x7F, 7
+                while True:
+                    if p >= limit or shift >= 7 * _MAX_VARINT_BYTES:
+                        raise PclntabError("pc-value table runs off its table: corrupt pclntab")
+                    b = buf[p]
+                    p += 1
+                    pd |= (b & 0x7F) << shift
+                    shift += 7
+                    if b < 0x80:
+                        break
+                pd &= 0xFFFFFFFF
+            pc += pd * quantum
+            if target < pc:
+                return val
+        raise PclntabError("pc-value table runs off its table: corrupt pclntab")
+
+    def _func(self, i: int) -> _Func:
+        """Function ``i``'s record, from the bounded cache; decodes its tables on a second visit."""
+        cache = self._func_cache
+        f = cache.get(i)
+        if f is not None:
+            cache.move_to_end(i)
+            if f.decoded is None:
+                f.decoded = {off: self._decode_table(off, f.entry, f.end)
+                             for off in (f.file_off, f.line_off, f.inl_off) if off is not None}
+            return f
         entries = self._entries_list()
         entry, end = entries[i], entries[i + 1]
-        f = self._func_header(i)
-        file_ends, file_vals = self._decode_table(f[3], entry, end)
-        line_ends, line_vals = self._decode_table(f[4], entry, end)
-        inl_ends = inl_vals = inltree = None
-        inl_off = self._pcdata_off(f, _PCDATA_INLTREEINDEX)
-        fd = self._funcdata_off(f, _FUNCDATA_INLTREE)
-        if inl_off and fd is not None and self.gofunc is not None:
-            inltree = self.gofunc + fd
-            if self.elf.vaddr_to_offset(inltree, self._inl_size) is not None:
-                inl_ends, inl_vals = self._decode_table(inl_off, entry, end)
-        name = self._cstring(self._funcnames + f[1], self._funcnames, self._funcnames_end, "function name")
-        t = _FuncTables(entry, end, name, f[2], file_ends, file_vals, line_ends, line_vals,
-                        inl_ends, inl_vals, inltree)
-        self._func_cache[i] = t
-        if len(self._func_cache) > _FUNC_CACHE:
-            self._func_cache.popitem(last=False)
-        return t
+        h = self._func_header(i)
+        inl_off = inltree = None
+        pc_off = self._pcdata_off(h, _PCDATA_INLTREEINDEX)
+        fd = self._funcdata_off(h, _FUNCDATA_INLTREE)
+        if pc_off and fd is not None and self.gofunc is not None:
+            if self.elf.vaddr_to_offset(self.gofunc + fd, self._inl_size) is not None:
+                inl_off, inltree = pc_off, self.gofunc + fd
+        name = self._cstring(self._funcnames + h[1], self._funcnames, self._funcnames_end, "function name")
+        f = _Func(entry, end, name, h[2], h[3], h[4], inl_off, inltree)
+        cache[i] = f
+        if len(cache) > _FUNC_CACHE:
+            cache.popitem(last=False)
+        return f
 
-    @staticmethod
-    def _value(ends: list, vals: list, pc: int) -> int:
+    def _value(self, f: _Func, off: int, pc: int) -> int:
+        if f.decoded is None:
+            return self._pcvalue(off, f.entry, pc)
+        ends, vals = f.decoded[off]
         k = bisect_right(ends, pc)
         return vals[k] if k < len(vals) else -1
 
-    def _file(self, t: _FuncTables, fno: int) -> str:
+    def _file(self, f: _Func, fno: int) -> str:
         if fno < 0:
             return ""
-        p = self._cutab + 4 * (t.cu_offset + fno)
+        p = self._cutab + 4 * (f.cu_offset + fno)
         name_off = self._u32(p, self._cutab, self._cutab_end, "compilation-unit file index")
         if name_off == 0xFFFFFFFF:
             return ""
         return self._cstring(self._filetab + name_off, self._filetab, self._filetab_end, "file name")
 
-    def _file_line(self, t: _FuncTables, pc: int) -> tuple[str, int]:
-        return (self._file(t, self._value(t.file_ends, t.file_vals, pc)),
-                self._value(t.line_ends, t.line_vals, pc))
+    def _file_line(self, f: _Func, pc: int) -> tuple[str, int]:
+        return self._file(f, self._value(f, f.file_off, pc)), self._value(f, f.line_off, pc)
 
     # --- lookups ---------------------------------------------------------------------------------
 
@@ -692,9 +757,9 @@ class Pclntab:
         i = self.func_index(pc)
         if i is None:
             return None
-        t = self._tables(i)
-        file, line = self._file_line(t, pc)
-        return t.name, file, line
+        f = self._func(i)
+        file, line = self._file_line(f, pc)
+        return f.name, file, line
 
     def frames(self, pc: int, is_return_addr: bool = True) -> list[Frame]:
         """The source frames at ``pc``, innermost first; several when calls were inlined there.
@@ -707,12 +772,12 @@ class Pclntab:
         i = self.func_index(target)
         if i is None:
             return []
-        t = self._tables(i)
+        t = self._func(i)
         out: list[Frame] = []
         at = target
         for _ in range(_MAX_INLINE_DEPTH):
             file, line = self._file_line(t, at)
-            ix = self._value(t.inl_ends, t.inl_vals, at) if t.inl_ends is not None else -1
+            ix = self._value(t, t.inl_off, at) if t.inl_off is not None else -1
             if ix < 0:
                 out.append(Frame(t.name, file, line, pc, False))
                 return out

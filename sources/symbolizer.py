@@ -31,7 +31,8 @@ class Symbolizer:
         self.path = os.fspath(path)
         self._cache_size = cache_size
         self._tab: Pclntab | None = None
-        self._cache: OrderedDict[tuple[int, bool], tuple[Frame, ...]] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, bool | None], tuple] = OrderedDict()
+        """(pc, is_return_addr) -> frames; (pc, None) -> addr2line's two lines."""
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
@@ -64,12 +65,20 @@ class Symbolizer:
 
     def addr2line(self, pc: int) -> tuple[str, str]:
         """The two lines ``go tool addr2line`` prints for ``pc``: function, then ``file:line``."""
+        key = (pc, None)
         with self._lock:
-            got = self.table.addr2line(pc)
-        if got is None:
-            return "?", "?:0"
-        name, file, line = got
-        return name, f"{file}:{line}"
+            got = self._cache.get(key)
+            if got is not None:
+                self._cache.move_to_end(key)
+                self.hits += 1
+                return got
+            self.misses += 1
+            found = self.table.addr2line(pc)
+            got = ("?", "?:0") if found is None else (found[0], f"{found[1]}:{found[2]}")
+            self._cache[key] = got
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+            return got
 
     def close(self) -> None:
         with self._lock:

@@ -16,7 +16,6 @@ from lgf.sources.symbolizer import Symbolizer
 N_PCS = 10_000
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("stripped", [False, True], ids=["symtab", "stripped"])
 @pytest.mark.parametrize("version", GO_VERSIONS)
 def test_compile_binary_agrees_with_addr2line_on_every_pc(go_toolchains, version, stripped):
