@@ -170,6 +170,11 @@ class SymbolizerEnricher:
         if len(self._failed_binaries) > 1024:
             self._failed_binaries.popitem(last=False)
 
+    @hookimpl
+    def lgf_unconfigure(self) -> None:
+        """Shutdown: unmap the binaries; with Ray, kill the actors (and stop a Ray lgf started)."""
+        self.close()
+
     def close(self) -> None:
         self.backend.close()
 
