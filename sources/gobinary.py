@@ -28,9 +28,10 @@ from pathlib import Path
 
 from lgf.errors import TargetRefused
 
-from . import golayout, prologue
+from . import globalrefs, golayout, prologue
 from .buildinfo import read_buildinfo
 from .goelf import ElfImage, NotGoBinary
+from .golayout import DATA_SYMBOLS
 
 __all__ = ["GoBinary", "NotGoBinary", "clear_cache", "open_binary"]
 
@@ -53,12 +54,6 @@ netpoll, gcStart and the two STW functions); ``lgf inspect`` shows where each pr
 (``runtime.goready`` is not here: the compiler inlines it into every caller.)"""
 
 STW_FUNCTIONS = ("runtime.stopTheWorldWithSema", "runtime.startTheWorldWithSema")
-
-DATA_SYMBOLS = ("runtime.gcphase", "runtime.sched", "runtime.allglen", "runtime.gomaxprocs",
-                "runtime.ncpu", "runtime.netpollWaiters", "runtime.work", "runtime.memstats")
-"""Runtime globals the enrichers read."""
-
-
 
 GO_NOTE_NAME, GO_NOTE_BUILDID = b"Go", 4
 GNU_NOTE_NAME, GNU_NOTE_BUILDID = b"GNU", 3
@@ -91,6 +86,7 @@ class GoBinary:
         self.stripped = not self.elf.has_symtab
         self.has_dwarf = ".debug_info" in self.elf.sections or ".zdebug_info" in self.elf.sections
         self._lock = threading.Lock()
+        self._resolved: dict[str, int | None] = {}
         self._layout()  # refuse at open, not at the first probe, when offsets are unknowable
 
     def refuse(self, why: str) -> TargetRefused:
@@ -200,9 +196,28 @@ class GoBinary:
     # -- data --------------------------------------------------------------------------------
 
     def symbol_addr(self, name: str) -> int | None:
-        """Address of a runtime global (``"runtime.gcphase"``); None when absent or stripped."""
+        """ELF address of a runtime global (``"runtime.gcphase"``): from .symtab, or in a stripped
+        binary through the runtime code that refers to it (:mod:`lgf.sources.globalrefs`, for the
+        globals in ``DATA_SYMBOLS``); None when neither can say."""
+        return self._symbol(name)[0]
+
+    def symbol_source(self, name: str) -> str | None:
+        """"symtab", "code-refs" or None: where :meth:`symbol_addr` got its answer."""
+        return self._symbol(name)[1]
+
+    def _symbol(self, name: str) -> tuple[int | None, str | None]:
         sym = self.elf.symbols().get(name)
-        return sym.value if sym is not None else None
+        if sym is not None:
+            return sym.value, "symtab"
+        if not self.stripped or self._table is None:
+            return None, None
+        with self._lock:
+            if name not in self._resolved:
+                refs = self._table.get("data_refs", {}).get(name)
+                self._resolved[name] = globalrefs.resolve(refs, self.func_addr, self.func_size, self.elf) \
+                    if refs else None
+        addr = self._resolved[name]
+        return (addr, "code-refs") if addr is not None else (None, None)
 
     def load_bias(self, pid: int) -> int:
         """How far the kernel moved this binary in process ``pid`` (0 unless PIE).
@@ -331,6 +346,7 @@ class GoBinary:
             "stw_reasons": self.stw_reasons, "stw_reasons_source": self._stw_reasons[1],
             "stw_functions": list(self.stw_functions),
             "symbols": {name: self.symbol_addr(name) for name in DATA_SYMBOLS},
+            "symbols_source": {name: self.symbol_source(name) for name in DATA_SYMBOLS},
             "probes": self.probe_plan(),
         }
 

@@ -90,9 +90,10 @@ def render(facts: dict) -> str:
     out += [f"  {i:>2} {text or '(zero)'}" for i, text in enumerate(facts["wait_reasons"])]
     out.append(f"stw reasons (from {facts['stw_reasons_source']}): {len(facts['stw_reasons'])}; "
                f"stw functions: {', '.join(facts['stw_functions']) or '-'}")
-    out += ["", "runtime globals"]
+    out += ["", "runtime globals (from the symbol table, or when stripped from the runtime code using them)"]
     for name, addr in facts["symbols"].items():
-        out.append(f"  {name:<24} {f'{addr:#x}' if addr is not None else '- (no symbol table)'}")
+        where = facts["symbols_source"][name]
+        out.append(f"  {name:<24} " + (f"{addr:#x} ({where})" if addr is not None else "- (not found)"))
     return "\n".join(out)
 
 

@@ -3,13 +3,14 @@ toolchain, with symbols and DWARF, with ``-ldflags=-s -w``, and run through ``st
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections import Counter
 
 import capstone
 import pytest
-from binfacts_helpers import VARIANTS, binfacts, go_nm, go_objdump, go_tool, runtime_strings
+from binfacts_helpers import VARIANTS, binfacts, go_nm, go_objdump, go_tool, running, runtime_strings
 from conftest import GO_VERSIONS, go_binary, go_env
 
 from lgf.errors import TargetRefused
@@ -187,14 +188,48 @@ def test_unknown_field_is_refused_with_its_name(case):
 
 
 def test_data_symbols_match_go_tool_nm(case):
+    """With symbols: .symtab. Stripped after linking (same layout as plain): found through the runtime
+    code that uses them, and must land exactly where the plain build's symbol table says."""
     version, variant, path, gb = case
-    if variant != "plain":
-        assert all(gb.symbol_addr(n) is None for n in DATA_SYMBOLS)
-        return
-    nm = go_nm(version, path)
+    if variant == "sw":
+        return  # different layout, no oracle here: see test_stripped_globals_read_right_in_a_live_process
+    nm = go_nm(version, binfacts(version, "plain"))
     for name in DATA_SYMBOLS:  # some are dropped by the linker in some versions (runtime.ncpu in 1.25)
         assert gb.symbol_addr(name) == nm.get(name, (None,))[0], name
+        if name in nm:
+            assert gb.symbol_source(name) == ("symtab" if variant == "plain" else "code-refs")
     assert gb.symbol_addr("runtime.gcphase") is not None and gb.symbol_addr("runtime.sched") is not None
+
+
+@pytest.mark.parametrize("version", GO_VERSIONS)
+def test_stripped_globals_read_right_in_a_live_process(go_toolchains, version):
+    """In a -s -w build, read runtime.gomaxprocs (and ncpu where linked) through the address lgf
+    found: the running process's own values must come back (GOMAXPROCS defaults to the CPU count)."""
+    gb = open_binary(binfacts(version, "sw"))
+    addr = gb.symbol_addr("runtime.gomaxprocs")
+    assert addr is not None and gb.symbol_source("runtime.gomaxprocs") == "code-refs"
+    with running(binfacts(version, "sw")) as (proc, _):
+        with open(f"/proc/{proc.pid}/mem", "rb") as mem:
+            mem.seek(addr)
+            assert int.from_bytes(mem.read(4), "little") == len(os.sched_getaffinity(proc.pid))
+            glen = gb.symbol_addr("runtime.allglen")
+            mem.seek(glen)
+            assert 4 <= int.from_bytes(mem.read(8), "little") < 1000  # main, work, reader, stdin, runtime's
+
+
+@pytest.mark.parametrize("version", GO_VERSIONS)
+def test_stripped_globals_in_another_program_are_right_or_absent(go_toolchains, tmp_path, version):
+    """The toolchain's own compiler (another program, built with PGO, so some runtime code differs):
+    after strip, each global is found where its symbol table says, or not at all; never elsewhere."""
+    compiler = go_tool(version, "-n", "compile").strip()
+    stripped = tmp_path / "compile"
+    shutil.copy(compiler, stripped)
+    subprocess.run([shutil.which("strip") or "strip", str(stripped)], check=True)
+    full, bare = GoBinary(compiler), GoBinary(stripped)
+    found = {name: bare.symbol_addr(name) for name in DATA_SYMBOLS}
+    for name, addr in found.items():
+        assert addr in (None, full.symbol_addr(name)), name
+    assert sum(addr is not None for addr in found.values()) >= 4
 
 
 def test_facts_are_json_and_plan_every_probe(case):
