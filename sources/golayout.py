@@ -44,9 +44,11 @@ are simply absent from that version's entry; asking for them raises."""
 SHF_COMPRESSED = 0x800
 MAX_DWARF_BYTES = 1 << 30
 """Inflated size above which a DWARF section is taken for corruption (large Go binaries: ~100 MB)."""
-DATA_SYMBOLS = ("runtime.gcphase", "runtime.sched", "runtime.allglen", "runtime.gomaxprocs",
-                "runtime.ncpu", "runtime.netpollWaiters", "runtime.work", "runtime.memstats")
-"""Runtime globals the enrichers read (located in stripped binaries by :mod:`lgf.sources.globalrefs`)."""
+DATA_SYMBOLS = ("runtime.gcphase", "runtime.sched", "runtime.allgs", "runtime.allglen", "runtime.gomaxprocs",
+                "runtime.ncpu", "runtime.numCPUStartup", "runtime.netpollWaiters", "runtime.work",
+                "runtime.memstats")
+"""Runtime globals the enrichers read (located in stripped binaries by :mod:`lgf.sources.globalrefs`).
+Not every version links every one (``runtime.ncpu`` gave way to ``runtime.numCPUStartup`` in 1.25)."""
 
 STRING_TABLES = ("runtime.waitReasonStrings", "runtime.stwReasonStrings")
 MAX_STRINGS = 512

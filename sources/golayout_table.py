@@ -116,6 +116,7 @@ TABLE = {
         'data_refs': {
             'runtime.gcphase': [['runtime.gcControllerCommit', 2, 0], ['runtime.(*gcWork).balance', 0, 0], ['runtime.gcMarkTermination.func2', 3, 0], ['runtime.freeSomeWbufs', 1, 0], ['runtime.gcTrigger.test', 2, 0], ['runtime.(*gcWork).put', 0, 0]],
             'runtime.sched': [['runtime.goschedIfBusy', 0, 88], ['runtime.mput', 0, 32], ['runtime.pidlegetSpinning', 0, 96], ['runtime.wakeNetPoller', 0, 8], ['runtime.mReserveID', 0, 48], ['runtime.entersyscall_sysmon', 0, 24]],
+            'runtime.allgs': [['runtime.forEachG', 1, 0], ['runtime.allgadd', 1, 16], ['runtime.gcMarkRootPrepare', 15, 8]],
             'runtime.allglen': [['runtime.forEachGRace', 0, 0], ['runtime.allgadd', 18, 0]],
             'runtime.gomaxprocs': [['runtime.(*scavengerState).init.func4', 0, 0], ['runtime.gcBgMarkStartWorkers', 5, 0], ['runtime.GOMAXPROCS', 1, 0], ['runtime.(*cpuStats).accumulate', 7, 0], ['runtime.globrunqget', 1, 0], ['runtime.(*gcControllerState).enlistWorker', 0, 0]],
             'runtime.ncpu': [['runtime.lock2', 0, 0], ['runtime.gcStart', 17, 0]],
@@ -242,6 +243,7 @@ TABLE = {
         'data_refs': {
             'runtime.gcphase': [['runtime.(*gcWork).balance', 0, 0], ['runtime.gcMarkTermination.func2', 3, 0], ['runtime.freeSomeWbufs', 1, 0], ['runtime.gcControllerCommit', 2, 0], ['runtime.gcTrigger.test', 2, 0], ['runtime.(*gcWork).put', 0, 0]],
             'runtime.sched': [['runtime.goschedIfBusy', 0, 88], ['runtime.mput', 0, 32], ['runtime.pidlegetSpinning', 0, 96], ['runtime.wakeNetPoller', 0, 8], ['runtime.mReserveID', 0, 48], ['runtime.entersyscall_sysmon', 0, 24]],
+            'runtime.allgs': [['runtime.forEachG', 1, 0], ['runtime.allgadd', 1, 16], ['runtime.gcMarkRootPrepare', 15, 8]],
             'runtime.allglen': [['runtime.forEachGRace', 0, 0], ['runtime.allgadd', 18, 0]],
             'runtime.gomaxprocs': [['runtime.(*scavengerState).init.func4', 0, 0], ['runtime.gcBgMarkStartWorkers', 5, 0], ['runtime.GOMAXPROCS', 1, 0], ['runtime.(*cpuStats).accumulate', 7, 0], ['runtime.globrunqget', 1, 0], ['runtime.(*gcControllerState).enlistWorker', 0, 0]],
             'runtime.ncpu': [['runtime.lock2', 0, 0], ['runtime.gcStart', 14, 0]],
@@ -369,6 +371,7 @@ TABLE = {
         'data_refs': {
             'runtime.gcphase': [['runtime.(*gcWork).balance', 0, 0], ['runtime.freeSomeWbufs', 1, 0], ['runtime.gcMarkTermination.func2', 3, 0], ['runtime.gcControllerCommit', 2, 0], ['runtime.gcTrigger.test', 2, 0], ['runtime.(*gcWork).put', 0, 0]],
             'runtime.sched': [['runtime.goschedIfBusy', 0, 88], ['runtime.initMetrics.func33', 0, 4224], ['runtime.initMetrics.func51', 0, 320], ['runtime.initMetrics.func52', 0, 1632], ['runtime.initMetrics.func53', 0, 2928], ['runtime.initMetrics.func54', 0, 4224]],
+            'runtime.allgs': [['runtime.forEachG', 1, 0], ['runtime.allgadd', 1, 16], ['runtime.gcMarkRootPrepare', 14, 8]],
             'runtime.allglen': [['runtime.initMetrics.func50', 0, 0], ['runtime.forEachGRace', 0, 0], ['runtime.allgadd', 18, 0]],
             'runtime.gomaxprocs': [['runtime.(*scavengerState).init.func4', 0, 0], ['runtime.initMetrics.func49', 0, 0], ['runtime.GOMAXPROCS', 1, 0], ['runtime.(*cpuStats).accumulate', 7, 0], ['runtime.globrunqget', 1, 0], ['runtime.(*gcControllerState).enlistWorker', 0, 0]],
             'runtime.ncpu': [['runtime.lock2', 0, 0], ['runtime.gcStart', 14, 0]],
@@ -502,6 +505,7 @@ TABLE = {
         'data_refs': {
             'runtime.gcphase': [['runtime.(*gcWork).balance', 0, 0], ['runtime.freeSomeWbufs', 1, 0], ['runtime.gcMarkTermination.func2', 3, 0], ['runtime.gcTrigger.test', 2, 0], ['runtime.gcControllerCommit', 2, 0], ['runtime.(*gcWork).put', 0, 0]],
             'runtime.sched': [['runtime.goschedIfBusy', 0, 88], ['runtime.initMetrics.func33', 0, 4224], ['runtime.initMetrics.func51', 0, 320], ['runtime.initMetrics.func52', 0, 1632], ['runtime.initMetrics.func53', 0, 2928], ['runtime.initMetrics.func54', 0, 4224]],
+            'runtime.allgs': [['runtime.forEachG', 1, 0], ['runtime.allgadd', 1, 16], ['runtime.gcMarkRootPrepare', 14, 8]],
             'runtime.allglen': [['runtime.initMetrics.func50', 0, 0], ['runtime.forEachGRace', 0, 0], ['runtime.allgadd', 18, 0]],
             'runtime.gomaxprocs': [['runtime.(*scavengerState).init.func4', 0, 0], ['runtime.initMetrics.func49', 0, 0], ['runtime.GOMAXPROCS', 1, 0], ['runtime.(*cpuStats).accumulate', 7, 0], ['runtime.globrunqget', 1, 0], ['runtime.(*gcControllerState).enlistWorker', 0, 0]],
             'runtime.ncpu': [['runtime.lock2', 0, 0], ['runtime.gcStart', 16, 0]],
@@ -638,8 +642,10 @@ TABLE = {
         'data_refs': {
             'runtime.gcphase': [['runtime.(*gcWork).balance', 0, 0], ['runtime.gcMarkTermination.func2', 5, 0], ['runtime.freeSomeWbufs', 1, 0], ['runtime.gcTrigger.test', 2, 0], ['runtime.gcControllerCommit', 2, 0], ['runtime.(*gcWork).putObj', 0, 0]],
             'runtime.sched': [['runtime.goschedIfBusy', 0, 96], ['runtime.initMetrics.func33', 0, 4248], ['runtime.initMetrics.func51', 0, 344], ['runtime.initMetrics.func52', 0, 1656], ['runtime.initMetrics.func53', 0, 2952], ['runtime.initMetrics.func54', 0, 4248]],
+            'runtime.allgs': [['runtime.forEachG', 1, 0], ['runtime.allgadd', 1, 16], ['runtime.gcPrepareMarkRoots', 14, 8]],
             'runtime.allglen': [['runtime.initMetrics.func50', 0, 0], ['runtime.forEachGRace', 0, 0], ['runtime.allgadd', 17, 0]],
             'runtime.gomaxprocs': [['runtime.(*scavengerState).init.func4', 0, 0], ['runtime.initMetrics.func49', 0, 0], ['runtime.(*cpuStats).accumulate', 7, 0], ['runtime.(*cleanupQueue).createGs', 0, 0], ['runtime.GOMAXPROCS', 1, 0], ['runtime.globrunqgetbatch', 1, 0]],
+            'runtime.numCPUStartup': [['runtime.lock2', 0, 0], ['runtime.gcStart', 16, 0]],
             'runtime.netpollWaiters': [['runtime.netpollblockcommit', 0, 0], ['runtime.pollWork', 2, 0], ['runtime.startTheWorldWithSema', 1, 0], ['runtime.sysmon', 25, 0]],
             'runtime.work': [['runtime.putempty', 0, 72], ['runtime.putfull', 0, 0], ['runtime.endCheckmarks', 0, 0], ['runtime.gcWakeAllAssists', 0, 416], ['runtime.gcWakeAllStrongFromWeak', 0, 480], ['runtime.gcStart.func4', 0, 560]],
             'runtime.memstats': [['runtime.(*gcCPULimiterState).accumulate', 0, 7680], ['runtime.newBucket', 0, 3544], ['runtime.(*spanSetBlockAlloc).alloc', 1, 3552], ['runtime.startCheckmarks.func1', 1, 3552], ['runtime.(*traceRegionAlloc).drop', 0, 3560], ['runtime.newArenaMayUnlock', 3, 3552]],
@@ -773,8 +779,10 @@ TABLE = {
         'data_refs': {
             'runtime.gcphase': [['runtime.(*gcWork).balance', 0, 0], ['runtime.gcMarkTermination.func2', 5, 0], ['runtime.freeSomeWbufs', 1, 0], ['runtime.freeDeadSpanSPMCs', 1, 0], ['runtime.gcTrigger.test', 2, 0], ['runtime.gcControllerCommit', 2, 0]],
             'runtime.sched': [['runtime.goschedIfBusy', 0, 112], ['runtime.initMetrics.func37', 0, 4264], ['runtime.initMetrics.func60', 0, 360], ['runtime.initMetrics.func61', 0, 1672], ['runtime.initMetrics.func62', 0, 2968], ['runtime.initMetrics.func63', 0, 4264]],
+            'runtime.allgs': [['runtime.forEachG', 1, 0], ['runtime.allGsSnapshotSortedForGC', 0, 0], ['runtime.allgadd', 1, 16], ['runtime.gcPrepareMarkRoots', 15, 8]],
             'runtime.allglen': [['runtime.forEachGRace', 0, 0], ['runtime.allgadd', 17, 0]],
             'runtime.gomaxprocs': [['runtime.(*scavengerState).init.func4', 0, 0], ['runtime.initMetrics.func53', 0, 0], ['runtime.(*cpuStats).accumulate', 7, 0], ['runtime.(*cleanupQueue).createGs', 0, 0], ['runtime.GOMAXPROCS', 1, 0], ['runtime.globrunqgetbatch', 1, 0]],
+            'runtime.numCPUStartup': [['runtime.lock2', 0, 0], ['runtime.gcStart', 18, 0]],
             'runtime.netpollWaiters': [['runtime.netpollblockcommit', 0, 0], ['runtime.pollWork', 2, 0], ['runtime.startTheWorldWithSema', 1, 0], ['runtime.sysmon', 25, 0]],
             'runtime.work': [['runtime.putempty', 0, 72], ['runtime.putfull', 0, 0], ['runtime.trygetfull', 0, 0], ['runtime.gcMarkTermination.func3', 0, 449], ['runtime.gcNextMarkRoot', 0, 449], ['runtime.gcWakeAllAssists', 0, 552]],
             'runtime.memstats': [['runtime.(*spanSetBlockAlloc).alloc', 1, 3552], ['runtime.(*gcCPULimiterState).accumulate', 0, 7680], ['runtime.newBucket', 0, 3544], ['runtime.(*spanSPMC).deinit', 0, 3552], ['runtime.startCheckmarks.func1', 1, 3552], ['runtime.(*traceRegionAlloc).drop', 0, 3560]],
@@ -908,8 +916,10 @@ TABLE = {
         'data_refs': {
             'runtime.gcphase': [['runtime.(*gcWork).balance', 0, 0], ['runtime.gcMarkTermination.func2', 5, 0], ['runtime.freeSomeWbufs', 1, 0], ['runtime.freeDeadSpanSPMCs', 1, 0], ['runtime.gcTrigger.test', 2, 0], ['runtime.gcControllerCommit', 2, 0]],
             'runtime.sched': [['runtime.goschedIfBusy', 0, 112], ['runtime.mput', 0, 40], ['runtime.pidlegetSpinning', 0, 120], ['runtime.wakeNetPoller', 0, 8], ['runtime.mReserveID', 0, 72], ['runtime.entersyscallWakeSysmon', 0, 32]],
+            'runtime.allgs': [['runtime.forEachG', 1, 0], ['runtime.allGsSnapshotSortedForGC', 0, 0], ['runtime.allgadd', 1, 16], ['runtime.findGoroutineLeaks', 8, 8], ['runtime.gcPrepareMarkRoots', 15, 8]],
             'runtime.allglen': [['runtime.forEachGRace', 0, 0], ['runtime.allgadd', 17, 0]],
             'runtime.gomaxprocs': [['runtime.(*scavengerState).init.func4', 0, 0], ['runtime.(*cpuStats).accumulate', 7, 0], ['runtime.(*cleanupQueue).createGs', 0, 0], ['runtime.GOMAXPROCS', 1, 0], ['runtime.globrunqgetbatch', 1, 0], ['runtime.sysmonUpdateGOMAXPROCS', 2, 0]],
+            'runtime.numCPUStartup': [['runtime.lock2', 0, 0], ['runtime.gcStart', 18, 0]],
             'runtime.netpollWaiters': [['runtime.netpollblockcommit', 0, 0], ['runtime.pollWork', 2, 0], ['runtime.startTheWorldWithSema', 1, 0], ['runtime.sysmon', 25, 0]],
             'runtime.work': [['runtime.putempty', 0, 72], ['runtime.putfull', 0, 0], ['runtime.trygetfull', 0, 0], ['runtime.gcMarkTermination.func3', 0, 449], ['runtime.gcWakeAllAssists', 0, 552], ['runtime.gcWakeAllStrongFromWeak', 0, 616]],
             'runtime.memstats': [['runtime.(*spanSetBlockAlloc).alloc', 1, 3552], ['runtime.(*gcCPULimiterState).accumulate', 0, 7680], ['runtime.newBucket', 0, 3544], ['runtime.(*spanSPMC).deinit', 0, 3552], ['runtime.startCheckmarks.func1', 1, 3552], ['runtime.(*traceRegionAlloc).drop', 0, 3560]],
