@@ -14,7 +14,9 @@ first. PCs are return addresses (BPF reads them off the stack), so ``pc-1`` is l
 traceback does. What fails is counted (``lgf_symbolizer_failures_total{reason}``) and skipped:
 an unreadable binary leaves the stack empty and is logged once; a PC in no function is dropped.
 
-Cost: a warm PC is a dict hit; a cold one decodes its function's tables once (tens of µs).
+Cost (bench/bench_symbolizer.py, Go's `compile` binary): opening a binary ~2 ms; a cold PC
+~15-25 µs (its function's tables walked up to it); a warm PC ~1 µs (a dict hit), 5-7x the
+throughput of `go tool addr2line` on the same PCs.
 With ``backend = "ray"`` the per-event cost is one round trip for the PCs the local frame cache
 has not seen; see ``lgf.plugins.ray_symbolizer``.
 """

@@ -54,8 +54,9 @@ _MAX_TABLE_STEPS = 1 << 20
 _MAX_INLINE_DEPTH = 256
 """The Go compiler's inlining budget keeps real chains far below this."""
 _MAX_NAME = 1 << 16
-_FUNC_CACHE = 16384
-"""Function records kept; a decoded one holds its tables as int lists (~1-2 KiB typically)."""
+_FUNC_CACHE = 4096
+"""Function records kept per binary; a decoded one holds its tables as int lists (1-5 KiB), so
+at most ~20 MiB per binary, far less in practice (stall stacks hit few functions)."""
 
 # moduledata word indexes of `text` and `gofunc` (runtime/symtab.go); pcHeader is word 0.
 _MODULEDATA_TEXT = 22

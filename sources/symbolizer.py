@@ -20,8 +20,8 @@ from .pclntab import Frame, Pclntab, PclntabError
 
 __all__ = ["Frame", "PclntabError", "Symbolizer", "Symbolizers", "frame_dict", "stack_summary"]
 
-PC_CACHE_SIZE = 65536
-"""PCs remembered per binary; a frame tuple is ~150 bytes, so about 10 MiB when full."""
+PC_CACHE_SIZE = 16384
+"""PCs remembered per binary; an entry is ~200 bytes, so about 3 MiB per binary when full."""
 
 
 class Symbolizer:
