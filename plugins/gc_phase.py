@@ -39,11 +39,10 @@ from dataclasses import dataclass
 from lgf import Component, hookimpl
 from lgf.options import Duration
 from lgf.plugins.runtime_reader import (
-    Readers,
+    RuntimeEnricher,
     RuntimeReader,
     Samples,
     Unreadable,
-    count_missing,
     read_lag_ns,
     runtime_counters,
 )
@@ -106,19 +105,14 @@ class Cycle:
         return out
 
 
-class GcPhaseEnricher:
+class GcPhaseEnricher(RuntimeEnricher):
     name = "gc_phase"
+    Options = GcPhaseOptions
 
     def __init__(self, options: GcPhaseOptions | None, ctx):
-        self.options = options or GcPhaseOptions()
-        self.ctx = ctx
-        self.stats = getattr(ctx, "stats", None)
-        self.readers = Readers()
+        super().__init__(options, ctx)
         self.samples = Samples()
         self.stws: dict[int, deque] = {}
-
-    def _missing(self, value: str, reason: str) -> None:
-        count_missing(self.stats, self.name, value, reason)
 
     @hookimpl
     def lgf_enrich(self, event):

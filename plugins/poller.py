@@ -27,10 +27,9 @@ from dataclasses import dataclass
 from lgf import Component, hookimpl
 from lgf.options import Duration
 from lgf.plugins.runtime_reader import (
-    Readers,
+    RuntimeEnricher,
     Samples,
     Unreadable,
-    count_missing,
     goroutine_states,
     read_lag_ns,
     runtime_counters,
@@ -48,18 +47,13 @@ class PollerOptions:
     """Go 1.21 only (see ``waiting``): do not walk processes with more goroutine slots than this."""
 
 
-class PollerEnricher:
+class PollerEnricher(RuntimeEnricher):
     name = "poller"
+    Options = PollerOptions
 
     def __init__(self, options: PollerOptions | None, ctx):
-        self.options = options or PollerOptions()
-        self.ctx = ctx
-        self.stats = getattr(ctx, "stats", None)
-        self.readers = Readers()
+        super().__init__(options, ctx)
         self.samples = Samples()
-
-    def _missing(self, value: str, reason: str) -> None:
-        count_missing(self.stats, self.name, value, reason)
 
     @hookimpl
     def lgf_enrich(self, event):

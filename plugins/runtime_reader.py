@@ -269,10 +269,22 @@ def goroutine_states(r: RuntimeReader, max_goroutines: int) -> list[tuple[int, i
     return out
 
 
-def count_missing(stats, enricher: str, value: str, reason: str) -> None:
-    """The one counter every enricher uses for a value it left out."""
-    if stats is not None:
-        stats.inc("lgf_enrich_missing_total", enricher=enricher, value=value, reason=reason)
+class RuntimeEnricher:
+    """What gc_phase, poller and sched share: options, per-process readers, and the one counter
+    for a value left out (``lgf_enrich_missing_total{enricher,value,reason}``)."""
+
+    name = ""
+    Options: type = type(None)
+
+    def __init__(self, options, ctx):
+        self.options = options or self.Options()
+        self.ctx = ctx
+        self.stats = getattr(ctx, "stats", None)
+        self.readers = Readers()
+
+    def _missing(self, value: str, reason: str) -> None:
+        if self.stats is not None:
+            self.stats.inc("lgf_enrich_missing_total", enricher=self.name, value=value, reason=reason)
 
 
 def runtime_counters(sources, pid: int) -> dict:

@@ -33,10 +33,9 @@ from dataclasses import dataclass
 from lgf import Component, hookimpl
 from lgf.options import Duration
 from lgf.plugins.runtime_reader import (
-    Readers,
+    RuntimeEnricher,
     RuntimeReader,
     Unreadable,
-    count_missing,
     goroutine_states,
     read_lag_ns,
 )
@@ -56,17 +55,13 @@ class SchedOptions:
     """Do not read process state for a stall that ended longer ago than this."""
 
 
-class SchedEnricher:
+class SchedEnricher(RuntimeEnricher):
     name = "sched"
+    Options = SchedOptions
 
     def __init__(self, options: SchedOptions | None, ctx):
-        self.options = options or SchedOptions()
-        self.stats = getattr(ctx, "stats", None)
-        self.readers = Readers()
+        super().__init__(options, ctx)
         self._cache: dict[int, tuple[int, dict]] = {}
-
-    def _missing(self, value: str, reason: str) -> None:
-        count_missing(self.stats, self.name, value, reason)
 
     @hookimpl
     def lgf_enrich(self, event):
