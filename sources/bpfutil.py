@@ -179,11 +179,11 @@ def read_map_items(table) -> list[tuple]:
         return []
 
 
-def delete_pid_entries(table, pid: int, field: str = "tgid") -> int:
-    """Remove every entry of ``table`` whose key's ``field`` is ``pid`` (a process left)."""
+def delete_pid_entries(table, pid: int, field: str = "tgid", in_value: bool = False) -> int:
+    """Remove every entry of ``table`` whose key's (or value's) ``field`` is ``pid`` (a process left)."""
     n = 0
-    for key, _ in read_map_items(table):
-        if getattr(key, field, None) == pid:
+    for key, value in read_map_items(table):
+        if getattr(value if in_value else key, field, None) == pid:
             try:
                 del table[key]
                 n += 1

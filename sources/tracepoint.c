@@ -24,8 +24,17 @@ struct target {
 
 struct enter {
     u64 start_ns;
-    u64 nr;
+    u32 nr;
+    u32 restarting; /* interrupted by a signal; the kernel restarts it after the handler */
 };
+
+/* Kernel-internal "restart me" returns, visible at sys_exit before signal delivery. A signal
+ * (Go sends SIGURG to preempt) splits one blocking call into two: keep the first start. */
+#define NR_RESTART_SYSCALL 219
+static __always_inline int will_restart(long ret)
+{
+    return ret == -512 || ret == -513 || ret == -514 || ret == -516;
+}
 
 struct event {
     u64 start_ns;
@@ -68,7 +77,13 @@ RAW_TRACEPOINT_PROBE(sys_enter)
     if (!targets.lookup(&tgid))
         return 0;
     u32 tid = (u32)id;
-    struct enter e = {.start_ns = bpf_ktime_get_ns(), .nr = ctx->args[1]};
+    u32 nr = ctx->args[1];
+    struct enter *prev = inflight.lookup(&tid);
+    if (prev && prev->restarting && (nr == prev->nr || nr == NR_RESTART_SYSCALL)) {
+        prev->restarting = 0; /* the same call, resumed after a signal handler */
+        return 0;
+    }
+    struct enter e = {.start_ns = bpf_ktime_get_ns(), .nr = nr};
     inflight.update(&tid, &e);
     return 0;
 }
@@ -97,6 +112,10 @@ RAW_TRACEPOINT_PROBE(sys_exit)
     struct enter *found = inflight.lookup(&tid);
     if (!found)
         return 0;
+    if (will_restart((long)ctx->args[1])) {
+        found->restarting = 1;
+        return 0;
+    }
     struct enter e = *found;
     inflight.delete(&tid);
     u32 tgid = id >> 32;

@@ -7,18 +7,24 @@
  *
  *   cheap tier (always on)    stopTheWorldWithSema(reason) -> startTheWorldWithSema: GC and other
  *                             stop-the-world windows, goid 0; gcStart counts GC cycles
- *   goroutine tier            gopark(unlockf, lock, reason)     a goroutine parks (reason in CL)
- *   (armed per process)       ready(gp)                         it is made runnable  [SCHED_LATENCY]
- *                             execute(gp)                       it runs again
- *                             netpoll(delay)                    netpoller activity counter
+ *   goroutine tier            execute(gp)         a goroutine runs; the one the thread ran before
+ *   (armed per process)                           parked (g.atomicstatus, g.waitreason) or was
+ *                                                 preempted; one hit per goroutine switch
+ *                             sched_switch        (raw tracepoint) the thread blocks in the kernel:
+ *                                                 same check, so a park is dated even when the
+ *                                                 thread goes idle after it
+ *                             ready(gp)           optional: park ends, scheduling latency starts
+ *                             netpoll(delay)      optional: netpoller call counter
  *
  * The kernel side decides: durations are measured here, every duration lands in a log2(us)
  * histogram map, and only stalls of at least THRESHOLD_NS cross the ring buffer to Python.
  *
  * Constants come in as -D flags from uprobe.py (Go struct offsets read from the target binary,
- * never from a table here): THRESHOLD_NS, G_GOID, G_SCHED, GOBUF_PC, GOBUF_BP, REASON_IO_WAIT,
+ * never from a table here): THRESHOLD_NS, G_GOID, G_STATUS, G_WAITREASON, G_SCHED, GOBUF_PC,
+ * GOBUF_BP, G_STARTPC, G_M, MAX_RUNTIME_FUNCS, REASON_IO_WAIT, REASON_PREEMPTED (the "preempted" wait reason's number, used to label
+ * scheduling latency after a preemption),
  * INTERNAL_LO/INTERNAL_HI (bit masks of the runtime's own wait reasons, 0-63 and 64-127),
- * SCHED_LATENCY (0/1), MAX_FRAMES, RINGBUF_PAGES, MAX_GOROUTINES.
+ * MAX_FRAMES, RINGBUF_PAGES, MAX_GOROUTINES.
  */
 #include <uapi/linux/ptrace.h>
 
@@ -167,17 +173,118 @@ static __always_inline void end_park(struct gkey *k, struct since *p, u64 now, i
 
 /* ---- goroutine tier ------------------------------------------------------------------------ */
 
-int on_gopark(struct pt_regs *ctx)
+/* Go's goroutine states (runtime2.go; unchanged since Go 1.0). */
+#define G_RUNNABLE 1
+#define G_WAITING 4
+#define G_SCAN 0x1000
+
+/* One uprobe hit per goroutine switch: runtime.execute(gp) is where every goroutine starts or
+ * resumes running. What the thread ran before is in `running`; at the next execute on that
+ * thread, or when the thread blocks in the kernel (sched_switch), that goroutine's state says
+ * what happened to it: _Gwaiting = it parked (reason in g.waitreason), _Grunnable = it was
+ * preempted. So a park's start is known to within the few microseconds it takes the thread to
+ * pick other work or go to sleep, with no probe on gopark itself. */
+BPF_HASH(running, u32, struct gkey, 65536); /* tid -> the goroutine it runs */
+
+/* The runtime's own goroutines (GC workers, sweeper, scavenger, finalizer, GOMAXPROCS updater...)
+ * are told apart as Go's isSystemGoroutine does: their start function (g.startpc) is in package
+ * runtime (runtime.main excepted). uprobe.py fills runtime_funcs with those entry addresses, per
+ * binary, and procs with which binary (and PIE load bias) each process runs. */
+struct proc {
+    u32 bin;
+    u32 pad;
+    u64 bias;
+};
+struct fkey {
+    u32 bin;
+    u32 pad;
+    u64 addr;
+};
+BPF_HASH(procs, u32, struct proc, 16384);
+BPF_HASH(runtime_funcs, struct fkey, u8, MAX_RUNTIME_FUNCS);
+
+static __always_inline int is_runtime_goroutine(u32 tgid, u64 g)
 {
-    u32 reason = ctx->cx & 0xff;
-    if (is_internal(reason))
-        return 0; /* GC workers, sweeper, scavenger, finalizer...: the runtime's own idling */
+    struct proc *p = procs.lookup(&tgid);
+    if (!p)
+        return 0;
+    u64 startpc = 0;
+    bpf_probe_read_user(&startpc, sizeof(startpc), (void *)(g + G_STARTPC));
+    struct fkey k = {.bin = p->bin, .addr = startpc - p->bias};
+    return runtime_funcs.lookup(&k) != 0;
+}
+
+static __always_inline void note_switch_out(u32 tid, u64 now, u64 next_g)
+{
+    struct gkey *found = running.lookup(&tid);
+    if (!found)
+        return;
+    struct gkey k = *found;
+    if (k.g == next_g)
+        return; /* the same goroutine again: whatever it did took no time worth a record */
+    u32 status = 0;
+    u64 m = 0;
+    bpf_probe_read_user(&status, sizeof(status), (void *)(k.g + G_STATUS));
+    bpf_probe_read_user(&m, sizeof(m), (void *)(k.g + G_M));
+    status &= ~G_SCAN;
+    if (m)
+        return; /* still on its thread: _Gwaiting set around a GC wait on its own stack (stopping
+                 * the world, mark termination), not a park; a real park drops g.m first */
+    if (status == G_WAITING) {
+        u8 reason = 0;
+        bpf_probe_read_user(&reason, sizeof(reason), (void *)(k.g + G_WAITREASON));
+        running.delete(&tid);
+        if (is_internal(reason) || is_runtime_goroutine(k.tgid, k.g))
+            return; /* GC workers, sweeper, scavenger, finalizer...: the runtime's own idling */
+        struct since p = {.start_ns = now, .reason = reason, .tid = tid};
+        if (parks.update(&k, &p) == 0 && reason == REASON_IO_WAIT)
+            counter_add(k.tgid, C_NETPOLL_WAITING, 1);
+    } else if (status == G_RUNNABLE) {
+        running.delete(&tid);
+        if (is_runtime_goroutine(k.tgid, k.g))
+            return;
+        struct since r = {.start_ns = now, .reason = REASON_PREEMPTED, .tid = tid};
+        runnables.update(&k, &r);
+    }
+    /* _Grunning (the kernel preempted the thread) or _Gsyscall: still this goroutine's thread */
+}
+
+/* Attached by uprobe.py only while some process has its goroutine tier on (not the
+ * RAW_TRACEPOINT_PROBE macro: BCC would attach that at load, host-wide, for nothing). */
+int on_sched_switch(struct bpf_raw_tracepoint_args *ctx)
+{
+    /* current = the task being switched out */
+    note_switch_out((u32)bpf_get_current_pid_tgid(), bpf_ktime_get_ns(), 0);
+    return 0;
+}
+
+int on_execute(struct pt_regs *ctx)
+{
     u64 id = bpf_get_current_pid_tgid();
-    struct gkey k = {.tgid = id >> 32, .g = ctx->r14};
-    struct since p = {.start_ns = bpf_ktime_get_ns(), .reason = reason, .tid = (u32)id};
-    parks.update(&k, &p);
-    if (reason == REASON_IO_WAIT)
-        counter_add(k.tgid, C_NETPOLL_WAITING, 1);
+    u32 tid = (u32)id;
+    struct gkey k = {.tgid = id >> 32, .g = ctx->ax};
+    u64 now = bpf_ktime_get_ns();
+    note_switch_out(tid, now, k.g);
+    running.update(&tid, &k);
+
+    struct since *r = runnables.lookup(&k);
+    if (r) {
+        struct since rr = *r;
+        runnables.delete(&k);
+        u64 dur = now - rr.start_ns;
+        hist_add(k.tgid, STALL_RUNNABLE, rr.reason, dur);
+        if (dur >= THRESHOLD_NS)
+            emit(STALL_RUNNABLE, k.tgid, tid, k.g, rr.start_ns, now, rr.reason);
+        return 0;
+    }
+    /* Still parked: woken without ready() (the netpoller's and the GC's injectglist), or ready()
+     * is not probed (sched_latency = false). The park ends now that it runs. */
+    struct since *found = parks.lookup(&k);
+    if (!found)
+        return 0;
+    struct since p = *found;
+    parks.delete(&k);
+    end_park(&k, &p, now, 0);
     return 0;
 }
 
@@ -191,37 +298,8 @@ int on_ready(struct pt_regs *ctx)
     parks.delete(&k);
     u64 now = bpf_ktime_get_ns();
     end_park(&k, &p, now, 1);
-#if SCHED_LATENCY
     struct since r = {.start_ns = now, .reason = p.reason, .tid = p.tid};
     runnables.update(&k, &r);
-#endif
-    return 0;
-}
-
-int on_execute(struct pt_regs *ctx)
-{
-    struct gkey k = {.tgid = bpf_get_current_pid_tgid() >> 32, .g = ctx->ax};
-    u64 now = bpf_ktime_get_ns();
-#if SCHED_LATENCY
-    struct since *r = runnables.lookup(&k);
-    if (r) {
-        struct since rr = *r;
-        runnables.delete(&k);
-        u64 dur = now - rr.start_ns;
-        hist_add(k.tgid, STALL_RUNNABLE, rr.reason, dur);
-        if (dur >= THRESHOLD_NS)
-            emit(STALL_RUNNABLE, k.tgid, (u32)bpf_get_current_pid_tgid(), k.g, rr.start_ns, now, rr.reason);
-        return 0;
-    }
-#endif
-    /* Still parked: woken without ready() (the netpoller's and the GC's injectglist), or ready()
-     * is not probed. The park ends now that it runs. */
-    struct since *found = parks.lookup(&k);
-    if (!found)
-        return 0;
-    struct since p = *found;
-    parks.delete(&k);
-    end_park(&k, &p, now, 0);
     return 0;
 }
 

@@ -70,7 +70,7 @@ C_FILE = bpfutil.SOURCES_DIR / "uprobe.c"
 STALL_NAMES = {1: "park", 2: "runnable", 3: "stw"}
 COUNTER_NAMES = ("netpoll_calls", "netpoll_ready", "netpoll_waiting", "gc_cycles", "stw_count",
                  "ringbuf_lost")
-GOROUTINE_TIER_COUNTERS = ("netpoll_calls", "netpoll_ready", "netpoll_waiting")
+GOROUTINE_TIER_COUNTERS = ("netpoll_ready", "netpoll_waiting")
 
 INTERNAL_WAIT_REASONS = (
     "GC sweep wait", "GC scavenge wait", "GC worker (idle)", "GC worker (active)", "finalizer wait",
@@ -83,9 +83,11 @@ with these reasons are the runtime idling or working, not the program stalling."
 IO_WAIT_REASON = "IO wait"
 GC_ASSIST_REASON = "GC assist wait"
 
-GOROUTINE_PROBES = (("runtime.gopark", "on_gopark"), ("runtime.execute", "on_execute"),
-                    ("runtime.netpoll", "on_netpoll"))
+GOROUTINE_PROBES = (("runtime.execute", "on_execute"),)
 SCHED_PROBES = (("runtime.ready", "on_ready"),)
+NETPOLL_PROBES = (("runtime.netpoll", "on_netpoll"),)
+TIER_MARK = "on_execute"
+"""The probe whose presence means "goroutine tier on" for a process."""
 CHEAP_PROBES = (("runtime.stopTheWorldWithSema", "on_stw_stop"),
                 ("runtime.startTheWorldWithSema", "on_stw_start"), ("runtime.gcStart", "on_gc_start"))
 
@@ -102,12 +104,17 @@ class UprobeOptions:
     """With ``on_stall``: how long the goroutine tier stays attached after a stall."""
     sched_latency: bool = True
     """Probe ``runtime.ready`` to split park time from scheduling latency (one more hit per park)."""
+    netpoll_calls: bool = False
+    """Probe ``runtime.netpoll`` to count netpoller calls (a hit per call: off by default)."""
     max_frames: int = 32
     """User stack frames read for each reported stall (from the goroutine's saved context)."""
     ringbuf_pages: int = 64
     """Ring buffer size in pages (a power of two); a full ring counts lgf_ringbuf_lost_total."""
     max_goroutines: int = 65536
     """Parked goroutines tracked at once, over all targets."""
+    max_runtime_funcs: int = 262144
+    """Entry addresses of runtime functions kept in BPF, over all distinct target binaries (about
+    2,500 per binary), to tell the runtime's own goroutines from the program's."""
     rescan_interval: Duration = Duration(250_000_000)
     """How often /proc is scanned for target processes starting and exiting."""
 
@@ -142,6 +149,23 @@ class _Program:
         self.poller = bpfutil.RingPoller(self.bpf, "uprobe")
         self.poller.start()
         self.lost_seen: dict[int, int] = {}
+        self.sched_switch = False
+        self.binaries: dict[str, int] = {}
+        """build id (or path) -> index in the runtime_funcs map."""
+
+    def register_binary(self, binary) -> int:
+        """Load ``binary``'s runtime function entries into BPF once; returns its index."""
+        key = binary.build_id or binary.path
+        idx = self.binaries.get(key)
+        if idx is not None:
+            return idx
+        idx = len(self.binaries) + 1
+        table = self.bpf["runtime_funcs"]
+        for addr in runtime_function_entries(binary):
+            k = table.Key(idx, 0, addr)
+            table[k] = table.Leaf(1)
+        self.binaries[key] = idx
+        return idx
 
     def close(self) -> None:
         self.poller.stop()
@@ -241,10 +265,13 @@ class UprobeSource:
             if att is None:
                 return
             self._detach_all(target.pid)
-            for table in ("parks", "runnables", "stw_starts"):
-                field = "tgid" if table != "stw_starts" else None
-                if field:
-                    bpfutil.delete_pid_entries(att.program.bpf[table], target.pid)
+            for table in ("parks", "runnables"):
+                bpfutil.delete_pid_entries(att.program.bpf[table], target.pid)
+            bpfutil.delete_pid_entries(att.program.bpf["running"], target.pid, in_value=True)
+            try:
+                del att.program.bpf["procs"][att.program.bpf["procs"].Key(target.pid)]
+            except KeyError:
+                pass
         self.log.info("uprobe: pid %d exited; detached", target.pid)
 
     def _constants(self, binary) -> dict[str, int]:
@@ -257,13 +284,18 @@ class UprobeSource:
         return {
             "THRESHOLD_NS": self.threshold_ns,
             "G_GOID": binary.field_offset("g", "goid"),
+            "G_STATUS": binary.field_offset("g", "atomicstatus"),
+            "G_WAITREASON": binary.field_offset("g", "waitreason"),
+            "REASON_PREEMPTED": reasons.index("preempted") if "preempted" in reasons else 255,
             "G_SCHED": binary.field_offset("g", "sched"),
+            "G_STARTPC": binary.field_offset("g", "startpc"),
+            "G_M": binary.field_offset("g", "m"),
+            "MAX_RUNTIME_FUNCS": self.options.max_runtime_funcs,
             "GOBUF_PC": binary.field_offset("gobuf", "pc"),
             "GOBUF_BP": binary.field_offset("gobuf", "bp"),
             "REASON_IO_WAIT": io_wait,
             "INTERNAL_LO": lo,
             "INTERNAL_HI": hi,
-            "SCHED_LATENCY": int(self.options.sched_latency),
             "MAX_FRAMES": self.options.max_frames,
             "RINGBUF_PAGES": self.options.ringbuf_pages,
             "MAX_GOROUTINES": self.options.max_goroutines,
@@ -288,6 +320,8 @@ class UprobeSource:
                             stw_reasons=list(binary.stw_reasons), load_bias=target.load_bias(),
                             probes={})
             self._attached[target.pid] = att
+            procs = prog.bpf["procs"]
+            procs[procs.Key(target.pid)] = procs.Leaf(prog.register_binary(binary), 0, att.load_bias)
             self._attach_probes(att, CHEAP_PROBES, required=("runtime.stopTheWorldWithSema",
                                                              "runtime.startTheWorldWithSema"))
             if self.options.goroutine_tier == "always":
@@ -316,12 +350,24 @@ class UprobeSource:
                     self.log.info("uprobe: pid %d: cannot probe %s: %s", pid, func, exc)
 
     def _goroutine_probes(self):
-        return GOROUTINE_PROBES + (SCHED_PROBES if self.options.sched_latency else ())
+        return (GOROUTINE_PROBES + (SCHED_PROBES if self.options.sched_latency else ())
+                + (NETPOLL_PROBES if self.options.netpoll_calls else ()))
 
     def _attach_goroutine_tier(self, att: _Attached) -> None:
-        self._attach_probes(att, self._goroutine_probes(),
-                            required=("runtime.gopark", "runtime.execute"))
+        self._attach_probes(att, self._goroutine_probes(), required=("runtime.execute",))
         att.goroutine_tier_seen = True
+        self._sync_sched_switch(att.program)
+
+    def _sync_sched_switch(self, prog: _Program) -> None:
+        """The sched_switch tracepoint runs for every context switch on the host: keep it attached
+        only while some process of this program has its goroutine tier on."""
+        wanted = any(a.program is prog and self._goroutine_tier_on(a) for a in self._attached.values())
+        if wanted and not prog.sched_switch:
+            prog.bpf.attach_raw_tracepoint(tp=b"sched_switch", fn_name=b"on_sched_switch")
+            prog.sched_switch = True
+        elif not wanted and prog.sched_switch:
+            prog.bpf.detach_raw_tracepoint(tp=b"sched_switch")
+            prog.sched_switch = False
 
     def _detach_probes(self, att: _Attached, fn_names) -> None:
         for fn_name in fn_names:
@@ -338,10 +384,11 @@ class UprobeSource:
         att = self._attached.pop(pid, None)
         if att is not None:
             self._detach_probes(att, list(att.probes))
+            self._sync_sched_switch(att.program)
             self.ctx.stats.set("lgf_targets_attached", len(self._attached), source="uprobe")
 
     def _goroutine_tier_on(self, att: _Attached) -> bool:
-        return "on_gopark" in att.probes
+        return TIER_MARK in att.probes
 
     def arm(self, pid: int) -> None:
         """Attach the goroutine tier to ``pid`` for ``arm_for`` (``goroutine_tier = "on_stall"``)."""
@@ -366,6 +413,7 @@ class UprobeSource:
                     if (self.options.goroutine_tier == "on_stall" and self._goroutine_tier_on(att)
                             and now > att.armed_until):
                         self._detach_probes(att, [fn for _, fn in self._goroutine_probes()])
+                        self._sync_sched_switch(att.program)
                         self.log.info("uprobe: pid %d: goroutine tier disarmed", pid)
                 for prog in self._programs.values():
                     self._collect_lost(prog)
@@ -435,6 +483,8 @@ class UprobeSource:
             out = {name: 0 for name in ("gc_cycles", "stw_count", "ringbuf_lost")}
             if att.goroutine_tier_seen:
                 out.update({name: 0 for name in GOROUTINE_TIER_COUNTERS})
+                if self.options.netpoll_calls:
+                    out["netpoll_calls"] = 0
             for (p, name), v in values.items():
                 if p == pid and name in out:
                     out[name] = max(v, 0)
@@ -460,6 +510,18 @@ class UprobeSource:
                                        "wait_reason": _name(names, reason)},
                             "log2_us": bpfutil.log2_buckets(slots)})
         return out
+
+
+def runtime_function_entries(binary) -> list[int]:
+    """Entry addresses of the functions a runtime-owned goroutine can start in: every function of
+    package runtime but runtime.main (Go's own isSystemGoroutine rule)."""
+    syms = binary.elf.symbols()
+    if syms:
+        names = {n: s.value for n, s in syms.items() if s.kind == "func"}
+    else:  # stripped: the pclntab has every function
+        names = {n: span[0] for n, span in binary._pcln_spans.items()}
+    return [addr for n, addr in names.items()
+            if n.startswith("runtime.") and n not in ("runtime.main", "runtime.handleAsyncEvent")]
 
 
 def _name(names: list[str], index: int) -> str:

@@ -129,7 +129,7 @@ def _probe_addrs(exe) -> list[int]:
     from lgf.sources.gobinary import open_binary
 
     b = open_binary(exe)
-    return [b.func_addr(f) + b.probe_offset(f) for f in ("runtime.gopark", "runtime.execute", "runtime.ready")]
+    return [b.func_addr(f) + b.probe_offset(f) for f in ("runtime.execute", "runtime.ready")]
 
 
 def test_noise_reports_nothing_over_threshold(tmp_path, bpf_ok, go_toolchains):

@@ -29,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -99,9 +100,14 @@ func calibrate() {
 
 var sink uint64
 
+// spinning is set from inside busyLoop's body (an intrinsic store, not a call), so a caller can
+// wait until the loop is surely past its last preemption point.
+var spinning atomic.Int32
+
 //go:noinline
 func busyLoop(n int) {
 	x := sink
+	spinning.Store(1)
 	for i := 0; i < n; i++ {
 		x = x*6364136223846793005 + 1442695040888963407
 	}
@@ -238,6 +244,8 @@ func starve(mode string) {
 // loop's end (goid 0: the whole process stalls). Needs GODEBUG=asyncpreemptoff=1.
 func stw(mode string) {
 	runtime.GOMAXPROCS(2)
+	runtime.GC() // a first cycle starts the mark workers, so the measured one goes straight to its STW
+	spinning.Store(0)
 	looping := make(chan struct{})
 	loopEnd := make(chan time.Time)
 	go func() {
@@ -246,7 +254,9 @@ func stw(mode string) {
 		loopEnd <- time.Now()
 	}()
 	<-looping
-	time.Sleep(5 * time.Millisecond) // the loop is surely on its P
+	for spinning.Load() == 0 { // until the loop runs (on a busy host its thread may start late)
+		time.Sleep(time.Millisecond)
+	}
 	gcStart := time.Now()
 	runtime.GC()
 	end := <-loopEnd
