@@ -25,7 +25,8 @@ import tempfile
 import time
 
 from lgf import Event
-from lgf.delivery import Delivery, ManualClock
+from lgf.clock import ManualClock
+from lgf.delivery import Delivery
 from lgf.event import to_msgpack
 from lgf.sinks.wecom_format import digest_messages
 from lgf.stats import Stats

@@ -1,10 +1,12 @@
-"""Durable delivery: one on-disk queue and one worker thread per sink, so no alert is lost.
+"""Durable delivery: each sink behind its own on-disk queue and worker thread, so no alert is lost.
 
 Why: an endpoint goes down, rate-limits, or lgf itself is killed. An alert that lived only in
 memory is then gone (what users of Alertmanager, PrometheusAlert and falcosidekick report). Here
-every item is written to SQLite (WAL) before ``put`` returns and deleted only after the sink
-confirmed it: at-least-once across crashes. An item is sent twice only if lgf died between the
-sink's send and the acknowledgement (at most what was in flight: one message for WeCom).
+every item is written to the sink's spool (``lgf.spool``, SQLite in WAL mode) before ``put``
+returns and deleted only after the sink confirmed it: at-least-once across crashes. An item is
+sent twice only if lgf died between the sink's send and the acknowledgement (at most what was in
+flight: one message for WeCom). This module decides when to call the sink and what its answer
+means; the spool stores, ``lgf.clock`` tells the time, ``lgf.spool_cmd`` is ``lgf spool``.
 
 Shape the host wires, one per ``[[sinks]]`` table::
 
@@ -39,36 +41,27 @@ Metrics (label ``sink``): ``lgf_sink_delivered_total``, ``lgf_sink_failed_total`
 failed), ``lgf_sink_retried_total`` (item attempts that will be retried),
 ``lgf_sink_dropped_total{reason}``, gauges ``lgf_sink_queue_depth`` and ``lgf_sink_failed_kept``.
 
-Clocks: every wait goes through a clock (``now()``, ``wait(event, seconds)``): ``SystemClock`` in
-production, ``ScaledClock`` (N times faster; processes sharing its origin agree on the time) and
-``ManualClock`` (waits advance virtual time at once) in tests, so minutes of outage and rate
-limiting run in seconds.
+Every wait goes through the clock (``lgf.clock``), so tests run minutes of outage in seconds.
 
-Durability and cost (bench/bench_wecom.py): every ``put`` is one SQLite transaction in WAL mode,
-which survives a crash of lgf (``kill -9``) as soon as it returns: about 70 µs here. Surviving a
-power cut as well needs an fsync per transaction, about 1.4 ms here. ``fsync="alerts"`` (the
-default) pays it for alerts only, which are few (grouped per report interval), and not for stall
-events, which can come by the thousand per second; ``fsync=True`` / ``False`` for all or none.
-Acknowledgements never fsync: one lost to a power cut only means the item is sent again.
+Cost (bench/bench_wecom.py): a ``put`` is one spool transaction, about 70 µs here for a stall
+event and about 1.4 ms for an alert, which is fsynced by default (see ``lgf.spool``); the worker
+adds a read, a msgpack decode and an acknowledgement per item.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import random
-import re
-import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
+from .clock import SystemClock
 from .errors import DeliveryError
 from .event import Event, from_msgpack, to_msgpack
+from .spool import Spool, spool_path
 from .stats import Stats
 
 log = logging.getLogger("lgf.delivery")
@@ -77,61 +70,7 @@ DEFAULT_LIMIT = 100_000
 """Rows (pending + failed) one sink's spool holds before ``put`` evicts the oldest."""
 
 
-# --- clocks ---------------------------------------------------------------------------------------
-
-class SystemClock:
-    """Real time: ``time.monotonic`` and ``Event.wait``."""
-
-    def now(self) -> float:
-        return time.monotonic()
-
-    def wait(self, event: threading.Event, seconds: float | None) -> bool:
-        """Wait ``seconds`` (None: until set) or until ``event`` is set; True if it was set."""
-        return event.wait(seconds)
-
-
-class ScaledClock:
-    """Time running ``speed`` times faster than the wall clock.
-
-    ``now()`` is seconds since ``origin`` (a ``time.time()`` value) times ``speed``, so two
-    processes given the same origin and speed agree on it: a test's fake server and a child lgf.
-    """
-
-    def __init__(self, speed: float, origin: float | None = None):
-        self.speed = speed
-        self.origin = time.time() if origin is None else origin
-
-    def now(self) -> float:
-        return (time.time() - self.origin) * self.speed
-
-    def wait(self, event: threading.Event, seconds: float | None) -> bool:
-        return event.wait(None if seconds is None else max(0.0, seconds) / self.speed)
-
-
-class ManualClock:
-    """Virtual time: ``wait`` with a timeout advances it at once (unless the event is already set)."""
-
-    def __init__(self, start: float = 0.0):
-        self._now = start
-        self._lock = threading.Lock()
-
-    def now(self) -> float:
-        with self._lock:
-            return self._now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self._now += max(0.0, seconds)
-
-    def wait(self, event: threading.Event, seconds: float | None) -> bool:
-        if seconds is None:
-            return event.wait()
-        if event.is_set():
-            return True
-        self.advance(seconds)
-        time.sleep(0)  # let other threads run, as a real wait would
-        return event.is_set()
-
+# --- retries --------------------------------------------------------------------------------------
 
 class Backoff:
     """Capped exponential backoff with jitter: attempt n waits min(cap, base*2^(n-1)) * U(0.5, 1)."""
@@ -143,147 +82,6 @@ class Backoff:
     def delay(self, attempt: int) -> float:
         full = min(self.cap, self.base * 2 ** min(max(attempt - 1, 0), 62))
         return full * (0.5 + self.rng.random() / 2)
-
-
-# --- the spool: one SQLite file per sink ---------------------------------------------------------
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS items (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id    TEXT NOT NULL UNIQUE,
-    is_alert    INTEGER NOT NULL,
-    body        BLOB NOT NULL,              -- the event, msgpack (lgf.event codec)
-    state       TEXT NOT NULL DEFAULT 'pending',   -- 'pending' | 'failed'
-    attempts    INTEGER NOT NULL DEFAULT 0,
-    enqueued_at REAL NOT NULL,              -- wall clock, for operators
-    last_error  TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS items_by_state ON items (state, seq);
-CREATE INDEX IF NOT EXISTS items_eviction ON items (is_alert, seq);
-"""
-
-
-def spool_path(spool_dir: str | os.PathLike, name: str) -> Path:
-    """``<spool_dir>/<name>.db`` with the name made safe for a file name (``sinks[1]`` -> ``sinks_1_``)."""
-    return Path(spool_dir) / (re.sub(r"[^A-Za-z0-9._-]", "_", name) + ".db")
-
-
-class Spool:
-    """The on-disk queue of one sink. Thread-safe: one connection behind a lock.
-
-    A lock file beside it (``flock``) refuses a second process on the same spool; the kernel
-    releases it when the holder dies, even by ``kill -9``.
-    """
-
-    def __init__(self, path: str | os.PathLike, fsync: bool | str = "alerts"):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lockfile = open(self.path.with_suffix(".lock"), "a+")  # noqa: SIM115 (held for life)
-        try:
-            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lockfile.close()
-            raise DeliveryError(f"spool {self.path} is in use by another lgf process",
-                                retryable=False) from None
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self.fsync = fsync
-        self._full = True  # SQLite's default; set per transaction by _sync
-        self._sync(False)
-        self._db.executescript(_SCHEMA)
-        self.rows = self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
-
-    def add(self, event_id: str, is_alert: bool, body: bytes, limit: int) -> tuple[bool, int]:
-        """Insert one item; returns (added, evicted). An id already queued is not added twice."""
-        with self._lock:
-            evicted = 0
-            self._sync(self.fsync is True or (self.fsync == "alerts" and is_alert))
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                if self.rows >= limit:
-                    over = self.rows - limit + 1
-                    cur = self._db.execute(
-                        "DELETE FROM items WHERE seq IN "
-                        "(SELECT seq FROM items ORDER BY is_alert, seq LIMIT ?)", (over,))
-                    evicted = cur.rowcount
-                cur = self._db.execute(
-                    "INSERT OR IGNORE INTO items (event_id, is_alert, body, enqueued_at) VALUES (?,?,?,?)",
-                    (event_id, int(is_alert), body, time.time()))
-                added = cur.rowcount == 1
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self.rows += int(added) - evicted
-            return added, evicted
-
-    def pending(self, n: int) -> list[tuple[str, bytes]]:
-        with self._lock:
-            return self._db.execute("SELECT event_id, body FROM items WHERE state='pending' "
-                                    "ORDER BY seq LIMIT ?", (n,)).fetchall()
-
-    def ack(self, ids: list[str]) -> int:
-        """Delete delivered items; returns how many were still there."""
-        return self._update(ids, "DELETE FROM items WHERE event_id IN ({})", (), count_rows=True)
-
-    def fail(self, ids: list[str], error: str) -> int:
-        return self._update(ids, "UPDATE items SET state='failed', attempts=attempts+1, last_error=? "
-                                 "WHERE event_id IN ({}) AND state='pending'", (error[:2000],))
-
-    def attempted(self, ids: list[str], error: str) -> int:
-        return self._update(ids, "UPDATE items SET attempts=attempts+1, last_error=? "
-                                 "WHERE event_id IN ({})", (error[:2000],))
-
-    def _update(self, ids: list[str], sql: str, params: tuple, count_rows: bool = False) -> int:
-        done = 0
-        with self._lock:
-            self._sync(False)
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for i in range(0, len(ids), 500):  # SQLite's bound-parameter limit
-                    chunk = ids[i:i + 500]
-                    cur = self._db.execute(sql.format(",".join("?" * len(chunk))), (*params, *chunk))
-                    done += cur.rowcount
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            if count_rows:
-                self.rows -= done
-        return done
-
-    def _sync(self, full: bool) -> None:
-        """FULL: the commit fsyncs the WAL (survives a power cut); NORMAL: survives a crash of lgf."""
-        if full != self._full:
-            self._db.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
-            self._full = full
-
-    def counts(self) -> dict[str, int]:
-        with self._lock:
-            got = dict(self._db.execute("SELECT state, COUNT(*) FROM items GROUP BY state").fetchall())
-        return {"pending": got.get("pending", 0), "failed": got.get("failed", 0)}
-
-    def failed_items(self, n: int = 1000) -> list[tuple[str, int, str]]:
-        """``(event_id, attempts, last_error)`` of items marked failed, oldest first."""
-        with self._lock:
-            return self._db.execute("SELECT event_id, attempts, last_error FROM items "
-                                    "WHERE state='failed' ORDER BY seq LIMIT ?", (n,)).fetchall()
-
-    def requeue_failed(self) -> int:
-        with self._lock:
-            return self._db.execute("UPDATE items SET state='pending' WHERE state='failed'").rowcount
-
-    def drop_failed(self) -> int:
-        with self._lock:
-            n = self._db.execute("DELETE FROM items WHERE state='failed'").rowcount
-            self.rows -= n
-            return n
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-            self._lockfile.close()
 
 
 # --- what a sink answers -------------------------------------------------------------------------
@@ -531,70 +329,7 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-# --- `lgf spool`: what the operator does about failed items --------------------------------------
-
 def main(argv: list[str]) -> int:
-    """``lgf spool list|retry|drop``: see and act on what sinks could not deliver. Returns the exit code."""
-    import argparse
-
-    p = argparse.ArgumentParser(
-        prog="lgf spool", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="List the durable sink queues, or requeue / drop the items a sink failed to "
-                    "deliver permanently (wrong key, refused body). retry and drop need lgf stopped.",
-        epilog="examples:\n  lgf spool list -c plugins.toml\n  lgf spool list ops --spool-dir /var/lib/lgf\n"
-               "  lgf spool retry ops -c plugins.toml     # after fixing the cause, before starting lgf")
-    p.add_argument("action", choices=("list", "retry", "drop"))
-    p.add_argument("name", nargs="?", help="the sink's name (its [[sinks]] name, or sinks[N])")
-    p.add_argument("-c", "--config", help="plugins.toml, for its [lgf] spool_dir")
-    p.add_argument("--spool-dir", help="the spool directory (default: the config's, else /var/lib/lgf)")
-    args = p.parse_args(argv)
-    spool_dir = Path(args.spool_dir or _configured_spool_dir(args.config))
-    if args.action != "list" and not args.name:
-        p.error(f"{args.action} needs the sink's name")
-    if args.action == "list":
-        return _list(spool_dir, args.name)
-    path = spool_path(spool_dir, args.name)
-    if not path.exists():
-        print(f"lgf spool: no spool for sink {args.name!r} in {spool_dir}", file=sys.stderr)
-        return 1
-    try:
-        spool = Spool(path)
-    except DeliveryError as exc:
-        print(f"lgf spool: {exc}; stop lgf first", file=sys.stderr)
-        return 1
-    if args.action == "retry":
-        print(f"{spool.requeue_failed()} item(s) of sink {args.name!r} requeued; lgf delivers them "
-              "when it starts")
-    else:
-        print(f"{spool.drop_failed()} failed item(s) of sink {args.name!r} dropped")
-    spool.close()
-    return 0
-
-
-def _configured_spool_dir(config: str | None) -> str:
-    if config:
-        from .config import parse_toml  # only the raw table: `lgf spool` must work with a broken config
-        return str(parse_toml(config).get("lgf", {}).get("spool_dir", "/var/lib/lgf"))
-    return "/var/lib/lgf"
-
-
-def _list(spool_dir: Path, name: str | None) -> int:
-    paths = [spool_path(spool_dir, name)] if name else sorted(spool_dir.glob("*.db"))
-    if not paths or not paths[0].exists():
-        print(f"lgf spool: no spool {'for ' + repr(name) + ' ' if name else ''}in {spool_dir}", file=sys.stderr)
-        return 1
-    print(f"{'spool':<30} {'pending':>8} {'failed':>8}  oldest queued (UTC)")
-    for path in paths:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)  # no lock: lgf may be running
-        try:
-            got = dict(db.execute("SELECT state, COUNT(*) FROM items GROUP BY state").fetchall())
-            oldest = db.execute("SELECT MIN(enqueued_at) FROM items").fetchone()[0]
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(oldest)) if oldest else "-"
-            print(f"{path.stem:<30} {got.get('pending', 0):>8} {got.get('failed', 0):>8}  {when}")
-            if name:
-                for event_id, attempts, error in db.execute(
-                        "SELECT event_id, attempts, last_error FROM items WHERE state='failed' ORDER BY seq"):
-                    print(f"  failed {event_id} after {attempts} attempt(s): {error}")
-        finally:
-            db.close()
-    return 0
+    """``lgf spool``, until core/cli.py's DELEGATED["spool"] names ``lgf.spool_cmd``; then delete this."""
+    from .spool_cmd import main as spool_main
+    return spool_main(argv)

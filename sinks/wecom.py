@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lgf import Component, hookimpl
-from lgf.delivery import SystemClock
+from lgf.clock import SystemClock
 from lgf.errors import ConfigError, DeliveryError
 from lgf.event import Event
 from lgf.options import Duration

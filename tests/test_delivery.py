@@ -15,8 +15,10 @@ import time
 import pytest
 
 from lgf import Event
-from lgf.delivery import Backoff, Delivery, ManualClock, Receipt, spool_path
+from lgf.clock import ManualClock
+from lgf.delivery import Backoff, Delivery, Receipt
 from lgf.errors import DeliveryError
+from lgf.spool import spool_path
 from lgf.stats import Stats
 
 
@@ -277,7 +279,7 @@ def test_backoff_delays_stay_within_the_cap_and_jitter_band():
 
 
 def test_lgf_spool_lists_and_requeues_failed_items_once_lgf_is_stopped(tmp_path, capsys):
-    from lgf.delivery import main as spool_main
+    from lgf.spool_cmd import main as spool_main
 
     sink = ListSink()
     events = [alert(i) for i in range(3)]

@@ -15,7 +15,8 @@ import pytest
 
 from fakewecom import FakeWeCom
 from lgf import Event, RunContext
-from lgf.delivery import Backoff, Delivery, ManualClock
+from lgf.clock import ManualClock
+from lgf.delivery import Backoff, Delivery
 from lgf.errors import ConfigError
 from lgf.options import Duration, build
 from lgf.sinks.wecom import WeComOptions, WeComSink

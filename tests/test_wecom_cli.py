@@ -12,8 +12,8 @@ import uuid
 from fakewecom import FakeWeCom
 from helpers import lgf, write
 from lgf import Event
-from lgf.delivery import spool_path
 from lgf.event import write_events
+from lgf.spool import spool_path
 
 
 def config(tmp_path, url: str) -> str:

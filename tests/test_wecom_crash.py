@@ -23,12 +23,14 @@ import uuid
 
 from fakewecom import FakeWeCom
 from lgf import Event
-from lgf.delivery import ScaledClock, spool_path
+from lgf.clock import ScaledClock
+from lgf.spool import spool_path
 
 CHILD = r"""
 import json, sys, time
 from lgf import Event, RunContext
-from lgf.delivery import Backoff, Delivery, ScaledClock
+from lgf.clock import ScaledClock
+from lgf.delivery import Backoff, Delivery
 from lgf.sinks.wecom import WeComOptions, WeComSink
 from lgf.stats import Stats
 

@@ -1,0 +1,91 @@
+"""``lgf spool list|retry|drop``: what an operator does about items a sink could not deliver.
+
+Why: a sink that fails permanently (wrong key, refused body) keeps its items on disk marked
+failed (``lgf.delivery``), and lgf says so at ERROR at every start. This command shows every
+spool with its pending and failed counts (``list``, safe while lgf runs: it reads without the
+spool's lock), and after the cause is fixed puts the failed items back in line (``retry``) or
+deletes them (``drop``). Those two write, so they take the spool's lock and refuse while lgf
+holds it.
+
+Exit codes: 0 done, 1 no such spool or lgf still running, 2 usage (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .errors import DeliveryError
+from .spool import Spool, SpoolView, spool_path
+
+DEFAULT_SPOOL_DIR = "/var/lib/lgf"
+
+
+def main(argv: list[str]) -> int:
+    """``lgf spool list|retry|drop``: see and act on what sinks could not deliver. Returns the exit code."""
+    p = argparse.ArgumentParser(
+        prog="lgf spool", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="List the durable sink queues, or requeue / drop the items a sink failed to "
+                    "deliver permanently (wrong key, refused body). retry and drop need lgf stopped.",
+        epilog="examples:\n  lgf spool list -c plugins.toml\n  lgf spool list ops --spool-dir /var/lib/lgf\n"
+               "  lgf spool retry ops -c plugins.toml     # after fixing the cause, before starting lgf")
+    p.add_argument("action", choices=("list", "retry", "drop"))
+    p.add_argument("name", nargs="?", help="the sink's name (its [[sinks]] name, or sinks[N])")
+    p.add_argument("-c", "--config", help="plugins.toml, for its [lgf] spool_dir")
+    p.add_argument("--spool-dir", help=f"the spool directory (default: the config's, else {DEFAULT_SPOOL_DIR})")
+    args = p.parse_args(argv)
+    spool_dir = Path(args.spool_dir or _configured_spool_dir(args.config))
+    if args.action != "list" and not args.name:
+        p.error(f"{args.action} needs the sink's name")
+    if args.action == "list":
+        return _list(spool_dir, args.name)
+    return _retry_or_drop(args.action, spool_dir, args.name)
+
+
+def _configured_spool_dir(config: str | None) -> str:
+    if config:
+        from .config import parse_toml  # only the raw table: `lgf spool` must work with a broken config
+        return str(parse_toml(config).get("lgf", {}).get("spool_dir", DEFAULT_SPOOL_DIR))
+    return DEFAULT_SPOOL_DIR
+
+
+def _list(spool_dir: Path, name: str | None) -> int:
+    """One line per spool; with a name, also each failed item and its last error."""
+    paths = [spool_path(spool_dir, name)] if name else sorted(spool_dir.glob("*.db"))
+    if not paths or not paths[0].exists():
+        print(f"lgf spool: no spool {'for ' + repr(name) + ' ' if name else ''}in {spool_dir}", file=sys.stderr)
+        return 1
+    print(f"{'spool':<30} {'pending':>8} {'failed':>8}  oldest queued (UTC)")
+    for path in paths:
+        with SpoolView(path) as view:
+            counts, oldest = view.counts(), view.oldest_enqueued()
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(oldest)) if oldest else "-"
+            print(f"{path.stem:<30} {counts['pending']:>8} {counts['failed']:>8}  {when}")
+            if name:
+                for event_id, attempts, error in view.failed_items():
+                    print(f"  failed {event_id} after {attempts} attempt(s): {error}")
+    return 0
+
+
+def _retry_or_drop(action: str, spool_dir: Path, name: str) -> int:
+    """Requeue or delete one sink's failed items; refused while lgf holds the spool."""
+    path = spool_path(spool_dir, name)
+    if not path.exists():
+        print(f"lgf spool: no spool for sink {name!r} in {spool_dir}", file=sys.stderr)
+        return 1
+    try:
+        spool = Spool(path)
+    except DeliveryError as exc:
+        print(f"lgf spool: {exc}; stop lgf first", file=sys.stderr)
+        return 1
+    try:
+        if action == "retry":
+            print(f"{spool.requeue_failed()} item(s) of sink {name!r} requeued; lgf delivers them "
+                  "when it starts")
+        else:
+            print(f"{spool.drop_failed()} failed item(s) of sink {name!r} dropped")
+    finally:
+        spool.close()
+    return 0
