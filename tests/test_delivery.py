@@ -10,15 +10,17 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
 
 import pytest
+from wecom_helpers import deliver_all, wait_until
 
+from helpers import lgf
 from lgf import Event
 from lgf.clock import ManualClock
 from lgf.delivery import Backoff, Delivery, Receipt
 from lgf.errors import DeliveryError
 from lgf.spool import spool_path
+from lgf.spool_cmd import main as spool_main
 from lgf.stats import Stats
 
 
@@ -51,15 +53,6 @@ class ListSink:
             if pending:
                 raise pending.pop(0)
             self.got.append(event.id)
-
-
-def wait_until(pred, timeout: float = 30.0) -> None:
-    """Poll ``pred``; the timeout is a guard against a hang, not a measurement."""
-    end = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > end:
-            raise AssertionError("condition not reached")
-        time.sleep(0.01)
 
 
 def alert(i: int = 0, **kw) -> Event:
@@ -98,10 +91,7 @@ def test_retryable_failures_back_off_exponentially_capped_with_jitter_and_keep_o
     sink.failures[events[0].id] = [DeliveryError("down", retryable=True)] * 6 + [ConnectionRefusedError()] * 2
     d = Delivery(sink, "s", tmp_path, stats, clock=clock,
                  backoff=Backoff(base=1.0, cap=10.0, rng=random.Random(7)))
-    for ev in events:
-        d.put(ev)
-    d.start()
-    wait_until(lambda: d.depth() == 0)
+    deliver_all(d, events)
     d.stop(5)
     assert sink.got == [e.id for e in events]
     assert len(clock.waits) == 8
@@ -236,10 +226,7 @@ def test_send_pending_sees_every_pending_item_and_may_defer_some(tmp_path):
     sink, clock, stats = HalfAMinute(), RecordingClock(), Stats()
     d = Delivery(sink, "s", tmp_path, stats, clock=clock)
     events = [alert(i) for i in range(8)]
-    for ev in events:
-        d.put(ev)
-    d.start()
-    wait_until(lambda: d.depth() == 0)
+    deliver_all(d, events)
     d.stop(5)
     assert sink.seen == [8, 5, 2]
     assert sink.got == [e.id for e in events]
@@ -262,10 +249,7 @@ def test_send_batch_is_all_or_nothing(tmp_path):
     sink, stats = Batch(), Stats()
     d = Delivery(sink, "s", tmp_path, stats, clock=ManualClock())
     events = [alert(i) for i in range(4)]
-    for ev in events:
-        d.put(ev)
-    d.start()
-    wait_until(lambda: d.depth() == 0)
+    deliver_all(d, events)
     d.stop(5)
     assert sink.batches == [[e.id for e in events]]
     assert stats.get("lgf_sink_retried_total", sink="s") == 4
@@ -279,16 +263,11 @@ def test_backoff_delays_stay_within_the_cap_and_jitter_band():
 
 
 def test_lgf_spool_lists_and_requeues_failed_items_once_lgf_is_stopped(tmp_path, capsys):
-    from lgf.spool_cmd import main as spool_main
-
     sink = ListSink()
     events = [alert(i) for i in range(3)]
     sink.failures[events[0].id] = [DeliveryError("errcode 93000", retryable=False)]
     d = Delivery(sink, "ops", tmp_path, Stats(), clock=ManualClock())
-    for ev in events:
-        d.put(ev)
-    d.start()
-    wait_until(lambda: d.depth() == 0)
+    deliver_all(d, events)
 
     assert spool_main(["list", "--spool-dir", str(tmp_path)]) == 0  # works while lgf runs
     out = capsys.readouterr().out
@@ -333,3 +312,24 @@ def test_a_corrupt_row_is_set_aside_as_failed_and_the_rest_still_goes(tmp_path):
     again = Delivery(ListSink(), "s", tmp_path, Stats())
     assert [row[0] for row in again.spool.failed_items()] == ["bad"]
     again.stop(0)
+
+
+def test_lgf_spool_drop_through_the_lgf_command_deletes_the_failed_items_only(tmp_path):
+    sink = ListSink()
+    failing, waiting = alert(1), alert(2)
+    sink.failures[failing.id] = [DeliveryError("HTTP 400: bad body", retryable=False)]
+    d = Delivery(sink, "ops", tmp_path, Stats(), clock=ManualClock())
+    deliver_all(d, [failing])
+    d.stop(5)
+    d = Delivery(sink, "ops", tmp_path, Stats())
+    d.put(waiting)  # never started: stays pending
+    d.stop(0)
+
+    run = lgf("spool", "drop", "ops", "--spool-dir", str(tmp_path))
+    assert run.returncode == 0, run.stderr
+    assert "1 failed item(s) of sink 'ops' dropped" in run.stdout
+    again = Delivery(sink, "ops", tmp_path, Stats())
+    assert again.depth() == 1 and again.failed_kept() == 0
+    assert [row[0] for row in again.spool.pending(10)] == [waiting.id]
+    again.stop(0)
+    assert lgf("spool", "drop", "nosuch", "--spool-dir", str(tmp_path)).returncode == 1

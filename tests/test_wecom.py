@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import time
 import uuid
 
 import pytest
+from wecom_helpers import deliver_all, ids_in, max_in_any_minute, wait_until
 
 from fakewecom import FakeWeCom
 from lgf import Event, RunContext
@@ -21,15 +21,6 @@ from lgf.errors import ConfigError
 from lgf.options import Duration, build
 from lgf.sinks.wecom import WeComOptions, WeComSink
 from lgf.stats import Stats
-
-
-def wait_until(pred, timeout: float = 60.0) -> None:
-    """Poll ``pred``; the timeout is a guard against a hang, not a measurement."""
-    end = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > end:
-            raise AssertionError("condition not reached")
-        time.sleep(0.01)
 
 
 class Rig:
@@ -76,16 +67,6 @@ def alert(i: int, severity: str = "warning", **kw) -> Event:
                  **kw)
 
 
-def ids_in(messages) -> set[str]:
-    text = "\n".join(m.content for m in messages)
-    return {tok for tok in text.replace("\n", " ").split() if len(tok) == 32}
-
-
-def max_in_any_minute(times: list[float]) -> int:
-    times = sorted(times)
-    return max((sum(1 for u in times if t <= u < t + 60.0) for t in times), default=0)
-
-
 def test_a_storm_of_2000_alerts_gets_at_most_20_messages_a_minute_and_every_id_through(rig):
     r = rig()
     sent = [alert(i, severity=("critical", "warning", "info")[i % 3]) for i in range(2000)]
@@ -96,7 +77,7 @@ def test_a_storm_of_2000_alerts_gets_at_most_20_messages_a_minute_and_every_id_t
     got = r.fake.snapshot()
     assert max_in_any_minute([m.t for m in got]) <= 20
     assert {m.errcode for m in got} == {0}  # the sink never even earned a 45009
-    assert ids_in(got) >= {e.id for e in sent}
+    assert set(ids_in(got)) >= {e.id for e in sent}
     assert r.stats.get("lgf_wecom_messages_total", sink="ops", kind="digest") >= 1
     assert r.stats.get("lgf_sink_delivered_total", sink="ops") == 2000
     assert len(got) < 200  # merged into digests, not one message per alert
@@ -112,7 +93,7 @@ def test_alerts_trickling_in_while_sending_still_get_at_most_20_messages_a_minut
     got = r.fake.snapshot()
     assert max_in_any_minute([m.t for m in got]) <= 20
     assert {m.errcode for m in got} == {0}
-    assert ids_in(got) >= {e.id for e in sent}
+    assert set(ids_in(got)) >= {e.id for e in sent}
 
 
 @pytest.mark.parametrize("msgtype", ["markdown", "text", "markdown_v2"])
@@ -122,17 +103,14 @@ def test_long_stacks_and_chinese_text_arrive_within_the_byte_limits_as_valid_utf
              for i in range(300)]
     sent = [Event(kind="alert", severity="critical", comm="订单服务", cause="lock", duration_ns=5 * 10**8,
                   stack=stack, tags={"service": "订单服务", "负责人": "张三" * 500}) for _ in range(2)]
-    for ev in sent:
-        r.queue.put(ev)
-    r.queue.start()
-    wait_until(lambda: r.queue.depth() == 0)
+    deliver_all(r.queue, sent)
     got = r.fake.snapshot()
     assert {m.errcode for m in got} == {0}
     assert not any(m.broken_utf8 for m in got)
     assert all(m.content_bytes <= {"text": 2048}.get(msgtype, 4096) for m in got)
     assert max(m.content_bytes for m in got) > 1000  # the limit was actually approached
     assert r.stats.get("lgf_wecom_messages_total", sink="ops", kind="part") == 2  # split, not digested
-    assert ids_in(got) >= {e.id for e in sent}
+    assert set(ids_in(got)) >= {e.id for e in sent}
 
 
 def test_busy_5xx_and_a_stalled_answer_are_retried_until_delivered(rig):
@@ -140,13 +118,10 @@ def test_busy_5xx_and_a_stalled_answer_are_retried_until_delivered(rig):
     for kind in ("busy", "http500", "http502", "stall"):
         r.fake.fail_next(kind)
     sent = [alert(i) for i in range(3)]
-    for ev in sent:
-        r.queue.put(ev)
-    r.queue.start()
-    wait_until(lambda: r.queue.depth() == 0)
+    deliver_all(r.queue, sent)
     got = r.fake.snapshot()
     assert [m.errcode for m in got[:3]] == [-1, None, None]
-    assert ids_in(r.fake.accepted()) >= {e.id for e in sent}
+    assert set(ids_in(r.fake.accepted())) >= {e.id for e in sent}
     assert r.stats.get("lgf_wecom_errcode_total", sink="ops", errcode=-1) == 1
     assert r.stats.get("lgf_wecom_http_errors_total", sink="ops", status=500) == 1
     assert r.stats.get("lgf_sink_retried_total", sink="ops") >= 4
@@ -165,7 +140,7 @@ def test_minutes_of_outage_are_ridden_out_with_capped_backoff(rig):
     assert r.clock.now() - start > 10 * 60  # at least ten (virtual) minutes down
     r.fake.start()
     wait_until(lambda: r.queue.depth() == 0)
-    assert ids_in(r.fake.accepted()) >= {e.id for e in sent}
+    assert set(ids_in(r.fake.accepted())) >= {e.id for e in sent}
     assert r.stats.get("lgf_sink_failed_total", sink="ops") == 0
 
 
@@ -196,7 +171,7 @@ def test_a_wrong_key_keeps_every_alert_on_disk_says_so_and_does_not_hammer(rig, 
     r.queue.start()
     assert r.queue.requeue_failed() == 50
     wait_until(lambda: r.queue.depth() == 0 and r.queue.failed_kept() == 0)
-    assert ids_in(r.fake.accepted()) >= {e.id for e in sent}
+    assert set(ids_in(r.fake.accepted())) >= {e.id for e in sent}
 
 
 def test_a_message_type_the_endpoint_does_not_know_is_kept_as_failed(rig, caplog):
@@ -221,7 +196,7 @@ def test_40058_halves_the_message_size_and_resends_everything(rig, caplog):
     got = r.fake.snapshot()
     assert 40058 in {m.errcode for m in got}
     assert all(m.content_bytes <= 900 for m in r.fake.accepted())
-    assert ids_in(r.fake.accepted()) >= {e.id for e in sent}
+    assert set(ids_in(r.fake.accepted())) >= {e.id for e in sent}
     assert r.queue.failed_kept() == 0
     assert "40058" in caplog.text
 

@@ -15,8 +15,12 @@ from lgf import Event
 from lgf.event import write_events
 from lgf.spool import spool_path
 
+EVERY_EVENT = 'receive = "events"\nmsgtype = "markdown"'
+"""Sink keys sending every event, not only alerts, as markdown."""
 
-def config(tmp_path, url: str) -> str:
+
+def config(tmp_path, url: str, sink_keys: str = EVERY_EVENT) -> str:
+    """A plugins.toml with one WeCom sink named ops at ``url``, plus ``sink_keys`` (TOML lines)."""
     return str(write(tmp_path / "plugins.toml", f"""
 [lgf]
 spool_dir = "{tmp_path / 'spool'}"
@@ -26,8 +30,7 @@ plugins = ["lgf.sinks.wecom"]
 use = "wecom"
 name = "ops"
 url = "{url}"
-receive = "events"
-msgtype = "markdown"
+{sink_keys}
 """))
 
 
@@ -71,23 +74,13 @@ def test_a_missing_key_variable_stops_the_run_naming_the_variable(tmp_path):
 def test_alerts_from_the_alert_policy_arrive_as_markdown_with_their_counts(tmp_path):
     key = "k-" + uuid.uuid4().hex
     fake = FakeWeCom(keys=(key,)).start()
-    cfg = write(tmp_path / "plugins.toml", f"""
-[lgf]
-spool_dir = "{tmp_path / 'spool'}"
-plugins = ["lgf.sinks.wecom"]
-
-[[sinks]]
-use = "wecom"
-name = "ops"
-url = "{fake.url}"
-mentioned_list = {{ critical = ["oncall"], warning = ["oncall"] }}
-""")
+    cfg = config(tmp_path, fake.url, 'mentioned_list = { critical = ["oncall"], warning = ["oncall"] }')
     stalls = [Event(pid=300, comm="billing", cause="lock", wait_reason="sync.Mutex.Lock", goid=7 + i,
                     duration_ns=2 * 10**9, start_ns=10**12 + i * 10**6, end_ns=10**12 + i * 10**6 + 2 * 10**9,
                     stack=[{"func": "main.charge", "file": "/app/charge.go", "line": 12}],
                     stack_summary=["main.charge"]) for i in range(4)]
     write_events(tmp_path / "stalls.msgpack", stalls)
-    run = lgf("replay", "--config", str(cfg), str(tmp_path / "stalls.msgpack"),
+    run = lgf("replay", "--config", cfg, str(tmp_path / "stalls.msgpack"),
               env={**os.environ, "LGF_WECOM_KEY": key})
     assert run.returncode == 0, run.stderr
     (msg,) = fake.accepted()  # the four stalls are one alert, and only alerts go to WeCom by default

@@ -21,6 +21,8 @@ import sys
 import time
 import uuid
 
+from wecom_helpers import ids_in, max_in_any_minute, wait_until
+
 from fakewecom import FakeWeCom
 from lgf import Event
 from lgf.clock import ScaledClock
@@ -52,15 +54,6 @@ print("drained", flush=True)
 queue.stop(5)
 """
 
-def wait_until(pred, timeout: float = 60.0) -> None:
-    """Poll ``pred``; the timeout is a guard against a hang, not a measurement."""
-    end = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > end:
-            raise AssertionError("condition not reached")
-        time.sleep(0.02)
-
-
 def spawn(spool_dir, fake: FakeWeCom, clock: ScaledClock, key: str, events_file: str = "-"):
     env = {**os.environ, "LGF_WECOM_KEY": key}
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(spool_dir), fake.url, str(clock.speed),
@@ -79,18 +72,16 @@ def max_attempts(spool_dir) -> int:
         db.close()
 
 
-def kill9(proc) -> None:
-    proc.send_signal(signal.SIGKILL)
+def reap(proc) -> None:
+    """Wait for a child that exits (or was killed) and close its pipes."""
     proc.wait(30)
     proc.stdout.close()
     proc.stderr.close()
 
 
-def ids_of(messages) -> list[str]:
-    out = []
-    for m in messages:
-        out += [tok for tok in m.content.replace("\n", " ").split() if len(tok) == 32]
-    return out
+def kill9(proc) -> None:
+    proc.send_signal(signal.SIGKILL)
+    reap(proc)
 
 
 def test_kill_9_with_alerts_queued_loses_none_and_repeats_only_what_was_in_flight(tmp_path):
@@ -118,18 +109,16 @@ def test_kill_9_with_alerts_queued_loses_none_and_repeats_only_what_was_in_fligh
     answered_before_kill = len(fake.snapshot())
     kill9(second)
     time.sleep(fake.stall_seconds + 0.2)  # let a request caught in the stall be recorded
-    in_flight = set(ids_of(fake.snapshot()[answered_before_kill - 1:]))
+    in_flight = set(ids_in(fake.snapshot()[answered_before_kill - 1:]))
     fake.clear_failures()
 
     # Phase 3: a fresh process drains what is left.
     third, left = spawn(spool, fake, clock, key)
     assert 0 < left < 12
     assert third.stdout.readline().strip() == "drained"
-    third.wait(30)
-    third.stdout.close()
-    third.stderr.close()
+    reap(third)
 
-    got = ids_of(fake.accepted())
+    got = ids_in(fake.accepted())
     assert set(got) >= {e.id for e in alerts}  # none lost
     duplicates = {i for i in got if got.count(i) > 1}
     assert duplicates <= in_flight
@@ -152,12 +141,9 @@ def test_a_restarted_sender_does_not_spend_the_minute_twice(tmp_path):
         proc, queued = spawn(spool, fake, clock, key, str(path))
         assert queued == n
         assert proc.stdout.readline().strip() == "drained"
-        proc.wait(30)
-        proc.stdout.close()
-        proc.stderr.close()
+        reap(proc)
     got = fake.snapshot()
     assert {m.errcode for m in got} == {0}  # the second run waited instead of earning a 45009
-    times = sorted(m.t for m in got)
-    assert max(sum(1 for u in times if t <= u < t + 60.0) for t in times) <= 20
-    assert set(ids_of(got)) >= {e.id for b in batches for e in b}
+    assert max_in_any_minute([m.t for m in got]) <= 20
+    assert set(ids_in(got)) >= {e.id for b in batches for e in b}
     fake.stop()
