@@ -133,6 +133,11 @@ def _stack_lines(d: dict, frames: int) -> list[str]:
     return out
 
 
+def _phrase(head: str, *parts: Any) -> str:
+    """``head`` followed by each part that is there: an event lacking a field (None, 0, "") adds nothing."""
+    return head + "".join(p for p in parts if p)
+
+
 def _guard(text: str, msgtype: str) -> str:
     """Keep user text from acting as WeCom markup (a tag value "<@all>" must not page everyone)."""
     if msgtype == "text":
@@ -157,33 +162,22 @@ def alert_lines(d: dict, msgtype: str, stack_frames: int = 8) -> list[str]:
     else:
         lines = [f"[{sev.upper()}] {title}{env}"]
     q = "> " if msgtype != "text" else ""
-    why = f"cause: {g(d.get('cause') or 'unknown')}"
-    if d.get("wait_reason"):
-        why += f" · wait reason: {g(d['wait_reason'])}"
-    if d.get("syscall"):
-        why += f" · syscall: {g(d['syscall'])}"
-    lines.append(q + why)
-    proc = f"process: {g(d.get('comm') or '?')} pid {d.get('pid', '?')}"
-    if d.get("goid"):
-        proc += f" · goid {d['goid']}"
-    if d.get("go_version"):
-        proc += f" · {g(d['go_version'])}"
-    lines.append(q + proc)
+    lines.append(q + _phrase(f"cause: {g(d.get('cause') or 'unknown')}",
+                             d.get("wait_reason") and f" · wait reason: {g(d['wait_reason'])}",
+                             d.get("syscall") and f" · syscall: {g(d['syscall'])}"))
+    lines.append(q + _phrase(f"process: {g(d.get('comm') or '?')} pid {d.get('pid', '?')}",
+                             d.get("goid") and f" · goid {d['goid']}",
+                             d.get("go_version") and f" · {g(d['go_version'])}"))
     if d.get("top_frame"):
         lines.append(q + f"where: {g(d['top_frame'])}")
     if kind == "alert" and d.get("count"):
-        agg = f"{d['count']} stalls"
-        if d.get("goroutines"):
-            agg += f" in {d['goroutines']} goroutines"
-        if isinstance(d.get("pids"), list) and len(d["pids"]) > 1:
-            agg += f" of {len(d['pids'])} processes"
-        if d.get("worst_ns"):
-            agg += f", worst {human_ns(d['worst_ns'])}"
-        if d.get("total_ns"):
-            agg += f", total {human_ns(d['total_ns'])}"
-        if d.get("suppressed_repeats"):
-            agg += f" ({d['suppressed_repeats']} repeats held back)"
-        lines.append(q + agg)
+        pids = d.get("pids")
+        lines.append(q + _phrase(f"{d['count']} stalls",
+                                 d.get("goroutines") and f" in {d['goroutines']} goroutines",
+                                 isinstance(pids, list) and len(pids) > 1 and f" of {len(pids)} processes",
+                                 d.get("worst_ns") and f", worst {human_ns(d['worst_ns'])}",
+                                 d.get("total_ns") and f", total {human_ns(d['total_ns'])}",
+                                 d.get("suppressed_repeats") and f" ({d['suppressed_repeats']} repeats held back)"))
     if d.get("ts"):
         lines.append(q + f"at: {g(d['ts'])}")
     stack = _stack_lines(d, stack_frames)
