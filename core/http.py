@@ -290,6 +290,19 @@ def _handler_for(server: HttpServer):
                 return None
             return server.engine.silences
 
+        def _store_for_change(self, path: str, known: bool):
+            """The silence store for a POST or DELETE, or None once the refusal was answered.
+
+            In this order: 404 for an unknown path (before asking who is calling), 401/403 when
+            the caller may not change anything, 503 when this run has no alert engine.
+            """
+            if not known:
+                self._json(404, {"error": f"no such endpoint: {path}"})
+                return None
+            if not self._may_change():
+                return None
+            return self._silences_or_503()
+
         # -- routes --
         def do_GET(self):
             url = urlsplit(self.path)
@@ -318,12 +331,7 @@ def _handler_for(server: HttpServer):
 
         def do_POST(self):
             path = urlsplit(self.path).path
-            if path not in ("/api/silences", "/api/deploys"):
-                self._json(404, {"error": f"no such endpoint: {path}"})
-                return
-            if not self._may_change():
-                return
-            store = self._silences_or_503()
+            store = self._store_for_change(path, path in ("/api/silences", "/api/deploys"))
             if store is None:
                 return
             try:
@@ -350,12 +358,7 @@ def _handler_for(server: HttpServer):
 
         def do_DELETE(self):
             path = urlsplit(self.path).path
-            if not path.startswith("/api/silences/"):
-                self._json(404, {"error": f"no such endpoint: {path}"})
-                return
-            if not self._may_change():
-                return
-            store = self._silences_or_503()
+            store = self._store_for_change(path, path.startswith("/api/silences/"))
             if store is None:
                 return
             s = store.expire(path.rsplit("/", 1)[1])
