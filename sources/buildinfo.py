@@ -18,7 +18,9 @@ import re
 import struct
 from dataclasses import dataclass, field
 
-from .goelf import PF_W, ElfImage, NotGoBinary
+from lgf.errors import TargetRefused
+
+from .goelf import ElfImage
 
 MAGIC = b"\xff Go buildinf:"
 HEADER_SIZE = 32
@@ -27,6 +29,11 @@ MAX_STRING = 1 << 20
 """A version or module-info string longer than this is corruption, not information."""
 SCAN_BYTES = 64 * 1024
 GO_VERSION_RE = re.compile(r"(?:^|devel )go(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+class NotGoBinary(TargetRefused):
+    """The file is no Go executable at all (not ELF, not amd64, no Go build info): discovery in
+    "all" mode passes over these quietly, while a refused Go binary is always reported."""
 
 
 @dataclass
@@ -56,7 +63,8 @@ def version_tuple(go_version: str) -> tuple[int, int, int]:
 
 
 def read_buildinfo(elf: ElfImage) -> BuildInfo:
-    """The build info of ``elf``; raises TargetRefused when it is not a Go binary or the blob is bad."""
+    """The build info of ``elf``; raises :class:`NotGoBinary` when it has none, and the reader's
+    :class:`~lgf.sources.goelf.ElfError` when the blob is damaged (``GoBinary`` makes both refusals)."""
     blob = _find_blob(elf)
     if blob is None:
         raise NotGoBinary(f"{elf.label}: not a Go binary (no Go build info)")
@@ -82,7 +90,7 @@ def _find_blob(elf: ElfImage) -> bytes | None:
         data = bytes(elf.data[sec.offset:sec.offset + min(sec.size, SCAN_BYTES)])
         return data if data.startswith(MAGIC) else None
     for seg in elf.segments:  # section headers stripped: search writable data like debug/buildinfo
-        if not seg.flags & PF_W:
+        if not seg.writable:
             continue
         window = bytes(elf.data[seg.offset:seg.offset + min(seg.filesz, SCAN_BYTES)])
         i = window.find(MAGIC)

@@ -14,7 +14,9 @@ is answered here, each from the most direct source available:
 
 A binary whose layout cannot be established raises :class:`lgf.errors.TargetRefused` with one line
 ``"<path>: <why>"``: not Go, not amd64, corrupt, or a Go version without DWARF that the table does
-not know. Cost: opening maps the file and reads headers, notes and build info (milliseconds); the
+not know. The ELF reader (:mod:`lgf.sources.goelf`) and the helpers here that read through it raise
+its neutral ``ElfError``; :func:`_as_refusal` turns that into ``TargetRefused`` wherever this class
+reads the file, so a damaged binary never escapes as another exception type. Cost: opening maps the file and reads headers, notes and build info (milliseconds); the
 symbol table, DWARF (about 0.4 s per 2 MB binary) and string tables are read on first use.
 """
 
@@ -23,14 +25,16 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 
 from lgf.errors import TargetRefused
 
 from . import globalrefs, golayout, prologue
-from .buildinfo import read_buildinfo
-from .goelf import ElfImage, NotGoBinary
+from .buildinfo import NotGoBinary, read_buildinfo
+from .goelf import EM_X86_64, ET_DYN, ET_EXEC, ElfError, ElfImage, NotAnElf
 from .golayout import DATA_SYMBOLS
 
 __all__ = ["GoBinary", "NotGoBinary", "clear_cache", "open_binary"]
@@ -59,12 +63,34 @@ GO_NOTE_NAME, GO_NOTE_BUILDID = b"Go", 4
 GNU_NOTE_NAME, GNU_NOTE_BUILDID = b"GNU", 3
 
 
+@contextmanager
+def _as_refusal() -> Iterator[None]:
+    """Re-raise the ELF reader's neutral errors as lgf's refusal of the binary (same message)."""
+    try:
+        yield
+    except NotAnElf as exc:
+        raise NotGoBinary(str(exc)) from None
+    except ElfError as exc:
+        raise TargetRefused(str(exc)) from None
+
+
 class GoBinary:
     """Facts about one Go executable; build with :func:`open_binary`."""
 
     def __init__(self, path: str | Path | bytes, label: str | None = None):
+        with _as_refusal():
+            self._open(path, label)
+
+    def _open(self, path: str | Path | bytes, label: str | None) -> None:
         self.elf = ElfImage(path, label)
         self.path = self.elf.label
+        if self.elf.elf_class != 64 or self.elf.machine != EM_X86_64:
+            self.elf.close()
+            raise NotGoBinary(f"{self.path}: not an amd64 executable (ELF class {self.elf.elf_class}, "
+                              f"machine {self.elf.machine}); lgf traces linux/amd64 Go binaries")
+        if self.elf.e_type not in (ET_EXEC, ET_DYN):
+            self.elf.close()
+            raise NotGoBinary(f"{self.path}: not an executable (ELF type {self.elf.e_type})")
         self.info = read_buildinfo(self.elf)
         # "go1.25.5 X:nocoverageredesign" -> "go1.25.5"; "devel go1.26-abc123 ..." kept whole
         version = self.info.go_version
@@ -159,7 +185,8 @@ class GoBinary:
 
     def file_offset(self, vaddr: int) -> int:
         """File offset of ``vaddr``: what a uprobe attaches to (``path:offset``)."""
-        return self.elf.file_offset(vaddr)
+        with _as_refusal():
+            return self.elf.file_offset(vaddr)
 
     def probe_offset(self, name: str) -> int:
         """Bytes from ``name``'s entry to its ``push %rbp``, after the stack-bound check (decoded)."""
@@ -168,7 +195,8 @@ class GoBinary:
     def probe_site(self, name: str) -> tuple[int, prologue.Instruction]:
         """``(offset, decoded instruction)`` of :meth:`probe_offset`, for display and checks."""
         addr = self._require(name)
-        code = self.elf.read(addr, min(prologue.MAX_PROLOGUE_BYTES, self._bytes_to_segment_end(addr)))
+        with _as_refusal():
+            code = self.elf.read(addr, min(prologue.MAX_PROLOGUE_BYTES, self._bytes_to_segment_end(addr)))
         try:
             return prologue.probe_offset(code, self._guard_offsets())
         except prologue.PrologueError as exc:
@@ -181,7 +209,9 @@ class GoBinary:
         if not size:
             raise self.refuse(f"{name}: size unknown, cannot find its RET instructions")
         try:
-            return prologue.ret_offsets(self.elf.read(addr, size))
+            with _as_refusal():
+                code = self.elf.read(addr, size)
+            return prologue.ret_offsets(code)
         except prologue.PrologueError as exc:
             raise self.refuse(f"{name}: {exc}") from None
 
@@ -282,7 +312,8 @@ class GoBinary:
     def _string_table(self, symbol: str) -> tuple[list[str], str]:
         sym = self.elf.symbols().get(symbol)
         if sym is not None and sym.size:
-            return golayout.read_string_array(self.elf, sym.value, sym.size), "binary"
+            with _as_refusal():
+                return golayout.read_string_array(self.elf, sym.value, sym.size), "binary"
         short = symbol.removeprefix("runtime.")
         if self._table is not None and self._table.get(short):
             found = golayout.find_string_array(self.elf, symbol, len(self._table[short]))

@@ -21,9 +21,7 @@ from __future__ import annotations
 import struct
 import sys
 
-from lgf.errors import TargetRefused
-
-from .goelf import ElfImage
+from .goelf import ElfError, ElfImage
 
 FIELDS: dict[str, tuple[str, ...]] = {
     "g": ("stack", "stackguard0", "stackguard1", "m", "sched", "syscallsp", "syscallpc", "atomicstatus", "goid",
@@ -87,7 +85,7 @@ def _check_compressed_sizes(elf: ElfImage) -> None:
 def _walk_dwarf(elf: ElfImage, structs: set[str]) -> dict[tuple[str, str], int]:
     out: dict[tuple[str, str], int] = {}
     seen: set[str] = set()
-    dwarf = elf.elf.get_dwarf_info(relocate_dwarf_sections=False)
+    dwarf = elf.dwarf()
     for cu in dwarf.iter_CUs():
         for die in cu.iter_DIEs():
             if die.tag != "DW_TAG_structure_type":
@@ -113,7 +111,7 @@ def _walk_dwarf(elf: ElfImage, structs: set[str]) -> dict[tuple[str, str], int]:
 
 def read_string_array(elf: ElfImage, vaddr: int, size: int) -> list[str]:
     """A Go ``[N]string`` at ``vaddr`` of ``size`` bytes: N string headers (pointer, length), then
-    the bytes each points at. Raises TargetRefused when a header points outside the file."""
+    the bytes each points at. Raises ElfError when a header points outside the file."""
     count = size // 16
     if count > MAX_STRINGS:
         raise elf.refuse(f"string table at {vaddr:#x} has {count} entries (corrupt symbol size?)")
@@ -166,7 +164,7 @@ def find_string_array(elf: ElfImage, symbol: str, count: int) -> list[str] | Non
 def _read_candidate(elf: ElfImage, vaddr: int, count: int, first: str) -> list[str] | None:
     try:
         strings = read_string_array(elf, vaddr, count * 16)
-    except TargetRefused:  # a header pointing outside the file: not the table, keep looking
+    except ElfError:  # a header pointing outside the file: not the table, keep looking
         return None
     if strings[0] != first or not all(s.isprintable() and (s or i == 0) for i, s in enumerate(strings)):
         return None
