@@ -1,0 +1,137 @@
+"""What lgf's probes cost the traced program: a channel ping-pong and a net/http server under wrk.
+
+Run as root: ``.venv/bin/python bench/bench_probe_cost.py`` (``make bench``). Prints each figure
+beside its baseline from the same run (no probes), and the ratio. Configurations:
+
+- ``off``: nothing attached (the baseline);
+- ``default``: the shipped plugins.toml: the uprobe source with ``goroutine_tier = "on_stall"``
+  (only the cheap stop-the-world probes attached while nothing stalls);
+- ``default + tracepoint source``: the same plus blocking-syscall tracing (raw sys_enter/sys_exit);
+- ``goroutine tier always``: ``goroutine_tier = "always"``: execute (one hit per goroutine switch)
+  + ready (one per wake-up) + the sched_switch tracepoint;
+- ``..., no ready``: the same with ``sched_latency = false``: one uprobe hit per switch only.
+
+Ping-pong: ns per round trip (each round trip is two park/wake cycles: the worst case for
+per-switch probes), median of 5 runs of 200k round trips. net/http: server CPU time (utime +
+stime from /proc) per request while ``wrk -t2 -c16`` loads it for a few seconds on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from conftest import build_go  # noqa: E402
+from stallfixture import Collector, run_context  # noqa: E402
+
+from lgf.sources.tracepoint import TracepointOptions, TracepointSource  # noqa: E402
+from lgf.sources.uprobe import UprobeOptions, UprobeSource  # noqa: E402
+
+GO = os.environ.get("LGF_BENCH_GO", "1.25.5")
+WRK_SECONDS = int(os.environ.get("LGF_BENCH_WRK_SECONDS", "5"))
+CONFIGS = {
+    "off": None,
+    "default (shipped plugins.toml)": ("on_stall", True, False),
+    "default + tracepoint source": ("on_stall", True, True),
+    "goroutine tier always": ("always", True, False),
+    "goroutine tier always, no ready": ("always", False, False),
+}
+"""name -> (goroutine_tier, sched_latency, with tracepoint source), None = nothing attached."""
+
+
+def attach(pid: int, config):
+    if config is None:
+        return []
+    tier, sched, with_tp = config
+    ctx = run_context("50ms", pids=[pid])
+    sources = [UprobeSource(UprobeOptions(goroutine_tier=tier, sched_latency=sched), ctx)]
+    if with_tp:
+        sources.append(TracepointSource(TracepointOptions(), ctx))
+    for s in sources:
+        s.start(Collector())
+    return sources
+
+
+def detach(sources) -> None:
+    for s in sources:
+        s.stop()
+
+
+def start(exe: Path, *args: str) -> tuple[subprocess.Popen, dict]:
+    proc = subprocess.Popen([str(exe), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    return proc, json.loads(proc.stdout.readline())
+
+
+def pingpong(exe: Path, config) -> float:
+    proc, _ = start(exe)
+    sources = attach(proc.pid, config)
+    try:
+        runs = []
+        for _ in range(5):
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+            runs.append(json.loads(proc.stdout.readline())["ns_per_round_trip"])
+        return statistics.median(runs)
+    finally:
+        detach(sources)
+        proc.stdin.close()
+        proc.wait()
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def http_cpu_per_request(exe: Path, config) -> tuple[float, float]:
+    """(server CPU microseconds per request, requests per second)."""
+    proc, hello = start(exe)
+    sources = attach(proc.pid, config)
+    try:
+        url = f"http://{hello['addr']}/"
+        subprocess.run(["wrk", "-t1", "-c4", "-d1s", url], capture_output=True, check=True)  # warm-up
+        before = cpu_ticks(proc.pid)
+        out = subprocess.run(["wrk", "-t2", "-c16", f"-d{WRK_SECONDS}s", url], capture_output=True,
+                             text=True, check=True).stdout
+        used = cpu_ticks(proc.pid) - before
+        requests = int(re.search(r"(\d+) requests in", out).group(1))
+        hz = os.sysconf("SC_CLK_TCK")
+        return used / hz * 1e6 / requests, requests / WRK_SECONDS
+    finally:
+        detach(sources)
+        proc.stdin.close()
+        proc.wait()
+
+
+def main() -> int:
+    if os.geteuid() != 0:
+        print("bench_probe_cost: needs root (BPF)", file=sys.stderr)
+        return 1
+    pp = build_go(ROOT / "tests" / "goapps" / "pingpong", GO)
+    hh = build_go(ROOT / "tests" / "goapps" / "httphello", GO)
+    print(f"Probe cost, Go {GO}, {os.cpu_count()} CPUs (ratios against 'off' from this run)")
+    print("\nchannel ping-pong: ns per round trip (median of 5 x 200k)")
+    base = None
+    for name, config in CONFIGS.items():
+        ns = pingpong(pp, config)
+        base = base or ns
+        print(f"  {name:34s} {ns:9.1f} ns   {ns / base:5.2f}x")
+    print(f"\nnet/http hello under wrk -t2 -c16 -d{WRK_SECONDS}s: server CPU per request")
+    base = None
+    for name, config in CONFIGS.items():
+        us, rps = http_cpu_per_request(hh, config)
+        base = base or us
+        print(f"  {name:34s} {us:7.2f} us/req  {rps:9.0f} req/s   {100 * (us / base - 1):+6.1f} % CPU/req")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+module lgf.test/httphello
+
+go 1.21

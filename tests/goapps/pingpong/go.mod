@@ -1,0 +1,3 @@
+module lgf.test/pingpong
+
+go 1.21
