@@ -43,9 +43,9 @@ failed), ``lgf_sink_retried_total`` (item attempts that will be retried),
 
 Every wait goes through the clock (``lgf.clock``), so tests run minutes of outage in seconds.
 
-Cost (bench/bench_wecom.py): a ``put`` is one spool transaction, about 70 µs here for a stall
-event and about 1.4 ms for an alert, which is fsynced by default (see ``lgf.spool``); the worker
-adds a read, a msgpack decode and an acknowledgement per item.
+Cost (bench/bench_wecom.py): a ``put`` is one spool transaction, under 0.1 ms here for a stall
+event, an fsync (0.3-1.5 ms) for an alert by default (see ``lgf.spool``). The worker reads,
+decodes and acknowledges about 8,000 items a second to a sink that does nothing (~120 µs each).
 """
 
 from __future__ import annotations

@@ -15,11 +15,12 @@ One file per sink, ``<spool_dir>/<name>.db`` (``spool_path``), in WAL mode, with
 kernel drops when its holder dies, even by ``kill -9``. ``SpoolView`` reads a spool without that
 lock (``lgf spool list`` while lgf runs).
 
-Cost (bench/bench_wecom.py): an ``add`` is one transaction, about 70 µs here with
-``synchronous=NORMAL`` (survives a crash of lgf), about 1.4 ms with ``FULL`` (an fsync: survives
-a power cut). ``fsync="alerts"`` (the default) pays the fsync for alerts only, which are few, and
-not for stall events, which can come by the thousand per second; ``True`` / ``False`` for all or
-none. Acknowledgements never fsync: one lost to a power cut only means the item is sent again.
+Cost (bench/bench_wecom.py): an ``add`` is one transaction, 70-100 µs here with
+``synchronous=NORMAL`` (survives a crash of lgf); with ``FULL`` it fsyncs (survives a power cut),
+0.3-1.5 ms here as the shared disk's load varies, 0.5-1.3x a file append with an fsync in the same
+run. ``fsync="alerts"`` (the default) pays the fsync for alerts only, which are few, and not for
+stall events, which can come by the thousand per second; ``True`` / ``False`` for all or none.
+Acknowledgements never fsync: one lost to a power cut only means the item is sent again.
 """
 
 from __future__ import annotations
