@@ -128,7 +128,7 @@ class GoBinary:
         if _pclntab is None:
             return None
         try:
-            return _pclntab.Pclntab.from_elf(self.elf.data)
+            return _pclntab.Pclntab.from_elf(self.elf)  # shares this mapping: no second parse
         except Exception:  # noqa: BLE001 - any failure of another module's parser means "no pclntab"
             return None
 

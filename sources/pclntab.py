@@ -9,7 +9,10 @@ tables is slow, and DWARF is gone from stripped binaries) and gives exactly what
 
 Untrusted input: lgf runs as root over other people's binaries, so every offset and length read
 from the file is checked against the buffer before use, every loop has a cap, and any problem
-becomes a :class:`PclntabError` (a ``ValueError``), never an ``IndexError`` or a hang.
+becomes a :class:`PclntabError` (a ``ValueError``), never an ``IndexError`` or a hang. The ELF
+side (headers, segments, symbols, relocations) is lgf's one ELF reader,
+:class:`~lgf.sources.goelf.ElfImage`, whose errors are re-raised here as ``PclntabError``; the
+byte format of the table (constants, pc-value decoding) is in :mod:`lgf.sources.pclntab_format`.
 
 Cost: opening maps the file and reads the ELF headers and the pclntab header (sub-millisecond);
 the function table is cut into an entry-PC list on first lookup (a C-speed slice, about 1 ms
@@ -19,7 +22,7 @@ cache, so every further PC there costs a bisect.
 
 Public API::
 
-    tab = Pclntab.from_elf("/usr/bin/x")       # path, bytes or mmap
+    tab = Pclntab.from_elf("/usr/bin/x")       # path, bytes, mmap or an open ElfImage
     tab.func_by_name("runtime.gopark")         # entry vaddr or None
     for name, entry, end in tab.funcs(): ...
     tab.addr2line(pc)                          # (name, file, line) exactly as go tool addr2line
@@ -36,21 +39,22 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import NamedTuple
 
-MAGIC_118 = 0xFFFFFFF0
-"""Go 1.18 and 1.19."""
-MAGIC_120 = 0xFFFFFFF1
-"""Go 1.20 and later (checked up to 1.27)."""
-_OLD_MAGICS = {0xFFFFFFFB: "Go 1.2-1.15", 0xFFFFFFFA: "Go 1.16-1.17"}
+from .goelf import ElfError, ElfImage
+from .pclntab_format import (
+    FUNCDATA_INLTREE,
+    FUNCFLAG_ASM,
+    MAGIC_118,
+    MAGIC_120,
+    NO_FUNCDATA,
+    OLD_MAGICS,
+    PCDATA_INLTREEINDEX,
+    PclntabError,
+    decode_table,
+    value_at,
+)
 
-_PCDATA_INLTREEINDEX = 2
-_FUNCDATA_INLTREE = 3
-_NO_FUNCDATA = 0xFFFFFFFF
-_FUNCFLAG_ASM = 4
-"""abi.FuncFlagAsm: the function is written in assembly (stable since Go 1.18)."""
+__all__ = ["MAGIC_118", "MAGIC_120", "Frame", "Pclntab", "PclntabError"]
 
-_MAX_VARINT_BYTES = 5
-_MAX_TABLE_STEPS = 1 << 20
-"""A real pc-value table has at most one step per instruction; this caps hostile ones."""
 _MAX_INLINE_DEPTH = 256
 """The Go compiler's inlining budget keeps real chains far below this."""
 _MAX_NAME = 1 << 16
@@ -64,10 +68,6 @@ _MODULEDATA_GOFUNC_CANDIDATES = (40, 43, 38)
 """1.20-1.26 (covctrs added), 1.27 (typedesclen, itaboffset, itabsize added), 1.18-1.19."""
 
 
-class PclntabError(ValueError):
-    """The file is not a Go binary we can read, or its pclntab is damaged. Says which and why."""
-
-
 class Frame(NamedTuple):
     """One source frame; an inlined call gives several frames for one PC."""
 
@@ -76,192 +76,6 @@ class Frame(NamedTuple):
     line: int
     pc: int
     inlined: bool
-
-
-# --- a minimal, bounds-checked ELF view ---------------------------------------------------------
-
-class _Section(NamedTuple):
-    name: str
-    type: int
-    addr: int
-    offset: int
-    size: int
-
-
-class _Segment(NamedTuple):
-    type: int
-    flags: int
-    offset: int
-    vaddr: int
-    filesz: int
-
-
-_SHT_NOBITS = 8
-_PT_LOAD = 1
-_PF_W = 2
-_ET_DYN = 3
-_R_X86_64_RELATIVE = 8
-_R_AARCH64_RELATIVE = 1027
-
-
-class ElfView:
-    """Just enough ELF to find Go's tables: sections, load segments, vaddr reads, a few symbols.
-
-    pyelftools would do, but a hand-written reader lets every offset be checked against the file
-    size in one place, which is what hostile input needs, and opens in microseconds.
-    """
-
-    def __init__(self, buf) -> None:
-        self.buf = buf
-        self.size = len(buf)
-        if self.size < 64 or bytes(buf[:4]) != b"\x7fELF":
-            raise PclntabError("not an ELF file")
-        ei_class, ei_data = buf[4], buf[5]
-        if ei_data != 1:
-            raise PclntabError("big-endian ELF is not supported")
-        if ei_class == 2:
-            self.ptrsize = 8
-            (self.e_type, self.e_machine, _, _, e_phoff, e_shoff, _, _, e_phentsize, e_phnum,
-             e_shentsize, e_shnum, e_shstrndx) = struct.unpack_from("<HHIQQQIHHHHHH", buf, 16)
-        elif ei_class == 1:
-            self.ptrsize = 4
-            (self.e_type, self.e_machine, _, _, e_phoff, e_shoff, _, _, e_phentsize, e_phnum,
-             e_shentsize, e_shnum, e_shstrndx) = struct.unpack_from("<HHIIIIIHHHHHH", buf, 16)
-        else:
-            raise PclntabError(f"unknown ELF class {ei_class}")
-        self.segments = self._read_segments(e_phoff, e_phentsize, e_phnum)
-        self.sections = self._read_sections(e_shoff, e_shentsize, e_shnum, e_shstrndx)
-        self._by_name = {s.name: s for s in self.sections}
-
-    @property
-    def is_pie(self) -> bool:
-        return self.e_type == _ET_DYN
-
-    def _check(self, off: int, n: int, what: str) -> None:
-        if off < 0 or n < 0 or off + n > self.size:
-            raise PclntabError(f"{what} lies outside the file (offset {off:#x}, {n} bytes, "
-                               f"file is {self.size} bytes): truncated or corrupt")
-
-    def _read_segments(self, off: int, entsize: int, num: int) -> list[_Segment]:
-        if num == 0:
-            return []
-        need = 56 if self.ptrsize == 8 else 32
-        if entsize < need or num > 4096:
-            raise PclntabError("corrupt ELF program header table")
-        self._check(off, entsize * num, "program header table")
-        out = []
-        for i in range(num):
-            p = off + i * entsize
-            if self.ptrsize == 8:
-                p_type, p_flags, p_offset, p_vaddr, _, p_filesz = struct.unpack_from("<IIQQQQ", self.buf, p)
-            else:
-                p_type, p_offset, p_vaddr, _, p_filesz, _, p_flags = struct.unpack_from("<IIIIIII", self.buf, p)
-            out.append(_Segment(p_type, p_flags, p_offset, p_vaddr, p_filesz))
-        return out
-
-    def _read_sections(self, off: int, entsize: int, num: int, strndx: int) -> list[_Section]:
-        if num == 0 or off == 0:
-            return []
-        need = 64 if self.ptrsize == 8 else 40
-        if entsize < need or num > 65535:
-            raise PclntabError("corrupt ELF section header table")
-        self._check(off, entsize * num, "section header table")
-        raw = []
-        for i in range(num):
-            p = off + i * entsize
-            if self.ptrsize == 8:
-                name, typ, _, addr, offset, size = struct.unpack_from("<IIQQQQ", self.buf, p)
-            else:
-                name, typ, _, addr, offset, size = struct.unpack_from("<IIIIII", self.buf, p)
-            raw.append((name, typ, addr, offset, size))
-        names_off = names_size = 0
-        if 0 <= strndx < num:
-            _, _, _, names_off, names_size = raw[strndx]
-            if names_off + names_size > self.size:
-                names_size = 0
-        out = []
-        for name, typ, addr, offset, size in raw:
-            text = ""
-            if name < names_size:
-                end = self.buf.find(b"\0", names_off + name, names_off + names_size)
-                if end > 0:
-                    text = bytes(self.buf[names_off + name:end]).decode("latin-1")
-            out.append(_Section(text, typ, addr, offset, size))
-        return out
-
-    def section(self, name: str) -> _Section | None:
-        return self._by_name.get(name)
-
-    def section_bytes_range(self, sec: _Section) -> tuple[int, int]:
-        """(file offset, size) of a section's contents, checked against the file."""
-        if sec.type == _SHT_NOBITS:
-            raise PclntabError(f"section {sec.name} has no contents in the file")
-        self._check(sec.offset, sec.size, f"section {sec.name}")
-        return sec.offset, sec.size
-
-    def vaddr_to_offset(self, vaddr: int, n: int = 1) -> int | None:
-        """File offset of ``n`` bytes at ``vaddr``, or None if they are not all in one load segment."""
-        for seg in self.segments:
-            if seg.type == _PT_LOAD and seg.vaddr <= vaddr and vaddr + n <= seg.vaddr + seg.filesz:
-                off = seg.offset + (vaddr - seg.vaddr)
-                if off + n <= self.size:
-                    return off
-        return None
-
-    def offset_to_vaddr(self, off: int) -> int | None:
-        for seg in self.segments:
-            if seg.type == _PT_LOAD and seg.offset <= off < seg.offset + seg.filesz:
-                return seg.vaddr + (off - seg.offset)
-        return None
-
-    def segment_end_offset(self, off: int) -> int:
-        """File offset where the load segment holding ``off`` ends (or the file ends)."""
-        for seg in self.segments:
-            if seg.type == _PT_LOAD and seg.offset <= off < seg.offset + seg.filesz:
-                return min(seg.offset + seg.filesz, self.size)
-        return self.size
-
-    def symbol(self, wanted: set[str]) -> dict[str, int]:
-        """Values of the named symbols from .symtab (empty when stripped). Linear: used rarely."""
-        found: dict[str, int] = {}
-        sym, strs = self.section(".symtab"), self.section(".strtab")
-        if sym is None or strs is None:
-            return found
-        soff, ssize = self.section_bytes_range(sym)
-        toff, tsize = self.section_bytes_range(strs)
-        entsize = 24 if self.ptrsize == 8 else 16
-        encoded = {w.encode(): w for w in wanted}
-        for p in range(soff, soff + ssize - entsize + 1, entsize):
-            if self.ptrsize == 8:
-                name, _, _, _, value = struct.unpack_from("<IBBHQ", self.buf, p)
-            else:
-                name, value = struct.unpack_from("<II", self.buf, p)
-            if name >= tsize:
-                continue
-            end = self.buf.find(b"\0", toff + name, toff + tsize)
-            if end < 0:
-                continue
-            key = encoded.get(bytes(self.buf[toff + name:end]))
-            if key is not None and key not in found:
-                found[key] = value
-                if len(found) == len(wanted):
-                    break
-        return found
-
-    def relative_relocs(self) -> dict[int, int]:
-        """PIE: {vaddr: value} of the RELATIVE relocations (pointers the loader fills in)."""
-        out: dict[int, int] = {}
-        for sec in self.sections:
-            if sec.name not in (".rela.dyn", ".data.rel.ro.rela") or self.ptrsize != 8:
-                continue
-            off, size = self.section_bytes_range(sec)
-            words = memoryview(self.buf)[off:off + size - size % 24].cast("Q")
-            r_offs, r_infos, r_adds = words[0::3], words[1::3], words[2::3]
-            for r_off, info, add in zip(r_offs, r_infos, r_adds, strict=True):
-                if info & 0xFFFFFFFF in (_R_X86_64_RELATIVE, _R_AARCH64_RELATIVE):
-                    out[r_off] = add
-            words.release()
-        return out
 
 
 # --- the pclntab ----------------------------------------------------------------------------------
@@ -291,18 +105,18 @@ class _Func:
 class Pclntab:
     """A Go 1.18+ pclntab inside an ELF file; see the module docstring."""
 
-    def __init__(self, elf: ElfView, hdr_off: int, hdr_end: int, keep=None) -> None:
+    def __init__(self, elf: ElfImage, hdr_off: int, hdr_end: int, owns_elf: bool = False) -> None:
         self.elf = elf
-        self.buf = elf.buf
-        self._keep = keep  # the mmap/file object whose lifetime we own
+        self.buf = elf.data
+        self._owns_elf = owns_elf  # opened by from_elf from a path or bytes: closed with us
         self._hdr = hdr_off
         self._limit = hdr_end
         buf = self.buf
         if hdr_off + 8 > hdr_end:
             raise PclntabError("pclntab header truncated")
         magic = struct.unpack_from("<I", buf, hdr_off)[0]
-        if magic in _OLD_MAGICS:
-            raise PclntabError(f"pclntab format of {_OLD_MAGICS[magic]} (magic {magic:#x}) is not "
+        if magic in OLD_MAGICS:
+            raise PclntabError(f"pclntab format of {OLD_MAGICS[magic]} (magic {magic:#x}) is not "
                                "supported: lgf reads binaries built by Go 1.18 or later")
         if magic not in (MAGIC_118, MAGIC_120):
             raise PclntabError(f"no Go pclntab: bad magic {magic:#x}")
@@ -343,20 +157,19 @@ class Pclntab:
         self._inl_name_at = 4 if magic == MAGIC_120 else 12
 
         self.moduledata: int | None = None
-        self._reloc: dict[int, int] | None = None
         md_text, self.gofunc = self._from_moduledata()
         text = md_text or header_text
         if not text:
-            got = elf.symbol({"runtime.text"}).get("runtime.text")
+            got = elf.symbols().get("runtime.text")
             sec = elf.section(".text")
-            text = got or (sec.addr if sec else 0)
+            text = (got.value if got else 0) or (sec.addr if sec else 0)
         if not text:
             raise PclntabError("cannot tell where the text segment starts (no moduledata, "
                                "no runtime.text, no .text)")
         self.text_start = text
         if self.gofunc is None:
-            sym = elf.symbol({"go:func.*", "go.func.*"})
-            cand = sym.get("go:func.*") or sym.get("go.func.*")
+            sym = elf.symbols()
+            cand = next((sym[n].value for n in ("go:func.*", "go.func.*") if n in sym), None)
             if cand and self._gofunc_plausible(cand):
                 self.gofunc = cand
         self._entries: list[int] | None = None
@@ -367,43 +180,36 @@ class Pclntab:
     # --- opening ------------------------------------------------------------------------------
 
     @classmethod
-    def from_elf(cls, source) -> Pclntab:
-        """Open a Go ELF binary: a path (memory-mapped, read-only), ``bytes`` or an mmap.
+    def from_elf(cls, source: str | os.PathLike | bytes | bytearray | mmap.mmap | ElfImage) -> Pclntab:
+        """Open a Go ELF binary: a path (memory-mapped, read-only), ``bytes``, an mmap, or an
+        :class:`~lgf.sources.goelf.ElfImage` already open (shared, not closed by :meth:`close`).
 
         Finds the table through the ``.gopclntab`` section, else (section headers gone) by
         scanning the file for a pclntab header whose sub-table offsets are consistent.
         Raises :class:`PclntabError` saying why when it cannot.
         """
-        keep = None
-        if isinstance(source, (str, os.PathLike)):
-            try:
-                with open(source, "rb") as fh:
-                    if os.fstat(fh.fileno()).st_size == 0:
-                        raise PclntabError(f"{os.fspath(source)}: empty file")
-                    buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-            except OSError as exc:
-                raise PclntabError(f"{os.fspath(source)}: {exc.strerror or exc}") from None
-            keep = buf
-        elif isinstance(source, (bytes, bytearray, mmap.mmap)):
-            buf = bytes(source) if isinstance(source, bytearray) else source
-        else:
-            raise TypeError("from_elf takes a path, bytes or an mmap")
+        owns = not isinstance(source, ElfImage)
         try:
-            elf = ElfView(buf)
+            elf = ElfImage(source) if owns else source
+        except ElfError as exc:  # the ELF reader's neutral error, in this module's contract
+            raise PclntabError(str(exc)) from None
+        try:
             hdr, end = _locate(elf)
-            return cls(elf, hdr, end, keep)
-        except struct.error as exc:
-            raise PclntabError(f"truncated file: {exc}") from None
+            return cls(elf, hdr, end, owns)
         except PclntabError:
-            if keep is not None:
-                keep.close()
+            if owns:
+                elf.close()
             raise
+        except (ElfError, struct.error) as exc:
+            if owns:
+                elf.close()
+            raise PclntabError(f"truncated or corrupt file: {exc}") from None
 
     def close(self) -> None:
-        """Unmap the file. Lookups after this raise ``ValueError``."""
-        if self._keep is not None:
-            self._keep.close()
-            self._keep = None
+        """Unmap the file if :meth:`from_elf` mapped it. Lookups after this raise ``ValueError``."""
+        if self._owns_elf:
+            self.elf.close()
+            self._owns_elf = False
 
     def __enter__(self) -> Pclntab:
         return self
@@ -438,9 +244,7 @@ class Pclntab:
             return None
         v = struct.unpack_from("<Q" if self.ptrsize == 8 else "<I", self.buf, off)[0]
         if v == 0 and self.elf.is_pie:
-            if self._reloc is None:
-                self._reloc = self.elf.relative_relocs()
-            v = self._reloc.get(vaddr, 0)
+            v = self.elf.relative_relocations().get(vaddr, 0)
         return v
 
     # --- moduledata: the runtime's own pointers to text and go:func.* -------------------------
@@ -472,9 +276,9 @@ class Pclntab:
         ps = self.ptrsize
         needle = hdr_vaddr.to_bytes(ps, "little")
         for seg in self.elf.segments:
-            if seg.type != _PT_LOAD or not seg.flags & _PF_W:
+            if not seg.writable:
                 continue
-            pos, end = seg.offset, min(seg.offset + seg.filesz, self.elf.size)
+            pos, end = seg.offset, seg.offset + seg.filesz
             for _ in range(64):
                 pos = self.buf.find(needle, pos, end)
                 if pos < 0:
@@ -483,9 +287,7 @@ class Pclntab:
                     yield seg.vaddr + (pos - seg.offset)
                 pos += 1
         if self.elf.is_pie:
-            if self._reloc is None:
-                self._reloc = self.elf.relative_relocs()
-            yield from sorted(a for a, v in self._reloc.items() if v == hdr_vaddr)[:64]
+            yield from sorted(a for a, v in self.elf.relative_relocations().items() if v == hdr_vaddr)[:64]
 
     def _gofunc_plausible(self, gofunc: int) -> bool:
         """True when ``gofunc`` makes the first inline trees of the table decode sensibly."""
@@ -495,7 +297,7 @@ class Pclntab:
                 f = self._func_header(i)
             except PclntabError:
                 return False
-            fd = self._funcdata_off(f, _FUNCDATA_INLTREE)
+            fd = self._funcdata_off(f, FUNCDATA_INLTREE)
             if fd is None:
                 continue
             off = self.elf.vaddr_to_offset(gofunc + fd, self._inl_size)
@@ -534,7 +336,7 @@ class Pclntab:
         if index >= nfuncdata:
             return None
         v = struct.unpack_from("<I", self.buf, p + self._func_hdr + 4 * (npcdata + index))[0]
-        return None if v == _NO_FUNCDATA else v
+        return None if v == NO_FUNCDATA else v
 
     def _pcdata_off(self, f: tuple, index: int) -> int:
         if index >= f[5]:
@@ -583,7 +385,7 @@ class Pclntab:
             names: dict[str, int] = {}
             asm: set[str] = set()
             for i, (fname, entry, _) in enumerate(self.funcs()):
-                is_asm = bool(self.buf[self._func_header(i)[7] + self._func_hdr - 3] & _FUNCFLAG_ASM)
+                is_asm = bool(self.buf[self._func_header(i)[7] + self._func_hdr - 3] & FUNCFLAG_ASM)
                 # An ABI wrapper shares its function's name: an assembly function's ABIInternal
                 # wrapper is what .symtab calls by the plain name (the body is "name.abi0"), and
                 # a Go function comes before its ABI0 wrapper. Keep the one .symtab names.
@@ -597,146 +399,6 @@ class Pclntab:
 
     # --- pc-value tables -------------------------------------------------------------------------
 
-    def _decode_table(self, off: int, entry: int, end: int) -> tuple[list, list]:
-        """Decode the pc-value table at pctab offset ``off`` the way debug/gosym's pcvalue walks it.
-
-        Stops at the table's terminator or once the ranges cover the function (later ranges are
-        never consulted for PCs inside it). Returns (ends, vals): ``vals[i]`` holds below ``ends[i]``.
-        Reads chunk by chunk, as :meth:`_pcvalue` does.
-        """
-        quantum = self.quantum
-        start = self._pctab + off
-        limit = self._pctab_end
-        if not self._pctab <= start < limit:
-            raise PclntabError(f"pc-value table offset {off:#x} outside pctab: corrupt pclntab")
-        chunk = 1024
-        data = self.buf[start:min(limit, start + chunk)]
-        n = len(data)
-        p = 0
-        ends: list[int] = []
-        vals: list[int] = []
-        val, pc, first = -1, entry, True
-        for _ in range(_MAX_TABLE_STEPS):
-            if p + 2 * _MAX_VARINT_BYTES > n and n < limit - start:
-                data = self.buf[start + p:min(limit, start + p + chunk)]
-                start += p
-                n, p = len(data), 0
-                chunk *= 2
-            if p >= n:
-                break
-            b = data[p]
-            p += 1
-            if b < 0x80:
-                uv = b
-            else:
-                uv, shift = b & 0x7F, 7
-                while True:
-                    if p >= n or shift >= 7 * _MAX_VARINT_BYTES:
-                        raise PclntabError("pc-value table runs off its table: corrupt pclntab")
-                    b = data[p]
-                    p += 1
-                    uv |= (b & 0x7F) << shift
-                    shift += 7
-                    if b < 0x80:
-                        break
-                uv &= 0xFFFFFFFF
-            if uv == 0 and not first:
-                return ends, vals
-            first = False
-            val += -(uv >> 1) - 1 if uv & 1 else uv >> 1
-            if p >= n:
-                break
-            b = data[p]
-            p += 1
-            if b < 0x80:
-                pd = b
-            else:
-                pd, shift = b & 0x7F, 7
-                while True:
-                    if p >= n or shift >= 7 * _MAX_VARINT_BYTES:
-                        raise PclntabError("pc-value table runs off its table: corrupt pclntab")
-                    b = data[p]
-                    p += 1
-                    pd |= (b & 0x7F) << shift
-                    shift += 7
-                    if b < 0x80:
-                        break
-                pd &= 0xFFFFFFFF
-            pc += pd * quantum
-            ends.append(pc)
-            vals.append(val)
-            if pc >= end:
-                return ends, vals
-        raise PclntabError("pc-value table runs off its table: corrupt pclntab")
-
-    def _pcvalue(self, off: int, entry: int, target: int) -> int:
-        """The value of the table at pctab offset ``off`` for ``target``, walking only up to it.
-
-        debug/gosym's pcvalue, with every read checked: -1 when the table ends first. The bytes
-        are copied out of the map a chunk at a time (indexing ``bytes`` is several times faster
-        than indexing an mmap, and most tables end within the first chunk).
-        """
-        quantum = self.quantum
-        start = self._pctab + off
-        limit = self._pctab_end
-        if not self._pctab <= start < limit:
-            raise PclntabError(f"pc-value table offset {off:#x} outside pctab: corrupt pclntab")
-        chunk = 256
-        data = self.buf[start:min(limit, start + chunk)]
-        n = len(data)
-        p = 0
-        val, pc, first = -1, entry, True
-        for _ in range(_MAX_TABLE_STEPS):
-            if p + 2 * _MAX_VARINT_BYTES > n and n < limit - start:
-                data = self.buf[start + p:min(limit, start + p + chunk)]  # refill: keep the rest
-                start += p
-                n, p = len(data), 0
-                chunk *= 2
-            if p >= n:
-                break
-            b = data[p]
-            p += 1
-            if b < 0x80:
-                uv = b
-            else:
-                uv, shift = b & 0x7F, 7
-                while True:
-                    if p >= n or shift >= 7 * _MAX_VARINT_BYTES:
-                        raise PclntabError("pc-value table runs off its table: corrupt pclntab")
-                    b = data[p]
-                    p += 1
-                    uv |= (b & 0x7F) << shift
-                    shift += 7
-                    if b < 0x80:
-                        break
-                uv &= 0xFFFFFFFF
-            if uv == 0 and not first:
-                return -1
-            first = False
-            val += -(uv >> 1) - 1 if uv & 1 else uv >> 1
-            if p >= n:
-                break
-            b = data[p]
-            p += 1
-            if b < 0x80:
-                pd = b
-            else:
-                pd, shift = b & 0x7F, 7
-                while True:
-                    if p >= n or shift >= 7 * _MAX_VARINT_BYTES:
-                        raise PclntabError("pc-value table runs off its table: corrupt pclntab")
-                    b = data[p]
-                    p += 1
-                    pd |= (b & 0x7F) << shift
-                    shift += 7
-                    if b < 0x80:
-                        break
-                pd &= 0xFFFFFFFF
-            pc += pd * quantum
-            if target < pc:
-                return val
-        raise PclntabError("pc-value table runs off its table: corrupt pclntab")
-
     def _func(self, i: int) -> _Func:
         """Function ``i``'s record, from the bounded cache; decodes its tables on a second visit."""
         cache = self._func_cache
@@ -744,15 +406,16 @@ class Pclntab:
         if f is not None:
             cache.move_to_end(i)
             if f.decoded is None:
-                f.decoded = {off: self._decode_table(off, f.entry, f.end)
+                f.decoded = {off: decode_table(self.buf, self._pctab, self._pctab_end, off, f.entry, f.end,
+                                               self.quantum)
                              for off in (f.file_off, f.line_off, f.inl_off) if off is not None}
             return f
         entries = self._entries_list()
         entry, end = entries[i], entries[i + 1]
         h = self._func_header(i)
         inl_off = inltree = None
-        pc_off = self._pcdata_off(h, _PCDATA_INLTREEINDEX)
-        fd = self._funcdata_off(h, _FUNCDATA_INLTREE)
+        pc_off = self._pcdata_off(h, PCDATA_INLTREEINDEX)
+        fd = self._funcdata_off(h, FUNCDATA_INLTREE)
         if pc_off and fd is not None and self.gofunc is not None:
             if self.elf.vaddr_to_offset(self.gofunc + fd, self._inl_size) is not None:
                 inl_off, inltree = pc_off, self.gofunc + fd
@@ -765,7 +428,7 @@ class Pclntab:
 
     def _value(self, f: _Func, off: int, pc: int) -> int:
         if f.decoded is None:
-            return self._pcvalue(off, f.entry, pc)
+            return value_at(self.buf, self._pctab, self._pctab_end, off, f.entry, pc, self.quantum)
         ends, vals = f.decoded[off]
         k = bisect_right(ends, pc)
         return vals[k] if k < len(vals) else -1
@@ -833,25 +496,26 @@ class Pclntab:
         raise PclntabError(f"inline chain at {pc:#x} deeper than {_MAX_INLINE_DEPTH}: corrupt pclntab")
 
 
-def _locate(elf: ElfView) -> tuple[int, int]:
+def _locate(elf: ElfImage) -> tuple[int, int]:
     """(file offset of the pcHeader, file offset where the table must end)."""
     for name in (".gopclntab", ".data.rel.ro.gopclntab"):
         sec = elf.section(name)
         if sec is not None:
-            off, size = elf.section_bytes_range(sec)
-            return off, off + size
+            if not sec.has_file_bytes:
+                raise PclntabError(f"section {name} has no contents in the file")
+            return sec.offset, sec.offset + sec.size  # in the file: ElfImage checked it at open
     return _scan_for_header(elf)
 
 
-def _scan_for_header(elf: ElfView) -> tuple[int, int]:
+def _scan_for_header(elf: ElfImage) -> tuple[int, int]:
     """No section header names the table (section headers stripped): look for a valid header.
 
     A candidate is the magic, two zero bytes, a sane quantum and pointer size, and sub-table
     offsets that are increasing and inside the segment; the first such one wins.
     """
-    buf = elf.buf
+    buf = elf.data
     old = None
-    for magic in (MAGIC_120, MAGIC_118, *_OLD_MAGICS):
+    for magic in (MAGIC_120, MAGIC_118, *OLD_MAGICS):
         needle = struct.pack("<I", magic) + b"\0\0"
         pos = 0
         for _ in range(10_000):
@@ -859,7 +523,7 @@ def _scan_for_header(elf: ElfView) -> tuple[int, int]:
             if pos < 0:
                 break
             if pos + 16 <= elf.size and buf[pos + 6] in (1, 2, 4) and buf[pos + 7] in (4, 8):
-                if magic in _OLD_MAGICS:
+                if magic in OLD_MAGICS:
                     old = magic
                     break
                 end = elf.segment_end_offset(pos)
@@ -871,6 +535,6 @@ def _scan_for_header(elf: ElfView) -> tuple[int, int]:
                         return pos, end
             pos += 4
     if old is not None:
-        raise PclntabError(f"pclntab format of {_OLD_MAGICS[old]} (magic {old:#x}) is not supported: "
+        raise PclntabError(f"pclntab format of {OLD_MAGICS[old]} (magic {old:#x}) is not supported: "
                            "lgf reads binaries built by Go 1.18 or later")
     raise PclntabError("no Go pclntab found (not a Go binary, or built by Go older than 1.2)")
