@@ -17,7 +17,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from conftest import GO_VERSIONS, GOAPPS, build_go  # noqa: E402
-
 from lgf.components import RunContext  # noqa: E402
 from lgf.event import Event  # noqa: E402
 from lgf.options import Duration  # noqa: E402

@@ -29,9 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import build_go  # noqa: E402
 from stallfixture import Collector, run_context  # noqa: E402
 
+from conftest import build_go  # noqa: E402
 from lgf.sources.tracepoint import TracepointOptions, TracepointSource  # noqa: E402
 from lgf.sources.uprobe import UprobeOptions, UprobeSource  # noqa: E402
 

@@ -26,9 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import available_go_versions  # noqa: E402
 from symbolize_helpers import addr2line_tool, compile_binary, spread_pcs  # noqa: E402
 
+from conftest import available_go_versions  # noqa: E402
 from lgf.sources.symbolizer import Symbolizer  # noqa: E402
 
 

@@ -28,7 +28,7 @@ DELEGATED = {
     "inspect": ("lgf.sources.inspect_cmd", "what lgf knows about a Go binary or process"),
     "symbolize": ("lgf.sources.symbolize_cmd", "turn hex PCs on stdin into Go frames"),
     "silence": ("lgf.silence_cmd", "add, list or expire silences on the running lgf"),
-    "spool": ("lgf.delivery", "list, requeue or drop what a sink could not deliver"),
+    "spool": ("lgf.spool_cmd", "list, requeue or drop what a sink could not deliver"),
 }
 """Subcommands whose own module parses the rest of the command line (``main(argv) -> int``)."""
 

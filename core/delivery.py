@@ -327,9 +327,3 @@ class Delivery:
 
 def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
-
-
-def main(argv: list[str]) -> int:
-    """``lgf spool``, until core/cli.py's DELEGATED["spool"] names ``lgf.spool_cmd``; then delete this."""
-    from .spool_cmd import main as spool_main
-    return spool_main(argv)

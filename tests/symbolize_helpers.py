@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 from conftest import CACHE, go_binary, go_env
-
 from lgf.sources.pclntab import Pclntab
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import GO_VERSIONS, TOOLCHAINS
 
+from conftest import GO_VERSIONS, TOOLCHAINS
 from lgf import CAUSES, Event, hookimpl
 from lgf.manager import make_manager
 from lgf.pipeline import call_each

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from helpers import lgf, write
 from lgf.options import parse_duration, parse_size
 

@@ -12,7 +12,6 @@ import random
 import threading
 
 import pytest
-from wecom_helpers import deliver_all, wait_until
 
 from helpers import lgf
 from lgf import Event
@@ -22,6 +21,7 @@ from lgf.errors import DeliveryError
 from lgf.spool import spool_path
 from lgf.spool_cmd import main as spool_main
 from lgf.stats import Stats
+from wecom_helpers import deliver_all, wait_until
 
 
 class RecordingClock(ManualClock):

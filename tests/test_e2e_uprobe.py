@@ -16,9 +16,9 @@ import threading
 import time
 
 import pytest
-from conftest import GO_VERSIONS, build_go
 from stallfixture import STALLS_SRC, StallFixture, probe_bytes
 
+from conftest import GO_VERSIONS, build_go
 from helpers import LGF, write
 
 pytestmark = pytest.mark.bpf

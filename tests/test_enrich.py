@@ -12,8 +12,8 @@ import subprocess
 import time
 
 import pytest
-from conftest import GO_VERSIONS, GOAPPS, build_go
 
+from conftest import GO_VERSIONS, GOAPPS, build_go
 from lgf.components import RunContext
 from lgf.event import Event
 from lgf.plugins.gc_phase import GcPhaseEnricher

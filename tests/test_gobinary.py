@@ -11,8 +11,8 @@ from collections import Counter
 import capstone
 import pytest
 from binfacts_helpers import VARIANTS, binfacts, go_nm, go_objdump, go_tool, running, runtime_strings
-from conftest import GO_VERSIONS, go_binary, go_env
 
+from conftest import GO_VERSIONS, go_binary, go_env
 from lgf.errors import TargetRefused
 from lgf.sources import golayout
 from lgf.sources.gobinary import DATA_SYMBOLS, PROBE_FUNCTIONS, GoBinary, clear_cache, open_binary

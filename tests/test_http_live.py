@@ -10,10 +10,10 @@ import json
 import urllib.request
 
 import pytest
-from conftest import GO_VERSIONS, build_go
 from prometheus_client.parser import text_string_to_metric_families
 from stallfixture import STALLS_SRC, Collector, StallFixture, run_context, wait_attached
 
+from conftest import GO_VERSIONS, build_go
 from lgf import config as cfg
 from lgf.alerts import AlertEngine
 from lgf.http import HttpServer

@@ -7,9 +7,9 @@ every PC must give the same function name and the same file:line as addr2line pr
 from __future__ import annotations
 
 import pytest
-from conftest import GO_VERSIONS
 from symbolize_helpers import compile_binary, run_addr2line, spread_pcs, stripped_copy
 
+from conftest import GO_VERSIONS
 from lgf.sources.pclntab import Pclntab
 from lgf.sources.symbolizer import Symbolizer
 

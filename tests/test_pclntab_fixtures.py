@@ -13,10 +13,10 @@ import struct
 from pathlib import Path
 
 import pytest
-from conftest import GO_VERSIONS, GOAPPS, build_go
 from elftools.elf.elffile import ELFFile
 from symbolize_helpers import build_pie, compile_binary, run_addr2line, stripped_copy
 
+from conftest import GO_VERSIONS, GOAPPS, build_go
 from lgf.sources.pclntab import Pclntab, PclntabError
 
 INLINE_APP = GOAPPS / "inline"

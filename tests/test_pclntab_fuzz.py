@@ -12,10 +12,10 @@ import struct
 import tracemalloc
 
 import pytest
-from conftest import GO_VERSIONS, GOAPPS, build_go
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import GO_VERSIONS, GOAPPS, build_go
 from lgf.sources.pclntab import Pclntab, PclntabError
 
 MEMORY_CAP = 64 << 20

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pluggy
+
 from lgf import hookimpl
 from lgf.event import Event
 from lgf.manager import make_manager

@@ -6,9 +6,9 @@ One Ray instance (num_cpus=2, no dashboard) serves the module and is shut down a
 from __future__ import annotations
 
 import pytest
-from conftest import GO_VERSIONS, GOAPPS, build_go
 from symbolize_helpers import compile_binary, spread_pcs
 
+from conftest import GO_VERSIONS, GOAPPS, build_go
 from lgf import Event, RunContext
 from lgf.plugins.ray_symbolizer import RayBackend
 from lgf.plugins.symbolizer import LocalBackend, SymbolizerEnricher, SymbolizerOptions

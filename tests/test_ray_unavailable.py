@@ -10,8 +10,8 @@ import os
 import socket
 
 import pytest
-from conftest import GO_VERSIONS, GOAPPS, build_go
 
+from conftest import GO_VERSIONS, GOAPPS, build_go
 from lgf import Event, RunContext
 from lgf.plugins.ray_symbolizer import RayBackend, RayUnavailable
 from lgf.plugins.symbolizer import SymbolizerEnricher, SymbolizerOptions

@@ -4,9 +4,9 @@ them (goid read through the thread's TLS at the kernel's BTF offset), on every s
 from __future__ import annotations
 
 import pytest
-from conftest import GO_VERSIONS, build_go
 from stallfixture import STALLS_SRC, Collector, StallFixture, run_context, wait_attached
 
+from conftest import GO_VERSIONS, build_go
 from lgf.plugins.waitreason import cause_of
 from lgf.sources import bpfutil
 from lgf.sources.tracepoint import TracepointOptions, TracepointSource

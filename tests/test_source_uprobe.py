@@ -12,7 +12,6 @@ import os
 import time
 
 import pytest
-from conftest import GO_VERSIONS, build_go
 from stallfixture import (
     STALLS_SRC,
     Collector,
@@ -23,6 +22,7 @@ from stallfixture import (
     wait_attached,
 )
 
+from conftest import GO_VERSIONS, build_go
 from lgf.plugins.waitreason import cause_of
 from lgf.sources import bpfutil
 from lgf.sources.uprobe import UprobeOptions, UprobeSource

@@ -6,7 +6,6 @@ import os
 import shutil
 
 from conftest import GO_VERSIONS, GOAPPS, build_go
-
 from lgf.sources.pclntab import Pclntab
 from lgf.sources.symbolizer import Symbolizer, Symbolizers
 

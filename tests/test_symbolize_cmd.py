@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import GO_VERSIONS, GOAPPS, build_go
 from symbolize_helpers import addr2line_tool, compile_binary, spread_pcs
 
+from conftest import GO_VERSIONS, GOAPPS, build_go
 from lgf.sources.pclntab import Pclntab
 
 RUN = [sys.executable, "-c", "import sys; from lgf.sources.symbolize_cmd import main; sys.exit(main(sys.argv[1:]))"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from conftest import GO_VERSIONS, GOAPPS, build_go
 from symbolize_helpers import build_pie
 
+from conftest import GO_VERSIONS, GOAPPS, build_go
 from lgf import Event, RunContext
 from lgf.errors import ConfigError
 from lgf.options import build

@@ -11,7 +11,6 @@ import sqlite3
 import uuid
 
 import pytest
-from wecom_helpers import deliver_all, ids_in, max_in_any_minute, wait_until
 
 from fakewecom import FakeWeCom
 from lgf import Event, RunContext
@@ -21,6 +20,7 @@ from lgf.errors import ConfigError
 from lgf.options import Duration, build
 from lgf.sinks.wecom import WeComOptions, WeComSink
 from lgf.stats import Stats
+from wecom_helpers import deliver_all, ids_in, max_in_any_minute, wait_until
 
 
 class Rig:

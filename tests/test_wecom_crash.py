@@ -21,12 +21,11 @@ import sys
 import time
 import uuid
 
-from wecom_helpers import ids_in, max_in_any_minute, wait_until
-
 from fakewecom import FakeWeCom
 from lgf import Event
 from lgf.clock import ScaledClock
 from lgf.spool import spool_path
+from wecom_helpers import ids_in, max_in_any_minute, wait_until
 
 CHILD = r"""
 import json, sys, time
