@@ -45,8 +45,8 @@ def pct(values: list[float], p: float) -> float:
 def pipe_floor(n: int = 200) -> list[float]:
     """Latency of a line from a child's write to this script's read (the measuring floor), in ms."""
     code = ("import sys,time\n"
-            "for _ in range(%d):\n"
-            "    print(time.clock_gettime_ns(time.CLOCK_MONOTONIC), flush=True); time.sleep(0.005)\n" % n)
+            f"for _ in range({n}):\n"
+            "    print(time.clock_gettime_ns(time.CLOCK_MONOTONIC), flush=True); time.sleep(0.005)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     out = [(mono_ns() - int(line)) / 1e6 for line in proc.stdout]
     proc.wait()

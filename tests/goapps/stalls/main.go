@@ -4,7 +4,7 @@
 // with what the program measured itself: pid, goid and duration. Protocol on stdin/stdout, so a
 // test can attach its probes before anything happens:
 //
-//	stalls MODE [-d 120ms] [-n N]
+//	stalls MODE [-d 120ms] [-n N] [-trace FILE]
 //	-> {"ready":true,"pid":P,"main_goid":G}        (then waits for one line on stdin)
 //	<- "\n"                                         (the test has attached: go)
 //	-> {"mode":M,"pid":P,"goid":G,"duration_ns":D,...}   one line per induced stall
@@ -26,6 +26,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +37,7 @@ import (
 
 var hold = flag.Duration("d", 120*time.Millisecond, "how long the stall lasts")
 var count = flag.Int("n", 1, "how many stalls to induce (noise: how many workers)")
+var traceTo = flag.String("trace", "", "write Go's execution trace (runtime/trace) of the stalls here")
 
 // result is one line of output: the stall as the fixture itself measured it.
 type result map[string]any
@@ -318,11 +320,24 @@ func main() {
 	if _, err := in.ReadString('\n'); err != nil {
 		os.Exit(0)
 	}
+	if *traceTo != "" { // the oracle the cross-check test compares lgf with
+		f, err := os.Create(*traceTo)
+		if err != nil {
+			panic(err)
+		}
+		if err := trace.Start(f); err != nil {
+			panic(err)
+		}
+		defer f.Close()
+	}
 	for i := 0; i < *count || (mode == "noise" && i == 0); i++ {
 		runMode(mode)
 		if mode == "noise" {
 			break
 		}
+	}
+	if *traceTo != "" {
+		trace.Stop()
 	}
 	report(result{"done": true})
 	go func() { time.Sleep(60 * time.Second); os.Exit(0) }()
