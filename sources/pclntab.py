@@ -144,7 +144,6 @@ class Pclntab:
         self._pcln = hdr_off + words[7]
         # Tables are laid out in this order by the linker; each ends where the next starts.
         self._funcnames_end = self._cutab
-        self._cutab_end = self._filetab
         self._filetab_end = self._pctab
         self._pctab_end = self._pcln
         ftab_bytes = (self.nfunc * 2 + 1) * 4
@@ -436,8 +435,13 @@ class Pclntab:
     def _file(self, f: _Func, fno: int) -> str:
         if fno < 0:
             return ""
-        p = self._cutab + 4 * (f.cu_offset + fno)
-        name_off = self._u32(p, self._cutab, self._cutab_end, "compilation-unit file index")
+        # uint32 arithmetic, as debug/gosym: a function without a compilation unit (cu_offset ^0: a
+        # linker marker such as go:textfipsstart, Go 1.24+) wraps around to the table's start, and
+        # an index past the table makes Go's slice panic, which addr2line recovers as "".
+        p = self._cutab + ((f.cu_offset + fno) * 4 & 0xFFFFFFFF)
+        if p + 4 > self._limit:
+            return ""
+        name_off = struct.unpack_from("<I", self.buf, p)[0]
         if name_off == 0xFFFFFFFF:
             return ""
         return self._cstring(self._filetab + name_off, self._filetab, self._filetab_end, "file name")

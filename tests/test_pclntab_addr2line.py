@@ -42,3 +42,21 @@ def test_stripped_and_unstripped_binaries_give_the_same_tables(go_toolchains, ve
     assert full.gofunc is not None, "go:func.* base not found: inline chains would be missing"
     assert list(full.funcs())[:200] == list(bare.funcs())[:200]
     assert full.func_by_name("runtime.gopark") == bare.func_by_name("runtime.gopark") is not None
+
+
+@pytest.mark.parametrize("version", [v for v in GO_VERSIONS if tuple(map(int, v.split(".")[:2])) >= (1, 24)])
+def test_functions_without_a_compilation_unit_agree_with_addr2line(go_toolchains, version):
+    """Linker markers (go:textfipsstart / go:textfipsend, Go 1.24+) belong to no compilation unit;
+    every PC in them must still read as addr2line prints it, not as a corrupt table."""
+    binary = compile_binary(version)
+    tab = Pclntab.from_elf(binary)
+    markers = [(name, entry, end) for i, (name, entry, end) in enumerate(tab.funcs())
+               if tab._func_header(i)[2] == 0xFFFFFFFF]
+    assert {"go:textfipsstart", "go:textfipsend"} <= {name for name, _, _ in markers}
+    pcs = [pc for _, entry, end in markers for pc in range(entry, end)]
+    expected = run_addr2line(version, binary, [f"{pc:#x}" for pc in pcs])
+    got = []
+    for pc in pcs:
+        name, file, line = tab.addr2line(pc)
+        got += [name, f"{file}:{line}"]
+    assert got == expected
