@@ -15,8 +15,16 @@ from binfacts_helpers import VARIANTS, binfacts, go_nm, go_objdump, go_tool, run
 from conftest import GO_VERSIONS, go_binary, go_env
 from lgf.errors import TargetRefused
 from lgf.sources import golayout
-from lgf.sources.gobinary import DATA_SYMBOLS, PROBE_FUNCTIONS, GoBinary, clear_cache, open_binary
+from lgf.sources.gobinary import (
+    DATA_SYMBOLS,
+    PROBE_FUNCTIONS,
+    GoBinary,
+    NotGoBinary,
+    clear_cache,
+    open_binary,
+)
 from lgf.sources.golayout_table import TABLE
+from lgf.sources.pclntab import Pclntab, PclntabError
 
 CASES = [(v, variant) for v in GO_VERSIONS for variant in VARIANTS]
 CHECKED_FUNCTIONS = ("runtime.gopark", "runtime.ready", "runtime.casgstatus", "runtime.stopTheWorldWithSema",
@@ -281,6 +289,23 @@ def test_truncated_elf_and_random_bytes_are_refused(go_toolchains):
         GoBinary(bytes(range(256)) * 40)
     with pytest.raises(TargetRefused, match="empty file|not an ELF"):
         GoBinary(b"")
+
+
+def test_gobinary_and_pclntab_refuse_the_same_damage_each_in_its_own_error(go_toolchains):
+    """One ELF reader behind both: the same reason, as TargetRefused and as PclntabError."""
+    data = binfacts("1.25.5").read_bytes()
+    truncated = data[:-1]  # whatever lies last (a section, the section headers) now ends outside
+    with pytest.raises(TargetRefused, match="runs past the end of the file") as refused:
+        GoBinary(truncated)
+    with pytest.raises(PclntabError) as unreadable:
+        Pclntab.from_elf(truncated)
+    assert str(refused.value) == str(unreadable.value) and not isinstance(refused.value, NotGoBinary)
+    not_elf = b"#!/bin/sh\n" * 10
+    with pytest.raises(NotGoBinary, match="not an ELF file") as passed_over:
+        GoBinary(not_elf)
+    with pytest.raises(PclntabError) as unreadable:
+        Pclntab.from_elf(not_elf)
+    assert str(passed_over.value) == str(unreadable.value)
 
 
 def test_unknown_go_version_without_dwarf_is_refused(go_toolchains):
