@@ -1,8 +1,8 @@
 """The on-disk format of Go's pclntab (Go 1.18+): its constants, its error, its pc-value tables.
 
 Split from :mod:`lgf.sources.pclntab` along the line between bytes and meaning: this module knows
-how the linker encodes things (magic numbers, record sizes, the varint-delta pc-value tables)
-and nothing of ELF or of lookups; ``pclntab`` finds the table in a binary and answers PCs.
+how the linker encodes things (magic numbers, pcdata and funcdata slots, the varint-delta pc-value
+tables) and nothing of ELF or of lookups; ``pclntab`` finds the table in a binary and answers PCs.
 
 A pc-value table maps PC ranges of one function to values (file number, line, inline-tree
 index): pairs of varints, a zig-zag value delta then a PC delta in units of the ``quantum``, ended
