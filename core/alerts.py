@@ -48,7 +48,6 @@ from .windows import StallWindows
 
 log = logging.getLogger("lgf.alerts")
 
-SEVERITIES = ("info", "warning", "critical")
 GROUP_FIELDS = ("service", "cause", "top_frame", "pid", "comm", "exe", "wait_reason", "syscall", "env")
 MAX_PIDS_LISTED = 32
 OVERFLOW_KEY = ("(overflow)",)

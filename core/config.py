@@ -28,11 +28,11 @@ from . import options as opt
 from .alerts import AlertsOptions, EnvironmentsOptions
 from .components import KINDS, Component
 from .errors import ConfigError, ConfigErrors
+from .event import SEVERITIES
 from .http import HttpOptions
 from .options import Duration
 from .silences import SilencesOptions
 
-SEVERITIES = ("info", "warning", "critical")
 SINK_KEYS = ("receive", "min_severity", "queue_limit")
 """Keys every sink table takes, handled by the host rather than by the sink."""
 

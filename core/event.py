@@ -35,6 +35,9 @@ CAUSES = (
 )
 """The cause vocabulary of DESIGN.md. A third-party classifier may add its own."""
 
+SEVERITIES = ("info", "warning", "critical")
+"""Alert severities, lowest first (a sink's ``min_severity`` compares by this order)."""
+
 
 def new_id() -> str:
     return uuid.uuid4().hex

@@ -14,12 +14,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from .event import Event
+from .event import SEVERITIES, Event
 from .stats import Stats
 
 log = logging.getLogger("lgf")
 
-SEVERITY_RANK = {"": 0, "info": 0, "warning": 1, "critical": 2}
+SEVERITY_RANK = {"": 0, **{name: rank for rank, name in enumerate(SEVERITIES)}}
 
 
 @dataclass
