@@ -38,6 +38,7 @@
 #define C_GC_CYCLES 3
 #define C_STW_COUNT 4
 #define C_RINGBUF_LOST 5
+#define C_WAIT_SLOT_REUSED 6
 
 struct gkey {
     u32 tgid;
@@ -79,8 +80,6 @@ struct ckey {
 };
 
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
-BPF_HASH(parks, struct gkey, struct since, MAX_GOROUTINES);
-BPF_HASH(runnables, struct gkey, struct since, MAX_GOROUTINES);
 BPF_HASH(stw_starts, u32, struct since, 4096);
 BPF_HASH(hist, struct hkey, u64, 65536);
 BPF_HASH(counters, struct ckey, s64, 16384);
@@ -159,18 +158,6 @@ static __always_inline void emit(u32 kind, u32 tgid, u32 tid, u64 gp, u64 start,
     events.ringbuf_submit(e, 0);
 }
 
-static __always_inline void end_park(struct gkey *k, struct since *p, u64 now, int woken_by_ready)
-{
-    u64 dur = now - p->start_ns;
-    hist_add(k->tgid, STALL_PARK, p->reason, dur);
-    if (p->reason == REASON_IO_WAIT) {
-        counter_add(k->tgid, C_NETPOLL_WAITING, -1);
-        counter_add(k->tgid, C_NETPOLL_READY, 1);
-    }
-    if (dur >= THRESHOLD_NS)
-        emit(STALL_PARK, k->tgid, p->tid, k->g, p->start_ns, now, p->reason);
-}
-
 /* ---- goroutine tier ------------------------------------------------------------------------ */
 
 /* Go's goroutine states (runtime2.go; unchanged since Go 1.0). */
@@ -179,12 +166,58 @@ static __always_inline void end_park(struct gkey *k, struct since *p, u64 now, i
 #define G_SCAN 0x1000
 
 /* One uprobe hit per goroutine switch: runtime.execute(gp) is where every goroutine starts or
- * resumes running. What the thread ran before is in `running`; at the next execute on that
- * thread, or when the thread blocks in the kernel (sched_switch), that goroutine's state says
- * what happened to it: _Gwaiting = it parked (reason in g.waitreason), _Grunnable = it was
- * preempted. So a park's start is known to within the few microseconds it takes the thread to
- * pick other work or go to sleep, with no probe on gopark itself. */
-BPF_HASH(running, u32, struct gkey, 65536); /* tid -> the goroutine it runs */
+ * resumes running. What the thread ran before is kept in task-local storage (`running`); at the
+ * next execute on that thread, or when the thread blocks in the kernel (sched_switch), that
+ * goroutine's state says what happened to it: _Gwaiting = it parked (reason in g.waitreason),
+ * _Grunnable = it was preempted. So a park's start is known to within the few microseconds it
+ * takes the thread to pick other work or go to sleep, with no probe on gopark itself.
+ *
+ * Cost was measured per piece on this host (bpf_stats): a hash update ~290 ns, a hash lookup
+ * ~100 ns, task storage ~100 ns, a user read ~170 ns, an array slot a few ns. Hence task storage
+ * for the thread's goroutine and an array of wait slots indexed by a hash of (pid, g) rather
+ * than hash maps; a slot taken by another live wait is overwritten and counted
+ * (C_WAIT_SLOT_REUSED: raise max_goroutines). */
+BPF_TASK_STORAGE(running, struct gkey);
+
+#define WAIT_PARK 1
+#define WAIT_RUNNABLE 2
+struct wait {
+    u64 g;
+    u64 start_ns;
+    u32 tgid;
+    u32 tid;
+    u16 reason;
+    u16 kind;  /* 0 = no wait open */
+    u32 owner; /* the thread that last started running g: only its notes about g count */
+};
+BPF_ARRAY(waits, struct wait, MAX_GOROUTINES); /* MAX_GOROUTINES: a power of two */
+
+static __always_inline struct wait *wait_slot(u32 tgid, u64 g)
+{
+    u32 idx = (u32)((g >> 6) ^ (g >> 22) ^ ((u64)tgid << 7)) & (MAX_GOROUTINES - 1);
+    return waits.lookup(&idx);
+}
+
+static __always_inline void open_wait(struct gkey *k, u16 kind, u16 reason, u32 tid, u64 now)
+{
+    struct wait *w = wait_slot(k->tgid, k->g);
+    if (!w)
+        return;
+    if (w->g != k->g || w->tgid != k->tgid || w->owner != tid)
+        return; /* this thread's record of the goroutine is stale: it has run elsewhere since */
+    if (w->kind) {
+        /* Already open: keep the earlier record, except that a park now seen replaces a
+         * runnable record (the goroutine must have run in between). */
+        if (!(kind == WAIT_PARK && w->kind == WAIT_RUNNABLE))
+            return;
+    }
+    w->g = k->g;
+    w->tgid = k->tgid;
+    w->start_ns = now;
+    w->tid = tid;
+    w->reason = reason;
+    w->kind = kind;
+}
 
 /* The runtime's own goroutines (GC workers, sweeper, scavenger, finalizer, GOMAXPROCS updater...)
  * are told apart as Go's isSystemGoroutine does: their start function (g.startpc) is in package
@@ -214,47 +247,67 @@ static __always_inline int is_runtime_goroutine(u32 tgid, u64 g)
     return runtime_funcs.lookup(&k) != 0;
 }
 
-static __always_inline void note_switch_out(u32 tid, u64 now, u64 next_g)
+/* The runtime's own goroutines that wait with an ordinary reason (a "sleep", a channel) are
+ * dropped when their wait ends, and only for waits of RUNTIME_CHECK_NS or more: the check costs
+ * three lookups and a user read, and it is short waits that are frequent. */
+#define RUNTIME_CHECK_NS 1000000
+
+static __always_inline void end_park(struct gkey *k, struct wait *p, u64 now)
 {
-    struct gkey *found = running.lookup(&tid);
-    if (!found)
+    u64 dur = now - p->start_ns;
+    if (dur >= RUNTIME_CHECK_NS && is_runtime_goroutine(k->tgid, k->g))
         return;
-    struct gkey k = *found;
-    if (k.g == next_g)
-        return; /* the same goroutine again: whatever it did took no time worth a record */
-    u32 status = 0;
-    u64 m = 0;
-    bpf_probe_read_user(&status, sizeof(status), (void *)(k.g + G_STATUS));
-    bpf_probe_read_user(&m, sizeof(m), (void *)(k.g + G_M));
+    hist_add(k->tgid, STALL_PARK, p->reason, dur);
+    if (p->reason == REASON_IO_WAIT) {
+        counter_add(k->tgid, C_NETPOLL_WAITING, -1);
+        counter_add(k->tgid, C_NETPOLL_READY, 1);
+    }
+    if (dur >= THRESHOLD_NS)
+        emit(STALL_PARK, k->tgid, p->tid, k->g, p->start_ns, now, p->reason);
+}
+
+
+/* Lays down the goroutine the thread ran before, if it parked or was preempted. `state` is the
+ * thread's task-local record; it is cleared once its goroutine has left the thread. */
+static __always_inline void note_switch_out(struct gkey *state, u32 tid, u64 now, u64 next_g)
+{
+    struct gkey k = *state;
+    if (!k.g || k.g == next_g)
+        return; /* nothing recorded, or the same goroutine again */
+    /* g.m (to tell a real park from a GC wait on the goroutine's own thread), g.atomicstatus and
+     * g.waitreason: one user read of the span holding all three (uprobe.py sets G_SPAN_LO/LEN) */
+    u8 span[G_SPAN_LEN];
+    if (bpf_probe_read_user(span, sizeof(span), (void *)(k.g + G_SPAN_LO)) < 0)
+        return;
+    u32 status = *(u32 *)(span + G_STATUS - G_SPAN_LO);
+    u64 m = *(u64 *)(span + G_M - G_SPAN_LO);
+    u8 reason = span[G_WAITREASON - G_SPAN_LO];
     status &= ~G_SCAN;
     if (m)
         return; /* still on its thread: _Gwaiting set around a GC wait on its own stack (stopping
                  * the world, mark termination), not a park; a real park drops g.m first */
-    if (status == G_WAITING) {
-        u8 reason = 0;
-        bpf_probe_read_user(&reason, sizeof(reason), (void *)(k.g + G_WAITREASON));
-        running.delete(&tid);
-        if (is_internal(reason) || is_runtime_goroutine(k.tgid, k.g))
-            return; /* GC workers, sweeper, scavenger, finalizer...: the runtime's own idling */
-        struct since p = {.start_ns = now, .reason = reason, .tid = tid};
-        if (parks.update(&k, &p) == 0 && reason == REASON_IO_WAIT)
-            counter_add(k.tgid, C_NETPOLL_WAITING, 1);
-    } else if (status == G_RUNNABLE) {
-        running.delete(&tid);
-        if (is_runtime_goroutine(k.tgid, k.g))
-            return;
-        struct since r = {.start_ns = now, .reason = REASON_PREEMPTED, .tid = tid};
-        runnables.update(&k, &r);
+    if (status != G_WAITING && status != G_RUNNABLE)
+        return; /* _Grunning (the kernel preempted the thread) or _Gsyscall: still its thread */
+    state->g = 0;
+    if (status == G_RUNNABLE) {
+        open_wait(&k, WAIT_RUNNABLE, REASON_PREEMPTED, tid, now);
+        return;
     }
-    /* _Grunning (the kernel preempted the thread) or _Gsyscall: still this goroutine's thread */
+    if (is_internal(reason))
+        return; /* GC workers, sweeper, scavenger, finalizer...: the runtime's own idling */
+    open_wait(&k, WAIT_PARK, reason, tid, now);
+    if (reason == REASON_IO_WAIT)
+        counter_add(k.tgid, C_NETPOLL_WAITING, 1);
 }
 
 /* Attached by uprobe.py only while some process has its goroutine tier on (not the
  * RAW_TRACEPOINT_PROBE macro: BCC would attach that at load, host-wide, for nothing). */
 int on_sched_switch(struct bpf_raw_tracepoint_args *ctx)
 {
-    /* current = the task being switched out */
-    note_switch_out((u32)bpf_get_current_pid_tgid(), bpf_ktime_get_ns(), 0);
+    /* current = the task being switched out; no storage = not a traced Go thread */
+    struct gkey *state = running.task_storage_get((void *)bpf_get_current_task_btf(), 0, 0);
+    if (state)
+        note_switch_out(state, (u32)bpf_get_current_pid_tgid(), bpf_ktime_get_ns(), 0);
     return 0;
 }
 
@@ -264,42 +317,51 @@ int on_execute(struct pt_regs *ctx)
     u32 tid = (u32)id;
     struct gkey k = {.tgid = id >> 32, .g = ctx->ax};
     u64 now = bpf_ktime_get_ns();
-    note_switch_out(tid, now, k.g);
-    running.update(&tid, &k);
-
-    struct since *r = runnables.lookup(&k);
-    if (r) {
-        struct since rr = *r;
-        runnables.delete(&k);
-        u64 dur = now - rr.start_ns;
-        hist_add(k.tgid, STALL_RUNNABLE, rr.reason, dur);
+    struct gkey *state = running.task_storage_get((void *)bpf_get_current_task_btf(), 0,
+                                                  BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (state) {
+        note_switch_out(state, tid, now, k.g);
+        state->tgid = k.tgid;
+        state->g = k.g;
+    }
+    struct wait *w = wait_slot(k.tgid, k.g);
+    if (!w)
+        return 0;
+    struct wait ww = *w;
+    if (w->kind && (w->g != k.g || w->tgid != k.tgid))
+        counter_add(k.tgid, C_WAIT_SLOT_REUSED, 1); /* another goroutine's open wait is lost */
+    w->g = k.g; /* claim the slot: this thread runs g now */
+    w->tgid = k.tgid;
+    w->owner = tid;
+    w->kind = 0;
+    if (!ww.kind || ww.g != k.g || ww.tgid != k.tgid)
+        return 0;
+    if (ww.kind == WAIT_RUNNABLE) {
+        u64 dur = now - ww.start_ns;
+        if (dur >= RUNTIME_CHECK_NS && is_runtime_goroutine(k.tgid, k.g))
+            return 0;
+        hist_add(k.tgid, STALL_RUNNABLE, ww.reason, dur);
         if (dur >= THRESHOLD_NS)
-            emit(STALL_RUNNABLE, k.tgid, tid, k.g, rr.start_ns, now, rr.reason);
+            emit(STALL_RUNNABLE, k.tgid, tid, k.g, ww.start_ns, now, ww.reason);
         return 0;
     }
     /* Still parked: woken without ready() (the netpoller's and the GC's injectglist), or ready()
      * is not probed (sched_latency = false). The park ends now that it runs. */
-    struct since *found = parks.lookup(&k);
-    if (!found)
-        return 0;
-    struct since p = *found;
-    parks.delete(&k);
-    end_park(&k, &p, now, 0);
+    end_park(&k, &ww, now);
     return 0;
 }
 
 int on_ready(struct pt_regs *ctx)
 {
     struct gkey k = {.tgid = bpf_get_current_pid_tgid() >> 32, .g = ctx->ax};
-    struct since *found = parks.lookup(&k);
-    if (!found)
+    struct wait *w = wait_slot(k.tgid, k.g);
+    if (!w || w->kind != WAIT_PARK || w->g != k.g || w->tgid != k.tgid)
         return 0;
-    struct since p = *found;
-    parks.delete(&k);
+    struct wait ww = *w;
     u64 now = bpf_ktime_get_ns();
-    end_park(&k, &p, now, 1);
-    struct since r = {.start_ns = now, .reason = p.reason, .tid = p.tid};
-    runnables.update(&k, &r);
+    end_park(&k, &ww, now);
+    w->kind = WAIT_RUNNABLE; /* scheduling latency starts: made runnable, not yet running */
+    w->start_ns = now;
     return 0;
 }
 

@@ -69,7 +69,7 @@ C_FILE = bpfutil.SOURCES_DIR / "uprobe.c"
 
 STALL_NAMES = {1: "park", 2: "runnable", 3: "stw"}
 COUNTER_NAMES = ("netpoll_calls", "netpoll_ready", "netpoll_waiting", "gc_cycles", "stw_count",
-                 "ringbuf_lost")
+                 "ringbuf_lost", "wait_slot_reused")
 GOROUTINE_TIER_COUNTERS = ("netpoll_ready", "netpoll_waiting")
 
 INTERNAL_WAIT_REASONS = (
@@ -111,7 +111,8 @@ class UprobeOptions:
     ringbuf_pages: int = 64
     """Ring buffer size in pages (a power of two); a full ring counts lgf_ringbuf_lost_total."""
     max_goroutines: int = 65536
-    """Parked goroutines tracked at once, over all targets."""
+    """Wait slots (parked or runnable goroutines tracked at once, over all targets; a power of two).
+    A slot taken by another live wait is reused and counted in ``wait_slot_reused``."""
     max_runtime_funcs: int = 262144
     """Entry addresses of runtime functions kept in BPF, over all distinct target binaries (about
     2,500 per binary), to tell the runtime's own goroutines from the program's."""
@@ -121,6 +122,8 @@ class UprobeOptions:
     def __post_init__(self):
         if self.ringbuf_pages <= 0 or self.ringbuf_pages & (self.ringbuf_pages - 1):
             raise ValueError("ringbuf_pages: must be a power of two")
+        if self.max_goroutines <= 0 or self.max_goroutines & (self.max_goroutines - 1):
+            raise ValueError("max_goroutines: must be a power of two")
         if not 1 <= self.max_frames <= 127:
             raise ValueError("max_frames: must be between 1 and 127")
 
@@ -265,9 +268,7 @@ class UprobeSource:
             if att is None:
                 return
             self._detach_all(target.pid)
-            for table in ("parks", "runnables"):
-                bpfutil.delete_pid_entries(att.program.bpf[table], target.pid)
-            bpfutil.delete_pid_entries(att.program.bpf["running"], target.pid, in_value=True)
+            # Its wait slots need no cleanup: each is tagged with pid and g and simply reused.
             try:
                 del att.program.bpf["procs"][att.program.bpf["procs"].Key(target.pid)]
             except KeyError:
@@ -290,6 +291,7 @@ class UprobeSource:
             "G_SCHED": binary.field_offset("g", "sched"),
             "G_STARTPC": binary.field_offset("g", "startpc"),
             "G_M": binary.field_offset("g", "m"),
+            **_span("G_SPAN", binary, ("m", "atomicstatus", "waitreason")),
             "MAX_RUNTIME_FUNCS": self.options.max_runtime_funcs,
             "GOBUF_PC": binary.field_offset("gobuf", "pc"),
             "GOBUF_BP": binary.field_offset("gobuf", "bp"),
@@ -480,7 +482,7 @@ class UprobeSource:
             if att is None:
                 return {}
             values = self._read_counters(att.program)
-            out = {name: 0 for name in ("gc_cycles", "stw_count", "ringbuf_lost")}
+            out = {name: 0 for name in ("gc_cycles", "stw_count", "ringbuf_lost", "wait_slot_reused")}
             if att.goroutine_tier_seen:
                 out.update({name: 0 for name in GOROUTINE_TIER_COUNTERS})
                 if self.options.netpoll_calls:
@@ -510,6 +512,16 @@ class UprobeSource:
                                        "wait_reason": _name(names, reason)},
                             "log2_us": bpfutil.log2_buckets(slots)})
         return out
+
+
+def _span(prefix: str, binary, fields: tuple[str, ...]) -> dict[str, int]:
+    """``{PREFIX_LO, PREFIX_LEN}``: the bytes of runtime.g holding ``fields``, read at once in BPF
+    (one user-memory read costs about as much for 8 bytes as for 150)."""
+    offs = [binary.field_offset("g", f) for f in fields]
+    lo, hi = min(offs), max(offs) + 8
+    if hi - lo > 256:
+        raise binary.refuse(f"runtime.g fields {fields} span {hi - lo} bytes (lgf reads at most 256)")
+    return {f"{prefix}_LO": lo, f"{prefix}_LEN": hi - lo}
 
 
 def runtime_function_entries(binary) -> list[int]:

@@ -104,7 +104,8 @@ UPROBE_ALWAYS = '[[sources]]\nuse = "uprobe"\ngoroutine_tier = "always"\n'
 
 @pytest.mark.parametrize("version", GO_VERSIONS)
 def test_channel_receive_stall_reaches_the_file_sink(tmp_path, bpf_ok, go_toolchains, version):
-    exe = build_go(STALLS_SRC, version)
+    # A build at a path of its own: no other test's source may hold probes on this binary.
+    exe = build_go(STALLS_SRC, version, ldflags="-X main.e2eCopy=1")
     with StallFixture(exe, "chanrecv") as fx:
         config, out = config_for(tmp_path, fx.pid, UPROBE_ALWAYS)
         run = LgfRun(config)
