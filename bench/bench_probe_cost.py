@@ -36,7 +36,10 @@ from lgf.sources.tracepoint import TracepointOptions, TracepointSource  # noqa: 
 from lgf.sources.uprobe import UprobeOptions, UprobeSource  # noqa: E402
 
 GO = os.environ.get("LGF_BENCH_GO", "1.25.5")
-WRK_SECONDS = int(os.environ.get("LGF_BENCH_WRK_SECONDS", "5"))
+WRK_SECONDS = int(os.environ.get("LGF_BENCH_WRK_SECONDS", "3"))
+ROUNDS = int(os.environ.get("LGF_BENCH_ROUNDS", "3"))
+"""Configurations are measured in interleaved rounds and each figure is the median over rounds:
+the host is shared, so load drifts; interleaving gives every configuration the same drift."""
 CONFIGS = {
     "off": None,
     "default (shipped plugins.toml)": ("on_stall", True, False),
@@ -118,17 +121,25 @@ def main() -> int:
     pp = build_go(ROOT / "tests" / "goapps" / "pingpong", GO)
     hh = build_go(ROOT / "tests" / "goapps" / "httphello", GO)
     print(f"Probe cost, Go {GO}, {os.cpu_count()} CPUs (ratios against 'off' from this run)")
-    print("\nchannel ping-pong: ns per round trip (median of 5 x 200k)")
-    base = None
-    for name, config in CONFIGS.items():
-        ns = pingpong(pp, config)
-        base = base or ns
+    print(f"\nchannel ping-pong: ns per round trip (median of {ROUNDS} rounds x 5 x 200k)")
+    pp_runs = {name: [] for name in CONFIGS}
+    for _ in range(ROUNDS):
+        for name, config in CONFIGS.items():
+            pp_runs[name].append(pingpong(pp, config))
+    base = statistics.median(pp_runs["off"])
+    for name, runs in pp_runs.items():
+        ns = statistics.median(runs)
         print(f"  {name:34s} {ns:9.1f} ns   {ns / base:5.2f}x")
-    print(f"\nnet/http hello under wrk -t2 -c16 -d{WRK_SECONDS}s: server CPU per request")
-    base = None
-    for name, config in CONFIGS.items():
-        us, rps = http_cpu_per_request(hh, config)
-        base = base or us
+    print(f"\nnet/http hello under wrk -t2 -c16 -d{WRK_SECONDS}s: server CPU per request "
+          f"(median of {ROUNDS} interleaved rounds)")
+    http_runs = {name: [] for name in CONFIGS}
+    for _ in range(ROUNDS):
+        for name, config in CONFIGS.items():
+            http_runs[name].append(http_cpu_per_request(hh, config))
+    base = statistics.median(us for us, _ in http_runs["off"])
+    for name, runs in http_runs.items():
+        us = statistics.median(u for u, _ in runs)
+        rps = statistics.median(r for _, r in runs)
         print(f"  {name:34s} {us:7.2f} us/req  {rps:9.0f} req/s   {100 * (us / base - 1):+6.1f} % CPU/req")
     return 0
 

@@ -20,11 +20,12 @@
  * histogram map, and only stalls of at least THRESHOLD_NS cross the ring buffer to Python.
  *
  * Constants come in as -D flags from uprobe.py (Go struct offsets read from the target binary,
- * never from a table here): THRESHOLD_NS, G_GOID, G_STATUS, G_WAITREASON, G_SCHED, GOBUF_PC,
- * GOBUF_BP, G_STARTPC, G_M, MAX_RUNTIME_FUNCS, REASON_IO_WAIT, REASON_PREEMPTED (the "preempted" wait reason's number, used to label
- * scheduling latency after a preemption),
- * INTERNAL_LO/INTERNAL_HI (bit masks of the runtime's own wait reasons, 0-63 and 64-127),
- * MAX_FRAMES, RINGBUF_PAGES, MAX_GOROUTINES.
+ * never from a table here): THRESHOLD_NS; runtime.g offsets G_GOID, G_STATUS, G_WAITREASON, G_M,
+ * G_STARTPC, G_SCHED and G_SPAN_LO/G_SPAN_LEN (the bytes holding m, atomicstatus and waitreason,
+ * read at once); GOBUF_PC, GOBUF_BP; wait reason numbers REASON_IO_WAIT, REASON_PREEMPTED (labels
+ * scheduling latency after a preemption) and INTERNAL_LO/INTERNAL_HI (bit masks of the runtime's
+ * own wait reasons, 0-63 and 64-127); MAX_FRAMES, RINGBUF_PAGES, MAX_GOROUTINES (a power of two),
+ * MAX_RUNTIME_FUNCS.
  */
 #include <uapi/linux/ptrace.h>
 

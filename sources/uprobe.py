@@ -5,34 +5,51 @@ BPF side: ``uprobe.c`` beside this file (``LGF_PRINT_BPF=1`` prints it with its 
 What it reports, per target Go process (``[targets]`` in plugins.toml, attached and detached live
 as processes start, exec and exit):
 
-- ``stall = "park"``: a goroutine parked (``runtime.gopark``) until made runnable
-  (``runtime.ready``), or until it runs again (``runtime.execute``) when it was woken without
-  ``ready`` (the netpoller, the GC). The wait reason is the binary's own text
-  (``runtime.waitReasonStrings``); "GC assist wait" parks are reported as ``stall = "gc_assist"``.
-- ``stall = "runnable"``: scheduling latency, from ``ready`` to ``execute`` of that goroutine.
+- ``stall = "park"``: a goroutine parked until made runnable (``runtime.ready``), or until it
+  runs again (``runtime.execute``) when woken without ``ready`` (the netpoller, the GC) or when
+  ``ready`` is not probed. The wait reason is the binary's own text (``runtime.waitReasonStrings``);
+  "GC assist wait" parks are reported as ``stall = "gc_assist"``.
+- ``stall = "runnable"``: scheduling latency, from ``ready`` (or from a preemption) to ``execute``.
 - ``stall = "stw"``: a stop-the-world window, ``stopTheWorldWithSema`` to
   ``startTheWorldWithSema`` (goid 0, ``extra["stw_reason"]``).
 - counters (``runtime_counters(pid)``) and log2 histograms of every duration (``histograms()``),
-  under the threshold too, read from BPF maps.
+  under the threshold too, read from BPF maps. Every event carries the stalled goroutine's own
+  user stack (``pcs``), walked in BPF from the context the runtime saved in ``g.sched``.
 
-The runtime's own goroutines (GC workers, sweeper, scavenger, finalizer, trace reader...) park by
-design; their wait reasons are filtered out in BPF, so they never count as stalls.
+The runtime's own goroutines (GC workers, sweeper, scavenger, finalizer, GOMAXPROCS updater...)
+wait by design: they are told apart in BPF by their wait reason and, as Go's isSystemGoroutine
+does, by their start function being in package runtime. They never count as stalls.
 
-Tiers and their cost (this is the README's "probe cost" paragraph)
----------------------------------------------------------------------
-Every uprobe hit traps into the kernel: about 0.65 us here even on the emulated ``push %rbp``
-where lgf places them (a probe on a function's first instruction is single-stepped and costs
-tens of microseconds: never done). So what matters is how often the probed function runs.
+How a park is dated with one probe per switch
+---------------------------------------------
+There is no probe on ``gopark``. ``runtime.execute(gp)`` runs each time a thread starts running a
+goroutine; the thread's previous goroutine is kept in BPF task storage. At the thread's next
+``execute``, or when the thread blocks in the kernel (the ``sched_switch`` tracepoint), that
+goroutine's ``atomicstatus`` says what became of it: ``_Gwaiting`` with ``g.m`` cleared = it
+parked (reason from ``g.waitreason``), ``_Grunnable`` = it was preempted. Checked against Go's
+own execution tracer (tests/test_source_crosscheck.py): the park start agrees within a
+microsecond, the duration within 0.03 ms.
+
+Tiers and their cost (the README's "probe cost" paragraph)
+-----------------------------------------------------------
+A uprobe hit traps into the kernel even on the emulated ``push %rbp`` where lgf places every
+probe (a probe on a function's first instruction is single-stepped and costs tens of
+microseconds: never done). On this 2-CPU VM an empty BPF program on ``runtime.execute`` costs
+about 1.3 us per hit, lgf's own program 0.4 us more; so what matters is how often the probed
+function runs.
 
 - **Cheap tier, always on**: ``stopTheWorldWithSema``, ``startTheWorldWithSema`` and ``gcStart``
-  run a few times per GC cycle: the cost is nil in practice. It sees GC stop-the-world windows.
-- **Goroutine tier**: ``gopark``, ``ready`` and ``execute`` run on every goroutine switch, so a
-  program that switches a million times a second pays about 2 us per switch: a channel
-  ping-pong gets several times slower, a net/http server a few percent to tens of percent more
-  CPU per request (bench/bench_probe_cost.py measures both on this host). ``sched_latency =
-  false`` drops ``ready`` (two hits per park instead of three): parks are then measured until the
-  goroutine runs again (park + runnable together) and there is no separate scheduling latency.
-  ``netpoll`` is probed too, for the netpoller counters.
+  run a few times per GC cycle; in bench/bench_probe_cost.py their cost is within the noise of
+  a shared host, on a channel ping-pong and on a net/http server. It sees GC stop-the-world.
+- **Goroutine tier**: ``execute`` runs on every goroutine switch (one hit per switch, the fewest
+  that gives start, end, goid and wait reason), ``ready`` on every wake-up (``sched_latency``,
+  on by default: it splits park time from scheduling latency), and the ``sched_switch``
+  tracepoint on the host's context switches (attached only while some process has the tier on).
+  Measured here: a channel ping-pong, the worst case, 12.8x slower per round trip with
+  ``sched_latency = false``, 22x with it (bare: 0.24 us per round trip; the floor of any
+  per-switch uprobe on this VM is about 11x); a net/http hello server +27 % to +47 % CPU per
+  request. ``netpoll_calls = true`` adds a probe on ``runtime.netpoll`` for the netpoller call
+  counter.
 
 ``goroutine_tier`` picks when the goroutine tier is attached to a process:
 
@@ -46,8 +63,8 @@ tens of microseconds: never done). So what matters is how often the probed funct
 
 Attaching is per process (a uprobe with a pid filter costs nothing in other processes running
 the same binary). Targets that are refused (not Go, unknown layout) or that exit mid-trace are
-counted and logged; they never stop the source. ``stop()`` detaches every probe (checked in the
-tests against the kernel's own ``uprobe_events`` listing).
+counted and logged; they never stop the source. ``stop()`` detaches every probe (the tests read
+the target's own memory for leftover breakpoints, and ``bpftool perf`` for attachments).
 """
 
 from __future__ import annotations
