@@ -9,6 +9,7 @@ BPF program is compiled once per version, not once per test.
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import pytest
@@ -162,3 +163,31 @@ def test_on_stall_tier_arms_after_a_stop_the_world(bpf_ok, go_toolchains):
             assert "on_execute" in src.probe_addresses(fx.pid), "a long STW arms the goroutine tier"
     finally:
         src.stop()
+
+
+def test_ring_buffer_losses_are_counted_not_silent(bpf_ok, go_toolchains):
+    """A consumer that stalls (here: an emit callback that blocks) fills the ring; every event
+    the kernel could not queue is counted, per process and in lgf_ringbuf_lost_total."""
+    exe = private_build(GO_VERSIONS[-1])
+    ctx = run_context("1us", exe=[str(exe)])
+    src = UprobeSource(UprobeOptions(goroutine_tier="always", ringbuf_pages=1), ctx)
+    gate = threading.Event()
+
+    def slow_emit(event):
+        gate.wait(10)
+
+    src.start(slow_emit)
+    try:
+        with StallFixture(exe, "noise", "-n", "20") as fx:
+            wait_attached(src, fx.pid)
+            fx.go()
+            lost = src.runtime_counters(fx.pid)["ringbuf_lost"]
+            gate.set()
+            deadline = time.monotonic() + 5
+            while ctx.stats.total("lgf_ringbuf_lost_total") < lost and time.monotonic() < deadline:
+                time.sleep(0.1)
+    finally:
+        gate.set()
+        src.stop()
+    assert lost > 0, "a one-page ring with a blocked consumer must overflow"
+    assert ctx.stats.total("lgf_ringbuf_lost_total") >= lost
