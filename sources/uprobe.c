@@ -270,7 +270,8 @@ static __always_inline void end_park(struct gkey *k, struct wait *p, u64 now)
 
 /* Lays down the goroutine the thread ran before, if it parked or was preempted. `state` is the
  * thread's task-local record; it is cleared once its goroutine has left the thread. */
-static __always_inline void note_switch_out(struct gkey *state, u32 tid, u64 now, u64 next_g)
+static __always_inline void note_switch_out(struct gkey *state, u32 tid, u64 now, u64 next_g,
+                                            int in_kernel_switch)
 {
     struct gkey k = *state;
     if (!k.g || k.g == next_g)
@@ -289,6 +290,11 @@ static __always_inline void note_switch_out(struct gkey *state, u32 tid, u64 now
                  * the world, mark termination), not a park; a real park drops g.m first */
     if (status != G_WAITING && status != G_RUNNABLE)
         return; /* _Grunning (the kernel preempted the thread) or _Gsyscall: still its thread */
+    if (status == G_RUNNABLE && in_kernel_switch)
+        return; /* Most likely the kernel switched the thread out inside execute() itself, after
+                 * our probe and before execute marks the goroutine running (returning from the
+                 * uprobe trap is a preemption point). A goroutine preempted by Go is seen at the
+                 * thread's next execute instead. */
     state->g = 0;
     if (status == G_RUNNABLE) {
         open_wait(&k, WAIT_RUNNABLE, REASON_PREEMPTED, tid, now);
@@ -308,7 +314,7 @@ int on_sched_switch(struct bpf_raw_tracepoint_args *ctx)
     /* current = the task being switched out; no storage = not a traced Go thread */
     struct gkey *state = running.task_storage_get((void *)bpf_get_current_task_btf(), 0, 0);
     if (state)
-        note_switch_out(state, (u32)bpf_get_current_pid_tgid(), bpf_ktime_get_ns(), 0);
+        note_switch_out(state, (u32)bpf_get_current_pid_tgid(), bpf_ktime_get_ns(), 0, 1);
     return 0;
 }
 
@@ -321,7 +327,7 @@ int on_execute(struct pt_regs *ctx)
     struct gkey *state = running.task_storage_get((void *)bpf_get_current_task_btf(), 0,
                                                   BPF_LOCAL_STORAGE_GET_F_CREATE);
     if (state) {
-        note_switch_out(state, tid, now, k.g);
+        note_switch_out(state, tid, now, k.g, 0);
         state->tgid = k.tgid;
         state->g = k.g;
     }

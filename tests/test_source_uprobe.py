@@ -191,3 +191,32 @@ def test_ring_buffer_losses_are_counted_not_silent(bpf_ok, go_toolchains):
         src.stop()
     assert lost > 0, "a one-page ring with a blocked consumer must overflow"
     assert ctx.stats.total("lgf_ringbuf_lost_total") >= lost
+
+
+def test_process_that_execs_a_go_binary_is_attached_live(bpf_ok, go_toolchains):
+    """A selected pid that starts as a shell and execs the Go fixture is traced from the exec on."""
+    import json
+    import subprocess
+
+    exe = private_build(GO_VERSIONS[1])
+    sh = subprocess.Popen(["/bin/sh", "-c", f"read x; exec {exe} chanrecv"], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True)
+    src = UprobeSource(UprobeOptions(goroutine_tier="always"), run_context(pids=[sh.pid]))
+    events = Collector()
+    src.start(events)
+    try:
+        assert not src.is_attached(sh.pid), "a shell is not a Go process"
+        sh.stdin.write("\n")
+        sh.stdin.flush()
+        assert json.loads(sh.stdout.readline())["ready"]
+        wait_attached(src, sh.pid)
+        sh.stdin.write("\n")
+        sh.stdin.flush()
+        res = json.loads(sh.stdout.readline())
+        assert events.wait_for(lambda e: e.pid == sh.pid and e.goid == res["goid"]
+                               and e.wait_reason == "chan receive"), \
+            (res, src.probe_addresses(sh.pid), [(e.goid, e.wait_reason) for e in events.events])
+    finally:
+        src.stop()
+        sh.stdin.close()
+        sh.wait(timeout=10)
