@@ -15,10 +15,13 @@ per-process, per-syscall log2(us) histograms.
 Binaries built with cgo keep ``g`` elsewhere in TLS; for them goid is not read (0, with
 ``extra["goid_known"] = False``) and every long syscall is reported, idle runtime threads included.
 
-This is the cheap, always-on tier of lgf: a tracepoint hit with a BPF program costs a few
-hundred nanoseconds, paid once per syscall of a target, and Go programs make syscalls far less
-often than they switch goroutines. Each reported syscall stall also arms the uprobe source's
-goroutine tier for that process (``goroutine_tier = "on_stall"``).
+Cost: every syscall of a target runs both programs (and a raw-tracepoint attachment puts every
+thread of the host on the kernel's syscall slow path). Measured by bench/bench_probe_cost.py on
+this 2-CPU VM: nil on a channel ping-pong (no syscalls), +13 % to +20 % CPU per request on a
+net/http hello server under wrk (several syscalls per tiny request; a real handler that does work
+pays proportionally less). That is why the shipped plugins.toml leaves this source out and the
+uprobe source's stop-the-world probes are the always-on tier. Each reported syscall stall also
+arms the uprobe source's goroutine tier for that process (``goroutine_tier = "on_stall"``).
 
 Processes are attached and detached live: the tracepoints are attached once; a target starting or
 exiting only adds or removes its entry in the ``targets`` map.
