@@ -45,9 +45,9 @@ function runs.
   that gives start, end, goid and wait reason), ``ready`` on every wake-up (``sched_latency``,
   on by default: it splits park time from scheduling latency), and the ``sched_switch``
   tracepoint on the host's context switches (attached only while some process has the tier on).
-  Measured here: a channel ping-pong, the worst case, 12.8x slower per round trip with
-  ``sched_latency = false``, 22x with it (bare: 0.24 us per round trip; the floor of any
-  per-switch uprobe on this VM is about 11x); a net/http hello server +27 % to +47 % CPU per
+  Measured here: a channel ping-pong, the worst case, 13-14x slower per round trip with
+  ``sched_latency = false``, 22-25x with it (bare: 0.24 us per round trip; the floor of any
+  per-switch uprobe on this VM is about 11x); a net/http hello server +17 % to +19 % CPU per
   request. ``netpoll_calls = true`` adds a probe on ``runtime.netpoll`` for the netpoller call
   counter.
 
