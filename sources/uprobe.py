@@ -53,9 +53,11 @@ function runs.
 
 ``goroutine_tier`` picks when the goroutine tier is attached to a process:
 
-- ``"always"``: from the start. Full coverage, full cost.
+- ``"always"`` (default): from the start. Full coverage, full cost. It is the default so that a
+  bare ``use = "uprobe"`` reports every goroutine stall, as its name promises; the shipped
+  plugins.toml chooses ``"on_stall"`` for production hosts and says so.
 - ``"never"``: only the cheap tier (and the tracepoint source's syscalls).
-- ``"on_stall"`` (default): attached to a process for ``arm_for`` (default 60 s) after a cheap
+- ``"on_stall"``: attached to a process for ``arm_for`` (default 60 s) after a cheap
   tier of any lgf source (this one's stop-the-world, the tracepoint source's blocking syscalls)
   sees a stall there, then detached again. A process in trouble gets goroutine detail while the
   trouble lasts; a healthy one pays nothing. The first stall of an episode is seen only by the
@@ -115,7 +117,7 @@ log = logging.getLogger("lgf.uprobe")
 class UprobeOptions:
     """``[[sources]] use = "uprobe"``."""
 
-    goroutine_tier: Literal["always", "never", "on_stall"] = "on_stall"
+    goroutine_tier: Literal["always", "never", "on_stall"] = "always"
     """When per-goroutine probes are attached to a process (see the module docs for the cost)."""
     arm_for: Duration = Duration(60_000_000_000)
     """With ``on_stall``: how long the goroutine tier stays attached after a stall."""
