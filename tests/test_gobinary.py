@@ -171,7 +171,8 @@ def test_field_offsets_from_dwarf_equal_the_table(go_toolchains):
         table = TABLE[minor(version)]["fields"]
         assert table and {k: dwarf[tuple(k.split("."))] for k in table} == table
         for struct, field in [("g", "goid"), ("g", "atomicstatus"), ("g", "waitreason"), ("g", "m"),
-                              ("m", "procid"), ("g", "sched"), ("gobuf", "pc"), ("g", "stack")]:
+                              ("m", "procid"), ("g", "sched"), ("gobuf", "pc"), ("g", "stack"),
+                              ("g", "trackingSeq"), ("g", "startpc"), ("gobuf", "sp")]:
             stripped = open_binary(binfacts(version, "sw"))
             assert stripped.field_offset(struct, field) == gb.field_offset(struct, field) == \
                 dwarf[(struct, field)]
@@ -181,7 +182,8 @@ def test_table_covers_every_supported_minor_version_from_its_own_release():
     assert sorted(TABLE, key=lambda k: int(k.split(".")[1])) == [f"1.{m}" for m in range(21, 28)]
     for key, entry in TABLE.items():
         assert entry["from"].startswith(f"go{key}.")
-        assert {"g.goid", "g.atomicstatus", "g.waitreason", "g.m", "m.procid", "gobuf.pc"} <= set(entry["fields"])
+        assert {"g.goid", "g.atomicstatus", "g.waitreason", "g.m", "m.procid", "gobuf.pc",
+                "g.trackingSeq"} <= set(entry["fields"])
 
 
 def test_goid_offset_moves_between_versions_as_measured():
