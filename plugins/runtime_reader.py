@@ -232,40 +232,57 @@ G_SCAN = 0x1000
 def goroutine_states(r: RuntimeReader, max_goroutines: int) -> list[tuple[int, int]]:
     """``(status, waitreason)`` of every goroutine slot in ``runtime.allgs``.
 
-    Reads the allgs slice header, its array of pointers, then the span of each g from
-    ``atomicstatus`` to ``waitreason`` (checked to come in that order), nearby gs coalesced into
-    ranges, in one ``process_vm_readv`` per 1024 ranges. Races with
-    the running program: the result is a snapshot, and a slot freed meanwhile reads as garbage
-    or fails (``bad_address``).
+    Races with the running program: the result is a snapshot, and a slot freed meanwhile reads as
+    garbage or fails (``bad_address``).
     """
+    fields = [(r.offset("g", "atomicstatus"), "I"), (r.offset("g", "waitreason"), "B")]
+    return [(status & ~G_SCAN, reason)
+            for _g, status, reason in read_g_fields(r, allg_pointers(r, max_goroutines), fields)]
+
+
+def allg_pointers(r: RuntimeReader, max_goroutines: int) -> list[int]:
+    """Address of every goroutine struct in ``runtime.allgs`` (two reads: slice header, array)."""
     ptr, length = struct.unpack("<QQ", r.read(r.addr("runtime.allgs"), 16))
     if length > max_goroutines:
         raise Unreadable("too_many")
     if length == 0:
         return []
-    gs = struct.unpack(f"<{length}Q", r.read(ptr, 8 * length))
-    status_off, reason_off = r.offset("g", "atomicstatus"), r.offset("g", "waitreason")
-    if not reason_off >= status_off + 4:
-        raise Unreadable("unexpected_layout")
-    span = reason_off + 1 - status_off
-    record = struct.Struct(f"<I{reason_off - status_off - 4}xB")
+    return [g for g in struct.unpack(f"<{length}Q", r.read(ptr, 8 * length)) if g]
+
+
+def read_g_fields(r: RuntimeReader, gs: list[int], fields: list[tuple[int, str]]) -> list[tuple]:
+    """``(g, value, ...)`` for each goroutine address in ``gs`` (in address order), one value per
+    ``(offset, struct format letter)`` in ``fields`` (given in offset order, not overlapping).
+
+    Reads the span of each g from the first field to the end of the last, nearby gs coalesced
+    into ranges, in one ``process_vm_readv`` per 1024 ranges.
+    """
+    if not gs:
+        return []
+    fmt, at = "<", fields[0][0]
+    for off, letter in fields:
+        if off < at:
+            raise Unreadable("unexpected_layout")
+        fmt += f"{off - at}x{letter}" if off > at else letter
+        at = off + struct.calcsize("<" + letter)
+    lo, span = fields[0][0], at - fields[0][0]
+    record = struct.Struct(fmt)
     # The kernel pays per iovec (about 1 us each here), and g structs sit close together in a
     # few heap spans: read runs of nearby gs as one range each, then pick the records out.
-    starts = sorted(g + status_off for g in gs if g)
+    starts = sorted(g + lo for g in gs)
     runs: list[list[int]] = []
     for a in starts:
         if runs and a - runs[-1][1] <= RUN_GAP and a + span - runs[-1][0] <= RUN_MAX:
-            runs[-1][1] = a + span
+            runs[-1][1] = max(runs[-1][1], a + span)
         else:
             runs.append([a, a + span])
-    raw = r.read_scattered([lo for lo, _ in runs], [hi - lo for lo, hi in runs])
+    raw = r.read_scattered([lo_ for lo_, _ in runs], [hi - lo_ for lo_, hi in runs])
     out, base, run = [], 0, 0
     for a in starts:
         while a >= runs[run][1]:
             base += runs[run][1] - runs[run][0]
             run += 1
-        status, reason = record.unpack_from(raw, base + a - runs[run][0])
-        out.append((status & ~G_SCAN, reason))
+        out.append((a - lo, *record.unpack_from(raw, base + a - runs[run][0])))
     return out
 
 

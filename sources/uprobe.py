@@ -137,6 +137,11 @@ class UprobeOptions:
     2,500 per binary), to tell the runtime's own goroutines from the program's."""
     rescan_interval: Duration = Duration(250_000_000)
     """How often /proc is scanned for target processes starting and exiting."""
+    sample_interval: Duration = Duration(20_000_000)
+    """With ``on_stall``: how often the goroutine sampler (``lgf.sources.sampler``) reads an unarmed
+    target's goroutines; a park is seen once it lasts threshold + one interval."""
+    sample_max_goroutines: int = 100_000
+    """A target with more goroutines than this is not sampled (counted, not read)."""
 
     def __post_init__(self):
         if self.ringbuf_pages <= 0 or self.ringbuf_pages & (self.ringbuf_pages - 1):
@@ -205,6 +210,8 @@ class _Attached:
     """fn_name -> (BCC probe name, ELF address) of every uprobe attached for this process."""
     armed_until: float = 0.0
     goroutine_tier_seen: bool = False
+    tier_since_ns: int | None = None
+    """CLOCK_MONOTONIC ns when the goroutine tier began attaching (None while it is off)."""
 
 
 class UprobeSource:
@@ -222,6 +229,7 @@ class UprobeSource:
         self._watcher = None
         self._stop = threading.Event()
         self._housekeeper: threading.Thread | None = None
+        self._sampler = None  # lgf.sources.sampler.GoroutineSampler, with on_stall
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -229,6 +237,13 @@ class UprobeSource:
         from .discovery import ProcessWatcher
 
         self._emit = emit
+        if self.options.goroutine_tier == "on_stall":
+            from .sampler import GoroutineSampler
+
+            self._sampler = GoroutineSampler(
+                self.options.sample_interval, self.options.sample_max_goroutines, self.threshold_ns,
+                emit, self.arm, self._tier_since, stats=self.ctx.stats, logger=self.log)
+            self._sampler.start()
         self._watcher = ProcessWatcher(self.ctx.config.targets, self._on_start, self._on_exit,
                                        interval=self.options.rescan_interval / 1e9, logger=self.log)
         self._watcher.poll()  # the processes already running are attached before start returns
@@ -248,6 +263,8 @@ class UprobeSource:
             self._watcher.stop()
         if self._housekeeper is not None:
             self._housekeeper.join(timeout=5)
+        if self._sampler is not None:
+            self._sampler.stop()
         with self._lock:
             for pid in list(self._attached):
                 self._detach_all(pid)
@@ -287,6 +304,8 @@ class UprobeSource:
             if att is None:
                 return
             self._detach_all(target.pid)
+            if self._sampler is not None:
+                self._sampler.remove(target.pid)
             # Its wait slots need no cleanup: each is tagged with pid and g and simply reused.
             try:
                 del att.program.bpf["procs"][att.program.bpf["procs"].Key(target.pid)]
@@ -347,6 +366,8 @@ class UprobeSource:
                                                              "runtime.startTheWorldWithSema"))
             if self.options.goroutine_tier == "always":
                 self._attach_goroutine_tier(att)
+        if self._sampler is not None:
+            self._sampler.add(target)
         self.ctx.stats.set("lgf_targets_attached", len(self._attached), source="uprobe")
         self.log.info("uprobe: tracing pid %d (%s, %s)", target.pid, target.exe, binary.go_version)
 
@@ -375,6 +396,9 @@ class UprobeSource:
                 + (NETPOLL_PROBES if self.options.netpoll_calls else ()))
 
     def _attach_goroutine_tier(self, att: _Attached) -> None:
+        att.tier_since_ns = time.monotonic_ns()
+        if self._sampler is not None:  # the sampler reports these parks: no stale note may too
+            self._forget_waits(att, self._sampler.parked_gs(att.target.pid))
         self._attach_probes(att, self._goroutine_probes(), required=("runtime.execute",))
         att.goroutine_tier_seen = True
         self._sync_sched_switch(att.program)
@@ -411,6 +435,25 @@ class UprobeSource:
     def _goroutine_tier_on(self, att: _Attached) -> bool:
         return TIER_MARK in att.probes
 
+    def _tier_since(self, pid: int) -> int | None:
+        """When the goroutine tier began attaching to ``pid`` (the sampler's cut-off), or None."""
+        with self._lock:
+            att = self._attached.get(pid)
+            return att.tier_since_ns if att is not None else None
+
+    @staticmethod
+    def _forget_waits(att: _Attached, gs: list[int]) -> None:
+        """Close the BPF wait slots of goroutines ``gs`` (a park noted in an earlier armed period
+        would otherwise end, with a stale start, when the tier sees the goroutine run again).
+        The slot index is uprobe.c's ``wait_slot`` hash."""
+        waits, size, pid = att.program.bpf["waits"], att.program.constants["MAX_GOROUTINES"], att.target.pid
+        for g in gs:
+            idx = waits.Key(((g >> 6) ^ (g >> 22) ^ (pid << 7)) & (size - 1))
+            slot = waits[idx]
+            if slot.g == g and slot.tgid == pid and slot.kind:
+                slot.kind = 0
+                waits[idx] = slot
+
     def arm(self, pid: int) -> None:
         """Attach the goroutine tier to ``pid`` for ``arm_for`` (``goroutine_tier = "on_stall"``)."""
         if self.options.goroutine_tier != "on_stall":
@@ -434,6 +477,7 @@ class UprobeSource:
                     if (self.options.goroutine_tier == "on_stall" and self._goroutine_tier_on(att)
                             and now > att.armed_until):
                         self._detach_probes(att, [fn for _, fn in self._goroutine_probes()])
+                        att.tier_since_ns = None
                         self._sync_sched_switch(att.program)
                         self.log.info("uprobe: pid %d: goroutine tier disarmed", pid)
                 for prog in self._programs.values():

@@ -1,0 +1,290 @@
+"""The goroutine sampler: the cheap tier that sees a goroutine stuck on a channel or a lock.
+
+Why: the uprobe source's goroutine tier costs one uprobe hit per goroutine switch, so by default
+(``goroutine_tier = "on_stall"``) it is attached to a process only after a cheap tier sees a stall
+there. GC stop-the-world probes and the tracepoint source's syscalls do not see a goroutine parked
+on a channel, a mutex or a WaitGroup, which are the stalls lgf exists for. This sampler does,
+without any probe: every ``sample_interval`` it reads each unarmed target's goroutines from
+outside (``runtime.allgs`` through ``process_vm_readv``, :mod:`lgf.plugins.runtime_reader`) and
+arms the goroutine tier of a process in which a user goroutine has stayed parked for at least
+the threshold. The target pays nothing: its memory is read by the kernel on lgf's CPU.
+
+How "parked continuously" is known from two snapshots: ``g.trackingSeq`` (a uint8) is bumped by
+the runtime every time a goroutine leaves ``_Grunning``, so the same ``(goid, trackingSeq)`` in
+``_Gwaiting`` in two samples is one park lasting from the first to the second (a wrap would need
+exactly 256 switches in between). ``g.waitsince`` is no help: it is stamped only during GC marking.
+The runtime's own goroutines (GC workers, sweeper, finalizer...) are left out by the uprobe
+source's own rules: their wait reason, or a start function in package runtime.
+
+What it reports: the park it saw, once it ends (the goroutine tier, attached mid-park, cannot see
+that park's start, so without this report the first stall of an episode would be lost). An
+``Event`` with ``extra["stall"] = "park"``, ``extra["precision"] = "sampled"`` and
+``extra["sample_interval_ns"]``: ``start_ns`` is the end of the first sample that saw the park and
+``end_ns`` the start of the last one, so the duration is a lower bound, short of the truth by at
+most two intervals; ``extra["start_after_ns"]`` / ``extra["end_before_ns"]`` are the outer bounds
+(the previous and next samples). Only parks whose lower bound reaches the threshold are armed on
+and reported, so a park shorter than threshold + one interval may go unseen; anything over the
+threshold is never invented.
+
+Never twice: a park is the sampler's only if the sample that first saw it ended before the
+goroutine tier was attached (``tier_since``), so it began before the tier could see it start.
+Once the tier is on, the sampler follows only the parks it already holds (reading those few g
+structs) and adds none; the uprobe source clears those goroutines' wait slots when it attaches
+the tier, so a stale note from an earlier armed period cannot report them again.
+
+Cost (measured here, bench/bench_probe_cost.py and tests/test_sampler.py's sizes; 2-CPU VM):
+see ``SAMPLE_COST`` below; the target's CPU per request on the net/http bench is within the noise
+of lgf off (``off`` vs ``on_stall (sampler)`` rows of the bench).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from lgf import Event
+from lgf.plugins.runtime_reader import G_SCAN, RuntimeReader, Unreadable, allg_pointers, read_g_fields
+
+from .uprobe import GC_ASSIST_REASON, INTERNAL_WAIT_REASONS, runtime_function_entries
+
+G_WAITING = 4
+"""``_Gwaiting`` in runtime2.go, the same in Go 1.21 to 1.27."""
+
+G_FIELDS = (("atomicstatus", "I"), ("goid", "Q"), ("waitreason", "B"), ("trackingSeq", "B"),
+            ("startpc", "Q"), ("sched.pc", "Q"), ("sched.bp", "Q"))
+"""What one sample reads of each g (one span of about 150 bytes per g)."""
+
+SAMPLE_COST = "lgf CPU per sample: see bench/bench_sampler.py figures in the report"
+
+log = logging.getLogger("lgf.sampler")
+
+
+@dataclass
+class _Park:
+    """One park of one goroutine, as the samples saw it."""
+
+    goid: int
+    seq: int
+    reason: int
+    start_after_ns: int
+    """Start of the previous full sample of the process (0: none): the park began after it."""
+    first_ns: int
+    """End of the first sample that saw it parked: the park began at or before this."""
+    last_ns: int
+    """Start of the latest sample that still saw it parked."""
+    over_threshold: bool = False
+    pcs: list[int] = field(default_factory=list)
+
+
+class _Process:
+    """What the sampler keeps per target process."""
+
+    def __init__(self, target, reader: RuntimeReader, runtime_starts: frozenset[int]):
+        self.target = target
+        self.reader = reader
+        self.runtime_starts = runtime_starts
+        binary = target.binary
+        self.reasons = list(binary.wait_reasons)
+        self.internal = frozenset(i for i, r in enumerate(self.reasons) if r in INTERNAL_WAIT_REASONS)
+        offsets = []
+        for name, letter in G_FIELDS:
+            if name.startswith("sched."):
+                off = binary.field_offset("g", "sched") + binary.field_offset("gobuf", name[6:])
+            else:
+                off = binary.field_offset("g", name)
+            offsets.append((off, letter, name))
+        offsets.sort()
+        self.fields = [(off, letter) for off, letter, _ in offsets]
+        self.order = [name for _, _, name in offsets]
+        self.parks: dict[int, _Park] = {}
+        """g address -> the park the sampler follows there."""
+        self.last_full_ns = 0
+        """Start of the latest sample of every goroutine (0 after the tier was on)."""
+
+
+class GoroutineSampler:
+    """Samples the goroutines of unarmed targets on its own thread; see the module docstring.
+
+    ``tier_since(pid)`` gives the CLOCK_MONOTONIC ns at which the goroutine tier started being
+    attached to ``pid`` (None while off); ``arm(pid)`` attaches it; ``emit`` takes the sampled
+    stall events.
+    """
+
+    def __init__(self, interval_ns: int, max_goroutines: int, threshold_ns: int,
+                 emit: Callable[[Event], None], arm: Callable[[int], None],
+                 tier_since: Callable[[int], int | None], stats=None, logger=None):
+        self.interval_ns = interval_ns
+        self.max_goroutines = max_goroutines
+        self.threshold_ns = threshold_ns
+        self.emit, self.arm, self.tier_since = emit, arm, tier_since
+        self.stats = stats
+        self.log = logger or log
+        self._procs: dict[int, _Process] = {}
+        self._runtime_starts: dict[str, frozenset[int]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="lgf-uprobe-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with self._lock:
+            for proc in self._procs.values():
+                proc.reader.close()
+            self._procs.clear()
+
+    def add(self, target) -> None:
+        """Sample ``target`` from now on (a refused read is counted and the target left out)."""
+        try:
+            reader = RuntimeReader(target.pid, target.binary.build_id)
+            key = target.binary.build_id or target.binary.path
+            starts = self._runtime_starts.get(key)
+            if starts is None:
+                starts = self._runtime_starts[key] = frozenset(runtime_function_entries(target.binary))
+            proc = _Process(target, reader, frozenset(a + reader.bias for a in starts))
+        except Exception as exc:  # Unreadable, or TargetRefused for a missing offset
+            self._count("lgf_sampler_refused_total")
+            self.log.warning("sampler: not sampling pid %d: %s", target.pid, exc)
+            return
+        with self._lock:
+            self._procs[target.pid] = proc
+
+    def remove(self, pid: int) -> None:
+        with self._lock:
+            proc = self._procs.pop(pid, None)
+        if proc is not None:
+            proc.reader.close()
+
+    def parked_gs(self, pid: int) -> list[int]:
+        """Addresses of the goroutines whose park the sampler holds in ``pid``."""
+        with self._lock:
+            proc = self._procs.get(pid)
+            return list(proc.parks) if proc else []
+
+    def _run(self) -> None:
+        next_at = time.monotonic_ns()
+        while not self._stop.is_set():
+            self.sample_once()
+            next_at += self.interval_ns
+            now = time.monotonic_ns()
+            if next_at < now:  # fell behind (a slow read): keep the interval, skip the missed ones
+                next_at = now + self.interval_ns
+            self._stop.wait((next_at - now) / 1e9)
+
+    def sample_once(self) -> None:
+        """One pass over every target (what the thread does each interval)."""
+        with self._lock:
+            procs = list(self._procs.items())
+        for pid, proc in procs:
+            try:
+                self._sample(pid, proc)
+            except Unreadable as exc:
+                self._count("lgf_sampler_unreadable_total", reason=str(exc))
+                if str(exc) == "process_gone":
+                    self.remove(pid)
+
+    # -- one process --------------------------------------------------------------------------
+
+    def _sample(self, pid: int, proc: _Process) -> None:
+        since = self.tier_since(pid)
+        closing = since is not None
+        if closing:
+            # The tier sees every park that began after ``since``; the sampler keeps only those
+            # first seen by a sample that ended before it, and follows just those gs.
+            for g in [g for g, p in proc.parks.items() if p.first_ns >= since]:
+                del proc.parks[g]
+            proc.last_full_ns = 0
+            if not proc.parks:
+                return
+            gs = list(proc.parks)
+        else:
+            gs = allg_pointers(proc.reader, self.max_goroutines)
+        began = time.monotonic_ns()
+        rows = read_g_fields(proc.reader, gs, proc.fields)
+        ended = time.monotonic_ns()
+        self._count("lgf_sampler_samples_total")
+        order = proc.order
+        i_status, i_goid, i_reason = (order.index(n) + 1 for n in ("atomicstatus", "goid", "waitreason"))
+        i_seq, i_start = order.index("trackingSeq") + 1, order.index("startpc") + 1
+        seen: set[int] = set()
+        for row in rows:
+            g = row[0]
+            status, goid, reason, seq = row[i_status] & ~G_SCAN, row[i_goid], row[i_reason], row[i_seq]
+            park = proc.parks.get(g)
+            if park is not None and (status != G_WAITING or park.goid != goid or park.seq != seq):
+                self._end(pid, proc, g, ended)
+                park = None
+            if status != G_WAITING or reason in proc.internal or row[i_start] in proc.runtime_starts:
+                continue
+            seen.add(g)
+            if park is None:
+                if not closing:
+                    proc.parks[g] = _Park(goid, seq, reason, proc.last_full_ns, ended, ended)
+                continue
+            park.last_ns = began
+            if not park.over_threshold and park.last_ns - park.first_ns >= self.threshold_ns:
+                park.over_threshold = True
+                park.pcs = self._stack(proc, row[order.index("sched.pc") + 1], row[order.index("sched.bp") + 1])
+                self._count("lgf_sampler_stalls_total")
+                if not closing:
+                    self.log.info("sampler: pid %d: goroutine %d parked (%s) for over %.0f ms: arming",
+                                  pid, goid, _name(proc.reasons, reason), park.last_ns / 1e6 - park.first_ns / 1e6)
+                    self.arm(pid)
+        for g in [g for g in proc.parks if g not in seen]:  # not waiting any more, or gone
+            self._end(pid, proc, g, ended)
+        if not closing:
+            proc.last_full_ns = began
+
+    def _end(self, pid: int, proc: _Process, g: int, end_before_ns: int) -> None:
+        park = proc.parks.pop(g)
+        if not park.over_threshold:
+            return
+        target, binary = proc.target, proc.target.binary
+        reason = _name(proc.reasons, park.reason)
+        extra: dict = {"stall": "gc_assist" if reason == GC_ASSIST_REASON else "park",
+                       "precision": "sampled", "sample_interval_ns": self.interval_ns,
+                       "end_before_ns": end_before_ns}
+        if park.start_after_ns:
+            extra["start_after_ns"] = park.start_after_ns
+        if proc.reader.bias:
+            extra["load_bias"] = proc.reader.bias
+        ev = Event(source="uprobe", pid=pid, comm=target.comm, exe=target.exe, goid=park.goid,
+                   go_version=binary.go_version, build_id=binary.build_id, start_ns=park.first_ns,
+                   end_ns=park.last_ns, duration_ns=park.last_ns - park.first_ns, wait_reason=reason,
+                   pcs=park.pcs, extra=extra)
+        self.emit(ev.finish())
+
+    def _stack(self, proc: _Process, pc: int, bp: int, max_frames: int = 32) -> list[int]:
+        """The parked goroutine's user stack from its saved context, by frame pointers (as the
+        BPF side walks it): one small read per frame, done once per stall."""
+        pcs = [pc] if pc else []
+        while pc and bp and len(pcs) < max_frames:
+            try:
+                bp, pc = _two_u64(proc.reader.read(bp, 16))
+            except Unreadable:
+                break
+            if pc:
+                pcs.append(pc)
+        return pcs
+
+    def _count(self, name: str, **labels) -> None:
+        if self.stats is not None:
+            self.stats.inc(name, **labels)
+
+
+def _two_u64(raw: bytes) -> tuple[int, int]:
+    return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:16], "little")
+
+
+def _name(names: list[str], index: int) -> str:
+    return names[index] if 0 <= index < len(names) else f"reason {index}"

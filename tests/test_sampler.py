@@ -1,0 +1,162 @@
+"""The goroutine sampler (``lgf.sources.sampler``) inside the uprobe source with
+``goroutine_tier = "on_stall"`` and no other cheap tier: real BPF, the real ``stalls`` fixture,
+every supported Go toolchain.
+
+What it must do: see the first stall of an episode from outside (no probe), report it once with
+sampled bounds that contain the fixture's own figure, arm the goroutine tier, and leave the
+following stalls to the tier's precise report, never reporting one stall twice. What it must not
+do: arm on short waits, or on the runtime's own goroutines parked by design.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from stallfixture import STALLS_SRC, Collector, StallFixture, run_context, wait_attached
+
+from conftest import GO_VERSIONS, build_go
+from lgf.plugins.runtime_reader import RuntimeReader, allg_pointers, read_g_fields
+from lgf.plugins.waitreason import cause_of
+from lgf.sources.uprobe import INTERNAL_WAIT_REASONS, UprobeOptions, UprobeSource
+
+pytestmark = pytest.mark.bpf
+
+TOLERANCE_NS = 5_000_000
+"""The precise tier's bar (the issue's): within 5 ms of the fixture's own figure."""
+INTERVAL_NS = 20_000_000
+READ_SLACK_NS = 5_000_000
+"""Time a sample itself takes, and the fixture's own timer calls around the blocking call."""
+
+MODES = {"chanrecv": "channel", "mutex": "lock"}
+
+
+@pytest.fixture(scope="module", params=GO_VERSIONS)
+def sampled(request, bpf_ok, go_toolchains):
+    """(source, collector, fixture binary): on_stall, so only the sampler can arm the tier."""
+    exe = build_go(STALLS_SRC, request.param, ldflags="-X main.privateCopy=sampler")
+    ctx = run_context("50ms", exe=[str(exe)])
+    src = UprobeSource(UprobeOptions(goroutine_tier="on_stall", sample_interval=INTERVAL_NS), ctx)
+    events = Collector()
+    src.start(events)
+    yield src, events, exe, ctx
+    src.stop()
+
+
+def wait_sampled(ctx, samples: int = 2) -> None:
+    """Until the sampler has made ``samples`` more passes (a target is added to it just after
+    attach, once its binary's runtime functions are listed)."""
+    start = ctx.stats.total("lgf_sampler_samples_total")
+    deadline = time.monotonic() + 20
+    while ctx.stats.total("lgf_sampler_samples_total") < start + samples and time.monotonic() < deadline:
+        time.sleep(INTERVAL_NS / 1e9)
+
+
+def armed(src, pid: int) -> bool:
+    return "on_execute" in src.probe_addresses(pid)
+
+
+def assert_never_twice(events) -> None:
+    """No two reports of one goroutine overlap in time: one park, one event."""
+    by_goid: dict[int, list] = {}
+    for e in events:
+        if e.extra.get("stall") == "park":
+            by_goid.setdefault(e.goid, []).append(e)
+    for goid, evs in by_goid.items():
+        evs.sort(key=lambda e: e.start_ns)
+        for a, b in zip(evs, evs[1:], strict=False):
+            assert a.end_ns <= b.start_ns, f"goroutine {goid} reported twice: {a} / {b}"
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_first_stall_is_sampled_and_arms_the_tier_which_reports_the_rest(sampled, mode):
+    src, events, exe, ctx = sampled
+    with StallFixture(exe, mode, "-n", "3") as fx:
+        wait_attached(src, fx.pid)
+        wait_sampled(ctx)
+        assert not armed(src, fx.pid), "nothing is stuck yet: the goroutine tier stays off"
+        results = fx.go()
+        assert armed(src, fx.pid), "a goroutine parked over the threshold arms the goroutine tier"
+        for res in results:
+            events.wait_for(lambda e, g=res["goid"]: e.pid == fx.pid and e.goid == g)
+        got = events.of_pid(fx.pid)
+    assert len(results) == 3
+    first, *rest = results
+    per_stall = [[e for e in got if e.goid == r["goid"] and cause_of(e.extra["stall"], e.wait_reason)
+                  == MODES[mode]] for r in results]
+    summary = [[(e.duration_ns, e.extra) for e in evs] for evs in per_stall]
+    assert [len(evs) for evs in per_stall] == [1, 1, 1], summary
+
+    (ev,) = per_stall[0]
+    assert ev.extra["precision"] == "sampled" and ev.extra["sample_interval_ns"] == INTERVAL_NS
+    # Inner bounds: parked for at least [start_ns, end_ns]; outer: within the samples around it.
+    assert ev.duration_ns == ev.end_ns - ev.start_ns <= first["duration_ns"]
+    assert ev.extra["end_before_ns"] - ev.extra["start_after_ns"] >= first["duration_ns"] - READ_SLACK_NS
+    assert first["duration_ns"] - ev.duration_ns <= 2 * INTERVAL_NS + READ_SLACK_NS, (ev.duration_ns, first)
+    assert ev.start_ns - ev.extra["start_after_ns"] <= INTERVAL_NS + READ_SLACK_NS
+    assert ev.extra["end_before_ns"] - ev.end_ns <= INTERVAL_NS + READ_SLACK_NS
+    assert ev.pcs, "the sampled stall carries the goroutine's user stack"
+    assert ev.go_version and ev.build_id and ev.exe and ev.ts.endswith("Z")
+
+    for res, (ev,) in zip(rest, per_stall[1:], strict=True):
+        assert "precision" not in ev.extra, "after arming the goroutine tier measures it"
+        assert abs(ev.duration_ns - res["duration_ns"]) <= TOLERANCE_NS, (ev.duration_ns, res)
+    assert_never_twice(got)
+
+
+def test_noise_arms_nothing_for_short_waits(sampled):
+    """Thousands of 1-10 ms waits: no worker is ever sampled as stuck. The fixture's main goroutine
+    waits two seconds for its workers (a real park): it is the only one the sampler may report."""
+    src, events, exe, ctx = sampled
+    before = ctx.stats.total("lgf_sampler_stalls_total")
+    with StallFixture(exe, "noise", "-n", "40") as fx:
+        wait_attached(src, fx.pid)
+        wait_sampled(ctx)
+        (res,) = fx.go()
+        workers = set(res["goids"])
+        time.sleep(3 * INTERVAL_NS / 1e9)
+        got = events.of_pid(fx.pid)
+    assert res["waits"] > 1000, "the fixture made thousands of short waits"
+    assert not [e for e in got if e.goid in workers], [(e.goid, e.wait_reason, e.extra) for e in got]
+    assert {e.goid for e in got} <= {fx.main_goid}
+    assert ctx.stats.total("lgf_sampler_stalls_total") - before <= 1, "only main's two-second wait"
+    assert ctx.stats.total("lgf_sampler_samples_total") > 50, "the sampler did look, many times"
+
+
+def test_runtime_goroutines_parked_forever_never_arm(sampled):
+    """An idle fixture: only the runtime's own goroutines (finalizer, sweeper, scavenger, forcegc)
+    are parked, for as long as it lives. Checked from outside that they really stay parked
+    across the whole wait, and that the sampler neither arms nor reports."""
+    src, events, exe, ctx = sampled
+    with StallFixture(exe, "chanrecv") as fx:
+        wait_attached(src, fx.pid)
+        wait_sampled(ctx)
+        first = runtime_parks(fx.pid)
+        before = ctx.stats.total("lgf_sampler_samples_total")
+        time.sleep(0.5)
+        still = runtime_parks(fx.pid) & first
+        assert "finalizer wait" in {reason for _g, _goid, _seq, reason in still}, still
+        assert ctx.stats.total("lgf_sampler_samples_total") - before >= 10
+        assert not armed(src, fx.pid)
+        assert not events.of_pid(fx.pid)
+        fx.go()
+
+
+def runtime_parks(pid: int) -> set[tuple]:
+    """(g, goid, trackingSeq, wait reason) of every goroutine parked with a runtime wait reason."""
+    r = RuntimeReader(pid)
+    try:
+        fields = sorted([(r.offset("g", "atomicstatus"), "I"), (r.offset("g", "goid"), "Q"),
+                         (r.offset("g", "waitreason"), "B"), (r.offset("g", "trackingSeq"), "B")])
+        names = [f for _, f in sorted([(r.offset("g", n), n) for n in
+                                       ("atomicstatus", "goid", "waitreason", "trackingSeq")])]
+        reasons = r.binary.wait_reasons
+        out = set()
+        for g, *vals in read_g_fields(r, allg_pointers(r, 100_000), fields):
+            v = dict(zip(names, vals, strict=True))
+            reason = reasons[v["waitreason"]] if v["waitreason"] < len(reasons) else ""
+            if v["atomicstatus"] & 0xFFF == 4 and reason in INTERNAL_WAIT_REASONS:
+                out.add((g, v["goid"], v["trackingSeq"], reason))
+        return out
+    finally:
+        r.close()
