@@ -12,7 +12,9 @@ since the table comes from an untrusted file; damage raises :class:`PclntabError
 Cost: :func:`value_at` walks a table only up to the PC asked for (as the Go runtime does);
 :func:`decode_table` walks it to the end of the function once so that later PCs are a bisect.
 Both copy the bytes out of the map a chunk at a time (indexing ``bytes`` is several times faster
-than indexing an mmap, and most tables end within the first chunk).
+than indexing an mmap, and most tables end within the first chunk). The two share their varint
+loop by copy, on purpose: one generator behind both was tried and made the symbolizer's cold
+path 25 % slower (63k -> 47k PCs/s on the Go compiler), which is the path a new stall pays.
 """
 
 from __future__ import annotations
