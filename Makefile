@@ -33,19 +33,21 @@ apt:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-# BCC compiles BPF C at run time against /lib/modules/$(uname -r)/build. A kernel with its own
-# headers keeps them. Otherwise link Debian's generic headers: enough for uprobe and tracepoint
-# programs, which read only uapi structs (lgf takes kernel struct offsets from BTF, never these).
+# BCC compiles BPF C at run time against /lib/modules/$(uname -r)/build and /source. A kernel
+# with its own headers keeps them. Otherwise link Debian's generic headers (build: the arch part,
+# source: the common part): enough for uprobe and tracepoint programs, which read only uapi
+# structs (lgf takes kernel struct offsets from BTF, never from these headers).
 headers:
-	@build=/lib/modules/$$(uname -r)/build; \
-	if [ -e "$$build/include" ]; then exit 0; fi; \
+	@mods=/lib/modules/$$(uname -r); \
+	if [ -e "$$mods/build/include" ] && { [ ! -L "$$mods/build" ] || [ -e "$$mods/source/include" ]; }; then exit 0; fi; \
 	if apt-cache show linux-headers-$$(uname -r) >/dev/null 2>&1; then \
 	  echo "setup: installing linux-headers-$$(uname -r)"; \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-headers-$$(uname -r) >/dev/null; exit 0; fi; \
 	generic=$$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -1); \
-	if [ -z "$$generic" ]; then echo "setup: no kernel headers found; install linux-headers-amd64" >&2; exit 1; fi; \
-	mkdir -p /lib/modules/$$(uname -r); ln -sfn "$$generic" "$$build"; \
-	echo "setup: NOTE: no headers for kernel $$(uname -r); linked $$generic as $$build (uprobes and tracepoints only)"
+	common=$${generic%-amd64}-common; \
+	if [ -z "$$generic" ] || [ ! -d "$$common" ]; then echo "setup: no kernel headers found; apt-get install linux-headers-amd64" >&2; exit 1; fi; \
+	mkdir -p "$$mods"; ln -sfn "$$generic" "$$mods/build"; ln -sfn "$$common" "$$mods/source"; \
+	echo "setup: NOTE: no headers for kernel $$(uname -r); linked $$generic (build) and $$common (source) under $$mods (uprobes and tracepoints only)"
 
 # The venv sees Debian's bcc through --system-site-packages; it must be made from the system
 # python3, the one python3-bpfcc was built for.
