@@ -52,10 +52,19 @@ def _c_value(v: int | str) -> str:
     return str(v)
 
 
+SHARED_C = Path(__file__).with_name("lgf_maps.h")
+"""Maps and helpers every program shares with this module's readers; put before each program."""
+
+
+def program_text(c_file: str | Path) -> str:
+    """``lgf_maps.h`` then the program: what BCC is given to compile."""
+    return SHARED_C.read_text() + "\n" + Path(c_file).read_text()
+
+
 def final_c(c_file: str | Path, constants: dict[str, int | str]) -> str:
-    """The program exactly as BCC compiles it: the constants as ``#define`` lines, then the file."""
+    """The program exactly as BCC compiles it: the constants as ``#define`` lines, then the text."""
     defines = "".join(f"#define {k} {_c_value(v)}\n" for k, v in sorted(constants.items()))
-    return f"/* constants passed as -D flags by lgf */\n{defines}\n" + Path(c_file).read_text()
+    return f"/* constants passed as -D flags by lgf */\n{defines}\n" + program_text(c_file)
 
 
 def load(c_file: str | Path, constants: dict[str, int | str]):
@@ -70,7 +79,7 @@ def load(c_file: str | Path, constants: dict[str, int | str]):
                             "made with --system-site-packages)") from None
     if os.environ.get("LGF_PRINT_BPF") == "1":
         print(final_c(c_file, constants), file=sys.stderr)
-    return BPF(src_file=str(c_file).encode(), cflags=cflags_of(constants))
+    return BPF(text=program_text(c_file).encode(), cflags=cflags_of(constants))
 
 
 # -- kernel struct offsets from BTF -----------------------------------------------------------

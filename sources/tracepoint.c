@@ -51,26 +51,13 @@ struct event {
     u64 pcs[MAX_FRAMES];
 };
 
-struct hkey {
-    u32 tgid;
-    u16 kind;
-    u16 reason;
-    u32 slot;
-    u32 pad;
-};
-
-struct ckey {
-    u32 tgid;
-    u32 which;
-};
-
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_HASH(targets, u32, struct target, 16384);
 /* The syscall in flight, per thread, in task storage: ~100 ns against ~300 ns for a hash update
  * and ~200 ns for the delete, paid on every syscall of a target (measured with bpf_stats). */
 BPF_TASK_STORAGE(inflight, struct enter);
-BPF_HASH(hist, struct hkey, u64, 65536);
-BPF_HASH(counters, struct ckey, s64, 16384);
+/* hist, counters, hist_add() and counter_add() come from lgf_maps.h, which bpfutil.load puts
+ * before this file (BCC rewrites map calls only in the program text, never in an #include). */
 
 RAW_TRACEPOINT_PROBE(sys_enter)
 {
@@ -139,20 +126,12 @@ RAW_TRACEPOINT_PROBE(sys_exit)
     u64 goid = current_goid(t);
     if (!goid && t->tls_g)
         return 0; /* on g0: the runtime's own thread idling, not a goroutine waiting */
-    struct hkey hk = {.tgid = tgid, .kind = STALL_SYSCALL, .reason = e.nr, .slot = bpf_log2l(dur / 1000)};
-    u64 zero = 0;
-    u64 *n = hist.lookup_or_try_init(&hk, &zero);
-    if (n)
-        __sync_fetch_and_add(n, 1);
+    hist_add(tgid, STALL_SYSCALL, e.nr, dur);
     if (dur < THRESHOLD_NS)
         return 0;
     struct event *ev = events.ringbuf_reserve(sizeof(struct event));
     if (!ev) {
-        struct ckey ck = {.tgid = tgid, .which = C_RINGBUF_LOST};
-        s64 z = 0;
-        s64 *lost = counters.lookup_or_try_init(&ck, &z);
-        if (lost)
-            __sync_fetch_and_add(lost, 1);
+        counter_add(tgid, C_RINGBUF_LOST, 1);
         return 0;
     }
     ev->start_ns = e.start_ns;

@@ -67,32 +67,10 @@ struct event {
     u64 pcs[MAX_FRAMES];
 };
 
-struct hkey {
-    u32 tgid;
-    u16 kind;
-    u16 reason;
-    u32 slot; /* log2 of the duration in microseconds */
-    u32 pad;
-};
-
-struct ckey {
-    u32 tgid;
-    u32 which;
-};
-
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_HASH(stw_starts, u32, struct since, 4096);
-BPF_HASH(hist, struct hkey, u64, 65536);
-BPF_HASH(counters, struct ckey, s64, 16384);
-
-static __always_inline void counter_add(u32 tgid, u32 which, s64 n)
-{
-    struct ckey k = {.tgid = tgid, .which = which};
-    s64 zero = 0;
-    s64 *v = counters.lookup_or_try_init(&k, &zero);
-    if (v)
-        __sync_fetch_and_add(v, n);
-}
+/* hist, counters, hist_add() and counter_add() come from lgf_maps.h, which bpfutil.load puts
+ * before this file (BCC rewrites map calls only in the program text, never in an #include). */
 
 static __always_inline int is_internal(u32 reason)
 {
@@ -101,15 +79,6 @@ static __always_inline int is_internal(u32 reason)
     if (reason < 128)
         return (INTERNAL_HI >> (reason - 64)) & 1;
     return 0;
-}
-
-static __always_inline void hist_add(u32 tgid, u32 kind, u32 reason, u64 dur_ns)
-{
-    struct hkey k = {.tgid = tgid, .kind = kind, .reason = reason, .slot = bpf_log2l(dur_ns / 1000)};
-    u64 zero = 0;
-    u64 *v = hist.lookup_or_try_init(&k, &zero);
-    if (v)
-        __sync_fetch_and_add(v, 1);
 }
 
 /* The parked goroutine's own user stack, from the context mcall saved in g.sched: its pc, then
