@@ -15,8 +15,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from benchlib import best_of  # noqa: E402
 
 from lgf.config import TargetOptions
 from lgf.sources.discovery import ProcessWatcher
@@ -24,15 +25,6 @@ from lgf.sources.gobinary import GoBinary
 
 ROOT = Path(__file__).resolve().parent.parent
 GO = ROOT / ".toolchains" / "go1.25.5" / "go" / "bin" / "go"
-
-
-def best_of(n: int, fn) -> float:
-    best = float("inf")
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def tool_path(name: str) -> str:

@@ -26,19 +26,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from benchlib import best_of  # noqa: E402
 from symbolize_helpers import addr2line_tool, compile_binary, spread_pcs  # noqa: E402
 
 from conftest import available_go_versions  # noqa: E402
 from lgf.sources.symbolizer import Symbolizer  # noqa: E402
-
-
-def _best_of(n: int, fn) -> float:
-    best = float("inf")
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main() -> int:
@@ -54,21 +46,21 @@ def main() -> int:
         def run_tool(data: bytes, tool=tool, binary=binary) -> None:
             subprocess.run([str(tool), str(binary)], input=data, capture_output=True, check=True)
 
-        a2l_one = _best_of(3, lambda s=stdin: run_tool(s.splitlines(keepends=True)[0]))
-        a2l_all = _best_of(3, lambda s=stdin: run_tool(s))
+        a2l_one = best_of(3, lambda s=stdin: run_tool(s.splitlines(keepends=True)[0]))
+        a2l_all = best_of(3, lambda s=stdin: run_tool(s))
 
         def cold_load(binary=binary, pc=pcs[0]) -> None:
             sym = Symbolizer(binary)
             sym.frames(pc)
             sym.close()
 
-        load = _best_of(5, cold_load)
+        load = best_of(5, cold_load)
         sym = Symbolizer(binary)
         t0 = time.perf_counter()
         for pc in pcs:
             sym.frames(pc)
         cold = time.perf_counter() - t0
-        warm = _best_of(3, lambda sym=sym, pcs=pcs: [sym.frames(pc) for pc in pcs])
+        warm = best_of(3, lambda sym=sym, pcs=pcs: [sym.frames(pc) for pc in pcs])
         t0 = time.perf_counter()
         for pc in pcs:
             sym.addr2line(pc)

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import hashlib
 import re
 import subprocess
 from pathlib import Path
 
-from conftest import CACHE, GOAPPS, TOOLCHAINS, build_go, go_binary, go_env
+from conftest import GOAPPS, TOOLCHAINS, build_go, go_binary, go_env
 
 BINFACTS = GOAPPS / "binfacts"
 VARIANTS = {"plain": {}, "sw": {"ldflags": "-s -w"}, "strip": {"strip": True}}
@@ -23,19 +22,7 @@ def binfacts(version: str, variant: str = "plain") -> Path:
 
 
 def binfacts_pie(version: str) -> Path:
-    """The fixture built with ``-buildmode=pie`` (build_go has no build-mode switch), cached alike."""
-    h = hashlib.sha256(f"pie|{version}".encode())
-    for p in sorted(BINFACTS.rglob("*")):
-        if p.is_file():
-            h.update(p.name.encode() + p.read_bytes())
-    out = CACHE / f"binfacts-pie-go{version}-{h.hexdigest()[:12]}"
-    if not out.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        subprocess.run([str(go_binary(version)), "build", "-buildmode=pie", "-o", str(tmp), "."],
-                       cwd=BINFACTS, env=go_env(version), check=True, capture_output=True)
-        tmp.rename(out)
-    return out
+    return build_go(BINFACTS, version, buildmode="pie")
 
 
 @contextlib.contextmanager

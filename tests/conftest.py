@@ -67,17 +67,19 @@ def go_env(version: str) -> dict[str, str]:
 
 
 def build_go(src: str | Path, version: str, ldflags: str = "", strip: bool = False,
-             tags: str = "") -> Path:
+             tags: str = "", buildmode: str = "") -> Path:
     """Build the Go program in directory ``src`` with toolchain ``version``; cached by content.
 
-    ``strip=True`` also runs ``strip`` on the result (removes .symtab: the pclntab path).
+    ``strip=True`` also runs ``strip`` on the result (removes .symtab: the pclntab path);
+    ``buildmode="pie"`` builds a position-independent executable.
     """
     src = Path(src)
-    h = hashlib.sha256(f"{version}|{ldflags}|{strip}|{tags}".encode())
+    key = f"{version}|{ldflags}|{strip}|{tags}" + (f"|{buildmode}" if buildmode else "")
+    h = hashlib.sha256(key.encode())
     for p in sorted(src.rglob("*")):
         if p.is_file():
             h.update(p.name.encode() + p.read_bytes())
-    out = CACHE / f"{src.name}-go{version}-{h.hexdigest()[:12]}"
+    out = CACHE / f"{src.name}{'-' + buildmode if buildmode else ''}-go{version}-{h.hexdigest()[:12]}"
     if out.exists():
         return out
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -87,6 +89,8 @@ def build_go(src: str | Path, version: str, ldflags: str = "", strip: bool = Fal
         cmd += ["-ldflags", ldflags]
     if tags:
         cmd += ["-tags", tags]
+    if buildmode:
+        cmd.append(f"-buildmode={buildmode}")
     cmd.append(".")
     subprocess.run(cmd, cwd=src, env=go_env(version), check=True, capture_output=True)
     if strip:

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from conftest import CACHE, go_binary, go_env
+from conftest import CACHE, build_go, go_binary, go_env
 from lgf.sources.pclntab import Pclntab
 
 
@@ -62,18 +62,4 @@ def spread_pcs(binary: Path, n: int, seed: int = 3) -> list[int]:
 
 
 def build_pie(src: Path, version: str) -> Path:
-    """``src`` built with ``-buildmode=pie`` (build_go has no build-mode knob), cached by content."""
-    import hashlib
-
-    h = hashlib.sha256(f"pie|{version}".encode())
-    for p in sorted(Path(src).rglob("*")):
-        if p.is_file():
-            h.update(p.name.encode() + p.read_bytes())
-    out = CACHE / f"{Path(src).name}-pie-go{version}-{h.hexdigest()[:12]}"
-    if not out.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        subprocess.run([str(go_binary(version)), "build", "-buildmode=pie", "-o", str(tmp), "."], cwd=src,
-                       env=go_env(version), check=True, capture_output=True)
-        tmp.rename(out)
-    return out
+    return build_go(src, version, buildmode="pie")
