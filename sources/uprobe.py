@@ -58,10 +58,13 @@ function runs.
   plugins.toml chooses ``"on_stall"`` for production hosts and says so.
 - ``"never"``: only the cheap tier (and the tracepoint source's syscalls).
 - ``"on_stall"``: attached to a process for ``arm_for`` (default 60 s) after a cheap
-  tier of any lgf source (this one's stop-the-world, the tracepoint source's blocking syscalls)
-  sees a stall there, then detached again. A process in trouble gets goroutine detail while the
-  trouble lasts; a healthy one pays nothing. The first stall of an episode is seen only by the
-  cheap tier.
+  tier of any lgf source (this one's stop-the-world, the goroutine sampler of
+  :mod:`lgf.sources.sampler`, the tracepoint source's blocking syscalls) sees a stall there, then
+  detached again. A process in trouble gets goroutine detail while the trouble lasts; a healthy
+  one pays nothing. The first stall of an episode is seen only by the cheap tier: the sampler,
+  which reads unarmed targets' goroutines from outside every ``sample_interval`` (no probe),
+  reports a park it saw with ``extra["precision"] = "sampled"`` (a lower bound, within two
+  intervals of the truth).
 
 Attaching is per process (a uprobe with a pid filter costs nothing in other processes running
 the same binary). Targets that are refused (not Go, unknown layout) or that exit mid-trace are
@@ -71,6 +74,7 @@ the target's own memory for leftover breakpoints, and ``bpftool perf`` for attac
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -142,6 +146,10 @@ class UprobeOptions:
     target's goroutines; a park is seen once it lasts threshold + one interval."""
     sample_max_goroutines: int = 100_000
     """A target with more goroutines than this is not sampled (counted, not read)."""
+    sample_ignore_reasons: list[str] = dataclasses.field(default_factory=lambda: ["IO wait", "select (no cases)"])
+    """Wait reasons the sampler neither arms on nor reports: an idle server's accept loop and
+    keep-alive connections wait on the network for as long as no client comes, and would keep
+    the goroutine tier armed on every server. ``sample_interval = "0s"`` turns the sampler off."""
 
     def __post_init__(self):
         if self.ringbuf_pages <= 0 or self.ringbuf_pages & (self.ringbuf_pages - 1):
@@ -237,12 +245,13 @@ class UprobeSource:
         from .discovery import ProcessWatcher
 
         self._emit = emit
-        if self.options.goroutine_tier == "on_stall":
+        if self.options.goroutine_tier == "on_stall" and self.options.sample_interval > 0:
             from .sampler import GoroutineSampler
 
             self._sampler = GoroutineSampler(
                 self.options.sample_interval, self.options.sample_max_goroutines, self.threshold_ns,
-                emit, self.arm, self._tier_since, stats=self.ctx.stats, logger=self.log)
+                emit, self.arm, self._tier_since, ignore_reasons=self.options.sample_ignore_reasons,
+                stats=self.ctx.stats, logger=self.log)
             self._sampler.start()
         self._watcher = ProcessWatcher(self.ctx.config.targets, self._on_start, self._on_exit,
                                        interval=self.options.rescan_interval / 1e9, logger=self.log)
