@@ -105,8 +105,9 @@ def test_first_stall_is_sampled_and_arms_the_tier_which_reports_the_rest(sampled
 
 
 def test_noise_arms_nothing_for_short_waits(sampled):
-    """Thousands of 1-10 ms waits: no worker is ever sampled as stuck. The fixture's main goroutine
-    waits two seconds for its workers (a real park): it is the only one the sampler may report."""
+    """Thousands of 1-10 ms waits: no worker is ever sampled as stuck, although each is seen
+    waiting in sample after sample (only g.trackingSeq tells its short parks apart). The fixture's
+    main goroutine waits two seconds for its workers (a real park): the only one it may report."""
     src, events, exe, ctx = sampled
     before = ctx.stats.total("lgf_sampler_stalls_total")
     with StallFixture(exe, "noise", "-n", "40") as fx:
