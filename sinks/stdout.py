@@ -3,6 +3,9 @@
 Readable form, chosen so `grep` and eyes both work::
 
     2026-11-26T13:40:01.123Z STALL 120.4ms channel pid=4242 goid=18 comm=api "chan receive" main.worker
+    2026-11-26T13:40:01.123Z STALL >=98.1ms lock pid=4242 goid=21 comm=api "sync.Mutex.Lock" main.save
+
+(``>=``: seen by the sampler before the goroutine tier was armed; the duration is a lower bound.)
     2026-11-26T13:40:10.000Z ALERT warning channel x7 worst=310.0ms total=1.2s pid=4242 comm=api main.worker
 """
 
@@ -47,7 +50,9 @@ def format_line(event: Event) -> str:
                 f"worst={_ms(x.get('worst_ns', event.duration_ns))} total={_ms(x.get('total_ns', 0))} "
                 f"pid={event.pid} comm={event.comm} {where}").rstrip()
     what = f'"{event.wait_reason}"' if event.wait_reason else (event.syscall or "")
-    return (f"{ts} STALL {_ms(event.duration_ns)} {event.cause} pid={event.pid} goid={event.goid} "
+    # A stall the sampler saw (before the goroutine tier was armed) has a lower-bound duration.
+    bound = ">=" if event.extra.get("precision") == "sampled" else ""
+    return (f"{ts} STALL {bound}{_ms(event.duration_ns)} {event.cause} pid={event.pid} goid={event.goid} "
             f"comm={event.comm} {what} {where}").rstrip()
 
 

@@ -30,3 +30,17 @@ def test_rotation_keeps_the_configured_number_of_files(tmp_path):
         assert p.stat().st_size <= 2000
     kept = [e.pid for name in ("s.jsonl.2", "s.jsonl.1", "s.jsonl") for e in read_events(tmp_path / name)]
     assert kept == list(range(40))[-len(kept):]  # the newest, in order, none reordered
+
+
+def test_stdout_marks_a_sampled_duration_as_a_lower_bound():
+    import io
+
+    from lgf.sinks.stdout import StdoutOptions, StdoutSink
+    out = io.StringIO()
+    sink = StdoutSink(StdoutOptions(), stream=out)
+    sink.send(Event(pid=7, goid=3, start_ns=0, end_ns=98_100_000, cause="lock",
+                    wait_reason="sync.Mutex.Lock", extra={"precision": "sampled"}).finish())
+    sink.send(Event(pid=7, goid=3, start_ns=0, end_ns=120_400_000, cause="lock").finish())
+    first, second = out.getvalue().splitlines()
+    assert " STALL >=98.1ms lock pid=7 goid=3 " in first
+    assert " STALL 120.4ms lock " in second
