@@ -95,7 +95,7 @@ class TracepointSource:
         self.bpf = bpfutil.load(C_FILE, {
             "THRESHOLD_NS": self.threshold_ns, "FSBASE_OFF": bpfutil.fsbase_offset(),
             "MAX_FRAMES": self.options.max_frames, "RINGBUF_PAGES": self.options.ringbuf_pages})
-        self.bpf["events"].open_ring_buffer(lambda _cpu, data, _size: self._on_ring_event(data))
+        self.bpf[b"events"].open_ring_buffer(lambda _cpu, data, _size: self._on_ring_event(data))
         self._poller = bpfutil.RingPoller(self.bpf, "tracepoint")
         self._poller.start()
         self._watcher = ProcessWatcher(self.ctx.config.targets, self._on_start, self._on_exit,
@@ -137,9 +137,9 @@ class TracepointSource:
             self.log.warning("tracepoint: not tracing pid %d: %s", target.pid, exc)
             return
         cgo = binary.info.settings.get("CGO_ENABLED") == "1"
-        entry = self.bpf["targets"].Leaf(goid_off, 0 if cgo else 1)
+        entry = self.bpf[b"targets"].Leaf(goid_off, 0 if cgo else 1)
         with self._lock:
-            self.bpf["targets"][self.bpf["targets"].Key(target.pid)] = entry
+            self.bpf[b"targets"][self.bpf[b"targets"].Key(target.pid)] = entry
             self._targets[target.pid] = target
         self.ctx.stats.set("lgf_targets_attached", len(self._targets), source="tracepoint")
         self.log.info("tracepoint: tracing syscalls of pid %d (%s)", target.pid, target.exe)
@@ -149,10 +149,10 @@ class TracepointSource:
             if self._targets.pop(target.pid, None) is None or self.bpf is None:
                 return
             try:
-                del self.bpf["targets"][self.bpf["targets"].Key(target.pid)]
+                del self.bpf[b"targets"][self.bpf[b"targets"].Key(target.pid)]
             except KeyError:
                 pass
-            bpfutil.delete_pid_entries(self.bpf["hist"], target.pid)
+            bpfutil.delete_pid_entries(self.bpf[b"hist"], target.pid)
         self.ctx.stats.set("lgf_targets_attached", len(self._targets), source="tracepoint")
 
     def _housekeep(self) -> None:
@@ -160,7 +160,7 @@ class TracepointSource:
             self._collect_lost()
 
     def _collect_lost(self) -> None:
-        total = sum(int(v.value) for k, v in bpfutil.read_map_items(self.bpf["counters"]))
+        total = sum(int(v.value) for k, v in bpfutil.read_map_items(self.bpf[b"counters"]))
         if total > self._lost_seen:
             self.ctx.stats.inc("lgf_ringbuf_lost_total", total - self._lost_seen, source="tracepoint")
             self.log.warning("tracepoint: ring buffer full: %d syscall events lost (raise ringbuf_pages)",
@@ -170,7 +170,7 @@ class TracepointSource:
     # -- events -------------------------------------------------------------------------------
 
     def _on_ring_event(self, data) -> None:
-        raw = self.bpf["events"].event(data)
+        raw = self.bpf[b"events"].event(data)
         pid = int(raw.pid)
         target = self._targets.get(pid)
         extra: dict = {"stall": "syscall", "syscall_ret": int(raw.ret)}
@@ -200,7 +200,7 @@ class TracepointSource:
         if self.bpf is None:
             return []
         groups: dict[tuple, dict[int, int]] = {}
-        for key, value in bpfutil.read_map_items(self.bpf["hist"]):
+        for key, value in bpfutil.read_map_items(self.bpf[b"hist"]):
             g = groups.setdefault((int(key.tgid), int(key.reason)), {})
             g[int(key.slot)] = g.get(int(key.slot), 0) + int(value.value)
         out = []
@@ -216,7 +216,7 @@ class TracepointSource:
         """Only ``ringbuf_lost`` is measured here (the uprobe source has the runtime's counters)."""
         if self.bpf is None or pid not in self._targets:
             return {}
-        lost = sum(int(v.value) for k, v in bpfutil.read_map_items(self.bpf["counters"]) if k.tgid == pid)
+        lost = sum(int(v.value) for k, v in bpfutil.read_map_items(self.bpf[b"counters"]) if k.tgid == pid)
         return {"ringbuf_lost": lost}
 
 

@@ -180,7 +180,7 @@ class _Program:
     def __init__(self, constants: dict[str, int], on_event: Callable[[_Program, object], None]):
         self.constants = constants
         self.bpf = bpfutil.load(C_FILE, constants)
-        self.bpf["events"].open_ring_buffer(lambda _cpu, data, _size: on_event(self, data))
+        self.bpf[b"events"].open_ring_buffer(lambda _cpu, data, _size: on_event(self, data))
         self.poller = bpfutil.RingPoller(self.bpf, "uprobe")
         self.poller.start()
         self.lost_seen: dict[int, int] = {}
@@ -195,7 +195,7 @@ class _Program:
         if idx is not None:
             return idx
         idx = len(self.binaries) + 1
-        table = self.bpf["runtime_funcs"]
+        table = self.bpf[b"runtime_funcs"]
         for addr in runtime_function_entries(binary):
             k = table.Key(idx, 0, addr)
             table[k] = table.Leaf(1)
@@ -317,7 +317,7 @@ class UprobeSource:
                 self._sampler.remove(target.pid)
             # Its wait slots need no cleanup: each is tagged with pid and g and simply reused.
             try:
-                del att.program.bpf["procs"][att.program.bpf["procs"].Key(target.pid)]
+                del att.program.bpf[b"procs"][att.program.bpf[b"procs"].Key(target.pid)]
             except KeyError:
                 pass
         self.log.info("uprobe: pid %d exited; detached", target.pid)
@@ -369,7 +369,7 @@ class UprobeSource:
                             stw_reasons=list(binary.stw_reasons), load_bias=target.load_bias(),
                             probes={})
             self._attached[target.pid] = att
-            procs = prog.bpf["procs"]
+            procs = prog.bpf[b"procs"]
             procs[procs.Key(target.pid)] = procs.Leaf(prog.register_binary(binary), 0, att.load_bias)
             self._attach_probes(att, CHEAP_PROBES, required=("runtime.stopTheWorldWithSema",
                                                              "runtime.startTheWorldWithSema"))
@@ -455,7 +455,7 @@ class UprobeSource:
         """Close the BPF wait slots of goroutines ``gs`` (a park noted in an earlier armed period
         would otherwise end, with a stale start, when the tier sees the goroutine run again).
         The slot index is uprobe.c's ``wait_slot`` hash."""
-        waits, size, pid = att.program.bpf["waits"], att.program.constants["MAX_GOROUTINES"], att.target.pid
+        waits, size, pid = att.program.bpf[b"waits"], att.program.constants["MAX_GOROUTINES"], att.target.pid
         for g in gs:
             idx = waits.Key(((g >> 6) ^ (g >> 22) ^ (pid << 7)) & (size - 1))
             slot = waits[idx]
@@ -504,7 +504,7 @@ class UprobeSource:
     # -- events -------------------------------------------------------------------------------
 
     def _on_ring_event(self, prog: _Program, data) -> None:
-        raw = prog.bpf["events"].event(data)
+        raw = prog.bpf[b"events"].event(data)
         pid = int(raw.pid)
         att = self._attached.get(pid)
         ev = self._event_of(raw, att)
@@ -539,7 +539,7 @@ class UprobeSource:
     def _read_counters(self, prog: _Program, only: str | None = None) -> dict[int, int]:
         """``{pid: value}`` of one counter (``only``), or of every counter keyed ``(pid, name)``."""
         out: dict = {}
-        for key, value in bpfutil.read_map_items(prog.bpf["counters"]):
+        for key, value in bpfutil.read_map_items(prog.bpf[b"counters"]):
             name = COUNTER_NAMES[key.which] if key.which < len(COUNTER_NAMES) else str(key.which)
             if only is None:
                 out[(int(key.tgid), name)] = int(value.value)
@@ -572,7 +572,7 @@ class UprobeSource:
             attached = dict(self._attached)
         for prog in programs:
             groups: dict[tuple, dict[int, int]] = {}
-            for key, value in bpfutil.read_map_items(prog.bpf["hist"]):
+            for key, value in bpfutil.read_map_items(prog.bpf[b"hist"]):
                 g = groups.setdefault((int(key.tgid), int(key.kind), int(key.reason)), {})
                 g[int(key.slot)] = g.get(int(key.slot), 0) + int(value.value)
             for (pid, kind, reason), slots in sorted(groups.items()):
