@@ -171,6 +171,10 @@ class Host:
         if self.http is not None:
             self.http.stop()
         self.manager.pm.hook.lgf_unconfigure(config=self.config)
+        log.info("lgf stopped: %d stall event(s), %d alert(s), %d dropped, %d plugin error(s), "
+                 "%d sink failure(s)", *(int(self.stats.total(name)) for name in (
+                     "lgf_events_total", "lgf_alerts_total", "lgf_events_dropped_total",
+                     "lgf_plugin_errors_total", "lgf_sink_failed_total")))
 
 
 def open_host(config_path: str, with_sources: bool = True) -> Host:
