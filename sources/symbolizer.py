@@ -51,34 +51,37 @@ class Symbolizer:
         """
         key = (pc, is_return_addr)
         with self._lock:
-            got = self._cache.get(key)
-            if got is not None:
-                self._cache.move_to_end(key)
-                self.hits += 1
-                return list(got)
-            self.misses += 1
-            found = tuple(self.table.frames(pc, is_return_addr))
-            self._cache[key] = found
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-            return list(found)
+            got = self._hit(key)
+            if got is None:
+                got = self._keep(key, tuple(self.table.frames(pc, is_return_addr)))
+        return list(got)
 
     def addr2line(self, pc: int) -> tuple[str, str]:
         """The two lines ``go tool addr2line`` prints for ``pc``: function, then ``file:line``."""
         key = (pc, None)
         with self._lock:
-            got = self._cache.get(key)
-            if got is not None:
-                self._cache.move_to_end(key)
-                self.hits += 1
-                return got
-            self.misses += 1
-            found = self.table.addr2line(pc)
-            got = ("?", "?:0") if found is None else (found[0], f"{found[1]}:{found[2]}")
-            self._cache[key] = got
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-            return got
+            got = self._hit(key)
+            if got is None:
+                found = self.table.addr2line(pc)
+                got = self._keep(key, ("?", "?:0") if found is None else (found[0], f"{found[1]}:{found[2]}"))
+        return got
+
+    # The per-PC LRU cache both lookups share; callers hold self._lock (the table is read under it
+    # too). No closure per call: a hit is the hot path of every event's stack.
+
+    def _hit(self, key):
+        got = self._cache.get(key)
+        if got is not None:
+            self._cache.move_to_end(key)
+            self.hits += 1
+        return got
+
+    def _keep(self, key, value):
+        self.misses += 1
+        self._cache[key] = value
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return value
 
     def close(self) -> None:
         with self._lock:
