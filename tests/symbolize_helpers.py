@@ -63,3 +63,12 @@ def spread_pcs(binary: Path, n: int, seed: int = 3) -> list[int]:
 
 def build_pie(src: Path, version: str) -> Path:
     return build_go(src, version, buildmode="pie")
+
+
+def addr2line_lines(tab: Pclntab, pcs: list[int]) -> list[str]:
+    """What ``go tool addr2line`` would print for ``pcs``, as lgf's Pclntab answers it."""
+    out = []
+    for pc in pcs:
+        name, file, line = tab.addr2line(pc)
+        out += [name, f"{file}:{line}"]
+    return out

@@ -7,7 +7,7 @@ every PC must give the same function name and the same file:line as addr2line pr
 from __future__ import annotations
 
 import pytest
-from symbolize_helpers import compile_binary, run_addr2line, spread_pcs, stripped_copy
+from symbolize_helpers import addr2line_lines, compile_binary, run_addr2line, spread_pcs, stripped_copy
 
 from conftest import GO_VERSIONS
 from lgf.sources.pclntab import Pclntab
@@ -55,8 +55,4 @@ def test_functions_without_a_compilation_unit_agree_with_addr2line(go_toolchains
     assert {"go:textfipsstart", "go:textfipsend"} <= {name for name, _, _ in markers}
     pcs = [pc for _, entry, end in markers for pc in range(entry, end)]
     expected = run_addr2line(version, binary, [f"{pc:#x}" for pc in pcs])
-    got = []
-    for pc in pcs:
-        name, file, line = tab.addr2line(pc)
-        got += [name, f"{file}:{line}"]
-    assert got == expected
+    assert addr2line_lines(tab, pcs) == expected

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from elftools.elf.elffile import ELFFile
-from symbolize_helpers import build_pie, compile_binary, run_addr2line, stripped_copy
+from symbolize_helpers import addr2line_lines, build_pie, compile_binary, run_addr2line, stripped_copy
 
 from conftest import GO_VERSIONS, GOAPPS, build_go
 from lgf.sources.pclntab import Pclntab, PclntabError
@@ -133,11 +133,7 @@ def test_fixture_variants_agree_with_addr2line_and_keep_inline_chains(go_toolcha
     funcs = list(tab.funcs())
     pcs = [e + (end - e) // 3 for _, e, end in funcs]
     expected = run_addr2line(version, reference, [f"{pc:#x}" for pc in pcs])
-    got = []
-    for pc in pcs:
-        name, file, line = tab.addr2line(pc)
-        got += [name, f"{file}:{line}"]
-    assert got == expected
+    assert addr2line_lines(tab, pcs) == expected
     work = tab.func_by_name("main.work")
     chains = [tab.frames(pc, is_return_addr=False) for pc in range(work, work + 200)]
     assert max(len(c) for c in chains) == 4, "inline tree lost in this flavour of binary"
