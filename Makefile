@@ -19,6 +19,7 @@ test: setup toolchains lint
 
 lint: setup
 	.venv/bin/ruff check .
+	$(PY) tests/support/layering.py
 
 bench: setup toolchains
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || echo "!! $$b failed"; done

@@ -20,8 +20,8 @@ from pathlib import Path
 from benchlib import best_of  # noqa: E402
 
 from lgf.config import TargetOptions
-from lgf.sources.discovery import ProcessWatcher
-from lgf.sources.gobinary import GoBinary
+from lgf.golang.discovery import ProcessWatcher
+from lgf.golang.gobinary import GoBinary
 
 ROOT = Path(__file__).resolve().parent.parent
 GO = ROOT / ".toolchains" / "go1.25.5" / "go" / "bin" / "go"

@@ -16,7 +16,7 @@ beside its baseline from the same run (no probes), and the ratio. Configurations
 Last, what the goroutine sampler costs lgf itself: CPU per sample of a target with 100 and with
 10,000 parked goroutines (``tests/goapps/runtimestate``), beside the time of one bare
 ``process_vm_readv`` of the allgs header (the floor of any sample), and the share of one CPU its
-thread takes at the default interval (stretched for a dear target, see ``lgf.sources.sampler``).
+thread takes at the default interval (stretched for a dear target, see ``lgf.golang.sampler``).
 
 Ping-pong: ns per round trip (each round trip is two park/wake cycles: the worst case for
 per-switch probes), median of 5 runs of 200k round trips. net/http: server CPU time (utime +
@@ -134,9 +134,9 @@ def sampler_cost(exe: Path, parked: int, samples: int = 100) -> tuple[float, flo
     import time
     import types
 
-    from lgf.plugins.runtime_reader import RuntimeReader
-    from lgf.sources.gobinary import open_binary
-    from lgf.sources.sampler import GoroutineSampler
+    from lgf.golang.gobinary import open_binary
+    from lgf.golang.runtime_reader import RuntimeReader
+    from lgf.golang.sampler import GoroutineSampler
 
     proc, _ = start(exe, "-parked", str(parked), "-conns", "0")
     try:

@@ -93,7 +93,7 @@ def main() -> int:
 
     import ray
 
-    from lgf.plugins.ray_symbolizer import RayBackend
+    from lgf.golang.ray_symbols import RayBackend
 
     t0 = time.perf_counter()
     backend = RayBackend("local", workers=2, max_binaries=n + 8)

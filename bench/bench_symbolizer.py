@@ -30,7 +30,7 @@ from benchlib import best_of  # noqa: E402
 from symbolize_helpers import addr2line_tool, compile_binary, spread_pcs  # noqa: E402
 
 from conftest import available_go_versions  # noqa: E402
-from lgf.sources.symbolizer import Symbolizer  # noqa: E402
+from lgf.golang.symbols import Symbolizer  # noqa: E402
 
 
 def main() -> int:

@@ -3,7 +3,7 @@
 lgf's goroutine tier needs one uprobe hit per goroutine switch (bench_probe_cost.py measures it).
 This measures what no BPF program, however short, can go below: the kernel's trap and return
 for a uprobe on the same emulated instruction lgf uses (the `push %rbp` after the stack check,
-found by lgf.sources.gobinary). Channel ping-pong (two switches per round trip), ns per round
+found by lgf.golang.gobinary). Channel ping-pong (two switches per round trip), ns per round
 trip: nothing attached vs an empty program on execute vs one on execute and ready.
 
 Run as root: `.venv/bin/python bench/bench_uprobe_floor.py` (part of `make bench`).
@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import GOAPPS, build_go  # noqa: E402
-from lgf.sources import bpfutil  # noqa: E402
-from lgf.sources.gobinary import open_binary  # noqa: E402
+from lgf.bpf import loader as bpfutil  # noqa: E402
+from lgf.golang.gobinary import open_binary  # noqa: E402
 
 EMPTY = "int empty(struct pt_regs *ctx) { return 0; }"
 ROUNDS = 5

@@ -29,7 +29,6 @@ from .alerts import AlertsOptions, EnvironmentsOptions
 from .components import KINDS, Component
 from .errors import ConfigError, ConfigErrors
 from .event import SEVERITIES
-from .http import HttpOptions
 from .options import Duration
 from .silences import SilencesOptions
 
@@ -80,6 +79,28 @@ class TargetOptions:
                 re.compile(rx)
             except re.error as exc:
                 raise ValueError(f"targets.comm[{i}]: bad regular expression: {exc}") from None
+
+
+DEFAULT_LISTEN = "127.0.0.1:9464"
+
+
+@dataclass
+class HttpOptions:
+    """``[http]``: the local endpoints."""
+
+    listen: str = DEFAULT_LISTEN
+    """host:port to bind; keep it on loopback unless something scrapes it from elsewhere."""
+    enabled: bool = True
+    token_env: str = ""
+    """Name of an environment variable holding a token that POST/DELETE must present."""
+    recent_limit: int = 100
+    """How many windows and alerts /debug/latency returns by default."""
+
+    def __post_init__(self):
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError(f"listen: {self.listen!r} is not host:port (e.g. \"127.0.0.1:9464\")")
+
 
 
 SECTIONS: dict[str, type] = {

@@ -6,7 +6,7 @@ every item is written to the sink's spool (``lgf.spool``, SQLite in WAL mode) be
 returns and deleted only after the sink confirmed it: at-least-once across crashes. An item is
 sent twice only if lgf died between the sink's send and the acknowledgement (at most what was in
 flight: one message for WeCom). This module decides when to call the sink and what its answer
-means; the spool stores, ``lgf.clock`` tells the time, ``lgf.spool_cmd`` is ``lgf spool``.
+means; the spool stores, ``lgf.clock`` tells the time, ``lgf.cli.spool`` is ``lgf spool``.
 
 Shape the host wires, one per ``[[sinks]]`` table::
 

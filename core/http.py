@@ -30,32 +30,12 @@ import logging
 import os
 import re
 import threading
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from .config import HttpOptions
+
 log = logging.getLogger("lgf.http")
-
-DEFAULT_LISTEN = "127.0.0.1:9464"
-
-
-@dataclass
-class HttpOptions:
-    """``[http]``: the local endpoints."""
-
-    listen: str = DEFAULT_LISTEN
-    """host:port to bind; keep it on loopback unless something scrapes it from elsewhere."""
-    enabled: bool = True
-    token_env: str = ""
-    """Name of an environment variable holding a token that POST/DELETE must present."""
-    recent_limit: int = 100
-    """How many windows and alerts /debug/latency returns by default."""
-
-    def __post_init__(self):
-        host, sep, port = self.listen.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-            raise ValueError(f"listen: {self.listen!r} is not host:port (e.g. \"127.0.0.1:9464\")")
-
 
 def _split_listen(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
@@ -108,7 +88,7 @@ class LgfCollector:
 
     def _histograms(self, family_cls, emitted):
         """BPF log2 histograms -> one Prometheus histogram per (cause, service, stall)."""
-        from lgf.plugins.waitreason import cause_of
+        from lgf.causes import cause_of
 
         merged: dict[tuple[str, str, str], list[int]] = {}
         for src in self.sources:

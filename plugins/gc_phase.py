@@ -37,8 +37,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from lgf import Component, hookimpl
-from lgf.options import Duration
-from lgf.plugins.runtime_reader import (
+from lgf.golang.runtime_reader import (
     RuntimeEnricher,
     RuntimeReader,
     Samples,
@@ -46,6 +45,7 @@ from lgf.plugins.runtime_reader import (
     read_lag_ns,
     runtime_counters,
 )
+from lgf.options import Duration
 
 PHASES = {0: "off", 1: "mark", 2: "mark_termination"}
 CYCLE_STAMPS = ("tSweepTerm", "tMark", "tMarkTerm", "tEnd")

@@ -25,8 +25,7 @@ import time
 from dataclasses import dataclass
 
 from lgf import Component, hookimpl
-from lgf.options import Duration
-from lgf.plugins.runtime_reader import (
+from lgf.golang.runtime_reader import (
     RuntimeEnricher,
     Samples,
     Unreadable,
@@ -34,6 +33,7 @@ from lgf.plugins.runtime_reader import (
     read_lag_ns,
     runtime_counters,
 )
+from lgf.options import Duration
 
 CUMULATIVE = ("netpoll_calls", "netpoll_ready")
 G_WAITING = 4

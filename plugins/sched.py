@@ -31,14 +31,14 @@ import time
 from dataclasses import dataclass
 
 from lgf import Component, hookimpl
-from lgf.options import Duration
-from lgf.plugins.runtime_reader import (
+from lgf.golang.runtime_reader import (
     RuntimeEnricher,
     RuntimeReader,
     Unreadable,
     goroutine_states,
     read_lag_ns,
 )
+from lgf.options import Duration
 
 G_STATUS = {1: "runnable", 2: "running", 3: "in_syscall", 4: "waiting", 9: "runnable"}
 """Go's _Grunnable, _Grunning, _Gsyscall, _Gwaiting, _Gpreempted (waiting to be resumed)."""

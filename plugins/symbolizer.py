@@ -18,7 +18,7 @@ Cost (bench/bench_symbolizer.py, Go's `compile` binary): opening a binary ~2 ms;
 ~15-25 µs (its function's tables walked up to it); a warm PC ~1 µs (a dict hit), 5-7x the
 throughput of `go tool addr2line` on the same PCs.
 With ``backend = "ray"`` the per-event cost is one round trip for the PCs the local frame cache
-has not seen; see ``lgf.plugins.ray_symbolizer``.
+has not seen; see ``lgf.golang.ray_symbols``.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from lgf import Component, hookimpl
-from lgf.sources.pclntab import Frame, PclntabError
-from lgf.sources.symbolizer import Symbolizers, frame_dict, stack_summary
+from lgf.golang.pclntab import Frame, PclntabError
+from lgf.golang.symbols import Symbolizers, frame_dict, stack_summary
 
 log = logging.getLogger("lgf.symbolizer")
 
@@ -116,7 +116,7 @@ class SymbolizerEnricher:
         self._failed_binaries: OrderedDict[str, str] = OrderedDict()
         self.backend = LocalBackend(options.max_binaries)
         if options.backend == "ray":
-            from lgf.plugins.ray_symbolizer import RayBackend, RayUnavailable
+            from lgf.golang.ray_symbols import RayBackend, RayUnavailable
 
             try:
                 self.backend = RayBackend(options.ray_address, options.workers, options.max_binaries)

@@ -1,23 +1,9 @@
 """The default classifier (``use = "waitreason"``): a stall's kind and Go wait reason -> its cause.
 
-Why a table and not string matching: the Go runtime's wait-reason texts are a closed list per
-version (``runtime.waitReasonStrings`` in ``runtime2.go``), so every text of every supported
-toolchain (1.21.13, 1.25.5, 1.27.3) is written down here with the cause it means, and a test walks
-the three toolchains' lists and fails on any text missing from ``WAIT_REASONS``. A text a newer Go
+The tables live in :mod:`lgf.causes` (shared with /metrics and the sources). A text a newer Go
 adds is not guessed at: the classifier answers ``None`` (the ``unknown`` fallback then answers),
-counts it in ``lgf_classify_unmapped_total{wait_reason}`` and logs it once.
-
-Some reasons are not a stall of user code (a GC worker idling, the execution tracer's own
-goroutine). They map to ``unknown`` *with a reason*, kept in ``NOT_USER_WAITS`` and written to
-``extra["cause_note"]``, so an alert says why it could not name a cause.
-
-The stall kind (``extra["stall"]``) decides first: ``stw`` -> ``gc_stw``, ``gc_assist`` ->
-``gc_assist``, ``runnable`` -> ``sched_latency``, ``syscall`` -> ``syscall`` (``net_io`` for the
-netpoller's own epoll waits). For ``park`` the wait reason decides, and enrichment may override it
-(``decide_with_enrichment``): a goroutine parked on a lock or channel whose wait was mostly
-spent inside a stop-the-world pause (``gc_phase["stw_overlap_ns"]`` from the ``gc_phase``
-enricher, more than half the stall) is blamed on ``gc_stw``, because no goroutine could have
-released it; so is a runnable goroutine that could not run because the world was stopped.
+counts it in ``lgf_classify_unmapped_total{wait_reason}`` and logs it once. A known non-user wait
+maps to ``unknown`` with its reason in ``extra["cause_note"]``.
 
 Cost: two dict look-ups per event; no I/O.
 """
@@ -27,112 +13,9 @@ from __future__ import annotations
 import logging
 
 from lgf import Component, hookimpl
+from lgf.causes import NOT_USER_WAITS, cause_of, decide_with_enrichment
 
 log = logging.getLogger("lgf.waitreason")
-
-# Every text of runtime.waitReasonStrings in Go 1.21.13, 1.25.5 and 1.27.3 (runtime2.go).
-WAIT_REASONS: dict[str, str] = {
-    # channels and select
-    "chan receive": "channel",
-    "chan send": "channel",
-    "chan receive (nil chan)": "channel",
-    "chan send (nil chan)": "channel",
-    "chan receive (durable)": "channel",  # 1.25+: inside a testing/synctest bubble
-    "chan send (durable)": "channel",
-    "select": "select",
-    "select (no cases)": "select",  # select {}: blocks forever
-    "select (durable)": "select",
-    # sync.Mutex / RWMutex
-    "sync.Mutex.Lock": "lock",
-    "sync.RWMutex.RLock": "lock",
-    "sync.RWMutex.Lock": "lock",
-    # other semaphores: WaitGroup, Cond, runtime_Semacquire users, coroutines (iter.Pull)
-    "semacquire": "sync",  # sync.WaitGroup.Wait before 1.25, and other sema users
-    "sync.Cond.Wait": "sync",
-    "sync.WaitGroup.Wait": "sync",
-    "sync.WaitGroup.Wait (durable)": "sync",
-    "synctest.Run": "sync",
-    "synctest.Wait": "sync",
-    "coroutine": "sync",  # coroswitch: waits for the other side of an iter.Pull coroutine
-    # network and timers
-    "IO wait": "net_io",  # parked on the netpoller (sockets, pipes in non-blocking mode)
-    "sleep": "sleep",
-    # the GC: stopping the world and doing GC work on the goroutine's behalf
-    "stopping the world": "gc_stw",  # the goroutine calling stopTheWorld waits for every P
-    "GC mark termination": "gc_stw",  # forEachP during mark termination
-    "garbage collection": "gc_stw",  # gcMarkTermination runs with the world stopped
-    "flushing proc caches": "gc_stw",  # forEachP at the end of a cycle
-    "dumping heap": "gc_stw",  # debug.WriteHeapDump stops the world
-    "GC assist marking": "gc_assist",
-    "GC assist wait": "gc_assist",
-    "garbage collection scan": "gc_assist",  # suspended while the GC scans its own stack
-    "wait for GC cycle": "gc_assist",  # runtime.GC(): the caller waits for a whole cycle
-    "GC weak to strong wait": "gc_assist",  # weak.Pointer.Value waits for the mark phase
-    # scheduler
-    "preempted": "sched_latency",  # preempted, waiting to be scheduled again
-}
-
-NOT_USER_WAITS: dict[str, str] = {
-    "": "no wait reason recorded",
-    "panicwait": "main goroutine waits for another goroutine's panic to finish printing",
-    "GC sweep wait": "runtime background sweeper idle",
-    "GC scavenge wait": "runtime background scavenger idle",
-    "finalizer wait": "runtime finalizer goroutine idle",
-    "cleanup wait": "runtime cleanup goroutine idle",
-    "force gc (idle)": "runtime forced-GC helper idle",
-    "GC worker (idle)": "runtime GC mark worker parked",
-    "GC worker (active)": "runtime GC mark worker parked between work",
-    "GOMAXPROCS updater (idle)": "runtime GOMAXPROCS updater idle",
-    "trace reader (blocked)": "execution tracer's reader goroutine",
-    "trace goroutine status": "execution tracer snapshotting goroutine states",
-    "trace proc status": "execution tracer snapshotting P states",
-    "page trace flush": "page tracer flushing",
-    "debug call": "a debugger injected a function call",
-}
-"""Wait reasons that are known and deliberately ``unknown``: why is the value."""
-
-STALL_KINDS: dict[str, str] = {
-    "stw": "gc_stw",
-    "gc_assist": "gc_assist",
-    "runnable": "sched_latency",
-    "syscall": "syscall",
-}
-"""``extra["stall"]`` kinds that decide by themselves; ``park`` goes by its wait reason."""
-
-NETPOLL_SYSCALLS = frozenset({"epoll_wait", "epoll_pwait", "epoll_pwait2"})
-"""Syscalls the Go netpoller blocks in: a stall there is waiting for the network."""
-
-STW_OVERRIDABLE = frozenset({"lock", "channel", "select", "sync", "sched_latency"})
-"""Causes that a mostly-overlapping stop-the-world explains better: nobody could release the
-lock or channel, and nothing runnable could run. Not ``sleep`` or ``net_io``: those waits were
-long by the program's own choice or the peer's, whatever the GC did meanwhile."""
-
-
-def cause_of(stall: str, wait_reason: str = "", syscall: str = "") -> str | None:
-    """The cause for a stall kind and wait reason, without enrichment; None if not known.
-
-    Also used by /metrics to label the BPF histograms, which carry only these labels.
-    """
-    if stall == "syscall" and syscall in NETPOLL_SYSCALLS:
-        return "net_io"
-    if stall in STALL_KINDS:
-        return STALL_KINDS[stall]
-    if wait_reason in WAIT_REASONS:
-        return WAIT_REASONS[wait_reason]
-    if wait_reason in NOT_USER_WAITS:
-        return "unknown"
-    if not stall and syscall:
-        return "syscall"
-    return None
-
-
-def decide_with_enrichment(cause: str, event) -> str:
-    """Let enrichment override a wait-reason cause where it knows better (see module docstring)."""
-    overlap = (event.gc_phase or {}).get("stw_overlap_ns", 0)
-    if cause in STW_OVERRIDABLE and event.duration_ns and overlap * 2 > event.duration_ns:
-        return "gc_stw"
-    return cause
-
 
 class WaitReasonClassifier:
     """The component instance: registered for the run, answers ``lgf_classify``."""

@@ -56,7 +56,7 @@ BPF_HASH(targets, u32, struct target, 16384);
 /* The syscall in flight, per thread, in task storage: ~100 ns against ~300 ns for a hash update
  * and ~200 ns for the delete, paid on every syscall of a target (measured with bpf_stats). */
 BPF_TASK_STORAGE(inflight, struct enter);
-/* hist, counters, hist_add() and counter_add() come from lgf_maps.h, which bpfutil.load puts
+/* hist, counters, hist_add() and counter_add() come from lgf_maps.h, which lgf.bpf.loader.load puts
  * before this file (BCC rewrites map calls only in the program text, never in an #include). */
 
 RAW_TRACEPOINT_PROBE(sys_enter)

@@ -33,12 +33,12 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from lgf import Component, Event, hookimpl
+from lgf import Component, Event, arming, hookimpl
+from lgf.bpf import loader
 
-from . import bpfutil
-
-C_FILE = bpfutil.SOURCES_DIR / "tracepoint.c"
+C_FILE = Path(__file__).with_name("tracepoint.c")
 STALL_SYSCALL = 4
 
 log = logging.getLogger("lgf.tracepoint")
@@ -89,14 +89,14 @@ class TracepointSource:
         self._housekeeper: threading.Thread | None = None
 
     def start(self, emit: Callable[[Event], None]) -> None:
-        from .discovery import ProcessWatcher
+        from lgf.golang.discovery import ProcessWatcher
 
         self._emit = emit
-        self.bpf = bpfutil.load(C_FILE, {
-            "THRESHOLD_NS": self.threshold_ns, "FSBASE_OFF": bpfutil.fsbase_offset(),
+        self.bpf = loader.load(C_FILE, {
+            "THRESHOLD_NS": self.threshold_ns, "FSBASE_OFF": loader.fsbase_offset(),
             "MAX_FRAMES": self.options.max_frames, "RINGBUF_PAGES": self.options.ringbuf_pages})
         self.bpf[b"events"].open_ring_buffer(lambda _cpu, data, _size: self._on_ring_event(data))
-        self._poller = bpfutil.RingPoller(self.bpf, "tracepoint")
+        self._poller = loader.RingPoller(self.bpf, "tracepoint")
         self._poller.start()
         self._watcher = ProcessWatcher(self.ctx.config.targets, self._on_start, self._on_exit,
                                        interval=self.options.rescan_interval, logger=self.log)
@@ -152,7 +152,7 @@ class TracepointSource:
                 del self.bpf[b"targets"][self.bpf[b"targets"].Key(target.pid)]
             except KeyError:
                 pass
-            bpfutil.delete_pid_entries(self.bpf[b"hist"], target.pid)
+            loader.delete_pid_entries(self.bpf[b"hist"], target.pid)
         self.ctx.stats.set("lgf_targets_attached", len(self._targets), source="tracepoint")
 
     def _housekeep(self) -> None:
@@ -160,7 +160,7 @@ class TracepointSource:
             self._collect_lost()
 
     def _collect_lost(self) -> None:
-        total = sum(int(v.value) for k, v in bpfutil.read_map_items(self.bpf[b"counters"]))
+        total = sum(int(v.value) for k, v in loader.read_map_items(self.bpf[b"counters"]))
         if total > self._lost_seen:
             self.ctx.stats.inc("lgf_ringbuf_lost_total", total - self._lost_seen, source="tracepoint")
             self.log.warning("tracepoint: ring buffer full: %d syscall events lost (raise ringbuf_pages)",
@@ -177,7 +177,7 @@ class TracepointSource:
         ev = Event(source="tracepoint", pid=pid, tid=int(raw.tid), comm=raw.comm.decode("utf-8", "replace"),
                    goid=int(raw.goid), start_ns=int(raw.start_ns), end_ns=int(raw.end_ns),
                    duration_ns=int(raw.end_ns) - int(raw.start_ns), syscall=syscall_name(int(raw.reason)),
-                   pcs=bpfutil.pcs_of(raw), extra=extra)
+                   pcs=loader.pcs_of(raw), extra=extra)
         if target is not None:
             ev.exe, ev.go_version, ev.build_id = target.exe, target.binary.go_version, target.binary.build_id
             if target.binary.info.settings.get("CGO_ENABLED") == "1":
@@ -186,9 +186,7 @@ class TracepointSource:
             if bias:
                 extra["load_bias"] = bias
         ev.finish()
-        from .uprobe import notify_stall
-
-        notify_stall(pid)
+        arming.notify_stall(pid)
         if self._emit is not None:
             self._emit(ev)
 
@@ -200,23 +198,23 @@ class TracepointSource:
         if self.bpf is None:
             return []
         groups: dict[tuple, dict[int, int]] = {}
-        for key, value in bpfutil.read_map_items(self.bpf[b"hist"]):
+        for key, value in loader.read_map_items(self.bpf[b"hist"]):
             g = groups.setdefault((int(key.tgid), int(key.reason)), {})
             g[int(key.slot)] = g.get(int(key.slot), 0) + int(value.value)
         out = []
         for (pid, nr), slots in sorted(groups.items()):
             target = self._targets.get(pid)
-            comm = target.comm if target is not None else bpfutil.comm_of(pid)
+            comm = target.comm if target is not None else loader.comm_of(pid)
             out.append({"labels": {"pid": str(pid), "comm": comm, "stall": "syscall",
                                    "wait_reason": syscall_name(nr)},
-                        "log2_us": bpfutil.log2_buckets(slots)})
+                        "log2_us": loader.log2_buckets(slots)})
         return out
 
     def runtime_counters(self, pid: int) -> dict:
         """Only ``ringbuf_lost`` is measured here (the uprobe source has the runtime's counters)."""
         if self.bpf is None or pid not in self._targets:
             return {}
-        lost = sum(int(v.value) for k, v in bpfutil.read_map_items(self.bpf[b"counters"]) if k.tgid == pid)
+        lost = sum(int(v.value) for k, v in loader.read_map_items(self.bpf[b"counters"]) if k.tgid == pid)
         return {"ringbuf_lost": lost}
 
 

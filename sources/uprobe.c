@@ -69,7 +69,7 @@ struct event {
 
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_HASH(stw_starts, u32, struct since, 4096);
-/* hist, counters, hist_add() and counter_add() come from lgf_maps.h, which bpfutil.load puts
+/* hist, counters, hist_add() and counter_add() come from lgf_maps.h, which lgf.bpf.loader.load puts
  * before this file (BCC rewrites map calls only in the program text, never in an #include). */
 
 static __always_inline int is_internal(u32 reason)

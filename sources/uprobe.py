@@ -59,7 +59,7 @@ function runs.
 - ``"never"``: only the cheap tier (and the tracepoint source's syscalls).
 - ``"on_stall"``: attached to a process for ``arm_for`` (default 60 s) after a cheap
   tier of any lgf source (this one's stop-the-world, the goroutine sampler of
-  :mod:`lgf.sources.sampler`, the tracepoint source's blocking syscalls) sees a stall there, then
+  :mod:`lgf.golang.sampler`, the tracepoint source's blocking syscalls) sees a stall there, then
   detached again. A process in trouble gets goroutine detail while the trouble lasts; a healthy
   one pays nothing. The first stall of an episode is seen only by the cheap tier: the sampler,
   which reads unarmed targets' goroutines from outside every ``sample_interval`` (no probe),
@@ -80,31 +80,23 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
-from lgf import Component, Event, hookimpl
+from lgf import Component, Event, arming, hookimpl
+from lgf.bpf import loader
+from lgf.causes import GC_ASSIST_REASON, INTERNAL_WAIT_REASONS, IO_WAIT_REASON
 from lgf.errors import TargetRefused
+from lgf.golang.gobinary import runtime_function_entries
 from lgf.options import Duration
 
-from . import bpfutil
-
-C_FILE = bpfutil.SOURCES_DIR / "uprobe.c"
+C_FILE = Path(__file__).with_name("uprobe.c")
 
 STALL_NAMES = {1: "park", 2: "runnable", 3: "stw"}
 COUNTER_NAMES = ("netpoll_calls", "netpoll_ready", "netpoll_waiting", "gc_cycles", "stw_count",
                  "ringbuf_lost", "wait_slot_reused")
 GOROUTINE_TIER_COUNTERS = ("netpoll_ready", "netpoll_waiting")
 
-INTERNAL_WAIT_REASONS = (
-    "GC sweep wait", "GC scavenge wait", "GC worker (idle)", "GC worker (active)", "finalizer wait",
-    "cleanup wait", "force gc (idle)", "GOMAXPROCS updater (idle)", "trace reader (blocked)",
-    "trace goroutine status", "trace proc status", "page trace flush", "debug call",
-)
-"""Wait reasons of the runtime's own goroutines and internal states, by the runtime's text. Parks
-with these reasons are the runtime idling or working, not the program stalling."""
-
-IO_WAIT_REASON = "IO wait"
-GC_ASSIST_REASON = "GC assist wait"
 
 GOROUTINE_PROBES = (("runtime.execute", "on_execute"),)
 SCHED_PROBES = (("runtime.ready", "on_ready"),)
@@ -142,7 +134,7 @@ class UprobeOptions:
     rescan_interval: Duration = Duration(250_000_000)
     """How often /proc is scanned for target processes starting and exiting."""
     sample_interval: Duration = Duration(20_000_000)
-    """With ``on_stall``: how often the goroutine sampler (``lgf.sources.sampler``) reads an unarmed
+    """With ``on_stall``: how often the goroutine sampler (``lgf.golang.sampler``) reads an unarmed
     target's goroutines; a park is seen once it lasts threshold + one interval."""
     sample_max_goroutines: int = 100_000
     """A target with more goroutines than this is not sampled (counted, not read)."""
@@ -160,28 +152,15 @@ class UprobeOptions:
             raise ValueError("max_frames: must be between 1 and 127")
 
 
-# Sources in this process, so another source's cheap tier can arm this one's goroutine tier.
-_LIVE: list[UprobeSource] = []
-_LIVE_LOCK = threading.Lock()
-
-
-def notify_stall(pid: int) -> None:
-    """A cheap tier somewhere saw a stall in ``pid``: arm the goroutine tier there (``on_stall``)."""
-    with _LIVE_LOCK:
-        live = list(_LIVE)
-    for src in live:
-        src.arm(pid)
-
-
 class _Program:
     """One compiled BPF object, shared by every target whose Go runtime layout gives the same
     constants (a host running three Go versions compiles at most three)."""
 
     def __init__(self, constants: dict[str, int], on_event: Callable[[_Program, object], None]):
         self.constants = constants
-        self.bpf = bpfutil.load(C_FILE, constants)
+        self.bpf = loader.load(C_FILE, constants)
         self.bpf[b"events"].open_ring_buffer(lambda _cpu, data, _size: on_event(self, data))
-        self.poller = bpfutil.RingPoller(self.bpf, "uprobe")
+        self.poller = loader.RingPoller(self.bpf, "uprobe")
         self.poller.start()
         self.lost_seen: dict[int, int] = {}
         self.sched_switch = False
@@ -209,7 +188,7 @@ class _Program:
 
 @dataclass
 class _Attached:
-    target: object  # lgf.sources.discovery.Target
+    target: object  # lgf.golang.discovery.Target
     program: _Program
     wait_reasons: list[str]
     stw_reasons: list[str]
@@ -237,16 +216,16 @@ class UprobeSource:
         self._watcher = None
         self._stop = threading.Event()
         self._housekeeper: threading.Thread | None = None
-        self._sampler = None  # lgf.sources.sampler.GoroutineSampler, with on_stall
+        self._sampler = None  # lgf.golang.sampler.GoroutineSampler, with on_stall
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self, emit: Callable[[Event], None]) -> None:
-        from .discovery import ProcessWatcher
+        from lgf.golang.discovery import ProcessWatcher
 
         self._emit = emit
         if self.options.goroutine_tier == "on_stall" and self.options.sample_interval > 0:
-            from .sampler import GoroutineSampler
+            from lgf.golang.sampler import GoroutineSampler
 
             self._sampler = GoroutineSampler(
                 self.options.sample_interval, self.options.sample_max_goroutines, self.threshold_ns,
@@ -257,16 +236,13 @@ class UprobeSource:
                                        interval=self.options.rescan_interval / 1e9, logger=self.log)
         self._watcher.poll()  # the processes already running are attached before start returns
         self._watcher.start()
-        with _LIVE_LOCK:
-            _LIVE.append(self)
+        arming.register(self.arm)
         self._housekeeper = threading.Thread(target=self._housekeep, name="lgf-uprobe-house",
                                              daemon=True)
         self._housekeeper.start()
 
     def stop(self) -> None:
-        with _LIVE_LOCK:
-            if self in _LIVE:
-                _LIVE.remove(self)
+        arming.unregister(self.arm)
         self._stop.set()
         if self._watcher is not None:
             self._watcher.stop()
@@ -327,7 +303,7 @@ class UprobeSource:
         if not reasons:
             raise binary.refuse("no wait-reason table: cannot name what goroutines wait for")
         internal = [i for i, r in enumerate(reasons) if r in INTERNAL_WAIT_REASONS]
-        lo, hi = bpfutil.masks_of(internal)
+        lo, hi = loader.masks_of(internal)
         io_wait = reasons.index(IO_WAIT_REASON) if IO_WAIT_REASON in reasons else 255
         return {
             "THRESHOLD_NS": self.threshold_ns,
@@ -391,7 +367,7 @@ class UprobeSource:
                 if addr is None:
                     raise binary.refuse(f"function {func} not found")
                 addr += binary.probe_offset(func)
-                ev_name = bpfutil.attach_uprobe(att.program.bpf, path, addr, fn_name, pid)
+                ev_name = loader.attach_uprobe(att.program.bpf, path, addr, fn_name, pid)
                 att.probes[fn_name] = (ev_name, addr)
             except Exception as exc:  # BCC raises bare Exception; the process may have just exited
                 self.ctx.stats.inc("lgf_attach_failures_total", source="uprobe", probe=func)
@@ -430,7 +406,7 @@ class UprobeSource:
                 continue
             ev_name, _addr = spot
             try:
-                bpfutil.detach_uprobe(att.program.bpf, ev_name)
+                loader.detach_uprobe(att.program.bpf, ev_name)
             except Exception as exc:  # already gone with its process: nothing left to remove
                 self.log.debug("uprobe: detach %s from pid %d: %s", fn_name, att.target.pid, exc)
 
@@ -509,7 +485,7 @@ class UprobeSource:
         att = self._attached.get(pid)
         ev = self._event_of(raw, att)
         if ev.extra["stall"] == "stw":
-            notify_stall(pid)
+            arming.notify_stall(pid)
         if self._emit is not None:
             self._emit(ev)
 
@@ -520,7 +496,7 @@ class UprobeSource:
         ev = Event(source="uprobe", pid=int(raw.pid), tid=int(raw.tid),
                    comm=raw.comm.decode("utf-8", "replace"), goid=int(raw.goid),
                    start_ns=int(raw.start_ns), end_ns=int(raw.end_ns),
-                   duration_ns=int(raw.end_ns) - int(raw.start_ns), pcs=bpfutil.pcs_of(raw), extra=extra)
+                   duration_ns=int(raw.end_ns) - int(raw.start_ns), pcs=loader.pcs_of(raw), extra=extra)
         if att is not None:
             target = att.target
             ev.exe, ev.go_version, ev.build_id = target.exe, target.binary.go_version, target.binary.build_id
@@ -539,7 +515,7 @@ class UprobeSource:
     def _read_counters(self, prog: _Program, only: str | None = None) -> dict[int, int]:
         """``{pid: value}`` of one counter (``only``), or of every counter keyed ``(pid, name)``."""
         out: dict = {}
-        for key, value in bpfutil.read_map_items(prog.bpf[b"counters"]):
+        for key, value in loader.read_map_items(prog.bpf[b"counters"]):
             name = COUNTER_NAMES[key.which] if key.which < len(COUNTER_NAMES) else str(key.which)
             if only is None:
                 out[(int(key.tgid), name)] = int(value.value)
@@ -572,17 +548,17 @@ class UprobeSource:
             attached = dict(self._attached)
         for prog in programs:
             groups: dict[tuple, dict[int, int]] = {}
-            for key, value in bpfutil.read_map_items(prog.bpf[b"hist"]):
+            for key, value in loader.read_map_items(prog.bpf[b"hist"]):
                 g = groups.setdefault((int(key.tgid), int(key.kind), int(key.reason)), {})
                 g[int(key.slot)] = g.get(int(key.slot), 0) + int(value.value)
             for (pid, kind, reason), slots in sorted(groups.items()):
                 att = attached.get(pid)
                 stall = STALL_NAMES.get(kind, str(kind))
                 names = (att.stw_reasons if stall == "stw" else att.wait_reasons) if att else []
-                comm = att.target.comm if att else bpfutil.comm_of(pid)
+                comm = att.target.comm if att else loader.comm_of(pid)
                 out.append({"labels": {"pid": str(pid), "comm": comm, "stall": stall,
                                        "wait_reason": _name(names, reason)},
-                            "log2_us": bpfutil.log2_buckets(slots)})
+                            "log2_us": loader.log2_buckets(slots)})
         return out
 
 
@@ -594,18 +570,6 @@ def _span(prefix: str, binary, fields: tuple[str, ...]) -> dict[str, int]:
     if hi - lo > 256:
         raise binary.refuse(f"runtime.g fields {fields} span {hi - lo} bytes (lgf reads at most 256)")
     return {f"{prefix}_LO": lo, f"{prefix}_LEN": hi - lo}
-
-
-def runtime_function_entries(binary) -> list[int]:
-    """Entry addresses of the functions a runtime-owned goroutine can start in: every function of
-    package runtime but runtime.main (Go's own isSystemGoroutine rule)."""
-    syms = binary.elf.symbols()
-    if syms:
-        names = {n: s.value for n, s in syms.items() if s.kind == "func"}
-    else:  # stripped: the pclntab has every function
-        names = {n: span[0] for n, span in binary._pcln_spans.items()}
-    return [addr for n, addr in names.items()
-            if n.startswith("runtime.") and n not in ("runtime.main", "runtime.handleAsyncEvent")]
 
 
 def _name(names: list[str], index: int) -> str:

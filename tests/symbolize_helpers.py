@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from conftest import CACHE, build_go, go_binary, go_env
-from lgf.sources.pclntab import Pclntab
+from lgf.golang.pclntab import Pclntab
 
 
 def addr2line_tool(version: str) -> Path:

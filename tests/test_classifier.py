@@ -7,7 +7,8 @@ import re
 import pytest
 
 from conftest import GO_VERSIONS, TOOLCHAINS
-from lgf import CAUSES, Event, hookimpl
+from lgf import CAUSES, Event, causes, hookimpl
+from lgf.golang import gobinary
 from lgf.manager import make_manager
 from lgf.pipeline import call_each
 from lgf.plugins import waitreason
@@ -44,10 +45,10 @@ def manager():
 def test_every_wait_reason_of_every_toolchain_has_a_cause_or_a_reason(go_toolchains, version):
     unmapped = []
     for text in wait_reasons_of_toolchain(version):
-        if text in waitreason.NOT_USER_WAITS:
-            assert waitreason.NOT_USER_WAITS[text], f"{text!r} is unknown without a reason"
+        if text in causes.NOT_USER_WAITS:
+            assert causes.NOT_USER_WAITS[text], f"{text!r} is unknown without a reason"
             continue
-        cause = waitreason.WAIT_REASONS.get(text)
+        cause = causes.WAIT_REASONS.get(text)
         if cause is None:
             unmapped.append(text)
         else:
@@ -60,14 +61,14 @@ def test_every_wait_reason_classified_through_the_hook(go_toolchains, manager, v
     for text in wait_reasons_of_toolchain(version):
         ev = Event(wait_reason=text, go_version=version, duration_ns=60_000_000, extra={"stall": "park"})
         cause = classify(manager, ev)
-        assert cause == waitreason.WAIT_REASONS.get(text, "unknown"), text
+        assert cause == causes.WAIT_REASONS.get(text, "unknown"), text
         if cause == "unknown":
             assert ev.extra["cause_note"], text
     assert manager.stats.total("lgf_classify_unmapped_total") == 0
 
 
 def test_wait_reasons_read_from_a_built_binary_are_all_known(go_toolchains):
-    gobinary = pytest.importorskip("lgf.sources.gobinary")
+
     from conftest import GOAPPS, build_go
     apps = sorted(p for p in GOAPPS.iterdir() if (p / "main.go").exists()) if GOAPPS.exists() else []
     if not apps:
@@ -76,7 +77,7 @@ def test_wait_reasons_read_from_a_built_binary_are_all_known(go_toolchains):
         binary = gobinary.open_binary(build_go(apps[0], version))
         reasons = list(binary.wait_reasons.values() if isinstance(binary.wait_reasons, dict)
                        else binary.wait_reasons)
-        assert reasons == [r for r in reasons if r in waitreason.WAIT_REASONS or r in waitreason.NOT_USER_WAITS]
+        assert reasons == [r for r in reasons if r in causes.WAIT_REASONS or r in causes.NOT_USER_WAITS]
         assert set(reasons) == set(wait_reasons_of_toolchain(version))
 
 

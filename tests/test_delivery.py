@@ -15,11 +15,11 @@ import pytest
 
 from helpers import lgf
 from lgf import Event
+from lgf.cli import main as lgf_main
 from lgf.clock import ManualClock
 from lgf.delivery import Backoff, Delivery, Receipt
 from lgf.errors import DeliveryError
 from lgf.spool import spool_path
-from lgf.spool_cmd import main as spool_main
 from lgf.stats import Stats
 from wecom_helpers import deliver_all, wait_until
 
@@ -269,18 +269,18 @@ def test_lgf_spool_lists_and_requeues_failed_items_once_lgf_is_stopped(tmp_path,
     d = Delivery(sink, "ops", tmp_path, Stats(), clock=ManualClock())
     deliver_all(d, events)
 
-    assert spool_main(["list", "--spool-dir", str(tmp_path)]) == 0  # works while lgf runs
+    assert lgf_main(["spool", "list", "--spool-dir", str(tmp_path)]) == 0  # works while lgf runs
     out = capsys.readouterr().out
     assert "ops" in out and " 1  " in out
-    assert spool_main(["list", "ops", "--spool-dir", str(tmp_path)]) == 0
+    assert lgf_main(["spool", "list", "ops", "--spool-dir", str(tmp_path)]) == 0
     assert f"failed {events[0].id} after 1 attempt(s): DeliveryError: errcode 93000" in capsys.readouterr().out
-    assert spool_main(["retry", "ops", "--spool-dir", str(tmp_path)]) == 1
+    assert lgf_main(["spool", "retry", "ops", "--spool-dir", str(tmp_path)]) == 1
     assert "stop lgf first" in capsys.readouterr().err
 
     d.stop(5)
     config = tmp_path / "plugins.toml"
     config.write_text(f'[lgf]\nspool_dir = "{tmp_path}"\n')
-    assert spool_main(["retry", "ops", "-c", str(config)]) == 0
+    assert lgf_main(["spool", "retry", "ops", "-c", str(config)]) == 0
     assert "1 item(s) of sink 'ops' requeued" in capsys.readouterr().out
     again = Delivery(sink, "ops", tmp_path, Stats(), clock=ManualClock())
     assert again.depth() == 1 and again.failed_kept() == 0

@@ -11,8 +11,8 @@ import pytest
 from binfacts_helpers import binfacts, binfacts_pie, running
 
 from lgf.config import TargetOptions
-from lgf.sources import discovery
-from lgf.sources.discovery import ProcessWatcher, Refusal, Target, examine, find_targets
+from lgf.golang import discovery
+from lgf.golang.discovery import ProcessWatcher, Refusal, Target, examine, find_targets
 
 
 @pytest.fixture

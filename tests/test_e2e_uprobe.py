@@ -127,7 +127,7 @@ def test_channel_receive_stall_reaches_the_file_sink(tmp_path, bpf_ok, go_toolch
 
 def _probe_addrs(exe) -> list[int]:
     """Where the goroutine tier's probes sit in this binary (non-PIE: ELF address = runtime)."""
-    from lgf.sources.gobinary import open_binary
+    from lgf.golang.gobinary import open_binary
 
     b = open_binary(exe)
     return [b.func_addr(f) + b.probe_offset(f) for f in ("runtime.execute", "runtime.ready")]

@@ -187,7 +187,7 @@ def test_poller_takes_activity_deltas_from_the_sources_counters(app):
 
 def test_a_stripped_binary_is_enriched_through_code_references(go_toolchains):
     # No .symtab: the runtime globals are found by decoding the runtime code that refers to them.
-    from lgf.sources import gobinary
+    from lgf.golang import gobinary
     gobinary.clear_cache()  # else the unstripped twin (same Go build id) lends its symbols
     app = Fixture(build_go(GOAPPS / "runtimestate", GO_VERSIONS[-1], strip=True), "-procs", "3")
     try:

@@ -14,8 +14,8 @@ from binfacts_helpers import VARIANTS, binfacts, go_nm, go_objdump, go_tool, run
 
 from conftest import GO_VERSIONS, go_binary, go_env
 from lgf.errors import TargetRefused
-from lgf.sources import golayout
-from lgf.sources.gobinary import (
+from lgf.golang import golayout
+from lgf.golang.gobinary import (
     DATA_SYMBOLS,
     PROBE_FUNCTIONS,
     GoBinary,
@@ -23,8 +23,8 @@ from lgf.sources.gobinary import (
     clear_cache,
     open_binary,
 )
-from lgf.sources.golayout_table import TABLE
-from lgf.sources.pclntab import Pclntab, PclntabError
+from lgf.golang.golayout_table import TABLE
+from lgf.golang.pclntab import Pclntab, PclntabError
 
 CASES = [(v, variant) for v in GO_VERSIONS for variant in VARIANTS]
 CHECKED_FUNCTIONS = ("runtime.gopark", "runtime.ready", "runtime.casgstatus", "runtime.stopTheWorldWithSema",

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lgf.errors import TargetRefused
-from lgf.sources.gobinary import GoBinary
-from lgf.sources.goelf import ElfImage
+from lgf.golang.gobinary import GoBinary
+from lgf.golang.goelf import ElfImage
 
 HANG_GUARD_SECONDS = 600
 """Not a speed limit: a whole bounded run takes seconds; this only turns a hang into a failure."""

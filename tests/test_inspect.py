@@ -7,7 +7,11 @@ import shutil
 
 from binfacts_helpers import binfacts, go_nm, running
 
-from lgf.sources.inspect_cmd import main
+from lgf.cli import main as lgf_main
+
+
+def main(argv):
+    return lgf_main(["inspect", *argv])
 
 
 def test_text_report_names_version_ids_and_probe_sites(go_toolchains, capsys):

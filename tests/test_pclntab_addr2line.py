@@ -10,8 +10,8 @@ import pytest
 from symbolize_helpers import addr2line_lines, compile_binary, run_addr2line, spread_pcs, stripped_copy
 
 from conftest import GO_VERSIONS
-from lgf.sources.pclntab import Pclntab
-from lgf.sources.symbolizer import Symbolizer
+from lgf.golang.pclntab import Pclntab
+from lgf.golang.symbols import Symbolizer
 
 N_PCS = 10_000
 

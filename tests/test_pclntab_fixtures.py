@@ -17,7 +17,7 @@ from elftools.elf.elffile import ELFFile
 from symbolize_helpers import addr2line_lines, build_pie, compile_binary, run_addr2line, stripped_copy
 
 from conftest import GO_VERSIONS, GOAPPS, build_go
-from lgf.sources.pclntab import Pclntab, PclntabError
+from lgf.golang.pclntab import Pclntab, PclntabError
 
 INLINE_APP = GOAPPS / "inline"
 

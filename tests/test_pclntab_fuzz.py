@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import GO_VERSIONS, GOAPPS, build_go
-from lgf.sources.pclntab import Pclntab, PclntabError
+from lgf.golang.pclntab import Pclntab, PclntabError
 
 MEMORY_CAP = 64 << 20
 """Bytes Python may allocate while reading one mutant (the fixture itself is ~2 MiB)."""

@@ -10,9 +10,9 @@ from symbolize_helpers import compile_binary, spread_pcs
 
 from conftest import GO_VERSIONS, GOAPPS, build_go
 from lgf import Event, RunContext
-from lgf.plugins.ray_symbolizer import RayBackend
+from lgf.golang.pclntab import Pclntab
+from lgf.golang.ray_symbols import RayBackend
 from lgf.plugins.symbolizer import LocalBackend, SymbolizerEnricher, SymbolizerOptions
-from lgf.sources.pclntab import Pclntab
 from lgf.stats import Stats
 
 ray = pytest.importorskip("ray")

@@ -13,9 +13,9 @@ import pytest
 
 from conftest import GO_VERSIONS, GOAPPS, build_go
 from lgf import Event, RunContext
-from lgf.plugins.ray_symbolizer import RayBackend, RayUnavailable
+from lgf.golang.pclntab import Pclntab
+from lgf.golang.ray_symbols import RayBackend, RayUnavailable
 from lgf.plugins.symbolizer import SymbolizerEnricher, SymbolizerOptions
-from lgf.sources.pclntab import Pclntab
 from lgf.stats import Stats
 
 ray = pytest.importorskip("ray")

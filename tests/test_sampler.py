@@ -1,4 +1,4 @@
-"""The goroutine sampler (``lgf.sources.sampler``) inside the uprobe source with
+"""The goroutine sampler (``lgf.golang.sampler``) inside the uprobe source with
 ``goroutine_tier = "on_stall"`` and no other cheap tier: real BPF, the real ``stalls`` fixture,
 every supported Go toolchain.
 
@@ -16,9 +16,9 @@ import pytest
 from stallfixture import STALLS_SRC, Collector, StallFixture, run_context, wait_attached
 
 from conftest import GO_VERSIONS, build_go
-from lgf.plugins.runtime_reader import RuntimeReader, allg_pointers, read_g_fields
-from lgf.plugins.waitreason import cause_of
-from lgf.sources.uprobe import INTERNAL_WAIT_REASONS, UprobeOptions, UprobeSource
+from lgf.causes import INTERNAL_WAIT_REASONS, cause_of
+from lgf.golang.runtime_reader import RuntimeReader, allg_pointers, read_g_fields
+from lgf.sources.uprobe import UprobeOptions, UprobeSource
 
 pytestmark = pytest.mark.bpf
 

@@ -7,8 +7,8 @@ import pytest
 from stallfixture import STALLS_SRC, Collector, StallFixture, run_context, wait_attached
 
 from conftest import GO_VERSIONS, build_go
-from lgf.plugins.waitreason import cause_of
-from lgf.sources import bpfutil
+from lgf.bpf import loader as bpfutil
+from lgf.causes import cause_of
 from lgf.sources.tracepoint import TracepointOptions, TracepointSource
 
 pytestmark = pytest.mark.bpf

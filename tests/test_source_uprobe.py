@@ -24,8 +24,8 @@ from stallfixture import (
 )
 
 from conftest import GO_VERSIONS, build_go
-from lgf.plugins.waitreason import cause_of
-from lgf.sources import bpfutil
+from lgf.bpf import loader as bpfutil
+from lgf.causes import cause_of
 from lgf.sources.uprobe import UprobeOptions, UprobeSource
 
 pytestmark = pytest.mark.bpf

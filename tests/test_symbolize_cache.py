@@ -6,8 +6,8 @@ import os
 import shutil
 
 from conftest import GO_VERSIONS, GOAPPS, build_go
-from lgf.sources.pclntab import Pclntab
-from lgf.sources.symbolizer import Symbolizer, Symbolizers
+from lgf.golang.pclntab import Pclntab
+from lgf.golang.symbols import Symbolizer, Symbolizers
 
 
 def test_repeated_pcs_are_answered_from_the_cache(go_toolchains):

@@ -9,9 +9,9 @@ import pytest
 from symbolize_helpers import addr2line_tool, compile_binary, spread_pcs
 
 from conftest import GO_VERSIONS, GOAPPS, build_go
-from lgf.sources.pclntab import Pclntab
+from lgf.golang.pclntab import Pclntab
 
-RUN = [sys.executable, "-c", "import sys; from lgf.sources.symbolize_cmd import main; sys.exit(main(sys.argv[1:]))"]
+RUN = [sys.executable, "-c", "import sys; from lgf.cli import main; sys.exit(main(['symbolize', *sys.argv[1:]]))"]
 
 
 def _symbolize(args: list[str], stdin: bytes) -> subprocess.CompletedProcess:

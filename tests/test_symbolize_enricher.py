@@ -10,10 +10,10 @@ from symbolize_helpers import build_pie
 from conftest import GO_VERSIONS, GOAPPS, build_go
 from lgf import Event, RunContext
 from lgf.errors import ConfigError
+from lgf.golang.pclntab import Pclntab
+from lgf.golang.symbols import is_user_func, print_name, stack_summary
 from lgf.options import build
 from lgf.plugins.symbolizer import SymbolizerEnricher, SymbolizerOptions, lgf_components
-from lgf.sources.pclntab import Pclntab
-from lgf.sources.symbolizer import is_user_func, print_name, stack_summary
 from lgf.stats import Stats
 
 INLINE = GOAPPS / "inline"

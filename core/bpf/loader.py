@@ -30,7 +30,6 @@ from lgf.errors import TargetRefused
 
 log = logging.getLogger("lgf")
 
-SOURCES_DIR = Path(__file__).resolve().parent
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 UPROBE_EVENTS = ("/sys/kernel/tracing/uprobe_events", "/sys/kernel/debug/tracing/uprobe_events")
 

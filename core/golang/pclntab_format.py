@@ -1,6 +1,6 @@
 """The on-disk format of Go's pclntab (Go 1.18+): its constants, its error, its pc-value tables.
 
-Split from :mod:`lgf.sources.pclntab` along the line between bytes and meaning: this module knows
+Split from :mod:`lgf.golang.pclntab` along the line between bytes and meaning: this module knows
 how the linker encodes things (magic numbers, pcdata and funcdata slots, the varint-delta pc-value
 tables) and nothing of ELF or of lookups; ``pclntab`` finds the table in a binary and answers PCs.
 
@@ -41,7 +41,7 @@ _MAX_TABLE_STEPS = 1 << 20
 class PclntabError(ElfError):
     """The file is not a Go binary we can read, or its pclntab is damaged. Says which and why.
 
-    A ``ValueError``, and an :class:`~lgf.sources.goelf.ElfError` (the file is unreadable as
+    A ``ValueError``, and an :class:`~lgf.golang.goelf.ElfError` (the file is unreadable as
     far as lgf is concerned), so code that handles either kind of damage catches both at once.
     """
 

@@ -4,17 +4,17 @@
 running the same file cost one parse. Everything the tracing side needs to know about a Go binary
 is answered here, each from the most direct source available:
 
-- version and module: ``.go.buildinfo`` (:mod:`lgf.sources.buildinfo`);
-- function addresses: ``.symtab``, or the pclntab (:mod:`lgf.sources.pclntab`) when stripped;
-- probe offsets and RET sites: the machine code itself, decoded (:mod:`lgf.sources.prologue`);
-- struct field offsets: the binary's DWARF, else a per-Go-version table (:mod:`lgf.sources.golayout`);
+- version and module: ``.go.buildinfo`` (:mod:`lgf.golang.buildinfo`);
+- function addresses: ``.symtab``, or the pclntab (:mod:`lgf.golang.pclntab`) when stripped;
+- probe offsets and RET sites: the machine code itself, decoded (:mod:`lgf.golang.prologue`);
+- struct field offsets: the binary's DWARF, else a per-Go-version table (:mod:`lgf.golang.golayout`);
 - wait-reason and STW-reason strings: the binary's own ``runtime.waitReasonStrings`` /
   ``runtime.stwReasonStrings`` arrays, by symbol ("binary"), or found in .data when stripped
   ("binary-scan", the length taken from the table), else the table for its Go version ("table").
 
 A binary whose layout cannot be established raises :class:`lgf.errors.TargetRefused` with one line
 ``"<path>: <why>"``: not Go, not amd64, corrupt, or a Go version without DWARF that the table does
-not know. The ELF reader (:mod:`lgf.sources.goelf`) and the helpers here that read through it raise
+not know. The ELF reader (:mod:`lgf.golang.goelf`) and the helpers here that read through it raise
 its neutral ``ElfError``; :func:`_as_refusal` turns that into ``TargetRefused`` wherever this class
 reads the file, so a damaged binary never escapes as another exception type. Cost: opening maps the file and reads headers, notes and build info (milliseconds); the
 symbol table, DWARF (about 0.4 s per 2 MB binary) and string tables are read on first use.
@@ -227,7 +227,7 @@ class GoBinary:
 
     def symbol_addr(self, name: str) -> int | None:
         """ELF address of a runtime global (``"runtime.gcphase"``): from .symtab, or in a stripped
-        binary through the runtime code that refers to it (:mod:`lgf.sources.globalrefs`, for the
+        binary through the runtime code that refers to it (:mod:`lgf.golang.globalrefs`, for the
         globals in ``DATA_SYMBOLS``); None when neither can say."""
         return self._symbol(name)[0]
 
@@ -434,3 +434,15 @@ def clear_cache() -> None:
     with _cache_lock:
         _by_build_id.clear()
         _by_file.clear()
+
+
+def runtime_function_entries(binary) -> list[int]:
+    """Entry addresses of the functions a runtime-owned goroutine can start in: every function of
+    package runtime but runtime.main (Go's own isSystemGoroutine rule)."""
+    syms = binary.elf.symbols()
+    if syms:
+        names = {n: s.value for n, s in syms.items() if s.kind == "func"}
+    else:  # stripped: the pclntab has every function
+        names = {n: span[0] for n, span in binary._pcln_spans.items()}
+    return [addr for n, addr in names.items()
+            if n.startswith("runtime.") and n not in ("runtime.main", "runtime.handleAsyncEvent")]

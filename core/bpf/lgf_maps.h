@@ -1,6 +1,6 @@
-/* What every lgf BPF program shares with lgf.sources.bpfutil, which reads it from Python:
+/* What every lgf BPF program shares with lgf.bpf.loader, which reads it from Python:
  * the histogram and counter maps, their key layouts, and the two helpers that update them.
- * Put before uprobe.c and tracepoint.c by bpfutil.load, as text: BCC rewrites map calls
+ * Put before uprobe.c and tracepoint.c by lgf.bpf.loader.load, as text: BCC rewrites map calls
  * (`hist.lookup_or_try_init`) only in the program text it is given, never in an #include.
  *
  * hist:     every duration, under the threshold too, as log2 buckets of microseconds per

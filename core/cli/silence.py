@@ -27,14 +27,15 @@ import urllib.request
 DEFAULT_URL = "http://127.0.0.1:9464"
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lgf silence", description="Silences on the running lgf.",
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="matchers: field=value field!=value field=~regex field!~regex\n"
-                                       "  (any alert field: cause, service, comm, severity, env, "
-                                       "top_frame, tags.team ...)\n"
-                                       "examples:\n  lgf silence add cause=gc_stw service=batch --for 4h\n"
-                                       "  lgf silence list\n  lgf silence expire 3f2a9c1b7d0e")
+HELP = "add, list or expire silences on the running lgf"
+DESCRIPTION = "Silences on the running lgf."
+EPILOG = ("matchers: field=value field!=value field=~regex field!~regex\n"
+          "  (any alert field: cause, service, comm, severity, env, top_frame, tags.team ...)\n"
+          "examples:\n  lgf silence add cause=gc_stw service=batch --for 4h\n"
+          "  lgf silence list\n  lgf silence expire 3f2a9c1b7d0e")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", help=f"lgf's HTTP address (default: from --config, $LGF_URL, {DEFAULT_URL})")
     p.add_argument("--config", help="plugins.toml of the running lgf (for [http] listen and token_env)")
     p.add_argument("--token-env", help="environment variable holding the API token")
@@ -52,14 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("id")
     a = sub.add_parser("deploy", help="start a service's silence-after-deploy window now")
     a.add_argument("service")
-    return p
 
 
 def _where(args) -> tuple[str, str]:
     """(base URL, token) from the flags, the config and the environment."""
     url, token_env = args.url, args.token_env
     if args.config:
-        from .config import parse_toml
+        from lgf.config import parse_toml
         http = parse_toml(args.config).get("http") or {}
         if not url and http.get("listen"):
             url = "http://" + http["listen"]
@@ -88,8 +88,7 @@ def _row(s: dict) -> str:
             f"{' '.join(s['matchers'])}" + (f"  # {s['comment']}" if s.get("comment") else ""))
 
 
-def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
     base, token = _where(args)
     try:
         if args.action == "add":

@@ -1,7 +1,7 @@
 """lgf's one ELF reader: headers, load segments, sections, notes, symbols, relocations, bytes at an address.
 
-Both users of Go binaries read through it: :mod:`lgf.sources.gobinary` (version, probe offsets,
-layouts) and :mod:`lgf.sources.pclntab` (the symbolizer). lgf runs as root over other people's
+Both users of Go binaries read through it: :mod:`lgf.golang.gobinary` (version, probe offsets,
+layouts) and :mod:`lgf.golang.pclntab` (the symbolizer). lgf runs as root over other people's
 binaries, so this is the single place where offsets read from a file are checked against the
 file: every header table, section and load segment is bounds-checked once, when the file is
 opened, and a file whose headers describe bytes it does not have is refused then, as truncated

@@ -64,7 +64,7 @@ def version_tuple(go_version: str) -> tuple[int, int, int]:
 
 def read_buildinfo(elf: ElfImage) -> BuildInfo:
     """The build info of ``elf``; raises :class:`NotGoBinary` when it has none, and the reader's
-    :class:`~lgf.sources.goelf.ElfError` when the blob is damaged (``GoBinary`` makes both refusals)."""
+    :class:`~lgf.golang.goelf.ElfError` when the blob is damaged (``GoBinary`` makes both refusals)."""
     blob = _find_blob(elf)
     if blob is None:
         raise NotGoBinary(f"{elf.label}: not a Go binary (no Go build info)")

@@ -16,9 +16,8 @@ import json
 import sys
 
 from lgf.errors import TargetRefused
-
-from . import discovery
-from .gobinary import GoBinary, open_binary
+from lgf.golang import discovery
+from lgf.golang.gobinary import GoBinary, open_binary
 
 EXAMPLES = """examples:
   lgf inspect 4242                  # the running process 4242
@@ -27,14 +26,16 @@ EXAMPLES = """examples:
 """
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="lgf inspect", description=__doc__.splitlines()[0],
-                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+HELP = "what lgf knows about a Go binary or process"
+DESCRIPTION = __doc__.splitlines()[0]
+EPILOG = EXAMPLES
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", help="a process id, or the path of a Go executable")
     p.add_argument("--json", action="store_true", help="print the facts as one JSON object")
     p.add_argument("-f", "--function", action="append", default=[], metavar="NAME",
                    help="also show the probe site of this function (repeatable)")
-    return p.parse_args(argv)
 
 
 def resolve(target: str) -> tuple[GoBinary, dict]:
@@ -97,8 +98,7 @@ def render(facts: dict) -> str:
     return "\n".join(out)
 
 
-def main(argv: list[str]) -> int:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> int:
     try:
         gb, process = resolve(args.target)
         facts = gb.facts()
@@ -118,6 +118,3 @@ def main(argv: list[str]) -> int:
         print(render(facts))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -1,6 +1,6 @@
 """Turn PCs of a Go binary into source frames: one :class:`Symbolizer` per binary, shared.
 
-The :class:`~lgf.sources.pclntab.Pclntab` does the reading; this layer adds what a long-running
+The :class:`~lgf.golang.pclntab.Pclntab` does the reading; this layer adds what a long-running
 process needs: the binary is opened on first use (memory-mapped, so resident memory is only the
 pages touched), every answered PC is kept in a bounded LRU (a warm stack is a dict hit per
 frame), and :class:`Symbolizers` keeps one instance per file so processes running the same

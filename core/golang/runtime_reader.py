@@ -1,7 +1,7 @@
 """Read a live Go process's runtime globals from outside: what the gc_phase, poller and sched
 enrichers share.
 
-Addresses come from the target binary (``lgf.sources.gobinary``: ``symbol_addr`` for globals such
+Addresses come from the target binary (``lgf.golang.gobinary``: ``symbol_addr`` for globals such
 as ``runtime.gcphase``, ``field_offset`` for struct fields such as ``schedt.npidle``, ``load_bias``
 for PIE); bytes come from ``process_vm_readv(2)`` (one syscall for many scattered reads), falling
 back to ``/proc/PID/mem``. Both need the same permission as ptrace (root, or CAP_SYS_PTRACE).
@@ -53,7 +53,7 @@ class RuntimeReader:
     def __init__(self, pid: int, build_id: str = ""):
         self.pid = pid
         try:
-            from lgf.sources.gobinary import open_binary
+            from lgf.golang.gobinary import open_binary
         except ImportError:
             raise Unreadable("no_gobinary") from None
         try:

@@ -5,7 +5,7 @@ Why: the uprobe source's goroutine tier costs one uprobe hit per goroutine switc
 there. GC stop-the-world probes and the tracepoint source's syscalls do not see a goroutine parked
 on a channel, a mutex or a WaitGroup, which are the stalls lgf exists for. This sampler does,
 without any probe: every ``sample_interval`` it reads each unarmed target's goroutines from
-outside (``runtime.allgs`` through ``process_vm_readv``, :mod:`lgf.plugins.runtime_reader`) and
+outside (``runtime.allgs`` through ``process_vm_readv``, :mod:`lgf.golang.runtime_reader`) and
 arms the goroutine tier of a process in which a user goroutine has stayed parked for at least
 the threshold. The target pays nothing: its memory is read by the kernel on lgf's CPU.
 
@@ -54,9 +54,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lgf import Event
-from lgf.plugins.runtime_reader import G_SCAN, RuntimeReader, Unreadable, allg_pointers, read_g_fields
+from lgf.causes import GC_ASSIST_REASON, INTERNAL_WAIT_REASONS
+from lgf.golang.runtime_reader import G_SCAN, RuntimeReader, Unreadable, allg_pointers, read_g_fields
 
-from .uprobe import GC_ASSIST_REASON, INTERNAL_WAIT_REASONS, runtime_function_entries
+from .gobinary import runtime_function_entries
 
 G_WAITING = 4
 """``_Gwaiting`` in runtime2.go, the same in Go 1.21 to 1.27."""

@@ -5,7 +5,7 @@ Enrichers read these globals from the live process; a binary built with ``-ldfla
 common release build) has no ``.symtab`` to say where they are. But the runtime package is compiled
 the same way into every program built by one toolchain, so "the 3rd RIP-relative operand of
 ``runtime.gcStart`` points 0 bytes into ``runtime.gcphase``" holds for every such program. The
-per-Go-version table (:mod:`lgf.sources.golayout_table`, key ``data_refs``) records several such
+per-Go-version table (:mod:`lgf.golang.golayout_table`, key ``data_refs``) records several such
 references per global, learnt from real binaries that do have symbols; here each is decoded in the
 stripped binary and the global is accepted only if at least two references agree and none
 disagrees (a build with other flags, PGO or -race changes the code: then the answer is None, never

@@ -30,8 +30,8 @@ import socket
 import zlib
 from collections import OrderedDict
 
-from lgf.sources.pclntab import Frame, Pclntab, PclntabError
-from lgf.sources.symbolizer import Symbolizer
+from lgf.golang.pclntab import Frame, Pclntab, PclntabError
+from lgf.golang.symbols import Symbolizer
 
 log = logging.getLogger("lgf.symbolizer")
 

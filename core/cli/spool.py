@@ -17,28 +17,32 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import DeliveryError
-from .spool import Spool, SpoolView, spool_path
+from lgf.errors import DeliveryError
+from lgf.spool import Spool, SpoolView, spool_path
 
 DEFAULT_SPOOL_DIR = "/var/lib/lgf"
 
 
-def main(argv: list[str]) -> int:
-    """``lgf spool list|retry|drop``: see and act on what sinks could not deliver. Returns the exit code."""
-    p = argparse.ArgumentParser(
-        prog="lgf spool", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="List the durable sink queues, or requeue / drop the items a sink failed to "
-                    "deliver permanently (wrong key, refused body). retry and drop need lgf stopped.",
-        epilog="examples:\n  lgf spool list -c plugins.toml\n  lgf spool list ops --spool-dir /var/lib/lgf\n"
-               "  lgf spool retry ops -c plugins.toml     # after fixing the cause, before starting lgf")
+HELP = "list, requeue or drop what a sink could not deliver"
+DESCRIPTION = ("List the durable sink queues, or requeue / drop the items a sink failed to "
+               "deliver permanently (wrong key, refused body). retry and drop need lgf stopped.")
+EPILOG = ("examples:\n  lgf spool list -c plugins.toml\n  lgf spool list ops --spool-dir /var/lib/lgf\n"
+          "  lgf spool retry ops -c plugins.toml     # after fixing the cause, before starting lgf")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=("list", "retry", "drop"))
     p.add_argument("name", nargs="?", help="the sink's name (its [[sinks]] name, or sinks[N])")
     p.add_argument("-c", "--config", help="plugins.toml, for its [lgf] spool_dir")
     p.add_argument("--spool-dir", help=f"the spool directory (default: the config's, else {DEFAULT_SPOOL_DIR})")
-    args = p.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``lgf spool list|retry|drop``: see and act on what sinks could not deliver. Returns the exit code."""
     spool_dir = Path(args.spool_dir or _configured_spool_dir(args.config))
     if args.action != "list" and not args.name:
-        p.error(f"{args.action} needs the sink's name")
+        print(f"lgf spool: {args.action} needs the sink's name", file=sys.stderr)
+        return 2
     if args.action == "list":
         return _list(spool_dir, args.name)
     return _retry_or_drop(args.action, spool_dir, args.name)
@@ -46,7 +50,7 @@ def main(argv: list[str]) -> int:
 
 def _configured_spool_dir(config: str | None) -> str:
     if config:
-        from .config import parse_toml  # only the raw table: `lgf spool` must work with a broken config
+        from lgf.config import parse_toml  # only the raw table: `lgf spool` must work with a broken config
         return str(parse_toml(config).get("lgf", {}).get("spool_dir", DEFAULT_SPOOL_DIR))
     return DEFAULT_SPOOL_DIR
 

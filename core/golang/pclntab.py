@@ -11,8 +11,8 @@ Untrusted input: lgf runs as root over other people's binaries, so every offset 
 from the file is checked against the buffer before use, every loop has a cap, and any problem
 becomes a :class:`PclntabError` (a ``ValueError``), never an ``IndexError`` or a hang. The ELF
 side (headers, segments, symbols, relocations) is lgf's one ELF reader,
-:class:`~lgf.sources.goelf.ElfImage`, whose errors are re-raised here as ``PclntabError``; the
-byte format of the table (constants, pc-value decoding) is in :mod:`lgf.sources.pclntab_format`.
+:class:`~lgf.golang.goelf.ElfImage`, whose errors are re-raised here as ``PclntabError``; the
+byte format of the table (constants, pc-value decoding) is in :mod:`lgf.golang.pclntab_format`.
 
 Cost: opening maps the file and reads the ELF headers and the pclntab header (sub-millisecond);
 the function table is cut into an entry-PC list on first lookup (a C-speed slice, about 1 ms
@@ -181,7 +181,7 @@ class Pclntab:
     @classmethod
     def from_elf(cls, source: str | os.PathLike | bytes | bytearray | mmap.mmap | ElfImage) -> Pclntab:
         """Open a Go ELF binary: a path (memory-mapped, read-only), ``bytes``, an mmap, or an
-        :class:`~lgf.sources.goelf.ElfImage` already open (shared, not closed by :meth:`close`).
+        :class:`~lgf.golang.goelf.ElfImage` already open (shared, not closed by :meth:`close`).
 
         Finds the table through the ``.gopclntab`` section, else (section headers gone) by
         scanning the file for a pclntab header whose sub-table offsets are consistent.

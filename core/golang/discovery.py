@@ -14,7 +14,7 @@ Cost of :class:`ProcessWatcher`: one ``listdir("/proc")`` and one ``readlink`` p
 poll, about 6 µs per process (0.4-0.6 ms for 93 processes here, 1.3x the bare listdir+readlink
 floor: ``bench/bench_gobinary.py``); /proc/PID/stat, comm and the binary are read only for pids
 not seen before or whose executable changed (exec), and binaries are parsed once per file
-(:func:`lgf.sources.gobinary.open_binary` caches them). At the default 250 ms interval that is
+(:func:`lgf.golang.gobinary.open_binary` caches them). At the default 250 ms interval that is
 about 0.2 % of one core per 100 processes. Starts shorter than the interval can be missed; that is the price of polling
 without kprobes (this host has none, so no exec/exit tracepoint program is used here).
 """

@@ -19,8 +19,8 @@ import argparse
 import sys
 from collections.abc import Iterator
 
-from .pclntab import PclntabError
-from .symbolizer import Symbolizer
+from lgf.golang.pclntab import PclntabError
+from lgf.golang.symbols import Symbolizer
 
 _HEX = frozenset("0123456789abcdefABCDEF")
 _MAX_U64 = (1 << 64) - 1
@@ -48,22 +48,21 @@ def _lines(stream) -> Iterator[str]:
         yield line
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="lgf symbolize", description="Turn hex PCs (stdin, one per line, optional 0x) into Go frames.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  echo 0x4a50fd | lgf symbolize ./server\n"
-               "  lgf symbolize --addr2line ./server < pcs.txt   # same output as go tool addr2line")
+HELP = "turn hex PCs on stdin into Go frames"
+DESCRIPTION = "Turn hex PCs (stdin, one per line, optional 0x) into Go frames."
+EPILOG = ("examples:\n  echo 0x4a50fd | lgf symbolize ./server\n"
+          "  lgf symbolize --addr2line ./server < pcs.txt   # same output as go tool addr2line")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("binary", help="a Go ELF executable (stripped or not, Go 1.18 or later)")
     p.add_argument("--addr2line", action="store_true",
                    help="print exactly what `go tool addr2line BINARY` prints for the same input")
     p.add_argument("--return-addrs", action="store_true",
                    help="the PCs are return addresses from a stack: look up pc-1, as Go's traceback does")
-    return p
 
 
-def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
     sym = Symbolizer(args.binary)
     try:
         sym.table  # noqa: B018  (open now, so a bad binary is reported before any input is read)

@@ -1,0 +1,7 @@
+"""``python -m lgf.cli``: the same as the ``lgf`` script."""
+
+import sys
+
+from lgf.cli import main
+
+sys.exit(main())
