@@ -8,14 +8,26 @@ VENV_STAMP := .venv/.installed
 GO_VERSIONS := 1.21.13 1.25.5 1.27.3
 APT_PACKAGES := bpfcc-tools python3-bpfcc python3-venv bpftool wrk binutils linux-headers-amd64
 CONFIG ?= plugins.toml
+# What the image, deploy and latency-page tests drive: podman (runc where crun refuses the host's
+# cgroups), mmdebstrap for the image's base, systemd-analyze, a headless browser.
+TEST_APT_PACKAGES := podman mmdebstrap runc systemd chromium
 
-.PHONY: setup run test lint bench toolchains apt headers clean
+.PHONY: setup run test lint bench toolchains apt headers clean image test-apt
 
 run: setup
 	.venv/bin/lgf run $(CONFIG)
 
-test: setup toolchains lint
+test: setup toolchains test-apt lint
 	.venv/bin/pytest
+
+# The container image (Containerfile), its base made from Debian packages with mmdebstrap and
+# `podman import`ed: no image registry needed. Cached by content; see deploy/image.sh.
+image: setup
+	@$(MAKE) --no-print-directory apt APT_PACKAGES="podman mmdebstrap runc"
+	deploy/image.sh build
+
+test-apt:
+	@$(MAKE) --no-print-directory apt APT_PACKAGES="$(TEST_APT_PACKAGES)"
 
 lint: setup
 	.venv/bin/ruff check .
