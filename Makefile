@@ -12,10 +12,14 @@ CONFIG ?= plugins.toml
 # cgroups), mmdebstrap for the image's base, systemd-analyze, a headless browser.
 TEST_APT_PACKAGES := podman mmdebstrap runc systemd chromium
 
-.PHONY: setup run test lint bench toolchains apt headers clean image test-apt
+.PHONY: setup run test lint bench toolchains apt headers clean image test-apt demo
 
 run: setup
 	.venv/bin/lgf run $(CONFIG)
+
+# A Go program that stalls in every way lgf knows, watched with the shipped config (Ctrl-C stops).
+demo: setup toolchains
+	.venv/bin/lgf demo
 
 test: setup toolchains test-apt lint
 	.venv/bin/pytest

@@ -120,6 +120,9 @@ class Host:
             return 1
         log.info("lgf running: %d source(s), %d sink(s), threshold %.1f ms", started, len(self.routes),
                  self.config.host.threshold / 1e6)
+        if started:
+            from .demo import hint_if_nothing_to_watch
+            hint_if_nothing_to_watch(self.sources, log)
         next_tick = 0
         while not self.stopping.is_set():
             try:

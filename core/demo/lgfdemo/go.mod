@@ -1,0 +1,3 @@
+module lgfdemo
+
+go 1.21
