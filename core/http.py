@@ -1,6 +1,8 @@
 """lgf's local HTTP endpoints: ``/debug/latency``, ``/metrics`` and the silence API.
 
-    GET    /debug/latency[?limit=N]   recent stall windows and alerts, JSON (AlertEngine.recent)
+    GET    /debug/latency[?limit=N]   recent stall windows and alerts, JSON (AlertEngine.recent);
+                                      HTML (the latency page, lgf.ui) when the client asks for text/html
+    GET    /ui                        the latency page: heat maps, stalls with stacks, alerts, silences
     GET    /metrics                   Prometheus text format (prometheus-client)
     GET    /api/silences              active silences
     POST   /api/silences              {"matchers": ["cause=lock"], "duration": "2h" | "until": RFC 3339,
@@ -183,6 +185,8 @@ class HttpServer:
         opts = (getattr(config, "sections", {}) or {}).get("http") or HttpOptions()
         self.options: HttpOptions = opts
         self.engine, self.stats, self.sources = engine, stats, sources
+        self.history = None
+        """The stalls the latency page draws (``lgf.ui.StallHistory``); set by the host."""
         self.token = os.environ.get(opts.token_env, "") if opts.token_env else ""
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -286,7 +290,10 @@ def _handler_for(server: HttpServer):
         # -- routes --
         def do_GET(self):
             url = urlsplit(self.path)
-            if url.path == "/metrics":
+            from .ui.http import respond, wants_html
+            if wants_html(url.path, self.headers.get("Accept", ""), url.query):
+                self._send(*respond(server.engine, server.history, url.query))
+            elif url.path == "/metrics":
                 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
                 self._send(200, generate_latest(server.registry), CONTENT_TYPE_LATEST)
             elif url.path == "/debug/latency":
@@ -305,7 +312,7 @@ def _handler_for(server: HttpServer):
                 if store is not None:
                     self._json(200, {"silences": [s.to_dict() for s in store.list()]})
             elif url.path == "/":
-                self._json(200, {"endpoints": ["/debug/latency", "/metrics", "/api/silences", "/api/deploys"]})
+                self._json(200, {"endpoints": ["/debug/latency", "/ui", "/metrics", "/api/silences", "/api/deploys"]})
             else:
                 self._json(404, {"error": f"no such endpoint: {url.path}"})
 

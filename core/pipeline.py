@@ -69,6 +69,8 @@ class Pipeline:
         self.stats = stats
         self.sinks = sinks
         self.engine = engine
+        self.observers: list = []
+        """Called with each processed stall after the sinks (e.g. the latency page's history)."""
 
     def process(self, event: Event) -> Event:
         """Enrich, classify, let the alert policy see it, and deliver it to the sinks that want it."""
@@ -84,6 +86,12 @@ class Pipeline:
                 self.stats.inc("lgf_plugin_errors_total", plugin="alerts", hook="observe")
                 log.exception("alert policy failed on event %s", event.id)
         self.deliver(event)
+        for observe in self.observers:
+            try:
+                observe(event)
+            except Exception:  # a view of the events must never cost an event
+                self.stats.inc("lgf_plugin_errors_total", plugin="observer", hook="process")
+                log.exception("observer failed on event %s", event.id)
         return event
 
     def tick(self, now_ns: int) -> list[Event]:

@@ -25,6 +25,7 @@ from .http import HttpServer
 from .manager import Manager, make_manager
 from .pipeline import Pipeline, SinkRoute
 from .stats import Stats
+from .ui import StallHistory
 
 log = logging.getLogger("lgf")
 
@@ -56,6 +57,8 @@ class Host:
         self.engine = None
         self.http = None
         self.pipeline: Pipeline | None = None
+        self.history = StallHistory()
+        """Recent stalls for the latency page (/ui)."""
 
     # -- building --------------------------------------------------------------------------
 
@@ -76,6 +79,7 @@ class Host:
                 self.manager.register(obj, cc.name, "config")
         self.engine = self._make_engine()
         self.pipeline = Pipeline(self.manager.pm.hook, self.stats, self.routes, self.engine)
+        self.pipeline.observers.append(self.history.add)
         self.manager.pm.hook.lgf_configure.call_historic(kwargs={"config": self.config})
         if with_sources:
             for cc in self.config.of_kind("source"):
@@ -153,6 +157,7 @@ class Host:
         if not self.config.sections["http"].enabled:
             return
         self.http = HttpServer(self.config, self.engine, self.stats, self.sources)
+        self.http.history = self.history
         self.http.start()
 
     def shutdown(self, flush_all_alerts: bool = False) -> None:

@@ -88,7 +88,7 @@ def cache_dir() -> Path:
 def build(go: str | None = None) -> Path:
     """Build the demo program (cached by source and toolchain); returns the executable."""
     go = go or find_go()
-    h = hashlib.sha256(".".join(map(str, _go_version(go) or ())).encode())
+    h = hashlib.sha256((".".join(map(str, _go_version(go) or ())) + "|-trimpath").encode())
     for p in sorted(SOURCE.iterdir()):
         h.update(p.name.encode() + p.read_bytes())
     out = cache_dir() / f"lgfdemo-{h.hexdigest()[:12]}"
@@ -101,7 +101,7 @@ def build(go: str | None = None) -> Path:
         env = {**os.environ, "GOTOOLCHAIN": "local", "GOPROXY": "off", "GOFLAGS": "-mod=mod",
                "CGO_ENABLED": "0", "GOCACHE": os.environ.get("GOCACHE") or str(cache_dir() / "gocache")}
         tmp = out.with_suffix(".tmp")
-        done = subprocess.run([go, "build", "-o", str(tmp), "."], cwd=src, env=env,
+        done = subprocess.run([go, "build", "-trimpath", "-o", str(tmp), "."], cwd=src, env=env,
                               capture_output=True, text=True)
         if done.returncode != 0:
             raise DemoError(f"building the demo program with {go} failed:\n{done.stderr.strip()}")

@@ -1,0 +1,62 @@
+"""The recent stalls the latency page draws: a bounded ring of small records, one per stall.
+
+Why not the alert engine's windows: a window keeps counts and its worst event's id, not each
+stall's duration, stack and trace id, which the heat map and the stall list need. Why not the
+events themselves: an event holds its raw PCs, enrichment and tags (kilobytes); a record keeps
+what the page shows, with the stack cut to ``STACK_FRAMES`` frames.
+
+Cost: one small dict per stall (``add`` is called by the pipeline after the sinks got the
+event), at most ``capacity`` of them in memory; a page view copies the ring once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+STACK_FRAMES = 12
+"""Frames kept per stall (innermost first): enough to see the user code that waited."""
+
+
+class StallHistory:
+    """``add(event)`` from the pipeline thread; ``records(service=None)`` from the HTTP threads."""
+
+    def __init__(self, capacity: int = 4096, clock=time.time):
+        self.ring: deque[dict] = deque(maxlen=capacity)
+        self.clock = clock
+        self._lock = threading.Lock()
+
+    def add(self, event) -> None:
+        if event.kind != "stall":
+            return
+        record = {
+            "id": event.id,
+            "at": self.clock(),
+            "ts": event.ts,
+            "service": event.extra.get("service") or event.comm,
+            "pid": event.pid,
+            "comm": event.comm,
+            "goid": event.goid,
+            "cause": event.cause,
+            "duration_ns": event.duration_ns,
+            "wait_reason": event.wait_reason or event.syscall,
+            "trace_id": event.trace_id or event.extra.get("trace_id", ""),
+            "span_id": event.extra.get("span_id", ""),
+            "stack": [f"{fr.get('func', '?')} {fr.get('file', '')}:{fr.get('line', 0)}"
+                      for fr in event.stack[:STACK_FRAMES]],
+            "stack_summary": list(event.stack_summary[:3]),
+            "topology": dict(event.topology),
+            "precision": event.extra.get("precision", ""),
+            "severity": event.severity,
+        }
+        with self._lock:
+            self.ring.append(record)
+
+    def records(self) -> list[dict]:
+        """Every kept record, oldest first."""
+        with self._lock:
+            return list(self.ring)
+
+    def __len__(self) -> int:
+        return len(self.ring)
