@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable
 
 from . import config as cfg
+from . import reload
 from .alerts import AlertEngine
 from .components import RunContext
 from .delivery import Delivery
@@ -59,6 +60,12 @@ class Host:
         self.pipeline: Pipeline | None = None
         self.history = StallHistory()
         """Recent stalls for the latency page (/ui)."""
+        self.config_path: str | None = None
+        """The file SIGHUP re-reads (lgf.reload)."""
+        self.reload_requested = threading.Event()
+        self.floor_ns = 0
+        """Stalls shorter than this are dropped at emit: set by a reload that raised the threshold
+        while sources compiled with the old one kept running."""
 
     # -- building --------------------------------------------------------------------------
 
@@ -100,6 +107,9 @@ class Host:
 
     def emit(self, event: Event) -> None:
         """What sources call, from any thread. Never blocks a source's poll loop."""
+        if event.duration_ns < self.floor_ns and event.kind == "stall":
+            self.stats.inc("lgf_events_below_threshold_total")
+            return
         try:
             self.events.put_nowait(event)
         except queue.Full:
@@ -109,6 +119,8 @@ class Host:
         """Run until SIGINT/SIGTERM. Returns the exit code."""
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGHUP, lambda *_: self.reload_requested.set())
+        reload.write_pid(self.config.host.spool_dir)
         self._start_http()
         started = 0
         for src in self.sources:
@@ -133,6 +145,9 @@ class Host:
                 self.pipeline.process(self.events.get(timeout=TICK_SECONDS))
             except queue.Empty:
                 pass
+            if self.reload_requested.is_set():  # SIGHUP: applied here, between two events
+                self.reload_requested.clear()
+                reload.reload(self)
             # Alerts are due on a report_interval scale; asking after every event would scan the
             # open groups per event during a storm, exactly when the pipeline is busiest.
             now = time.monotonic_ns()
@@ -184,6 +199,7 @@ class Host:
                 log.error("sink %r failed to close: %s", route.name, exc)
         if self.http is not None:
             self.http.stop()
+        reload.remove_pid(self.config.host.spool_dir)
         self.manager.pm.hook.lgf_unconfigure(config=self.config)
         log.info("lgf stopped: %d stall event(s), %d alert(s), %d dropped, %d plugin error(s), "
                  "%d sink failure(s)", *(int(self.stats.total(name)) for name in (
@@ -195,6 +211,7 @@ def open_host(config_path: str, with_sources: bool = True) -> Host:
     """Load, validate and build; raises ConfigErrors before anything starts."""
     manager, config = load(config_path, entry_points=True)
     host = Host(manager, config)
+    host.config_path = config_path
     host.build(with_sources=with_sources)
     return host
 

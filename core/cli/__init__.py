@@ -9,6 +9,7 @@
     lgf silence add|list|expire ...      silences on the running lgf (over its local HTTP API)
     lgf spool list|retry|drop ...        the durable sink queues (retry/drop need lgf stopped)
     lgf demo [--seconds N]               a Go program that stalls on purpose, watched (see lgf.demo)
+    lgf reload CONFIG                    the running lgf re-reads its config (SIGHUP; see lgf.reload)
 
 Each command is a module of this package with ``HELP`` (one line for ``lgf -h``), optional
 ``DESCRIPTION`` and ``EPILOG``, ``add_arguments(parser)`` and ``run(args) -> exit code``. Global
@@ -28,7 +29,7 @@ from lgf.errors import ConfigErrors, LgfError
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
-COMMANDS = ("run", "check", "plugins", "replay", "inspect", "symbolize", "silence", "spool", "demo")
+COMMANDS = ("run", "check", "plugins", "replay", "inspect", "symbolize", "silence", "spool", "demo", "reload")
 """Command names; each is the module ``lgf.cli.<name>``."""
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
