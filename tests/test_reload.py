@@ -219,3 +219,59 @@ def test_lgf_reload_without_a_running_lgf_says_so(tmp_path):
     config = write(tmp_path / "p.toml", f'[lgf]\nspool_dir = "{tmp_path}"\n[[sinks]]\nuse = "stdout"\n')
     done = subprocess.run([*LGF, "reload", str(config)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "no running lgf" in done.stderr
+
+
+def test_reload_keeps_an_unchanged_durable_sink_and_swaps_a_changed_classifier(tmp_path):
+    """The queue of a sink whose table did not change is the same running queue after the reload;
+    a changed classifier is rebuilt and still speaks before the built-in waitreason."""
+    from lgf.event import Event
+    from lgf.reload import reload
+    from lgf.run import open_host
+
+    def text(prefix: str, receive: str) -> str:
+        return f"""
+[lgf]
+spool_dir = "{tmp_path / 'spool'}"
+
+[[classifiers]]
+use = "example_prefix"
+name = "mine"
+prefix = "{prefix}"
+
+[[classifiers]]
+use = "waitreason"
+
+[[sinks]]
+use = "example_jsonl"
+name = "keep"
+path = "{tmp_path / 'keep.txt'}"
+
+[[sinks]]
+use = "stdout"
+name = "change"
+receive = "{receive}"
+
+[http]
+enabled = false
+"""
+    config = write(tmp_path / "p.toml", text("chan", "events"))
+    host = open_host(str(config), with_sources=False)
+    try:
+        keep = next(r for r in host.routes if r.name == "keep")
+        assert keep.delivery is not None  # a durable queue
+        write(config, text("sync", "both"))
+        outcome = reload(host)
+        assert outcome.ok, outcome.errors
+        assert "sink keep" in outcome.kept and "sink change" in outcome.swapped
+        assert "classifier mine" in outcome.swapped
+        now_keep = next(r for r in host.routes if r.name == "keep")
+        assert now_keep is keep and keep.delivery._thread.is_alive()
+        assert next(r for r in host.routes if r.name == "change").receive == "both"
+        event = host.pipeline.process(Event(wait_reason="sync.Mutex.Lock", duration_ns=60_000_000))
+        assert event.cause == "example"  # the new prefix, asked before waitreason
+        event = host.pipeline.process(Event(wait_reason="chan receive", duration_ns=60_000_000))
+        assert event.cause == "channel"
+    finally:
+        host.shutdown()
+    lines = (tmp_path / "keep.txt").read_text().splitlines()
+    assert [ln.split()[1] for ln in lines if ln.endswith("stall")] == ["example", "channel"]
