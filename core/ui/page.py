@@ -35,7 +35,7 @@ SEVERITY_COLOURS = {"critical": "#d62728", "warning": "#ff7f0e", "info": "#e6c30
 ROWS = 15
 """Duration rows: [1ms, 2ms), [2ms, 4ms) ... [8s, 16s), and longer stalls in the last one."""
 COLUMNS = 60
-SPAN_MIN_S = 60
+SPAN_MIN_S = 20
 SPAN_MAX_S = 30 * 60
 STALLS_LISTED = 15
 CELL_W, CELL_H, LEFT, TOP = 12, 14, 52, 8
@@ -101,7 +101,8 @@ def heatmap_svg(records: list[dict], now: float) -> str:
         strength = 0.35 + 0.65 * math.log1p(n) / math.log1p(peak)
         x, y = LEFT + col * CELL_W, TOP + (ROWS - 1 - row) * CELL_H
         tip = ", ".join(f"{c} {k}" for c, k in causes.most_common())
-        out.append(f'<rect class="cell" data-cause="{_e(cause)}" data-count="{n}" x="{x}" y="{y}" '
+        out.append(f'<rect class="cell" data-cause="{_e(cause)}" data-causes="{_e(" ".join(sorted(causes)))}" '
+                   f'data-count="{n}" x="{x}" y="{y}" '
                    f'width="{CELL_W - 1}" height="{CELL_H - 1}" fill="{colour_of(cause)}" '
                    f'fill-opacity="{strength:.2f}"><title>{_row_label(row)}+ at '
                    f'{_clock(start + (col + 0.5) * span / COLUMNS)}: {_e(tip)}</title></rect>')
