@@ -26,7 +26,7 @@ from typing import Any
 
 from . import options as opt
 from .alerts import AlertsOptions, EnvironmentsOptions
-from .components import KINDS, Component
+from .components import KINDS, Component, member
 from .errors import ConfigError, ConfigErrors
 from .event import SEVERITIES
 from .options import Duration
@@ -233,7 +233,7 @@ def _component(kind: str, table: Any, path: str, registry, errors) -> ComponentC
 
 def _sink_routing(comp: Component, table: dict, path: str, errors) -> dict | None:
     """``receive`` and ``min_severity``; a sink class may set ``default_receive``."""
-    default = getattr(comp.factory, "default_receive", "events")
+    default = member(comp.factory, "sink", "default_receive")
     before = len(errors)
     out = {}
     for key, choices, dflt in (("receive", ("events", "alerts", "both"), default),
@@ -267,7 +267,7 @@ def resolve_use(kind: str, use: str, path: str, registry, errors) -> Component |
                 return None
             return obj
         if callable(obj):
-            opts = getattr(obj, "Options", None)
+            opts = member(obj, "sink", "Options")
             return Component(kind, use, obj, opts if dataclasses.is_dataclass(opts) else None)
         errors.append(ConfigError(path, f"{use!r} is neither a Component nor a class"))
         return None

@@ -33,6 +33,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from .components import member
 from .config import HttpOptions
 
 log = logging.getLogger("lgf.http")
@@ -92,10 +93,10 @@ class LgfCollector:
 
         merged: dict[tuple[str, str, str], list[int]] = {}
         for src in self.sources:
-            if not hasattr(src, "histograms"):
+            if (histograms := member(src, "source", "histograms")) is None:
                 continue
             try:
-                hists = src.histograms()
+                hists = histograms()
             except Exception as exc:  # a source's bug must not break the scrape
                 self.stats.inc("lgf_http_errors_total", what="histograms")
                 log.error("histograms() of %s failed: %s", type(src).__name__, exc)
@@ -139,11 +140,11 @@ class LgfCollector:
         runtime = metric_cls("lgf_go_runtime", "Runtime counters of each traced Go process", "gauge")
         seen_pids: set[str] = set()
         for i, src in enumerate(self.sources):
-            name = getattr(src, "name", "") or f"{type(src).__name__}[{i}]"
+            name = member(src, "source", "name") or f"{type(src).__name__}[{i}]"
             counters = {}
-            if hasattr(src, "stats"):
+            if (own_stats := member(src, "source", "stats")) is not None:
                 try:
-                    counters = src.stats() or {}
+                    counters = own_stats() or {}
                 except Exception:  # counted; the rest of the scrape still works
                     self.stats.inc("lgf_http_errors_total", what="source_stats")
             for key, value in counters.items():
@@ -152,7 +153,8 @@ class LgfCollector:
                         lost.add_sample("lgf_ringbuf_lost_total", {"source": name}, value)
                     else:
                         own.add_sample("lgf_source", {"source": name, "counter": key}, value)
-            if hasattr(src, "runtime_counters") and hasattr(src, "histograms"):
+            if (member(src, "source", "runtime_counters") is not None
+                    and member(src, "source", "histograms") is not None):
                 try:
                     pids = {h.get("labels", {}).get("pid") for h in src.histograms()} - {None, ""}
                 except Exception:

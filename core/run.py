@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 from . import config as cfg
 from .alerts import AlertEngine
-from .components import RunContext
+from .components import RunContext, member
 from .delivery import Delivery
 from .errors import ConfigErrors
 from .event import Event
@@ -48,7 +48,8 @@ class Host:
     def __init__(self, manager: Manager, config: cfg.Config, stats: Stats | None = None):
         self.manager = manager
         self.config = config
-        self.stats = stats or Stats()
+        self.stats = stats or manager.stats
+        manager.stats = self.stats  # the manager counts per-plugin hook errors here
         self.sources: list = []
         self.routes: list[SinkRoute] = []
         self.events: queue.Queue[Event] = queue.Queue(EVENT_QUEUE_SIZE)
@@ -83,7 +84,7 @@ class Host:
 
     def _delivery_for(self, cc: cfg.ComponentConfig, sink):
         """Each sink behind its own durable queue, unless it is its own record (stdout, file)."""
-        if not getattr(sink, "durable", True):
+        if not member(sink, "sink", "durable"):
             return None
         d = Delivery(sink, cc.name, self.config.host.spool_dir, self.stats, limit=cc.queue_limit)
         d.start()
@@ -170,8 +171,8 @@ class Host:
                 if route.delivery is not None:
                     route.delivery.stop(timeout=5.0)
                 for method in ("flush", "close"):
-                    if hasattr(route.sink, method):
-                        getattr(route.sink, method)()
+                    if (call := member(route.sink, "sink", method)) is not None:
+                        call()
             except Exception as exc:  # a sink failing to close must not stop the others
                 log.error("sink %r failed to close: %s", route.name, exc)
         if self.http is not None:

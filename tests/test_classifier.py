@@ -10,7 +10,6 @@ from conftest import GO_VERSIONS, TOOLCHAINS
 from lgf import CAUSES, Event, causes, hookimpl
 from lgf.golang import gobinary
 from lgf.manager import make_manager
-from lgf.pipeline import call_each
 from lgf.plugins import waitreason
 from lgf.stats import Stats
 
@@ -27,8 +26,8 @@ def wait_reasons_of_toolchain(version: str) -> list[str]:
     return texts
 
 
-def classify(manager, event: Event, stats: Stats | None = None) -> str:
-    return call_each(manager.pm.hook.lgf_classify, stats or Stats(), stop_at_result=True, event=event)
+def classify(manager, event: Event) -> str:
+    return manager.pm.hook.lgf_classify(event=event)
 
 
 @pytest.fixture

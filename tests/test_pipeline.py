@@ -8,7 +8,6 @@ from lgf import hookimpl
 from lgf.event import Event
 from lgf.manager import make_manager
 from lgf.pipeline import Pipeline, SinkRoute
-from lgf.stats import Stats
 
 
 class ListSink:
@@ -52,8 +51,7 @@ def make(*plugins, sinks):
     m = make_manager(entry_points=False)
     for i, p in enumerate(plugins):
         m.register(p, f"p{i}", "test")
-    stats = Stats()
-    return Pipeline(m.pm.hook, stats, sinks), stats
+    return Pipeline(m.pm.hook, m.stats, sinks), m.stats
 
 
 def test_a_failing_sink_does_not_stop_the_others():

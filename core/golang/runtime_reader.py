@@ -26,6 +26,7 @@ import time
 from array import array
 from collections import deque
 
+from lgf.components import member
 from lgf.errors import TargetRefused
 
 IOV_MAX = 1024
@@ -307,7 +308,7 @@ class RuntimeEnricher:
 def runtime_counters(sources, pid: int) -> dict:
     """``runtime_counters(pid)`` of the first running source that offers it ({} if none does)."""
     for src in sources or ():
-        fn = getattr(src, "runtime_counters", None)
+        fn = member(src, "source", "runtime_counters")
         if fn is None:
             continue
         try:
