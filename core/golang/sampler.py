@@ -55,12 +55,10 @@ from dataclasses import dataclass, field
 
 from lgf import Event
 from lgf.causes import GC_ASSIST_REASON, INTERNAL_WAIT_REASONS
-from lgf.golang.runtime_reader import G_SCAN, RuntimeReader, Unreadable, allg_pointers, read_g_fields
+from lgf.golang.gstatus import G_SCAN, G_WAITING
+from lgf.golang.runtime_reader import RuntimeReader, Unreadable, allg_pointers, read_g_fields
 
 from .gobinary import runtime_function_entries
-
-G_WAITING = 4
-"""``_Gwaiting`` in runtime2.go, the same in Go 1.21 to 1.27."""
 
 G_FIELDS = (("atomicstatus", "I"), ("goid", "Q"), ("waitreason", "B"), ("trackingSeq", "B"),
             ("startpc", "Q"), ("sched.pc", "Q"), ("sched.bp", "Q"))
