@@ -50,11 +50,13 @@ class HostOptions:
     report_interval: Duration = Duration(10_000_000_000)
     """How long alerts are grouped before they are sent."""
     env: str = "prod"
+    """``dev``, ``test`` or ``prod``: picks thresholds and severities (``[environments]``)."""
     spool_dir: str = "/var/lib/lgf"
     """Where durable sink queues and persisted silences live."""
     plugins: list[str] = field(default_factory=list)
     """Extra plugin modules to register, as "pkg.module" or "pkg.module:object"."""
     log_level: str = "info"
+    """``debug``, ``info``, ``warning`` or ``error``."""
 
     def __post_init__(self):
         if self.threshold <= 0:
@@ -66,6 +68,7 @@ class TargetOptions:
     """``[targets]``: which processes to watch. Any match selects a process; lgf never traces itself."""
 
     pids: list[int] = field(default_factory=list)
+    """These process ids."""
     exe: list[str] = field(default_factory=list)
     """Globs on the executable's path ("/usr/local/bin/*")."""
     comm: list[str] = field(default_factory=list)
@@ -91,6 +94,7 @@ class HttpOptions:
     listen: str = DEFAULT_LISTEN
     """host:port to bind; keep it on loopback unless something scrapes it from elsewhere."""
     enabled: bool = True
+    """``false`` turns the endpoints off."""
     token_env: str = ""
     """Name of an environment variable holding a token that POST/DELETE must present."""
     recent_limit: int = 100

@@ -2,7 +2,7 @@
 
     lgf run CONFIG                       trace, alert, deliver; SIGINT/SIGTERM stop cleanly (exit 0)
     lgf check CONFIG                     validate without running: exit 0, or 2 with every problem
-    lgf plugins [--json]                 every plugin, what it provides, where it came from
+    lgf plugins [--json] [--options]     every plugin, what it provides, where it came from
     lgf replay FILE --config CONFIG      a recorded msgpack/JSONL file through the same pipeline
     lgf inspect PID|BINARY [--json]      what lgf knows about a Go binary and where probes go
     lgf symbolize BINARY [--addr2line]   hex PCs on stdin -> frames
