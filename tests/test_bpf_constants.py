@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GO_VERSIONS, TOOLCHAINS
 from lgf.bpf import constants, loader
 from lgf.golang import gstatus
+from support.gobuild import GO_VERSIONS, TOOLCHAINS
 
 ROOT = Path(__file__).resolve().parent.parent
 C_FILES = sorted([*(ROOT / "sources").glob("*.c"), *(ROOT / "core" / "bpf").glob("*.h")])

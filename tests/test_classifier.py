@@ -6,12 +6,12 @@ import re
 
 import pytest
 
-from conftest import GO_VERSIONS, TOOLCHAINS
 from lgf import CAUSES, Event, causes, hookimpl
 from lgf.golang import gobinary
 from lgf.manager import make_manager
 from lgf.plugins import waitreason
 from lgf.stats import Stats
+from support.gobuild import GO_VERSIONS, TOOLCHAINS
 
 ENTRY = re.compile(r'^\s*waitReason\w+:\s*"([^"]*)",', re.M)
 

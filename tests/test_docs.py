@@ -6,10 +6,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers import lgf
 from lgf.config import HostOptions
 from lgf.optdoc import option_help, options_rows, render_readme
 from lgf.options import Duration
+from support.cli import lgf
 
 ROOT = Path(__file__).resolve().parent.parent
 

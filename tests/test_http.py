@@ -10,12 +10,12 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import lgf
 from lgf import config as cfg
 from lgf.alerts import AlertEngine
 from lgf.event import Event
 from lgf.http import HttpServer
 from lgf.stats import Stats
+from support.cli import lgf
 
 MS = 1_000_000
 

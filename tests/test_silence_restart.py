@@ -9,7 +9,7 @@ import subprocess
 import time
 import urllib.request
 
-from helpers import LGF, lgf, write
+from support.cli import LGF, lgf, write
 
 
 def free_port() -> int:
