@@ -68,7 +68,7 @@ def test_every_wait_reason_classified_through_the_hook(go_toolchains, manager, v
 
 def test_wait_reasons_read_from_a_built_binary_are_all_known(go_toolchains):
 
-    from conftest import GOAPPS, build_go
+    from support.gobuild import GOAPPS, build_go
     apps = sorted(p for p in GOAPPS.iterdir() if (p / "main.go").exists()) if GOAPPS.exists() else []
     if not apps:
         pytest.skip("no Go fixture program under tests/goapps yet")

@@ -18,9 +18,10 @@ from lgf.components import RunContext
 from lgf.config import HostOptions, TargetOptions
 from lgf.options import Duration, parse_duration
 from lgf.stats import Stats
+from support.gobuild import GOAPPS
 from support.wait import wait_until
 
-STALLS_SRC = Path(__file__).resolve().parent / "goapps" / "stalls"
+STALLS_SRC = GOAPPS / "stalls"
 
 NEEDS_NO_PREEMPTION = ("starve", "stw")
 """Modes whose busy loop must not be preempted asynchronously (GODEBUG=asyncpreemptoff=1)."""
