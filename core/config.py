@@ -25,11 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from . import options as opt
-from .alerts import AlertsOptions, EnvironmentsOptions
+from .alerts import AlertsOptions
+from .baselines import BaselineOptions
 from .components import KINDS, Component
+from .environments import EnvironmentsOptions, check_env
 from .errors import ConfigError, ConfigErrors
 from .event import SEVERITIES
 from .options import Duration
+from .roles import check_token_file
 from .silences import SilencesOptions
 
 SINK_KEYS = ("receive", "min_severity", "queue_limit")
@@ -92,7 +95,9 @@ class HttpOptions:
     """host:port to bind; keep it on loopback unless something scrapes it from elsewhere."""
     enabled: bool = True
     token_env: str = ""
-    """Name of an environment variable holding a token that POST/DELETE must present."""
+    """Name of an environment variable holding a token that POST/DELETE must present (role operator)."""
+    token_file: str = ""
+    """A TOML file of identities, roles and tokens (``lgf.roles``); must be root's, mode 600."""
     recent_limit: int = 100
     """How many windows and alerts /debug/latency returns by default."""
 
@@ -100,6 +105,8 @@ class HttpOptions:
         host, sep, port = self.listen.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ValueError(f"listen: {self.listen!r} is not host:port (e.g. \"127.0.0.1:9464\")")
+        if self.token_file:
+            check_token_file(self.token_file)
 
 
 
@@ -107,7 +114,8 @@ SECTIONS: dict[str, type] = {
     "lgf": HostOptions,
     "targets": TargetOptions,
     "alerts": AlertsOptions,            # grouping, services, tags, topology (lgf.alerts)
-    "environments": EnvironmentsOptions,  # per-env thresholds, severities, deploy silence
+    "environments": EnvironmentsOptions,  # per-env thresholds, severities, quiet windows (lgf.environments)
+    "baselines": BaselineOptions,       # drift-aware baselines per service and cause (lgf.baselines)
     "silences": SilencesOptions,        # silences shipped with the config (lgf.silences)
     "http": HttpOptions,                # /debug/latency, /metrics, silence API (lgf.http)
 }
@@ -178,6 +186,7 @@ def validate(raw: dict[str, Any], registry: dict[tuple[str, str], Component],
             errors.append(ConfigError(name, "expected a table ([" + name + "])"))
             table = {}
         sections[name] = opt.build(cls, table, name, errors) or cls()
+    errors.extend(check_env(sections))
 
     components: list[ComponentConfig] = []
     for kind in KINDS:

@@ -176,6 +176,8 @@ class Host:
                 log.error("sink %r failed to close: %s", route.name, exc)
         if self.http is not None:
             self.http.stop()
+        if self.engine is not None:
+            self.engine.close()  # the baselines keep the minute in progress
         self.manager.pm.hook.lgf_unconfigure(config=self.config)
         log.info("lgf stopped: %d stall event(s), %d alert(s), %d dropped, %d plugin error(s), "
                  "%d sink failure(s)", *(int(self.stats.total(name)) for name in (
