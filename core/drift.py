@@ -17,12 +17,15 @@ every call is a no-op and alerts are graded by fixed thresholds only.
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import time
 
 from .baselines import BaselineOptions, BaselineStore
 from .event import SEVERITIES
 
 RANK = {s: i for i, s in enumerate(SEVERITIES)}
+log = logging.getLogger("lgf.drift")
 
 
 class Drift:
@@ -32,7 +35,12 @@ class Drift:
         self.policy = policy
         self.store = None
         if options.enabled and policy.drift_z > 0:
-            self.store = BaselineStore(config.host.spool_dir, options, clock=wall_clock, stats=stats)
+            try:
+                self.store = BaselineStore(config.host.spool_dir, options, clock=wall_clock, stats=stats)
+            except (OSError, sqlite3.Error) as exc:  # alerting goes on by the fixed thresholds
+                stats.inc("lgf_baseline_errors_total", what="open")
+                log.error("baselines: cannot open them under %s: %s; alerts use the fixed thresholds only",
+                          config.host.spool_dir, exc)
 
     def observe(self, service: str, event) -> bool:
         if self.store is None:

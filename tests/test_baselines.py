@@ -247,3 +247,14 @@ def test_lgf_baseline_prints_them(history):
     assert data["sigma_scale"] == 1.5 and {s["service"] for s in data["series"]} == {"api", "worker"}
     missing = lgf("baseline", "--spool-dir", str(spool / "nowhere"))
     assert missing.returncode == 1 and "no baselines" in missing.stderr
+
+
+def test_an_unusable_spool_dir_leaves_the_fixed_thresholds_working(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the spool directory should be")
+    t = Time()
+    eng, stats = engine_for(blocker, t)
+    assert eng.drift.store is None and stats.get("lgf_baseline_errors_total", what="open") == 1
+    eng.observe(stall(t, "api", 60))
+    (alert,) = eng.due(2**63 - 1)
+    assert "baseline" not in alert.extra and alert.extra["count"] == 1
