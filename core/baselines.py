@@ -38,8 +38,9 @@ little history, is graded by the fixed thresholds as before, and its alert says 
 Cost: per stall, a dict look-up and an append to a bounded list; per minute, one SQLite
 transaction (one row per series that stalled) and one ``coverage`` row; per series at most every
 ``refresh``, one read of its window (≤ 10,080 rows) to recompute μ and σ. Disk: at most
-``max_series`` × window minutes rows of about 30 bytes (256 series stalling every minute for 7
-days: about 80 MB; the least recently seen series is dropped first), pruned hourly.
+``max_series`` × window minutes rows of about 35 bytes (256 series stalling every minute for 7
+days: about 90 MB, measured by bench/bench_baselines.py; the least recently seen series is
+dropped first), pruned hourly.
 """
 
 from __future__ import annotations
