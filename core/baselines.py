@@ -401,12 +401,16 @@ class BaselineStore:
         return out
 
     def _last_minute(self, service: str, cause: str, now_s: float) -> dict:
-        """For a reader without the live minutes (``lgf baseline``): the last finished watched minute."""
+        """For a reader without the live minutes (``lgf baseline``): the last whole watched minute.
+
+        The newest covered minute is either in progress (lgf running: not written yet) or the one
+        lgf stopped in (written, but partial), so the one before it is the last whole minute.
+        """
         (last,) = self.db.execute("SELECT max(minute) FROM coverage").fetchone()
         out = {"rate": 0.0, "p99": 0.0, "share": 0.0, "p99_samples": 0}
         if last is None:
             return out
-        last = min(last, int(now_s // MINUTE_S) - 1)  # the minute in progress is not written yet
+        last = min(last, int(now_s // MINUTE_S)) - 1
         row = self.db.execute("SELECT m.count, m.p99_ns, m.total_ns FROM minutes m JOIN series s ON s.id = m.series "
                               "WHERE s.service = ? AND s.cause = ? AND m.minute = ?",
                               (service, cause, last)).fetchone()
