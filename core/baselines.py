@@ -208,6 +208,8 @@ class BaselineStore:
         self.stats = stats
         self.window_min = int(self.options.window // (MINUTE_S * 10**9))
         self.min_history_min = int(self.options.min_history // (MINUTE_S * 10**9))
+        self.persist = True
+        """False: keep the live minutes in memory only (``lgf replay`` must not teach the baselines)."""
         self._lock = threading.RLock()
         self._series: dict[tuple[str, str], Series] = {}
         self._minute: int | None = None
@@ -218,6 +220,7 @@ class BaselineStore:
             if path is None or not path.exists():
                 raise FileNotFoundError(f"no baselines at {path} (has lgf run with this spool_dir?)")
             self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+            self.persist = False
             return
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -256,6 +259,8 @@ class BaselineStore:
         self._minute = minute
 
     def _write(self, done: list[tuple[Series, Minute]], minute: int) -> None:
+        if not self.persist:
+            return
         db = self.db
         db.execute("BEGIN")
         try:
@@ -288,7 +293,9 @@ class BaselineStore:
     def _open(self, service: str, cause: str, minute: int) -> Series:
         row = self.db.execute("SELECT id FROM series WHERE service = ? AND cause = ?",
                               (service, cause)).fetchone()
-        if row is None:
+        if row is None and not self.persist:  # replay: a series the store does not know stays unknown
+            sid = -1
+        elif row is None:
             (n,) = self.db.execute("SELECT count(*) FROM series").fetchone()
             if n >= self.options.max_series:
                 self._evict_oldest()

@@ -13,6 +13,10 @@ Three calls from ``AlertEngine``:
 
 Baselines are off when ``[baselines] enabled = false`` or the environment's ``drift_z = 0``; then
 every call is a no-op and alerts are graded by fixed thresholds only.
+
+``lgf replay`` calls ``replay_mode()``: a recording is graded by the baselines in its own time
+(each stall's ``ts``), and teaches them nothing. Otherwise replaying an incident file beside a
+running lgf would write its burst into the production baseline as if it happened now.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from datetime import UTC, datetime
 
 from .baselines import BaselineOptions, BaselineStore
 from .event import SEVERITIES
@@ -34,6 +39,8 @@ class Drift:
         options = sections.get("baselines") or BaselineOptions()
         self.policy = policy
         self.store = None
+        self.event_time: float | None = None
+        """In replay mode, the ``ts`` of the last stall seen (Unix seconds); None when live."""
         if options.enabled and policy.drift_z > 0:
             try:
                 self.store = BaselineStore(config.host.spool_dir, options, clock=wall_clock, stats=stats)
@@ -42,21 +49,30 @@ class Drift:
                 log.error("baselines: cannot open them under %s: %s; alerts use the fixed thresholds only",
                           config.host.spool_dir, exc)
 
+    def replay_mode(self) -> None:
+        """Grade in the recording's time, never write to the store (``lgf replay``)."""
+        if self.store is not None:
+            self.store.persist = False
+            self.event_time = 0.0
+
     def observe(self, service: str, event) -> bool:
         if self.store is None:
             return False
-        self.store.observe(service, event.cause, event.duration_ns)
-        return self.store.is_established(service, event.cause)
+        at = None
+        if self.event_time is not None:
+            at = self.event_time = _unix(event.ts) or self.event_time or None
+        self.store.observe(service, event.cause, event.duration_ns, now_s=at)
+        return self.store.is_established(service, event.cause, now_s=at)
 
     def tick(self) -> None:
-        if self.store is not None:
+        if self.store is not None and self.event_time is None:
             self.store.tick()
 
     def judge(self, alert, service: str, worst_ns: int, threshold_ns: int) -> bool:
         """Label ``alert`` with its baseline; True if it is to be held back."""
         if self.store is None:
             return False
-        grade = self.store.grade(service, alert.cause, self.policy.sigma_scale)
+        grade = self.store.grade(service, alert.cause, self.policy.sigma_scale, now_s=self.event_time or None)
         grade["k"] = self.policy.drift_z
         alert.extra["baseline"] = grade
         if grade["status"] != "established" or "z" not in grade:
@@ -74,6 +90,17 @@ class Drift:
     def close(self) -> None:
         if self.store is not None:
             self.store.close()
+
+
+def _unix(ts: str) -> float:
+    """RFC 3339 -> Unix seconds (microseconds kept: Python reads at most six digits); 0.0 if none."""
+    if not ts:
+        return 0.0
+    head, dot, frac = ts.rstrip("Z").partition(".")
+    try:
+        return datetime.fromisoformat(head + (dot + frac[:6] if dot else "")).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def _fmt(metric: str, value: float) -> str:

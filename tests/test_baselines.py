@@ -19,11 +19,11 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import lgf
+from helpers import lgf, write
 from lgf import config as cfg
 from lgf.alerts import AlertEngine
 from lgf.baselines import BaselineOptions, BaselineStore, median_mad
-from lgf.event import Event
+from lgf.event import Event, write_events
 from lgf.http import HttpServer
 from lgf.stats import Stats
 
@@ -258,3 +258,40 @@ def test_an_unusable_spool_dir_leaves_the_fixed_thresholds_working(tmp_path):
     eng.observe(stall(t, "api", 60))
     (alert,) = eng.due(2**63 - 1)
     assert "baseline" not in alert.extra and alert.extra["count"] == 1
+
+
+def test_lgf_replay_grades_by_the_baselines_in_the_recordings_time_and_teaches_them_nothing(restarted, tmp_path):
+    spool, t = restarted
+    rng = random.Random(12)
+    events = []
+    for second in range(0, 5 * 60, 3):  # five minutes of worker at 20 a minute, recorded after the week
+        ev = stall(t, "worker", rng.uniform(25, 35))
+        when = t.wall + second
+        ev.ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when)) + f".{int(when % 1 * 1e9):09d}Z"
+        events.append(ev)
+    write_events(tmp_path / "incident.msgpack", events)
+    config = write(tmp_path / "plugins.toml", f"""
+[lgf]
+spool_dir = "{spool}"
+threshold = "50ms"
+[[classifiers]]
+use = "waitreason"
+[[sinks]]
+use = "file"
+path = "{tmp_path / 'out.jsonl'}"
+receive = "alerts"
+""")
+
+    def rows():
+        with sqlite3.connect(spool / "baselines.db") as db:
+            return db.execute("SELECT count(*), max(minute) FROM minutes").fetchone(), \
+                db.execute("SELECT count(*) FROM coverage").fetchone()
+
+    before = rows()
+    out = lgf("replay", str(tmp_path / "incident.msgpack"), "--config", str(config))
+    assert out.returncode == 0, out.stderr
+    (alert,) = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert alert["service"] == "worker" and alert["count"] == 100
+    assert alert["baseline"]["status"] == "established" and alert["baseline"]["z"] >= 2
+    assert alert["baseline"]["metrics"]["rate"]["now"] == pytest.approx(20, abs=1)  # the recording's last minute
+    assert rows() == before  # nothing learnt from a replay
