@@ -119,7 +119,16 @@ def mark(errors: list[ConfigError], overrides: list[tuple[str, str, str]]) -> li
 
 
 def describe(config) -> str:
-    """One line of the settings overrides most often change, for ``lgf check``."""
-    h = config.host
+    """The settings overrides most often change, for ``lgf check`` (two lines)."""
+    from .environments import policy_of
+
+    h, p = config.host, policy_of(config)
+    base = config.sections.get("baselines")
+    quiet = ", ".join(f"{what} {ns / 60e9:g} min" for what, ns in (
+        ("after a deploy", p.silence_after_deploy), ("after a load test", p.silence_after_loadtest)) if ns) or "none"
+    drift = (f"alert at z >= {p.drift_z:g} with sigma x {p.sigma_scale:g} over {base.window / 3600e9:g} h"
+             if base is not None and base.enabled and p.drift_z > 0 else "off")
     return (f"env {h.env}, threshold {h.threshold / 1e6:g} ms, window {h.window / 1e6:g} ms, "
-            f"report interval {h.report_interval / 1e9:g} s")
+            f"report interval {h.report_interval / 1e9:g} s\n"
+            f"  alerts from {(p.threshold or h.threshold) / 1e6:g} ms; quiet windows: {quiet}; run-time silences {'need approval' if p.approval else 'apply at once'}; "
+            f"baselines: {drift}")

@@ -39,6 +39,19 @@ def test_the_named_flags_change_what_check_reports(config):
     assert out.returncode == 0, out.stderr
     assert "env staging, threshold 30 ms, window 100 ms, report interval 5 s" in out.stdout
     assert "override: lgf.threshold = 30ms" in out.stdout
+    assert "alerts from 100 ms; quiet windows: after a load test 30 min; run-time silences apply at once" in out.stdout
+
+
+def test_environment_and_baseline_overrides_show_in_check(config):
+    prod = lgf("check", str(config))
+    assert "quiet windows: none; run-time silences need approval; baselines: alert at z >= 2 with sigma x 0.8" \
+        in prod.stdout
+    changed = lgf("check", str(config), "--set", "environments.prod.drift_z=3", "--set", "environments.prod.approval=false",
+                  "--set", "baselines.window=48h")
+    assert changed.returncode == 0, changed.stderr
+    assert "run-time silences apply at once; baselines: alert at z >= 3 with sigma x 0.8 over 48 h" in changed.stdout
+    off = lgf("check", str(config), "--set", "baselines.enabled=false")
+    assert "baselines: off" in off.stdout
 
 
 def test_set_reaches_any_key_and_later_flags_win(config):
