@@ -338,7 +338,13 @@ class BaselineStore:
             refresh_s = self.options.refresh / 1e9
             if series is not None and series.baseline is not None and now_s - series.computed_at < refresh_s:
                 return series.baseline
-            result = self._compute(service, cause, int(now_s // MINUTE_S))
+            try:
+                result = self._compute(service, cause, int(now_s // MINUTE_S))
+            except sqlite3.Error as exc:  # a disk error must not stop alerting: grade as unknown, say why
+                if self.stats is not None:
+                    self.stats.inc("lgf_baseline_errors_total", what="read")
+                log.error("baselines: cannot read %s: %s", self.path, exc)
+                result = None
             if series is not None:
                 series.baseline, series.computed_at = result, now_s
             return result
