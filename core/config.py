@@ -25,11 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from . import options as opt
-from .alerts import AlertsOptions, EnvironmentsOptions
+from .alerts import AlertsOptions
+from .baselines import BaselineOptions
 from .components import KINDS, Component, member
+from .environments import EnvironmentsOptions, check_env
 from .errors import ConfigError, ConfigErrors
 from .event import SEVERITIES
 from .options import Duration
+from .roles import check_token_file
 from .silences import SilencesOptions
 
 SINK_KEYS = ("receive", "min_severity", "queue_limit")
@@ -50,7 +53,8 @@ class HostOptions:
     report_interval: Duration = Duration(10_000_000_000)
     """How long alerts are grouped before they are sent."""
     env: str = "prod"
-    """``dev``, ``test`` or ``prod``: picks thresholds and severities (``[environments]``)."""
+    """``dev``, ``test``, ``prod`` or an ``[environments.NAME]`` of yours: picks thresholds, severities,
+    quiet windows and who may silence (README "Environments")."""
     spool_dir: str = "/var/lib/lgf"
     """Where durable sink queues and persisted silences live."""
     plugins: list[str] = field(default_factory=list)
@@ -96,7 +100,9 @@ class HttpOptions:
     enabled: bool = True
     """``false`` turns the endpoints off."""
     token_env: str = ""
-    """Name of an environment variable holding a token that POST/DELETE must present."""
+    """Name of an environment variable holding a token that POST/DELETE must present (role operator)."""
+    token_file: str = ""
+    """A TOML file of identities, roles and tokens (``lgf.roles``); must be root's, mode 600."""
     recent_limit: int = 100
     """How many windows and alerts /debug/latency returns by default."""
 
@@ -104,6 +110,8 @@ class HttpOptions:
         host, sep, port = self.listen.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ValueError(f"listen: {self.listen!r} is not host:port (e.g. \"127.0.0.1:9464\")")
+        if self.token_file:
+            check_token_file(self.token_file)
 
 
 
@@ -111,7 +119,8 @@ SECTIONS: dict[str, type] = {
     "lgf": HostOptions,
     "targets": TargetOptions,
     "alerts": AlertsOptions,            # grouping, services, tags, topology (lgf.alerts)
-    "environments": EnvironmentsOptions,  # per-env thresholds, severities, deploy silence
+    "environments": EnvironmentsOptions,  # per-env thresholds, severities, quiet windows (lgf.environments)
+    "baselines": BaselineOptions,       # drift-aware baselines per service and cause (lgf.baselines)
     "silences": SilencesOptions,        # silences shipped with the config (lgf.silences)
     "http": HttpOptions,                # /debug/latency, /metrics, silence API (lgf.http)
 }
@@ -182,6 +191,7 @@ def validate(raw: dict[str, Any], registry: dict[tuple[str, str], Component],
             errors.append(ConfigError(name, "expected a table ([" + name + "])"))
             table = {}
         sections[name] = opt.build(cls, table, name, errors) or cls()
+    errors.extend(check_env(sections))
 
     components: list[ComponentConfig] = []
     for kind in KINDS:

@@ -45,7 +45,9 @@ class HistogramSource:
 @pytest.fixture
 def served(tmp_path):
     raw = {"lgf": {"spool_dir": str(tmp_path), "env": "prod"}, "http": {"listen": "127.0.0.1:0"},
-           "alerts": {"services": {"gateway": "^api"}}}
+           "alerts": {"services": {"gateway": "^api"}},
+           # lgf's rule before roles (tests/test_roles.py has prod's own: tokens and approval)
+           "environments": {"prod": {"loopback_changes": True, "approval": False, "silence_after_deploy": "2m"}}}
     config = cfg.validate(raw, {})
     stats = Stats()
     engine = AlertEngine(config, stats)

@@ -8,6 +8,7 @@
     lgf symbolize BINARY [--addr2line]   hex PCs on stdin -> frames
     lgf silence add|list|expire ...      silences on the running lgf (over its local HTTP API)
     lgf spool list|retry|drop ...        the durable sink queues (retry/drop need lgf stopped)
+    lgf baseline [SERVICE]               the learnt baselines per service and cause, and their z-scores
 
 Each command is a module of this package with ``HELP`` (one line for ``lgf -h``), optional
 ``DESCRIPTION`` and ``EPILOG``, ``add_arguments(parser)`` and ``run(args) -> exit code``. Global
@@ -27,7 +28,7 @@ from lgf.errors import ConfigErrors, LgfError
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
-COMMANDS = ("run", "check", "plugins", "replay", "inspect", "symbolize", "silence", "spool")
+COMMANDS = ("run", "check", "plugins", "replay", "inspect", "symbolize", "silence", "spool", "baseline")
 """Command names; each is the module ``lgf.cli.<name>``."""
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
