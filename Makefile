@@ -12,7 +12,7 @@ CONFIG ?= plugins.toml
 # cgroups), mmdebstrap for the image's base, systemd-analyze, a headless browser.
 TEST_APT_PACKAGES := podman mmdebstrap runc systemd chromium
 
-.PHONY: setup run test lint bench toolchains apt headers clean image test-apt demo
+.PHONY: setup run test lint bench docs toolchains apt headers clean image test-apt demo
 
 run: setup
 	.venv/bin/lgf run $(CONFIG)
@@ -36,6 +36,10 @@ test-apt:
 lint: setup
 	.venv/bin/ruff check .
 	$(PY) tests/support/layering.py
+
+# README's option tables come from the options dataclasses' field docstrings (lgf.optdoc).
+docs: setup
+	$(PY) -m lgf.cli.docs README.md
 
 bench: setup toolchains
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || echo "!! $$b failed"; done

@@ -136,7 +136,7 @@ def reload(host) -> ReloadOutcome:
         outcome = ReloadOutcome(False, errors=["this lgf was not started from a config file"])
     else:
         try:
-            _, new = load(path)
+            _, new = load(path, overrides=getattr(host, "overrides", ()))
         except ConfigErrors as exc:
             outcome = ReloadOutcome(False, errors=[str(e) for e in exc.errors])
         else:
@@ -162,7 +162,8 @@ def _apply(host, old: cfg.Config, new: cfg.Config) -> ReloadOutcome:
     _apply_plugins(host, old, new, outcome)
     retune_engine(host.engine, new)
     _apply_sources(host, old, new, outcome)
-    if new.raw.get("http") != old.raw.get("http"):
+    # The endpoints' roles and approvals come from [http] and [environments] (lgf.http's guard).
+    if any(new.raw.get(k) != old.raw.get(k) for k in ("http", "environments")):
         if host.http is not None:
             host.http.stop()
             host.http = None
@@ -285,11 +286,11 @@ def _stop_source(src, name: str) -> None:
 
 def retune_engine(engine, config: cfg.Config) -> None:
     """Give the running alert policy the new config's settings, keeping its state (open groups,
-    windows, recent alerts, run-time silences). Mirrors the settings part of
+    windows, recent alerts, run-time silences, learnt baselines). Mirrors the settings part of
     ``AlertEngine.__init__`` (tests/test_reload.py checks they agree)."""
     import re
 
-    from .alerts import DEFAULT_POLICIES, AlertsOptions, EnvironmentsOptions
+    from .alerts import AlertsOptions, EnvironmentsOptions
     from .silences import SilencesOptions, SilenceStore
 
     if engine is None:
@@ -298,8 +299,8 @@ def retune_engine(engine, config: cfg.Config) -> None:
     options = sections.get("alerts") or AlertsOptions()
     envs = sections.get("environments") or EnvironmentsOptions()
     env = config.host.env
-    if env not in DEFAULT_POLICIES:
-        log.warning("[lgf] env = %r is not dev, test or prod: using prod's thresholds", env)
+    if env not in envs.policies:
+        log.warning("[lgf] env = %r names no environment: using prod's thresholds", env)
     policy = envs.policy(env)
     rules = (sections.get("silences") or SilencesOptions()).rules
     config_silences = SilenceStore(None, rules)
@@ -307,6 +308,9 @@ def retune_engine(engine, config: cfg.Config) -> None:
         engine.env = env
         engine.options = options
         engine.policy = policy
+        drift = getattr(engine, "drift", None)
+        if drift is not None:  # the baselines keep what they learnt; they grade by the new policy
+            drift.policy = policy
         engine.threshold_ns = policy.threshold or config.host.threshold
         engine.report_interval_ns = config.host.report_interval
         engine.tags = dict(options.tags)

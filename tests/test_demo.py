@@ -19,8 +19,8 @@ import time
 import pytest
 from test_e2e_uprobe import LgfRun
 
-from conftest import GO_VERSIONS, ROOT, go_binary
-from helpers import LGF, write
+from support.cli import LGF, write
+from support.gobuild import GO_VERSIONS, ROOT, go_binary
 
 DEMO_CAUSES = {"channel", "select", "lock", "syscall", "net_io", "sleep", "sched_latency", "gc_stw"}
 STALL_LINE = re.compile(r"^\S+ STALL (>=)?[\d.]+m?s (\w+) pid=(\d+)")

@@ -20,8 +20,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from conftest import ROOT
-from helpers import lgf
+from support.cli import lgf
+from support.gobuild import ROOT
 
 DEPLOY = ROOT / "deploy"
 K8S_VERSION = "1.30"

@@ -17,9 +17,9 @@ import time
 import uuid
 
 import pytest
-from stallfixture import STALLS_SRC, StallFixture
 
-from conftest import ROOT, build_go
+from support.gobuild import ROOT, build_go
+from support.stallfixture import STALLS_SRC, StallFixture
 
 pytestmark = [pytest.mark.bpf, pytest.mark.slow]
 

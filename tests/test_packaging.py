@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import tomllib
 
-from conftest import ROOT
+from support.gobuild import ROOT
 
 
 def test_every_package_folder_is_packaged():

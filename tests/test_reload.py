@@ -20,11 +20,11 @@ import threading
 import time
 
 import pytest
-from stallfixture import STALLS_SRC, StallFixture, probe_bytes
 from test_e2e_uprobe import LgfRun, _probe_addrs
 
-from conftest import GO_VERSIONS, build_go
-from helpers import LGF, lgf, write
+from support.cli import LGF, lgf, write
+from support.gobuild import GO_VERSIONS, build_go
+from support.stallfixture import STALLS_SRC, StallFixture, probe_bytes
 
 INT3 = 0xCC
 
