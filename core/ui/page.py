@@ -158,11 +158,17 @@ def topology_svg(topology: dict, service: str, severity: str) -> str:
 
 # --- tables ---------------------------------------------------------------------------------
 
+def _frame(fr) -> str:
+    if isinstance(fr, str):
+        return fr
+    return f"{fr.get('func', '?')} {fr.get('file', '')}:{fr.get('line', 0)}"
+
+
 def _stack_html(record: dict | None, opened: bool = False) -> str:
     if not record or not record.get("stack"):
         return '<span class="dim">no stack</span>'
-    summary = " → ".join(record.get("stack_summary") or record["stack"][:1])
-    frames = "\n".join(record["stack"])
+    summary = " → ".join(record.get("stack_summary") or [_frame(record["stack"][0])])
+    frames = "\n".join(_frame(fr) for fr in record["stack"])
     return (f'<details class="stack"{" open" if opened else ""}><summary>{_e(summary)}</summary>'
             f'<pre>{_e(frames)}</pre></details>')
 
