@@ -275,3 +275,25 @@ enabled = false
         host.shutdown()
     lines = (tmp_path / "keep.txt").read_text().splitlines()
     assert [ln.split()[1] for ln in lines if ln.endswith("stall")] == ["example", "channel"]
+
+
+def test_reload_keeps_the_command_lines_overrides(tmp_path):
+    """`lgf run --latency-threshold 80ms`: the flag still wins after the file is re-read."""
+    from lgf.reload import reload
+    from lgf.run import open_host
+
+    def text(threshold: str) -> str:
+        return (f'[lgf]\nthreshold = "{threshold}"\nwindow = "300ms"\nspool_dir = "{tmp_path}"\n'
+                '[[sinks]]\nuse = "stdout"\n[http]\nenabled = false\n')
+
+    config = write(tmp_path / "p.toml", text("50ms"))
+    host = open_host(str(config), with_sources=False,
+                     overrides=[("lgf.threshold", "80ms", "--latency-threshold=80ms")])
+    try:
+        assert host.config.host.threshold == 80_000_000
+        write(config, text("60ms").replace('"300ms"', '"400ms"'))
+        assert reload(host).ok
+        assert host.config.host.threshold == 80_000_000 and host.config.host.window == 400_000_000
+        assert host.engine.threshold_ns == 80_000_000 and host.floor_ns == 80_000_000
+    finally:
+        host.shutdown()
