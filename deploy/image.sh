@@ -70,7 +70,7 @@ image_name() {
   files=$(find core sources plugins sinks -type f \( -name '*.py' -o -name '*.c' -o -name '*.h' \
             -o -name '*.go' -o -name '*.mod' -o -name '*.toml' -o -name '*.css' -o -name '*.js' \) \
             -not -path '*/__pycache__/*' | LC_ALL=C sort)
-  echo "localhost/lgf:$( { base_name; cat Containerfile pyproject.toml plugins.toml $files; } | hash_of)"
+  echo "localhost/lgf:$( { base_name; cat Containerfile pyproject.toml plugins.toml deploy/image.sh $files; } | hash_of)"
 }
 
 build_base() {
@@ -117,6 +117,9 @@ build() {
   podman build --quiet $(run_args) --network=none --build-arg "BASE=$(base_name)" \
     -f Containerfile -t "$image" "$WORK/context" >/dev/null
   podman tag "$image" localhost/lgf:latest
+  # Older builds of the app layer are of no use once this one exists (the base stays cached).
+  podman images --format '{{.Repository}}:{{.Tag}}' localhost/lgf | grep -v -x -e "$image" -e localhost/lgf:latest \
+    | xargs -r podman rmi --force >/dev/null 2>&1 || true
   echo "$image"
 }
 
