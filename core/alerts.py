@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from . import options as opt
 from .errors import ConfigError
 from .event import Event, new_id, wallclock_of
-from .incidents import incident_key
+from .incidents import describe_key, incident_key
 from .options import Duration
 from .silences import SilencesOptions, SilenceStore
 from .windows import StallWindows
@@ -371,7 +371,7 @@ class AlertEngine:
                 "worst_ns": group.worst_ns, "total_ns": group.total_ns,
                 "pids": sorted(group.pids), "goroutines": len(group.goroutines),
                 "example_event_id": w.id, "interval_ns": self.report_interval_ns,
-                "group_by": dict(zip(self.options.group_by, map(str, group.key), strict=False)),
+                "group_by": describe_key(group.key, self.options.group_by),
                 "summary": self._summary(group, top),
             })
         return alert

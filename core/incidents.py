@@ -17,13 +17,13 @@ Cost: a tuple per stall.
 from __future__ import annotations
 
 
-def incident_key(event, service: str, top_frame: str, open_keys=()) -> tuple | None:
+def incident_key(event, service: str, top_frame: str, groups: dict | None = None) -> tuple | None:
     """The alert group key of a request-scoped stall, or None to use ``group_by``.
 
-    ``open_keys``: the keys of the groups open now. A request whose method and path are known
-    joins the open group of the same handler frame whose first stall had none (the sampler's
-    report of the episode's first stall, made before the request could be read), rather than
-    opening a second alert for the same story.
+    ``groups``: the alert engine's open groups by key. The first stall of an episode is often
+    the sampler's, reported before the request could be read (no method, no path): it opens a
+    group keyed by its top frame. The first stall of the same kind *with* method and path adopts
+    that group (it is re-keyed in ``groups``), so one story stays one alert.
     """
     if event.scope != "request":
         return None
@@ -31,4 +31,15 @@ def incident_key(event, service: str, top_frame: str, open_keys=()) -> tuple | N
     if not (event.http_path or event.http_method):
         return unnamed
     named = ("request", service, event.http_method, event.http_path)
-    return unnamed if named not in open_keys and unnamed in open_keys else named
+    if groups is not None and named not in groups and unnamed in groups:
+        group = groups[named] = groups.pop(unnamed)
+        group.key = named
+    return named
+
+
+def describe_key(key: tuple, group_by: list[str]) -> dict:
+    """The ``group_by`` an alert shows: field -> value of its group key."""
+    if key and key[0] == "request":
+        names = ("scope", "service", "http_method", "http_path", "top_frame")
+        return {n: str(v) for n, v in zip(names, key, strict=False) if v}
+    return dict(zip(group_by, map(str, key), strict=False))
