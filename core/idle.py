@@ -234,11 +234,19 @@ class IdleRules:
         return out
 
 
+_GO_WRAPPER = re.compile(r"\.gowrap\d+$")
+
+
 def start_function(functions: Sequence[str]) -> str:
     """The function the goroutine was started with: the outermost frame below
-    ``runtime.goexit`` (and ``runtime.main`` for the main goroutine); "" if none."""
+    ``runtime.goexit`` (and ``runtime.main`` for the main goroutine), past the wrapper Go 1.22+
+    compiles for ``go f(x)`` (``pkg.F.gowrap1``, which only calls ``f``); "" if none.
+
+    Go 1.21 named that wrapper like any closure (``pkg.F.func1``): there a worker started as
+    ``go worker(jobs)`` is not recognised at its loop head and stays a stall (the safe side);
+    ``go worker()`` and ``go func() { ... }()`` are recognised in every version."""
     for f in reversed(functions):
-        if not f.startswith(START_SKIP):
+        if not f.startswith(START_SKIP) and not _GO_WRAPPER.search(f):
             return f
     return ""
 

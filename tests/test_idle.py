@@ -61,6 +61,9 @@ def test_a_cut_stack_is_never_guessed_idle():
     (PARK + ["runtime.selectgo", "main.tickerLoop"] + END, "select"),
     (PARK + ["time.Sleep", "main.main"] + MAIN_END, "sleep"),  # main sleeping at start-up
     (PARK + ["runtime.block", "main.main.func3"] + END, "select (no cases)"),
+    # `go c.maintainAssets(0)`: Go 1.22+ starts it through a wrapper that only calls it (caddy)
+    (PARK + ["runtime.selectgo", "github.com/caddyserver/certmagic.(*Cache).maintainAssets",
+             "github.com/caddyserver/certmagic.NewCache.gowrap1"] + END, "select"),
 ])
 def test_waits_for_the_next_job_or_tick_are_idle(stack, reason):
     assert rules.judge(stack, reason).idle
