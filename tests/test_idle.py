@@ -199,7 +199,10 @@ def test_pc_ranges_are_the_functions_go_tool_nm_lists(version, go_toolchains):
             if key:
                 want[key].add((int(addr, 16), int(addr, 16) + int(size)))
     got = rules.pc_ranges(open_binary(exe))
-    assert {k: set(v) for k, v in got.items()} == want
+    assert {k: set(got[k]) for k in want} == want
+    goexit = next(int(ln.split()[0], 16) for ln in nm.splitlines() if ln.split()[-1] == "runtime.goexit.abi0")
+    assert any(lo <= goexit < hi for lo, hi in got["start_skip"])
+    assert len(got["wait_primitive"]) < 100, "the runtime is mostly one run of functions"
     assert want["request"] and len(want["idle"]) >= 8
     stripped = rules.pc_ranges(open_binary(build_go(IDLESERVER_SRC, version, strip=True)))
     assert [lo for lo, _ in stripped["idle"]] == [lo for lo, _ in got["idle"]], "pclntab agrees with .symtab"

@@ -16,6 +16,17 @@ exactly 256 switches in between). ``g.waitsince`` is no help: it is stamped only
 The runtime's own goroutines (GC workers, sweeper, finalizer...) are left out by the uprobe
 source's own rules: their wait reason, or a start function in package runtime.
 
+Stalls, not waits: when a park first crosses the threshold its stack is walked from outside,
+down to the goroutine's start (:mod:`lgf.golang.goroutine_stack`: one read of the used stack,
+frame pointers followed in the copy), symbolized and judged by :class:`lgf.idle.IdleRules`. Only
+a stall arms the goroutine tier and is reported (with ``scope``, ``extra["verdict"]``,
+``extra["decided_by"]`` and ``extra["stack_cut"]`` when the walk did not reach the start); an
+idle wait (accept loop, keep-alive connection, worker or ticker at its loop head, a main
+goroutine sleeping at start-up...) is counted in ``lgf_idle_waits_total{source="sampler",site}``
+and followed silently, unless ``[idle] report_idle = true``. A park is judged once: about one
+read plus a symbol-cache hit per frame (the first judgement of a binary opens its pclntab, a few
+ms), kept out of the per-sample cost that sets the interval.
+
 What it reports: the park it saw, once it ends (the goroutine tier, attached mid-park, cannot see
 that park's start, so without this report the first stall of an episode would be lost). An
 ``Event`` with ``extra["stall"] = "park"``, ``extra["precision"] = "sampled"`` and
