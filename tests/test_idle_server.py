@@ -180,19 +180,20 @@ def keepalive_clients(fx: IdleServer) -> list[http.client.HTTPConnection]:
     return conns
 
 
-def test_an_idle_server_never_arms_and_reports_nothing(served):
+def test_an_idle_server_never_arms_and_reports_nothing(served, caplog):
+    caplog.set_level("INFO", logger="lgf")
     src, events, exe, ctx, upstream, _version = served
     fx = IdleServer(exe, upstream.url, startsleep="3s")
     try:
         wait_attached(src, fx.pid)
         ready = fx.wait_line(lambda o: o.get("ready"))
         assert "loop head: main.main" in idle_sites(ctx), "main's start-up sleep was seen, as idle"
-        assert not armed(src, fx.pid), "a program that sleeps at start-up is not armed"
+        assert not armed(src, fx.pid), ["a program that sleeps at start-up is not armed", caplog.messages]
         assert ready
         conns = keepalive_clients(fx)
         assert fx.get("/proxy/fast") == "upstream\n"  # leaves an idle connection to the upstream
         wait_sampled(ctx, 75)  # 1.5 s: every idle goroutine has been parked well past 50 ms
-        assert not armed(src, fx.pid), "idle waits must never arm the goroutine tier"
+        assert not armed(src, fx.pid), ["idle waits must never arm the goroutine tier", caplog.messages]
         assert not events.of_pid(fx.pid), [(e.goid, e.wait_reason, e.extra) for e in events.of_pid(fx.pid)]
         sites = idle_sites(ctx)
         for c in conns:

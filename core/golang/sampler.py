@@ -315,8 +315,12 @@ class GoroutineSampler:
         order = proc.order
         cols = [order.index(n) + 1 for n in ("sched.pc", "sched.bp", "sched.sp", "stack.hi")]
         walks = goroutine_stack.walk_many(proc.reader, [tuple(row[c] for c in cols) for _p, row in crossed])
+        still = self._still_parked(proc, crossed)
         arm = False
-        for (park, _row), (pcs, _complete) in zip(crossed, walks, strict=True):
+        for (park, row), (pcs, _complete) in zip(crossed, walks, strict=True):
+            if row[0] not in still:  # it ran while its stack was read: that copy proves nothing
+                park.over_threshold = False  # (the next pass sees the park ended: nothing reported)
+                continue
             park.pcs = pcs
             reason = _name(proc.reasons, park.reason)
             park.verdict = verdict = self.rules.judge(self._functions(proc, pcs), reason)
@@ -328,10 +332,26 @@ class GoroutineSampler:
             self._count("lgf_sampler_stalls_total")
             if not closing:
                 self.log.info("sampler: pid %d: goroutine %d parked (%s%s) for over %.0f ms: arming",
-                              pid, park.goid, reason, ", serving a request" if verdict.scope else "",
+                              pid, park.goid, reason, ", serving a request" if verdict.scope
+                              else ", stack cut" if verdict.cut else "",
                               park.last_ns / 1e6 - park.first_ns / 1e6)
                 arm = True
         return arm
+
+    @staticmethod
+    def _still_parked(proc: _Process, crossed: list[tuple[_Park, tuple]]) -> set[int]:
+        """The g addresses among ``crossed`` still in the same park after their stacks were read
+        (same status, goid and trackingSeq): a goroutine that ran meanwhile rewrote its stack,
+        and a walk of it would end early and look like a cut stack, i.e. a stall."""
+        order = proc.order
+        i_status, i_goid, i_seq = (order.index(n) + 1 for n in ("atomicstatus", "goid", "trackingSeq"))
+        try:
+            rows = read_g_fields(proc.reader, [row[0] for _p, row in crossed], proc.fields)
+        except Unreadable:
+            return set()
+        before = {row[0]: row for _p, row in crossed}
+        return {r[0] for r in rows if (r[i_status] & ~G_SCAN) == G_WAITING and r[i_goid] == before[r[0]][i_goid]
+                and r[i_seq] == before[r[0]][i_seq]}
 
     def _functions(self, proc: _Process, pcs: list[int]) -> list[str]:
         """Function names of ``pcs`` ([] when the binary cannot be read: judged as a cut stack)."""
