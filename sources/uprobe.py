@@ -84,6 +84,7 @@ from pathlib import Path
 from typing import Literal
 
 from lgf import Component, Event, arming, hookimpl, idle
+from lgf.bpf import constants as bpf_constants
 from lgf.bpf import loader
 from lgf.causes import GC_ASSIST_REASON, INTERNAL_WAIT_REASONS, IO_WAIT_REASON
 from lgf.errors import TargetRefused
@@ -92,9 +93,8 @@ from lgf.options import Duration
 
 C_FILE = Path(__file__).with_name("uprobe.c")
 
-STALL_NAMES = {1: "park", 2: "runnable", 3: "stw"}
-COUNTER_NAMES = ("netpoll_calls", "netpoll_ready", "netpoll_waiting", "gc_cycles", "stw_count",
-                 "ringbuf_lost", "wait_slot_reused")
+STALL_NAMES = bpf_constants.STALL_NAMES
+COUNTER_NAMES = bpf_constants.COUNTER_NAMES
 GOROUTINE_TIER_COUNTERS = ("netpoll_ready", "netpoll_waiting")
 
 
@@ -435,7 +435,7 @@ class UprobeSource:
         The slot index is uprobe.c's ``wait_slot`` hash."""
         waits, size, pid = att.program.bpf[b"waits"], att.program.constants["MAX_GOROUTINES"], att.target.pid
         for g in gs:
-            idx = waits.Key(((g >> 6) ^ (g >> 22) ^ (pid << 7)) & (size - 1))
+            idx = waits.Key(bpf_constants.wait_slot_index(pid, g, size))
             slot = waits[idx]
             if slot.g == g and slot.tgid == pid and slot.kind:
                 slot.kind = 0

@@ -18,21 +18,21 @@ import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
-from stallfixture import Collector, run_context, wait_attached
 
-from conftest import GO_VERSIONS, build_go
 from lgf.golang.httpreq import read_method_path
 from lgf.golang.runtime_reader import RuntimeReader
 from lgf.idle import IdleOptions
 from lgf.plugins import scope
 from lgf.sources.uprobe import UprobeOptions, UprobeSource
+from lgf.testing import EventCollector
+from support.gobuild import GO_VERSIONS, GOAPPS, build_go
+from support.stallfixture import run_context, wait_attached
 
 pytestmark = pytest.mark.bpf
 
-SRC = Path(__file__).resolve().parent / "goapps" / "idleserver"
+SRC = GOAPPS / "idleserver"
 INTERVAL_NS = 20_000_000
 UPSTREAM_DELAY = 0.15
 KEEPALIVE_CLIENTS = 4
@@ -125,7 +125,7 @@ def served(request, bpf_ok, go_toolchains):
     exe = build_go(SRC, request.param)
     ctx = run_context("50ms", exe=[str(exe)])
     src = UprobeSource(UprobeOptions(goroutine_tier="on_stall", sample_interval=INTERVAL_NS), ctx)
-    events = Collector()
+    events = EventCollector()
     src.start(events)
     upstream = SlowUpstream()
     warm = IdleServer(exe, upstream.url)  # the first attach compiles the BPF program (seconds)

@@ -43,15 +43,12 @@ Once the tier is on, the sampler follows only the parks it already holds (readin
 structs) and adds none; the uprobe source clears those goroutines' wait slots when it attaches
 the tier, so a stale note from an earlier armed period cannot report them again.
 
-Cost (measured on this 2-CPU VM, Go 1.25, by bench/bench_probe_cost.py): the target pays
-nothing it can notice: its memory is read by the kernel on lgf's CPU, and the net/http server's
-CPU per request under the default config is within the noise of lgf off (the bench's rows).
-lgf pays per sample about 120 us of CPU for a process with 100 goroutines and about 19 ms for
-10,000 (Python decoding one ~150-byte record per goroutine dominates; the read itself is one
-``process_vm_readv`` per 1,024 runs of nearby g structs). At the default 20 ms interval that is
-under 1 % of one CPU for a small target (the thread with its wake-ups measured 2.4 %); a target
-whose sample costs more than ``CPU_BUDGET`` of the interval is sampled less often (10,000
-goroutines: every ~380 ms, 5 % of a CPU), so its parks are seen from threshold + that interval.
+Cost (figures: README "Sources and their cost", measured by bench/bench_probe_cost.py): the
+target pays nothing it can notice: its memory is read by the kernel on lgf's CPU. lgf pays per
+sample in proportion to the target's goroutines (Python decoding one ~150-byte record per
+goroutine dominates; the read itself is one ``process_vm_readv`` per 1,024 runs of nearby g
+structs); a target whose sample costs more than ``CPU_BUDGET`` of the interval is sampled less
+often, so its parks are seen from threshold + that longer interval.
 While a process's goroutine tier is armed, the sampler reads only the few g structs whose parks
 it still follows (nothing at all when it follows none).
 """
@@ -66,15 +63,13 @@ from dataclasses import dataclass, field
 
 from lgf import Event
 from lgf.causes import GC_ASSIST_REASON, INTERNAL_WAIT_REASONS
-from lgf.golang.runtime_reader import G_SCAN, RuntimeReader, Unreadable, allg_pointers, read_g_fields
+from lgf.golang.gstatus import G_SCAN, G_WAITING
+from lgf.golang.runtime_reader import RuntimeReader, Unreadable, allg_pointers, read_g_fields
 from lgf.idle import IdleRules, Verdict
 
 from . import goroutine_stack
 from .gobinary import runtime_function_entries
 from .symbols import Symbolizers
-
-G_WAITING = 4
-"""``_Gwaiting`` in runtime2.go, the same in Go 1.21 to 1.27."""
 
 G_FIELDS = (("stack.hi", "Q"), ("atomicstatus", "I"), ("goid", "Q"), ("waitreason", "B"),
             ("trackingSeq", "B"), ("startpc", "Q"), ("sched.sp", "Q"), ("sched.pc", "Q"),
