@@ -31,6 +31,7 @@ from .components import KINDS, Component, member
 from .environments import EnvironmentsOptions, check_env
 from .errors import ConfigError, ConfigErrors
 from .event import SEVERITIES
+from .idle import IdleOptions
 from .options import Duration
 from .roles import check_token_file
 from .silences import SilencesOptions
@@ -123,6 +124,7 @@ SECTIONS: dict[str, type] = {
     "baselines": BaselineOptions,       # drift-aware baselines per service and cause (lgf.baselines)
     "silences": SilencesOptions,        # silences shipped with the config (lgf.silences)
     "http": HttpOptions,                # /debug/latency, /metrics, silence API (lgf.http)
+    "idle": IdleOptions,                # your own idle sites, report_idle (lgf.idle)
 }
 """Typed top-level sections; the component lists (``sources`` ...) are handled apart."""
 

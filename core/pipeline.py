@@ -63,6 +63,9 @@ class Pipeline:
             self.hook.lgf_enrich(event=event)
         except Exception as exc:  # only a wrapper gets here: plain implementations are guarded
             self._wrapper_raised("lgf_enrich", exc)
+        if event.extra.pop("held_back", None):  # an idle wait (lgf.idle, plugins/scope.py): counted only
+            self.stats.inc("lgf_idle_waits_total", source=event.source, site=event.extra.get("decided_by", ""))
+            return event
         try:
             cause = self.hook.lgf_classify(event=event)
         except Exception as exc:
@@ -70,7 +73,7 @@ class Pipeline:
             cause = None
         event.cause = cause or "unknown"
         self.stats.inc("lgf_events_total", cause=event.cause)
-        if self.engine is not None:
+        if self.engine is not None and event.extra.get("verdict") != "idle":  # report_idle: never alerts
             try:
                 self.engine.observe(event)
             except Exception:  # the policy's bug must not lose the event itself
