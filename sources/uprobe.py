@@ -99,6 +99,11 @@ STALL_NAMES = {1: "park", 2: "runnable", 3: "stw", 5: "idle"}
 COUNTER_NAMES = ("netpoll_calls", "netpoll_ready", "netpoll_waiting", "gc_cycles", "stw_count",
                  "ringbuf_lost", "wait_slot_reused", "idle_waits", "stack_cut")
 GOROUTINE_TIER_COUNTERS = ("netpoll_ready", "netpoll_waiting", "idle_waits", "stack_cut")
+MAX_HIST_PROCS = 64
+"""Per-process histogram blocks of uprobe.c's ``fast_hists`` (48 KiB each; block 0 is unused): the
+first 63 processes of a program get the per-switch path without a hash; the rest use ``hist``."""
+FH_KINDS, FH_REASONS, FH_SLOTS = (1, 2, 5), 64, 32
+"""uprobe.c's fast_hists layout: stall kinds (park, runnable, idle), wait reasons, log2 buckets."""
 
 
 GOROUTINE_PROBES = (("runtime.execute", "on_execute"),)
@@ -175,6 +180,30 @@ class _Program:
         self.sched_switch = False
         self.binaries: dict[str, int] = {}
         """build id (or path) -> index in the runtime_funcs and sites maps."""
+        self.hslots: dict[int, int] = {}
+        """pid -> its fast_hists block (1 .. MAX_HIST_PROCS - 1)."""
+
+    def take_hslot(self, pid: int) -> int:
+        """A zeroed fast_hists block for ``pid`` (its own again after an exec), 0 when all are taken."""
+        if pid in self.hslots:
+            return self.hslots[pid]
+        free = sorted(set(range(1, MAX_HIST_PROCS)) - set(self.hslots.values()))
+        if not free:
+            return 0
+        table = self.bpf[b"fast_hists"]
+        table[table.Key(free[0])] = table.Leaf()
+        self.hslots[pid] = free[0]
+        return free[0]
+
+    def fast_hist(self, pid: int):
+        """``pid``'s fast_hists block (a ctypes struct), or None."""
+        slot = self.hslots.get(pid)
+        if not slot:
+            return None
+        try:
+            return self.bpf[b"fast_hists"][self.bpf[b"fast_hists"].Key(slot)]
+        except Exception:  # noqa: BLE001 - a map torn down under us reads as empty
+            return None
 
     def register_binary(self, binary, rules) -> int:
         """Load ``binary``'s runtime function entries and code sites (``rules``: lgf.idle's
@@ -308,6 +337,8 @@ class UprobeSource:
                 self._sampler.remove(target.pid)
             # Its wait slots need no cleanup: each is tagged with pid and g and simply reused.
             self._verdicts.forget(target.pid)
+            if not Path(f"/proc/{target.pid}").exists():  # gone, not exec'd: its block is free
+                att.program.hslots.pop(target.pid, None)
             try:
                 del att.program.bpf[b"procs"][att.program.bpf[b"procs"].Key(target.pid)]
             except KeyError:
@@ -341,6 +372,7 @@ class UprobeSource:
             "RINGBUF_PAGES": self.options.ringbuf_pages,
             "MAX_GOROUTINES": self.options.max_goroutines,
             "MAX_SITES": self.options.max_sites,
+            "MAX_HIST_PROCS": MAX_HIST_PROCS,
             "REPORT_IDLE": int(self.report_idle),
             "REASON_NO_CASES": reasons.index(NO_CASES_REASON) if NO_CASES_REASON in reasons else 255,
             **dict(zip(("LOOP_HEAD_LO", "LOOP_HEAD_HI"), loader.masks_of(
@@ -367,8 +399,8 @@ class UprobeSource:
                             probes={})
             self._attached[target.pid] = att
             procs = prog.bpf[b"procs"]
-            procs[procs.Key(target.pid)] = procs.Leaf(prog.register_binary(binary, self.idle_rules), 0,
-                                                      att.load_bias)
+            procs[procs.Key(target.pid)] = procs.Leaf(prog.register_binary(binary, self.idle_rules),
+                                                      prog.take_hslot(target.pid), att.load_bias)
             self._attach_probes(att, CHEAP_PROBES, required=("runtime.stopTheWorldWithSema",
                                                              "runtime.startTheWorldWithSema"))
             if self.options.goroutine_tier == "always":
@@ -576,6 +608,10 @@ class UprobeSource:
                     out[name] = max(v, 0)
             if "idle_waits" in out:  # loop heads are judged idle in Python (uprobe_verdict)
                 out["idle_waits"] += self._verdicts.idle_waits.get(pid, 0)
+            block = att.program.fast_hist(pid) if att.goroutine_tier_seen else None
+            if block is not None:
+                out["netpoll_waiting"] = max(out["netpoll_waiting"] + int(block.netpoll_waiting), 0)
+                out["netpoll_ready"] += int(block.netpoll_ready)
             return out
 
     def histograms(self) -> list[dict]:
@@ -591,6 +627,10 @@ class UprobeSource:
             for key, value in loader.read_map_items(prog.bpf[b"hist"]):
                 g = groups.setdefault((int(key.tgid), int(key.kind), int(key.reason)), {})
                 g[int(key.slot)] = g.get(int(key.slot), 0) + int(value.value)
+            for pid in list(prog.hslots):  # the per-switch path's blocks
+                block = prog.fast_hist(pid)
+                if block is not None:
+                    _add_fast_hist(groups, pid, block)
             for (pid, stall, reason), slots in python_side:  # loop-head waits judged in Python
                 if attached.get(pid) is not None and attached[pid].program is prog:
                     g = groups.setdefault((pid, names_of[stall], reason), {})
@@ -615,6 +655,18 @@ def _span(prefix: str, binary, fields: tuple[str, ...]) -> dict[str, int]:
     if hi - lo > 256:
         raise binary.refuse(f"runtime.g fields {fields} span {hi - lo} bytes (lgf reads at most 256)")
     return {f"{prefix}_LO": lo, f"{prefix}_LEN": hi - lo}
+
+
+def _add_fast_hist(groups: dict, pid: int, block) -> None:
+    """Add one fast_hists block's nonzero cells to ``groups`` ({(pid, kind, reason): {slot: n}})."""
+    cells = memoryview(bytes(block.cells)).cast("Q")
+    per_kind = FH_REASONS * FH_SLOTS
+    for i, n in enumerate(cells):
+        if n:
+            k, rest = divmod(i, per_kind)
+            reason, slot = divmod(rest, FH_SLOTS)
+            g = groups.setdefault((pid, FH_KINDS[k], reason), {})
+            g[slot] = g.get(slot, 0) + n
 
 
 def _name(names: list[str], index: int) -> str:
