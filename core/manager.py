@@ -33,6 +33,7 @@ BUILTIN_PLUGINS = (
     "lgf.plugins.poller",
     "lgf.plugins.sched",
     "lgf.plugins.waitreason",
+    "lgf.plugins.scope",
     "lgf.plugins.unknown",
     "lgf.sinks.stdout",
     "lgf.sinks.file",

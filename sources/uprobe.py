@@ -83,7 +83,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from lgf import Component, Event, arming, hookimpl
+from lgf import Component, Event, arming, hookimpl, idle
 from lgf.bpf import loader, sites
 from lgf.causes import GC_ASSIST_REASON, INTERNAL_WAIT_REASONS, IO_WAIT_REASON
 from lgf.errors import TargetRefused
@@ -152,10 +152,11 @@ class UprobeOptions:
     target's goroutines; a park is seen once it lasts threshold + one interval."""
     sample_max_goroutines: int = 100_000
     """A target with more goroutines than this is not sampled (counted, not read)."""
-    sample_ignore_reasons: list[str] = dataclasses.field(default_factory=lambda: ["IO wait", "select (no cases)"])
-    """Wait reasons the sampler neither arms on nor reports: an idle server's accept loop and
-    keep-alive connections wait on the network for as long as no client comes, and would keep
-    the goroutine tier armed on every server. ``sample_interval = "0s"`` turns the sampler off."""
+    sample_ignore_reasons: list[str] = dataclasses.field(default_factory=list)
+    """Wait reasons the sampler neither follows, arms on nor reports. Empty by default: an idle
+    server's accept loop and keep-alive connections are told from stalls by their stacks
+    (:mod:`lgf.idle`), so a handler waiting on the network is still seen. ``sample_interval =
+    "0s"`` turns the sampler off."""
 
     def __post_init__(self):
         if self.ringbuf_pages <= 0 or self.ringbuf_pages & (self.ringbuf_pages - 1):
@@ -273,7 +274,8 @@ class UprobeSource:
             self._sampler = GoroutineSampler(
                 self.options.sample_interval, self.options.sample_max_goroutines, self.threshold_ns,
                 emit, self.arm, self._tier_since, ignore_reasons=self.options.sample_ignore_reasons,
-                stats=self.ctx.stats, logger=self.log)
+                stats=self.ctx.stats, logger=self.log, rules=idle.rules_of(self.ctx.config),
+                report_idle=idle.options_of(self.ctx.config).report_idle)
             self._sampler.start()
         self._watcher = ProcessWatcher(self.ctx.config.targets, self._on_start, self._on_exit,
                                        interval=self.options.rescan_interval / 1e9, logger=self.log)
