@@ -6,8 +6,8 @@ and on demand a request stalled on a lock, or one whose stack is deeper than lgf
 goroutine tier on, waits over the threshold are judged in BPF (uprobe.c ``judge_stack``): idle ones
 must never become events but must be counted (``idle_waits``, histogram label ``stall="idle"``); the
 stalled request must be reported once, with ``scope = "request"`` and the address of its
-``*http.Request`` (whose method and path are read back here from the process's memory); a cut stack
-must say so. Each verdict is checked against :meth:`lgf.idle.IdleRules.judge` on the symbolized
+``*http.Request`` (whose method and path ``lgf.golang.httpreq`` reads back from the live process);
+a cut stack must say so. Each verdict is checked against :meth:`lgf.idle.IdleRules.judge` on the symbolized
 stack, so the kernel and the Python tiers cannot drift apart.
 """
 
@@ -21,6 +21,8 @@ import pytest
 from stallfixture import Collector, run_context, wait_attached
 
 from conftest import GO_VERSIONS, GOAPPS, build_go
+from lgf.golang.httpreq import read_method_path
+from lgf.golang.runtime_reader import RuntimeReader
 from lgf.golang.symbols import Symbolizer
 from lgf.idle import IdleRules
 from lgf.sources.uprobe import UprobeOptions, UprobeSource
@@ -28,8 +30,6 @@ from lgf.sources.uprobe import UprobeOptions, UprobeSource
 pytestmark = pytest.mark.bpf
 
 THRESHOLD = "50ms"
-REQUEST_METHOD_OFF, REQUEST_URL_OFF, URL_PATH_OFF = 0, 16, 56
-"""net/http.Request.Method, .URL and net/url.URL.Path: the same offsets in Go 1.21 to 1.27."""
 
 
 class Server:
@@ -69,20 +69,6 @@ def traced(exe, *args: str, **options):
 def functions(exe, pcs) -> list[str]:
     sym = Symbolizer(exe)
     return [f.func for pc in pcs for f in sym.frames(pc)]
-
-
-def read_go_string(pid: int, addr: int) -> str:
-    with open(f"/proc/{pid}/mem", "rb") as mem:
-        mem.seek(addr)
-        ptr, n = (int.from_bytes(b, "little") for b in (mem.read(8), mem.read(8)))
-        mem.seek(ptr)
-        return mem.read(n).decode()
-
-
-def read_u64(pid: int, addr: int) -> int:
-    with open(f"/proc/{pid}/mem", "rb") as mem:
-        mem.seek(addr)
-        return int.from_bytes(mem.read(8), "little")
 
 
 def test_idle_server_waits_are_counted_never_reported(server_exe):
@@ -125,8 +111,11 @@ def test_request_stalled_on_a_lock_is_one_event_with_request_scope(server_exe):
         assert found, [(e.goid, e.wait_reason) for e in events.of_pid(server.pid)]
         (ev,) = found
         req = ev.extra.get("http_request_addr", 0)
-        method = read_go_string(server.pid, req + REQUEST_METHOD_OFF) if req else ""
-        path = read_go_string(server.pid, read_u64(server.pid, req + REQUEST_URL_OFF) + URL_PATH_OFF) if req else ""
+        reader = RuntimeReader(server.pid)  # the handler keeps its request alive 300 ms more
+        try:
+            method, path = read_method_path(reader, reader.binary, req)
+        finally:
+            reader.close()
     finally:
         src.stop()
         server.close()
