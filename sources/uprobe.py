@@ -75,10 +75,11 @@ function runs.
   ``sched_latency = false``, 22-25x with it (bare: 0.24 us per round trip; the floor of any
   per-switch uprobe on this VM is about 11x); a net/http hello server +17 % to +19 % CPU per
   request. ``netpoll_calls = true`` adds a probe on ``runtime.netpoll`` for the netpoller call
-  counter. Against the floor in the same interleaved rounds (bench/bench_tier_floor.py, load
-  average 9): 1.17x an empty program on execute, 1.16x on execute + ready; by ``bpf_stats``,
-  ``on_execute`` runs 150 ns per hit (171 ns before the per-process histogram blocks),
-  ``on_ready`` 101 ns (118), ``on_sched_switch`` 103 ns. Per switch: one task-storage get, one
+  counter. Against the floor in the same interleaved rounds (bench/bench_tier_floor.py, six runs
+  at load average 7-11): median 1.19x an empty program on execute (1.02-1.30x), 1.19x on
+  execute + ready (1.11-1.36x); by ``bpf_stats``, ``on_execute`` runs about 150 ns per hit (about
+  170 ns with the shared hash histogram), ``on_ready`` 96 ns (118), ``on_sched_switch`` about
+  100 ns. Per switch: one task-storage get, one
   user read of the previous goroutine's (m, atomicstatus, waitreason), two array wait slots, one
   array histogram add; nothing else unless a wait reaches the threshold.
 - **Verdict and ServeHTTP probe** (with the goroutine tier): nothing per switch; per wait over
