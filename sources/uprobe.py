@@ -129,7 +129,7 @@ from lgf.golang.gobinary import runtime_function_entries
 from lgf.idle import LOOP_HEAD_REASONS, NO_CASES_REASON, options_of
 from lgf.options import Duration
 
-from .uprobe_verdict import EV_LOOP_HEAD, LoopHeadJudge, verdict_into
+from .uprobe_verdict import EV_IDLE, EV_LOOP_HEAD, EV_SCOPE_REQUEST, LoopHeadJudge, verdict_into
 
 C_FILE = Path(__file__).with_name("uprobe.c")
 
@@ -212,6 +212,7 @@ class _Program:
     def __init__(self, constants: dict[str, int], on_event: Callable[[_Program, object], None]):
         self.constants = constants
         self.bpf = loader.load(C_FILE, constants)
+        self._verify_goroutine_tier()
         self.bpf[b"events"].open_ring_buffer(lambda _cpu, data, _size: on_event(self, data))
         self.poller = loader.RingPoller(self.bpf, "uprobe")
         self.poller.start()
@@ -243,6 +244,17 @@ class _Program:
             return self.bpf[b"fast_hists"][self.bpf[b"fast_hists"].Key(slot)]
         except Exception:  # noqa: BLE001 - a map torn down under us reads as empty
             return None
+
+    def _verify_goroutine_tier(self) -> None:
+        """Load (verify) the goroutine tier's programs now, with the cheap tier, so that arming
+        only attaches them: the kernel's verifier walks on_execute's stack-walk loop for about
+        20 ms (more on a loaded host), and a park that begins while the tier is still arming is
+        seen by neither tier."""
+        from bcc import BPF
+
+        for fn in (*(fn for _, fn in GOROUTINE_PROBES + SCHED_PROBES + NETPOLL_PROBES + HTTP_PROBES),):
+            self.bpf.load_func(fn.encode(), BPF.KPROBE)
+        self.bpf.load_func(b"on_sched_switch", BPF.RAW_TRACEPOINT)
 
     def register_binary(self, binary, rules) -> int:
         """Load ``binary``'s runtime function entries and code sites (``rules``: lgf.idle's
@@ -582,6 +594,10 @@ class UprobeSource:
         att = self._attached.get(pid)
         ev = self._event_of(raw, att)
         flags = int(raw.flags)
+        if flags & (EV_SCOPE_REQUEST | EV_IDLE) and att is not None:
+            site = self._verdicts.decided_by(att.target, ev)
+            if site:
+                ev.extra["decided_by"] = site
         if flags & EV_LOOP_HEAD and att is not None:
             idle = self._verdicts.is_idle(att.target, ev)
             self._verdicts.count(pid, idle, int(raw.reason), ev.duration_ns)
