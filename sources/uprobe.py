@@ -45,7 +45,8 @@ order: a request marker (``net/http.serverHandler.ServeHTTP``...) makes a stall 
 ``[idle] report_idle``); a receive, select, sleep or Cond.Wait is sent flagged as a loop-head
 candidate, and :mod:`lgf.sources.uprobe_verdict` symbolizes it (inlined frames included) and asks
 :meth:`IdleRules.judge` whether its waiter is the goroutine's start function; anything else is a
-stall. Every event carries ``extra["verdict"]``.
+stall. Every event carries ``extra["verdict"]``; a request-scoped (or reported idle) one also
+``extra["decided_by"]``, the marker or site by name (one symbolized stack per such event).
 
 While the tier is on, a probe on ``net/http.serverHandler.ServeHTTP`` (when the binary has it:
 ``req`` is in RDI, checked against the disassembly of Go 1.21-1.27) writes each request's
