@@ -123,6 +123,7 @@ from pathlib import Path
 from typing import Literal
 
 from lgf import Component, Event, arming, hookimpl, idle
+from lgf.bpf import constants as bpf_constants
 from lgf.bpf import loader, sites
 from lgf.causes import GC_ASSIST_REASON, INTERNAL_WAIT_REASONS, IO_WAIT_REASON
 from lgf.errors import TargetRefused
@@ -134,9 +135,8 @@ from .uprobe_verdict import EV_IDLE, EV_LOOP_HEAD, EV_SCOPE_REQUEST, LoopHeadJud
 
 C_FILE = Path(__file__).with_name("uprobe.c")
 
-STALL_NAMES = {1: "park", 2: "runnable", 3: "stw", 5: "idle"}
-COUNTER_NAMES = ("netpoll_calls", "netpoll_ready", "netpoll_waiting", "gc_cycles", "stw_count",
-                 "ringbuf_lost", "wait_slot_reused", "idle_waits", "stack_cut")
+STALL_NAMES = bpf_constants.STALL_NAMES
+COUNTER_NAMES = bpf_constants.COUNTER_NAMES
 GOROUTINE_TIER_COUNTERS = ("netpoll_ready", "netpoll_waiting", "idle_waits", "stack_cut")
 MAX_HIST_PROCS = 64
 """Per-process histogram blocks of uprobe.c's ``fast_hists`` (48 KiB each; block 0 is unused): the
@@ -543,7 +543,7 @@ class UprobeSource:
         The slot index is uprobe.c's ``wait_slot`` hash."""
         waits, size, pid = att.program.bpf[b"waits"], att.program.constants["MAX_GOROUTINES"], att.target.pid
         for g in gs:
-            idx = waits.Key(((g >> 6) ^ (g >> 22) ^ (pid << 7)) & (size - 1))
+            idx = waits.Key(bpf_constants.wait_slot_index(pid, g, size))
             slot = waits[idx]
             if slot.g == g and slot.tgid == pid and slot.kind:
                 slot.kind = 0

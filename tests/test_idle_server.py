@@ -18,21 +18,21 @@ import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
-from stallfixture import Collector, run_context, wait_attached
 
-from conftest import GO_VERSIONS, build_go
 from lgf.golang.httpreq import read_method_path
 from lgf.golang.runtime_reader import RuntimeReader
 from lgf.idle import IdleOptions
 from lgf.plugins import scope
 from lgf.sources.uprobe import UprobeOptions, UprobeSource
+from lgf.testing import EventCollector
+from support.gobuild import GO_VERSIONS, GOAPPS, build_go
+from support.stallfixture import run_context, wait_attached
 
 pytestmark = pytest.mark.bpf
 
-SRC = Path(__file__).resolve().parent / "goapps" / "idleserver"
+SRC = GOAPPS / "idleserver"
 INTERVAL_NS = 20_000_000
 UPSTREAM_DELAY = 0.15
 KEEPALIVE_CLIENTS = 4
@@ -125,7 +125,7 @@ def served(request, bpf_ok, go_toolchains):
     exe = build_go(SRC, request.param)
     ctx = run_context("50ms", exe=[str(exe)])
     src = UprobeSource(UprobeOptions(goroutine_tier="on_stall", sample_interval=INTERVAL_NS), ctx)
-    events = Collector()
+    events = EventCollector()
     src.start(events)
     upstream = SlowUpstream()
     warm = IdleServer(exe, upstream.url)  # the first attach compiles the BPF program (seconds)
@@ -180,23 +180,26 @@ def keepalive_clients(fx: IdleServer) -> list[http.client.HTTPConnection]:
     return conns
 
 
-def test_an_idle_server_never_arms_and_reports_nothing(served):
+def test_an_idle_server_never_arms_and_reports_nothing(served, caplog):
+    caplog.set_level("INFO", logger="lgf")
     src, events, exe, ctx, upstream, _version = served
-    fx = IdleServer(exe, upstream.url, startsleep="1s")
+    fx = IdleServer(exe, upstream.url, startsleep="3s")
     try:
         wait_attached(src, fx.pid)
-        fx.wait_line(lambda o: o.get("ready"))
+        ready = fx.wait_line(lambda o: o.get("ready"))
+        assert "loop head: main.main" in idle_sites(ctx), "main's start-up sleep was seen, as idle"
+        assert not armed(src, fx.pid), ["a program that sleeps at start-up is not armed", caplog.messages]
+        assert ready
         conns = keepalive_clients(fx)
         assert fx.get("/proxy/fast") == "upstream\n"  # leaves an idle connection to the upstream
         wait_sampled(ctx, 75)  # 1.5 s: every idle goroutine has been parked well past 50 ms
-        assert not armed(src, fx.pid), "idle waits must never arm the goroutine tier"
+        assert not armed(src, fx.pid), ["idle waits must never arm the goroutine tier", caplog.messages]
         assert not events.of_pid(fx.pid), [(e.goid, e.wait_reason, e.extra) for e in events.of_pid(fx.pid)]
         sites = idle_sites(ctx)
         for c in conns:
             c.close()
     finally:
         fx.close()
-    assert "loop head: main.main" in sites, sites  # main's sleep at start-up
     assert {"net.(*TCPListener).Accept", "loop head: main.worker", "loop head: main.tickerLoop",
             "loop head: main.sleepLoop", "select (no cases)", "loop head: main.main.func2",
             "net/http.(*persistConn).readLoop", "net/http.(*persistConn).writeLoop"} <= sites, sites
