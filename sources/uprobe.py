@@ -88,8 +88,8 @@ function runs.
   per HTTP request on ``serverHandler.ServeHTTP`` (the floor's cost of a hit, 0.7-1.3 us here).
   On bench/bench_idle_server.py's idle-looking server (idle keep-alive connections, accept loop,
   100 ms ticker) with the shipped plugins.toml, three runs of 3 rounds: CPU per request -11.5 %,
-  +28.1 %, -15.6 % against off (wrk's noise here), the tier armed in 1 of 9 runs (a real stall
-  under host load, not an idle wait); a ping-pong that sleeps 2 s at start-up: 1.02x, 0.97x,
+  +28.1 %, -15.6 % against off (wrk's noise here), the tier armed in 1 of 9 runs (what armed it
+  was not caught: three more runs with logging saw no arming); a ping-pong that sleeps 2 s at start-up: 1.02x, 0.97x,
   0.96x, never armed.
 
 ``goroutine_tier`` picks when the goroutine tier is attached to a process:
