@@ -182,7 +182,7 @@ class UprobeOptions:
     """Wait slots (parked or runnable goroutines tracked at once, over all targets; a power of two).
     A slot taken by another live wait is reused and counted in ``wait_slot_reused``."""
     max_sites: int = 65536
-    """Prefixes of the kernel's code-site table (``lgf.bpf.sites``; about 500 per binary)."""
+    """Prefixes of the kernel's code-site table (``lgf.bpf.sites``; about 100 per net/http binary)."""
     max_runtime_funcs: int = 262144
     """Entry addresses of runtime functions kept in BPF, over all distinct target binaries (about
     2,500 per binary), to tell the runtime's own goroutines from the program's."""
