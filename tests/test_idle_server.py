@@ -232,6 +232,7 @@ def test_slow_requests_are_reported_once_per_waiting_goroutine_with_their_scope(
         for c in conns:
             c.close()
         reported, held = judged(events.of_pid(fx.pid))
+        counted = src.runtime_counters(fx.pid).get("idle_waits", 0)  # judged idle in the kernel
     finally:
         fx.close()
     handlers = {o["goid"] for o in proxied + jobs}
@@ -253,7 +254,9 @@ def test_slow_requests_are_reported_once_per_waiting_goroutine_with_their_scope(
         (ev,) = by_goid[g]
         assert ev.scope == "" and ev.wait_reason == "sleep", summary
         assert "main.process" in scope.functions_of(ev), "a worker mid-job: a stall"
-    assert held, "the tier saw idle waits too (accept, keep-alive, transport loops); all held back"
+    # The tier saw idle waits too (accept, keep-alive, transport loops): judged idle in BPF, they
+    # are counted there and never sent; any that reach the scope step are held back.
+    assert held or counted, "the tier saw idle waits too (accept, keep-alive, transport loops)"
     assert all(e.extra["verdict"] == "idle" for e in held)
 
 

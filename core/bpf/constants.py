@@ -16,13 +16,14 @@ from __future__ import annotations
 
 from lgf.golang import gstatus
 
-STALL_KINDS = {"park": 1, "runnable": 2, "stw": 3, "syscall": 4}
+STALL_KINDS = {"park": 1, "runnable": 2, "stw": 3, "syscall": 4, "idle": 5}
 """park: blocked until runnable; runnable: until running (scheduling latency); stw: the whole
-process stopped; syscall: a blocking system call (tracepoint source)."""
+process stopped; syscall: a blocking system call (tracepoint source); idle: histograms only, a
+park over the threshold that uprobe.c judged an idle wait (lgf.idle)."""
 STALL_NAMES = {value: name for name, value in STALL_KINDS.items()}
 
 COUNTER_NAMES = ("netpoll_calls", "netpoll_ready", "netpoll_waiting", "gc_cycles", "stw_count",
-                 "ringbuf_lost", "wait_slot_reused")
+                 "ringbuf_lost", "wait_slot_reused", "idle_waits", "stack_cut")
 """Per-process counters; the index is ``ckey.which`` (``C_<NAME>`` in C)."""
 
 WAIT_SLOT_SHIFTS = (6, 22, 7)
