@@ -25,7 +25,7 @@
  * read at once); GOBUF_PC, GOBUF_BP; wait reason numbers REASON_IO_WAIT, REASON_PREEMPTED (labels
  * scheduling latency after a preemption) and INTERNAL_LO/INTERNAL_HI (bit masks of the runtime's
  * own wait reasons, 0-63 and 64-127); MAX_FRAMES, RINGBUF_PAGES, MAX_GOROUTINES (a power of two),
- * MAX_RUNTIME_FUNCS.
+ * MAX_RUNTIME_FUNCS; G_LABELS (g.labels, the goroutine's pprof labels pointer; -1 = not read).
  */
 #include <uapi/linux/ptrace.h>
 
@@ -63,6 +63,7 @@ struct event {
     u32 reason; /* the wait reason (park, runnable) or the stop-the-world reason */
     u32 nframes;
     u32 pad;
+    u64 labels; /* g.labels when the stall ended: the goroutine's pprof labels (trace_context) */
     char comm[16];
     u64 pcs[MAX_FRAMES];
 };
@@ -120,10 +121,15 @@ static __always_inline void emit(u32 kind, u32 tgid, u32 tid, u64 gp, u64 start,
     e->goid = 0;
     e->nframes = 0;
     e->pad = 0;
+    e->labels = 0;
     bpf_get_current_comm(&e->comm, sizeof(e->comm));
     if (gp) {
         bpf_probe_read_user(&e->goid, sizeof(e->goid), (void *)(gp + G_GOID));
         e->nframes = walk_saved_stack(gp, e->pcs);
+#if G_LABELS >= 0
+        /* One 8-byte read per reported stall: the labels may change once the goroutine runs. */
+        bpf_probe_read_user(&e->labels, sizeof(e->labels), (void *)(gp + G_LABELS));
+#endif
     }
     events.ringbuf_submit(e, 0);
 }

@@ -313,6 +313,7 @@ class UprobeSource:
             "REASON_PREEMPTED": reasons.index("preempted") if "preempted" in reasons else 255,
             "G_SCHED": binary.field_offset("g", "sched"),
             "G_STARTPC": binary.field_offset("g", "startpc"),
+            "G_LABELS": _optional_offset(binary, "g", "labels"),
             "G_M": binary.field_offset("g", "m"),
             **_span("G_SPAN", binary, ("m", "atomicstatus", "waitreason")),
             "MAX_RUNTIME_FUNCS": self.options.max_runtime_funcs,
@@ -502,6 +503,8 @@ class UprobeSource:
             ev.exe, ev.go_version, ev.build_id = target.exe, target.binary.go_version, target.binary.build_id
             if att.load_bias:
                 extra["load_bias"] = att.load_bias
+            if raw.labels:
+                extra["pprof_labels_addr"] = int(raw.labels)
             if kind == "stw":
                 extra["stw_reason"] = _name(att.stw_reasons, reason)
             else:
@@ -560,6 +563,15 @@ class UprobeSource:
                                        "wait_reason": _name(names, reason)},
                             "log2_us": loader.log2_buckets(slots)})
         return out
+
+
+def _optional_offset(binary, struct: str, field: str) -> int:
+    """A field only some features read (g.labels for trace_context): -1 when the layout lacks it,
+    so the target is still traced without that feature."""
+    try:
+        return binary.field_offset(struct, field)
+    except TargetRefused:
+        return -1
 
 
 def _span(prefix: str, binary, fields: tuple[str, ...]) -> dict[str, int]:

@@ -18,7 +18,7 @@ from lgf.event import (
 
 REQUIRED = ("kind id pid tid comm exe goid go_version build_id start_ns end_ns duration_ns ts cause "
             "wait_reason syscall stack stack_summary gc_phase poller sched tags topology env severity "
-            "trace_id").split()
+            "trace_id span_id labels").split()
 
 
 def sample() -> Event:
