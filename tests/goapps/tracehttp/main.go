@@ -8,7 +8,9 @@
 // "maps" are the map values (what a map variable holds) of three maps built at start-up with
 // known contents (see knownMaps), for reading back from outside.
 //
-// GET /order?stall=lock|chan|upstream&ms=N   labels {route=/order, tenant=<X-Tenant or "acme">},
+// GET /order?stall=lock|chan|upstream&ms=N   labels {route=/order, tenant=<X-Tenant or "acme">}
+//
+//	(and span_id=<X-Span-Label>, as a tracing library's profiling bridge would set it),
 //
 //	then orders.(*Service).Place -> inventory.(*Client).Reserve stalls N ms on a mutex, a channel or
 //	a slow upstream on 127.0.0.1 (this program's second listener).
@@ -101,7 +103,11 @@ func main() {
 			tenant = "acme"
 		}
 		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
-		pprof.Do(r.Context(), pprof.Labels("route", "/order", "tenant", tenant), func(ctx context.Context) {
+		labels := []string{"route", "/order", "tenant", tenant}
+		if span := r.Header.Get("X-Span-Label"); span != "" { // as OpenTelemetry's profiling bridges do
+			labels = append(labels, "span_id", span)
+		}
+		pprof.Do(r.Context(), pprof.Labels(labels...), func(ctx context.Context) {
 			if err := svc.Place(ctx, r.URL.Query().Get("stall"), ms); err != nil {
 				http.Error(w, err.Error(), 500)
 				return
