@@ -11,9 +11,9 @@ plugins.toml::
 What it reads, from outside the process (``process_vm_readv``) and only for stall events, never
 per goroutine switch:
 
-- ``extra["pprof_labels_addr"]``: ``g.labels`` as the uprobe source (in BPF, when it reports the
-  stall) or the sampler (while the goroutine was parked) saw it; the labels it points to
-  (:mod:`lgf.golang.pproflabels`) go into ``labels``;
+- ``extra["pprof_labels_addr"]``: ``g.labels`` as the uprobe source saw it in BPF when it
+  reported the stall; the labels it points to (:mod:`lgf.golang.pproflabels`) go into ``labels``
+  (the sampler reads a parked goroutine's labels itself, and they arrive in ``labels`` already);
 - ``extra["http_request_addr"]``: the ``*http.Request`` the goroutine was serving, recorded by the
   uprobe source's goroutine tier; its ``Traceparent`` header (:mod:`lgf.golang.httpheader`) gives
   ``trace_id`` and ``span_id`` (the caller's span: where the stalled request came from);
@@ -67,6 +67,7 @@ class TraceContextEnricher(RuntimeEnricher):
         labels_ptr = int(event.extra.get("pprof_labels_addr") or 0) if self.options.labels else 0
         req_ptr = int(event.extra.get("http_request_addr") or 0) if self.options.http_headers else 0
         if not labels_ptr and not req_ptr:
+            self._ids_from(event, None, event.labels)  # labels a source read itself (the sampler)
             return
         lag = read_lag_ns(event)
         if lag is None or lag > self.options.max_lag:
@@ -77,14 +78,20 @@ class TraceContextEnricher(RuntimeEnricher):
         except Unreadable as exc:
             self._missing("trace_context", str(exc))
             return
-        labels = self._labels(reader, labels_ptr) if labels_ptr else {}
-        if labels:
-            event.labels = {**labels, **event.labels}
-        ids = self._traceparent(reader, req_ptr) if req_ptr else None
-        source = "traceparent"
+        if labels_ptr and not event.labels:
+            event.labels = self._labels(reader, labels_ptr)
+        self._ids_from(event, self._traceparent(reader, req_ptr) if req_ptr else None, event.labels)
+
+    @staticmethod
+    def _ids_from(event, header_ids: tuple[str, str] | None, labels: dict) -> None:
+        """Set the event's ids from the request's header, else from tracing libraries' labels;
+        a source's own ids are kept."""
+        if event.trace_id or event.span_id:
+            return
+        ids, source = header_ids, "traceparent"
         if ids is None and labels:
             ids, source = ids_from_labels(labels), "pprof_labels"
-        if ids is None or not any(ids) or event.trace_id or event.span_id:
+        if ids is None or not any(ids):
             return
         event.trace_id, event.span_id = ids
         event.extra["trace_source"] = source

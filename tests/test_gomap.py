@@ -178,3 +178,23 @@ def test_a_map_counting_fewer_entries_than_its_slots_is_inconsistent():
     mem = _Mem({0x1000: struct.pack("<QQQq", 1, 0, 0x2000, 0) + bytes(8), 0x2000: group, 0x9000: b"k"})
     with pytest.raises(Unreadable, match="inconsistent"):
         read_string_map(mem, LAYOUTS["swiss"], 0x1000)
+
+
+def test_labels_from_reused_memory_are_refused_not_reported():
+    binary = types.SimpleNamespace(version_tuple=(1, 25, 5))
+
+    def image(keys: list[bytes]):
+        strings, blocks, at = [], {}, 0x9000
+        for k in keys:
+            blocks[at] = k
+            strings.append(struct.pack("<QQ", at, len(k)))
+            at += 0x100
+        pairs = b"".join(strings[i] + strings[i] for i in range(len(keys)))  # value = key
+        return _Mem({0x1000: struct.pack("<QQQ", 0x2000, len(keys), len(keys)), 0x2000: pairs, **blocks})
+
+    assert read_labels(image([b"route", b"tenant"]), binary, 0x1000) == {"route": "route", "tenant": "tenant"}
+    with pytest.raises(Unreadable, match="garbage"):
+        read_labels(image([b"tenant", b"route"]), binary, 0x1000)  # WithLabels keeps them sorted
+    with pytest.raises(Unreadable, match="garbage"):
+        read_labels(image([b"\xff\xfe"]), binary, 0x1000)
+    assert read_labels(image([]), binary, 0) == {}

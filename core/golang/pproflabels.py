@@ -12,7 +12,11 @@ to the ``*labelMap`` the program last set, and that changed shape in Go 1.24
 A labelMap is never changed once set (``WithLabels`` builds a new one), so a pointer taken while the
 goroutine was stalled (the uprobe source reads ``g.labels`` in BPF when it reports the stall, and
 puts it in ``extra["pprof_labels_addr"]``) still names the stall's labels when lgf reads them a few
-milliseconds later, even if the goroutine has set others since.
+milliseconds later, even if the goroutine has set others since; but once nothing refers to it the
+garbage collector may reuse its memory (a busy server allocates a labelMap per request), so what
+is read is checked: valid UTF-8, and for slices keys sorted and distinct as ``WithLabels`` leaves
+them; anything else is ``Unreadable("garbage")``, never a made-up label. The sampler, which sees
+the goroutine still parked, reads the labels at once (:func:`labels_of_g`).
 
 Bounded: at most ``max_labels`` pairs and ``max_string`` bytes per key or value, else
 :class:`~lgf.golang.runtime_reader.Unreadable` (``too_large``). Cost: 3 reads (the pointer's target,
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import struct
 
+from lgf.errors import TargetRefused
 from lgf.golang.gomap import LAYOUTS, read_string_map
 from lgf.golang.runtime_reader import Unreadable
 
@@ -41,7 +46,7 @@ def labels_ptr_offset(binary) -> int | None:
     """Offset of ``g.labels`` in ``binary``'s runtime.g, or None when its layout does not say."""
     try:
         return binary.field_offset("g", "labels")
-    except Exception:  # TargetRefused: no DWARF entry and no table entry for this Go
+    except TargetRefused:  # no DWARF entry and no table entry for this Go
         return None
 
 
@@ -67,6 +72,25 @@ def read_labels(mem, binary, labels_ptr: int, max_labels: int = MAX_LABELS,
     blob = mem.read_scattered([p for p, _ in wanted], [length for _, length in wanted]) if wanted else b""
     strings, at = [], 0
     for _p, length in headers:
-        strings.append(blob[at:at + length].decode("utf-8", "replace"))
+        try:
+            strings.append(blob[at:at + length].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise Unreadable("garbage") from None
         at += length
-    return dict(zip(strings[0::2], strings[1::2], strict=True))
+    keys = strings[0::2]
+    if any(a >= b for a, b in zip(keys, keys[1:], strict=False)):  # WithLabels sorts and dedups
+        raise Unreadable("garbage")
+    return dict(zip(keys, strings[1::2], strict=True))
+
+
+def labels_of_g(mem, binary, g: int) -> dict[str, str]:
+    """The pprof labels of the goroutine whose ``g`` struct is at ``g``, read now ({} when they
+    cannot be read: no offset for this Go, memory gone or inconsistent)."""
+    off = labels_ptr_offset(binary)
+    if off is None:
+        return {}
+    try:
+        (ptr,) = struct.unpack("<Q", mem.read(g + off, 8))
+        return read_labels(mem, binary, ptr)
+    except (Unreadable, TargetRefused):
+        return {}

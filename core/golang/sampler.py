@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 
 from lgf import Event
 from lgf.causes import GC_ASSIST_REASON, INTERNAL_WAIT_REASONS
+from lgf.golang.pproflabels import labels_of_g
 from lgf.golang.runtime_reader import G_SCAN, RuntimeReader, Unreadable, allg_pointers, read_g_fields
 
 from .gobinary import runtime_function_entries
@@ -88,8 +89,8 @@ class _Park:
     """Start of the latest sample that still saw it parked."""
     over_threshold: bool = False
     pcs: list[int] = field(default_factory=list)
-    labels: int = 0
-    """``g.labels`` while parked (the trace_context enricher reads the pprof labels it points to)."""
+    labels: dict = field(default_factory=dict)
+    """The goroutine's pprof labels, read while it was parked (the event's ``labels``)."""
 
 
 class _Process:
@@ -264,7 +265,7 @@ class GoroutineSampler:
             if not park.over_threshold and park.last_ns - park.first_ns >= self.threshold_ns:
                 park.over_threshold = True
                 park.pcs = self._stack(proc, row[order.index("sched.pc") + 1], row[order.index("sched.bp") + 1])
-                park.labels = self._labels_ptr(proc, g)
+                park.labels = labels_of_g(proc.reader, proc.target.binary, g)
                 self._count("lgf_sampler_stalls_total")
                 if not closing:
                     self.log.info("sampler: pid %d: goroutine %d parked (%s) for over %.0f ms: arming",
@@ -296,11 +297,10 @@ class GoroutineSampler:
             extra["start_after_ns"] = park.start_after_ns
         if proc.reader.bias:
             extra["load_bias"] = proc.reader.bias
-        if park.labels:
-            extra["pprof_labels_addr"] = park.labels
         ev = Event(source="uprobe", pid=pid, comm=target.comm, exe=target.exe, goid=park.goid,
                    go_version=binary.go_version, build_id=binary.build_id, start_ns=park.first_ns,
                    end_ns=park.last_ns, duration_ns=park.last_ns - park.first_ns, wait_reason=reason,
+                   labels=park.labels,
                    pcs=park.pcs, extra=extra)
         return ev.finish()
 
@@ -316,14 +316,6 @@ class GoroutineSampler:
             if pc:
                 pcs.append(pc)
         return pcs
-
-    @staticmethod
-    def _labels_ptr(proc: _Process, g: int) -> int:
-        """``g.labels`` of a parked goroutine, read once per stall (0 if unknown or unreadable)."""
-        try:
-            return proc.reader.u64(g + proc.target.binary.field_offset("g", "labels"))
-        except Exception:  # no offset for this Go (TargetRefused), or the read failed (Unreadable)
-            return 0
 
     def _count(self, name: str, **labels) -> None:
         if self.stats is not None:
