@@ -163,3 +163,20 @@ def test_the_stdout_line_ends_with_the_trace_when_there_is_one():
     traced, untraced = out.getvalue().splitlines()
     assert traced.endswith(f"inventory.(*Client).Reserve trace={'c' * 32} span={'d' * 16}")
     assert "trace=" not in untraced
+
+
+def test_a_metrics_series_of_a_running_program_is_named_by_its_module(go_toolchains, tmp_path):
+    # /metrics knows a histogram's pid and comm only (no exe): the name comes from /proc/PID/exe
+    import types
+
+    from tracehttp_helpers import TraceHTTP
+
+    from lgf.http import LgfCollector
+
+    with TraceHTTP(tracehttp(GO_VERSIONS[0])) as app:
+        source = types.SimpleNamespace(histograms=lambda: [{
+            "labels": {"pid": str(app.pid), "comm": "tracehttp-go1.2", "stall": "park", "wait_reason": "sleep"},
+            "log2_us": [0, 3]}])
+        families = list(LgfCollector(Stats(), [source], engine(tmp_path)).collect())
+    (hist,) = [f for f in families if f.name == "lgf_stall_duration_seconds"]
+    assert {s.labels["service"] for s in hist.samples} == {"tracehttp"}
