@@ -46,6 +46,7 @@ from . import options as opt
 from .errors import ConfigError
 from .event import Event, wallclock_of
 from .golang.service import default_service
+from .incidents import describe_key, incident_key
 from .options import Duration
 from .silences import SilencesOptions, SilenceStore
 from .windows import StallWindows
@@ -284,6 +285,9 @@ class AlertEngine:
             group.add(event)
 
     def _key(self, event: Event, service: str) -> tuple:
+        incident = incident_key(event, service, top_frame_of(event), self.groups)
+        if incident is not None:  # one slow request, one alert (lgf.incidents)
+            return incident
         values = []
         for f in self.options.group_by:
             if f == "service":
@@ -375,12 +379,13 @@ class AlertEngine:
             tags=dict(w.tags), topology=dict(w.topology), env=self.env,
             severity=self.severity_of(group.worst_ns), trace_id=w.trace_id, span_id=w.span_id,
             labels=dict(w.labels), source=w.source,
+            scope=w.scope, http_method=w.http_method, http_path=w.http_path,
             extra={
                 "service": group.service, "top_frame": top, "count": group.count,
                 "worst_ns": group.worst_ns, "total_ns": group.total_ns,
                 "pids": sorted(group.pids), "goroutines": len(group.goroutines),
                 "example_event_id": w.id, "interval_ns": self.report_interval_ns,
-                "group_by": dict(zip(self.options.group_by, map(str, group.key), strict=False)),
+                "group_by": describe_key(group.key, self.options.group_by),
                 "summary": self._summary(group, top),
             })
         return alert

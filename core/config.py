@@ -29,6 +29,7 @@ from .alerts import AlertsOptions, EnvironmentsOptions
 from .components import KINDS, Component
 from .errors import ConfigError, ConfigErrors
 from .event import SEVERITIES
+from .idle import IdleOptions
 from .options import Duration
 from .silences import SilencesOptions
 
@@ -110,6 +111,7 @@ SECTIONS: dict[str, type] = {
     "environments": EnvironmentsOptions,  # per-env thresholds, severities, deploy silence
     "silences": SilencesOptions,        # silences shipped with the config (lgf.silences)
     "http": HttpOptions,                # /debug/latency, /metrics, silence API (lgf.http)
+    "idle": IdleOptions,                # your own idle sites, report_idle (lgf.idle)
 }
 """Typed top-level sections; the component lists (``sources`` ...) are handled apart."""
 

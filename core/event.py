@@ -86,6 +86,12 @@ class Event:
     """The span of that request (the ``traceparent`` parent-id, or the goroutine's own span label)."""
     labels: dict = field(default_factory=dict)
     """The goroutine's pprof labels (``runtime/pprof.Do``) when it stalled."""
+    scope: str = ""
+    """``"request"`` when the stalled goroutine was serving a request (``lgf.idle``), else ""."""
+    http_method: str = ""
+    """The request's method, when ``scope == "request"`` and it could be read; never guessed."""
+    http_path: str = ""
+    """The request's URL path, likewise."""
     # Not in the contract's required list, but carried so replay reproduces a run:
     source: str = ""
     """Name of the source that produced the event ("uprobe", "tracepoint", ...)."""

@@ -74,10 +74,13 @@ class Pipeline:
         """Enrich, classify, let the alert policy see it, and deliver it to the sinks that want it."""
         event.finish()
         call_each(self.hook.lgf_enrich, self.stats, event=event)
+        if event.extra.pop("held_back", None):  # an idle wait (lgf.idle, plugins/scope.py): counted only
+            self.stats.inc("lgf_idle_waits_total", source=event.source, site=event.extra.get("decided_by", ""))
+            return event
         cause = call_each(self.hook.lgf_classify, self.stats, stop_at_result=True, event=event)
         event.cause = cause or "unknown"
         self.stats.inc("lgf_events_total", cause=event.cause)
-        if self.engine is not None:
+        if self.engine is not None and event.extra.get("verdict") != "idle":  # report_idle: never alerts
             try:
                 self.engine.observe(event)
             except Exception:  # the policy's bug must not lose the event itself

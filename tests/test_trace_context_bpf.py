@@ -133,5 +133,6 @@ def test_handler_stalls_carry_the_requests_trace_labels_and_own_frames(tmp_path,
         pytest.skip("this uprobe source records no http_request_addr (issue 9's goroutine-tier part): "
                     "traceparent from the request's header is checked by tests/test_gomap.py only")
     for ev in traced:
-        assert (ev["trace_id"], ev["span_id"], ev["trace_source"]) == (TRACE_ID, PARENT_SPAN_ID, "traceparent")
+        assert (ev["trace_id"], ev["span_id"], ev.get("trace_source")) == (TRACE_ID, PARENT_SPAN_ID, "traceparent"), \
+            {k: ev.get(k) for k in ("labels", "precision", "http_request_addr", "scope", "wait_reason", "stack_summary")}
 
