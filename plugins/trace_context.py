@@ -20,8 +20,12 @@ per goroutine switch:
 - without a valid header, ids that tracing libraries put in the labels (OpenTelemetry bridges'
   ``span_id``, Datadog's ``span id``; a ``trace_id`` label when one is there): :mod:`lgf.tracecontext`.
 
-``extra["trace_source"]`` says which (``"traceparent"`` or ``"pprof_labels"``). When nothing valid
-is found ``trace_id`` stays "": never made up. A source's own ids are kept. A value that cannot be
+The addresses point into the program's heap: they are read only while no GC cycle has started
+since the stall (the uprobe source stamps ``extra["gc_cycles"]``; ``gc_since_stall`` otherwise),
+so the objects cannot have been freed and reused by another request; lgf leaves a value out
+rather than report another request's. ``extra["trace_source"]`` says where the ids came from
+(``"traceparent"`` or ``"pprof_labels"``). When nothing valid is found ``trace_id`` stays "":
+never made up. A source's own ids are kept. A value that cannot be
 read (process gone, a map being written, a layout lgf does not know) is left out and counted in
 ``lgf_enrich_missing_total{enricher="trace_context",value,reason}``.
 
@@ -38,7 +42,7 @@ from lgf.errors import TargetRefused
 from lgf.golang.gomap import UnknownMapLayout
 from lgf.golang.httpheader import read_request_headers
 from lgf.golang.pproflabels import MAX_LABELS, read_labels
-from lgf.golang.runtime_reader import RuntimeEnricher, Unreadable, read_lag_ns
+from lgf.golang.runtime_reader import RuntimeEnricher, Unreadable, read_lag_ns, runtime_counters
 from lgf.options import Duration
 from lgf.tracecontext import ids_from_labels, parse_traceparent
 
@@ -52,8 +56,8 @@ class TraceContextOptions:
     max_labels: int = MAX_LABELS
     """Labels past this many make the read fail (``too_large``), not a partial copy."""
     max_lag: Duration = Duration(2_000_000_000)
-    """The addresses were taken at the stall: read them only this soon after its end (the memory
-    is the program's again afterwards). Replayed recordings are never read."""
+    """For an event without a GC-cycle stamp (see ``_unsafe_to_read``): read the addresses taken
+    at the stall only this soon after its end. Replayed recordings are never read."""
 
 
 class TraceContextEnricher(RuntimeEnricher):
@@ -69,9 +73,10 @@ class TraceContextEnricher(RuntimeEnricher):
         if not labels_ptr and not req_ptr:
             self._ids_from(event, None, event.labels)  # labels a source read itself (the sampler)
             return
-        lag = read_lag_ns(event)
-        if lag is None or lag > self.options.max_lag:
-            self._missing("trace_context", "stale")
+        unsafe = self._unsafe_to_read(event)
+        if unsafe:
+            self._missing("trace_context", unsafe)
+            self._ids_from(event, None, event.labels)
             return
         try:
             reader = self.readers.get(event.pid, event.build_id)
@@ -81,6 +86,22 @@ class TraceContextEnricher(RuntimeEnricher):
         if labels_ptr and not event.labels:
             event.labels = self._labels(reader, labels_ptr)
         self._ids_from(event, self._traceparent(reader, req_ptr) if req_ptr else None, event.labels)
+
+    def _unsafe_to_read(self, event) -> str:
+        """Why the addresses in the event may no longer hold what they held at the stall ("" if
+        they still do). They were taken while the goroutine held the objects; an object is freed
+        only by a GC cycle that starts after it became unreachable, so when the source stamped
+        the process's GC-cycle count (``extra["gc_cycles"]``) and no cycle has started since, the
+        objects are intact however late this runs. Otherwise only ``max_lag`` bounds the risk."""
+        lag = read_lag_ns(event)
+        if lag is None:
+            return "stale"
+        stamped = event.extra.get("gc_cycles")
+        if stamped is not None:
+            now = runtime_counters(getattr(self.ctx, "sources", None), event.pid).get("gc_cycles")
+            if now is not None:
+                return "gc_since_stall" if now > stamped else ""
+        return "stale" if lag > self.options.max_lag else ""
 
     @staticmethod
     def _ids_from(event, header_ids: tuple[str, str] | None, labels: dict) -> None:

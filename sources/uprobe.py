@@ -573,6 +573,8 @@ class UprobeSource:
                 extra["load_bias"] = att.load_bias
             if raw.labels:
                 extra["pprof_labels_addr"] = int(raw.labels)
+            if raw.labels or raw.http_req:  # heap addresses: trace_context reads them if no GC since
+                extra["gc_cycles"] = _gc_cycles(att.program, int(raw.pid))
             if kind == "stw":
                 extra["stw_reason"] = _name(att.stw_reasons, reason)
             else:
@@ -650,6 +652,15 @@ class UprobeSource:
                                        "wait_reason": _name(names, reason)},
                             "log2_us": loader.log2_buckets(slots)})
         return out
+
+
+def _gc_cycles(prog, pid: int) -> int:
+    """GC cycles ``pid`` has started (the gcStart probe's counter), stamped on an event that carries
+    addresses into the heap: trace_context reads them only if no cycle has started since, so an
+    object the goroutine let go of cannot have been freed and reused (one map lookup)."""
+    table = prog.bpf[b"counters"]
+    value = table.get(table.Key(pid, COUNTER_NAMES.index("gc_cycles")))
+    return int(value.value) if value is not None else 0
 
 
 def _optional_offset(binary, struct: str, field: str) -> int:
