@@ -9,7 +9,9 @@ plugins.toml::
     max_lag = "2s"         # read only this soon after the stall (the addresses come from it)
 
 What it reads, from outside the process (``process_vm_readv``) and only for stall events, never
-per goroutine switch:
+per goroutine switch (the uprobe source does the reads the moment it receives a stall, through
+:mod:`lgf.golang.tracecapture`, which this enricher turns on; it parses what they found, and reads
+itself only what no source read):
 
 - ``extra["pprof_labels_addr"]``: ``g.labels`` as the uprobe source saw it in BPF when it
   reported the stall; the labels it points to (:mod:`lgf.golang.pproflabels`) go into ``labels``
@@ -39,6 +41,7 @@ from dataclasses import dataclass
 
 from lgf import Component, hookimpl
 from lgf.errors import TargetRefused
+from lgf.golang import tracecapture
 from lgf.golang.gomap import UnknownMapLayout
 from lgf.golang.httpheader import read_request_headers
 from lgf.golang.pproflabels import MAX_LABELS, read_labels
@@ -64,9 +67,22 @@ class TraceContextEnricher(RuntimeEnricher):
     name = "trace_context"
     Options = TraceContextOptions
 
+    def __init__(self, options, ctx):
+        super().__init__(options, ctx)
+        # The uprobe source reads labels and the header the moment a stall is reported (see
+        # lgf.golang.tracecapture: later, a busy program's GC may have reused the memory).
+        tracecapture.enable(self.options.labels, self.options.http_headers, self.options.max_labels)
+
+    @hookimpl
+    def lgf_unconfigure(self) -> None:
+        tracecapture.disable()
+
     @hookimpl
     def lgf_enrich(self, event) -> None:
         if event.kind != "stall" or not event.pid:
+            return
+        if "traceparent" in event.extra:  # read by the source when it received the stall
+            self._ids_from(event, self._parse(event.extra["traceparent"]), event.labels)
             return
         labels_ptr = int(event.extra.get("pprof_labels_addr") or 0) if self.options.labels else 0
         req_ptr = int(event.extra.get("http_request_addr") or 0) if self.options.http_headers else 0
@@ -133,9 +149,12 @@ class TraceContextEnricher(RuntimeEnricher):
         except (UnknownMapLayout, TargetRefused):
             self._missing("traceparent", "unknown_map_layout")
             return None
-        if not values:
+        return self._parse(values[0] if values else "")
+
+    def _parse(self, value: str) -> tuple[str, str] | None:
+        if not value:
             return None
-        ids = parse_traceparent(values[0])
+        ids = parse_traceparent(value)
         if ids is None:
             self._missing("traceparent", "malformed")
         return ids

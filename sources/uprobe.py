@@ -87,6 +87,7 @@ from lgf import Component, Event, arming, hookimpl, idle
 from lgf.bpf import loader, sites
 from lgf.causes import GC_ASSIST_REASON, INTERNAL_WAIT_REASONS, IO_WAIT_REASON
 from lgf.errors import TargetRefused
+from lgf.golang import tracecapture
 from lgf.golang.gobinary import runtime_function_entries
 from lgf.idle import LOOP_HEAD_REASONS, NO_CASES_REASON, options_of
 from lgf.options import Duration
@@ -555,6 +556,8 @@ class UprobeSource:
                     return
         if ev.extra["stall"] == "stw":
             arming.notify_stall(pid)
+        elif tracecapture.enabled():  # labels and traceparent while the objects surely live
+            tracecapture.capture(ev, None, self.ctx.stats)
         if self._emit is not None:
             self._emit(ev)
 
