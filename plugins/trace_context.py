@@ -32,7 +32,7 @@ read (process gone, a map being written, a layout lgf does not know) is left out
 ``lgf_enrich_missing_total{enricher="trace_context",value,reason}``.
 
 Cost (bench/bench_trace_context.py): nothing per request or per goroutine switch; per reported
-stall, about 8 syscalls (labels: 3; header: 5) and well under a millisecond of lgf's CPU.
+stall about 8 reads (labels: 3; header: 5), 77 us of lgf's CPU measured here.
 """
 
 from __future__ import annotations
