@@ -77,6 +77,7 @@ def _attach(exe: Path, pid: int, config):
 
 
 def prog_stats() -> dict[int, tuple[str, int, int]]:
+    """{prog id: (name, run_time_ns, run_cnt)} of every BPF program on the host."""
     out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True).stdout
     return {p["id"]: (p.get("name", ""), p.get("run_time_ns", 0), p.get("run_cnt", 0))
             for p in json.loads(out or "[]")}
@@ -85,9 +86,12 @@ def prog_stats() -> dict[int, tuple[str, int, int]]:
 def measure(exe: Path, config, per_prog: dict) -> float:
     proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     pid = json.loads(proc.stdout.readline())["pid"]
+    existing = set(prog_stats()) if per_prog is not None else set()
     detach = _attach(exe, pid, config)
     try:
-        before = prog_stats() if per_prog is not None else {}
+        # only the programs this attach loaded: other tools on a shared host may run programs
+        # of the same names
+        before = {i: v for i, v in prog_stats().items() if i not in existing} if per_prog is not None else {}
         runs = []
         for _ in range(5):
             proc.stdin.write("\n")

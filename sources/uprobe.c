@@ -334,6 +334,8 @@ struct wait {
     u16 kind;  /* 0 = no wait open */
     u32 owner; /* the thread that last started running g: only its notes about g count */
     u64 http_req; /* the *http.Request g last began serving (on_serve_http), 0: none */
+    u32 hslot;    /* g's process's fast_hists block, copied when the slot is claimed */
+    u32 pad;
 };
 BPF_ARRAY(waits, struct wait, MAX_GOROUTINES); /* MAX_GOROUTINES: a power of two */
 
@@ -486,6 +488,7 @@ int on_execute(struct pt_regs *ctx)
         w->g = k.g; /* claim the slot: this thread runs g now */
         w->tgid = k.tgid;
         w->http_req = 0;
+        w->hslot = hslot;
         w->owner = tid;
         w->kind = 0;
         return 0;
@@ -509,10 +512,7 @@ int on_ready(struct pt_regs *ctx)
         return 0;
     struct wait ww = *w;
     u64 now = bpf_ktime_get_ns();
-    /* this thread runs the same process: its `running` record has the histogram block */
-    struct gkey *state = running.task_storage_get((void *)bpf_get_current_task_btf(), 0, 0);
-    u32 hslot = state && state->tgid == k.tgid ? state->hslot : 0;
-    end_wait(STALL_PARK, &k, hslot, &ww, ww.tid, now);
+    end_wait(STALL_PARK, &k, ww.hslot, &ww, ww.tid, now);
     w->kind = WAIT_RUNNABLE; /* scheduling latency starts: made runnable, not yet running */
     w->start_ns = now;
     return 0;

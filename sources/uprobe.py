@@ -30,6 +30,32 @@ parked (reason from ``g.waitreason``), ``_Grunnable`` = it was preempted. Checke
 own execution tracer (tests/test_source_crosscheck.py): the park start agrees within a
 microsecond, the duration within 0.03 ms.
 
+Idle or stall: decided in the kernel (lgf.idle)
+-----------------------------------------------
+Every wait of the goroutine tier lands in the histograms; a wait of at least the threshold is
+judged in BPF before anything crosses to Python (uprobe.c ``judge_stack``). Its goroutine's own
+stack is walked from ``g.sched`` up the frame-pointer chain (``max_frames``, default 64: the
+outermost frames decide, so the walk must reach ``runtime.goexit``) and each return address is
+looked up in an LPM trie of the binary's idle sites and request markers
+(:mod:`lgf.bpf.sites`, from :meth:`lgf.idle.IdleRules.pc_ranges`). Then lgf.idle's rule, in its
+order: a request marker (``net/http.serverHandler.ServeHTTP``...) makes a stall with
+``extra["scope"] = "request"``; a walk that stopped before the goroutine's start is a stall with
+``extra["stack_cut"] = True``; an idle site, or ``select {}``, makes an idle wait, which is counted
+(``runtime_counters()["idle_waits"]``, histogram label ``stall = "idle"``) and never sent (unless
+``[idle] report_idle``); a receive, select, sleep or Cond.Wait is sent flagged as a loop-head
+candidate, and :mod:`lgf.sources.uprobe_verdict` symbolizes it (inlined frames included) and asks
+:meth:`IdleRules.judge` whether its waiter is the goroutine's start function; anything else is a
+stall. Every event carries ``extra["verdict"]``.
+
+While the tier is on, a probe on ``net/http.serverHandler.ServeHTTP`` (when the binary has it:
+``req`` is in RDI, checked against the disassembly of Go 1.21-1.27) writes each request's
+``*http.Request`` into its goroutine's wait slot; a request-scoped stall carries it as
+``extra["http_request_addr"]`` for :mod:`lgf.golang.httpreq` to read method and path.
+
+Cost of the verdict: nothing per switch; per wait over the threshold, one user read and one trie
+lookup per frame (a few microseconds for a 64-frame walk). The ServeHTTP probe is one more uprobe
+hit per request while the tier is armed (see the figures below).
+
 Tiers and their cost (the README's "probe cost" paragraph)
 -----------------------------------------------------------
 A uprobe hit traps into the kernel even on the emulated ``push %rbp`` where lgf places every
@@ -49,7 +75,19 @@ function runs.
   ``sched_latency = false``, 22-25x with it (bare: 0.24 us per round trip; the floor of any
   per-switch uprobe on this VM is about 11x); a net/http hello server +17 % to +19 % CPU per
   request. ``netpoll_calls = true`` adds a probe on ``runtime.netpoll`` for the netpoller call
-  counter.
+  counter. Against the floor in the same interleaved rounds (bench/bench_tier_floor.py, six runs
+  at load average 7-11): median 1.19x an empty program on execute (1.02-1.30x), 1.19x on
+  execute + ready (1.11-1.36x); by ``bpf_stats``, ``on_execute`` runs about 150 ns per hit (about
+  170 ns with the shared hash histogram), ``on_ready`` 96 ns (118), ``on_sched_switch`` about
+  100 ns. Per switch: one task-storage get, one
+  user read of the previous goroutine's (m, atomicstatus, waitreason), two array wait slots, one
+  array histogram add; nothing else unless a wait reaches the threshold.
+- **Verdict and ServeHTTP probe** (with the goroutine tier): nothing per switch; per wait over
+  the threshold a stack walk of up to ``max_frames`` user reads and trie lookups; one uprobe hit
+  per HTTP request on ``serverHandler.ServeHTTP`` (the floor's cost of a hit, 0.7-1.3 us here).
+  On bench/bench_idle_server.py's idle-looking server (idle keep-alive connections, accept loop,
+  100 ms ticker) with the shipped plugins.toml the tier is never armed: CPU per request within
+  noise of off (-11.5 %, 3 rounds); a ping-pong that sleeps 2 s at start-up: 1.02x.
 
 ``goroutine_tier`` picks when the goroutine tier is attached to a process:
 

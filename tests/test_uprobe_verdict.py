@@ -24,7 +24,7 @@ from conftest import GO_VERSIONS, GOAPPS, build_go
 from lgf.golang.httpreq import read_method_path
 from lgf.golang.runtime_reader import RuntimeReader
 from lgf.golang.symbols import Symbolizer
-from lgf.idle import IdleRules
+from lgf.idle import IdleOptions, IdleRules
 from lgf.sources.uprobe import UprobeOptions, UprobeSource
 
 pytestmark = pytest.mark.bpf
@@ -148,3 +148,64 @@ def test_cut_stack_says_so_and_stays_a_stall(server_exe):
     funcs = functions(server_exe, ev.pcs)
     assert funcs.count("main.recurse") > 50, funcs
     assert IdleRules().judge(funcs, ev.wait_reason).cut
+
+
+def test_kernel_idle_verdicts_agree_with_lgf_idle(server_exe):
+    """With ``report_idle`` the kernel sends its idle waits too (``verdict = "idle"``): each one's
+    symbolized stack must be idle by :meth:`IdleRules.judge` as well."""
+    server = Server(server_exe, "-idle", "2", "-tick", "80ms")
+    ctx = run_context(THRESHOLD, pids=[server.pid])
+    ctx.config.sections = {"idle": IdleOptions(report_idle=True)}
+    src = UprobeSource(UprobeOptions(goroutine_tier="always"), ctx)
+    events = Collector()
+    src.start(events)
+    try:
+        wait_attached(src, server.pid)
+        for _ in range(3):
+            server.cmd("poke")
+            server.cmd("connect")
+            time.sleep(0.2)
+        time.sleep(0.2)
+        idle = [e for e in events.of_pid(server.pid) if e.extra.get("verdict") == "idle"]
+    finally:
+        src.stop()
+        server.close()
+    assert len(idle) >= 2 * 3, [(e.goid, e.wait_reason) for e in events.of_pid(server.pid)]
+    rules = IdleRules()
+    for ev in idle:
+        funcs = functions(server_exe, ev.pcs)
+        assert rules.judge(funcs, ev.wait_reason).idle, (ev.wait_reason, funcs)
+    assert any(e.extra.get("decided_by") == "loop head" for e in idle), "the 80 ms ticker's waits"
+
+
+def test_a_syscall_wait_arms_the_tier_only_when_it_is_a_stall(bpf_ok, go_toolchains):
+    """The tracepoint source arms the goroutine tier on a blocking syscall past the threshold only
+    if lgf.idle calls it a stall: the same blocked read arms with the default rules and does not
+    once ``syscall.Read`` is declared an idle site."""
+    from stallfixture import STALLS_SRC, StallFixture
+
+    from lgf.sources.tracepoint import TracepointOptions, TracepointSource
+
+    exe = build_go(STALLS_SRC, GO_VERSIONS[1], ldflags="-X main.privateCopy=1")
+    armed = {}
+    for sites in (["syscall.Read"], []):
+        ctx = run_context(THRESHOLD, exe=[str(exe)])
+        ctx.config.sections = {"idle": IdleOptions(idle_sites=sites)}
+        up = UprobeSource(UprobeOptions(goroutine_tier="on_stall", sample_interval=0), ctx)
+        tp = TracepointSource(TracepointOptions(), ctx)
+        events = Collector()
+        up.start(events)
+        tp.start(events)
+        try:
+            with StallFixture(exe, "pipe") as fx:
+                wait_attached(up, fx.pid)
+                wait_attached(tp, fx.pid)
+                (res,) = fx.go()
+                seen = events.wait_for(lambda e, fx=fx, res=res: e.pid == fx.pid and e.goid == res["goid"]
+                                       and e.syscall == "read")
+                armed[tuple(sites)] = "on_execute" in up.probe_addresses(fx.pid)
+        finally:
+            tp.stop()
+            up.stop()
+        assert seen, "the tracepoint source reports the blocked read either way"
+    assert armed == {("syscall.Read",): False, (): True}, armed
