@@ -210,3 +210,12 @@ def test_pc_ranges_are_the_functions_go_tool_nm_lists(version, go_toolchains):
 
 def test_the_default_patterns_name_real_functions():
     assert all("." in p for p in DEFAULT_IDLE_SITES + REQUEST_MARKERS)
+
+
+def test_stdout_names_the_request_a_stall_belongs_to():
+    from lgf.sinks.stdout import format_line
+
+    named = park(BODY_READ, "IO wait", scope="request", http_method="POST", http_path="/upload")
+    assert format_line(named).endswith('"IO wait" [POST /upload]')
+    assert format_line(park(BODY_READ, "IO wait", scope="request")).endswith('"IO wait" [request]')
+    assert "[" not in format_line(park(KEEPALIVE, "IO wait"))

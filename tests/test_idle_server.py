@@ -182,10 +182,13 @@ def keepalive_clients(fx: IdleServer) -> list[http.client.HTTPConnection]:
 
 def test_an_idle_server_never_arms_and_reports_nothing(served):
     src, events, exe, ctx, upstream, _version = served
-    fx = IdleServer(exe, upstream.url, startsleep="1s")
+    fx = IdleServer(exe, upstream.url, startsleep="3s")
     try:
         wait_attached(src, fx.pid)
-        fx.wait_line(lambda o: o.get("ready"))
+        ready = fx.wait_line(lambda o: o.get("ready"))
+        assert "loop head: main.main" in idle_sites(ctx), "main's start-up sleep was seen, as idle"
+        assert not armed(src, fx.pid), "a program that sleeps at start-up is not armed"
+        assert ready
         conns = keepalive_clients(fx)
         assert fx.get("/proxy/fast") == "upstream\n"  # leaves an idle connection to the upstream
         wait_sampled(ctx, 75)  # 1.5 s: every idle goroutine has been parked well past 50 ms
@@ -196,7 +199,6 @@ def test_an_idle_server_never_arms_and_reports_nothing(served):
             c.close()
     finally:
         fx.close()
-    assert "loop head: main.main" in sites, sites  # main's sleep at start-up
     assert {"net.(*TCPListener).Accept", "loop head: main.worker", "loop head: main.tickerLoop",
             "loop head: main.sleepLoop", "select (no cases)", "loop head: main.main.func2",
             "net/http.(*persistConn).readLoop", "net/http.(*persistConn).writeLoop"} <= sites, sites

@@ -200,6 +200,10 @@ class GoroutineSampler:
             self._count("lgf_sampler_refused_total")
             self.log.warning("sampler: not sampling pid %d: %s", target.pid, exc)
             return
+        try:  # open its symbols now (~10 ms), not in the pass that first judges a park: that
+            _ = self._symbolizers.get(_path_of(target)).table  # pass would come late, cutting the park short
+        except Exception:  # noqa: BLE001 - unreadable: its parks are judged as cut stacks, counted then
+            pass
         with self._lock:
             self._procs[target.pid] = proc
 
@@ -221,8 +225,10 @@ class GoroutineSampler:
             self.sample_once()
             next_at += self.interval_ns
             now = time.monotonic_ns()
-            if next_at < now:  # fell behind (a slow read): keep the interval, skip the missed ones
-                next_at = now + self.interval_ns
+            if next_at < now:  # fell behind (a slow read, or a pass that armed the tier: 10-50 ms of
+                # attaching): sample again now, once, so the end of the park that asked for arming is
+                # not left unseen for another interval; the missed passes are skipped, not caught up
+                next_at = now
             self._stop.wait((next_at - now) / 1e9)
 
     def sample_once(self) -> None:
@@ -335,7 +341,7 @@ class GoroutineSampler:
         """Function names of ``pcs`` ([] when the binary cannot be read: judged as a cut stack)."""
         target = proc.target
         try:
-            sym = self._symbolizers.get(target.path or target.exe or f"/proc/{target.pid}/exe")
+            sym = self._symbolizers.get(_path_of(target))
             return goroutine_stack.function_names(sym, pcs, proc.reader.bias)
         except Exception as exc:  # OSError, PclntabError: no names, so no idle verdict either
             self._count("lgf_sampler_unsymbolized_total", reason=type(exc).__name__)
@@ -372,6 +378,10 @@ class GoroutineSampler:
     def _count(self, name: str, **labels) -> None:
         if self.stats is not None:
             self.stats.inc(name, **labels)
+
+
+def _path_of(target) -> str:
+    return target.path or target.exe or f"/proc/{target.pid}/exe"
 
 
 def _name(names: list[str], index: int) -> str:
