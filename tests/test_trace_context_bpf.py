@@ -86,15 +86,21 @@ def test_handler_stalls_carry_the_requests_trace_labels_and_own_frames(tmp_path,
         run = LgfRun(config)
         try:
             run.wait_log(f"tracing pid {app.pid}")
-            # The first stall arms the goroutine tier (the sampler sees it parked): its event is
-            # the sampled one, its labels read through the sampler's g.labels.
-            app.get("/order?stall=chan&ms=120", {"X-Tenant": "first", "traceparent": TRACEPARENT})
-            run.wait_log("goroutine tier armed")
+            # The first stall arms the goroutine tier (the sampler sees it parked, however loaded
+            # the host): a /hold handler waits until released. Its event is the sampled one, its
+            # labels read by the sampler while it was parked.
+            _line, held = app.hold({"traceparent": TRACEPARENT})
+            try:
+                run.wait_log("goroutine tier armed")
+            finally:
+                app.release()
+                held.join(timeout=30)
+            # Traced requests stall longest, so their group's worst stall (the alert's) is traced.
             requests = [(f"t-{kind}", kind, {"traceparent": TRACEPARENT}) for kind in HANDLER_CAUSES]
             requests += [("no-header", "chan", {}), ("label-span", "lock", {"X-Span-Label": LABEL_SPAN})]
-            threads = [threading.Thread(target=app.get, args=(f"/order?stall={kind}&ms={STALL_MS}",
-                                                               {"X-Tenant": tenant, **hdrs}))
-                       for tenant, kind, hdrs in requests]
+            threads = [threading.Thread(target=app.get, args=(
+                f"/order?stall={kind}&ms={STALL_MS + (100 if 'traceparent' in hdrs else 0)}",
+                {"X-Tenant": tenant, **hdrs})) for tenant, kind, hdrs in requests]
             for t in threads:
                 t.start()
             for t in threads:
@@ -106,11 +112,11 @@ def test_handler_stalls_carry_the_requests_trace_labels_and_own_frames(tmp_path,
             code = run.stop()
         assert code == 0, "".join(run.lines[-20:])
     rows = rows_of(out)
-    stalls = {tenant: handler_stalls(rows, tenant) for tenant, _, _ in [("first", "", {}), *requests]}
+    stalls = {tenant: handler_stalls(rows, tenant) for tenant, _, _ in requests}
     assert all(stalls.values()), {t: len(s) for t, s in stalls.items()}
 
-    first = stalls["first"][0]
-    assert first["precision"] == "sampled" and first["labels"] == {"route": "/order", "tenant": "first"}
+    (first,) = [r for r in rows if r["kind"] == "stall" and r["labels"].get("route") == "/hold"]
+    assert first["precision"] == "sampled" and first["labels"] == {"route": "/hold", "tenant": "acme"}
     for tenant, kind, _ in requests:
         assert HANDLER_CAUSES[kind] in {ev["cause"] for ev in stalls[tenant]}, (tenant, stalls[tenant])
         for ev in stalls[tenant]:  # (the lock case may also wait on its holder's start: a channel)
