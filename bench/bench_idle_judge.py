@@ -24,10 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import GOAPPS, build_go  # noqa: E402
 from lgf.config import TargetOptions  # noqa: E402
 from lgf.golang.discovery import examine  # noqa: E402
 from lgf.golang.sampler import GoroutineSampler  # noqa: E402
+from support.gobuild import GOAPPS, build_go  # noqa: E402
 
 CONNS = 400
 THRESHOLD_NS = 50_000_000

@@ -38,12 +38,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from stallfixture import Collector, run_context  # noqa: E402
-
 import lgf.sources.uprobe as uprobe  # noqa: E402
-from conftest import GOAPPS, build_go  # noqa: E402
 from lgf import options as opt  # noqa: E402
 from lgf.config import parse_toml  # noqa: E402
+from lgf.testing import EventCollector as Collector  # noqa: E402
+from support.gobuild import GOAPPS, build_go  # noqa: E402
+from support.stallfixture import run_context  # noqa: E402
 
 GO = os.environ.get("LGF_BENCH_GO", "1.25.5")
 ROUNDS = int(os.environ.get("LGF_BENCH_ROUNDS", "3"))

@@ -39,9 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from test_e2e_uprobe import LgfRun  # noqa: E402
-from tracehttp_helpers import TRACEHTTP, TRACEPARENT  # noqa: E402
 
-from conftest import build_go  # noqa: E402
+from support.gobuild import build_go  # noqa: E402
+from support.tracehttp import TRACEHTTP, TRACEPARENT  # noqa: E402
 
 GO = os.environ.get("LGF_BENCH_GO", "1.25.5")
 WRK_SECONDS = int(os.environ.get("LGF_BENCH_WRK_SECONDS", "3"))
@@ -157,12 +157,12 @@ def enrich_cost(exe: Path, n: int = 200) -> tuple[float, float]:
     import types
 
     from test_gomap import _labels_ptr_of
-    from tracehttp_helpers import TraceHTTP
 
     from lgf.event import Event
     from lgf.golang.runtime_reader import RuntimeReader
     from lgf.plugins.trace_context import TraceContextEnricher, TraceContextOptions
     from lgf.stats import Stats
+    from support.tracehttp import TraceHTTP
 
     with TraceHTTP(exe) as app:
         line, t = app.hold({"traceparent": TRACEPARENT})

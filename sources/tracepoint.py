@@ -37,11 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lgf import Component, Event, arming, hookimpl
+from lgf.bpf import constants as bpf_constants
 from lgf.bpf import loader
 from lgf.idle import rules_of
 
 C_FILE = Path(__file__).with_name("tracepoint.c")
-STALL_SYSCALL = 4
+STALL_SYSCALL = bpf_constants.STALL_KINDS["syscall"]
 
 log = logging.getLogger("lgf.tracepoint")
 

@@ -36,21 +36,10 @@
  */
 #include <uapi/linux/ptrace.h>
 
-#define STALL_PARK 1     /* blocked until made runnable (or until running, when woken by netpoll) */
-#define STALL_RUNNABLE 2 /* runnable until running: scheduling latency */
-#define STALL_STW 3      /* stop-the-world window of the whole process */
-#define STALL_IDLE 5     /* histogram only: a park over the threshold judged idle (4 is the
-                          * tracepoint source's syscall) */
-
-#define C_NETPOLL_CALLS 0
-#define C_NETPOLL_READY 1
-#define C_NETPOLL_WAITING 2
-#define C_GC_CYCLES 3
-#define C_STW_COUNT 4
-#define C_RINGBUF_LOST 5
-#define C_WAIT_SLOT_REUSED 6
-#define C_IDLE_WAITS 7 /* parks over the threshold judged idle: counted, not reported */
-#define C_STACK_CUT 8  /* waits over the threshold whose walk stopped before the goroutine's start */
+/* STALL_PARK, STALL_RUNNABLE, STALL_STW, STALL_IDLE (stall kinds; STALL_IDLE: histogram only, a
+ * park over the threshold judged idle), C_* (counter indexes: C_IDLE_WAITS, C_STACK_CUT...),
+ * G_RUNNABLE, G_WAITING, G_SCAN and WAIT_SLOT_SHIFT_0..2 come as -D constants from
+ * lgf/bpf/constants.py. */
 
 /* event.flags */
 #define EV_STACK_CUT 1     /* the walk stopped before the goroutine's start (MAX_FRAMES, bad read) */
@@ -304,11 +293,6 @@ static __always_inline u32 report_wait(u32 kind, u32 tgid, u32 tid, u64 gp, u64 
 
 /* ---- goroutine tier ------------------------------------------------------------------------ */
 
-/* Go's goroutine states (runtime2.go; unchanged since Go 1.0). */
-#define G_RUNNABLE 1
-#define G_WAITING 4
-#define G_SCAN 0x1000
-
 /* One uprobe hit per goroutine switch: runtime.execute(gp) is where every goroutine starts or
  * resumes running. What the thread ran before is kept in task-local storage (`running`); at the
  * next execute on that thread, or when the thread blocks in the kernel (sched_switch), that
@@ -341,7 +325,8 @@ BPF_ARRAY(waits, struct wait, MAX_GOROUTINES); /* MAX_GOROUTINES: a power of two
 
 static __always_inline struct wait *wait_slot(u32 tgid, u64 g)
 {
-    u32 idx = (u32)((g >> 6) ^ (g >> 22) ^ ((u64)tgid << 7)) & (MAX_GOROUTINES - 1);
+    u32 idx = (u32)((g >> WAIT_SLOT_SHIFT_0) ^ (g >> WAIT_SLOT_SHIFT_1) ^ ((u64)tgid << WAIT_SLOT_SHIFT_2))
+              & (MAX_GOROUTINES - 1);
     return waits.lookup(&idx);
 }
 

@@ -45,7 +45,8 @@ order: a request marker (``net/http.serverHandler.ServeHTTP``...) makes a stall 
 ``[idle] report_idle``); a receive, select, sleep or Cond.Wait is sent flagged as a loop-head
 candidate, and :mod:`lgf.sources.uprobe_verdict` symbolizes it (inlined frames included) and asks
 :meth:`IdleRules.judge` whether its waiter is the goroutine's start function; anything else is a
-stall. Every event carries ``extra["verdict"]``.
+stall. Every event carries ``extra["verdict"]``; a request-scoped (or reported idle) one also
+``extra["decided_by"]``, the marker or site by name (one symbolized stack per such event).
 
 While the tier is on, a probe on ``net/http.serverHandler.ServeHTTP`` (when the binary has it:
 ``req`` is in RDI, checked against the disassembly of Go 1.21-1.27) writes each request's
@@ -122,6 +123,7 @@ from pathlib import Path
 from typing import Literal
 
 from lgf import Component, Event, arming, hookimpl, idle
+from lgf.bpf import constants as bpf_constants
 from lgf.bpf import loader, sites
 from lgf.causes import GC_ASSIST_REASON, INTERNAL_WAIT_REASONS, IO_WAIT_REASON
 from lgf.errors import TargetRefused
@@ -130,13 +132,12 @@ from lgf.golang.gobinary import runtime_function_entries
 from lgf.idle import LOOP_HEAD_REASONS, NO_CASES_REASON, options_of
 from lgf.options import Duration
 
-from .uprobe_verdict import EV_LOOP_HEAD, LoopHeadJudge, verdict_into
+from .uprobe_verdict import EV_IDLE, EV_LOOP_HEAD, EV_SCOPE_REQUEST, LoopHeadJudge, verdict_into
 
 C_FILE = Path(__file__).with_name("uprobe.c")
 
-STALL_NAMES = {1: "park", 2: "runnable", 3: "stw", 5: "idle"}
-COUNTER_NAMES = ("netpoll_calls", "netpoll_ready", "netpoll_waiting", "gc_cycles", "stw_count",
-                 "ringbuf_lost", "wait_slot_reused", "idle_waits", "stack_cut")
+STALL_NAMES = bpf_constants.STALL_NAMES
+COUNTER_NAMES = bpf_constants.COUNTER_NAMES
 GOROUTINE_TIER_COUNTERS = ("netpoll_ready", "netpoll_waiting", "idle_waits", "stack_cut")
 MAX_HIST_PROCS = 64
 """Per-process histogram blocks of uprobe.c's ``fast_hists`` (48 KiB each; block 0 is unused): the
@@ -213,6 +214,7 @@ class _Program:
     def __init__(self, constants: dict[str, int], on_event: Callable[[_Program, object], None]):
         self.constants = constants
         self.bpf = loader.load(C_FILE, constants)
+        self._verify_goroutine_tier()
         self.bpf[b"events"].open_ring_buffer(lambda _cpu, data, _size: on_event(self, data))
         self.poller = loader.RingPoller(self.bpf, "uprobe")
         self.poller.start()
@@ -244,6 +246,17 @@ class _Program:
             return self.bpf[b"fast_hists"][self.bpf[b"fast_hists"].Key(slot)]
         except Exception:  # noqa: BLE001 - a map torn down under us reads as empty
             return None
+
+    def _verify_goroutine_tier(self) -> None:
+        """Load (verify) the goroutine tier's programs now, with the cheap tier, so that arming
+        only attaches them: the kernel's verifier walks on_execute's stack-walk loop for about
+        20 ms (more on a loaded host), and a park that begins while the tier is still arming is
+        seen by neither tier."""
+        from bcc import BPF
+
+        for fn in (*(fn for _, fn in GOROUTINE_PROBES + SCHED_PROBES + NETPOLL_PROBES + HTTP_PROBES),):
+            self.bpf.load_func(fn.encode(), BPF.KPROBE)
+        self.bpf.load_func(b"on_sched_switch", BPF.RAW_TRACEPOINT)
 
     def register_binary(self, binary, rules) -> int:
         """Load ``binary``'s runtime function entries and code sites (``rules``: lgf.idle's
@@ -532,7 +545,7 @@ class UprobeSource:
         The slot index is uprobe.c's ``wait_slot`` hash."""
         waits, size, pid = att.program.bpf[b"waits"], att.program.constants["MAX_GOROUTINES"], att.target.pid
         for g in gs:
-            idx = waits.Key(((g >> 6) ^ (g >> 22) ^ (pid << 7)) & (size - 1))
+            idx = waits.Key(bpf_constants.wait_slot_index(pid, g, size))
             slot = waits[idx]
             if slot.g == g and slot.tgid == pid and slot.kind:
                 slot.kind = 0
@@ -584,6 +597,10 @@ class UprobeSource:
         att = self._attached.get(pid)
         ev = self._event_of(raw, att)
         flags = int(raw.flags)
+        if flags & (EV_SCOPE_REQUEST | EV_IDLE) and att is not None:
+            site = self._verdicts.decided_by(att.target, ev)
+            if site:
+                ev.extra["decided_by"] = site
         if flags & EV_LOOP_HEAD and att is not None:
             idle = self._verdicts.is_idle(att.target, ev)
             self._verdicts.count(pid, idle, int(raw.reason), ev.duration_ns)

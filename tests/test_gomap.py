@@ -14,9 +14,7 @@ import struct
 import types
 
 import pytest
-from tracehttp_helpers import PARENT_SPAN_ID, TRACE_ID, TRACEPARENT, TraceHTTP, known_maps, tracehttp
 
-from conftest import GO_VERSIONS
 from lgf.golang.gobinary import open_binary
 from lgf.golang.golayout import _walk_dwarf
 from lgf.golang.gomap import (
@@ -29,6 +27,8 @@ from lgf.golang.gomap import (
 from lgf.golang.httpheader import REQUEST_HEADER_OFFSET, canonical_key, read_request_headers
 from lgf.golang.pproflabels import read_labels
 from lgf.golang.runtime_reader import RuntimeReader, Unreadable, allg_pointers, read_g_fields
+from support.gobuild import GO_VERSIONS
+from support.tracehttp import PARENT_SPAN_ID, TRACE_ID, TRACEPARENT, TraceHTTP, known_maps, tracehttp
 
 BUILDS = [(v, "") for v in GO_VERSIONS] + [("1.25.5", "noswissmap"), ("1.27.3", "mapsplitgroup")]
 EXPECTED_FAMILY = {("1.21.13", ""): "hmap", ("1.25.5", ""): "swiss", ("1.27.3", ""): "swiss",

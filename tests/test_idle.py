@@ -7,10 +7,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from test_idle_server import SRC as IDLESERVER_SRC
 
-from conftest import GO_VERSIONS, build_go, go_binary
-from helpers import lgf, write
 from lgf import config as cfg
 from lgf.alerts import AlertEngine
 from lgf.event import Event
@@ -20,7 +17,10 @@ from lgf.manager import make_manager
 from lgf.pipeline import Pipeline, SinkRoute
 from lgf.plugins import scope
 from lgf.stats import Stats
+from support.cli import lgf, write
+from support.gobuild import GO_VERSIONS, GOAPPS, build_go, go_binary
 
+IDLESERVER_SRC = GOAPPS / "idleserver"
 MS = 1_000_000
 rules = IdleRules()
 

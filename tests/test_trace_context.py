@@ -6,9 +6,7 @@ from __future__ import annotations
 import io
 
 import pytest
-from tracehttp_helpers import tracehttp
 
-from conftest import GO_VERSIONS
 from lgf import config as cfg
 from lgf.alerts import AlertEngine
 from lgf.errors import ConfigErrors
@@ -19,6 +17,8 @@ from lgf.sinks.stdout import StdoutOptions, StdoutSink
 from lgf.sinks.wecom_format import alert_messages
 from lgf.stats import Stats
 from lgf.tracecontext import ids_from_labels, parse_traceparent
+from support.gobuild import GO_VERSIONS
+from support.tracehttp import tracehttp
 
 MS = 1_000_000
 TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -169,9 +169,8 @@ def test_a_metrics_series_of_a_running_program_is_named_by_its_module(go_toolcha
     # /metrics knows a histogram's pid and comm only (no exe): the name comes from /proc/PID/exe
     import types
 
-    from tracehttp_helpers import TraceHTTP
-
     from lgf.http import LgfCollector
+    from support.tracehttp import TraceHTTP
 
     with TraceHTTP(tracehttp(GO_VERSIONS[0])) as app:
         source = types.SimpleNamespace(histograms=lambda: [{

@@ -20,10 +20,10 @@ import time
 
 import pytest
 from test_e2e_uprobe import LgfRun
-from tracehttp_helpers import PARENT_SPAN_ID, TRACE_ID, TRACEHTTP, TRACEPARENT, TraceHTTP
 
-from conftest import GO_VERSIONS, build_go
-from helpers import write
+from support.cli import write
+from support.gobuild import GO_VERSIONS, build_go
+from support.tracehttp import PARENT_SPAN_ID, TRACE_ID, TRACEHTTP, TRACEPARENT, TraceHTTP
 
 pytestmark = pytest.mark.bpf
 

@@ -18,14 +18,15 @@ import subprocess
 import time
 
 import pytest
-from stallfixture import Collector, run_context, wait_attached
 
-from conftest import GO_VERSIONS, GOAPPS, build_go
 from lgf.golang.httpreq import read_method_path
 from lgf.golang.runtime_reader import RuntimeReader
 from lgf.golang.symbols import Symbolizer
 from lgf.idle import IdleOptions, IdleRules
 from lgf.sources.uprobe import UprobeOptions, UprobeSource
+from lgf.testing import EventCollector as Collector
+from support.gobuild import GO_VERSIONS, GOAPPS, build_go
+from support.stallfixture import run_context, wait_attached
 
 pytestmark = pytest.mark.bpf
 
@@ -182,9 +183,8 @@ def test_a_syscall_wait_arms_the_tier_only_when_it_is_a_stall(bpf_ok, go_toolcha
     """The tracepoint source arms the goroutine tier on a blocking syscall past the threshold only
     if lgf.idle calls it a stall: the same blocked read arms with the default rules and does not
     once ``syscall.Read`` is declared an idle site."""
-    from stallfixture import STALLS_SRC, StallFixture
-
     from lgf.sources.tracepoint import TracepointOptions, TracepointSource
+    from support.stallfixture import STALLS_SRC, StallFixture
 
     exe = build_go(STALLS_SRC, GO_VERSIONS[1], ldflags="-X main.privateCopy=1")
     armed = {}

@@ -43,15 +43,12 @@ Once the tier is on, the sampler follows only the parks it already holds (readin
 structs) and adds none; the uprobe source clears those goroutines' wait slots when it attaches
 the tier, so a stale note from an earlier armed period cannot report them again.
 
-Cost (measured on this 2-CPU VM, Go 1.25, by bench/bench_probe_cost.py): the target pays
-nothing it can notice: its memory is read by the kernel on lgf's CPU, and the net/http server's
-CPU per request under the default config is within the noise of lgf off (the bench's rows).
-lgf pays per sample about 120 us of CPU for a process with 100 goroutines and about 19 ms for
-10,000 (Python decoding one ~150-byte record per goroutine dominates; the read itself is one
-``process_vm_readv`` per 1,024 runs of nearby g structs). At the default 20 ms interval that is
-under 1 % of one CPU for a small target (the thread with its wake-ups measured 2.4 %); a target
-whose sample costs more than ``CPU_BUDGET`` of the interval is sampled less often (10,000
-goroutines: every ~380 ms, 5 % of a CPU), so its parks are seen from threshold + that interval.
+Cost (figures: README "Sources and their cost", measured by bench/bench_probe_cost.py): the
+target pays nothing it can notice: its memory is read by the kernel on lgf's CPU. lgf pays per
+sample in proportion to the target's goroutines (Python decoding one ~150-byte record per
+goroutine dominates; the read itself is one ``process_vm_readv`` per 1,024 runs of nearby g
+structs); a target whose sample costs more than ``CPU_BUDGET`` of the interval is sampled less
+often, so its parks are seen from threshold + that longer interval.
 While a process's goroutine tier is armed, the sampler reads only the few g structs whose parks
 it still follows (nothing at all when it follows none).
 """
@@ -66,16 +63,14 @@ from dataclasses import dataclass, field
 
 from lgf import Event
 from lgf.causes import GC_ASSIST_REASON, INTERNAL_WAIT_REASONS
+from lgf.golang.gstatus import G_SCAN, G_WAITING
 from lgf.golang.pproflabels import labels_of_g
-from lgf.golang.runtime_reader import G_SCAN, RuntimeReader, Unreadable, allg_pointers, read_g_fields
+from lgf.golang.runtime_reader import RuntimeReader, Unreadable, allg_pointers, read_g_fields
 from lgf.idle import IdleRules, Verdict
 
 from . import goroutine_stack
 from .gobinary import runtime_function_entries
 from .symbols import Symbolizers
-
-G_WAITING = 4
-"""``_Gwaiting`` in runtime2.go, the same in Go 1.21 to 1.27."""
 
 G_FIELDS = (("stack.hi", "Q"), ("atomicstatus", "I"), ("goid", "Q"), ("waitreason", "B"),
             ("trackingSeq", "B"), ("startpc", "Q"), ("sched.sp", "Q"), ("sched.pc", "Q"),
@@ -318,8 +313,12 @@ class GoroutineSampler:
         order = proc.order
         cols = [order.index(n) + 1 for n in ("sched.pc", "sched.bp", "sched.sp", "stack.hi")]
         walks = goroutine_stack.walk_many(proc.reader, [tuple(row[c] for c in cols) for _p, row in crossed])
+        still = self._still_parked(proc, crossed)
         arm = False
-        for (park, _row), (pcs, _complete) in zip(crossed, walks, strict=True):
+        for (park, row), (pcs, _complete) in zip(crossed, walks, strict=True):
+            if row[0] not in still:  # it ran while its stack was read: that copy proves nothing
+                park.over_threshold = False  # (the next pass sees the park ended: nothing reported)
+                continue
             park.pcs = pcs
             reason = _name(proc.reasons, park.reason)
             park.verdict = verdict = self.rules.judge(self._functions(proc, pcs), reason)
@@ -329,13 +328,29 @@ class GoroutineSampler:
                                verdict.site)
                 continue
             self._count("lgf_sampler_stalls_total")
-            park.labels = labels_of_g(proc.reader, proc.target.binary, _row[0])  # while still parked
+            park.labels = labels_of_g(proc.reader, proc.target.binary, row[0])  # while still parked
             if not closing:
                 self.log.info("sampler: pid %d: goroutine %d parked (%s%s) for over %.0f ms: arming",
-                              pid, park.goid, reason, ", serving a request" if verdict.scope else "",
+                              pid, park.goid, reason, ", serving a request" if verdict.scope
+                              else ", stack cut" if verdict.cut else "",
                               park.last_ns / 1e6 - park.first_ns / 1e6)
                 arm = True
         return arm
+
+    @staticmethod
+    def _still_parked(proc: _Process, crossed: list[tuple[_Park, tuple]]) -> set[int]:
+        """The g addresses among ``crossed`` still in the same park after their stacks were read
+        (same status, goid and trackingSeq): a goroutine that ran meanwhile rewrote its stack,
+        and a walk of it would end early and look like a cut stack, i.e. a stall."""
+        order = proc.order
+        i_status, i_goid, i_seq = (order.index(n) + 1 for n in ("atomicstatus", "goid", "trackingSeq"))
+        try:
+            rows = read_g_fields(proc.reader, [row[0] for _p, row in crossed], proc.fields)
+        except Unreadable:
+            return set()
+        before = {row[0]: row for _p, row in crossed}
+        return {r[0] for r in rows if (r[i_status] & ~G_SCAN) == G_WAITING and r[i_goid] == before[r[0]][i_goid]
+                and r[i_seq] == before[r[0]][i_seq]}
 
     def _functions(self, proc: _Process, pcs: list[int]) -> list[str]:
         """Function names of ``pcs`` ([] when the binary cannot be read: judged as a cut stack)."""

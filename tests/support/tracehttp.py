@@ -9,7 +9,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from conftest import GOAPPS, build_go
+from support.gobuild import GOAPPS, build_go
 
 TRACEHTTP = GOAPPS / "tracehttp"
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
