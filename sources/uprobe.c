@@ -149,7 +149,7 @@ static __always_inline void netpoll_add(u32 tgid, u32 hslot, s64 waiting, s64 re
 
 /* Code sites per binary (lgf.bpf.sites: the idle sites and request markers of lgf.idle's
  * IdleRules.pc_ranges), as an LPM trie over (binary, pc) in big-endian bytes: each function's
- * range is split into the fewest aligned prefixes (about 200 per net/http binary), so one lookup
+ * range is split into the fewest aligned prefixes (about 100 per net/http binary), so one lookup
  * classifies a pc, with no loop in BPF (a sorted array would need a binary search nested in the
  * frame loop, and the verifier walks every path of it). The leaf is a bit: SITE_IDLE or
  * SITE_REQUEST, OR-ed over the frames without a branch. */

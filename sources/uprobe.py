@@ -87,8 +87,10 @@ function runs.
   the threshold a stack walk of up to ``max_frames`` user reads and trie lookups; one uprobe hit
   per HTTP request on ``serverHandler.ServeHTTP`` (the floor's cost of a hit, 0.7-1.3 us here).
   On bench/bench_idle_server.py's idle-looking server (idle keep-alive connections, accept loop,
-  100 ms ticker) with the shipped plugins.toml the tier is never armed: CPU per request within
-  noise of off (-11.5 %, 3 rounds); a ping-pong that sleeps 2 s at start-up: 1.02x.
+  100 ms ticker) with the shipped plugins.toml, three runs of 3 rounds: CPU per request -11.5 %,
+  +28.1 %, -15.6 % against off (wrk's noise here), the tier armed in 1 of 9 runs (what armed it
+  was not caught: three more runs with logging saw no arming); a ping-pong that sleeps 2 s at start-up: 1.02x, 0.97x,
+  0.96x, never armed.
 
 ``goroutine_tier`` picks when the goroutine tier is attached to a process:
 
@@ -181,7 +183,7 @@ class UprobeOptions:
     """Wait slots (parked or runnable goroutines tracked at once, over all targets; a power of two).
     A slot taken by another live wait is reused and counted in ``wait_slot_reused``."""
     max_sites: int = 65536
-    """Prefixes of the kernel's code-site table (``lgf.bpf.sites``; about 500 per binary)."""
+    """Prefixes of the kernel's code-site table (``lgf.bpf.sites``; about 100 per net/http binary)."""
     max_runtime_funcs: int = 262144
     """Entry addresses of runtime functions kept in BPF, over all distinct target binaries (about
     2,500 per binary), to tell the runtime's own goroutines from the program's."""
