@@ -222,6 +222,7 @@ def test_slow_requests_are_reported_once_per_waiting_goroutine_with_their_scope(
         for _ in range(2):
             fx.get("/job?d=150ms")
         proxied = [fx.wait_line(lambda o, i=i: o.get("route") == f"/proxy/slow/{i}") for i in range(3)]
+        fx.wait_line(lambda o: len([x for x in fx.lines if x.get("route") == "/job"]) == 2)
         jobs = [o for o in fx.lines if o.get("route") == "/job"]
         for o in proxied + jobs:
             events.wait_for(lambda e, g=o["goid"]: e.pid == fx.pid and e.goid == g)
