@@ -17,7 +17,10 @@ Grouping: stalls at or over the environment's threshold are grouped by ``[alerts
 (default: service, cause and top user frame). A group opens at its first stall and closes
 ``[lgf] report_interval`` later; then it becomes one alert carrying the count, worst and total
 stall time, distinct processes and goroutines (in ``extra``), the worst stall's stack as the
-example, tags and topology from the config, a fresh ``id`` and ``trace_id``, and a severity.
+example, tags and topology from the config, a fresh ``id``, the worst stall's ``trace_id``,
+``span_id`` and pprof ``labels`` (empty when lgf could not know them: an id is never made up),
+and a severity. A process no ``[alerts] services`` pattern names is named by its binary's main
+module (``lgf.golang.service``).
 
 Environments (``[lgf] env`` = dev | test | prod | a name of the user's; ``lgf.environments``)
 pick the threshold and the severity cut-offs (``[environments.prod] warning = "100ms" critical =
@@ -47,7 +50,8 @@ from dataclasses import dataclass, field
 
 from .drift import Drift
 from .environments import DEFAULT_POLICIES, EnvironmentsOptions, EnvPolicy  # noqa: F401 (re-exported)
-from .event import Event, new_id, wallclock_of
+from .event import Event, wallclock_of
+from .golang.service import default_service
 from .incidents import describe_key, incident_key
 from .options import Duration
 from .silences import SilencesOptions, SilenceStore
@@ -69,11 +73,14 @@ class AlertsOptions:
     group_by: list[str] = field(default_factory=lambda: ["service", "cause", "top_frame"])
     services: dict = field(default_factory=dict)
     """Service name -> regular expression on the process name, then on the executable path
-    (``checkout = "^checkout"``). A process no pattern matches is its own service (its comm)."""
+    (``checkout = "^checkout"``). A process no pattern matches is named by its binary's main
+    module path, last element (``github.com/acme/checkout`` -> ``checkout``), else its comm."""
     tags: dict = field(default_factory=dict)
     """Added to every event and alert (``team = "payments"``)."""
     topology: dict = field(default_factory=dict)
-    """Where this host sits (``region``, ``cluster``...); ``host`` is filled in when absent."""
+    """Where this host sits (``region``, ``cluster``...); ``host`` is filled in when absent.
+    ``path = ["api-gw", "order-svc", "inventory-svc"]``: the services a request passes through to
+    reach this one, in order (the design's topoPosition); WeCom shows it as ``a → b → c``."""
     repeat_interval: Duration = Duration(0)
     """Do not send the same group again within this; repeats are counted and reported in the next
     alert as ``suppressed_repeats``. 0 = send every interval."""
@@ -87,6 +94,10 @@ class AlertsOptions:
         bad = [f for f in self.group_by if f not in GROUP_FIELDS]
         if bad:
             raise ValueError(f"group_by: unknown field(s) {bad}; choose from {', '.join(GROUP_FIELDS)}")
+        path = self.topology.get("path")
+        if path is not None and (not isinstance(path, list) or not all(isinstance(p, str) and p for p in path)):
+            raise ValueError('topology.path: must be a list of service names, e.g. '
+                             'path = ["api-gw", "order-svc", "inventory-svc"]')
         for name, rx in self.services.items():
             try:
                 re.compile(str(rx))
@@ -169,11 +180,13 @@ class AlertEngine:
     # -- per stall -------------------------------------------------------------------------
 
     def service_of(self, event: Event) -> str:
-        key = (event.comm, event.exe)
+        key = (event.comm, event.exe or f"pid:{event.pid}")
         name = self._service_cache.get(key)
         if name is None:
             name = next((svc for svc, rx in self._services
-                         if rx.search(event.comm) or (event.exe and rx.search(event.exe))), event.comm)
+                         if rx.search(event.comm) or (event.exe and rx.search(event.exe))), None)
+            if name is None:
+                name = default_service(event.pid, event.exe, event.comm)
             if len(self._service_cache) < 100_000:
                 self._service_cache[key] = name
         return name
@@ -323,7 +336,8 @@ class AlertEngine:
             stack=list(w.stack[: self.options.stack_frames]), stack_summary=list(w.stack_summary),
             gc_phase=dict(w.gc_phase), poller=dict(w.poller), sched=dict(w.sched),
             tags=dict(w.tags), topology=dict(w.topology), env=self.env,
-            severity=self.severity_of(group.worst_ns), trace_id=new_id(), source=w.source,
+            severity=self.severity_of(group.worst_ns), trace_id=w.trace_id, span_id=w.span_id,
+            labels=dict(w.labels), source=w.source,
             scope=w.scope, http_method=w.http_method, http_path=w.http_path,
             extra={
                 "service": group.service, "top_frame": top, "count": group.count,

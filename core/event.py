@@ -80,6 +80,12 @@ class Event:
     env: str = ""
     severity: str = ""
     trace_id: str = ""
+    """The trace of the request the stalled goroutine served (W3C ``traceparent``, or a tracing
+    library's pprof label); an alert's is its worst stall's. "" when lgf cannot know: never made up."""
+    span_id: str = ""
+    """The span of that request (the ``traceparent`` parent-id, or the goroutine's own span label)."""
+    labels: dict = field(default_factory=dict)
+    """The goroutine's pprof labels (``runtime/pprof.Do``) when it stalled."""
     scope: str = ""
     """``"request"`` when the stalled goroutine was serving a request (``lgf.idle``), else ""."""
     http_method: str = ""

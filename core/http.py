@@ -112,7 +112,7 @@ class LgfCollector:
                 labels = h.get("labels", {})
                 stall = labels.get("stall", "")
                 cause = cause_of(stall, labels.get("wait_reason", ""), labels.get("syscall", "")) or "unknown"
-                service = self._service(labels.get("comm", ""), labels.get("exe", ""))
+                service = self._service(labels.get("comm", ""), labels.get("exe", ""), labels.get("pid", ""))
                 slots = merged.setdefault((cause, service, stall), [])
                 for i, n in enumerate(h.get("log2_us", [])):
                     if i >= len(slots):
@@ -135,11 +135,11 @@ class LgfCollector:
         emitted.add("lgf_stall_duration_seconds")
         yield fam
 
-    def _service(self, comm: str, exe: str) -> str:
+    def _service(self, comm: str, exe: str, pid: str = "") -> str:
         if self.engine is None:
             return comm
         from lgf.event import Event
-        return self.engine.service_of(Event(comm=comm, exe=exe))
+        return self.engine.service_of(Event(comm=comm, exe=exe, pid=int(pid) if str(pid).isdigit() else 0))
 
     def _source_counters(self, metric_cls, emitted):
         lost = metric_cls("lgf_ringbuf_lost", "Events the BPF ring buffer dropped, by source", "counter")

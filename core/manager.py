@@ -34,6 +34,7 @@ BUILTIN_PLUGINS = (
     "lgf.plugins.gc_phase",
     "lgf.plugins.poller",
     "lgf.plugins.sched",
+    "lgf.plugins.trace_context",
     "lgf.plugins.waitreason",
     "lgf.plugins.scope",
     "lgf.plugins.unknown",

@@ -38,6 +38,8 @@ class StallWindow:
     goids: list[int] = field(default_factory=list)
     goroutines: int = 0
     worst_event_id: str = ""
+    trace_id: str = ""
+    """The worst stall's trace id ("" when it had none), so /debug/latency leads to the request."""
     closed: bool = False
 
     def add(self, event: Event) -> None:
@@ -46,7 +48,7 @@ class StallWindow:
         self.count += 1
         self.total_ns += event.duration_ns
         if event.duration_ns >= self.worst_ns:
-            self.worst_ns, self.worst_event_id = event.duration_ns, event.id
+            self.worst_ns, self.worst_event_id, self.trace_id = event.duration_ns, event.id, event.trace_id
         self.causes[event.cause] += 1
         if event.goid not in self.goids:
             self.goroutines += 1
@@ -59,7 +61,7 @@ class StallWindow:
                 "span_ns": self.end_ns - self.start_ns, "count": self.count, "worst_ns": self.worst_ns,
                 "total_ns": self.total_ns, "causes": dict(self.causes.most_common()),
                 "goroutines": self.goroutines, "goids": list(self.goids),
-                "worst_event_id": self.worst_event_id, "closed": self.closed}
+                "worst_event_id": self.worst_event_id, "trace_id": self.trace_id, "closed": self.closed}
 
 
 class StallWindows:

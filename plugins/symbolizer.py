@@ -1,5 +1,9 @@
 """The ``symbolizer`` enricher: fills ``event.stack`` and ``event.stack_summary`` from ``event.pcs``.
 
+``stack_summary`` is the top three distinct functions of the program's own code (its main module,
+by the binary's build info), then its dependencies', the standard library's only when there is
+nothing else: ``orders.(*Service).Place``, not ``net.(*conn).Read``.
+
 plugins.toml::
 
     [[enrichers]]
@@ -32,7 +36,7 @@ from typing import Literal
 
 from lgf import Component, hookimpl
 from lgf.golang.pclntab import Frame, PclntabError
-from lgf.golang.symbols import Symbolizers, frame_dict, stack_summary
+from lgf.golang.symbols import Symbolizers, frame_dict, modules_of_file, stack_summary
 
 log = logging.getLogger("lgf.symbolizer")
 
@@ -115,6 +119,8 @@ class SymbolizerEnricher:
         self.options = options
         self.stats = ctx.stats
         self._failed_binaries: OrderedDict[str, str] = OrderedDict()
+        self._modules: OrderedDict[str, object] = OrderedDict()
+        """binary key -> its build info's Modules (None: none), for the program's own frames."""
         self.backend = LocalBackend(options.max_binaries)
         if options.backend == "ray":
             from lgf.golang.ray_symbols import RayBackend, RayUnavailable
@@ -162,8 +168,16 @@ class SymbolizerEnricher:
                 d["pc"] = pc  # the address as the process saw it, not the file-relative one
                 stack.append(d)
         event.stack = stack
-        event.stack_summary = stack_summary(stack, self.options.summary_frames)
+        event.stack_summary = stack_summary(stack, self.options.summary_frames, self._modules_of(key, path))
         self.stats.inc("lgf_symbolizer_events_total", backend=self.backend.name)
+
+    def _modules_of(self, key: str, path: str):
+        """The binary's main module and dependencies (build info), read once per binary."""
+        if key not in self._modules:
+            self._modules[key] = modules_of_file(path)
+            if len(self._modules) > 1024:
+                self._modules.popitem(last=False)
+        return self._modules[key]
 
     def _remember_failure(self, key: str, path: str, why: str) -> None:
         """Log a bad binary once (not once per event) and skip it from then on."""

@@ -7,6 +7,9 @@ Readable form, chosen so `grep` and eyes both work::
 
 (``>=``: seen by the sampler before the goroutine tier was armed; the duration is a lower bound.)
     2026-11-26T13:40:10.000Z ALERT warning channel x7 worst=310.0ms total=1.2s pid=4242 comm=api main.worker
+
+A stall or alert whose request lgf could trace ends in ``trace=<trace id> span=<span id>``
+(``lgf.plugins.trace_context``); without one, nothing is printed for it.
 """
 
 from __future__ import annotations
@@ -50,12 +53,18 @@ def format_line(event: Event) -> str:
         x = event.extra
         return (f"{ts} ALERT {event.severity or 'info'} {event.cause} x{x.get('count', 1)} "
                 f"worst={_ms(x.get('worst_ns', event.duration_ns))} total={_ms(x.get('total_ns', 0))} "
-                f"pid={event.pid} comm={event.comm} {where}").rstrip()
+                f"pid={event.pid} comm={event.comm} {where}").rstrip() + _trace(event)
     what = f'"{event.wait_reason}"' if event.wait_reason else (event.syscall or "")
     # A stall the sampler saw (before the goroutine tier was armed) has a lower-bound duration.
     bound = ">=" if event.extra.get("precision") == "sampled" else ""
     return (f"{ts} STALL {bound}{_ms(event.duration_ns)} {event.cause} pid={event.pid} goid={event.goid} "
-            f"comm={event.comm} {what} {where}").rstrip()
+            f"comm={event.comm} {what} {where}").rstrip() + _trace(event)
+
+
+def _trace(event: Event) -> str:
+    """`` trace=... span=...`` when the stalled request's trace is known, else ""."""
+    out = f" trace={event.trace_id}" if event.trace_id else ""
+    return out + (f" span={event.span_id}" if event.span_id else "")
 
 
 def _ms(ns: int) -> str:

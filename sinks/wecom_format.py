@@ -107,6 +107,15 @@ def service_of(d: dict) -> str:
     return str(d.get("comm") or f"pid {d.get('pid', '?')}")
 
 
+def topology_path(d: dict) -> str:
+    """``[alerts.topology] path = ["api-gw", "order-svc"]`` as ``"api-gw → order-svc"`` ("" if none)."""
+    topo = d.get("topology")
+    path = topo.get("path") if isinstance(topo, dict) else None
+    if not isinstance(path, list) or not path:
+        return ""
+    return " → ".join(str(p) for p in path)
+
+
 def _pairs(table: Any) -> str:
     if not isinstance(table, dict) or not table:
         return ""
@@ -188,12 +197,20 @@ def alert_lines(d: dict, msgtype: str, stack_frames: int = 8) -> list[str]:
             lines += ["stack:", *(f"`{g(s)}`" for s in stack)]
         else:
             lines += ["stack:", *(f"  {s}" for s in stack)]
+    path = topology_path(d)
+    if path:
+        lines.append(f"path: {g(path)}")
+    if isinstance(d.get("labels"), dict) and d["labels"]:
+        lines.append(f"labels: {g(_pairs(d['labels']))}")
     for label in ("tags", "topology"):
-        text = _pairs(d.get(label))
+        table = d.get(label)
+        if label == "topology" and isinstance(table, dict):
+            table = {k: v for k, v in table.items() if k != "path"}
+        text = _pairs(table)
         if text:
             lines.append(f"{label}: {g(text)}")
-    if d.get("trace_id"):
-        lines.append(f"trace: {g(d['trace_id'])}")
+    if d.get("trace_id") or d.get("span_id"):
+        lines.append(_phrase(f"trace: {g(d.get('trace_id') or '-')}", d.get("span_id") and f" · span: {g(d['span_id'])}"))
     lines.append(f"id: {d.get('id', '?')}")
     return lines
 
@@ -254,6 +271,8 @@ def digest_messages(dicts: Iterable[dict], msgtype: str, footer: str = "", limit
         started = False
         for d in members:
             item = f"{d.get('id', '?')} {human_ns(d.get('worst_ns') or d.get('duration_ns'))}"
+            if d.get("trace_id"):
+                item += f" trace {_guard(str(d['trace_id']), msgtype)}"
             item = ("- " if msgtype != "text" else "  ") + item
             need = nbytes(item) + 1 + (0 if started else nbytes(head) + 1)
             if size + need > room and ids:

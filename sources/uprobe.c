@@ -32,7 +32,7 @@
  * own wait reasons, 0-63 and 64-127); MAX_FRAMES, RINGBUF_PAGES, MAX_GOROUTINES (a power of two),
  * MAX_RUNTIME_FUNCS, MAX_HIST_PROCS (fast_hists blocks), MAX_SITES (prefixes in the sites trie), REPORT_IDLE (1: emit idle waits too,
  * flagged EV_IDLE), REASON_NO_CASES and LOOP_HEAD_LO/LOOP_HEAD_HI (lgf.idle's select {} and
- * loop-head wait reasons).
+ * loop-head wait reasons); G_LABELS (g.labels, the goroutine's pprof labels pointer; -1 = not read).
  */
 #include <uapi/linux/ptrace.h>
 
@@ -71,6 +71,7 @@ struct event {
     u32 nframes;
     u32 flags;    /* EV_* */
     u64 http_req; /* with EV_SCOPE_REQUEST: the *http.Request being served (0: not known) */
+    u64 labels;   /* g.labels when the stall ended: the goroutine's pprof labels (trace_context) */
     char comm[16];
     u64 pcs[MAX_FRAMES];
 };
@@ -243,6 +244,7 @@ static __always_inline void fill_event(struct event *e, u32 kind, u32 tgid, u32 
     e->nframes = 0;
     e->flags = 0;
     e->http_req = 0;
+    e->labels = 0;
     bpf_get_current_comm(&e->comm, sizeof(e->comm));
 }
 
@@ -281,6 +283,10 @@ static __always_inline u32 report_wait(u32 kind, u32 tgid, u32 tid, u64 gp, u64 
     if (flags & EV_SCOPE_REQUEST)
         e->http_req = http_req;
     e->flags = flags;
+#if G_LABELS >= 0
+    /* One 8-byte read per reported stall: the labels may change once the goroutine runs. */
+    bpf_probe_read_user(&e->labels, sizeof(e->labels), (void *)(gp + G_LABELS));
+#endif
     events.ringbuf_submit(e, 0);
     return hist_kind;
 }

@@ -129,6 +129,7 @@ from lgf.bpf import constants as bpf_constants
 from lgf.bpf import loader, sites
 from lgf.causes import GC_ASSIST_REASON, INTERNAL_WAIT_REASONS, IO_WAIT_REASON
 from lgf.errors import TargetRefused
+from lgf.golang import tracecapture
 from lgf.golang.gobinary import runtime_function_entries
 from lgf.idle import LOOP_HEAD_REASONS, NO_CASES_REASON, options_of
 from lgf.options import Duration
@@ -415,6 +416,7 @@ class UprobeSource:
             "REASON_PREEMPTED": reasons.index("preempted") if "preempted" in reasons else 255,
             "G_SCHED": binary.field_offset("g", "sched"),
             "G_STARTPC": binary.field_offset("g", "startpc"),
+            "G_LABELS": _optional_offset(binary, "g", "labels"),
             "G_M": binary.field_offset("g", "m"),
             **_span("G_SPAN", binary, ("m", "atomicstatus", "waitreason")),
             "MAX_RUNTIME_FUNCS": self.options.max_runtime_funcs,
@@ -611,6 +613,8 @@ class UprobeSource:
                     return
         if ev.extra["stall"] == "stw":
             arming.notify_stall(pid)
+        elif tracecapture.enabled():  # labels and traceparent while the objects surely live
+            tracecapture.capture(ev, None, self.ctx.stats)
         if self._emit is not None:
             self._emit(ev)
 
@@ -627,6 +631,10 @@ class UprobeSource:
             ev.exe, ev.go_version, ev.build_id = target.exe, target.binary.go_version, target.binary.build_id
             if att.load_bias:
                 extra["load_bias"] = att.load_bias
+            if raw.labels:
+                extra["pprof_labels_addr"] = int(raw.labels)
+            if raw.labels or raw.http_req:  # heap addresses: trace_context reads them if no GC since
+                extra["gc_cycles"] = _gc_cycles(att.program, int(raw.pid))
             if kind == "stw":
                 extra["stw_reason"] = _name(att.stw_reasons, reason)
             else:
@@ -704,6 +712,24 @@ class UprobeSource:
                                        "wait_reason": _name(names, reason)},
                             "log2_us": loader.log2_buckets(slots)})
         return out
+
+
+def _gc_cycles(prog, pid: int) -> int:
+    """GC cycles ``pid`` has started (the gcStart probe's counter), stamped on an event that carries
+    addresses into the heap: trace_context reads them only if no cycle has started since, so an
+    object the goroutine let go of cannot have been freed and reused (one map lookup)."""
+    table = prog.bpf[b"counters"]
+    value = table.get(table.Key(pid, COUNTER_NAMES.index("gc_cycles")))
+    return int(value.value) if value is not None else 0
+
+
+def _optional_offset(binary, struct: str, field: str) -> int:
+    """A field only some features read (g.labels for trace_context): -1 when the layout lacks it,
+    so the target is still traced without that feature."""
+    try:
+        return binary.field_offset(struct, field)
+    except TargetRefused:
+        return -1
 
 
 def _span(prefix: str, binary, fields: tuple[str, ...]) -> dict[str, int]:

@@ -57,8 +57,8 @@ def test_stalls_group_by_service_cause_and_top_frame_into_one_alert(tmp_path):
     assert lock.extra["goroutines"] == 3 and lock.extra["pids"] == [100]
     assert lock.severity == "warning"  # prod: warning at 100 ms, critical at 1 s
     assert lock.stack[1]["func"] == "main.(*Store).Get" and lock.extra["example_event_id"]
-    assert len({a.id for a in alerts}) == 3 and len({a.trace_id for a in alerts}) == 3
-    assert len(lock.trace_id) == 32 and lock.ts.endswith("Z")
+    assert len({a.id for a in alerts}) == 3 and lock.ts.endswith("Z")
+    assert {a.trace_id for a in alerts} == {""}  # no stall knew its trace: none is made up
     assert eng.due(clock.now + 100 * S) == []  # sent once
 
 

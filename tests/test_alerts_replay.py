@@ -66,4 +66,4 @@ receive = "both"
     assert ch["worst_ns"] == 89 * MS and ch["total_ns"] == sum((60 + i) * MS for i in range(30))
     assert ch["top_frame"] == "main.(*Queue).Pop" and ch["severity"] == "info"
     assert by_cause["gc_stw"]["severity"] == "critical"
-    assert ch["trace_id"] and ch["id"] != by_cause["gc_stw"]["id"]
+    assert ch["trace_id"] == "" and ch["id"] != by_cause["gc_stw"]["id"]  # no stall knew its trace

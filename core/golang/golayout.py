@@ -25,7 +25,7 @@ from .goelf import ElfError, ElfImage
 
 FIELDS: dict[str, tuple[str, ...]] = {
     "g": ("stack", "stackguard0", "stackguard1", "m", "sched", "syscallsp", "syscallpc", "atomicstatus", "goid",
-          "waitsince", "waitreason", "gopc", "startpc", "lockedm", "parkingOnChan", "trackingSeq"),
+          "waitsince", "waitreason", "gopc", "startpc", "lockedm", "parkingOnChan", "trackingSeq", "labels"),
     "stack": ("lo", "hi"),
     "gobuf": ("sp", "pc", "g", "bp"),
     "m": ("g0", "procid", "curg", "p", "id", "spinning", "lockedg", "ncgocall"),

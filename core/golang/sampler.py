@@ -64,6 +64,7 @@ from dataclasses import dataclass, field
 from lgf import Event
 from lgf.causes import GC_ASSIST_REASON, INTERNAL_WAIT_REASONS
 from lgf.golang.gstatus import G_SCAN, G_WAITING
+from lgf.golang.pproflabels import labels_of_g
 from lgf.golang.runtime_reader import RuntimeReader, Unreadable, allg_pointers, read_g_fields
 from lgf.idle import IdleRules, Verdict
 
@@ -98,6 +99,8 @@ class _Park:
     """Start of the latest sample that still saw it parked."""
     over_threshold: bool = False
     pcs: list[int] = field(default_factory=list)
+    labels: dict = field(default_factory=dict)
+    """The goroutine's pprof labels, read while it was parked (the event's ``labels``)."""
     verdict: Verdict | None = None
     """Stall or idle wait (:mod:`lgf.idle`), judged once from its stack when it crossed the threshold."""
 
@@ -325,6 +328,7 @@ class GoroutineSampler:
                                verdict.site)
                 continue
             self._count("lgf_sampler_stalls_total")
+            park.labels = labels_of_g(proc.reader, proc.target.binary, row[0])  # while still parked
             if not closing:
                 self.log.info("sampler: pid %d: goroutine %d parked (%s%s) for over %.0f ms: arming",
                               pid, park.goid, reason, ", serving a request" if verdict.scope
@@ -383,7 +387,7 @@ class GoroutineSampler:
         ev = Event(source="uprobe", pid=pid, comm=target.comm, exe=target.exe, goid=park.goid,
                    go_version=binary.go_version, build_id=binary.build_id, start_ns=park.first_ns,
                    end_ns=park.last_ns, duration_ns=park.last_ns - park.first_ns, wait_reason=reason,
-                   pcs=park.pcs, scope=verdict.scope if verdict else "", extra=extra)
+                   labels=park.labels, pcs=park.pcs, scope=verdict.scope if verdict else "", extra=extra)
         return ev.finish()
 
     def _count(self, name: str, **labels) -> None:

@@ -6,7 +6,8 @@ pages touched), every answered PC is kept in a bounded LRU (a warm stack is a di
 frame), and :class:`Symbolizers` keeps one instance per file so processes running the same
 executable share it. Used by the ``symbolizer`` enricher, its Ray actors and ``lgf symbolize``.
 
-Also here: :func:`stack_summary`, which picks the user's functions out of a stack.
+Also here: :func:`stack_summary`, which picks the program's own functions out of a stack, told
+from its dependencies' and the standard library's by the binary's module information (:class:`Modules`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import os
 import re
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from .pclntab import Frame, Pclntab, PclntabError
 
-__all__ = ["Frame", "PclntabError", "Symbolizer", "Symbolizers", "frame_dict", "stack_summary"]
+__all__ = ["Frame", "Modules", "PclntabError", "Symbolizer", "Symbolizers", "frame_dict", "modules_of_file",
+           "stack_summary"]
 
 PC_CACHE_SIZE = 16384
 """PCs remembered per binary; an entry is ~200 bytes, so about 3 MiB per binary when full."""
@@ -160,12 +163,86 @@ def is_user_func(func: str) -> bool:
     return not func[dot + 1:].startswith("runtime_") if dot > 0 else True
 
 
-def stack_summary(frames: list[dict] | list[Frame], n: int = 3) -> list[str]:
-    """The first ``n`` user functions of a stack (innermost first), as printable names.
+def package_of(func: str) -> str:
+    """``"net/http.(*conn).serve"`` -> ``"net/http"``; ``"main.main.func1"`` -> ``"main"``.
 
-    When no frame is user code (a runtime-only goroutine, a GC stop), the innermost ``n``
-    frames are given instead, so the summary is never empty for a non-empty stack.
+    Go symbol names are the package path, a dot, then the name; dots inside the path's last
+    element are escaped (``gopkg.in/yaml%2ev3``), so the first dot after the last slash ends it.
+    """
+    func = print_name(func)
+    slash = func.rfind("/")
+    dot = func.find(".", slash + 1)
+    return func[:dot] if dot > 0 else func
+
+
+def short_name(func: str) -> str:
+    """``"lgf.test/shop/orders.(*Service).Place"`` -> ``"orders.(*Service).Place"``: ``pkg.(*T).Method``."""
+    func = print_name(func)
+    cut = func.rfind("/", 0, len(package_of(func)))
+    return func[cut + 1:]
+
+
+@dataclass(frozen=True)
+class Modules:
+    """Which code is the program's own: its main module and the modules it depends on, from the
+    binary's build info (``go version -m``). Everything else is the standard library or Go's."""
+
+    main: str
+    deps: tuple[str, ...] = ()
+
+    def tier(self, func: str) -> int:
+        """0: the program's own code (package main or the main module); 1: a dependency's;
+        2: the standard library's; 3: the runtime's and the linker's (never summarised)."""
+        if not is_user_func(func):
+            return 3
+        pkg = package_of(func)
+        if pkg == "main" or _within(pkg, self.main):
+            return 0
+        return 1 if any(_within(pkg, d) for d in self.deps) else 2
+
+
+def _within(pkg: str, module: str) -> bool:
+    return bool(module) and (pkg == module or pkg.startswith(module + "/"))
+
+
+def modules_of_file(path: str | os.PathLike) -> Modules | None:
+    """The :class:`Modules` of the Go binary at ``path`` (its build info), or None if it has none.
+    Cost: the file is mapped and its build info read (well under a millisecond)."""
+    from .buildinfo import read_buildinfo
+    from .goelf import ElfError, ElfImage
+
+    try:
+        elf = ElfImage(path)
+    except (OSError, ElfError):
+        return None
+    try:
+        info = read_buildinfo(elf)
+    except Exception:  # NotGoBinary, or damaged build info: no module information
+        return None
+    finally:
+        elf.close()
+    main = info.module_path if info.module_path not in ("", "command-line-arguments") else ""
+    return Modules(main, tuple(dep for dep, _ in info.deps))
+
+
+def stack_summary(frames: list[dict] | list[Frame], n: int = 3, modules: Modules | None = None) -> list[str]:
+    """The top ``n`` distinct functions of the program's own code in a stack (innermost first).
+
+    With ``modules`` (the binary's build info): the program's own frames (package main and the
+    main module) as ``pkg.(*T).Method``; too few of them, its dependencies' frames next; none of
+    either, the standard library's. Without it, every non-runtime frame counts as the user's.
+    When no frame is user code (a runtime-only goroutine, a GC stop), the innermost ``n`` frames
+    are given instead, so the summary is never empty for a non-empty stack.
     """
     names = [f["func"] if isinstance(f, dict) else f.func for f in frames]
-    user = [print_name(x) for x in names if is_user_func(x)]
-    return (user or [print_name(x) for x in names])[:n]
+    if modules is None:
+        user = list(dict.fromkeys(print_name(x) for x in names if is_user_func(x)))
+        return (user or [print_name(x) for x in names])[:n]
+    tiers: tuple[dict[str, None], ...] = ({}, {}, {})
+    for name in names:
+        tier = modules.tier(name)
+        if tier < 3:
+            tiers[tier].setdefault(short_name(name), None)
+    own, deps, std = (list(t) for t in tiers)
+    out = (own + deps)[:n] or std[:n]
+    return out or [print_name(x) for x in names][:n]

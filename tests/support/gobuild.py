@@ -37,19 +37,22 @@ def go_env(version: str) -> dict[str, str]:
 
 
 def build_go(src: str | Path, version: str, ldflags: str = "", strip: bool = False,
-             tags: str = "", buildmode: str = "") -> Path:
+             tags: str = "", buildmode: str = "", goexperiment: str = "") -> Path:
     """Build the Go program in directory ``src`` with toolchain ``version``; cached by content.
 
     ``strip=True`` also runs ``strip`` on the result (removes .symtab: the pclntab path);
-    ``buildmode="pie"`` builds a position-independent executable.
+    ``buildmode="pie"`` builds a position-independent executable; ``goexperiment`` sets
+    GOEXPERIMENT (e.g. ``"noswissmap"``: another map layout).
     """
     src = Path(src)
-    key = f"{version}|{ldflags}|{strip}|{tags}" + (f"|{buildmode}" if buildmode else "")
+    key = (f"{version}|{ldflags}|{strip}|{tags}" + (f"|{buildmode}" if buildmode else "")
+           + (f"|GOEXPERIMENT={goexperiment}" if goexperiment else ""))
     h = hashlib.sha256(key.encode())
     for p in sorted(src.rglob("*")):
         if p.is_file():
             h.update(p.name.encode() + p.read_bytes())
-    out = CACHE / f"{src.name}{'-' + buildmode if buildmode else ''}-go{version}-{h.hexdigest()[:12]}"
+    variant = (f"-{buildmode}" if buildmode else "") + (f"-{goexperiment}" if goexperiment else "")
+    out = CACHE / f"{src.name}{variant}-go{version}-{h.hexdigest()[:12]}"
     if out.exists():
         return out
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -62,7 +65,8 @@ def build_go(src: str | Path, version: str, ldflags: str = "", strip: bool = Fal
     if buildmode:
         cmd.append(f"-buildmode={buildmode}")
     cmd.append(".")
-    subprocess.run(cmd, cwd=src, env=go_env(version), check=True, capture_output=True)
+    env = {**go_env(version), **({"GOEXPERIMENT": goexperiment} if goexperiment else {})}
+    subprocess.run(cmd, cwd=src, env=env, check=True, capture_output=True)
     if strip:
         subprocess.run([shutil.which("strip") or "strip", str(tmp)], check=True)
     tmp.rename(out)

@@ -1,0 +1,60 @@
+"""A Go program's service name when the config names none: its main module's last path element.
+
+``[alerts] services`` maps names by regular expression; a process no pattern matches used to be
+named by its comm (15 bytes, often a shell wrapper's or truncated). The binary knows better: its
+build info names the main module (``github.com/acme/checkout`` -> ``checkout``); a trailing major
+version element is skipped (``github.com/acme/checkout/v2`` -> ``checkout``). A binary without a
+module path (``go build main.go`` records ``command-line-arguments``), or one lgf cannot read,
+falls back to the comm.
+
+Cost: the binary is parsed once (``open_binary`` caches it by file), and names are cached here by
+executable path; a lookup is a dict hit.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+
+from lgf.errors import TargetRefused
+
+from .gobinary import open_binary
+
+_MAJOR = re.compile(r"v[0-9]+")
+NO_MODULE = ("", "command-line-arguments")
+MAX_CACHED = 4096
+
+_cache: dict[str, str] = {}
+_lock = threading.Lock()
+
+
+def name_of_module(module_path: str) -> str:
+    """``"lgf.test/tracehttp"`` -> ``"tracehttp"``; ``"example.com/x/v3"`` -> ``"x"``; "" if none."""
+    if module_path in NO_MODULE:
+        return ""
+    parts = [p for p in module_path.split("/") if p]
+    while len(parts) > 1 and _MAJOR.fullmatch(parts[-1]):
+        parts.pop()
+    return parts[-1] if parts else ""
+
+
+def default_service(pid: int, exe: str, comm: str) -> str:
+    """The service name of a process the config does not name: its main module's name, else comm."""
+    path = exe or (f"/proc/{pid}/exe" if pid else "")
+    if not path:
+        return comm
+    with _lock:
+        hit = _cache.get(path)
+    if hit is not None:
+        return hit or comm
+    try:
+        binary = open_binary(path)
+        name = name_of_module(binary.info.module_path or binary.info.path)
+    except (TargetRefused, OSError):
+        name = ""
+    if exe:  # /proc/PID/exe names another binary once the pid is reused: cache only real paths
+        with _lock:
+            if len(_cache) >= MAX_CACHED:
+                _cache.pop(next(iter(_cache)))
+            _cache[path] = name
+    return name or comm

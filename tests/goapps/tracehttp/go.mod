@@ -1,0 +1,3 @@
+module lgf.test/tracehttp
+
+go 1.21

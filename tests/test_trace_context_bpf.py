@@ -1,0 +1,150 @@
+"""End to end with real BPF: `lgf run` with the shipped tiers (goroutine_tier = "on_stall" and the
+sampler), the symbolizer and trace_context enrichers, against tests/goapps/tracehttp, a net/http
+server whose /order handler sets pprof labels (pprof.Do) and then stalls on a lock, a channel or a
+slow upstream on 127.0.0.1, on Go 1.21, 1.25 and 1.27.
+
+What a user sees in the JSONL file: each handler stall carries the request's labels; a request
+that carries a traceparent header gives its trace id and span id, and its method and path (from
+the request the goroutine tier recorded: ``extra["http_request_addr"]``); the first stall, seen by
+the sampler before the tier was armed, has labels but no request, so no trace id; a request
+without the header gives an empty trace_id, or only the span a tracing library put in the labels;
+the summary starts with the handler's own frames; ``service`` is the program's name; an alert's
+trace id is its worst stall's.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from test_e2e_uprobe import LgfRun
+
+from support.cli import write
+from support.gobuild import GO_VERSIONS, build_go
+from support.tracehttp import PARENT_SPAN_ID, TRACE_ID, TRACEHTTP, TRACEPARENT, TraceHTTP
+
+pytestmark = pytest.mark.bpf
+
+LABEL_SPAN = "1111222233334444"
+STALL_MS = 150
+HANDLER_CAUSES = {"lock": "lock", "chan": "channel", "upstream": "select"}
+
+
+def config_for(tmp_path, pid: int):
+    out = tmp_path / "events.jsonl"
+    config = write(tmp_path / "plugins.toml", f"""
+[lgf]
+threshold = "50ms"
+report_interval = "1s"
+spool_dir = "{tmp_path / 'spool'}"
+
+[targets]
+pids = [{pid}]
+
+[[sources]]
+use = "uprobe"
+goroutine_tier = "on_stall"
+sample_interval = "20ms"
+
+[[enrichers]]
+use = "symbolizer"
+
+[[enrichers]]
+use = "trace_context"
+
+[[classifiers]]
+use = "waitreason"
+
+[[sinks]]
+use = "file"
+path = "{out}"
+format = "jsonl"
+receive = "both"
+
+[http]
+enabled = false
+""")
+    return config, out
+
+
+def rows_of(path) -> list[dict]:
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+
+
+def handler_stalls(rows, tenant: str) -> list[dict]:
+    return [r for r in rows if r["kind"] == "stall" and r.get("labels", {}).get("tenant") == tenant
+            and r["stack_summary"][:1] == ["inventory.(*Client).Reserve"]]
+
+
+@pytest.mark.parametrize("version", GO_VERSIONS)
+def test_handler_stalls_carry_the_requests_trace_labels_and_own_frames(tmp_path, bpf_ok, go_toolchains, version):
+    exe = build_go(TRACEHTTP, version, ldflags="-X main.copy=trace-bpf")  # a binary no other test probes
+    with TraceHTTP(exe) as app:
+        config, out = config_for(tmp_path, app.pid)
+        run = LgfRun(config)
+        try:
+            run.wait_log(f"tracing pid {app.pid}")
+            # The first stall arms the goroutine tier (the sampler sees it parked, however loaded
+            # the host): a /hold handler waits until released. Its event is the sampled one, its
+            # labels read by the sampler while it was parked.
+            _line, held = app.hold({"traceparent": TRACEPARENT})
+            try:
+                run.wait_log("goroutine tier armed")
+            finally:
+                app.release()
+                held.join(timeout=30)
+            # Traced requests stall longest, so their group's worst stall (the alert's) is traced.
+            requests = [(f"t-{kind}", kind, {"traceparent": TRACEPARENT}) for kind in HANDLER_CAUSES]
+            requests += [("no-header", "chan", {}), ("label-span", "lock", {"X-Span-Label": LABEL_SPAN})]
+            threads = [threading.Thread(target=app.get, args=(
+                f"/order?stall={kind}&ms={STALL_MS + (100 if 'traceparent' in hdrs else 0)}",
+                {"X-Tenant": tenant, **hdrs})) for tenant, kind, hdrs in requests]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=30)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not all(handler_stalls(rows_of(out), t) for t, _, _ in requests):
+                time.sleep(0.2)
+        finally:
+            code = run.stop()
+        assert code == 0, "".join(run.lines[-20:])
+    rows = rows_of(out)
+    stalls = {tenant: handler_stalls(rows, tenant) for tenant, _, _ in requests}
+    assert all(stalls.values()), {t: len(s) for t, s in stalls.items()}
+
+    (first,) = [r for r in rows if r["kind"] == "stall" and r["labels"].get("route") == "/hold"]
+    assert first["precision"] == "sampled" and first["labels"] == {"route": "/hold", "tenant": "acme"}
+    for tenant, kind, _ in requests:
+        assert HANDLER_CAUSES[kind] in {ev["cause"] for ev in stalls[tenant]}, (tenant, stalls[tenant])
+        for ev in stalls[tenant]:  # (the lock case may also wait on its holder's start: a channel)
+            assert ev["stack_summary"][:2] == ["inventory.(*Client).Reserve", "orders.(*Service).Place"]
+            assert ev["service"] == "tracehttp"
+            assert ev["labels"]["route"] == "/order"
+    assert stalls["label-span"][0]["labels"]["span_id"] == LABEL_SPAN
+    # No traceparent: no trace id, ever; a span only where a tracing library labelled one.
+    assert {e["trace_id"] for e in stalls["no-header"] + stalls["label-span"]} == {""}
+    assert {e["span_id"] for e in stalls["no-header"]} == {""}
+    assert {e["span_id"] for e in stalls["label-span"]} == {LABEL_SPAN}
+
+    alerts = [r for r in rows if r["kind"] == "alert"]
+    assert alerts and all(a["service"] == "tracehttp" for a in alerts)
+    by_id = {r["id"]: r for r in rows if r["kind"] == "stall"}
+    for alert in alerts:
+        worst = by_id[alert["example_event_id"]]
+        assert (alert["trace_id"], alert["span_id"]) == (worst["trace_id"], worst["span_id"])
+
+    # The sampler's stall (before the tier was armed) has no request address: no trace id, not a guess.
+    assert (first["trace_id"], first["span_id"]) == ("", "")
+    traced = [e for tenant in ("t-lock", "t-chan", "t-upstream") for e in stalls[tenant]]
+    if not any(e.get("http_request_addr") for e in traced):
+        pytest.skip("this uprobe source records no http_request_addr (issue 9's goroutine-tier part): "
+                    "traceparent from the request's header is checked by tests/test_gomap.py only")
+    for ev in traced:
+        assert (ev["trace_id"], ev["span_id"], ev.get("trace_source")) == (TRACE_ID, PARENT_SPAN_ID, "traceparent"), \
+            {k: ev.get(k) for k in ("labels", "precision", "http_request_addr", "scope", "wait_reason", "stack_summary")}
+        assert (ev["http_method"], ev["http_path"]) == ("GET", "/order")
+    assert TRACE_ID in {a["trace_id"] for a in alerts}
+
