@@ -27,6 +27,7 @@ from lgf.idle import IdleOptions
 from lgf.plugins import scope
 from lgf.sources.uprobe import UprobeOptions, UprobeSource
 from lgf.testing import EventCollector
+from support.fixtureproc import FixtureProcess
 from support.gobuild import GO_VERSIONS, GOAPPS, build_go
 from support.stallfixture import run_context, wait_attached
 
@@ -67,7 +68,7 @@ class SlowUpstream:
         self.server.server_close()
 
 
-class IdleServer:
+class IdleServer(FixtureProcess):
     """One run of the fixture; ``lines`` collects what it prints."""
 
     def __init__(self, exe, upstream: str, startsleep: str = "0s"):
@@ -106,17 +107,6 @@ class IdleServer:
         if conn is None:
             c.close()
         return body
-
-    def close(self):
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 @pytest.fixture(scope="module", params=GO_VERSIONS)

@@ -18,6 +18,7 @@ from lgf.components import RunContext
 from lgf.config import HostOptions, TargetOptions
 from lgf.options import Duration, parse_duration
 from lgf.stats import Stats
+from support.fixtureproc import FixtureProcess
 from support.gobuild import GOAPPS
 from support.wait import wait_until
 
@@ -27,7 +28,7 @@ NEEDS_NO_PREEMPTION = ("starve", "stw")
 """Modes whose busy loop must not be preempted asynchronously (GODEBUG=asyncpreemptoff=1)."""
 
 
-class StallFixture:
+class StallFixture(FixtureProcess):
     """One run of the fixture: ``StallFixture(exe, "chanrecv")``, then ``go()`` -> its results."""
 
     def __init__(self, exe: str | Path, mode: str, *args: str):
@@ -56,23 +57,6 @@ class StallFixture:
                 return results
             results.append(obj)
         raise AssertionError(f"fixture {self.mode} did not finish: {results}")
-
-    def close(self) -> None:
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def __enter__(self) -> StallFixture:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def run_context(threshold: str = "50ms", pids=(), exe=()) -> RunContext:

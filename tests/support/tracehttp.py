@@ -9,6 +9,7 @@ import subprocess
 import threading
 from pathlib import Path
 
+from support.fixtureproc import FixtureProcess
 from support.gobuild import GOAPPS, build_go
 
 TRACEHTTP = GOAPPS / "tracehttp"
@@ -28,7 +29,7 @@ def known_maps() -> dict[str, dict]:
             "header": {f"Header-{i}": [f"h{i}-{j}" for j in range(i % 4)] for i in range(200)}}
 
 
-class TraceHTTP:
+class TraceHTTP(FixtureProcess):
     """One run of the fixture: ``with TraceHTTP(binary) as app: app.get("/order?stall=lock&ms=150")``."""
 
     def __init__(self, binary: str | Path):
@@ -60,20 +61,3 @@ class TraceHTTP:
     def release(self) -> None:
         self.proc.stdin.write("\n")
         self.proc.stdin.flush()
-
-    def close(self) -> None:
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def __enter__(self) -> TraceHTTP:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
