@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable
 
 from . import config as cfg
+from . import sinkqueues
 from .alerts import AlertEngine
 from .components import RunContext
 from .delivery import Delivery
@@ -65,6 +66,9 @@ class Host:
 
     def build(self, with_sources: bool = True) -> None:
         """Make every configured component. A component that fails to start is an error here."""
+        queue_problems = sinkqueues.check(self.config)  # a queue of another sink: refuse, before anything runs
+        if queue_problems:
+            raise ConfigErrors(queue_problems)
         for cc in self.config.of_kind("sink"):
             sink = cc.component.factory(cc.options, self._ctx(cc.name))
             self.routes.append(SinkRoute(cc.name, sink, cc.receive, cc.min_severity,
@@ -85,7 +89,7 @@ class Host:
         """Each sink behind its own durable queue, unless it is its own record (stdout, file)."""
         if not getattr(sink, "durable", True):
             return None
-        d = Delivery(sink, cc.name, self.config.host.spool_dir, self.stats, limit=cc.queue_limit)
+        d = Delivery(sink, cc.name, self.config.host.spool_dir, self.stats, limit=cc.queue_limit, use=cc.use)
         d.start()
         return d
 
