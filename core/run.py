@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable
 
 from . import config as cfg
-from . import sinkqueues
+from . import journal, sinkqueues
 from .alerts import AlertEngine
 from .components import RunContext
 from .delivery import Delivery
@@ -110,6 +110,7 @@ class Host:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.stopping.set())
         self._start_http()
+        self.journal = journal.attach(self.engine, self.pipeline, self.config.host.spool_dir, self.stats)
         started = 0
         for src in self.sources:
             try:
@@ -180,6 +181,8 @@ class Host:
                 log.error("sink %r failed to close: %s", route.name, exc)
         if self.http is not None:
             self.http.stop()
+        if getattr(self, "journal", None) is not None:
+            self.journal.close()
         self.manager.pm.hook.lgf_unconfigure(config=self.config)
         log.info("lgf stopped: %d stall event(s), %d alert(s), %d dropped, %d plugin error(s), "
                  "%d sink failure(s)", *(int(self.stats.total(name)) for name in (
