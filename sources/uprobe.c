@@ -3,7 +3,7 @@
  *
  * Every uprobe sits on the emulatable `push %rbp` after a function's stack check (never on the
  * first instruction, never a uretprobe). Go >= 1.17 amd64 ABI: the current g is in R14, the
- * arguments in RAX, RBX, RCX, ...
+ * arguments in RAX, RBX, RCX, RDI, ...
  *
  *   cheap tier (always on)    stopTheWorldWithSema(reason) -> startTheWorldWithSema: GC and other
  *                             stop-the-world windows, goid 0; gcStart counts GC cycles
@@ -15,9 +15,14 @@
  *                                                 thread goes idle after it
  *                             ready(gp)           optional: park ends, scheduling latency starts
  *                             netpoll(delay)      optional: netpoller call counter
+ *                             serverHandler.ServeHTTP(sh, rw, req)   when the binary has it: the
+ *                                                 goroutine's current *http.Request (RDI)
  *
  * The kernel side decides: durations are measured here, every duration lands in a log2(us)
- * histogram map, and only stalls of at least THRESHOLD_NS cross the ring buffer to Python.
+ * histogram map, and only stalls of at least THRESHOLD_NS cross the ring buffer to Python. A wait
+ * over the threshold is judged here too (judge_stack): its goroutine's stack is walked to its
+ * start and matched against the idle sites and request markers of lgf.idle (the `sites` LPM
+ * trie); an idle wait is counted (histogram kind STALL_IDLE, counter C_IDLE_WAITS), not reported.
  *
  * Constants come in as -D flags from uprobe.py (Go struct offsets read from the target binary,
  * never from a table here): THRESHOLD_NS; runtime.g offsets G_GOID, G_STATUS, G_WAITREASON, G_M,
@@ -25,13 +30,17 @@
  * read at once); GOBUF_PC, GOBUF_BP; wait reason numbers REASON_IO_WAIT, REASON_PREEMPTED (labels
  * scheduling latency after a preemption) and INTERNAL_LO/INTERNAL_HI (bit masks of the runtime's
  * own wait reasons, 0-63 and 64-127); MAX_FRAMES, RINGBUF_PAGES, MAX_GOROUTINES (a power of two),
- * MAX_RUNTIME_FUNCS.
+ * MAX_RUNTIME_FUNCS, MAX_SITES (prefixes in the sites trie), REPORT_IDLE (1: emit idle waits too,
+ * flagged EV_IDLE), REASON_NO_CASES and LOOP_HEAD_LO/LOOP_HEAD_HI (lgf.idle's select {} and
+ * loop-head wait reasons).
  */
 #include <uapi/linux/ptrace.h>
 
 #define STALL_PARK 1     /* blocked until made runnable (or until running, when woken by netpoll) */
 #define STALL_RUNNABLE 2 /* runnable until running: scheduling latency */
 #define STALL_STW 3      /* stop-the-world window of the whole process */
+#define STALL_IDLE 5     /* histogram only: a park over the threshold judged idle (4 is the
+                          * tracepoint source's syscall) */
 
 #define C_NETPOLL_CALLS 0
 #define C_NETPOLL_READY 1
@@ -40,6 +49,15 @@
 #define C_STW_COUNT 4
 #define C_RINGBUF_LOST 5
 #define C_WAIT_SLOT_REUSED 6
+#define C_IDLE_WAITS 7 /* parks over the threshold judged idle: counted, not reported */
+#define C_STACK_CUT 8  /* waits over the threshold whose walk stopped before the goroutine's start */
+
+/* event.flags */
+#define EV_STACK_CUT 1     /* the walk stopped before the goroutine's start (MAX_FRAMES, bad read) */
+#define EV_SCOPE_REQUEST 2 /* a frame is a request marker (net/http serverHandler.ServeHTTP...) */
+#define EV_IDLE 4          /* judged idle: emitted only with REPORT_IDLE */
+#define EV_LOOP_HEAD 8     /* maybe idle by lgf.idle's loop-head rule: Python confirms it on the
+                            * symbolized stack (an inlined call is invisible here) and counts it */
 
 struct gkey {
     u32 tgid;
@@ -62,14 +80,15 @@ struct event {
     u32 kind;
     u32 reason; /* the wait reason (park, runnable) or the stop-the-world reason */
     u32 nframes;
-    u32 pad;
+    u32 flags;    /* EV_* */
+    u64 http_req; /* with EV_SCOPE_REQUEST: the *http.Request being served (0: not known) */
     char comm[16];
     u64 pcs[MAX_FRAMES];
 };
 
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_HASH(stw_starts, u32, struct since, 4096);
-/* hist, counters, hist_add() and counter_add() come from lgf_maps.h, which lgf.bpf.loader.load puts
+/* hist, counters, hist_add() and counter_add() come from lgf_maps.h, which the loader puts
  * before this file (BCC rewrites map calls only in the program text, never in an #include). */
 
 static __always_inline int is_internal(u32 reason)
@@ -81,36 +100,104 @@ static __always_inline int is_internal(u32 reason)
     return 0;
 }
 
+/* Which binary (and PIE load bias) each process runs; uprobe.py fills it. `bin` indexes the
+ * per-binary tables: runtime_funcs and sites. */
+struct proc {
+    u32 bin;
+    u32 pad;
+    u64 bias;
+};
+BPF_HASH(procs, u32, struct proc, 16384);
+
+/* ---- the kernel-side verdict: idle or stall, from the goroutine's own stack ------------------ */
+
+/* Code sites per binary (lgf.bpf.sites: the idle sites and request markers of lgf.idle's
+ * IdleRules.pc_ranges), as an LPM trie over (binary, pc) in big-endian bytes: each function's
+ * range is split into the fewest aligned prefixes (about 200 per net/http binary), so one lookup
+ * classifies a pc, with no loop in BPF (a sorted array would need a binary search nested in the
+ * frame loop, and the verifier walks every path of it). The leaf is a bit: SITE_IDLE or
+ * SITE_REQUEST, OR-ed over the frames without a branch. */
+#define SITE_IDLE 1
+#define SITE_REQUEST 2
+struct site_key {
+    u32 prefixlen; /* 32 (bin) + significant bits of pc */
+    u32 bin;       /* big-endian */
+    u64 pc;        /* big-endian, unbiased (ELF address) */
+};
+BPF_LPM_TRIE(sites, struct site_key, u8, MAX_SITES);
+
+static __always_inline int is_loop_head_reason(u32 reason)
+{
+    if (reason < 64)
+        return (LOOP_HEAD_LO >> reason) & 1;
+    if (reason < 128)
+        return (LOOP_HEAD_HI >> (reason - 64)) & 1;
+    return 0;
+}
+
 /* The parked goroutine's own user stack, from the context mcall saved in g.sched: its pc, then
- * the return addresses up the frame-pointer chain. Read only for events over the threshold. */
-static __always_inline u32 walk_saved_stack(u64 gp, u64 *pcs)
+ * the return addresses up the frame-pointer chain, each classified by the sites trie; then
+ * lgf.idle's rule, in its order:
+ *   1. a request marker anywhere: a stall, EV_SCOPE_REQUEST;
+ *   2. the walk stopped before the goroutine's start (MAX_FRAMES, a bad read): a stall,
+ *      EV_STACK_CUT (the missing frames may be the deciding ones);
+ *   3. an idle site anywhere: EV_IDLE;
+ *   4. select {} (REASON_NO_CASES): EV_IDLE;
+ *   5. a loop-head reason (chan receive, select, sleep, Cond.Wait): EV_LOOP_HEAD, for Python to
+ *      judge on the symbolized stack (whether the waiter is the goroutine's start function: an
+ *      inlined call is invisible in return addresses);
+ *   6. otherwise a stall.
+ * Returns the frame count. Run only for waits over the threshold: per frame one user read and one
+ * trie lookup; the only state carried across frames is `seen` (4 values), which keeps the
+ * verifier's walk of the loop small. */
+static __always_inline u32 judge_stack(u32 tgid, u64 gp, u32 reason, u64 *pcs, u32 *flags)
 {
     u64 pc = 0, bp = 0;
     bpf_probe_read_user(&pc, sizeof(pc), (void *)(gp + G_SCHED + GOBUF_PC));
     bpf_probe_read_user(&bp, sizeof(bp), (void *)(gp + G_SCHED + GOBUF_BP));
-    if (!pc)
+    if (!pc) {
+        *flags |= EV_STACK_CUT;
         return 0;
-    pcs[0] = pc;
-    u32 n = 1;
-#pragma unroll
-    for (int i = 1; i < MAX_FRAMES; i++) {
-        u64 frame[2] = {0, 0}; /* saved bp, return address */
-        if (!bp || bpf_probe_read_user(frame, sizeof(frame), (void *)bp) < 0 || !frame[1])
-            break;
-        pcs[i] = frame[1];
+    }
+    struct proc *p = procs.lookup(&tgid);
+    struct site_key key = {.prefixlen = 96, .bin = __builtin_bswap32(p ? p->bin : 0)};
+    u64 bias = p ? p->bias : 0;
+    u32 seen = 0;
+    u32 n = 0;
+    for (int i = 0; i < MAX_FRAMES; i++) {
+        pcs[i] = pc;
         n = i + 1;
+        /* a return address: pc - 1 lies in the calling function even after a tail call */
+        key.pc = __builtin_bswap64(pc - bias - 1);
+        u8 *cls = sites.lookup(&key);
+        if (cls)
+            seen |= *cls;
+        if (!bp || i == MAX_FRAMES - 1)
+            break;
+        u64 frame[2] = {0, 0}; /* saved bp, return address */
+        if (bpf_probe_read_user(frame, sizeof(frame), (void *)bp) < 0)
+            break; /* bp stays set: the stack is cut */
+        if (!frame[1]) {
+            bp = 0;
+            break;
+        }
+        pc = frame[1];
         bp = frame[0];
     }
+    if (seen & SITE_REQUEST)
+        *flags |= EV_SCOPE_REQUEST;
+    else if (bp)
+        *flags |= EV_STACK_CUT;
+    else if ((seen & SITE_IDLE) || reason == REASON_NO_CASES)
+        *flags |= EV_IDLE;
+    else if (is_loop_head_reason(reason))
+        *flags |= EV_LOOP_HEAD;
     return n;
 }
 
-static __always_inline void emit(u32 kind, u32 tgid, u32 tid, u64 gp, u64 start, u64 end, u32 reason)
+static __always_inline void fill_event(struct event *e, u32 kind, u32 tgid, u32 tid, u64 start, u64 end,
+                                       u32 reason)
 {
-    struct event *e = events.ringbuf_reserve(sizeof(struct event));
-    if (!e) {
-        counter_add(tgid, C_RINGBUF_LOST, 1);
-        return;
-    }
     e->start_ns = start;
     e->end_ns = end;
     e->pid = tgid;
@@ -119,13 +206,48 @@ static __always_inline void emit(u32 kind, u32 tgid, u32 tid, u64 gp, u64 start,
     e->reason = reason;
     e->goid = 0;
     e->nframes = 0;
-    e->pad = 0;
+    e->flags = 0;
+    e->http_req = 0;
     bpf_get_current_comm(&e->comm, sizeof(e->comm));
-    if (gp) {
-        bpf_probe_read_user(&e->goid, sizeof(e->goid), (void *)(gp + G_GOID));
-        e->nframes = walk_saved_stack(gp, e->pcs);
+}
+
+/* A goroutine's wait of at least THRESHOLD_NS ended: judge it from its stack; an idle park is
+ * counted under STALL_IDLE (and dropped unless REPORT_IDLE), anything else is a stall event.
+ * `http_req` is the goroutine's latest *http.Request, kept only when the stack proves it is
+ * serving one. Returns the kind the histogram should count the wait under, 0 for a loop-head
+ * candidate (Python counts it once it has judged it). */
+static __always_inline u32 report_wait(u32 kind, u32 tgid, u32 tid, u64 gp, u64 start, u64 end,
+                                       u32 reason, u64 http_req)
+{
+    struct event *e = events.ringbuf_reserve(sizeof(struct event));
+    if (!e) {
+        counter_add(tgid, C_RINGBUF_LOST, 1);
+        return kind;
     }
+    fill_event(e, kind, tgid, tid, start, end, reason);
+    bpf_probe_read_user(&e->goid, sizeof(e->goid), (void *)(gp + G_GOID));
+    u32 flags = 0;
+    e->nframes = judge_stack(tgid, gp, reason, e->pcs, &flags);
+    if (flags & EV_STACK_CUT)
+        counter_add(tgid, C_STACK_CUT, 1);
+    u32 hist_kind = kind;
+    if (kind != STALL_PARK) {
+        flags &= ~(EV_IDLE | EV_LOOP_HEAD); /* scheduling latency is a stall whatever g waits for */
+    } else if (flags & EV_LOOP_HEAD) {
+        hist_kind = 0;
+    } else if (flags & EV_IDLE) {
+        counter_add(tgid, C_IDLE_WAITS, 1);
+        hist_kind = STALL_IDLE;
+        if (!REPORT_IDLE) {
+            events.ringbuf_discard(e, 0);
+            return hist_kind;
+        }
+    }
+    if (flags & EV_SCOPE_REQUEST)
+        e->http_req = http_req;
+    e->flags = flags;
     events.ringbuf_submit(e, 0);
+    return hist_kind;
 }
 
 /* ---- goroutine tier ------------------------------------------------------------------------ */
@@ -159,6 +281,7 @@ struct wait {
     u16 reason;
     u16 kind;  /* 0 = no wait open */
     u32 owner; /* the thread that last started running g: only its notes about g count */
+    u64 http_req; /* the *http.Request g last began serving (on_serve_http), 0: none */
 };
 BPF_ARRAY(waits, struct wait, MAX_GOROUTINES); /* MAX_GOROUTINES: a power of two */
 
@@ -181,8 +304,6 @@ static __always_inline void open_wait(struct gkey *k, u16 kind, u16 reason, u32 
         if (!(kind == WAIT_PARK && w->kind == WAIT_RUNNABLE))
             return;
     }
-    w->g = k->g;
-    w->tgid = k->tgid;
     w->start_ns = now;
     w->tid = tid;
     w->reason = reason;
@@ -193,17 +314,11 @@ static __always_inline void open_wait(struct gkey *k, u16 kind, u16 reason, u32 
  * are told apart as Go's isSystemGoroutine does: their start function (g.startpc) is in package
  * runtime (runtime.main excepted). uprobe.py fills runtime_funcs with those entry addresses, per
  * binary, and procs with which binary (and PIE load bias) each process runs. */
-struct proc {
-    u32 bin;
-    u32 pad;
-    u64 bias;
-};
 struct fkey {
     u32 bin;
     u32 pad;
     u64 addr;
 };
-BPF_HASH(procs, u32, struct proc, 16384);
 BPF_HASH(runtime_funcs, struct fkey, u8, MAX_RUNTIME_FUNCS);
 
 static __always_inline int is_runtime_goroutine(u32 tgid, u64 g)
@@ -222,20 +337,24 @@ static __always_inline int is_runtime_goroutine(u32 tgid, u64 g)
  * three lookups and a user read, and it is short waits that are frequent. */
 #define RUNTIME_CHECK_NS 1000000
 
-static __always_inline void end_park(struct gkey *k, struct wait *p, u64 now)
+/* A wait of g (kind WAIT_PARK -> STALL_PARK, WAIT_RUNNABLE -> STALL_RUNNABLE) ends now. The
+ * common case, a short wait, costs one histogram update; everything else is behind the
+ * threshold check. */
+static __always_inline void end_wait(u32 stall, struct gkey *k, struct wait *w, u32 tid, u64 now)
 {
-    u64 dur = now - p->start_ns;
+    u64 dur = now - w->start_ns;
     if (dur >= RUNTIME_CHECK_NS && is_runtime_goroutine(k->tgid, k->g))
         return;
-    hist_add(k->tgid, STALL_PARK, p->reason, dur);
-    if (p->reason == REASON_IO_WAIT) {
+    u32 hist_kind = stall;
+    if (dur >= THRESHOLD_NS)
+        hist_kind = report_wait(stall, k->tgid, tid, k->g, w->start_ns, now, w->reason, w->http_req);
+    if (hist_kind)
+        hist_add(k->tgid, hist_kind, w->reason, dur);
+    if (stall == STALL_PARK && w->reason == REASON_IO_WAIT) {
         counter_add(k->tgid, C_NETPOLL_WAITING, -1);
         counter_add(k->tgid, C_NETPOLL_READY, 1);
     }
-    if (dur >= THRESHOLD_NS)
-        emit(STALL_PARK, k->tgid, p->tid, k->g, p->start_ns, now, p->reason);
 }
-
 
 /* Lays down the goroutine the thread ran before, if it parked or was preempted. `state` is the
  * thread's task-local record; it is cleared once its goroutine has left the thread. */
@@ -304,26 +423,24 @@ int on_execute(struct pt_regs *ctx)
     if (!w)
         return 0;
     struct wait ww = *w;
-    if (w->kind && (w->g != k.g || w->tgid != k.tgid))
-        counter_add(k.tgid, C_WAIT_SLOT_REUSED, 1); /* another goroutine's open wait is lost */
-    w->g = k.g; /* claim the slot: this thread runs g now */
-    w->tgid = k.tgid;
-    w->owner = tid;
-    w->kind = 0;
-    if (!ww.kind || ww.g != k.g || ww.tgid != k.tgid)
-        return 0;
-    if (ww.kind == WAIT_RUNNABLE) {
-        u64 dur = now - ww.start_ns;
-        if (dur >= RUNTIME_CHECK_NS && is_runtime_goroutine(k.tgid, k.g))
-            return 0;
-        hist_add(k.tgid, STALL_RUNNABLE, ww.reason, dur);
-        if (dur >= THRESHOLD_NS)
-            emit(STALL_RUNNABLE, k.tgid, tid, k.g, ww.start_ns, now, ww.reason);
+    if (ww.g != k.g || ww.tgid != k.tgid) {
+        if (ww.kind)
+            counter_add(k.tgid, C_WAIT_SLOT_REUSED, 1); /* another goroutine's open wait is lost */
+        w->g = k.g; /* claim the slot: this thread runs g now */
+        w->tgid = k.tgid;
+        w->http_req = 0;
+        w->owner = tid;
+        w->kind = 0;
         return 0;
     }
-    /* Still parked: woken without ready() (the netpoller's and the GC's injectglist), or ready()
-     * is not probed (sched_latency = false). The park ends now that it runs. */
-    end_park(&k, &ww, now);
+    w->owner = tid;
+    w->kind = 0;
+    if (ww.kind == WAIT_RUNNABLE)
+        end_wait(STALL_RUNNABLE, &k, &ww, tid, now);
+    else if (ww.kind == WAIT_PARK)
+        /* Still parked: woken without ready() (the netpoller's and the GC's injectglist), or
+         * ready() is not probed (sched_latency = false). The park ends now that it runs. */
+        end_wait(STALL_PARK, &k, &ww, ww.tid, now);
     return 0;
 }
 
@@ -335,7 +452,7 @@ int on_ready(struct pt_regs *ctx)
         return 0;
     struct wait ww = *w;
     u64 now = bpf_ktime_get_ns();
-    end_park(&k, &ww, now);
+    end_wait(STALL_PARK, &k, &ww, ww.tid, now);
     w->kind = WAIT_RUNNABLE; /* scheduling latency starts: made runnable, not yet running */
     w->start_ns = now;
     return 0;
@@ -344,6 +461,21 @@ int on_ready(struct pt_regs *ctx)
 int on_netpoll(struct pt_regs *ctx)
 {
     counter_add(bpf_get_current_pid_tgid() >> 32, C_NETPOLL_CALLS, 1);
+    return 0;
+}
+
+/* net/http's serverHandler.ServeHTTP(sh serverHandler, rw ResponseWriter, req *Request): sh (one
+ * pointer) in RAX, rw (an interface: two words) in RBX and RCX, req in RDI (checked against the
+ * disassembly of Go 1.21 to 1.27: the function reads req.Method at 0(DI)). One array slot write
+ * per request, in the goroutine's own wait slot: a stall whose stack holds this frame is serving
+ * that request. Attached only while the goroutine tier is. */
+int on_serve_http(struct pt_regs *ctx)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    u64 g = ctx->r14;
+    struct wait *w = wait_slot(tgid, g);
+    if (w && w->g == g && w->tgid == tgid)
+        w->http_req = ctx->di;
     return 0;
 }
 
@@ -370,8 +502,16 @@ int on_stw_start(struct pt_regs *ctx)
     u64 dur = now - s.start_ns;
     counter_add(tgid, C_STW_COUNT, 1);
     hist_add(tgid, STALL_STW, s.reason, dur);
-    if (dur >= THRESHOLD_NS)
-        emit(STALL_STW, tgid, s.tid, 0, s.start_ns, now, s.reason);
+    if (dur < THRESHOLD_NS)
+        return 0;
+    /* the whole process: no goroutine, no stack, always a stall */
+    struct event *e = events.ringbuf_reserve(sizeof(struct event));
+    if (!e) {
+        counter_add(tgid, C_RINGBUF_LOST, 1);
+        return 0;
+    }
+    fill_event(e, STALL_STW, tgid, s.tid, s.start_ns, now, s.reason);
+    events.ringbuf_submit(e, 0);
     return 0;
 }
 

@@ -84,23 +84,28 @@ from pathlib import Path
 from typing import Literal
 
 from lgf import Component, Event, arming, hookimpl
-from lgf.bpf import loader
+from lgf.bpf import loader, sites
 from lgf.causes import GC_ASSIST_REASON, INTERNAL_WAIT_REASONS, IO_WAIT_REASON
 from lgf.errors import TargetRefused
 from lgf.golang.gobinary import runtime_function_entries
+from lgf.idle import LOOP_HEAD_REASONS, NO_CASES_REASON, options_of
 from lgf.options import Duration
+
+from .uprobe_verdict import EV_LOOP_HEAD, LoopHeadJudge, verdict_into
 
 C_FILE = Path(__file__).with_name("uprobe.c")
 
-STALL_NAMES = {1: "park", 2: "runnable", 3: "stw"}
+STALL_NAMES = {1: "park", 2: "runnable", 3: "stw", 5: "idle"}
 COUNTER_NAMES = ("netpoll_calls", "netpoll_ready", "netpoll_waiting", "gc_cycles", "stw_count",
-                 "ringbuf_lost", "wait_slot_reused")
-GOROUTINE_TIER_COUNTERS = ("netpoll_ready", "netpoll_waiting")
+                 "ringbuf_lost", "wait_slot_reused", "idle_waits", "stack_cut")
+GOROUTINE_TIER_COUNTERS = ("netpoll_ready", "netpoll_waiting", "idle_waits", "stack_cut")
 
 
 GOROUTINE_PROBES = (("runtime.execute", "on_execute"),)
 SCHED_PROBES = (("runtime.ready", "on_ready"),)
 NETPOLL_PROBES = (("runtime.netpoll", "on_netpoll"),)
+HTTP_PROBES = (("net/http.serverHandler.ServeHTTP", "on_serve_http"),)
+"""With the goroutine tier, when the binary has it: each request's *http.Request, per goroutine."""
 TIER_MARK = "on_execute"
 """The probe whose presence means "goroutine tier on" for a process."""
 CHEAP_PROBES = (("runtime.stopTheWorldWithSema", "on_stw_stop"),
@@ -121,13 +126,17 @@ class UprobeOptions:
     """Probe ``runtime.ready`` to split park time from scheduling latency (one more hit per park)."""
     netpoll_calls: bool = False
     """Probe ``runtime.netpoll`` to count netpoller calls (a hit per call: off by default)."""
-    max_frames: int = 32
-    """User stack frames read for each reported stall (from the goroutine's saved context)."""
+    max_frames: int = 64
+    """User stack frames read for each wait over the threshold (from the goroutine's saved
+    context): the outermost frames decide idle or stall (``lgf.idle``), so the walk must reach the
+    goroutine's start; a deeper stack is reported as a stall with ``extra["stack_cut"]``."""
     ringbuf_pages: int = 64
     """Ring buffer size in pages (a power of two); a full ring counts lgf_ringbuf_lost_total."""
     max_goroutines: int = 65536
     """Wait slots (parked or runnable goroutines tracked at once, over all targets; a power of two).
     A slot taken by another live wait is reused and counted in ``wait_slot_reused``."""
+    max_sites: int = 65536
+    """Prefixes of the kernel's code-site table (``lgf.bpf.sites``; about 500 per binary)."""
     max_runtime_funcs: int = 262144
     """Entry addresses of runtime functions kept in BPF, over all distinct target binaries (about
     2,500 per binary), to tell the runtime's own goroutines from the program's."""
@@ -165,10 +174,11 @@ class _Program:
         self.lost_seen: dict[int, int] = {}
         self.sched_switch = False
         self.binaries: dict[str, int] = {}
-        """build id (or path) -> index in the runtime_funcs map."""
+        """build id (or path) -> index in the runtime_funcs and sites maps."""
 
-    def register_binary(self, binary) -> int:
-        """Load ``binary``'s runtime function entries into BPF once; returns its index."""
+    def register_binary(self, binary, rules) -> int:
+        """Load ``binary``'s runtime function entries and code sites (``rules``: lgf.idle's
+        IdleRules) into BPF once; returns its index."""
         key = binary.build_id or binary.path
         idx = self.binaries.get(key)
         if idx is not None:
@@ -178,6 +188,7 @@ class _Program:
         for addr in runtime_function_entries(binary):
             k = table.Key(idx, 0, addr)
             table[k] = table.Leaf(1)
+        sites.load(self.bpf[b"sites"], idx, sites.site_ranges(rules, binary))
         self.binaries[key] = idx
         return idx
 
@@ -217,6 +228,9 @@ class UprobeSource:
         self._stop = threading.Event()
         self._housekeeper: threading.Thread | None = None
         self._sampler = None  # lgf.golang.sampler.GoroutineSampler, with on_stall
+        idle = options_of(ctx.config)
+        self.idle_rules, self.report_idle = idle.rules(), idle.report_idle
+        self._verdicts = LoopHeadJudge(self.idle_rules)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -257,6 +271,7 @@ class UprobeSource:
                 self._collect_lost(prog)
                 prog.close()
             self._programs.clear()
+        self._verdicts.close()
 
     def is_attached(self, pid: int) -> bool:
         """Whether ``pid`` is traced now (its cheap tier at least)."""
@@ -292,6 +307,7 @@ class UprobeSource:
             if self._sampler is not None:
                 self._sampler.remove(target.pid)
             # Its wait slots need no cleanup: each is tagged with pid and g and simply reused.
+            self._verdicts.forget(target.pid)
             try:
                 del att.program.bpf[b"procs"][att.program.bpf[b"procs"].Key(target.pid)]
             except KeyError:
@@ -324,6 +340,11 @@ class UprobeSource:
             "MAX_FRAMES": self.options.max_frames,
             "RINGBUF_PAGES": self.options.ringbuf_pages,
             "MAX_GOROUTINES": self.options.max_goroutines,
+            "MAX_SITES": self.options.max_sites,
+            "REPORT_IDLE": int(self.report_idle),
+            "REASON_NO_CASES": reasons.index(NO_CASES_REASON) if NO_CASES_REASON in reasons else 255,
+            **dict(zip(("LOOP_HEAD_LO", "LOOP_HEAD_HI"), loader.masks_of(
+                i for i, r in enumerate(reasons) if r in LOOP_HEAD_REASONS), strict=True)),
         }
 
     def _program_for(self, binary) -> _Program:
@@ -346,7 +367,8 @@ class UprobeSource:
                             probes={})
             self._attached[target.pid] = att
             procs = prog.bpf[b"procs"]
-            procs[procs.Key(target.pid)] = procs.Leaf(prog.register_binary(binary), 0, att.load_bias)
+            procs[procs.Key(target.pid)] = procs.Leaf(prog.register_binary(binary, self.idle_rules), 0,
+                                                      att.load_bias)
             self._attach_probes(att, CHEAP_PROBES, required=("runtime.stopTheWorldWithSema",
                                                              "runtime.startTheWorldWithSema"))
             if self.options.goroutine_tier == "always":
@@ -376,15 +398,18 @@ class UprobeSource:
                 else:
                     self.log.info("uprobe: pid %d: cannot probe %s: %s", pid, func, exc)
 
-    def _goroutine_probes(self):
+    def _goroutine_probes(self, binary=None):
+        """The goroutine tier's probes (for ``binary``: only those it has, HTTP_PROBES being
+        optional; without it: every probe the tier may have attached, to detach them)."""
+        http = tuple(p for p in HTTP_PROBES if binary is None or binary.func_addr(p[0]) is not None)
         return (GOROUTINE_PROBES + (SCHED_PROBES if self.options.sched_latency else ())
-                + (NETPOLL_PROBES if self.options.netpoll_calls else ()))
+                + (NETPOLL_PROBES if self.options.netpoll_calls else ()) + http)
 
     def _attach_goroutine_tier(self, att: _Attached) -> None:
         att.tier_since_ns = time.monotonic_ns()
         if self._sampler is not None:  # the sampler reports these parks: no stale note may too
             self._forget_waits(att, self._sampler.parked_gs(att.target.pid))
-        self._attach_probes(att, self._goroutine_probes(), required=("runtime.execute",))
+        self._attach_probes(att, self._goroutine_probes(att.target.binary), required=("runtime.execute",))
         att.goroutine_tier_seen = True
         self._sync_sched_switch(att.program)
 
@@ -484,6 +509,15 @@ class UprobeSource:
         pid = int(raw.pid)
         att = self._attached.get(pid)
         ev = self._event_of(raw, att)
+        flags = int(raw.flags)
+        if flags & EV_LOOP_HEAD and att is not None:
+            idle = self._verdicts.is_idle(att.target, ev)
+            self._verdicts.count(pid, idle, int(raw.reason), ev.duration_ns)
+            if idle:
+                ev.extra["verdict"] = "idle"
+                ev.extra["decided_by"] = "loop head"
+                if not self.report_idle:
+                    return
         if ev.extra["stall"] == "stw":
             arming.notify_stall(pid)
         if self._emit is not None:
@@ -508,6 +542,8 @@ class UprobeSource:
                 ev.wait_reason = _name(att.wait_reasons, reason)
                 if kind == "park" and ev.wait_reason == GC_ASSIST_REASON:
                     extra["stall"] = "gc_assist"
+        if kind != "stw":
+            verdict_into(ev, int(raw.flags), int(raw.http_req))
         return ev.finish()
 
     # -- maps: histograms and counters ----------------------------------------------------------
@@ -538,6 +574,8 @@ class UprobeSource:
             for (p, name), v in values.items():
                 if p == pid and name in out:
                     out[name] = max(v, 0)
+            if "idle_waits" in out:  # loop heads are judged idle in Python (uprobe_verdict)
+                out["idle_waits"] += self._verdicts.idle_waits.get(pid, 0)
             return out
 
     def histograms(self) -> list[dict]:
@@ -546,11 +584,18 @@ class UprobeSource:
         with self._lock:
             programs = list(self._programs.values())
             attached = dict(self._attached)
+        names_of = {name: kind for kind, name in STALL_NAMES.items()}
+        python_side = self._verdicts.hist_items()
         for prog in programs:
             groups: dict[tuple, dict[int, int]] = {}
             for key, value in loader.read_map_items(prog.bpf[b"hist"]):
                 g = groups.setdefault((int(key.tgid), int(key.kind), int(key.reason)), {})
                 g[int(key.slot)] = g.get(int(key.slot), 0) + int(value.value)
+            for (pid, stall, reason), slots in python_side:  # loop-head waits judged in Python
+                if attached.get(pid) is not None and attached[pid].program is prog:
+                    g = groups.setdefault((pid, names_of[stall], reason), {})
+                    for slot, n in slots.items():
+                        g[slot] = g.get(slot, 0) + n
             for (pid, kind, reason), slots in sorted(groups.items()):
                 att = attached.get(pid)
                 stall = STALL_NAMES.get(kind, str(kind))

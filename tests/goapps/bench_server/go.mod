@@ -1,0 +1,3 @@
+module lgf.test/bench_server
+
+go 1.21

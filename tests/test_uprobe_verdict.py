@@ -1,0 +1,161 @@
+"""The goroutine tier's idle/stall verdict in the kernel, against a real net/http server.
+
+``tests/goapps/bench_server`` has what every server has: an accept loop, keep-alive connections
+waiting for their next request (and their client side waiting between responses), a ticker loop;
+and on demand a request stalled on a lock, or one whose stack is deeper than lgf walks. With the
+goroutine tier on, waits over the threshold are judged in BPF (uprobe.c ``judge_stack``): idle ones
+must never become events but must be counted (``idle_waits``, histogram label ``stall="idle"``); the
+stalled request must be reported once, with ``scope = "request"`` and the address of its
+``*http.Request`` (whose method and path are read back here from the process's memory); a cut stack
+must say so. Each verdict is checked against :meth:`lgf.idle.IdleRules.judge` on the symbolized
+stack, so the kernel and the Python tiers cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+from stallfixture import Collector, run_context, wait_attached
+
+from conftest import GO_VERSIONS, GOAPPS, build_go
+from lgf.golang.symbols import Symbolizer
+from lgf.idle import IdleRules
+from lgf.sources.uprobe import UprobeOptions, UprobeSource
+
+pytestmark = pytest.mark.bpf
+
+THRESHOLD = "50ms"
+REQUEST_METHOD_OFF, REQUEST_URL_OFF, URL_PATH_OFF = 0, 16, 56
+"""net/http.Request.Method, .URL and net/url.URL.Path: the same offsets in Go 1.21 to 1.27."""
+
+
+class Server:
+    """One run of bench_server; ``cmd("poke")`` -> its answer line."""
+
+    def __init__(self, exe, *args: str):
+        self.proc = subprocess.Popen([str(exe), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
+        self.hello = json.loads(self.proc.stdout.readline())
+        self.pid = self.proc.pid
+
+    def cmd(self, line: str) -> dict:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module", params=GO_VERSIONS)
+def server_exe(request, bpf_ok, go_toolchains):
+    return build_go(GOAPPS / "bench_server", request.param)
+
+
+def traced(exe, *args: str, **options):
+    server = Server(exe, *args)
+    src = UprobeSource(UprobeOptions(goroutine_tier="always", **options),
+                       run_context(THRESHOLD, pids=[server.pid]))
+    events = Collector()
+    src.start(events)
+    wait_attached(src, server.pid)
+    return server, src, events
+
+
+def functions(exe, pcs) -> list[str]:
+    sym = Symbolizer(exe)
+    return [f.func for pc in pcs for f in sym.frames(pc)]
+
+
+def read_go_string(pid: int, addr: int) -> str:
+    with open(f"/proc/{pid}/mem", "rb") as mem:
+        mem.seek(addr)
+        ptr, n = (int.from_bytes(b, "little") for b in (mem.read(8), mem.read(8)))
+        mem.seek(ptr)
+        return mem.read(n).decode()
+
+
+def read_u64(pid: int, addr: int) -> int:
+    with open(f"/proc/{pid}/mem", "rb") as mem:
+        mem.seek(addr)
+        return int.from_bytes(mem.read(8), "little")
+
+
+def test_idle_server_waits_are_counted_never_reported(server_exe):
+    """Keep-alive connections (server and client side), the accept loop and a ticker loop whose
+    period is over the threshold all wait past it, again and again: no event, every one counted."""
+    server, src, events = traced(server_exe, "-idle", "4", "-tick", "80ms")
+    try:
+        assert "on_serve_http" in src.probe_addresses(server.pid), "net/http binary: request probe on"
+        for _ in range(3):  # each round ends the idle waits the round before began
+            server.cmd("poke")
+            server.cmd("connect")
+            time.sleep(0.2)
+        server.cmd("poke")
+        server.cmd("connect")
+        time.sleep(0.3)
+        counters = src.runtime_counters(server.pid)
+        hists = [h for h in src.histograms() if h["labels"]["pid"] == str(server.pid)]
+        reported = events.of_pid(server.pid)
+    finally:
+        src.stop()
+        server.close()
+    assert not reported, [(e.goid, e.wait_reason, e.extra, functions(server_exe, e.pcs)) for e in reported]
+    # 3 rounds x (4 server connections + 4 client read loops + 4 write loops + accept loop), and
+    # the ticker loop's ticks: at the least the server connections and the accept loop.
+    assert counters["idle_waits"] >= 3 * (4 + 1), counters
+    idle = [h for h in hists if h["labels"]["stall"] == "idle"]
+    assert sum(sum(h["log2_us"]) for h in idle) == counters["idle_waits"], (idle, counters)
+    over = sum(sum(h["log2_us"][16:]) for h in idle)  # 2^16 us = 65 ms: over the 50 ms threshold
+    assert over == counters["idle_waits"], "only waits over the threshold are judged"
+    assert {"IO wait", "chan receive"} <= {h["labels"]["wait_reason"] for h in idle}, idle
+    assert counters["stack_cut"] == 0
+
+
+def test_request_stalled_on_a_lock_is_one_event_with_request_scope(server_exe):
+    server, src, events = traced(server_exe, "-idle", "2")
+    try:
+        res = server.cmd("lock 200")
+        found = events.wait_for(lambda e: e.pid == server.pid and e.goid == res["goid"]
+                                and e.wait_reason.startswith("sync.Mutex.Lock"))
+        assert found, [(e.goid, e.wait_reason) for e in events.of_pid(server.pid)]
+        (ev,) = found
+        req = ev.extra.get("http_request_addr", 0)
+        method = read_go_string(server.pid, req + REQUEST_METHOD_OFF) if req else ""
+        path = read_go_string(server.pid, read_u64(server.pid, req + REQUEST_URL_OFF) + URL_PATH_OFF) if req else ""
+    finally:
+        src.stop()
+        server.close()
+    assert ev.extra["scope"] == "request" and ev.extra["verdict"] == "stall", ev.extra
+    assert "stack_cut" not in ev.extra
+    assert abs(ev.duration_ns - res["duration_ns"]) < 5_000_000, (ev.duration_ns, res)
+    assert (method, path) == ("GET", "/lock"), (hex(req), method, path)
+    verdict = IdleRules().judge(functions(server_exe, ev.pcs), ev.wait_reason)
+    assert (verdict.kind, verdict.scope, verdict.cut) == ("stall", "request", False), verdict
+
+
+def test_cut_stack_says_so_and_stays_a_stall(server_exe):
+    """A handler 200 frames deep sleeps: the walk (max_frames = 64) stops before the goroutine's
+    start, so the request marker is out of sight: a stall with ``stack_cut``, as lgf.idle says."""
+    server, src, events = traced(server_exe, "-idle", "1")
+    try:
+        res = server.cmd("deep 200 100")
+        found = events.wait_for(lambda e: e.pid == server.pid and e.goid == res["goid"]
+                                and e.wait_reason == "sleep")
+        cut = src.runtime_counters(server.pid)["stack_cut"]
+    finally:
+        src.stop()
+        server.close()
+    assert found, [(e.goid, e.wait_reason) for e in events.of_pid(server.pid)]
+    ev = found[0]
+    assert ev.extra["stack_cut"] is True and ev.extra["verdict"] == "stall", ev.extra
+    assert "scope" not in ev.extra
+    assert len(ev.pcs) == UprobeOptions().max_frames
+    assert cut >= 1
+    funcs = functions(server_exe, ev.pcs)
+    assert funcs.count("main.recurse") > 50, funcs
+    assert IdleRules().judge(funcs, ev.wait_reason).cut
