@@ -88,6 +88,7 @@ from lgf.bpf import loader, sites
 from lgf.causes import GC_ASSIST_REASON, INTERNAL_WAIT_REASONS, IO_WAIT_REASON
 from lgf.errors import TargetRefused
 from lgf.golang.gobinary import runtime_function_entries
+from lgf.histories import RetiredHistograms
 from lgf.idle import LOOP_HEAD_REASONS, NO_CASES_REASON, options_of
 from lgf.options import Duration
 
@@ -228,6 +229,8 @@ class UprobeSource:
         self._stop = threading.Event()
         self._housekeeper: threading.Thread | None = None
         self._sampler = None  # lgf.golang.sampler.GoroutineSampler, with on_stall
+        self._retired = RetiredHistograms()
+        """Histograms of exited targets, folded by labels (``lgf.histories``)."""
         idle = options_of(ctx.config)
         self.idle_rules, self.report_idle = idle.rules(), idle.report_idle
         self._verdicts = LoopHeadJudge(self.idle_rules)
@@ -303,6 +306,9 @@ class UprobeSource:
             att = self._attached.get(target.pid)
             if att is None:
                 return
+            # Its counts join its service's series before they leave the maps (lgf.histories).
+            self._retired.retire(self._histogram_rows(only_pid=target.pid))
+            loader.delete_pid_entries(att.program.bpf[b"hist"], target.pid)
             self._detach_all(target.pid)
             if self._sampler is not None:
                 self._sampler.remove(target.pid)
@@ -579,19 +585,28 @@ class UprobeSource:
             return out
 
     def histograms(self) -> list[dict]:
-        """Every duration measured in BPF, per process, stall kind and wait reason: log2(us) buckets."""
-        out = []
+        """Every duration measured in BPF, per process, stall kind and wait reason: log2(us) buckets.
+        Processes that exited are folded in by their labels (``pid=""``, ``lgf.histories``)."""
         with self._lock:
-            programs = list(self._programs.values())
-            attached = dict(self._attached)
+            return self._histogram_rows() + self._retired.rows()
+
+    def _histogram_rows(self, only_pid: int | None = None) -> list[dict]:
+        """The rows of live processes (``only_pid``: of that one); called with ``self._lock`` held."""
+        out = []
+        programs = list(self._programs.values())
+        attached = dict(self._attached)
         names_of = {name: kind for kind, name in STALL_NAMES.items()}
         python_side = self._verdicts.hist_items()
         for prog in programs:
             groups: dict[tuple, dict[int, int]] = {}
             for key, value in loader.read_map_items(prog.bpf[b"hist"]):
+                if only_pid is not None and int(key.tgid) != only_pid:
+                    continue
                 g = groups.setdefault((int(key.tgid), int(key.kind), int(key.reason)), {})
                 g[int(key.slot)] = g.get(int(key.slot), 0) + int(value.value)
             for (pid, stall, reason), slots in python_side:  # loop-head waits judged in Python
+                if only_pid is not None and pid != only_pid:
+                    continue
                 if attached.get(pid) is not None and attached[pid].program is prog:
                     g = groups.setdefault((pid, names_of[stall], reason), {})
                     for slot, n in slots.items():
@@ -601,7 +616,8 @@ class UprobeSource:
                 stall = STALL_NAMES.get(kind, str(kind))
                 names = (att.stw_reasons if stall == "stw" else att.wait_reasons) if att else []
                 comm = att.target.comm if att else loader.comm_of(pid)
-                out.append({"labels": {"pid": str(pid), "comm": comm, "stall": stall,
+                out.append({"labels": {"pid": str(pid), "comm": comm, "exe": att.target.exe if att else "",
+                                       "stall": stall,
                                        "wait_reason": _name(names, reason)},
                             "log2_us": loader.log2_buckets(slots)})
         return out
