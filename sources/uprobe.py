@@ -87,6 +87,7 @@ from lgf import Component, Event, arming, hookimpl
 from lgf.bpf import loader, sites
 from lgf.causes import GC_ASSIST_REASON, INTERNAL_WAIT_REASONS, IO_WAIT_REASON
 from lgf.errors import TargetRefused
+from lgf.golang import runnable
 from lgf.golang.gobinary import runtime_function_entries
 from lgf.histories import RetiredHistograms
 from lgf.idle import LOOP_HEAD_REASONS, NO_CASES_REASON, options_of
@@ -347,6 +348,7 @@ class UprobeSource:
             "RINGBUF_PAGES": self.options.ringbuf_pages,
             "MAX_GOROUTINES": self.options.max_goroutines,
             "MAX_SITES": self.options.max_sites,
+            **runnable.constants(binary),
             "REPORT_IDLE": int(self.report_idle),
             "REASON_NO_CASES": reasons.index(NO_CASES_REASON) if NO_CASES_REASON in reasons else 255,
             **dict(zip(("LOOP_HEAD_LO", "LOOP_HEAD_HI"), loader.masks_of(
@@ -391,10 +393,9 @@ class UprobeSource:
             if fn_name in att.probes:
                 continue
             try:
-                addr = binary.func_addr(func)
+                addr = runnable.probe_address(binary, func)  # after the stack check (or a call site)
                 if addr is None:
                     raise binary.refuse(f"function {func} not found")
-                addr += binary.probe_offset(func)
                 ev_name = loader.attach_uprobe(att.program.bpf, path, addr, fn_name, pid)
                 att.probes[fn_name] = (ev_name, addr)
             except Exception as exc:  # BCC raises bare Exception; the process may have just exited
@@ -409,7 +410,8 @@ class UprobeSource:
         optional; without it: every probe the tier may have attached, to detach them)."""
         http = tuple(p for p in HTTP_PROBES if binary is None or binary.func_addr(p[0]) is not None)
         return (GOROUTINE_PROBES + (SCHED_PROBES if self.options.sched_latency else ())
-                + (NETPOLL_PROBES if self.options.netpoll_calls else ()) + http)
+                + (NETPOLL_PROBES if self.options.netpoll_calls else ()) + http
+                + (runnable.probes(binary) if self.options.sched_latency else ()))
 
     def _attach_goroutine_tier(self, att: _Attached) -> None:
         att.tier_since_ns = time.monotonic_ns()
@@ -545,7 +547,9 @@ class UprobeSource:
             if kind == "stw":
                 extra["stw_reason"] = _name(att.stw_reasons, reason)
             else:
-                ev.wait_reason = _name(att.wait_reasons, reason)
+                if kind == "runnable":  # what made it runnable rides in the reason's high byte
+                    reason, extra["runnable_from"] = runnable.split_reason(reason, att.wait_reasons)
+                ev.wait_reason = "" if reason == runnable.NO_REASON else _name(att.wait_reasons, reason)
                 if kind == "park" and ev.wait_reason == GC_ASSIST_REASON:
                     extra["stall"] = "gc_assist"
         if kind != "stw":
@@ -615,10 +619,13 @@ class UprobeSource:
                 att = attached.get(pid)
                 stall = STALL_NAMES.get(kind, str(kind))
                 names = (att.stw_reasons if stall == "stw" else att.wait_reasons) if att else []
+                if stall == "runnable":  # the high byte says what made it runnable (lgf.golang.runnable)
+                    reason &= 0xFF
                 comm = att.target.comm if att else loader.comm_of(pid)
                 out.append({"labels": {"pid": str(pid), "comm": comm, "exe": att.target.exe if att else "",
                                        "stall": stall,
-                                       "wait_reason": _name(names, reason)},
+                                       "wait_reason": "" if reason == runnable.NO_REASON and stall == "runnable"
+                                       else _name(names, reason)},
                             "log2_us": loader.log2_buckets(slots)})
         return out
 
