@@ -91,3 +91,37 @@ def test_each_wait_for_a_p_is_reported_with_its_goroutine_cause_path_and_duratio
         assert cause_of(ev.extra["stall"], ev.wait_reason) == "sched_latency"
         assert ev.extra["runnable_from"] == res["from"]
         assert res["wait_min_ns"] - SLACK_NS <= ev.duration_ns <= res["wait_ns"] + SLACK_NS, (res, ev.duration_ns)
+
+
+@pytest.mark.parametrize("version", GO_VERSIONS)
+@pytest.mark.parametrize("mode", ["syscall", "netpoll"])
+def test_the_cheap_tier_arms_on_a_goroutine_waiting_for_a_p(bpf_ok, go_toolchains, version, mode):
+    exe = build_go(RUNNABLE_SRC, version)
+    src = UprobeSource(UprobeOptions(goroutine_tier="on_stall"), run_context("50ms", exe=[str(exe)]))
+    events = Collector()
+    src.start(events)
+    try:
+        # Held longer: the sampler sees a wait once it lasts threshold + about two sample intervals,
+        # and a busy host both shortens the fixture's loop and stretches the sampler's interval.
+        with RunnableFixture(exe, mode, "-d", "600ms", "-n", "2", "-step") as fx:
+            wait_attached(src, fx.pid)
+            assert "on_execute" not in src.probe_addresses(fx.pid)  # unarmed: no probe per switch
+            fx.proc.stdin.write("\n")
+            fx.proc.stdin.flush()
+            first = json.loads(fx.proc.stdout.readline())
+            deadline = time.monotonic() + 30
+            while "on_newproc" not in src.probe_addresses(fx.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)  # arming attaches the tier's probes one by one (on_newproc last)
+            armed = "on_execute" in src.probe_addresses(fx.pid)
+            (second,) = fx.go()
+            sampled = events.wait_for(lambda e: e.pid == fx.pid and e.goid == first["goid"]
+                                      and e.extra.get("stall") == "runnable")
+            exact = events.wait_for(lambda e: e.pid == fx.pid and e.goid == second["goid"]
+                                    and e.extra.get("stall") == "runnable")
+    finally:
+        src.stop()
+    assert armed, (first, src.ctx.stats.snapshot())  # by the sampler's run-queue reader, from outside
+    assert [e.extra.get("precision") for e in sampled] == ["sampled"], [e.extra for e in sampled]
+    assert THRESHOLD_NS <= sampled[0].duration_ns <= first["wait_ns"]  # a lower bound
+    assert len(exact) == 1 and exact[0].extra["runnable_from"] == second["from"]  # then measured exactly
+    assert second["wait_min_ns"] - SLACK_NS <= exact[0].duration_ns <= second["wait_ns"] + SLACK_NS

@@ -57,6 +57,7 @@ from lgf import Event
 from lgf.causes import GC_ASSIST_REASON, INTERNAL_WAIT_REASONS
 from lgf.golang.runtime_reader import G_SCAN, RuntimeReader, Unreadable, allg_pointers, read_g_fields
 
+from . import runq
 from .gobinary import runtime_function_entries
 
 G_WAITING = 4
@@ -223,6 +224,8 @@ class GoroutineSampler:
         t0 = time.monotonic_ns()
         since = self.tier_since(pid)
         closing = since is not None
+        for ev in runq.follow(pid, proc, self.threshold_ns, self.arm) if closing else ():  # lgf.golang.runq
+            self.emit(ev)
         if closing:
             # The tier sees every park that began after ``since``; the sampler keeps only those
             # first seen by a sample that ended before it, and follows just those gs.
@@ -271,6 +274,7 @@ class GoroutineSampler:
             done.append(self._end(pid, proc, g, ended))
         if not closing:
             proc.last_full_ns = began
+            done += runq.observe(pid, proc, rows, began, ended, self.threshold_ns, self.arm)  # waits for a P
         cost = time.monotonic_ns() - t0
         if arm:
             self.arm(pid)

@@ -5,11 +5,13 @@
 // wait for a P that lgf reports (cause sched_latency, extra.runnable_from) with this program's
 // own figure: goid and duration. Protocol on stdin/stdout, as tests/goapps/stalls:
 //
-//	runnable MODE [-d 120ms] [-n N]
+//	runnable MODE [-d 120ms] [-n N] [-step]
 //	-> {"ready":true,"pid":P,"main_goid":G}         (then waits for one line on stdin)
 //	<- "\n"                                          (the test has attached: go)
 //	-> {"mode":M,"goid":G,"wait_ns":D,"wait_min_ns":E,"from":F}  one line per wait for a P (N of them)
 //	-> {"done":true}                                 (then waits for stdin to close, max 60 s)
+//
+// With -step, each wait after the first starts only after one more line on stdin.
 //
 // Modes (F: the path that made the goroutine runnable, as lgf names it):
 //
@@ -52,6 +54,7 @@ import (
 
 var hold = flag.Duration("d", 120*time.Millisecond, "how long main holds the only P")
 var count = flag.Int("n", 1, "how many waits to induce")
+var step = flag.Bool("step", false, "wait for a line on stdin before each wait after the first")
 
 type result map[string]any
 
@@ -276,6 +279,11 @@ func main() {
 		os.Exit(0)
 	}
 	for i := 0; i < *count; i++ {
+		if *step && i > 0 {
+			if _, err := in.ReadString('\n'); err != nil {
+				os.Exit(0)
+			}
+		}
 		runMode(mode)
 		time.Sleep(20 * time.Millisecond)
 	}
