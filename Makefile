@@ -9,7 +9,7 @@ GO_VERSIONS := 1.21.13 1.25.5 1.27.3
 APT_PACKAGES := bpfcc-tools python3-bpfcc python3-venv bpftool wrk binutils linux-headers-amd64
 CONFIG ?= plugins.toml
 
-.PHONY: setup run test lint bench toolchains apt headers clean
+.PHONY: setup run test lint bench docs toolchains apt headers clean
 
 run: setup
 	.venv/bin/lgf run $(CONFIG)
@@ -20,6 +20,10 @@ test: setup toolchains lint
 lint: setup
 	.venv/bin/ruff check .
 	$(PY) tests/support/layering.py
+
+# README's option tables come from the options dataclasses' field docstrings (lgf.optdoc).
+docs: setup
+	$(PY) -m lgf.cli.docs README.md
 
 bench: setup toolchains
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || echo "!! $$b failed"; done

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from conftest import GO_VERSIONS, GOAPPS, build_go  # noqa: E402
 from lgf.components import RunContext  # noqa: E402
 from lgf.event import Event  # noqa: E402
 from lgf.options import Duration  # noqa: E402
@@ -24,6 +23,7 @@ from lgf.plugins.gc_phase import GcPhaseEnricher  # noqa: E402
 from lgf.plugins.poller import PollerEnricher  # noqa: E402
 from lgf.plugins.sched import SchedEnricher, SchedOptions  # noqa: E402
 from lgf.stats import Stats  # noqa: E402
+from support.gobuild import GO_VERSIONS, GOAPPS, build_go  # noqa: E402
 
 ROUNDS = 300
 

@@ -25,9 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from stallfixture import STALLS_SRC, StallFixture  # noqa: E402
-
-from conftest import build_go  # noqa: E402
+from support.gobuild import build_go  # noqa: E402
+from support.stallfixture import STALLS_SRC, StallFixture  # noqa: E402
 
 STALLS = int(os.environ.get("LGF_BENCH_STALLS", "200"))
 GO = os.environ.get("LGF_BENCH_GO", "1.25.5")

@@ -1,7 +1,10 @@
 """Pipeline throughput: 100k recorded events through `lgf replay` -> classifier -> file sink,
 next to merely decoding the same file (the floor any replay pays).
 
-Prints events/s for both and the ratio. Run with `make bench` (or `.venv/bin/python bench/bench_pipeline.py`).
+Prints events/s for both and the ratio. Then, in process, the per-event hook dispatch lgf uses
+(pluggy, with each implementation guarded: lgf.hookcall) next to a direct loop over the same
+implementations (how lgf called them before the hooks went through pluggy): the price of tracing,
+wrappers and one code path. Run with `make bench` (or `.venv/bin/python bench/bench_pipeline.py`).
 """
 
 from __future__ import annotations
@@ -54,5 +57,53 @@ def main() -> None:
         print(f"  ratio replay/decode  : {decode_s / replay_s:.3f} (1.0 = as fast as decoding)")
 
 
+def direct_loop(hook, first_result: bool = False, **kwargs):
+    """The baseline: each plain implementation called by hand, failures skipped (no tracing, no
+    wrappers: the pre-pluggy ``call_each``)."""
+    for impl in reversed(hook.get_hookimpls()):
+        if impl.wrapper or impl.hookwrapper:
+            continue
+        try:
+            result = impl.function(*[kwargs[name] for name in impl.argnames])
+        except Exception:
+            continue
+        if first_result and result is not None:
+            return result
+    return None
+
+
+def hook_dispatch() -> None:
+    from lgf.plugins import waitreason
+    from lgf.testing import make_manager
+
+    manager = make_manager()
+    manager.register(waitreason.WaitReasonClassifier(None, None), "classifiers[0]", "config")
+    hook = manager.pm.hook
+    rnd = random.Random(2)
+    events = [Event(wait_reason=rnd.choice(REASONS), extra={"stall": "park"}) for _ in range(20_000)]
+
+    def through_pluggy():
+        for e in events:
+            hook.lgf_enrich(event=e)
+            e.cause = hook.lgf_classify(event=e) or "unknown"
+
+    def by_hand():
+        for e in events:
+            direct_loop(hook.lgf_enrich, event=e)
+            e.cause = direct_loop(hook.lgf_classify, first_result=True, event=e) or "unknown"
+
+    best = {"pluggy": float("inf"), "direct": float("inf")}
+    for _ in range(5):  # interleaved, best of five: the machine's noise hits both alike
+        for name, fn in (("direct", by_hand), ("pluggy", through_pluggy)):
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    per = {k: v / len(events) * 1e6 for k, v in best.items()}
+    print("hook dispatch per event (lgf_enrich + lgf_classify, built-in classifiers):")
+    print(f"  direct loop (baseline) : {per['direct']:6.2f} us")
+    print(f"  pluggy + guards        : {per['pluggy']:6.2f} us  (ratio {per['pluggy'] / per['direct']:.2f})")
+
+
 if __name__ == "__main__":
     main()
+    hook_dispatch()

@@ -36,11 +36,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from stallfixture import Collector, run_context  # noqa: E402
-
-from conftest import build_go  # noqa: E402
 from lgf.sources.tracepoint import TracepointOptions, TracepointSource  # noqa: E402
 from lgf.sources.uprobe import UprobeOptions, UprobeSource  # noqa: E402
+from lgf.testing import EventCollector  # noqa: E402
+from support.gobuild import build_go  # noqa: E402
+from support.stallfixture import run_context  # noqa: E402
 
 GO = os.environ.get("LGF_BENCH_GO", "1.25.5")
 WRK_SECONDS = int(os.environ.get("LGF_BENCH_WRK_SECONDS", "3"))
@@ -71,7 +71,7 @@ def attach(pid: int, config):
     if with_tp:
         sources.append(TracepointSource(TracepointOptions(), ctx))
     for s in sources:
-        s.start(Collector())
+        s.start(EventCollector())
     return sources
 
 

@@ -24,11 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from symbolize_helpers import spread_pcs  # noqa: E402
-
-from conftest import ROOT as REPO  # noqa: E402
-from conftest import available_go_versions, go_binary, go_env  # noqa: E402
 from lgf.plugins.symbolizer import LocalBackend  # noqa: E402
+from support.gobuild import ROOT as REPO  # noqa: E402
+from support.gobuild import available_go_versions, go_binary, go_env  # noqa: E402
+from support.symbolize import spread_pcs  # noqa: E402
 
 BATCH = 8
 PROGRAM = """package main

@@ -27,10 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from benchlib import best_of  # noqa: E402
-from symbolize_helpers import addr2line_tool, compile_binary, spread_pcs  # noqa: E402
 
-from conftest import available_go_versions  # noqa: E402
 from lgf.golang.symbols import Symbolizer  # noqa: E402
+from support.gobuild import available_go_versions  # noqa: E402
+from support.symbolize import addr2line_tool, compile_binary, spread_pcs  # noqa: E402
 
 
 def main() -> int:

@@ -20,9 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import GOAPPS, build_go  # noqa: E402
 from lgf.bpf import loader as bpfutil  # noqa: E402
 from lgf.golang.gobinary import open_binary  # noqa: E402
+from support.gobuild import GOAPPS, build_go  # noqa: E402
 
 EMPTY = "int empty(struct pt_regs *ctx) { return 0; }"
 ROUNDS = 5

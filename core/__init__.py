@@ -2,25 +2,46 @@
 
 A plugin author needs only this module::
 
-    from lgf import Component, Event, hookimpl
+    from dataclasses import dataclass
+    from lgf import Component, Duration, hookimpl
 
-    class PagerSink:
+    @dataclass
+    class PagerOptions:
+        url: str
+        timeout: Duration = Duration(5_000_000_000)   # written "5s" in plugins.toml
+
+    class PagerSink:                                   # an lgf.Sink
         def __init__(self, options, ctx): ...
         def send(self, event): ...
 
     @hookimpl
     def lgf_components():
-        return [Component("sink", "pager", PagerSink)]
+        return [Component("sink", "pager", PagerSink, PagerOptions)]
 
 and an entry point in the group ``lgf`` (``[project.entry-points.lgf] pager = "mypkg.sink"``).
-The hooks are documented in ``lgf.hookspecs``.
+The hooks are documented in ``lgf.hookspecs``; what the host calls on a source, sink, enricher or
+classifier (required and optional members) in ``lgf.components``; ``lgf.testing`` runs a plugin
+through the real pipeline in a test.
 """
 
 import pluggy
 
-from .components import Component, RunContext
+from .components import Classifier, Component, Enricher, RunContext, Sink, Source
 from .event import CAUSES, Event
+from .options import Duration, Size
 
 hookimpl = pluggy.HookimplMarker("lgf")
 
-__all__ = ["CAUSES", "Component", "Event", "RunContext", "hookimpl"]
+__all__ = [
+    "CAUSES",
+    "Classifier",
+    "Component",
+    "Duration",
+    "Enricher",
+    "Event",
+    "RunContext",
+    "Sink",
+    "Size",
+    "Source",
+    "hookimpl",
+]

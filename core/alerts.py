@@ -10,6 +10,8 @@ Shape the pipeline relies on (``lgf.pipeline``)::
     engine.recent()              # -> dict for /debug/latency: recent windows and alerts
     engine.silences              # the SilenceStore the HTTP silence API edits
     engine.mark_deploy(service)  # start that service's "silence after deploy" window now
+    engine.mark_loadtest(service)  # start that service's "silence after load test" window now
+    engine.close()               # write the baselines' minute in progress (lgf.drift)
 
 Grouping: stalls at or over the environment's threshold are grouped by ``[alerts] group_by``
 (default: service, cause and top user frame). A group opens at its first stall and closes
@@ -17,10 +19,16 @@ Grouping: stalls at or over the environment's threshold are grouped by ``[alerts
 stall time, distinct processes and goroutines (in ``extra``), the worst stall's stack as the
 example, tags and topology from the config, a fresh ``id`` and ``trace_id``, and a severity.
 
-Environments (``[lgf] env`` = dev | test | prod) pick the threshold and the severity cut-offs
-(``[environments.prod] warning = "100ms" critical = "1s"``) and a "silence after deploy" window:
-alerts of a service whose binary changed (a new ``build_id`` seen for it, or ``mark_deploy``)
-are held back for that long, counted as silenced with ``reason="deploy"``.
+Environments (``[lgf] env`` = dev | test | prod | a name of the user's; ``lgf.environments``)
+pick the threshold and the severity cut-offs (``[environments.prod] warning = "100ms" critical =
+"1s"``) and quiet windows: alerts of a service whose binary changed (a new ``build_id`` seen for
+it, or ``mark_deploy``) are held back for ``silence_after_deploy`` (dev: 2 h), those of a service
+under a load test (``mark_loadtest``) for ``silence_after_loadtest`` (test: 30 min), counted as
+silenced with ``reason="deploy"`` / ``"loadtest"``.
+
+Baselines (``lgf.drift``, ``lgf.baselines``): every stall also feeds its (service, cause)
+baseline; once a series has enough history its alerts carry ``baseline`` (μ, σ, z) and are sent
+only when z reaches the environment's ``drift_z``, even if every stall was under the threshold.
 
 Cost: per stall, a dict look-up and a few additions; memory is bounded by ``max_groups`` open
 groups (further groups merge into one ``(overflow)`` group and are counted), the windows ring and
@@ -29,19 +37,18 @@ the recent-alerts ring.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 import socket
 import threading
 import time
-import typing
 from collections import deque
 from dataclasses import dataclass, field
 
-from . import options as opt
-from .errors import ConfigError
+from .drift import Drift
+from .environments import DEFAULT_POLICIES, EnvironmentsOptions, EnvPolicy  # noqa: F401 (re-exported)
 from .event import Event, new_id, wallclock_of
+from .incidents import describe_key, incident_key
 from .options import Duration
 from .silences import SilencesOptions, SilenceStore
 from .windows import StallWindows
@@ -54,73 +61,6 @@ OVERFLOW_KEY = ("(overflow)",)
 
 
 # --- options ------------------------------------------------------------------------------------
-
-@dataclass
-class EnvPolicy:
-    """One ``[environments.<env>]`` table."""
-
-    threshold: Duration = Duration(0)
-    """Stalls shorter than this make no alert (they are still events). 0 = ``[lgf] threshold``."""
-    warning: Duration = Duration(100_000_000)
-    """An alert whose worst stall reaches this is a warning (below: info)."""
-    critical: Duration = Duration(1_000_000_000)
-    """An alert whose worst stall reaches this is critical."""
-    min_count: int = 1
-    """Fewer stalls than this in a report interval make no alert."""
-    silence_after_deploy: Duration = Duration(0)
-    """Hold back a service's alerts for this long after its binary changed."""
-
-    def __post_init__(self):
-        if self.critical < self.warning:
-            raise ValueError("critical must be at least warning")
-
-
-DEFAULT_POLICIES = {
-    "dev": EnvPolicy(threshold=Duration(200_000_000), warning=Duration(1_000_000_000),
-                     critical=Duration(10_000_000_000)),
-    "test": EnvPolicy(threshold=Duration(100_000_000), warning=Duration(500_000_000),
-                      critical=Duration(5_000_000_000)),
-    "prod": EnvPolicy(silence_after_deploy=Duration(120_000_000_000)),
-}
-"""What each environment means when plugins.toml says nothing about it."""
-
-
-@dataclass
-class EnvironmentsOptions:
-    """``[environments]``: ``[environments.dev]``, ``[environments.test]``, ``[environments.prod]``."""
-
-    dev: dict = field(default_factory=dict)
-    test: dict = field(default_factory=dict)
-    prod: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        problems: list = []
-        hints = typing.get_type_hints(EnvPolicy)
-        for name in ("dev", "test", "prod"):
-            table = getattr(self, name)
-            if isinstance(table, EnvPolicy):
-                continue
-            values = {}
-            for key, raw in table.items():
-                path = f"{name}.{key}"
-                if key not in hints:
-                    problems.append(ConfigError(path, "unknown key", opt.nearest(key, hints)))
-                    continue
-                try:
-                    values[key] = opt.coerce(raw, hints[key], path)
-                except ConfigError as exc:
-                    problems.append(exc)
-            try:  # unset keys keep the environment's default, not EnvPolicy's
-                setattr(self, name, dataclasses.replace(DEFAULT_POLICIES[name], **values))
-            except ValueError as exc:
-                problems.append(ConfigError(name, str(exc)))
-        if problems:
-            raise ValueError("; ".join(str(p) for p in problems))
-
-    def policy(self, env: str) -> EnvPolicy:
-        value = getattr(self, env, None)
-        return value if isinstance(value, EnvPolicy) else DEFAULT_POLICIES.get(env, DEFAULT_POLICIES["prod"])
-
 
 @dataclass
 class AlertsOptions:
@@ -197,15 +137,15 @@ class Group:
 # --- the engine -----------------------------------------------------------------------------------
 
 class AlertEngine:
-    def __init__(self, config, stats, clock=time.monotonic_ns):
+    def __init__(self, config, stats, clock=time.monotonic_ns, wall_clock=time.time):
         sections = getattr(config, "sections", {}) or {}
         self.stats = stats
         self.clock = clock
         self.env = config.host.env
         self.options: AlertsOptions = sections.get("alerts") or AlertsOptions()
         envs: EnvironmentsOptions = sections.get("environments") or EnvironmentsOptions()
-        if self.env not in DEFAULT_POLICIES:
-            log.warning("[lgf] env = %r is not dev, test or prod: using prod's thresholds", self.env)
+        if self.env not in envs.policies:
+            log.warning("[lgf] env = %r names no environment: using prod's thresholds", self.env)
         self.policy = envs.policy(self.env)
         self.threshold_ns = self.policy.threshold or config.host.threshold
         self.report_interval_ns = config.host.report_interval
@@ -220,6 +160,8 @@ class AlertEngine:
         self.recent_alerts: deque[dict] = deque(maxlen=self.options.recent_alerts)
         self._build_ids: dict[str, str] = {}
         self._deploys: dict[str, int] = {}
+        self._loadtests: dict[str, int] = {}
+        self.drift = Drift(config, self.policy, stats, wall_clock)
         self._last_sent: dict[tuple, int] = {}
         self._suppressed: dict[tuple, int] = {}
         self._lock = threading.Lock()
@@ -258,7 +200,8 @@ class AlertEngine:
         with self._lock:
             self.windows.add(event)
             self._notice_deploy(service, event.build_id, now)
-            if event.duration_ns < self.threshold_ns:
+            watched = self.drift.observe(service, event)  # an established baseline groups small stalls too
+            if event.duration_ns < self.threshold_ns and not watched:
                 self.stats.inc("lgf_stalls_below_alert_threshold_total", env=self.env)
                 return
             key = self._key(event, service)
@@ -275,6 +218,9 @@ class AlertEngine:
                 self.journal.add_stall(key, event)
 
     def _key(self, event: Event, service: str) -> tuple:
+        incident = incident_key(event, service, top_frame_of(event), self.groups)
+        if incident is not None:  # one slow request, one alert (lgf.incidents)
+            return incident
         values = []
         for f in self.options.group_by:
             if f == "service":
@@ -301,6 +247,16 @@ class AlertEngine:
         with self._lock:
             self._deploys[service] = self.clock() if at_ns is None else at_ns
 
+    def mark_loadtest(self, service: str, at_ns: int | None = None) -> None:
+        """A load test of ``service`` starts (``lgf silence loadtest``); starts its quiet window."""
+        with self._lock:
+            self._loadtests[service] = self.clock() if at_ns is None else at_ns
+
+    def _in_loadtest_silence(self, group: Group) -> bool:
+        started = self._loadtests.get(group.service)
+        window = self.policy.silence_after_loadtest
+        return started is not None and window > 0 and started <= group.opened_ns < started + window
+
     def _in_deploy_silence(self, group: Group) -> bool:
         deployed = self._deploys.get(group.service)
         window = self.policy.silence_after_deploy
@@ -315,6 +271,7 @@ class AlertEngine:
         out = []
         with self._lock:
             self.windows.close_idle(self.clock())
+            self.drift.tick()
             closed = [g for g in self.groups.values() if g.opened_ns + self.report_interval_ns <= now_ns]
             for group in closed:
                 del self.groups[group.key]
@@ -330,9 +287,15 @@ class AlertEngine:
             self.stats.inc("lgf_alerts_below_min_count_total")
             return None
         alert = self._make_alert(group)
+        if self.drift.judge(alert, group.service, group.worst_ns, self.threshold_ns):
+            self.stats.inc("lgf_alerts_within_baseline_total", cause=alert.cause)
+            self.recent_alerts.append({**alert.to_dict(), "held_by": "baseline"})
+            return None
         record = alert.to_dict()
         if self._in_deploy_silence(group):
             return self._silence(alert, record, "deploy", "deploy")
+        if self._in_loadtest_silence(group):
+            return self._silence(alert, record, "loadtest", "loadtest")
         silence = self.silences.match(record)
         if silence is not None:
             return self._silence(alert, record, "silence", silence.id)
@@ -367,12 +330,13 @@ class AlertEngine:
             gc_phase=dict(w.gc_phase), poller=dict(w.poller), sched=dict(w.sched),
             tags=dict(w.tags), topology=dict(w.topology), env=self.env,
             severity=self.severity_of(group.worst_ns), trace_id=new_id(), source=w.source,
+            scope=w.scope, http_method=w.http_method, http_path=w.http_path,
             extra={
                 "service": group.service, "top_frame": top, "count": group.count,
                 "worst_ns": group.worst_ns, "total_ns": group.total_ns,
                 "pids": sorted(group.pids), "goroutines": len(group.goroutines),
                 "example_event_id": w.id, "interval_ns": self.report_interval_ns,
-                "group_by": dict(zip(self.options.group_by, map(str, group.key), strict=False)),
+                "group_by": describe_key(group.key, self.options.group_by),
                 "summary": self._summary(group, top),
             })
         return alert
@@ -383,6 +347,10 @@ class AlertEngine:
         where = f" in {top}" if top else ""
         return (f"{group.service}: {group.count} {w.cause} stall(s){where}, worst {group.worst_ns / 1e6:.1f} ms "
                 f"({what}), total {group.total_ns / 1e6:.1f} ms")
+
+    def close(self) -> None:
+        """At shutdown: keep what the baselines learnt in the minute in progress."""
+        self.drift.close()
 
     # -- introspection ---------------------------------------------------------------------
 

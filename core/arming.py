@@ -5,13 +5,19 @@ that can see a stall; the uprobe source owns the costly goroutine tier that shou
 (``goroutine_tier = "on_stall"``). Neither source imports the other: a source that can arm
 registers an ``arm(pid)`` callable here, and any cheap tier calls :func:`notify_stall`.
 
-Cost: one lock and a loop over the (one or two) registered sources, per reported stall.
+Only stalls arm (lgf.idle): a cheap tier that has a goroutine's stack asks :func:`is_stall` first,
+so an idle wait (an accept loop, a keep-alive connection, a loop waiting for its next tick) never
+makes a process pay for the goroutine tier. A stop-the-world window is the whole process's and
+always a stall.
+
+Cost: one lock and a loop over the (one or two) registered sources, per reported stall;
+:func:`is_stall` symbolizes the stack once (a dict hit per frame once the symbolizer is warm).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 _ARMERS: list[Callable[[int], None]] = []
 _LOCK = threading.Lock()
@@ -36,3 +42,38 @@ def notify_stall(pid: int) -> None:
         armers = list(_ARMERS)
     for arm in armers:
         arm(pid)
+
+
+_SYMBOLIZERS = None
+
+
+def is_stall(exe: str, pcs: Sequence[int], wait_reason: str = "", bias: int = 0, rules=None) -> bool:
+    """lgf.idle's verdict on a wait a cheap tier saw: False only when it is idle. ``pcs``: the
+    goroutine's user stack (innermost first) in process ``exe``, ``bias`` its PIE load bias;
+    ``rules``: an :class:`lgf.idle.IdleRules` (the defaults when None). A stack that cannot be
+    read is judged a stall: lgf would rather arm once too often than go blind."""
+    global _SYMBOLIZERS
+    from lgf.golang.symbols import Symbolizers
+
+    if not pcs:
+        return True
+    if _SYMBOLIZERS is None:
+        _SYMBOLIZERS = Symbolizers(max_open=16)
+    try:
+        sym = _SYMBOLIZERS.get(exe)
+        functions = [f.func for pc in pcs for f in sym.frames(pc - bias)]
+    except Exception:  # noqa: BLE001 - unreadable binary: a stall
+        return True
+    return not (rules or _default_rules()).judge(functions, wait_reason).idle
+
+
+def _default_rules():
+    global _DEFAULT_RULES
+    if _DEFAULT_RULES is None:
+        from lgf.idle import IdleRules
+
+        _DEFAULT_RULES = IdleRules()
+    return _DEFAULT_RULES
+
+
+_DEFAULT_RULES = None

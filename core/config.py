@@ -25,11 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from . import options as opt
-from .alerts import AlertsOptions, EnvironmentsOptions
-from .components import KINDS, Component
+from .alerts import AlertsOptions
+from .baselines import BaselineOptions
+from .components import KINDS, Component, member
+from .environments import EnvironmentsOptions, check_env
 from .errors import ConfigError, ConfigErrors
 from .event import SEVERITIES
+from .idle import IdleOptions
 from .options import Duration
+from .roles import check_token_file
 from .silences import SilencesOptions
 
 SINK_KEYS = ("receive", "min_severity", "queue_limit")
@@ -50,11 +54,14 @@ class HostOptions:
     report_interval: Duration = Duration(10_000_000_000)
     """How long alerts are grouped before they are sent."""
     env: str = "prod"
+    """``dev``, ``test``, ``prod`` or an ``[environments.NAME]`` of yours: picks thresholds, severities,
+    quiet windows and who may silence (README "Environments")."""
     spool_dir: str = "/var/lib/lgf"
     """Where durable sink queues and persisted silences live."""
     plugins: list[str] = field(default_factory=list)
     """Extra plugin modules to register, as "pkg.module" or "pkg.module:object"."""
     log_level: str = "info"
+    """``debug``, ``info``, ``warning`` or ``error``."""
 
     def __post_init__(self):
         if self.threshold <= 0:
@@ -66,6 +73,7 @@ class TargetOptions:
     """``[targets]``: which processes to watch. Any match selects a process; lgf never traces itself."""
 
     pids: list[int] = field(default_factory=list)
+    """These process ids."""
     exe: list[str] = field(default_factory=list)
     """Globs on the executable's path ("/usr/local/bin/*")."""
     comm: list[str] = field(default_factory=list)
@@ -91,8 +99,11 @@ class HttpOptions:
     listen: str = DEFAULT_LISTEN
     """host:port to bind; keep it on loopback unless something scrapes it from elsewhere."""
     enabled: bool = True
+    """``false`` turns the endpoints off."""
     token_env: str = ""
-    """Name of an environment variable holding a token that POST/DELETE must present."""
+    """Name of an environment variable holding a token that POST/DELETE must present (role operator)."""
+    token_file: str = ""
+    """A TOML file of identities, roles and tokens (``lgf.roles``); must be root's, mode 600."""
     recent_limit: int = 100
     """How many windows and alerts /debug/latency returns by default."""
 
@@ -100,6 +111,8 @@ class HttpOptions:
         host, sep, port = self.listen.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ValueError(f"listen: {self.listen!r} is not host:port (e.g. \"127.0.0.1:9464\")")
+        if self.token_file:
+            check_token_file(self.token_file)
 
 
 
@@ -107,9 +120,11 @@ SECTIONS: dict[str, type] = {
     "lgf": HostOptions,
     "targets": TargetOptions,
     "alerts": AlertsOptions,            # grouping, services, tags, topology (lgf.alerts)
-    "environments": EnvironmentsOptions,  # per-env thresholds, severities, deploy silence
+    "environments": EnvironmentsOptions,  # per-env thresholds, severities, quiet windows (lgf.environments)
+    "baselines": BaselineOptions,       # drift-aware baselines per service and cause (lgf.baselines)
     "silences": SilencesOptions,        # silences shipped with the config (lgf.silences)
     "http": HttpOptions,                # /debug/latency, /metrics, silence API (lgf.http)
+    "idle": IdleOptions,                # your own idle sites, report_idle (lgf.idle)
 }
 """Typed top-level sections; the component lists (``sources`` ...) are handled apart."""
 
@@ -180,6 +195,7 @@ def validate(raw: dict[str, Any], registry: dict[tuple[str, str], Component],
             errors.append(ConfigError(name, "expected a table ([" + name + "])"))
             table = {}
         sections[name] = opt.build(cls, table, name, errors) or cls()
+    errors.extend(check_env(sections))
 
     components: list[ComponentConfig] = []
     for kind in KINDS:
@@ -236,7 +252,7 @@ def _component(kind: str, table: Any, path: str, registry, errors) -> ComponentC
 
 def _sink_routing(comp: Component, table: dict, path: str, errors) -> dict | None:
     """``receive`` and ``min_severity``; a sink class may set ``default_receive``."""
-    default = getattr(comp.factory, "default_receive", "events")
+    default = member(comp.factory, "sink", "default_receive")
     before = len(errors)
     out = {}
     for key, choices, dflt in (("receive", ("events", "alerts", "both"), default),
@@ -270,7 +286,7 @@ def resolve_use(kind: str, use: str, path: str, registry, errors) -> Component |
                 return None
             return obj
         if callable(obj):
-            opts = getattr(obj, "Options", None)
+            opts = member(obj, "sink", "Options")
             return Component(kind, use, obj, opts if dataclasses.is_dataclass(opts) else None)
         errors.append(ConfigError(path, f"{use!r} is neither a Component nor a class"))
         return None

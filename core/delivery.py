@@ -59,6 +59,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .clock import SystemClock
+from .components import member
 from .errors import DeliveryError
 from .event import Event, from_msgpack, to_msgpack
 from .spool import Spool, spool_path
@@ -270,10 +271,10 @@ class Delivery:
     def _call_sink(self, events: list[Event], receipt: Receipt) -> None:
         sink = self.sink
         try:
-            if hasattr(sink, "send_pending"):
-                sink.send_pending(events, receipt)
-            elif hasattr(sink, "send_batch"):
-                sink.send_batch(events)
+            if (send_pending := member(sink, "sink", "send_pending")) is not None:
+                send_pending(events, receipt)
+            elif (send_batch := member(sink, "sink", "send_batch")) is not None:
+                send_batch(events)
                 receipt.delivered(e.id for e in events)
             else:
                 for ev in events:

@@ -80,6 +80,12 @@ class Event:
     env: str = ""
     severity: str = ""
     trace_id: str = ""
+    scope: str = ""
+    """``"request"`` when the stalled goroutine was serving a request (``lgf.idle``), else ""."""
+    http_method: str = ""
+    """The request's method, when ``scope == "request"`` and it could be read; never guessed."""
+    http_path: str = ""
+    """The request's URL path, likewise."""
     # Not in the contract's required list, but carried so replay reproduces a run:
     source: str = ""
     """Name of the source that produced the event ("uprobe", "tracepoint", ...)."""

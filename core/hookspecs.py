@@ -62,9 +62,11 @@ def lgf_enrich(event: Event) -> None:
 
     :param event: the :class:`lgf.Event`, already decoded from its source.
 
-    Called for every event that crossed the threshold, on the pipeline thread. Each
-    implementation is called on its own: one that raises is counted and logged by plugin name
-    and the others still run. Must be bounded in time: no blocking I/O per event.
+    Called for every event that crossed the threshold, on the pipeline thread, through pluggy
+    (``LGF_TRACE_PLUGINS=1`` traces it; ``wrapper=True`` implementations work). Each plain
+    implementation is guarded (``lgf.hookcall``): one that raises is counted in
+    ``lgf_plugin_errors_total{plugin,hook}`` and logged by plugin name, and the others still run.
+    Must be bounded in time: no blocking I/O per event.
     """
 
 
@@ -74,9 +76,12 @@ def lgf_classify(event: Event) -> str | None:
 
     :param event: the enriched :class:`lgf.Event`.
 
-    Stops at first non-None result. Return ``None`` to let the next classifier decide. The
-    built-in ``unknown`` fallback is ``trylast`` and always answers, so any plugin overrides it
-    just by answering. The host writes the answer into ``event.cause``.
+    Stops at first non-None result. Return ``None`` to let the next classifier decide. Order:
+    third-party and configured classifiers first, then the built-in ``waitreason``
+    (``trylast``), then the built-in ``unknown`` fallback, a ``trylast`` wrapper that answers
+    ``"unknown"`` when nobody else did; so any plugin overrides the built-ins just by answering.
+    One that raises is counted and logged, and the next decides. The host writes the answer
+    into ``event.cause``.
     """
 
 

@@ -6,12 +6,15 @@
     POST   /api/silences              {"matchers": ["cause=lock"], "duration": "2h" | "until": RFC 3339,
                                        "comment": "...", "created_by": "..."} -> 201 and the silence
     DELETE /api/silences/ID           expire a silence now
+    POST   /api/silences/ID/approve   approve a pending silence (approver role, not who asked for it)
     POST   /api/deploys               {"service": "checkout"}: start its "silence after deploy" window
+    POST   /api/loadtests             {"service": "checkout"}: start its "silence after load test" window
+    GET    /api/baselines             every live (service, cause) baseline with μ, σ, z (lgf.baselines)
 
-``[http] listen`` defaults to ``127.0.0.1:9464``: loopback only unless configured. Requests that
-change state (POST, DELETE) need ``Authorization: Bearer <token>`` when ``[http] token_env`` names
-an environment variable holding a token; without one they are accepted from loopback clients
-only. The token is never logged.
+``[http] listen`` defaults to ``127.0.0.1:9464``: loopback only unless configured. Who may read,
+change and approve is decided by ``lgf.roles`` (viewer, operator, approver; tokens from
+``LGF_TOKEN_<ROLE>_<NAME>``, ``[http] token_file`` or the older ``[http] token_env``); every change
+is logged with who made it. Tokens are never logged.
 
 ``/metrics`` is computed on each scrape (a custom collector, nothing cached): stall duration
 histograms per cause and service from the sources' BPF histograms (``source.histograms()``, so
@@ -27,16 +30,18 @@ Cost per scrape: one read of each source's BPF histogram map plus one
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
-import os
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from .components import member
 from .config import HttpOptions
+from .drift import metric_families as baseline_metric_families
+from .environments import policy_of
+from .roles import Guard, Refusal, TokenFileError, audit
 
 log = logging.getLogger("lgf.http")
 
@@ -88,6 +93,7 @@ class LgfCollector:
             g = Metric("lgf_alert_groups_open", "Alert groups waiting for their report interval", "gauge")
             g.add_sample("lgf_alert_groups_open", {}, len(self.engine.groups))
             yield g
+            yield from baseline_metric_families(self.engine)
 
     def _histograms(self, family_cls, emitted):
         """BPF log2 histograms -> one Prometheus histogram per (cause, service, stall)."""
@@ -95,10 +101,10 @@ class LgfCollector:
 
         merged: dict[tuple[str, str, str], list[int]] = {}
         for src in self.sources:
-            if not hasattr(src, "histograms"):
+            if (histograms := member(src, "source", "histograms")) is None:
                 continue
             try:
-                hists = src.histograms()
+                hists = histograms()
             except Exception as exc:  # a source's bug must not break the scrape
                 self.stats.inc("lgf_http_errors_total", what="histograms")
                 log.error("histograms() of %s failed: %s", type(src).__name__, exc)
@@ -142,11 +148,11 @@ class LgfCollector:
         runtime = metric_cls("lgf_go_runtime", "Runtime counters of each traced Go process", "gauge")
         seen_pids: set[str] = set()
         for i, src in enumerate(self.sources):
-            name = getattr(src, "name", "") or f"{type(src).__name__}[{i}]"
+            name = member(src, "source", "name") or f"{type(src).__name__}[{i}]"
             counters = {}
-            if hasattr(src, "stats"):
+            if (own_stats := member(src, "source", "stats")) is not None:
                 try:
-                    counters = src.stats() or {}
+                    counters = own_stats() or {}
                 except Exception:  # counted; the rest of the scrape still works
                     self.stats.inc("lgf_http_errors_total", what="source_stats")
             for key, value in counters.items():
@@ -155,7 +161,8 @@ class LgfCollector:
                         lost.add_sample("lgf_ringbuf_lost_total", {"source": name}, value)
                     else:
                         own.add_sample("lgf_source", {"source": name, "counter": key}, value)
-            if hasattr(src, "runtime_counters") and hasattr(src, "histograms"):
+            if (member(src, "source", "runtime_counters") is not None
+                    and member(src, "source", "histograms") is not None):
                 try:
                     pids = {h.get("labels", {}).get("pid") for h in src.histograms()} - {None, ""}
                 except Exception:
@@ -186,7 +193,12 @@ class HttpServer:
         opts = (getattr(config, "sections", {}) or {}).get("http") or HttpOptions()
         self.options: HttpOptions = opts
         self.engine, self.stats, self.sources = engine, stats, sources
-        self.token = os.environ.get(opts.token_env, "") if opts.token_env else ""
+        try:
+            self.guard = Guard.from_options(opts, policy_of(config))
+        except TokenFileError as exc:  # fail closed: nobody may change anything, reading still works
+            log.error("http: %s; changes through the API are refused until it is fixed", exc)
+            self.guard = Guard({}, loopback_changes=False)
+        self.spool_dir = config.host.spool_dir
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -255,17 +267,17 @@ def _handler_for(server: HttpServer):
                 raise ValueError("expected a JSON object")
             return data
 
-        def _may_change(self) -> bool:
-            if server.token:
-                given = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-                if hmac.compare_digest(given.encode(), server.token.encode()):
-                    return True
-                self._json(401, {"error": "missing or wrong bearer token"})
-                return False
-            if self.client_address[0] in ("127.0.0.1", "::1") or self.client_address[0].startswith("127."):
-                return True
-            self._json(403, {"error": "changes are accepted from loopback only (or set [http] token_env)"})
-            return False
+        def _may(self, role: str):
+            """The caller (``lgf.roles.Identity``) if it has ``role``; else None, once 401/403 is answered."""
+            who = server.guard.authorize(self.headers.get("Authorization", ""), self.client_address[0], role)
+            if isinstance(who, Refusal):
+                self._json(who.code, {"error": who.message})
+                return None
+            return who
+
+        def _may_change(self, role: str = "operator") -> bool:
+            self.identity = self._may(role)
+            return self.identity is not None
 
         def _silences_or_503(self):
             if server.engine is None:
@@ -273,7 +285,7 @@ def _handler_for(server: HttpServer):
                 return None
             return server.engine.silences
 
-        def _store_for_change(self, path: str, known: bool):
+        def _store_for_change(self, path: str, known: bool, role: str = "operator"):
             """The silence store for a POST or DELETE, or None once the refusal was answered.
 
             In this order: 404 for an unknown path (before asking who is calling), 401/403 when
@@ -282,13 +294,15 @@ def _handler_for(server: HttpServer):
             if not known:
                 self._json(404, {"error": f"no such endpoint: {path}"})
                 return None
-            if not self._may_change():
+            if not self._may_change(role):
                 return None
             return self._silences_or_503()
 
         # -- routes --
         def do_GET(self):
             url = urlsplit(self.path)
+            if self._may("viewer") is None:
+                return
             if url.path == "/metrics":
                 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
                 self._send(200, generate_latest(server.registry), CONTENT_TYPE_LATEST)
@@ -307,37 +321,78 @@ def _handler_for(server: HttpServer):
                 store = self._silences_or_503()
                 if store is not None:
                     self._json(200, {"silences": [s.to_dict() for s in store.list()]})
+            elif url.path == "/api/baselines":
+                drift = getattr(server.engine, "drift", None)
+                store = getattr(drift, "store", None)
+                series = [{"service": svc, "cause": cause, **store.grade(svc, cause, drift.policy.sigma_scale)}
+                          for svc, cause in store.live_series()] if store is not None else []
+                self._json(200, {"enabled": store is not None, "series": series})
             elif url.path == "/":
-                self._json(200, {"endpoints": ["/debug/latency", "/metrics", "/api/silences", "/api/deploys"]})
+                self._json(200, {"endpoints": ["/debug/latency", "/metrics", "/api/silences", "/api/deploys",
+                                               "/api/loadtests", "/api/baselines"]})
             else:
                 self._json(404, {"error": f"no such endpoint: {url.path}"})
 
         def do_POST(self):
             path = urlsplit(self.path).path
-            store = self._store_for_change(path, path in ("/api/silences", "/api/deploys"))
+            approve = re.fullmatch(r"/api/silences/([\w-]+)/approve", path)
+            if approve:
+                self._approve(path, approve.group(1))
+                return
+            store = self._store_for_change(path, path in ("/api/silences", "/api/deploys", "/api/loadtests"))
             if store is None:
                 return
+            who = self.identity
             try:
                 body = self._body()
-                if path == "/api/deploys":
-                    service = body.get("service")
-                    if not isinstance(service, str) or not service:
-                        raise ValueError("service: required")
-                    server.engine.mark_deploy(service)
-                    self._json(202, {"service": service, "silence_after_deploy_ns":
-                                     server.engine.policy.silence_after_deploy})
+                if path in ("/api/deploys", "/api/loadtests"):
+                    self._quiet_window(path, body, who)
                     return
                 matchers = body.get("matchers")
                 if not isinstance(matchers, list) or not all(isinstance(m, str) for m in matchers):
                     raise ValueError("matchers: required, a list of strings like \"cause=lock\"")
+                # A token says who asks; only an unauthenticated (dev/test loopback) caller names itself.
+                by = who.name if who.via == "token" else str(body.get("created_by") or who.name)
                 s = store.add(matchers, duration=str(body.get("duration") or ""),
                               until=str(body.get("until") or ""), comment=str(body.get("comment") or ""),
-                              created_by=str(body.get("created_by") or ""))
+                              created_by=by, pending=server.engine.policy.approval)
             except ValueError as exc:  # bad JSON or a bad silence: the caller's mistake, said plainly
                 self._json(400, {"error": str(exc)})
                 return
             server.stats.inc("lgf_silences_added_total")
+            audit(server.spool_dir, who, "silence.add", silence=s.id, matchers=s.matchers, expires=s.to_dict()["expires"],
+                  pending=s.pending, comment=s.comment)
             self._json(201, s.to_dict())
+
+        def _quiet_window(self, path: str, body: dict, who) -> None:
+            service = body.get("service")
+            if not isinstance(service, str) or not service:
+                raise ValueError("service: required")
+            if path == "/api/deploys":
+                server.engine.mark_deploy(service)
+                audit(server.spool_dir, who, "deploy", service=service)
+                self._json(202, {"service": service, "silence_after_deploy_ns":
+                                 server.engine.policy.silence_after_deploy})
+            else:
+                server.engine.mark_loadtest(service)
+                audit(server.spool_dir, who, "loadtest", service=service)
+                self._json(202, {"service": service, "silence_after_loadtest_ns":
+                                 server.engine.policy.silence_after_loadtest})
+
+        def _approve(self, path: str, silence_id: str) -> None:
+            store = self._store_for_change(path, True, role="approver")
+            if store is None:
+                return
+            try:
+                s = store.approve(silence_id, self.identity.name)
+            except PermissionError as exc:
+                self._json(403, {"error": str(exc)})
+                return
+            if s is None:
+                self._json(404, {"error": "no such active silence"})
+                return
+            audit(server.spool_dir, self.identity, "silence.approve", silence=s.id, asked_by=s.created_by)
+            self._json(200, s.to_dict())
 
         def do_DELETE(self):
             path = urlsplit(self.path).path
@@ -348,6 +403,7 @@ def _handler_for(server: HttpServer):
             if s is None:
                 self._json(404, {"error": "no such active silence"})
             else:
+                audit(server.spool_dir, self.identity, "silence.expire", silence=s.id)
                 self._json(200, s.to_dict())
 
     return Handler

@@ -220,25 +220,49 @@ class IdleRules:
 
         Only out-of-line code is covered: a matching function the compiler inlined into another
         shows up only in the symbolized stack (:meth:`judge` sees it; the default sites and
-        markers are not inlined in Go 1.21-1.27's net/http). The loop-head and ``select {}``
-        rules need the start function and the wait reason, not ranges.
+        markers are not inlined in Go 1.21-1.27's net/http).
+
+        Two more keys let the kernel apply the loop-head rule too (optional):
+        ``"wait_primitive"`` (the runtime and the other ``WAIT_PRIMITIVES``: skip these from the
+        innermost frame to find the waiter) and ``"start_skip"`` (``runtime.goexit``,
+        ``runtime.main``, ``gowrapN`` wrappers: the frames outside the start function). A park
+        whose reason is in ``LOOP_HEAD_REASONS`` and whose waiter is followed only by
+        ``start_skip`` frames is idle. Their adjacent functions are merged into one range.
         """
-        out: dict[str, list[tuple[int, int]]] = {"idle": [], "request": []}
-        for name, lo, hi in _functions(binary):
+        out: dict[str, list[tuple[int, int]]] = {"idle": [], "request": [], "wait_primitive": [],
+                                                 "start_skip": []}
+        previous = ""
+        for name, lo, hi in sorted(_functions(binary), key=lambda f: f[1]):
             if self._is_request(name):
                 out["request"].append((lo, hi))
             elif self._is_idle(name):
                 out["idle"].append((lo, hi))
-        for spans in out.values():
-            spans.sort()
+            merged = ""
+            if name.startswith(START_SKIP) or _GO_WRAPPER.search(name):
+                merged = "start_skip"
+            elif name.startswith(WAIT_PRIMITIVES):
+                merged = "wait_primitive"
+            if merged and previous == merged:
+                out[merged][-1] = (out[merged][-1][0], hi)
+            elif merged:
+                out[merged].append((lo, hi))
+            previous = merged
         return out
+
+
+_GO_WRAPPER = re.compile(r"\.gowrap\d+$")
 
 
 def start_function(functions: Sequence[str]) -> str:
     """The function the goroutine was started with: the outermost frame below
-    ``runtime.goexit`` (and ``runtime.main`` for the main goroutine); "" if none."""
+    ``runtime.goexit`` (and ``runtime.main`` for the main goroutine), past the wrapper Go 1.22+
+    compiles for ``go f(x)`` (``pkg.F.gowrap1``, which only calls ``f``); "" if none.
+
+    Go 1.21 named that wrapper like any closure (``pkg.F.func1``): there a worker started as
+    ``go worker(jobs)`` is not recognised at its loop head and stays a stall (the safe side);
+    ``go worker()`` and ``go func() { ... }()`` are recognised in every version."""
     for f in reversed(functions):
-        if not f.startswith(START_SKIP):
+        if not f.startswith(START_SKIP) and not _GO_WRAPPER.search(f):
             return f
     return ""
 

@@ -20,6 +20,8 @@ import pluggy
 from . import hookspecs
 from .components import KINDS, Component
 from .errors import PluginError
+from .hookcall import IsolatingPluginManager
+from .stats import Stats
 
 log = logging.getLogger("lgf")
 
@@ -33,6 +35,7 @@ BUILTIN_PLUGINS = (
     "lgf.plugins.poller",
     "lgf.plugins.sched",
     "lgf.plugins.waitreason",
+    "lgf.plugins.scope",
     "lgf.plugins.unknown",
     "lgf.sinks.stdout",
     "lgf.sinks.file",
@@ -53,10 +56,15 @@ class PluginInfo:
 
 
 class Manager:
-    """A pluggy manager plus what was registered, where from, and what failed."""
+    """A pluggy manager plus what was registered, where from, and what failed.
 
-    def __init__(self) -> None:
-        self.pm = pluggy.PluginManager("lgf")
+    ``stats`` receives ``lgf_plugin_errors_total{plugin,hook}`` when a per-event implementation
+    raises (see ``lgf.hookcall``); the host passes its own.
+    """
+
+    def __init__(self, stats: Stats | None = None) -> None:
+        self.stats = stats if stats is not None else Stats()
+        self.pm: pluggy.PluginManager = IsolatingPluginManager("lgf", self._hook_raised)
         self.pm.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
         self.failures: list[PluginError] = []
@@ -111,6 +119,10 @@ class Manager:
                 continue
             self.register(obj, ep.name, f"entry point ({dist})")
 
+    def _hook_raised(self, plugin_name: str, hook_name: str, exc: BaseException) -> None:
+        self.stats.inc("lgf_plugin_errors_total", plugin=plugin_name, hook=hook_name)
+        log.error("plugin %r raised in %s: %s: %s", plugin_name, hook_name, type(exc).__name__, exc)
+
     def _fail(self, name: str, message: str) -> None:
         err = PluginError(name, message)
         self.failures.append(err)
@@ -144,9 +156,12 @@ class Manager:
         return registry
 
 
-def make_manager(entry_points: bool = True, extra: list[str] = ()) -> Manager:
-    """The manager a run uses: built-ins, then entry points, then ``extra`` module references."""
-    m = Manager()
+def make_manager(entry_points: bool = True, extra: list[str] = (), stats: Stats | None = None) -> Manager:
+    """The manager a run uses: built-ins, then entry points, then ``extra`` module references.
+
+    ``entry_points=False`` leaves installed third-party plugins out (tests, ``lgf.testing``).
+    """
+    m = Manager(stats)
     m.load_builtins()
     if entry_points:
         m.load_entry_points()

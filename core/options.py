@@ -56,7 +56,13 @@ def nearest(name: str, choices) -> str:
 
 def build(cls: type, table: dict[str, Any], path: str, errors: list[ConfigError],
           ignore: tuple[str, ...] = ()) -> Any:
-    """Make ``cls`` from ``table``; problems are appended to ``errors`` and None is returned."""
+    """Make ``cls`` from ``table``; problems are appended to ``errors`` and None is returned.
+
+    A class with a ``from_table(table, path, errors)`` classmethod builds itself (tables whose keys
+    are the user's names, like ``[environments.staging]``).
+    """
+    if hasattr(cls, "from_table"):
+        return cls.from_table(table, path, errors)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     before = len(errors)

@@ -3,9 +3,11 @@
 One pipeline serves ``lgf run`` (fed by sources through a bounded queue) and ``lgf replay``
 (fed from a file), so a replayed incident goes through exactly the code a live one did.
 
-Failure isolation is the point of this module: every enricher and classifier implementation is
-called on its own, and every sink sits behind its own delivery queue, so one plugin that raises
-is counted (``lgf_plugin_errors_total``) and logged by name while the rest carry on.
+Failure isolation is the point of this module: every sink sits behind its own delivery queue,
+and every enricher and classifier implementation is guarded where it is registered
+(``lgf.hookcall``), so one plugin that raises is counted (``lgf_plugin_errors_total``) and logged
+by name while the rest carry on. The per-event hooks are still called through pluggy, so tracing
+and wrappers work.
 """
 
 from __future__ import annotations
@@ -41,30 +43,12 @@ class SinkRoute:
         return self.receive in ("events", "both")
 
 
-def call_each(hook, stats: Stats, stop_at_result: bool = False, **kwargs) -> Any:
-    """Call a hook's implementations one by one, in pluggy's order, isolating failures.
-
-    pluggy would abort the whole call on the first exception; here a raising implementation is
-    counted and logged by plugin name and the next one runs. With ``stop_at_result`` the first
-    non-None answer is returned (``firstresult`` semantics).
-    """
-    for impl in reversed(hook.get_hookimpls()):
-        try:
-            result = impl.function(*[kwargs[name] for name in impl.argnames])
-        except Exception as exc:  # a plugin's bug must not stop the pipeline
-            stats.inc("lgf_plugin_errors_total", plugin=impl.plugin_name, hook=hook.name)
-            log.error("plugin %r raised in %s: %s: %s", impl.plugin_name, hook.name,
-                      type(exc).__name__, exc)
-            continue
-        if stop_at_result and result is not None:
-            return result
-    return None
-
-
 class Pipeline:
     def __init__(self, hook, stats: Stats, sinks: list[SinkRoute], engine: Any = None):
-        """``hook`` is the plugin manager's hook relay; ``engine`` an optional alert engine with
-        ``observe(event)`` and ``due(now_ns) -> list[Event]`` (``lgf.alerts.AlertEngine``)."""
+        """``hook`` is the plugin manager's hook relay (``Manager.pm.hook``); ``engine`` an optional
+        alert engine with ``observe(event)`` and ``due(now_ns) -> list[Event]``
+        (``lgf.alerts.AlertEngine``). Errors of single implementations are counted by the
+        manager's guard (``lgf.hookcall``) in the manager's stats: pass the same ``stats``."""
         self.hook = hook
         self.stats = stats
         self.sinks = sinks
@@ -73,11 +57,21 @@ class Pipeline:
     def process(self, event: Event) -> Event:
         """Enrich, classify, let the alert policy see it, and deliver it to the sinks that want it."""
         event.finish()
-        call_each(self.hook.lgf_enrich, self.stats, event=event)
-        cause = call_each(self.hook.lgf_classify, self.stats, stop_at_result=True, event=event)
+        try:
+            self.hook.lgf_enrich(event=event)
+        except Exception as exc:  # only a wrapper gets here: plain implementations are guarded
+            self._wrapper_raised("lgf_enrich", exc)
+        if event.extra.pop("held_back", None):  # an idle wait (lgf.idle, plugins/scope.py): counted only
+            self.stats.inc("lgf_idle_waits_total", source=event.source, site=event.extra.get("decided_by", ""))
+            return event
+        try:
+            cause = self.hook.lgf_classify(event=event)
+        except Exception as exc:
+            self._wrapper_raised("lgf_classify", exc)
+            cause = None
         event.cause = cause or "unknown"
         self.stats.inc("lgf_events_total", cause=event.cause)
-        if self.engine is not None:
+        if self.engine is not None and event.extra.get("verdict") != "idle":  # report_idle: never alerts
             try:
                 self.engine.observe(event)
             except Exception:  # the policy's bug must not lose the event itself
@@ -85,6 +79,10 @@ class Pipeline:
                 log.exception("alert policy failed on event %s", event.id)
         self.deliver(event)
         return event
+
+    def _wrapper_raised(self, hook_name: str, exc: Exception) -> None:
+        self.stats.inc("lgf_plugin_errors_total", plugin="(wrapper)", hook=hook_name)
+        log.error("a wrapper of %s raised: %s: %s", hook_name, type(exc).__name__, exc)
 
     def tick(self, now_ns: int) -> list[Event]:
         """Send the alerts whose report interval has closed; returns them."""

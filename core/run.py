@@ -18,12 +18,14 @@ from collections.abc import Iterable
 from . import config as cfg
 from . import journal, sinkqueues
 from .alerts import AlertEngine
-from .components import RunContext
+from .components import RunContext, member
 from .delivery import Delivery
 from .errors import ConfigErrors
 from .event import Event
 from .http import HttpServer
 from .manager import Manager, make_manager
+from .overrides import apply as apply_overrides
+from .overrides import mark as mark_overrides
 from .pipeline import Pipeline, SinkRoute
 from .stats import Stats
 
@@ -35,13 +37,22 @@ TICK_SECONDS = 0.1
 """How often the host asks the alert policy for due alerts (at most, however many events arrive)."""
 
 
-def load(config_path: str, entry_points: bool = True) -> tuple[Manager, cfg.Config]:
-    """Plugins and config, validated together. Raises ConfigErrors with every problem."""
-    raw = cfg.parse_toml(config_path)
+def load(config_path: str, entry_points: bool = True, overrides=()) -> tuple[Manager, cfg.Config]:
+    """Plugins and config, validated together. Raises ConfigErrors with every problem.
+
+    ``overrides``: ``[(key path, value, flag)]`` from the command line (``lgf.overrides``), written
+    into the file's tables before validation so they are checked exactly like the file.
+    """
+    raw, problems = apply_overrides(cfg.parse_toml(config_path), list(overrides))
     extra = (raw.get("lgf") or {}).get("plugins", []) if isinstance(raw.get("lgf"), dict) else []
     manager = make_manager(entry_points=entry_points,
                            extra=[p for p in extra if isinstance(p, str)])
-    config = cfg.validate(raw, manager.components(), config_path)
+    try:
+        config = cfg.validate(raw, manager.components(), config_path)
+    except ConfigErrors as exc:
+        raise ConfigErrors(problems + mark_overrides(exc.errors, list(overrides))) from None
+    if problems:
+        raise ConfigErrors(problems)
     return manager, config
 
 
@@ -49,7 +60,8 @@ class Host:
     def __init__(self, manager: Manager, config: cfg.Config, stats: Stats | None = None):
         self.manager = manager
         self.config = config
-        self.stats = stats or Stats()
+        self.stats = stats or manager.stats
+        manager.stats = self.stats  # the manager counts per-plugin hook errors here
         self.sources: list = []
         self.routes: list[SinkRoute] = []
         self.events: queue.Queue[Event] = queue.Queue(EVENT_QUEUE_SIZE)
@@ -87,7 +99,7 @@ class Host:
 
     def _delivery_for(self, cc: cfg.ComponentConfig, sink):
         """Each sink behind its own durable queue, unless it is its own record (stdout, file)."""
-        if not getattr(sink, "durable", True):
+        if not member(sink, "sink", "durable"):
             return None
         d = Delivery(sink, cc.name, self.config.host.spool_dir, self.stats, limit=cc.queue_limit, use=cc.use)
         d.start()
@@ -142,6 +154,8 @@ class Host:
 
     def replay(self, events: Iterable[Event]) -> int:
         """Feed recorded events through the pipeline; flush every alert at the end."""
+        if self.engine is not None:
+            self.engine.drift.replay_mode()  # graded in the recording's time; teaches the baselines nothing
         n = 0
         for event in events:
             self.pipeline.process(event)
@@ -175,14 +189,16 @@ class Host:
                 if route.delivery is not None:
                     route.delivery.stop(timeout=5.0)
                 for method in ("flush", "close"):
-                    if hasattr(route.sink, method):
-                        getattr(route.sink, method)()
+                    if (call := member(route.sink, "sink", method)) is not None:
+                        call()
             except Exception as exc:  # a sink failing to close must not stop the others
                 log.error("sink %r failed to close: %s", route.name, exc)
         if self.http is not None:
             self.http.stop()
         if getattr(self, "journal", None) is not None:
             self.journal.close()
+        if self.engine is not None:
+            self.engine.close()  # the baselines keep the minute in progress
         self.manager.pm.hook.lgf_unconfigure(config=self.config)
         log.info("lgf stopped: %d stall event(s), %d alert(s), %d dropped, %d plugin error(s), "
                  "%d sink failure(s)", *(int(self.stats.total(name)) for name in (
@@ -190,9 +206,9 @@ class Host:
                      "lgf_plugin_errors_total", "lgf_sink_failed_total")))
 
 
-def open_host(config_path: str, with_sources: bool = True) -> Host:
+def open_host(config_path: str, with_sources: bool = True, overrides=()) -> Host:
     """Load, validate and build; raises ConfigErrors before anything starts."""
-    manager, config = load(config_path, entry_points=True)
+    manager, config = load(config_path, entry_points=True, overrides=overrides)
     host = Host(manager, config)
     host.build(with_sources=with_sources)
     return host

@@ -12,7 +12,9 @@ is silenced when every matcher of some active silence holds. Silences from plugi
 (``[silences] rules = [...]``) live as long as the config says; silences added at run time are
 persisted to ``<spool_dir>/silences.json`` (written to a temporary file, then renamed, so a crash
 never leaves half a file), so a restart keeps them. Expiry is wall-clock time (it must survive a
-reboot); the default clock is ``time.time``.
+reboot); the default clock is ``time.time``. Where the environment asks for approval (prod), a
+silence added at run time is ``pending`` (listed, silencing nothing) until ``approve`` by another
+identity; its expiry stays the one asked for.
 """
 
 from __future__ import annotations
@@ -101,6 +103,9 @@ class Silence:
     created_at: float = field(default_factory=time.time)
     silenced: int = 0
     """Alerts this silence held back since lgf started."""
+    pending: bool = False
+    """Asked for but not approved yet (prod, ``lgf.environments``): it silences nothing."""
+    approved_by: str = ""
 
     def active(self, now: float) -> bool:
         return self.expires_at is None or now < self.expires_at
@@ -189,7 +194,7 @@ class SilenceStore:
         os.replace(tmp, self.path)
 
     def add(self, matchers: list[str], duration: str = "", until: str = "", comment: str = "",
-            created_by: str = "", origin: str = "api") -> Silence:
+            created_by: str = "", origin: str = "api", pending: bool = False) -> Silence:
         """Add a silence lasting ``duration`` ("2h") or until ``until`` (RFC 3339). Raises ValueError."""
         if not matchers:
             raise ValueError("a silence needs at least one matcher")
@@ -201,7 +206,7 @@ class SilenceStore:
         expires = now + parse_duration(duration) / 1e9 if duration else parse_time(until)
         if expires <= now:
             raise ValueError("that silence would already be expired")
-        s = Silence(list(matchers), expires, comment, created_by, origin, created_at=now)
+        s = Silence(list(matchers), expires, comment, created_by, origin, created_at=now, pending=pending)
         with self._lock:
             self._silences[s.id] = s
             if origin == "api":
@@ -219,6 +224,22 @@ class SilenceStore:
             self._save()
         return s
 
+    def approve(self, silence_id: str, by: str) -> Silence | None:
+        """Make a pending silence active; None if there is no such active silence.
+
+        Raises PermissionError when ``by`` is who asked for it: approval needs a second person.
+        """
+        with self._lock:
+            s = self._silences.get(silence_id)
+            if s is None or not s.active(self.clock()):
+                return None
+            if s.pending:
+                if by == s.created_by:
+                    raise PermissionError(f"{by} asked for silence {silence_id}; someone else must approve it")
+                s.pending, s.approved_by = False, by
+                self._save()
+        return s
+
     def list(self) -> list[Silence]:
         """Active silences, soonest expiry last."""
         now = self.clock()
@@ -231,7 +252,7 @@ class SilenceStore:
         now = self.clock()
         with self._lock:
             for s in self._silences.values():
-                if s.active(now) and matches(s.matchers, alert):
+                if s.active(now) and not s.pending and matches(s.matchers, alert):
                     s.silenced += 1
                     return s
         return None

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 
 from lgf import Component, hookimpl
+from lgf.golang.gstatus import G_WAITING
 from lgf.golang.runtime_reader import (
     RuntimeEnricher,
     Samples,
@@ -36,7 +37,6 @@ from lgf.golang.runtime_reader import (
 from lgf.options import Duration
 
 CUMULATIVE = ("netpoll_calls", "netpoll_ready")
-G_WAITING = 4
 
 
 @dataclass

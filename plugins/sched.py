@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass
 
 from lgf import Component, hookimpl
+from lgf.golang import gstatus as gs
 from lgf.golang.runtime_reader import (
     RuntimeEnricher,
     RuntimeReader,
@@ -40,9 +41,10 @@ from lgf.golang.runtime_reader import (
 )
 from lgf.options import Duration
 
-G_STATUS = {1: "runnable", 2: "running", 3: "in_syscall", 4: "waiting", 9: "runnable"}
-"""Go's _Grunnable, _Grunning, _Gsyscall, _Gwaiting, _Gpreempted (waiting to be resumed)."""
-G_NOT_LIVE = (0, 6)  # _Gidle, _Gdead
+G_STATUS = {gs.G_RUNNABLE: "runnable", gs.G_RUNNING: "running", gs.G_SYSCALL: "in_syscall",
+            gs.G_WAITING: "waiting", gs.G_PREEMPTED: "runnable"}
+"""How each live state is counted (a preempted goroutine waits to be resumed: runnable)."""
+G_NOT_LIVE = (gs.G_IDLE, gs.G_DEAD)
 
 
 @dataclass

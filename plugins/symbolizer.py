@@ -42,6 +42,7 @@ _ADDRESS = re.compile(r"^(local|auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+:[0-9]+)$")
 @dataclass
 class SymbolizerOptions:
     backend: Literal["local", "ray"] = "local"
+    """``local``: in-process; ``ray``: long-lived Ray actors sharded by build id."""
     ray_address: str = "local"
     """"local" starts a local Ray for lgf, "auto" joins the running cluster, or "host:port"."""
     workers: int = 2

@@ -1,9 +1,12 @@
 """The fallback classifier: answers ``"unknown"`` when no other classifier did.
 
-Registered as a plugin module (a module-level ``@hookimpl``), always on, and ``trylast``: pluggy
-calls it after every other ``lgf_classify`` implementation, so any classifier, built-in or
+Registered as a plugin module, always on. It is a ``wrapper=True`` implementation rather than a
+``trylast`` one: pluggy calls ``trylast`` implementations most-recently-registered *last*, so a
+``trylast`` fallback registered at start-up would run before the built-in ``waitreason`` instance
+(also ``trylast``, registered later at build). As a wrapper it sees the answer of every other
+classifier and only fills in ``"unknown"`` when there is none, so any classifier, built-in or
 third-party, overrides it just by answering (pytest's ``pytest_report_teststatus`` habit).
-Cost: nothing.
+Cost: one generator step per event.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 from lgf import hookimpl
 
 
-@hookimpl(trylast=True)
+@hookimpl(wrapper=True, trylast=True)
 def lgf_classify(event):
-    return "unknown"
+    cause = yield
+    return cause if cause is not None else "unknown"

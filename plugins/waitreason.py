@@ -24,8 +24,11 @@ class WaitReasonClassifier:
         self.stats = ctx.stats if ctx is not None else None
         self._logged: set[str] = set()
 
-    @hookimpl
+    @hookimpl(trylast=True)
     def lgf_classify(self, event):
+        # trylast: any other classifier (a plugin module's or a configured one) speaks first;
+        # among trylast ones pluggy calls the last registered first, and this instance is
+        # registered at build, after the ``unknown`` module, so ``unknown`` still answers last.
         stall = event.extra.get("stall", "")
         cause = cause_of(stall, event.wait_reason, event.syscall)
         if cause is None:

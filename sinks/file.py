@@ -22,11 +22,17 @@ from lgf.options import Size
 @dataclass
 class FileOptions:
     path: str
+    """The file to append to; its directory is created."""
     format: Literal["jsonl", "msgpack"] = "jsonl"
+    """One JSON object per line, or a msgpack stream (``lgf replay`` reads both)."""
     max_size: Size = Size(64 * 1024 * 1024)
+    """Rotate when the file would grow past this."""
     keep: int = 5
+    """Rotated files kept as ``path.1`` (newest) ... ``path.N``."""
     flush: Literal["event", "batch"] = "event"
+    """``event``: written through to the kernel before ``send`` returns; ``batch``: buffered."""
     fsync: bool = False
+    """Also force every write to disk."""
 
     def __post_init__(self):
         if self.keep < 0:

@@ -44,6 +44,8 @@ class StdoutSink:
 def format_line(event: Event) -> str:
     ts = event.ts[:23] + "Z" if event.ts else "-"
     where = " ".join(event.stack_summary[:2])
+    if event.scope == "request":  # lgf.idle: the goroutine was serving this request
+        where = f"[{event.http_method} {event.http_path}] {where}" if event.http_path else f"[request] {where}"
     if event.kind == "alert":
         x = event.extra
         return (f"{ts} ALERT {event.severity or 'info'} {event.cause} x{x.get('count', 1)} "

@@ -68,6 +68,7 @@ class WeComOptions:
     url: str = DEFAULT_URL
     """The send endpoint, or a relay's; ``?key=`` is added by lgf."""
     msgtype: Literal["markdown", "text", "markdown_v2"] = "markdown"
+    """The WeCom message type alerts are sent as."""
     mentioned_list: dict = field(default_factory=dict)
     """Severity -> user ids to mention, e.g. ``{ critical = ["@all"], warning = ["zhangsan"] }``.
     In markdown they become ``<@userid>`` (``@all`` works in text only); markdown_v2 has no mentions."""
@@ -76,9 +77,11 @@ class WeComOptions:
     timeout: Duration = Duration(10_000_000_000)
     """Per request; a timeout is retried (the message may then arrive twice)."""
     per_minute: int = 20
+    """Messages per robot key in any minute (WeCom's limit is 20); the rest become digests."""
     window_margin: Duration = Duration(1_000_000_000)
     """Added to the minute, so clock skew between lgf and WeCom cannot push a 21st message into one."""
     stack_frames: int = 8
+    """Frames of the example stack shown in a message."""
 
     def __post_init__(self):
         parsed = urllib.parse.urlsplit(self.url)

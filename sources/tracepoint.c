@@ -14,8 +14,7 @@
  */
 #include <uapi/linux/ptrace.h>
 
-#define STALL_SYSCALL 4
-#define C_RINGBUF_LOST 5
+/* STALL_SYSCALL and C_RINGBUF_LOST come as -D constants from lgf/bpf/constants.py. */
 
 struct target {
     u32 g_goid;   /* offset of goid in runtime.g for this process's Go version */

@@ -20,8 +20,9 @@ thread of the host on the kernel's syscall slow path). Measured by bench/bench_p
 this 2-CPU VM: nil on a channel ping-pong (no syscalls), +13 % to +20 % CPU per request on a
 net/http hello server under wrk (several syscalls per tiny request; a real handler that does work
 pays proportionally less). That is why the shipped plugins.toml leaves this source out and the
-uprobe source's stop-the-world probes are the always-on tier. Each reported syscall stall also
-arms the uprobe source's goroutine tier for that process (``goroutine_tier = "on_stall"``).
+uprobe source's stop-the-world probes are the always-on tier. Each reported syscall stall that
+lgf.idle judges a stall (not an idle wait) also arms the uprobe source's goroutine tier for that
+process (``goroutine_tier = "on_stall"``).
 
 Processes are attached and detached live: the tracepoints are attached once; a target starting or
 exiting only adds or removes its entry in the ``targets`` map.
@@ -36,11 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lgf import Component, Event, arming, hookimpl
+from lgf.bpf import constants as bpf_constants
 from lgf.bpf import loader
 from lgf.histories import RetiredHistograms
+from lgf.idle import rules_of
 
 C_FILE = Path(__file__).with_name("tracepoint.c")
-STALL_SYSCALL = 4
+STALL_SYSCALL = bpf_constants.STALL_KINDS["syscall"]
 
 log = logging.getLogger("lgf.tracepoint")
 
@@ -192,7 +195,9 @@ class TracepointSource:
             if bias:
                 extra["load_bias"] = bias
         ev.finish()
-        arming.notify_stall(pid)
+        if target is None or arming.is_stall(target.path or target.exe, ev.pcs, "",
+                                             extra.get("load_bias", 0), rules_of(self.ctx.config)):
+            arming.notify_stall(pid)  # only a stall arms (lgf.idle); an idle wait never does
         if self._emit is not None:
             self._emit(ev)
 

@@ -33,27 +33,16 @@
  * read at once); GOBUF_PC, GOBUF_BP; wait reason numbers REASON_IO_WAIT, REASON_PREEMPTED (labels
  * scheduling latency after a preemption) and INTERNAL_LO/INTERNAL_HI (bit masks of the runtime's
  * own wait reasons, 0-63 and 64-127); MAX_FRAMES, RINGBUF_PAGES, MAX_GOROUTINES (a power of two),
- * MAX_RUNTIME_FUNCS, MAX_SITES (prefixes in the sites trie), REPORT_IDLE (1: emit idle waits too,
+ * MAX_RUNTIME_FUNCS, MAX_HIST_PROCS (fast_hists blocks), MAX_SITES (prefixes in the sites trie), REPORT_IDLE (1: emit idle waits too,
  * flagged EV_IDLE), REASON_NO_CASES and LOOP_HEAD_LO/LOOP_HEAD_HI (lgf.idle's select {} and
  * loop-head wait reasons).
  */
 #include <uapi/linux/ptrace.h>
 
-#define STALL_PARK 1     /* blocked until made runnable (or until running, when woken by netpoll) */
-#define STALL_RUNNABLE 2 /* runnable until running: scheduling latency */
-#define STALL_STW 3      /* stop-the-world window of the whole process */
-#define STALL_IDLE 5     /* histogram only: a park over the threshold judged idle (4 is the
-                          * tracepoint source's syscall) */
-
-#define C_NETPOLL_CALLS 0
-#define C_NETPOLL_READY 1
-#define C_NETPOLL_WAITING 2
-#define C_GC_CYCLES 3
-#define C_STW_COUNT 4
-#define C_RINGBUF_LOST 5
-#define C_WAIT_SLOT_REUSED 6
-#define C_IDLE_WAITS 7 /* parks over the threshold judged idle: counted, not reported */
-#define C_STACK_CUT 8  /* waits over the threshold whose walk stopped before the goroutine's start */
+/* STALL_PARK, STALL_RUNNABLE, STALL_STW, STALL_IDLE (stall kinds; STALL_IDLE: histogram only, a
+ * park over the threshold judged idle), C_* (counter indexes: C_IDLE_WAITS, C_STACK_CUT...),
+ * G_RUNNABLE, G_WAITING, G_SCAN and WAIT_SLOT_SHIFT_0..2 come as -D constants from
+ * lgf/bpf/constants.py. */
 
 /* event.flags */
 #define EV_STACK_CUT 1     /* the walk stopped before the goroutine's start (MAX_FRAMES, bad read) */
@@ -64,7 +53,7 @@
 
 struct gkey {
     u32 tgid;
-    u32 pad;
+    u32 hslot; /* in the thread's `running` record: its process's fast_hists block (0: none) */
     u64 g;
 };
 
@@ -104,19 +93,65 @@ static __always_inline int is_internal(u32 reason)
 }
 
 /* Which binary (and PIE load bias) each process runs; uprobe.py fills it. `bin` indexes the
- * per-binary tables: runtime_funcs and sites. */
+ * per-binary tables (runtime_funcs, sites), `hslot` the process's fast_hists block. */
 struct proc {
     u32 bin;
-    u32 pad;
+    u32 hslot;
     u64 bias;
 };
 BPF_HASH(procs, u32, struct proc, 16384);
+
+/* The per-switch path's histograms and netpoll counters, without a hash: one array block per
+ * process (MAX_HIST_PROCS - 1 of them per program, handed out by uprobe.py), indexed by (kind,
+ * wait reason, log2 bucket). The thread's `running` record caches its block's index, so a short
+ * wait costs an array lookup and an atomic add where the shared `hist` hash cost a hashed lookup
+ * (about 30 ns less per wait end, twice per switch with ready() probed). Anything outside the
+ * block (a process without one, a reason >= 64, a wait of over half an hour) goes to `hist`. */
+#define FH_KINDS 3 /* STALL_PARK, STALL_RUNNABLE, STALL_IDLE */
+#define FH_REASONS 64
+#define FH_SLOTS 32
+#define FH_CELLS (FH_KINDS * FH_REASONS * FH_SLOTS)
+struct fast_hist {
+    u64 cells[FH_CELLS];
+    s64 netpoll_waiting;
+    s64 netpoll_ready;
+};
+BPF_ARRAY(fast_hists, struct fast_hist, MAX_HIST_PROCS);
+
+static __always_inline void hist_fast(u32 tgid, u32 hslot, u32 kind, u32 reason, u64 dur_ns)
+{
+    u32 slot = bpf_log2l(dur_ns / 1000);
+    u32 k = kind == STALL_PARK ? 0 : kind == STALL_RUNNABLE ? 1 : 2;
+    struct fast_hist *h = hslot ? fast_hists.lookup(&hslot) : 0;
+    if (!h || (kind != STALL_PARK && kind != STALL_RUNNABLE && kind != STALL_IDLE) ||
+        reason >= FH_REASONS || slot >= FH_SLOTS) {
+        hist_add(tgid, kind, reason, dur_ns);
+        return;
+    }
+    u32 i = (k * FH_REASONS + reason) * FH_SLOTS + slot;
+    if (i < FH_CELLS)
+        __sync_fetch_and_add(&h->cells[i], 1);
+}
+
+static __always_inline void netpoll_add(u32 tgid, u32 hslot, s64 waiting, s64 ready)
+{
+    struct fast_hist *h = hslot ? fast_hists.lookup(&hslot) : 0;
+    if (!h) {
+        counter_add(tgid, C_NETPOLL_WAITING, waiting);
+        if (ready)
+            counter_add(tgid, C_NETPOLL_READY, ready);
+        return;
+    }
+    __sync_fetch_and_add(&h->netpoll_waiting, waiting);
+    if (ready)
+        __sync_fetch_and_add(&h->netpoll_ready, ready);
+}
 
 /* ---- the kernel-side verdict: idle or stall, from the goroutine's own stack ------------------ */
 
 /* Code sites per binary (lgf.bpf.sites: the idle sites and request markers of lgf.idle's
  * IdleRules.pc_ranges), as an LPM trie over (binary, pc) in big-endian bytes: each function's
- * range is split into the fewest aligned prefixes (about 200 per net/http binary), so one lookup
+ * range is split into the fewest aligned prefixes (about 100 per net/http binary), so one lookup
  * classifies a pc, with no loop in BPF (a sorted array would need a binary search nested in the
  * frame loop, and the verifier walks every path of it). The leaf is a bit: SITE_IDLE or
  * SITE_REQUEST, OR-ed over the frames without a branch. */
@@ -255,11 +290,6 @@ static __always_inline u32 report_wait(u32 kind, u32 tgid, u32 tid, u64 gp, u64 
 
 /* ---- goroutine tier ------------------------------------------------------------------------ */
 
-/* Go's goroutine states (runtime2.go; unchanged since Go 1.0). */
-#define G_RUNNABLE 1
-#define G_WAITING 4
-#define G_SCAN 0x1000
-
 /* One uprobe hit per goroutine switch: runtime.execute(gp) is where every goroutine starts or
  * resumes running. What the thread ran before is kept in task-local storage (`running`); at the
  * next execute on that thread, or when the thread blocks in the kernel (sched_switch), that
@@ -285,12 +315,15 @@ struct wait {
     u16 kind;  /* 0 = no wait open */
     u32 owner; /* the thread that last started running g: only its notes about g count */
     u64 http_req; /* the *http.Request g last began serving (on_serve_http), 0: none */
+    u32 hslot;    /* g's process's fast_hists block, copied when the slot is claimed */
+    u32 pad;
 };
 BPF_ARRAY(waits, struct wait, MAX_GOROUTINES); /* MAX_GOROUTINES: a power of two */
 
 static __always_inline struct wait *wait_slot(u32 tgid, u64 g)
 {
-    u32 idx = (u32)((g >> 6) ^ (g >> 22) ^ ((u64)tgid << 7)) & (MAX_GOROUTINES - 1);
+    u32 idx = (u32)((g >> WAIT_SLOT_SHIFT_0) ^ (g >> WAIT_SLOT_SHIFT_1) ^ ((u64)tgid << WAIT_SLOT_SHIFT_2))
+              & (MAX_GOROUTINES - 1);
     return waits.lookup(&idx);
 }
 
@@ -343,7 +376,8 @@ static __always_inline int is_runtime_goroutine(u32 tgid, u64 g)
 /* A wait of g (kind WAIT_PARK -> STALL_PARK, WAIT_RUNNABLE -> STALL_RUNNABLE) ends now. The
  * common case, a short wait, costs one histogram update; everything else is behind the
  * threshold check. */
-static __always_inline void end_wait(u32 stall, struct gkey *k, struct wait *w, u32 tid, u64 now)
+static __always_inline void end_wait(u32 stall, struct gkey *k, u32 hslot, struct wait *w, u32 tid,
+                                     u64 now)
 {
     u64 dur = now - w->start_ns;
     if (dur >= RUNTIME_CHECK_NS && is_runtime_goroutine(k->tgid, k->g))
@@ -352,11 +386,9 @@ static __always_inline void end_wait(u32 stall, struct gkey *k, struct wait *w, 
     if (dur >= THRESHOLD_NS)
         hist_kind = report_wait(stall, k->tgid, tid, k->g, w->start_ns, now, w->reason, w->http_req);
     if (hist_kind)
-        hist_add(k->tgid, hist_kind, w->reason, dur);
-    if (stall == STALL_PARK && w->reason == REASON_IO_WAIT) {
-        counter_add(k->tgid, C_NETPOLL_WAITING, -1);
-        counter_add(k->tgid, C_NETPOLL_READY, 1);
-    }
+        hist_fast(k->tgid, hslot, hist_kind, w->reason, dur);
+    if (stall == STALL_PARK && w->reason == REASON_IO_WAIT)
+        netpoll_add(k->tgid, hslot, -1, 1);
 }
 
 /* Lays down the goroutine the thread ran before, if it parked or was preempted. `state` is the
@@ -395,7 +427,7 @@ static __always_inline void note_switch_out(struct gkey *state, u32 tid, u64 now
         return; /* GC workers, sweeper, scavenger, finalizer...: the runtime's own idling */
     open_wait(&k, WAIT_PARK, reason, tid, now);
     if (reason == REASON_IO_WAIT)
-        counter_add(k.tgid, C_NETPOLL_WAITING, 1);
+        netpoll_add(k.tgid, k.hslot, 1, 0);
 }
 
 /* Attached by uprobe.py only while some process has its goroutine tier on (not the
@@ -428,9 +460,11 @@ static __always_inline void open_runnable(struct wait *w, u32 tgid, u64 g, u16 f
     if (w->g != g || w->tgid != tgid) {
         if (w->kind)
             counter_add(tgid, C_WAIT_SLOT_REUSED, 1);
+        struct proc *p = procs.lookup(&tgid); /* its histogram block, as on_execute claims a slot */
         w->g = g;
         w->tgid = tgid;
         w->http_req = 0;
+        w->hslot = p ? p->hslot : 0;
         w->owner = 0;
     }
     w->start_ns = now;
@@ -456,7 +490,7 @@ static __always_inline void made_runnable(u32 tgid, u64 g, u16 from, u64 now)
     u16 reason = NO_REASON;
     if (w->g == g && w->tgid == tgid && w->kind == WAIT_PARK) {
         struct wait ww = *w;
-        end_wait(STALL_PARK, &k, &ww, ww.tid, now);
+        end_wait(STALL_PARK, &k, ww.hslot, &ww, ww.tid, now);
         reason = ww.reason & 0xff;
     }
     open_runnable(w, tgid, g, from, reason, now);
@@ -499,7 +533,7 @@ int on_injectglist(struct pt_regs *ctx)
 
 /* on_execute's half: g still parked but woken by injectglist at *t: the park ended there, and the
  * wait for a P ran from there to now. Returns 0 when injectglist did not see g. */
-static __always_inline int end_woken(struct gkey *k, struct wait *ww, u32 tid, u64 now)
+static __always_inline int end_woken(struct gkey *k, u32 hslot, struct wait *ww, u32 tid, u64 now)
 {
     u64 *t = woken.lookup(k);
     if (!t)
@@ -508,11 +542,11 @@ static __always_inline int end_woken(struct gkey *k, struct wait *ww, u32 tid, u
     woken.delete(k);
     if (at < ww->start_ns || at > now)
         return 0; /* a note from an earlier park of g */
-    end_wait(STALL_PARK, k, ww, ww->tid, at);
+    end_wait(STALL_PARK, k, hslot, ww, ww->tid, at);
     u16 reason = ww->reason & 0xff;
     ww->start_ns = at;
     ww->reason = reason | ((reason == REASON_IO_WAIT ? FROM_NETPOLL : FROM_READY) << 8);
-    end_wait(STALL_RUNNABLE, k, ww, tid, now);
+    end_wait(STALL_RUNNABLE, k, hslot, ww, tid, now);
     return 1;
 }
 
@@ -524,10 +558,16 @@ int on_execute(struct pt_regs *ctx)
     u64 now = bpf_ktime_get_ns();
     struct gkey *state = running.task_storage_get((void *)bpf_get_current_task_btf(), 0,
                                                   BPF_LOCAL_STORAGE_GET_F_CREATE);
+    u32 hslot = 0;
     if (state) {
+        if (state->tgid != k.tgid) { /* the thread's first switch: which histogram block */
+            struct proc *p = procs.lookup(&k.tgid);
+            state->hslot = p ? p->hslot : 0;
+        }
         note_switch_out(state, tid, now, k.g, 0);
         state->tgid = k.tgid;
         state->g = k.g;
+        hslot = state->hslot;
     }
     struct wait *w = wait_slot(k.tgid, k.g);
     if (!w)
@@ -539,6 +579,7 @@ int on_execute(struct pt_regs *ctx)
         w->g = k.g; /* claim the slot: this thread runs g now */
         w->tgid = k.tgid;
         w->http_req = 0;
+        w->hslot = hslot;
         w->owner = tid;
         w->kind = 0;
         return 0;
@@ -546,11 +587,11 @@ int on_execute(struct pt_regs *ctx)
     w->owner = tid;
     w->kind = 0;
     if (ww.kind == WAIT_RUNNABLE)
-        end_wait(STALL_RUNNABLE, &k, &ww, tid, now);
-    else if (ww.kind == WAIT_PARK && !end_woken(&k, &ww, tid, now))
+        end_wait(STALL_RUNNABLE, &k, hslot, &ww, tid, now);
+    else if (ww.kind == WAIT_PARK && !end_woken(&k, hslot, &ww, tid, now))
         /* Still parked: woken without ready() (the netpoller's and the GC's injectglist), or
          * ready() is not probed (sched_latency = false). The park ends now that it runs. */
-        end_wait(STALL_PARK, &k, &ww, ww.tid, now);
+        end_wait(STALL_PARK, &k, hslot, &ww, ww.tid, now);
     return 0;
 }
 
@@ -562,7 +603,7 @@ int on_ready(struct pt_regs *ctx)
         return 0;
     struct wait ww = *w;
     u64 now = bpf_ktime_get_ns();
-    end_wait(STALL_PARK, &k, &ww, ww.tid, now);
+    end_wait(STALL_PARK, &k, ww.hslot, &ww, ww.tid, now);
     w->kind = WAIT_RUNNABLE; /* scheduling latency starts: made runnable, not yet running */
     w->start_ns = now;
     return 0;

@@ -30,6 +30,33 @@ parked (reason from ``g.waitreason``), ``_Grunnable`` = it was preempted. Checke
 own execution tracer (tests/test_source_crosscheck.py): the park start agrees within a
 microsecond, the duration within 0.03 ms.
 
+Idle or stall: decided in the kernel (lgf.idle)
+-----------------------------------------------
+Every wait of the goroutine tier lands in the histograms; a wait of at least the threshold is
+judged in BPF before anything crosses to Python (uprobe.c ``judge_stack``). Its goroutine's own
+stack is walked from ``g.sched`` up the frame-pointer chain (``max_frames``, default 64: the
+outermost frames decide, so the walk must reach ``runtime.goexit``) and each return address is
+looked up in an LPM trie of the binary's idle sites and request markers
+(:mod:`lgf.bpf.sites`, from :meth:`lgf.idle.IdleRules.pc_ranges`). Then lgf.idle's rule, in its
+order: a request marker (``net/http.serverHandler.ServeHTTP``...) makes a stall with
+``extra["scope"] = "request"``; a walk that stopped before the goroutine's start is a stall with
+``extra["stack_cut"] = True``; an idle site, or ``select {}``, makes an idle wait, which is counted
+(``runtime_counters()["idle_waits"]``, histogram label ``stall = "idle"``) and never sent (unless
+``[idle] report_idle``); a receive, select, sleep or Cond.Wait is sent flagged as a loop-head
+candidate, and :mod:`lgf.sources.uprobe_verdict` symbolizes it (inlined frames included) and asks
+:meth:`IdleRules.judge` whether its waiter is the goroutine's start function; anything else is a
+stall. Every event carries ``extra["verdict"]``; a request-scoped (or reported idle) one also
+``extra["decided_by"]``, the marker or site by name (one symbolized stack per such event).
+
+While the tier is on, a probe on ``net/http.serverHandler.ServeHTTP`` (when the binary has it:
+``req`` is in RDI, checked against the disassembly of Go 1.21-1.27) writes each request's
+``*http.Request`` into its goroutine's wait slot; a request-scoped stall carries it as
+``extra["http_request_addr"]`` for :mod:`lgf.golang.httpreq` to read method and path.
+
+Cost of the verdict: nothing per switch; per wait over the threshold, one user read and one trie
+lookup per frame (a few microseconds for a 64-frame walk). The ServeHTTP probe is one more uprobe
+hit per request while the tier is armed (see the figures below).
+
 Tiers and their cost (the README's "probe cost" paragraph)
 -----------------------------------------------------------
 A uprobe hit traps into the kernel even on the emulated ``push %rbp`` where lgf places every
@@ -49,7 +76,21 @@ function runs.
   ``sched_latency = false``, 22-25x with it (bare: 0.24 us per round trip; the floor of any
   per-switch uprobe on this VM is about 11x); a net/http hello server +17 % to +19 % CPU per
   request. ``netpoll_calls = true`` adds a probe on ``runtime.netpoll`` for the netpoller call
-  counter.
+  counter. Against the floor in the same interleaved rounds (bench/bench_tier_floor.py, six runs
+  at load average 7-11): median 1.19x an empty program on execute (1.02-1.30x), 1.19x on
+  execute + ready (1.11-1.36x); by ``bpf_stats``, ``on_execute`` runs about 150 ns per hit (about
+  170 ns with the shared hash histogram), ``on_ready`` 96 ns (118), ``on_sched_switch`` about
+  100 ns. Per switch: one task-storage get, one
+  user read of the previous goroutine's (m, atomicstatus, waitreason), two array wait slots, one
+  array histogram add; nothing else unless a wait reaches the threshold.
+- **Verdict and ServeHTTP probe** (with the goroutine tier): nothing per switch; per wait over
+  the threshold a stack walk of up to ``max_frames`` user reads and trie lookups; one uprobe hit
+  per HTTP request on ``serverHandler.ServeHTTP`` (the floor's cost of a hit, 0.7-1.3 us here).
+  On bench/bench_idle_server.py's idle-looking server (idle keep-alive connections, accept loop,
+  100 ms ticker) with the shipped plugins.toml, three runs of 3 rounds: CPU per request -11.5 %,
+  +28.1 %, -15.6 % against off (wrk's noise here), the tier armed in 1 of 9 runs (what armed it
+  was not caught: three more runs with logging saw no arming); a ping-pong that sleeps 2 s at start-up: 1.02x, 0.97x,
+  0.96x, never armed.
 
 ``goroutine_tier`` picks when the goroutine tier is attached to a process:
 
@@ -83,7 +124,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from lgf import Component, Event, arming, hookimpl
+from lgf import Component, Event, arming, hookimpl, idle
+from lgf.bpf import constants as bpf_constants
 from lgf.bpf import loader, sites
 from lgf.causes import GC_ASSIST_REASON, INTERNAL_WAIT_REASONS, IO_WAIT_REASON
 from lgf.errors import TargetRefused
@@ -93,14 +135,18 @@ from lgf.histories import RetiredHistograms
 from lgf.idle import LOOP_HEAD_REASONS, NO_CASES_REASON, options_of
 from lgf.options import Duration
 
-from .uprobe_verdict import EV_LOOP_HEAD, LoopHeadJudge, verdict_into
+from .uprobe_verdict import EV_IDLE, EV_LOOP_HEAD, EV_SCOPE_REQUEST, LoopHeadJudge, verdict_into
 
 C_FILE = Path(__file__).with_name("uprobe.c")
 
-STALL_NAMES = {1: "park", 2: "runnable", 3: "stw", 5: "idle"}
-COUNTER_NAMES = ("netpoll_calls", "netpoll_ready", "netpoll_waiting", "gc_cycles", "stw_count",
-                 "ringbuf_lost", "wait_slot_reused", "idle_waits", "stack_cut")
+STALL_NAMES = bpf_constants.STALL_NAMES
+COUNTER_NAMES = bpf_constants.COUNTER_NAMES
 GOROUTINE_TIER_COUNTERS = ("netpoll_ready", "netpoll_waiting", "idle_waits", "stack_cut")
+MAX_HIST_PROCS = 64
+"""Per-process histogram blocks of uprobe.c's ``fast_hists`` (48 KiB each; block 0 is unused): the
+first 63 processes of a program get the per-switch path without a hash; the rest use ``hist``."""
+FH_KINDS, FH_REASONS, FH_SLOTS = (1, 2, 5), 64, 32
+"""uprobe.c's fast_hists layout: stall kinds (park, runnable, idle), wait reasons, log2 buckets."""
 
 
 GOROUTINE_PROBES = (("runtime.execute", "on_execute"),)
@@ -138,7 +184,7 @@ class UprobeOptions:
     """Wait slots (parked or runnable goroutines tracked at once, over all targets; a power of two).
     A slot taken by another live wait is reused and counted in ``wait_slot_reused``."""
     max_sites: int = 65536
-    """Prefixes of the kernel's code-site table (``lgf.bpf.sites``; about 500 per binary)."""
+    """Prefixes of the kernel's code-site table (``lgf.bpf.sites``; about 100 per net/http binary)."""
     max_runtime_funcs: int = 262144
     """Entry addresses of runtime functions kept in BPF, over all distinct target binaries (about
     2,500 per binary), to tell the runtime's own goroutines from the program's."""
@@ -149,10 +195,11 @@ class UprobeOptions:
     target's goroutines; a park is seen once it lasts threshold + one interval."""
     sample_max_goroutines: int = 100_000
     """A target with more goroutines than this is not sampled (counted, not read)."""
-    sample_ignore_reasons: list[str] = dataclasses.field(default_factory=lambda: ["IO wait", "select (no cases)"])
-    """Wait reasons the sampler neither arms on nor reports: an idle server's accept loop and
-    keep-alive connections wait on the network for as long as no client comes, and would keep
-    the goroutine tier armed on every server. ``sample_interval = "0s"`` turns the sampler off."""
+    sample_ignore_reasons: list[str] = dataclasses.field(default_factory=list)
+    """Wait reasons the sampler neither follows, arms on nor reports. Empty by default: an idle
+    server's accept loop and keep-alive connections are told from stalls by their stacks
+    (:mod:`lgf.idle`), so a handler waiting on the network is still seen. ``sample_interval =
+    "0s"`` turns the sampler off."""
 
     def __post_init__(self):
         if self.ringbuf_pages <= 0 or self.ringbuf_pages & (self.ringbuf_pages - 1):
@@ -170,6 +217,7 @@ class _Program:
     def __init__(self, constants: dict[str, int], on_event: Callable[[_Program, object], None]):
         self.constants = constants
         self.bpf = loader.load(C_FILE, constants)
+        self._verify_goroutine_tier()
         self.bpf[b"events"].open_ring_buffer(lambda _cpu, data, _size: on_event(self, data))
         self.poller = loader.RingPoller(self.bpf, "uprobe")
         self.poller.start()
@@ -177,6 +225,42 @@ class _Program:
         self.sched_switch = False
         self.binaries: dict[str, int] = {}
         """build id (or path) -> index in the runtime_funcs and sites maps."""
+        self.hslots: dict[int, int] = {}
+        """pid -> its fast_hists block (1 .. MAX_HIST_PROCS - 1)."""
+
+    def take_hslot(self, pid: int) -> int:
+        """A zeroed fast_hists block for ``pid`` (its own again after an exec), 0 when all are taken."""
+        if pid in self.hslots:
+            return self.hslots[pid]
+        free = sorted(set(range(1, MAX_HIST_PROCS)) - set(self.hslots.values()))
+        if not free:
+            return 0
+        table = self.bpf[b"fast_hists"]
+        table[table.Key(free[0])] = table.Leaf()
+        self.hslots[pid] = free[0]
+        return free[0]
+
+    def fast_hist(self, pid: int):
+        """``pid``'s fast_hists block (a ctypes struct), or None."""
+        slot = self.hslots.get(pid)
+        if not slot:
+            return None
+        try:
+            return self.bpf[b"fast_hists"][self.bpf[b"fast_hists"].Key(slot)]
+        except Exception:  # noqa: BLE001 - a map torn down under us reads as empty
+            return None
+
+    def _verify_goroutine_tier(self) -> None:
+        """Load (verify) the goroutine tier's programs now, with the cheap tier, so that arming
+        only attaches them: the kernel's verifier walks on_execute's stack-walk loop for about
+        20 ms (more on a loaded host), and a park that begins while the tier is still arming is
+        seen by neither tier."""
+        from bcc import BPF
+
+        for fn in dict.fromkeys(fn for _, fn in GOROUTINE_PROBES + SCHED_PROBES + NETPOLL_PROBES + HTTP_PROBES
+                                + runnable.probes()):
+            self.bpf.load_func(fn.encode(), BPF.KPROBE)
+        self.bpf.load_func(b"on_sched_switch", BPF.RAW_TRACEPOINT)
 
     def register_binary(self, binary, rules) -> int:
         """Load ``binary``'s runtime function entries and code sites (``rules``: lgf.idle's
@@ -248,7 +332,8 @@ class UprobeSource:
             self._sampler = GoroutineSampler(
                 self.options.sample_interval, self.options.sample_max_goroutines, self.threshold_ns,
                 emit, self.arm, self._tier_since, ignore_reasons=self.options.sample_ignore_reasons,
-                stats=self.ctx.stats, logger=self.log)
+                stats=self.ctx.stats, logger=self.log, rules=idle.rules_of(self.ctx.config),
+                report_idle=idle.options_of(self.ctx.config).report_idle)
             self._sampler.start()
         self._watcher = ProcessWatcher(self.ctx.config.targets, self._on_start, self._on_exit,
                                        interval=self.options.rescan_interval / 1e9, logger=self.log)
@@ -310,11 +395,17 @@ class UprobeSource:
             # Its counts join its service's series before they leave the maps (lgf.histories).
             self._retired.retire(self._histogram_rows(only_pid=target.pid))
             loader.delete_pid_entries(att.program.bpf[b"hist"], target.pid)
+            hslot = att.program.hslots.get(target.pid)
+            if hslot:  # zeroed too: an exec'd process keeps its block and starts its counts afresh
+                blocks = att.program.bpf[b"fast_hists"]
+                blocks[blocks.Key(hslot)] = blocks.Leaf()
             self._detach_all(target.pid)
             if self._sampler is not None:
                 self._sampler.remove(target.pid)
             # Its wait slots need no cleanup: each is tagged with pid and g and simply reused.
             self._verdicts.forget(target.pid)
+            if not Path(f"/proc/{target.pid}").exists():  # gone, not exec'd: its block is free
+                att.program.hslots.pop(target.pid, None)
             try:
                 del att.program.bpf[b"procs"][att.program.bpf[b"procs"].Key(target.pid)]
             except KeyError:
@@ -349,6 +440,7 @@ class UprobeSource:
             "MAX_GOROUTINES": self.options.max_goroutines,
             "MAX_SITES": self.options.max_sites,
             **runnable.constants(binary),
+            "MAX_HIST_PROCS": MAX_HIST_PROCS,
             "REPORT_IDLE": int(self.report_idle),
             "REASON_NO_CASES": reasons.index(NO_CASES_REASON) if NO_CASES_REASON in reasons else 255,
             **dict(zip(("LOOP_HEAD_LO", "LOOP_HEAD_HI"), loader.masks_of(
@@ -375,8 +467,8 @@ class UprobeSource:
                             probes={})
             self._attached[target.pid] = att
             procs = prog.bpf[b"procs"]
-            procs[procs.Key(target.pid)] = procs.Leaf(prog.register_binary(binary, self.idle_rules), 0,
-                                                      att.load_bias)
+            procs[procs.Key(target.pid)] = procs.Leaf(prog.register_binary(binary, self.idle_rules),
+                                                      prog.take_hslot(target.pid), att.load_bias)
             self._attach_probes(att, CHEAP_PROBES, required=("runtime.stopTheWorldWithSema",
                                                              "runtime.startTheWorldWithSema"))
             if self.options.goroutine_tier == "always":
@@ -466,7 +558,7 @@ class UprobeSource:
         The slot index is uprobe.c's ``wait_slot`` hash."""
         waits, size, pid = att.program.bpf[b"waits"], att.program.constants["MAX_GOROUTINES"], att.target.pid
         for g in gs:
-            idx = waits.Key(((g >> 6) ^ (g >> 22) ^ (pid << 7)) & (size - 1))
+            idx = waits.Key(bpf_constants.wait_slot_index(pid, g, size))
             slot = waits[idx]
             if slot.g == g and slot.tgid == pid and slot.kind:
                 slot.kind = 0
@@ -518,6 +610,10 @@ class UprobeSource:
         att = self._attached.get(pid)
         ev = self._event_of(raw, att)
         flags = int(raw.flags)
+        if flags & (EV_SCOPE_REQUEST | EV_IDLE) and att is not None:
+            site = self._verdicts.decided_by(att.target, ev)
+            if site:
+                ev.extra["decided_by"] = site
         if flags & EV_LOOP_HEAD and att is not None:
             idle = self._verdicts.is_idle(att.target, ev)
             self._verdicts.count(pid, idle, int(raw.reason), ev.duration_ns)
@@ -586,6 +682,10 @@ class UprobeSource:
                     out[name] = max(v, 0)
             if "idle_waits" in out:  # loop heads are judged idle in Python (uprobe_verdict)
                 out["idle_waits"] += self._verdicts.idle_waits.get(pid, 0)
+            block = att.program.fast_hist(pid) if att.goroutine_tier_seen else None
+            if block is not None:
+                out["netpoll_waiting"] = max(out["netpoll_waiting"] + int(block.netpoll_waiting), 0)
+                out["netpoll_ready"] += int(block.netpoll_ready)
             return out
 
     def histograms(self) -> list[dict]:
@@ -608,6 +708,12 @@ class UprobeSource:
                     continue
                 g = groups.setdefault((int(key.tgid), int(key.kind), int(key.reason)), {})
                 g[int(key.slot)] = g.get(int(key.slot), 0) + int(value.value)
+            for pid in list(prog.hslots):  # the per-switch path's blocks
+                if only_pid is not None and pid != only_pid:
+                    continue
+                block = prog.fast_hist(pid)
+                if block is not None:
+                    _add_fast_hist(groups, pid, block)
             for (pid, stall, reason), slots in python_side:  # loop-head waits judged in Python
                 if only_pid is not None and pid != only_pid:
                     continue
@@ -638,6 +744,18 @@ def _span(prefix: str, binary, fields: tuple[str, ...]) -> dict[str, int]:
     if hi - lo > 256:
         raise binary.refuse(f"runtime.g fields {fields} span {hi - lo} bytes (lgf reads at most 256)")
     return {f"{prefix}_LO": lo, f"{prefix}_LEN": hi - lo}
+
+
+def _add_fast_hist(groups: dict, pid: int, block) -> None:
+    """Add one fast_hists block's nonzero cells to ``groups`` ({(pid, kind, reason): {slot: n}})."""
+    cells = memoryview(bytes(block.cells)).cast("Q")
+    per_kind = FH_REASONS * FH_SLOTS
+    for i, n in enumerate(cells):
+        if n:
+            k, rest = divmod(i, per_kind)
+            reason, slot = divmod(rest, FH_SLOTS)
+            g = groups.setdefault((pid, FH_KINDS[k], reason), {})
+            g[slot] = g.get(slot, 0) + n
 
 
 def _name(names: list[str], index: int) -> str:

@@ -74,6 +74,16 @@ class LoopHeadJudge:
             return False
         return self.rules.judge(funcs, ev.wait_reason).idle
 
+    def decided_by(self, target, ev) -> str:
+        """The frame that made the kernel's verdict, by name (``extra["decided_by"]``): the
+        request marker or idle site :meth:`IdleRules.judge` finds on the symbolized stack; ""
+        when the stack cannot be read. One symbolized stack per request-scoped or idle event."""
+        try:
+            funcs = self.functions(target, ev.pcs, ev.extra.get("load_bias", 0))
+        except Exception:  # noqa: BLE001 - an unreadable binary: the verdict stands without a name
+            return ""
+        return self.rules.judge(funcs, ev.wait_reason).site
+
     def count(self, pid: int, idle: bool, reason: int, duration_ns: int) -> None:
         key = (pid, "idle" if idle else "park", reason)
         slot = log2_slot(duration_ns)

@@ -19,11 +19,7 @@ import time
 import uuid
 
 import pytest
-from stallfixture import STALLS_SRC, StallFixture
 
-from conftest import GO_VERSIONS, build_go
-from fakewecom import FakeWeCom
-from helpers import write
 from lgf import Event, hookimpl
 from lgf import config as cfg
 from lgf.alerts import AlertEngine
@@ -32,7 +28,12 @@ from lgf.journal import AlertJournal, attach
 from lgf.manager import make_manager
 from lgf.pipeline import Pipeline, SinkRoute
 from lgf.stats import Stats
-from wecom_helpers import ids_in, wait_until
+from support.cli import write
+from support.fakewecom import FakeWeCom
+from support.gobuild import GO_VERSIONS, build_go
+from support.stallfixture import STALLS_SRC, StallFixture
+from support.wait import wait_until
+from support.wecom import ids_in
 
 
 class CauseKept:

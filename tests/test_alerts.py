@@ -88,9 +88,9 @@ def test_environment_tables_override_defaults_and_bad_ones_are_refused(tmp_path)
     eng.observe(stall(300))
     eng.observe(stall(300))
     assert [a.severity for a in eng.due(2**63 - 1)] == ["critical"]
-    with pytest.raises(ConfigErrors, match=r"environments: prod: critical must be at least warning"):
+    with pytest.raises(ConfigErrors, match=r"environments.prod: critical must be at least warning"):
         engine_for(tmp_path, {"environments": {"prod": {"critical": "10ms"}}})
-    with pytest.raises(ConfigErrors, match=r"environments: dev.warnng: unknown key \(did you mean .warning.\?\)"):
+    with pytest.raises(ConfigErrors, match=r"environments.dev.warnng: unknown key \(did you mean .warning.\?\)"):
         engine_for(tmp_path, {"environments": {"dev": {"warnng": "1s"}}})
 
 
@@ -140,7 +140,7 @@ def test_a_new_build_of_a_service_opens_its_deploy_silence(tmp_path):
 
 
 def test_mark_deploy_silences_only_that_service(tmp_path):
-    eng, clock, _ = engine_for(tmp_path)  # prod default: 2 minutes after a deploy
+    eng, clock, _ = engine_for(tmp_path, {"environments": {"prod": {"silence_after_deploy": "2m"}}})
     eng.mark_deploy("api")
     eng.observe(stall(80, comm="api"))
     eng.observe(stall(80, comm="billing", pid=7))

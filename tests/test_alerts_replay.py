@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from helpers import lgf, write
 from lgf.event import Event, write_events
+from support.cli import lgf, write
 
 MS = 1_000_000
 

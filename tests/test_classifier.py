@@ -6,13 +6,12 @@ import re
 
 import pytest
 
-from conftest import GO_VERSIONS, TOOLCHAINS
 from lgf import CAUSES, Event, causes, hookimpl
 from lgf.golang import gobinary
 from lgf.manager import make_manager
-from lgf.pipeline import call_each
 from lgf.plugins import waitreason
 from lgf.stats import Stats
+from support.gobuild import GO_VERSIONS, TOOLCHAINS
 
 ENTRY = re.compile(r'^\s*waitReason\w+:\s*"([^"]*)",', re.M)
 
@@ -27,8 +26,8 @@ def wait_reasons_of_toolchain(version: str) -> list[str]:
     return texts
 
 
-def classify(manager, event: Event, stats: Stats | None = None) -> str:
-    return call_each(manager.pm.hook.lgf_classify, stats or Stats(), stop_at_result=True, event=event)
+def classify(manager, event: Event) -> str:
+    return manager.pm.hook.lgf_classify(event=event)
 
 
 @pytest.fixture
@@ -69,7 +68,7 @@ def test_every_wait_reason_classified_through_the_hook(go_toolchains, manager, v
 
 def test_wait_reasons_read_from_a_built_binary_are_all_known(go_toolchains):
 
-    from conftest import GOAPPS, build_go
+    from support.gobuild import GOAPPS, build_go
     apps = sorted(p for p in GOAPPS.iterdir() if (p / "main.go").exists()) if GOAPPS.exists() else []
     if not apps:
         pytest.skip("no Go fixture program under tests/goapps yet")

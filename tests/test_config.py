@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import lgf, write
 from lgf.options import parse_duration, parse_size
+from support.cli import lgf, write
 
 GOOD = """
 [lgf]

@@ -13,7 +13,6 @@ import threading
 
 import pytest
 
-from helpers import lgf
 from lgf import Event
 from lgf.cli import main as lgf_main
 from lgf.clock import ManualClock
@@ -21,7 +20,9 @@ from lgf.delivery import Backoff, Delivery, Receipt
 from lgf.errors import DeliveryError
 from lgf.spool import spool_path
 from lgf.stats import Stats
-from wecom_helpers import deliver_all, wait_until
+from support.cli import lgf
+from support.wait import wait_until
+from support.wecom import deliver_all
 
 
 class RecordingClock(ManualClock):

@@ -8,11 +8,11 @@ import shutil
 import subprocess
 
 import pytest
-from binfacts_helpers import binfacts, binfacts_pie, running
 
 from lgf.config import TargetOptions
 from lgf.golang import discovery
 from lgf.golang.discovery import ProcessWatcher, Refusal, Target, examine, find_targets
+from support.binfacts import binfacts, binfacts_pie, running
 
 
 @pytest.fixture

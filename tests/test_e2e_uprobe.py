@@ -16,10 +16,11 @@ import threading
 import time
 
 import pytest
-from stallfixture import STALLS_SRC, StallFixture, probe_bytes
 
-from conftest import GO_VERSIONS, build_go
-from helpers import LGF, write
+from support.cli import LGF, write
+from support.gobuild import GO_VERSIONS, build_go
+from support.stallfixture import STALLS_SRC, StallFixture, probe_bytes
+from support.wait import poll_until
 
 pytestmark = pytest.mark.bpf
 
@@ -88,15 +89,10 @@ enabled = false
 
 
 def stalls_in(path, pred, timeout: float = 10.0) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = []
-        if path.exists():
-            rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
-        found = [r for r in rows if r.get("kind") == "stall" and pred(r)]
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.1)
+    def found() -> list[dict]:
+        rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+        return [r for r in rows if r.get("kind") == "stall" and pred(r)]
+    return poll_until(found, timeout, 0.1)
 
 
 UPROBE_ALWAYS = '[[sources]]\nuse = "uprobe"\ngoroutine_tier = "always"\n'

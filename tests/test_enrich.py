@@ -13,13 +13,13 @@ import time
 
 import pytest
 
-from conftest import GO_VERSIONS, GOAPPS, build_go
 from lgf.components import RunContext
 from lgf.event import Event
 from lgf.plugins.gc_phase import GcPhaseEnricher
 from lgf.plugins.poller import PollerEnricher
 from lgf.plugins.sched import SchedEnricher
 from lgf.stats import Stats
+from support.gobuild import GO_VERSIONS, GOAPPS, build_go
 
 MS = 1_000_000
 

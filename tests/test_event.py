@@ -18,7 +18,8 @@ from lgf.event import (
 
 REQUIRED = ("kind id pid tid comm exe goid go_version build_id start_ns end_ns duration_ns ts cause "
             "wait_reason syscall stack stack_summary gc_phase poller sched tags topology env severity "
-            "trace_id").split()
+            "trace_id scope http_method http_path").split()
+"""DESIGN.md's keys, plus issue 9's request scope (README, "The event")."""
 
 
 def sample() -> Event:

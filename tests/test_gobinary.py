@@ -10,9 +10,7 @@ from collections import Counter
 
 import capstone
 import pytest
-from binfacts_helpers import VARIANTS, binfacts, go_nm, go_objdump, go_tool, running, runtime_strings
 
-from conftest import GO_VERSIONS, go_binary, go_env
 from lgf.errors import TargetRefused
 from lgf.golang import golayout
 from lgf.golang.gobinary import (
@@ -25,6 +23,8 @@ from lgf.golang.gobinary import (
 )
 from lgf.golang.golayout_table import TABLE
 from lgf.golang.pclntab import Pclntab, PclntabError
+from support.binfacts import VARIANTS, binfacts, go_nm, go_objdump, go_tool, running, runtime_strings
+from support.gobuild import GO_VERSIONS, go_binary, go_env
 
 CASES = [(v, variant) for v in GO_VERSIONS for variant in VARIANTS]
 CHECKED_FUNCTIONS = ("runtime.gopark", "runtime.ready", "runtime.casgstatus", "runtime.stopTheWorldWithSema",

@@ -10,13 +10,13 @@ from __future__ import annotations
 import signal
 
 import pytest
-from binfacts_helpers import binfacts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lgf.errors import TargetRefused
 from lgf.golang.gobinary import GoBinary
 from lgf.golang.goelf import ElfImage
+from support.binfacts import binfacts
 
 HANG_GUARD_SECONDS = 600
 """Not a speed limit: a whole bounded run takes seconds; this only turns a hang into a failure."""

@@ -10,12 +10,12 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import lgf
 from lgf import config as cfg
 from lgf.alerts import AlertEngine
 from lgf.event import Event
 from lgf.http import HttpServer
 from lgf.stats import Stats
+from support.cli import lgf
 
 MS = 1_000_000
 
@@ -45,7 +45,9 @@ class HistogramSource:
 @pytest.fixture
 def served(tmp_path):
     raw = {"lgf": {"spool_dir": str(tmp_path), "env": "prod"}, "http": {"listen": "127.0.0.1:0"},
-           "alerts": {"services": {"gateway": "^api"}}}
+           "alerts": {"services": {"gateway": "^api"}},
+           # lgf's rule before roles (tests/test_roles.py has prod's own: tokens and approval)
+           "environments": {"prod": {"loopback_changes": True, "approval": False, "silence_after_deploy": "2m"}}}
     config = cfg.validate(raw, {})
     stats = Stats()
     engine = AlertEngine(config, stats)

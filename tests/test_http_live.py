@@ -11,9 +11,7 @@ import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from stallfixture import STALLS_SRC, Collector, StallFixture, run_context, wait_attached
 
-from conftest import GO_VERSIONS, build_go
 from lgf import config as cfg
 from lgf.alerts import AlertEngine
 from lgf.http import HttpServer
@@ -22,6 +20,9 @@ from lgf.plugins.poller import PollerEnricher
 from lgf.plugins.sched import SchedEnricher
 from lgf.plugins.waitreason import WaitReasonClassifier
 from lgf.stats import Stats
+from lgf.testing import EventCollector
+from support.gobuild import GO_VERSIONS, build_go
+from support.stallfixture import STALLS_SRC, StallFixture, run_context, wait_attached
 
 pytestmark = pytest.mark.bpf
 
@@ -33,7 +34,7 @@ def live(bpf_ok, go_toolchains):
     exe = build_go(STALLS_SRC, GO_VERSIONS[-1])
     ctx = run_context("50ms", exe=[str(exe)])
     src = UprobeSource(UprobeOptions(goroutine_tier="always"), ctx)
-    events = Collector()
+    events = EventCollector()
     src.start(events)
     yield src, events, exe, ctx
     src.stop()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 
-from binfacts_helpers import binfacts, go_nm, running
-
 from lgf.cli import main as lgf_main
+from support.binfacts import binfacts, go_nm, running
 
 
 def main(argv):

@@ -14,13 +14,14 @@ import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from stallfixture import STALLS_SRC, Collector, StallFixture, run_context, wait_attached
 
-from conftest import GO_VERSIONS, build_go
 from lgf import config as cfg
 from lgf.alerts import AlertEngine
 from lgf.http import HttpServer
 from lgf.stats import Stats
+from lgf.testing import EventCollector
+from support.gobuild import GO_VERSIONS, build_go
+from support.stallfixture import STALLS_SRC, StallFixture, run_context, wait_attached
 
 pytestmark = pytest.mark.bpf
 
@@ -61,7 +62,7 @@ def test_series_survive_the_exit_and_a_restarted_service_continues_them(tmp_path
     sources = [UprobeSource(UprobeOptions(goroutine_tier="always"), ctx), TracepointSource(TracepointOptions(), ctx)]
     config = cfg.validate({"lgf": {"spool_dir": str(tmp_path)}, "http": {"listen": "127.0.0.1:0"}}, {})
     server = HttpServer(config, AlertEngine(config, Stats()), Stats(), sources)
-    events = Collector()
+    events = EventCollector()
     for src in sources:
         src.start(events)
     server.start()

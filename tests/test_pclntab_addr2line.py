@@ -7,11 +7,11 @@ every PC must give the same function name and the same file:line as addr2line pr
 from __future__ import annotations
 
 import pytest
-from symbolize_helpers import addr2line_lines, compile_binary, run_addr2line, spread_pcs, stripped_copy
 
-from conftest import GO_VERSIONS
 from lgf.golang.pclntab import Pclntab
 from lgf.golang.symbols import Symbolizer
+from support.gobuild import GO_VERSIONS
+from support.symbolize import addr2line_lines, compile_binary, run_addr2line, spread_pcs, stripped_copy
 
 N_PCS = 10_000
 

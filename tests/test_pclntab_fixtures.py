@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 from elftools.elf.elffile import ELFFile
-from symbolize_helpers import addr2line_lines, build_pie, compile_binary, run_addr2line, stripped_copy
 
-from conftest import GO_VERSIONS, GOAPPS, build_go
 from lgf.golang.pclntab import Pclntab, PclntabError
+from support.gobuild import GO_VERSIONS, GOAPPS, build_go
+from support.symbolize import addr2line_lines, build_pie, compile_binary, run_addr2line, stripped_copy
 
 INLINE_APP = GOAPPS / "inline"
 

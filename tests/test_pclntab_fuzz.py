@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import GO_VERSIONS, GOAPPS, build_go
 from lgf.golang.pclntab import Pclntab, PclntabError
+from support.gobuild import GO_VERSIONS, GOAPPS, build_go
 
 MEMORY_CAP = 64 << 20
 """Bytes Python may allocate while reading one mutant (the fixture itself is ~2 MiB)."""

@@ -6,17 +6,8 @@ import pluggy
 
 from lgf import hookimpl
 from lgf.event import Event
-from lgf.manager import make_manager
 from lgf.pipeline import Pipeline, SinkRoute
-from lgf.stats import Stats
-
-
-class ListSink:
-    def __init__(self):
-        self.got = []
-
-    def send(self, event):
-        self.got.append(event)
+from lgf.testing import EventCollector, make_manager
 
 
 class BrokenSink:
@@ -49,25 +40,24 @@ class LockClassifier:
 
 
 def make(*plugins, sinks):
-    m = make_manager(entry_points=False)
+    m = make_manager()  # lgf.testing: built-ins only, no installed entry points
     for i, p in enumerate(plugins):
         m.register(p, f"p{i}", "test")
-    stats = Stats()
-    return Pipeline(m.pm.hook, stats, sinks), stats
+    return Pipeline(m.pm.hook, m.stats, sinks), m.stats
 
 
 def test_a_failing_sink_does_not_stop_the_others():
-    good_before, good_after = ListSink(), ListSink()
+    good_before, good_after = EventCollector(), EventCollector()
     pipe, stats = make(sinks=[SinkRoute("a", good_before), SinkRoute("bad", BrokenSink()),
                               SinkRoute("b", good_after)])
     for _ in range(3):
         pipe.process(Event(end_ns=10**8))
-    assert len(good_before.got) == 3 and len(good_after.got) == 3
+    assert len(good_before.events) == 3 and len(good_after.events) == 3
     assert stats.get("lgf_sink_failed_total", sink="bad") == 3
 
 
 def test_a_failing_enricher_or_classifier_is_counted_and_skipped():
-    sink = ListSink()
+    sink = EventCollector()
     pipe, stats = make(TagEnricher(), BrokenEnricher(), LockClassifier(), BrokenClassifier(),
                        sinks=[SinkRoute("s", sink)])
     ev = pipe.process(Event(end_ns=10**8))

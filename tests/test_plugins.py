@@ -6,10 +6,10 @@ import json
 import sys
 import textwrap
 
-from helpers import lgf, write
 from lgf import hookspecs
 from lgf.event import Event, write_events
 from lgf.manager import make_manager
+from support.cli import lgf, write
 
 
 def test_third_party_plugin_is_listed_with_its_origin():

@@ -6,14 +6,14 @@ One Ray instance (num_cpus=2, no dashboard) serves the module and is shut down a
 from __future__ import annotations
 
 import pytest
-from symbolize_helpers import compile_binary, spread_pcs
 
-from conftest import GO_VERSIONS, GOAPPS, build_go
 from lgf import Event, RunContext
 from lgf.golang.pclntab import Pclntab
 from lgf.golang.ray_symbols import RayBackend
 from lgf.plugins.symbolizer import LocalBackend, SymbolizerEnricher, SymbolizerOptions
 from lgf.stats import Stats
+from support.gobuild import GO_VERSIONS, GOAPPS, build_go
+from support.symbolize import compile_binary, spread_pcs
 
 ray = pytest.importorskip("ray")
 

@@ -11,12 +11,12 @@ import socket
 
 import pytest
 
-from conftest import GO_VERSIONS, GOAPPS, build_go
 from lgf import Event, RunContext
 from lgf.golang.pclntab import Pclntab
 from lgf.golang.ray_symbols import RayBackend, RayUnavailable
 from lgf.plugins.symbolizer import SymbolizerEnricher, SymbolizerOptions
 from lgf.stats import Stats
+from support.gobuild import GO_VERSIONS, GOAPPS, build_go
 
 ray = pytest.importorskip("ray")
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 import time
 
 import pytest
-from stallfixture import STALLS_SRC, Collector, StallFixture, run_context, wait_attached
 
-from conftest import GO_VERSIONS, build_go
 from lgf.causes import INTERNAL_WAIT_REASONS, cause_of
 from lgf.golang.runtime_reader import RuntimeReader, allg_pointers, read_g_fields
 from lgf.sources.uprobe import UprobeOptions, UprobeSource
+from lgf.testing import EventCollector
+from support.gobuild import GO_VERSIONS, build_go
+from support.stallfixture import STALLS_SRC, StallFixture, run_context, wait_attached
+from support.wait import poll_until
 
 pytestmark = pytest.mark.bpf
 
@@ -37,7 +39,7 @@ def sampled(request, bpf_ok, go_toolchains):
     exe = build_go(STALLS_SRC, request.param, ldflags="-X main.privateCopy=sampler")
     ctx = run_context("50ms", exe=[str(exe)])
     src = UprobeSource(UprobeOptions(goroutine_tier="on_stall", sample_interval=INTERVAL_NS), ctx)
-    events = Collector()
+    events = EventCollector()
     src.start(events)
     yield src, events, exe, ctx
     src.stop()
@@ -47,9 +49,7 @@ def wait_sampled(ctx, samples: int = 2) -> None:
     """Until the sampler has made ``samples`` more passes (a target is added to it just after
     attach, once its binary's runtime functions are listed)."""
     start = ctx.stats.total("lgf_sampler_samples_total")
-    deadline = time.monotonic() + 20
-    while ctx.stats.total("lgf_sampler_samples_total") < start + samples and time.monotonic() < deadline:
-        time.sleep(INTERVAL_NS / 1e9)
+    poll_until(lambda: ctx.stats.total("lgf_sampler_samples_total") >= start + samples, 20, INTERVAL_NS / 1e9)
 
 
 def armed(src, pid: int) -> bool:

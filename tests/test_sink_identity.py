@@ -14,13 +14,13 @@ import uuid
 
 import pytest
 
-from fakewecom import FakeWeCom
-from helpers import lgf, write
 from lgf import Event
 from lgf import config as cfg
 from lgf.errors import ConfigErrors, DeliveryError
 from lgf.event import to_msgpack, write_events
 from lgf.spool import Spool, SpoolView, recorded_use, spool_path
+from support.cli import lgf, write
+from support.fakewecom import FakeWeCom
 
 SINK_A = '[[sinks]]\nuse = "wecom"\nname = "a"\nurl = "{url}"\nkey_env = "KEY_A"\nreceive = "events"\n'
 SINK_B = '[[sinks]]\nuse = "wecom"\nname = "b"\nurl = "{url}"\nkey_env = "KEY_B"\nreceive = "alerts"\n'

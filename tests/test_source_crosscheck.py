@@ -13,10 +13,11 @@ import re
 import subprocess
 
 import pytest
-from stallfixture import STALLS_SRC, Collector, StallFixture, run_context, wait_attached
 
-from conftest import build_go, go_binary, go_env
 from lgf.sources.uprobe import UprobeOptions, UprobeSource
+from lgf.testing import EventCollector
+from support.gobuild import build_go, go_binary, go_env
+from support.stallfixture import STALLS_SRC, StallFixture, run_context, wait_attached
 
 pytestmark = pytest.mark.bpf
 
@@ -44,7 +45,7 @@ def test_channel_park_matches_the_execution_tracer(tmp_path, bpf_ok, go_toolchai
     exe = build_go(STALLS_SRC, version)
     trace_file = tmp_path / "trace.out"
     src = UprobeSource(UprobeOptions(goroutine_tier="always"), run_context(exe=[str(exe)]))
-    events = Collector()
+    events = EventCollector()
     src.start(events)
     try:
         with StallFixture(exe, "chanrecv", "-trace", str(trace_file)) as fx:

@@ -4,12 +4,13 @@ them (goid read through the thread's TLS at the kernel's BTF offset), on every s
 from __future__ import annotations
 
 import pytest
-from stallfixture import STALLS_SRC, Collector, StallFixture, run_context, wait_attached
 
-from conftest import GO_VERSIONS, build_go
 from lgf.bpf import loader as bpfutil
 from lgf.causes import cause_of
 from lgf.sources.tracepoint import TracepointOptions, TracepointSource
+from lgf.testing import EventCollector
+from support.gobuild import GO_VERSIONS, build_go
+from support.stallfixture import STALLS_SRC, StallFixture, run_context, wait_attached
 
 pytestmark = pytest.mark.bpf
 
@@ -24,7 +25,7 @@ def traced(bpf_ok, go_toolchains):
     """One source for the module: it watches every build of the fixture (attached live)."""
     exes = {v: build_go(STALLS_SRC, v) for v in GO_VERSIONS}
     src = TracepointSource(TracepointOptions(), run_context("50ms", exe=[str(e) for e in exes.values()]))
-    events = Collector()
+    events = EventCollector()
     src.start(events)
     yield src, events, exes
     src.stop()

@@ -10,23 +10,23 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 import pytest
-from stallfixture import (
+
+from lgf.bpf import loader as bpfutil
+from lgf.causes import cause_of
+from lgf.sources.uprobe import UprobeOptions, UprobeSource
+from lgf.testing import EventCollector
+from support.gobuild import GO_VERSIONS, build_go
+from support.stallfixture import (
     STALLS_SRC,
-    Collector,
     StallFixture,
     bpftool_perf_pids,
     probe_bytes,
     run_context,
     wait_attached,
 )
-
-from conftest import GO_VERSIONS, build_go
-from lgf.bpf import loader as bpfutil
-from lgf.causes import cause_of
-from lgf.sources.uprobe import UprobeOptions, UprobeSource
+from support.wait import poll_until
 
 pytestmark = pytest.mark.bpf
 
@@ -47,7 +47,7 @@ def traced(request, bpf_ok, go_toolchains):
     exe = build_go(STALLS_SRC, request.param)
     ctx = run_context("50ms", exe=[str(exe)])
     src = UprobeSource(UprobeOptions(goroutine_tier="always"), ctx)
-    events = Collector()
+    events = EventCollector()
     src.start(events)
     yield src, events, exe
     src.stop()
@@ -117,7 +117,7 @@ def test_stop_leaves_no_probe_behind(bpf_ok, go_toolchains):
     exe = private_build(GO_VERSIONS[-1])
     with StallFixture(exe, "chanrecv") as fx:
         src = UprobeSource(UprobeOptions(goroutine_tier="always"), run_context(pids=[fx.pid]))
-        src.start(Collector())
+        src.start(EventCollector())
         addrs = src.probe_addresses(fx.pid)
         assert {"on_execute", "on_ready", "on_stw_stop", "on_stw_start"} <= set(addrs)
         assert probe_bytes(fx.pid, addrs.values()) == [0xCC] * len(addrs), "breakpoints installed"
@@ -132,7 +132,7 @@ def test_stop_leaves_no_probe_behind(bpf_ok, go_toolchains):
 def test_target_exit_mid_trace_does_not_stop_the_source(bpf_ok, go_toolchains):
     exe = private_build(GO_VERSIONS[0])
     src = UprobeSource(UprobeOptions(goroutine_tier="always"), run_context(exe=[str(exe)]))
-    events = Collector()
+    events = EventCollector()
     src.start(events)
     try:
         first = StallFixture(exe, "chanrecv")
@@ -151,15 +151,13 @@ def test_target_exit_mid_trace_does_not_stop_the_source(bpf_ok, go_toolchains):
 def test_on_stall_tier_arms_after_a_stop_the_world(bpf_ok, go_toolchains):
     exe = private_build(GO_VERSIONS[1])
     src = UprobeSource(UprobeOptions(goroutine_tier="on_stall"), run_context(exe=[str(exe)]))
-    src.start(Collector())
+    src.start(EventCollector())
     try:
         with StallFixture(exe, "stw") as fx:
             wait_attached(src, fx.pid)
             assert "on_execute" not in src.probe_addresses(fx.pid), "goroutine tier starts unarmed"
             fx.go()
-            deadline = time.monotonic() + 5
-            while "on_execute" not in src.probe_addresses(fx.pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            poll_until(lambda: "on_execute" in src.probe_addresses(fx.pid), 5, 0.05)
             assert "on_execute" in src.probe_addresses(fx.pid), "a long STW arms the goroutine tier"
     finally:
         src.stop()
@@ -183,9 +181,7 @@ def test_ring_buffer_losses_are_counted_not_silent(bpf_ok, go_toolchains):
             fx.go()
             lost = src.runtime_counters(fx.pid)["ringbuf_lost"]
             gate.set()
-            deadline = time.monotonic() + 5
-            while ctx.stats.total("lgf_ringbuf_lost_total") < lost and time.monotonic() < deadline:
-                time.sleep(0.1)
+            poll_until(lambda: ctx.stats.total("lgf_ringbuf_lost_total") >= lost, 5, 0.1)
     finally:
         gate.set()
         src.stop()
@@ -202,7 +198,7 @@ def test_process_that_execs_a_go_binary_is_attached_live(bpf_ok, go_toolchains):
     sh = subprocess.Popen(["/bin/sh", "-c", f"read x; exec {exe} chanrecv"], stdin=subprocess.PIPE,
                           stdout=subprocess.PIPE, text=True)
     src = UprobeSource(UprobeOptions(goroutine_tier="always"), run_context(pids=[sh.pid]))
-    events = Collector()
+    events = EventCollector()
     src.start(events)
     try:
         assert not src.is_attached(sh.pid), "a shell is not a Go process"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 
-from conftest import GO_VERSIONS, GOAPPS, build_go
 from lgf.golang.pclntab import Pclntab
 from lgf.golang.symbols import Symbolizer, Symbolizers
+from support.gobuild import GO_VERSIONS, GOAPPS, build_go
 
 
 def test_repeated_pcs_are_answered_from_the_cache(go_toolchains):

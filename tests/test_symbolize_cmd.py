@@ -6,10 +6,10 @@ import subprocess
 import sys
 
 import pytest
-from symbolize_helpers import addr2line_tool, compile_binary, spread_pcs
 
-from conftest import GO_VERSIONS, GOAPPS, build_go
 from lgf.golang.pclntab import Pclntab
+from support.gobuild import GO_VERSIONS, GOAPPS, build_go
+from support.symbolize import addr2line_tool, compile_binary, spread_pcs
 
 RUN = [sys.executable, "-c", "import sys; from lgf.cli import main; sys.exit(main(['symbolize', *sys.argv[1:]]))"]
 

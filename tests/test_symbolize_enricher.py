@@ -5,9 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from symbolize_helpers import build_pie
 
-from conftest import GO_VERSIONS, GOAPPS, build_go
 from lgf import Event, RunContext
 from lgf.errors import ConfigError
 from lgf.golang.pclntab import Pclntab
@@ -15,6 +13,8 @@ from lgf.golang.symbols import is_user_func, print_name, stack_summary
 from lgf.options import build
 from lgf.plugins.symbolizer import SymbolizerEnricher, SymbolizerOptions, lgf_components
 from lgf.stats import Stats
+from support.gobuild import GO_VERSIONS, GOAPPS, build_go
+from support.symbolize import build_pie
 
 INLINE = GOAPPS / "inline"
 

@@ -6,8 +6,8 @@ and on demand a request stalled on a lock, or one whose stack is deeper than lgf
 goroutine tier on, waits over the threshold are judged in BPF (uprobe.c ``judge_stack``): idle ones
 must never become events but must be counted (``idle_waits``, histogram label ``stall="idle"``); the
 stalled request must be reported once, with ``scope = "request"`` and the address of its
-``*http.Request`` (whose method and path are read back here from the process's memory); a cut stack
-must say so. Each verdict is checked against :meth:`lgf.idle.IdleRules.judge` on the symbolized
+``*http.Request`` (whose method and path ``lgf.golang.httpreq`` reads back from the live process);
+a cut stack must say so. Each verdict is checked against :meth:`lgf.idle.IdleRules.judge` on the symbolized
 stack, so the kernel and the Python tiers cannot drift apart.
 """
 
@@ -18,18 +18,19 @@ import subprocess
 import time
 
 import pytest
-from stallfixture import Collector, run_context, wait_attached
 
-from conftest import GO_VERSIONS, GOAPPS, build_go
+from lgf.golang.httpreq import read_method_path
+from lgf.golang.runtime_reader import RuntimeReader
 from lgf.golang.symbols import Symbolizer
-from lgf.idle import IdleRules
+from lgf.idle import IdleOptions, IdleRules
 from lgf.sources.uprobe import UprobeOptions, UprobeSource
+from lgf.testing import EventCollector as Collector
+from support.gobuild import GO_VERSIONS, GOAPPS, build_go
+from support.stallfixture import run_context, wait_attached
 
 pytestmark = pytest.mark.bpf
 
 THRESHOLD = "50ms"
-REQUEST_METHOD_OFF, REQUEST_URL_OFF, URL_PATH_OFF = 0, 16, 56
-"""net/http.Request.Method, .URL and net/url.URL.Path: the same offsets in Go 1.21 to 1.27."""
 
 
 class Server:
@@ -69,20 +70,6 @@ def traced(exe, *args: str, **options):
 def functions(exe, pcs) -> list[str]:
     sym = Symbolizer(exe)
     return [f.func for pc in pcs for f in sym.frames(pc)]
-
-
-def read_go_string(pid: int, addr: int) -> str:
-    with open(f"/proc/{pid}/mem", "rb") as mem:
-        mem.seek(addr)
-        ptr, n = (int.from_bytes(b, "little") for b in (mem.read(8), mem.read(8)))
-        mem.seek(ptr)
-        return mem.read(n).decode()
-
-
-def read_u64(pid: int, addr: int) -> int:
-    with open(f"/proc/{pid}/mem", "rb") as mem:
-        mem.seek(addr)
-        return int.from_bytes(mem.read(8), "little")
 
 
 def test_idle_server_waits_are_counted_never_reported(server_exe):
@@ -125,8 +112,11 @@ def test_request_stalled_on_a_lock_is_one_event_with_request_scope(server_exe):
         assert found, [(e.goid, e.wait_reason) for e in events.of_pid(server.pid)]
         (ev,) = found
         req = ev.extra.get("http_request_addr", 0)
-        method = read_go_string(server.pid, req + REQUEST_METHOD_OFF) if req else ""
-        path = read_go_string(server.pid, read_u64(server.pid, req + REQUEST_URL_OFF) + URL_PATH_OFF) if req else ""
+        reader = RuntimeReader(server.pid)  # the handler keeps its request alive 300 ms more
+        try:
+            method, path = read_method_path(reader, reader.binary, req)
+        finally:
+            reader.close()
     finally:
         src.stop()
         server.close()
@@ -159,3 +149,63 @@ def test_cut_stack_says_so_and_stays_a_stall(server_exe):
     funcs = functions(server_exe, ev.pcs)
     assert funcs.count("main.recurse") > 50, funcs
     assert IdleRules().judge(funcs, ev.wait_reason).cut
+
+
+def test_kernel_idle_verdicts_agree_with_lgf_idle(server_exe):
+    """With ``report_idle`` the kernel sends its idle waits too (``verdict = "idle"``): each one's
+    symbolized stack must be idle by :meth:`IdleRules.judge` as well."""
+    server = Server(server_exe, "-idle", "2", "-tick", "80ms")
+    ctx = run_context(THRESHOLD, pids=[server.pid])
+    ctx.config.sections = {"idle": IdleOptions(report_idle=True)}
+    src = UprobeSource(UprobeOptions(goroutine_tier="always"), ctx)
+    events = Collector()
+    src.start(events)
+    try:
+        wait_attached(src, server.pid)
+        for _ in range(3):
+            server.cmd("poke")
+            server.cmd("connect")
+            time.sleep(0.2)
+        time.sleep(0.2)
+        idle = [e for e in events.of_pid(server.pid) if e.extra.get("verdict") == "idle"]
+    finally:
+        src.stop()
+        server.close()
+    assert len(idle) >= 2 * 3, [(e.goid, e.wait_reason) for e in events.of_pid(server.pid)]
+    rules = IdleRules()
+    for ev in idle:
+        funcs = functions(server_exe, ev.pcs)
+        assert rules.judge(funcs, ev.wait_reason).idle, (ev.wait_reason, funcs)
+    assert any(e.extra.get("decided_by") == "loop head" for e in idle), "the 80 ms ticker's waits"
+
+
+def test_a_syscall_wait_arms_the_tier_only_when_it_is_a_stall(bpf_ok, go_toolchains):
+    """The tracepoint source arms the goroutine tier on a blocking syscall past the threshold only
+    if lgf.idle calls it a stall: the same blocked read arms with the default rules and does not
+    once ``syscall.Read`` is declared an idle site."""
+    from lgf.sources.tracepoint import TracepointOptions, TracepointSource
+    from support.stallfixture import STALLS_SRC, StallFixture
+
+    exe = build_go(STALLS_SRC, GO_VERSIONS[1], ldflags="-X main.privateCopy=1")
+    armed = {}
+    for sites in (["syscall.Read"], []):
+        ctx = run_context(THRESHOLD, exe=[str(exe)])
+        ctx.config.sections = {"idle": IdleOptions(idle_sites=sites)}
+        up = UprobeSource(UprobeOptions(goroutine_tier="on_stall", sample_interval=0), ctx)
+        tp = TracepointSource(TracepointOptions(), ctx)
+        events = Collector()
+        up.start(events)
+        tp.start(events)
+        try:
+            with StallFixture(exe, "pipe") as fx:
+                wait_attached(up, fx.pid)
+                wait_attached(tp, fx.pid)
+                (res,) = fx.go()
+                seen = events.wait_for(lambda e, fx=fx, res=res: e.pid == fx.pid and e.goid == res["goid"]
+                                       and e.syscall == "read")
+                armed[tuple(sites)] = "on_execute" in up.probe_addresses(fx.pid)
+        finally:
+            tp.stop()
+            up.stop()
+        assert seen, "the tracepoint source reports the blocked read either way"
+    assert armed == {("syscall.Read",): False, (): True}, armed

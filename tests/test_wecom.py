@@ -12,7 +12,6 @@ import uuid
 
 import pytest
 
-from fakewecom import FakeWeCom
 from lgf import Event, RunContext
 from lgf.clock import ManualClock
 from lgf.delivery import Backoff, Delivery
@@ -20,7 +19,9 @@ from lgf.errors import ConfigError
 from lgf.options import Duration, build
 from lgf.sinks.wecom import WeComOptions, WeComSink
 from lgf.stats import Stats
-from wecom_helpers import deliver_all, ids_in, max_in_any_minute, wait_until
+from support.fakewecom import FakeWeCom
+from support.wait import wait_until
+from support.wecom import deliver_all, ids_in, max_in_any_minute
 
 
 class Rig:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 import uuid
 
-from fakewecom import FakeWeCom
-from helpers import lgf, write
 from lgf import Event
 from lgf.event import write_events
 from lgf.spool import spool_path
+from support.cli import lgf, write
+from support.fakewecom import FakeWeCom
 
 EVERY_EVENT = 'receive = "events"\nmsgtype = "markdown"'
 """Sink keys sending every event, not only alerts, as markdown."""

@@ -21,11 +21,12 @@ import sys
 import time
 import uuid
 
-from fakewecom import FakeWeCom
 from lgf import Event
 from lgf.clock import ScaledClock
 from lgf.spool import spool_path
-from wecom_helpers import ids_in, max_in_any_minute, wait_until
+from support.fakewecom import FakeWeCom
+from support.wait import wait_until
+from support.wecom import ids_in, max_in_any_minute
 
 CHILD = r"""
 import json, sys, time

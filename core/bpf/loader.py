@@ -26,6 +26,7 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from lgf.bpf.constants import shared as shared_constants
 from lgf.errors import TargetRefused
 
 log = logging.getLogger("lgf")
@@ -69,6 +70,9 @@ def final_c(c_file: str | Path, constants: dict[str, int | str]) -> str:
 def load(c_file: str | Path, constants: dict[str, int | str]):
     """Compile ``c_file`` (a path beside the loader) with ``constants``; returns the ``bcc.BPF``.
 
+    ``lgf.bpf.constants.shared()`` (stall kinds, counter indexes, goroutine states, the
+    wait-slot hash) is always passed too, so no C file keeps its own copy of those numbers.
+
     Raises TargetRefused when BCC is missing (the source cannot run at all on this host).
     """
     try:
@@ -76,6 +80,7 @@ def load(c_file: str | Path, constants: dict[str, int | str]):
     except ImportError:
         raise TargetRefused("BCC is not importable: apt-get install python3-bpfcc (and use a venv "
                             "made with --system-site-packages)") from None
+    constants = {**shared_constants(), **constants}
     if os.environ.get("LGF_PRINT_BPF") == "1":
         print(final_c(c_file, constants), file=sys.stderr)
     return BPF(text=program_text(c_file).encode(), cflags=cflags_of(constants))

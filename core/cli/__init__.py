@@ -2,12 +2,13 @@
 
     lgf run CONFIG                       trace, alert, deliver; SIGINT/SIGTERM stop cleanly (exit 0)
     lgf check CONFIG                     validate without running: exit 0, or 2 with every problem
-    lgf plugins [--json]                 every plugin, what it provides, where it came from
+    lgf plugins [--json] [--options]     every plugin, what it provides, where it came from
     lgf replay FILE --config CONFIG      a recorded msgpack/JSONL file through the same pipeline
     lgf inspect PID|BINARY [--json]      what lgf knows about a Go binary and where probes go
     lgf symbolize BINARY [--addr2line]   hex PCs on stdin -> frames
     lgf silence add|list|expire ...      silences on the running lgf (over its local HTTP API)
     lgf spool list|retry|drop ...        the durable sink queues (retry/drop need lgf stopped)
+    lgf baseline [SERVICE]               the learnt baselines per service and cause, and their z-scores
 
 Each command is a module of this package with ``HELP`` (one line for ``lgf -h``), optional
 ``DESCRIPTION`` and ``EPILOG``, ``add_arguments(parser)`` and ``run(args) -> exit code``. Global
@@ -27,7 +28,7 @@ from lgf.errors import ConfigErrors, LgfError
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
-COMMANDS = ("run", "check", "plugins", "replay", "inspect", "symbolize", "silence", "spool")
+COMMANDS = ("run", "check", "plugins", "replay", "inspect", "symbolize", "silence", "spool", "baseline")
 """Command names; each is the module ``lgf.cli.<name>``."""
 
 LOG_LEVELS = ("debug", "info", "warning", "error")

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 
+from lgf import overrides
+
 HELP = "trace the configured targets until stopped"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config")
+    overrides.add_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from lgf.run import open_host
 
-    host = open_host(args.config)
+    host = open_host(args.config, overrides=overrides.from_args(args))
     return host.run()

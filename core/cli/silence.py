@@ -1,14 +1,18 @@
-"""``lgf silence add|list|expire``: silences on the running lgf, through its local HTTP API.
+"""``lgf silence add|list|expire|approve|deploy|loadtest``: silences on the running lgf, through its local HTTP API.
 
     lgf silence add cause=lock 'comm=~api-.*' --for 2h --comment "JIRA-12 lock fix rolling out"
     lgf silence add env=dev --until 2026-12-01T00:00:00Z
     lgf silence list [--json]
     lgf silence expire ID
     lgf silence deploy SERVICE          start SERVICE's "silence after deploy" window now
+    lgf silence loadtest SERVICE        start SERVICE's "silence after load test" window now (test env)
+    lgf silence approve ID              approve a pending silence someone else asked for (prod)
 
 Where lgf listens: ``--url``, else ``[http] listen`` of ``--config``, else ``$LGF_URL``, else
 ``http://127.0.0.1:9464``. A token (``[http] token_env``) is read from the environment variable
-that ``--token-env`` or the config names, and sent as a bearer token; it is never printed.
+that ``--token-env`` or the config names, else from ``$LGF_TOKEN``, and sent as a bearer token;
+it is never printed. The token says who you are (``lgf.roles``): in prod a silence you add stays
+pending until someone else with the approver role runs ``lgf silence approve ID``.
 Going through the running lgf (not the file in spool_dir) means the change applies at once and
 two writers never race on the file.
 
@@ -27,7 +31,7 @@ import urllib.request
 DEFAULT_URL = "http://127.0.0.1:9464"
 
 
-HELP = "add, list or expire silences on the running lgf"
+HELP = "add, list, expire or approve silences on the running lgf; note deploys and load tests"
 DESCRIPTION = "Silences on the running lgf."
 EPILOG = ("matchers: field=value field!=value field=~regex field!~regex\n"
           "  (any alert field: cause, service, comm, severity, env, top_frame, tags.team ...)\n"
@@ -53,6 +57,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("id")
     a = sub.add_parser("deploy", help="start a service's silence-after-deploy window now")
     a.add_argument("service")
+    a = sub.add_parser("loadtest", help="start a service's silence-after-load-test window now")
+    a.add_argument("service")
+    a = sub.add_parser("approve", help="approve a pending silence (approver role; not your own)")
+    a.add_argument("id")
 
 
 def _where(args) -> tuple[str, str]:
@@ -65,7 +73,7 @@ def _where(args) -> tuple[str, str]:
             url = "http://" + http["listen"]
         token_env = token_env or http.get("token_env")
     url = (url or os.environ.get("LGF_URL") or DEFAULT_URL).rstrip("/")
-    return url, os.environ.get(token_env, "") if token_env else ""
+    return url, os.environ.get(token_env, "") if token_env else os.environ.get("LGF_TOKEN", "")
 
 
 def _call(method: str, url: str, token: str, body: dict | None = None) -> tuple[int, dict]:
@@ -84,7 +92,8 @@ def _call(method: str, url: str, token: str, body: dict | None = None) -> tuple[
 
 
 def _row(s: dict) -> str:
-    return (f"{s['id']:<14} until {s.get('expires') or '(config)':<21} {s.get('silenced', 0):>6} held  "
+    state = "PENDING approval " if s.get("pending") else ""
+    return (f"{s['id']:<14} {state}until {s.get('expires') or '(config)':<21} {s.get('silenced', 0):>6} held  "
             f"{' '.join(s['matchers'])}" + (f"  # {s['comment']}" if s.get("comment") else ""))
 
 
@@ -99,6 +108,10 @@ def run(args: argparse.Namespace) -> int:
             code, out = _call("GET", base + "/api/silences", token)
         elif args.action == "expire":
             code, out = _call("DELETE", base + f"/api/silences/{args.id}", token)
+        elif args.action == "approve":
+            code, out = _call("POST", base + f"/api/silences/{args.id}/approve", token, {})
+        elif args.action == "loadtest":
+            code, out = _call("POST", base + "/api/loadtests", token, {"service": args.service})
         else:
             code, out = _call("POST", base + "/api/deploys", token, {"service": args.service})
     except (urllib.error.URLError, OSError) as exc:
@@ -119,6 +132,12 @@ def run(args: argparse.Namespace) -> int:
     elif args.action == "deploy":
         print(f"deploy of {out['service']} noted; its alerts are held for "
               f"{out['silence_after_deploy_ns'] / 1e9:.0f} s")
+    elif args.action == "loadtest":
+        print(f"load test of {out['service']} noted; its alerts are held for "
+              f"{out['silence_after_loadtest_ns'] / 1e9:.0f} s")
     else:
         print(_row(out))
+        if out.get("pending"):
+            print(f"lgf silence: pending: it silences nothing until someone else with the approver role runs "
+                  f"`lgf silence approve {out['id']}`", file=sys.stderr)
     return 0

@@ -29,10 +29,8 @@ from dataclasses import dataclass
 
 from lgf import Event
 
-from .runtime_reader import G_SCAN, read_g_fields
-
-G_RUNNABLE = 1
-"""``_Grunnable`` in runtime2.go, the same in Go 1.21 to 1.27."""
+from .gstatus import G_RUNNABLE, G_SCAN
+from .runtime_reader import read_g_fields
 
 log = logging.getLogger("lgf.sampler")
 

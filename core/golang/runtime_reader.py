@@ -26,7 +26,9 @@ import time
 from array import array
 from collections import deque
 
+from lgf.components import member
 from lgf.errors import TargetRefused
+from lgf.golang.gstatus import G_SCAN
 
 IOV_MAX = 1024
 
@@ -225,8 +227,6 @@ RUN_GAP = 4096
 """Goroutine structs closer than this are read as one range (reading the gap costs less than
 another iovec)."""
 RUN_MAX = 1 << 20
-G_SCAN = 0x1000
-"""Set in a goroutine's status while the GC scans its stack: strip it to get the status."""
 
 
 def goroutine_states(r: RuntimeReader, max_goroutines: int) -> list[tuple[int, int]]:
@@ -307,7 +307,7 @@ class RuntimeEnricher:
 def runtime_counters(sources, pid: int) -> dict:
     """``runtime_counters(pid)`` of the first running source that offers it ({} if none does)."""
     for src in sources or ():
-        fn = getattr(src, "runtime_counters", None)
+        fn = member(src, "source", "runtime_counters")
         if fn is None:
             continue
         try:

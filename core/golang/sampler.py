@@ -16,6 +16,17 @@ exactly 256 switches in between). ``g.waitsince`` is no help: it is stamped only
 The runtime's own goroutines (GC workers, sweeper, finalizer...) are left out by the uprobe
 source's own rules: their wait reason, or a start function in package runtime.
 
+Stalls, not waits: when a park first crosses the threshold its stack is walked from outside,
+down to the goroutine's start (:mod:`lgf.golang.goroutine_stack`: one read of the used stack,
+frame pointers followed in the copy), symbolized and judged by :class:`lgf.idle.IdleRules`. Only
+a stall arms the goroutine tier and is reported (with ``scope``, ``extra["verdict"]``,
+``extra["decided_by"]`` and ``extra["stack_cut"]`` when the walk did not reach the start); an
+idle wait (accept loop, keep-alive connection, worker or ticker at its loop head, a main
+goroutine sleeping at start-up...) is counted in ``lgf_idle_waits_total{source="sampler",site}``
+and followed silently, unless ``[idle] report_idle = true``. A park is judged once: about one
+read plus a symbol-cache hit per frame (the first judgement of a binary opens its pclntab, a few
+ms), kept out of the per-sample cost that sets the interval.
+
 What it reports: the park it saw, once it ends (the goroutine tier, attached mid-park, cannot see
 that park's start, so without this report the first stall of an episode would be lost). An
 ``Event`` with ``extra["stall"] = "park"``, ``extra["precision"] = "sampled"`` and
@@ -32,15 +43,12 @@ Once the tier is on, the sampler follows only the parks it already holds (readin
 structs) and adds none; the uprobe source clears those goroutines' wait slots when it attaches
 the tier, so a stale note from an earlier armed period cannot report them again.
 
-Cost (measured on this 2-CPU VM, Go 1.25, by bench/bench_probe_cost.py): the target pays
-nothing it can notice: its memory is read by the kernel on lgf's CPU, and the net/http server's
-CPU per request under the default config is within the noise of lgf off (the bench's rows).
-lgf pays per sample about 120 us of CPU for a process with 100 goroutines and about 19 ms for
-10,000 (Python decoding one ~150-byte record per goroutine dominates; the read itself is one
-``process_vm_readv`` per 1,024 runs of nearby g structs). At the default 20 ms interval that is
-under 1 % of one CPU for a small target (the thread with its wake-ups measured 2.4 %); a target
-whose sample costs more than ``CPU_BUDGET`` of the interval is sampled less often (10,000
-goroutines: every ~380 ms, 5 % of a CPU), so its parks are seen from threshold + that interval.
+Cost (figures: README "Sources and their cost", measured by bench/bench_probe_cost.py): the
+target pays nothing it can notice: its memory is read by the kernel on lgf's CPU. lgf pays per
+sample in proportion to the target's goroutines (Python decoding one ~150-byte record per
+goroutine dominates; the read itself is one ``process_vm_readv`` per 1,024 runs of nearby g
+structs); a target whose sample costs more than ``CPU_BUDGET`` of the interval is sampled less
+often, so its parks are seen from threshold + that longer interval.
 While a process's goroutine tier is armed, the sampler reads only the few g structs whose parks
 it still follows (nothing at all when it follows none).
 """
@@ -55,17 +63,18 @@ from dataclasses import dataclass, field
 
 from lgf import Event
 from lgf.causes import GC_ASSIST_REASON, INTERNAL_WAIT_REASONS
-from lgf.golang.runtime_reader import G_SCAN, RuntimeReader, Unreadable, allg_pointers, read_g_fields
+from lgf.golang.gstatus import G_SCAN, G_WAITING
+from lgf.golang.runtime_reader import RuntimeReader, Unreadable, allg_pointers, read_g_fields
+from lgf.idle import IdleRules, Verdict
 
-from . import runq
+from . import goroutine_stack, runq
 from .gobinary import runtime_function_entries
+from .symbols import Symbolizers
 
-G_WAITING = 4
-"""``_Gwaiting`` in runtime2.go, the same in Go 1.21 to 1.27."""
-
-G_FIELDS = (("atomicstatus", "I"), ("goid", "Q"), ("waitreason", "B"), ("trackingSeq", "B"),
-            ("startpc", "Q"), ("sched.pc", "Q"), ("sched.bp", "Q"))
-"""What one sample reads of each g (one span of about 150 bytes per g)."""
+G_FIELDS = (("stack.hi", "Q"), ("atomicstatus", "I"), ("goid", "Q"), ("waitreason", "B"),
+            ("trackingSeq", "B"), ("startpc", "Q"), ("sched.sp", "Q"), ("sched.pc", "Q"),
+            ("sched.bp", "Q"))
+"""What one sample reads of each g (one span of about 200 bytes per g)."""
 
 CPU_BUDGET = 0.05
 """At most this share of one CPU per target: a process whose sample takes longer than
@@ -89,6 +98,8 @@ class _Park:
     """Start of the latest sample that still saw it parked."""
     over_threshold: bool = False
     pcs: list[int] = field(default_factory=list)
+    verdict: Verdict | None = None
+    """Stall or idle wait (:mod:`lgf.idle`), judged once from its stack when it crossed the threshold."""
 
 
 class _Process:
@@ -106,6 +117,8 @@ class _Process:
         for name, letter in G_FIELDS:
             if name.startswith("sched."):
                 off = binary.field_offset("g", "sched") + binary.field_offset("gobuf", name[6:])
+            elif name.startswith("stack."):
+                off = binary.field_offset("g", "stack") + binary.field_offset("stack", name[6:])
             else:
                 off = binary.field_offset("g", name)
             offsets.append((off, letter, name))
@@ -131,7 +144,8 @@ class GoroutineSampler:
 
     def __init__(self, interval_ns: int, max_goroutines: int, threshold_ns: int,
                  emit: Callable[[Event], None], arm: Callable[[int], None],
-                 tier_since: Callable[[int], int | None], ignore_reasons=(), stats=None, logger=None):
+                 tier_since: Callable[[int], int | None], ignore_reasons=(), stats=None, logger=None,
+                 rules: IdleRules | None = None, report_idle: bool = False):
         self.interval_ns = interval_ns
         self.max_goroutines = max_goroutines
         self.threshold_ns = threshold_ns
@@ -139,6 +153,9 @@ class GoroutineSampler:
         self.ignore_reasons = frozenset(ignore_reasons)
         self.stats = stats
         self.log = logger or log
+        self.rules = rules or IdleRules()
+        self.report_idle = report_idle
+        self._symbolizers = Symbolizers(max_open=16)
         self._procs: dict[int, _Process] = {}
         self._runtime_starts: dict[str, frozenset[int]] = {}
         self._lock = threading.Lock()
@@ -159,6 +176,7 @@ class GoroutineSampler:
             for proc in self._procs.values():
                 proc.reader.close()
             self._procs.clear()
+        self._symbolizers.close()
 
     def add(self, target) -> None:
         """Sample ``target`` from now on (a refused read is counted and the target left out)."""
@@ -174,6 +192,10 @@ class GoroutineSampler:
             self._count("lgf_sampler_refused_total")
             self.log.warning("sampler: not sampling pid %d: %s", target.pid, exc)
             return
+        try:  # open its symbols now (~10 ms), not in the pass that first judges a park: that
+            _ = self._symbolizers.get(_path_of(target)).table  # pass would come late, cutting the park short
+        except Exception:  # noqa: BLE001 - unreadable: its parks are judged as cut stacks, counted then
+            pass
         with self._lock:
             self._procs[target.pid] = proc
 
@@ -195,8 +217,10 @@ class GoroutineSampler:
             self.sample_once()
             next_at += self.interval_ns
             now = time.monotonic_ns()
-            if next_at < now:  # fell behind (a slow read): keep the interval, skip the missed ones
-                next_at = now + self.interval_ns
+            if next_at < now:  # fell behind (a slow read, or a pass that armed the tier: 10-50 ms of
+                # attaching): sample again now, once, so the end of the park that asked for arming is
+                # not left unseen for another interval; the missed passes are skipped, not caught up
+                next_at = now
             self._stop.wait((next_at - now) / 1e9)
 
     def sample_once(self) -> None:
@@ -220,7 +244,8 @@ class GoroutineSampler:
 
     def _sample(self, pid: int, proc: _Process) -> int:
         """One sample of ``pid``; returns what reading and decoding it cost (ns), which leaves
-        out arming the tier and emitting events (done after)."""
+        out judging the parks that crossed the threshold, arming the tier and emitting events
+        (done after)."""
         t0 = time.monotonic_ns()
         since = self.tier_since(pid)
         closing = since is not None
@@ -229,7 +254,7 @@ class GoroutineSampler:
         if closing:
             # The tier sees every park that began after ``since``; the sampler keeps only those
             # first seen by a sample that ended before it, and follows just those gs.
-            for g in [g for g, p in proc.parks.items() if p.first_ns >= since]:
+            for g in [g for g, p in proc.parks.items() if p.first_ns >= since or self._silent(p)]:
                 del proc.parks[g]
             proc.last_full_ns = 0
             if not proc.parks:
@@ -246,7 +271,7 @@ class GoroutineSampler:
         i_seq, i_start = order.index("trackingSeq") + 1, order.index("startpc") + 1
         seen: set[int] = set()
         done: list[Event] = []
-        arm = False
+        crossed: list[tuple[_Park, tuple]] = []
         for row in rows:
             g = row[0]
             status, goid, reason, seq = row[i_status] & ~G_SCAN, row[i_goid], row[i_reason], row[i_seq]
@@ -264,18 +289,16 @@ class GoroutineSampler:
             park.last_ns = began
             if not park.over_threshold and park.last_ns - park.first_ns >= self.threshold_ns:
                 park.over_threshold = True
-                park.pcs = self._stack(proc, row[order.index("sched.pc") + 1], row[order.index("sched.bp") + 1])
-                self._count("lgf_sampler_stalls_total")
-                if not closing:
-                    self.log.info("sampler: pid %d: goroutine %d parked (%s) for over %.0f ms: arming",
-                                  pid, goid, _name(proc.reasons, reason), park.last_ns / 1e6 - park.first_ns / 1e6)
-                    arm = True
+                crossed.append((park, row))
         for g in [g for g in proc.parks if g not in seen]:  # not waiting any more, or gone
             done.append(self._end(pid, proc, g, ended))
         if not closing:
             proc.last_full_ns = began
             done += runq.observe(pid, proc, rows, began, ended, self.threshold_ns, self.arm)  # waits for a P
         cost = time.monotonic_ns() - t0
+        # Judging is paid once per park that crosses the threshold (and the first one opens the
+        # binary's symbols): kept out of the per-sample cost that sets the interval.
+        arm = self._judge(pid, proc, crossed, closing) if crossed else False
         if arm:
             self.arm(pid)
         for ev in done:
@@ -283,10 +306,70 @@ class GoroutineSampler:
                 self.emit(ev)
         return cost
 
+    def _judge(self, pid: int, proc: _Process, crossed: list[tuple[_Park, tuple]], closing: bool) -> bool:
+        """Walk and judge the parks that just crossed the threshold (:mod:`lgf.idle`); returns
+        whether one of them is a stall the goroutine tier should be armed for. Idle waits are
+        counted (``lgf_idle_waits_total{source="sampler",site}``), never armed on."""
+        order = proc.order
+        cols = [order.index(n) + 1 for n in ("sched.pc", "sched.bp", "sched.sp", "stack.hi")]
+        walks = goroutine_stack.walk_many(proc.reader, [tuple(row[c] for c in cols) for _p, row in crossed])
+        still = self._still_parked(proc, crossed)
+        arm = False
+        for (park, row), (pcs, _complete) in zip(crossed, walks, strict=True):
+            if row[0] not in still:  # it ran while its stack was read: that copy proves nothing
+                park.over_threshold = False  # (the next pass sees the park ended: nothing reported)
+                continue
+            park.pcs = pcs
+            reason = _name(proc.reasons, park.reason)
+            park.verdict = verdict = self.rules.judge(self._functions(proc, pcs), reason)
+            if verdict.idle:
+                self._count("lgf_idle_waits_total", source="sampler", site=verdict.site)
+                self.log.debug("sampler: pid %d: goroutine %d idle (%s, %s)", pid, park.goid, reason,
+                               verdict.site)
+                continue
+            self._count("lgf_sampler_stalls_total")
+            if not closing:
+                self.log.info("sampler: pid %d: goroutine %d parked (%s%s) for over %.0f ms: arming",
+                              pid, park.goid, reason, ", serving a request" if verdict.scope
+                              else ", stack cut" if verdict.cut else "",
+                              park.last_ns / 1e6 - park.first_ns / 1e6)
+                arm = True
+        return arm
+
+    @staticmethod
+    def _still_parked(proc: _Process, crossed: list[tuple[_Park, tuple]]) -> set[int]:
+        """The g addresses among ``crossed`` still in the same park after their stacks were read
+        (same status, goid and trackingSeq): a goroutine that ran meanwhile rewrote its stack,
+        and a walk of it would end early and look like a cut stack, i.e. a stall."""
+        order = proc.order
+        i_status, i_goid, i_seq = (order.index(n) + 1 for n in ("atomicstatus", "goid", "trackingSeq"))
+        try:
+            rows = read_g_fields(proc.reader, [row[0] for _p, row in crossed], proc.fields)
+        except Unreadable:
+            return set()
+        before = {row[0]: row for _p, row in crossed}
+        return {r[0] for r in rows if (r[i_status] & ~G_SCAN) == G_WAITING and r[i_goid] == before[r[0]][i_goid]
+                and r[i_seq] == before[r[0]][i_seq]}
+
+    def _functions(self, proc: _Process, pcs: list[int]) -> list[str]:
+        """Function names of ``pcs`` ([] when the binary cannot be read: judged as a cut stack)."""
+        target = proc.target
+        try:
+            sym = self._symbolizers.get(_path_of(target))
+            return goroutine_stack.function_names(sym, pcs, proc.reader.bias)
+        except Exception as exc:  # OSError, PclntabError: no names, so no idle verdict either
+            self._count("lgf_sampler_unsymbolized_total", reason=type(exc).__name__)
+            return []
+
+    def _silent(self, park: _Park) -> bool:
+        """An idle park that will never be reported (``report_idle = false``)."""
+        return park.verdict is not None and park.verdict.idle and not self.report_idle
+
     def _end(self, pid: int, proc: _Process, g: int, end_before_ns: int) -> Event | None:
-        """Stop following the park at ``g``: its event if it was over the threshold."""
+        """Stop following the park at ``g``: its event if it was over the threshold (and a
+        stall, or an idle wait with ``report_idle``)."""
         park = proc.parks.pop(g)
-        if not park.over_threshold:
+        if not park.over_threshold or self._silent(park):
             return None
         target, binary = proc.target, proc.target.binary
         reason = _name(proc.reasons, park.reason)
@@ -297,32 +380,22 @@ class GoroutineSampler:
             extra["start_after_ns"] = park.start_after_ns
         if proc.reader.bias:
             extra["load_bias"] = proc.reader.bias
+        verdict = park.verdict
+        if verdict is not None:
+            extra.update(verdict.as_extra())
         ev = Event(source="uprobe", pid=pid, comm=target.comm, exe=target.exe, goid=park.goid,
                    go_version=binary.go_version, build_id=binary.build_id, start_ns=park.first_ns,
                    end_ns=park.last_ns, duration_ns=park.last_ns - park.first_ns, wait_reason=reason,
-                   pcs=park.pcs, extra=extra)
+                   pcs=park.pcs, scope=verdict.scope if verdict else "", extra=extra)
         return ev.finish()
-
-    def _stack(self, proc: _Process, pc: int, bp: int, max_frames: int = 32) -> list[int]:
-        """The parked goroutine's user stack from its saved context, by frame pointers (as the
-        BPF side walks it): one small read per frame, done once per stall."""
-        pcs = [pc] if pc else []
-        while pc and bp and len(pcs) < max_frames:
-            try:
-                bp, pc = _two_u64(proc.reader.read(bp, 16))
-            except Unreadable:
-                break
-            if pc:
-                pcs.append(pc)
-        return pcs
 
     def _count(self, name: str, **labels) -> None:
         if self.stats is not None:
             self.stats.inc(name, **labels)
 
 
-def _two_u64(raw: bytes) -> tuple[int, int]:
-    return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:16], "little")
+def _path_of(target) -> str:
+    return target.path or target.exe or f"/proc/{target.pid}/exe"
 
 
 def _name(names: list[str], index: int) -> str:

@@ -7,8 +7,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from conftest import CACHE, build_go, go_binary, go_env
 from lgf.golang.pclntab import Pclntab
+from support.gobuild import CACHE, build_go, go_binary, go_env
 
 
 def addr2line_tool(version: str) -> Path:

@@ -10,7 +10,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from conftest import GOAPPS, TOOLCHAINS, build_go, go_binary, go_env
+from support.gobuild import GOAPPS, TOOLCHAINS, build_go, go_binary, go_env
 
 BINFACTS = GOAPPS / "binfacts"
 VARIANTS = {"plain": {}, "sw": {"ldflags": "-s -w"}, "strip": {"strip": True}}

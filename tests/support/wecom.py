@@ -1,26 +1,18 @@
 """Helpers shared by the durable-delivery and WeCom tests (test_delivery, test_wecom*).
 
-Only what those files did the same way: wait for a worker thread without sleeping a fixed time,
-fill a queue and let it drain, read alert ids back out of the messages the fake robot got, and
+Only what those files did the same way: fill a queue and let it drain (waiting with
+``support.wait``), read alert ids back out of the messages the fake robot got, and
 count the most messages in any minute.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+
+from support.wait import wait_until
 
 ID_LENGTH = 32
 """An event id is 32 hex digits (``uuid4().hex``); no other word in a WeCom message is that long."""
-
-
-def wait_until(pred: Callable[[], bool], timeout: float = 60.0) -> None:
-    """Poll ``pred``; the timeout is a guard against a hang, not a measurement."""
-    end = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > end:
-            raise AssertionError("condition not reached")
-        time.sleep(0.01)
 
 
 def deliver_all(queue, events: Iterable) -> None:

@@ -2,7 +2,7 @@
 
 Shared by the source tests (``test_source_*.py``), the end-to-end tests and the benchmarks: run
 the fixture in one mode, wait until the source has attached to it, say "go", and collect the
-fixture's own figures and the events lgf reported for its pid.
+fixture's own figures and the events lgf reported for its pid (in an ``lgf.testing.EventCollector``).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
 import time
 import types
 from pathlib import Path
@@ -19,8 +18,10 @@ from lgf.components import RunContext
 from lgf.config import HostOptions, TargetOptions
 from lgf.options import Duration, parse_duration
 from lgf.stats import Stats
+from support.gobuild import GOAPPS
+from support.wait import wait_until
 
-STALLS_SRC = Path(__file__).resolve().parent / "goapps" / "stalls"
+STALLS_SRC = GOAPPS / "stalls"
 
 NEEDS_NO_PREEMPTION = ("starve", "stw")
 """Modes whose busy loop must not be preempted asynchronously (GODEBUG=asyncpreemptoff=1)."""
@@ -74,34 +75,6 @@ class StallFixture:
         self.close()
 
 
-class Collector:
-    """The ``emit`` callback of a source: keeps every event, thread-safe, and waits for some."""
-
-    def __init__(self):
-        self.events: list = []
-        self._cond = threading.Condition()
-
-    def __call__(self, event) -> None:
-        with self._cond:
-            self.events.append(event)
-            self._cond.notify_all()
-
-    def of_pid(self, pid: int) -> list:
-        with self._cond:
-            return [e for e in self.events if e.pid == pid]
-
-    def wait_for(self, pred, timeout: float = 5.0) -> list:
-        """Events matching ``pred`` once at least one arrived (or after ``timeout``)."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                found = [e for e in self.events if pred(e)]
-                left = deadline - time.monotonic()
-                if found or left <= 0:
-                    return found
-                self._cond.wait(left)
-
-
 def run_context(threshold: str = "50ms", pids=(), exe=()) -> RunContext:
     """What the host hands a source factory, with only the parts a source reads."""
     config = types.SimpleNamespace(host=HostOptions(threshold=Duration(parse_duration(threshold))),
@@ -111,12 +84,7 @@ def run_context(threshold: str = "50ms", pids=(), exe=()) -> RunContext:
 
 def wait_attached(source, pid: int, timeout: float = 20.0) -> None:
     """Until ``source`` has attached to ``pid`` (live attach through discovery is polled)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if source.is_attached(pid):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"source did not attach to pid {pid} within {timeout} s")
+    wait_until(lambda: source.is_attached(pid), timeout, 0.05, what=f"source attached to pid {pid}")
 
 
 def probe_bytes(pid: int, addrs) -> list[int]:

@@ -1,0 +1,88 @@
+"""A parked goroutine's stack, read from outside: return addresses by frame pointers, then names.
+
+Why: deciding whether a wait is a stall or an idle wait (:mod:`lgf.idle`) needs the goroutine's
+whole stack down to the function it was started with, and the frames that decide are the
+outermost ones (``net/http.serverHandler.ServeHTTP``, an accept loop, a worker's loop head). The
+sampler reads it once per park, when the park first crosses the threshold.
+
+How: a parked goroutine's context is in ``g.sched`` (pc, sp, bp as ``mcall`` saved them) and its
+stack ends at ``g.stack.hi``. The used part of the stack, ``[sp, hi)``, is read in one
+``process_vm_readv`` (nearly always under a few KiB; at most ``STACK_READ_MAX``), and the frame
+pointer chain is followed inside that copy; a frame pointer outside it (a huge stack) is read on
+its own. The chain ends at the goroutine's first frame, whose saved bp is 0 and whose return
+address is ``runtime.goexit``: a walk that stops earlier (``max_frames``, an unreadable frame)
+is *cut*, and is said to be.
+
+Cost: one read per goroutine (batched: one syscall for up to 1024 goroutines) plus a dict hit per
+frame in the symbolizer's cache once warm.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from .runtime_reader import Unreadable
+
+STACK_READ_MAX = 32 * 1024
+"""Bytes of a goroutine's stack read at once (from its saved sp up); deeper frames are read one
+by one."""
+MAX_WALK_FRAMES = 256
+"""Physical frames followed at most (inlined calls add names, not frames)."""
+
+_TWO = struct.Struct("<QQ")
+
+
+def walk(reader, pc: int, bp: int, sp: int, hi: int, max_frames: int = MAX_WALK_FRAMES,
+         copy: bytes | None = None) -> tuple[list[int], bool]:
+    """``(pcs, complete)``: the return addresses of one parked goroutine, innermost first (its
+    saved pc first), and whether the walk reached the end of the frame-pointer chain."""
+    if copy is None and sp and hi > sp:
+        try:
+            copy = reader.read(sp, min(hi - sp, STACK_READ_MAX))
+        except Unreadable:
+            copy = None
+    pcs = [pc] if pc else []
+    while pc and bp and len(pcs) < max_frames:
+        at = bp - sp
+        try:
+            if copy is not None and 0 <= at <= len(copy) - 16:
+                bp, pc = _TWO.unpack_from(copy, at)
+            else:
+                bp, pc = _TWO.unpack(reader.read(bp, 16))
+        except Unreadable:
+            return pcs, False
+        if not pc:
+            break
+        pcs.append(pc)
+    return pcs, not bp
+
+
+def walk_many(reader, contexts: list[tuple[int, int, int, int]],
+              max_frames: int = MAX_WALK_FRAMES) -> list[tuple[list[int], bool]]:
+    """:func:`walk` for many ``(pc, bp, sp, hi)`` at once: their stacks read in one batch (a
+    goroutine that moved meanwhile makes the batch fail; then each is read on its own)."""
+    spans = [(sp, min(hi - sp, STACK_READ_MAX)) for _pc, _bp, sp, hi in contexts]
+    copies: list[bytes | None] = [None] * len(contexts)
+    wanted = [i for i, (sp, n) in enumerate(spans) if sp and n > 0]
+    if wanted:
+        try:
+            raw = reader.read_scattered([spans[i][0] for i in wanted], [spans[i][1] for i in wanted])
+            at = 0
+            for i in wanted:
+                copies[i] = raw[at:at + spans[i][1]]
+                at += spans[i][1]
+        except Unreadable:
+            pass  # walk() reads each on its own
+    return [walk(reader, pc, bp, sp, hi, max_frames, copies[i])
+            for i, (pc, bp, sp, hi) in enumerate(contexts)]
+
+
+def function_names(symbolizer, pcs: list[int], bias: int = 0) -> list[str]:
+    """Go function names of ``pcs`` (return addresses, innermost first), inlined calls expanded
+    (innermost first) as :class:`lgf.golang.symbols.Symbolizer` gives them; a PC in no function
+    is left out."""
+    names: list[str] = []
+    for pc in pcs:
+        for frame in symbolizer.frames(pc - bias):
+            names.append(frame.func)
+    return names

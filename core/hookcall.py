@@ -1,0 +1,58 @@
+"""Per-event hooks through pluggy, with one failing implementation isolated from the others.
+
+pluggy aborts a hook call on the first exception. For ``lgf_enrich`` and ``lgf_classify`` that
+would let one buggy plugin blind every other one, so each plain implementation of those hooks is
+wrapped, when it is registered, in a guard that reports the exception (by plugin name and hook)
+and answers ``None``: the next implementation runs, and for ``lgf_classify`` (firstresult) the
+next classifier decides. The call itself still goes through pluggy, so ``LGF_TRACE_PLUGINS=1``
+traces it and ``wrapper=True`` / ``hookwrapper=True`` implementations work as pluggy documents
+(a wrapper is not guarded: it sees the guarded results; if the wrapper itself raises, the whole
+call fails and the pipeline counts it under the wrapper's hook, see ``lgf.pipeline``).
+
+Cost: pluggy's dispatch plus one extra Python call per implementation per event, a few
+microseconds over a direct loop; bench/bench_pipeline.py prints both side by side (figures in
+README, "Writing a plugin").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pluggy
+
+ISOLATED_HOOKS = frozenset({"lgf_enrich", "lgf_classify"})
+"""Hooks called per event, where one raising implementation must not stop the rest."""
+
+ErrorReport = Callable[[str, str, BaseException], None]
+"""``report(plugin_name, hook_name, exc)``: what a guard calls when an implementation raises."""
+
+
+def _guard(function: Callable, plugin_name: str, hook_name: str, report: ErrorReport) -> Callable:
+    def guarded(*args):
+        try:
+            return function(*args)
+        except Exception as exc:  # a plugin's bug must not stop the other implementations
+            report(plugin_name, hook_name, exc)
+            return None
+    guarded.__wrapped__ = function  # type: ignore[attr-defined]
+    return guarded
+
+
+class IsolatingPluginManager(pluggy.PluginManager):
+    """A ``pluggy.PluginManager`` whose per-event hook implementations are guarded on register."""
+
+    def __init__(self, project_name: str, report: ErrorReport) -> None:
+        super().__init__(project_name)
+        self._report = report
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        name = super().register(plugin, name)
+        if name is None:
+            return None
+        for caller in self.get_hookcallers(plugin) or []:
+            if caller.name not in ISOLATED_HOOKS:
+                continue
+            for impl in caller.get_hookimpls():
+                if impl.plugin is plugin and not (impl.wrapper or impl.hookwrapper):
+                    impl.function = _guard(impl.function, impl.plugin_name, caller.name, self._report)
+        return name

@@ -1,0 +1,3 @@
+module lgf.test/idleserver
+
+go 1.21

@@ -1,0 +1,155 @@
+// idleserver: a small net/http service that idles the way real servers do, and serves a few
+// slow requests on demand; the fixture of lgf's "stall, not wait" tests (tests/test_idle.py).
+//
+// What idles in it, for as long as it lives (none of it may ever arm lgf or become an event):
+// the main goroutine sleeping at start-up (-startsleep), the accept loop, keep-alive
+// connections between requests (the test's clients), the reverse proxy's idle connections to
+// its upstream (readLoop/writeLoop), a worker pool whose workers wait for jobs, a ticker loop,
+// a sleep loop, a goroutine in select {} and one waiting on a context's Done.
+//
+// What stalls, on request (each must be reported once per goroutine that really waited):
+//
+//	GET /proxy/...  reverse-proxied to -upstream (the test's slow server): the handler waits
+//	                in the transport for the upstream's answer.
+//	GET /job?d=150ms the handler hands a job to the worker pool and waits for its result; the
+//	                worker sleeps d inside process(): a worker mid-job.
+//	GET /hold/...   the handler prints {"hold":true,"req":"0x...","goid":G} and blocks until
+//	                GET /release (the request stays live, for reading it from outside).
+//
+// Protocol: prints {"hello":true,"pid":P} at once, sleeps -startsleep in main.main, prints
+// {"ready":true,"addr":"127.0.0.1:PORT"}, serves until stdin closes. Handlers of /proxy and
+// /job print {"route":R,"goid":G[,"worker_goid":W]} when they are done. Standard library only.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+var out = json.NewEncoder(os.Stdout)
+var outMu sync.Mutex
+
+func say(v map[string]any) {
+	outMu.Lock()
+	defer outMu.Unlock()
+	_ = out.Encode(v)
+}
+
+func goid() int64 {
+	buf := make([]byte, 64)
+	buf = buf[:runtime.Stack(buf, false)]
+	id, _ := strconv.ParseInt(strings.Fields(string(buf))[1], 10, 64)
+	return id
+}
+
+type job struct {
+	d    time.Duration
+	done chan int64 // the worker's goid
+}
+
+var jobs = make(chan job)
+
+// worker waits for jobs at the head of its loop (idle) and sleeps inside process (a stall).
+func worker() {
+	for j := range jobs {
+		j.done <- process(j)
+	}
+}
+
+//go:noinline
+func process(j job) int64 {
+	time.Sleep(j.d)
+	return goid()
+}
+
+var ticks, naps int
+
+func tickerLoop() {
+	t := time.NewTicker(700 * time.Millisecond)
+	for range t.C {
+		ticks++
+	}
+}
+
+func sleepLoop() {
+	for {
+		time.Sleep(900 * time.Millisecond)
+		naps++
+	}
+}
+
+func main() {
+	startSleep := flag.Duration("startsleep", 0, "how long main sleeps before it starts serving")
+	upstream := flag.String("upstream", "", "base URL of the slow upstream /proxy/ forwards to")
+	workers := flag.Int("workers", 4, "worker pool size")
+	flag.Parse()
+	say(map[string]any{"hello": true, "pid": os.Getpid()})
+	time.Sleep(*startSleep)
+
+	for i := 0; i < *workers; i++ {
+		go worker()
+	}
+	go tickerLoop()
+	go sleepLoop()
+	go func() { select {} }()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { <-ctx.Done() }()
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("/fast", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "hello\n") })
+	if *upstream != "" {
+		u, err := url.Parse(*upstream)
+		if err != nil {
+			panic(err)
+		}
+		proxy := httputil.NewSingleHostReverseProxy(u)
+		mux.HandleFunc("/proxy/", func(w http.ResponseWriter, r *http.Request) {
+			proxy.ServeHTTP(w, r)
+			say(map[string]any{"route": r.URL.Path, "goid": goid()})
+		})
+	}
+	mux.HandleFunc("/job", func(w http.ResponseWriter, r *http.Request) {
+		d, err := time.ParseDuration(r.URL.Query().Get("d"))
+		if err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		j := job{d: d, done: make(chan int64)}
+		jobs <- j
+		wid := <-j.done
+		say(map[string]any{"route": "/job", "goid": goid(), "worker_goid": wid})
+		fmt.Fprintln(w, wid)
+	})
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	mux.HandleFunc("/hold/", func(w http.ResponseWriter, r *http.Request) {
+		say(map[string]any{"hold": true, "req": fmt.Sprintf("%p", r), "goid": goid()})
+		<-release
+		_, _ = io.WriteString(w, "released\n")
+	})
+	mux.HandleFunc("/release", func(w http.ResponseWriter, r *http.Request) {
+		releaseOnce.Do(func() { close(release) })
+	})
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	go func() { _ = http.Serve(ln, mux) }()
+	say(map[string]any{"ready": true, "addr": ln.Addr().String()})
+	_, _ = io.Copy(io.Discard, os.Stdin)
+}
