@@ -81,9 +81,11 @@ func goid() int64 {
 	return id
 }
 
-var nsPerIter float64
 var sink uint64
 
+// busyLoop burns a little CPU. nosplit: calling it is no preemption point (no stack check).
+//
+//go:nosplit
 //go:noinline
 func busyLoop(n int) {
 	x := sink
@@ -93,13 +95,6 @@ func busyLoop(n int) {
 	sink = x
 }
 
-func calibrate() {
-	const probe = 20_000_000
-	t0 := time.Now()
-	busyLoop(probe)
-	nsPerIter = float64(time.Since(t0).Nanoseconds()) / probe
-}
-
 // nanotime is the runtime's CLOCK_MONOTONIC, the clock of lgf's BPF timestamps too. It is
 // nosplit, so calling it is no preemption point: main reads it the moment its loop ends, before
 // anything can take the P (its next ordinary call would yield to the waiting goroutine).
@@ -107,8 +102,14 @@ func calibrate() {
 //go:linkname nanotime runtime.nanotime
 func nanotime() int64
 
-// spin holds the P for about d: no call in the loop body, so no preemption point.
-func spin(d time.Duration) { busyLoop(int(float64(d.Nanoseconds()) / nsPerIter)) }
+// spin holds the P for d by the clock: it calls only nosplit functions, none of them a
+// preemption point, so with GODEBUG=asyncpreemptoff=1 nothing can take the P before d is over.
+func spin(d time.Duration) {
+	end := nanotime() + d.Nanoseconds()
+	for nanotime() < end {
+		busyLoop(1000)
+	}
+}
 
 // nanosleep blocks the thread in the kernel for d (a raw syscall: entersyscall/exitsyscall).
 func nanosleep(d time.Duration) {
@@ -271,7 +272,6 @@ func main() {
 		os.Exit(2)
 	}
 	mode := os.Args[1]
-	calibrate()
 	runtime.GOMAXPROCS(1)
 	in := bufio.NewReader(os.Stdin)
 	report(result{"ready": true, "main_goid": goid()})
