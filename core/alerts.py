@@ -176,6 +176,8 @@ class AlertEngine:
         self._last_sent: dict[tuple, int] = {}
         self._suppressed: dict[tuple, int] = {}
         self._lock = threading.Lock()
+        self.journal = None
+        """``lgf.journal.AlertJournal`` keeping open groups' stalls on disk (set by the host's run)."""
 
     # -- per stall -------------------------------------------------------------------------
 
@@ -225,6 +227,8 @@ class AlertEngine:
                 if group is None:
                     group = self.groups[key] = Group(key, now, service)
             group.add(event)
+            if self.journal is not None:
+                self.journal.add_stall(key, event)
 
     def _key(self, event: Event, service: str) -> tuple:
         incident = incident_key(event, service, top_frame_of(event), self.groups)
@@ -285,6 +289,8 @@ class AlertEngine:
             for group in closed:
                 del self.groups[group.key]
                 alert = self._alert_of(group)
+                if self.journal is not None:
+                    self.journal.close_group(group.key, alert)
                 if alert is not None:
                     out.append(alert)
         return out

@@ -146,6 +146,8 @@ class ComponentConfig:
     """Sinks only: alerts below this severity are not sent to this sink."""
     queue_limit: int = 100_000
     """Sinks only: items the sink's durable queue holds; past it the oldest stall events go first."""
+    named: bool = False
+    """Whether the table says ``name`` (a sink's name otherwise defaults to its ``use``)."""
 
 
 @dataclass
@@ -224,7 +226,8 @@ def _component(kind: str, table: Any, path: str, registry, errors) -> ComponentC
     comp = resolve_use(kind, use, f"{path}.use", registry, errors)
     if comp is None:
         return None
-    name = table.get("name", f"{path}")
+    named = "name" in table
+    name = table.get("name", use if kind == "sink" else path)  # a sink's queue is named after it
     if not isinstance(name, str):
         errors.append(ConfigError(f"{path}.name", "expected a string"))
         return None
@@ -244,7 +247,7 @@ def _component(kind: str, table: Any, path: str, registry, errors) -> ComponentC
     if routing is None:
         return None
     return ComponentConfig(kind=kind, use=use, name=name, path=path, component=comp, options=options,
-                           **routing)
+                           named=named, **routing)
 
 
 def _sink_routing(comp: Component, table: dict, path: str, errors) -> dict | None:
@@ -297,5 +300,11 @@ def _check_names_unique(components: list[ComponentConfig], errors) -> None:
     seen: dict[str, str] = {}
     for c in components:
         if c.name in seen:
-            errors.append(ConfigError(f"{c.path}.name", f"{c.name!r} is already the name of {seen[c.name]}"))
+            if c.kind == "sink" and not c.named:  # two sinks of one use, this one unnamed
+                errors.append(ConfigError(f"{c.path}.name", f"required: {seen[c.name]} is named {c.name!r} "
+                                          f"too (a sink's name defaults to its use, and names its queue)",
+                                          "give each sink of one use its own name"))
+            else:
+                errors.append(ConfigError(f"{c.path}.name", f"{c.name!r} is already the name of {seen[c.name]}"))
+            continue
         seen[c.name] = c.path

@@ -142,7 +142,7 @@ class Delivery:
 
     def __init__(self, sink: Any, name: str, spool_dir: str | os.PathLike, stats: Stats | None = None,
                  clock: Any = None, limit: int = DEFAULT_LIMIT, batch_max: int = 10_000,
-                 backoff: Backoff | None = None, fsync: bool | str = "alerts"):
+                 backoff: Backoff | None = None, fsync: bool | str = "alerts", use: str | None = None):
         if limit < 1:
             raise ValueError("limit: must be at least 1")
         self.sink, self.name = sink, name
@@ -150,7 +150,7 @@ class Delivery:
         self.clock = clock or SystemClock()
         self.limit, self.batch_max = limit, batch_max
         self.backoff = backoff or Backoff()
-        self.spool = Spool(spool_path(spool_dir, name), fsync=fsync)
+        self.spool = Spool(spool_path(spool_dir, name), fsync=fsync, use=use)  # refuses another use's queue
         self._work = threading.Event()   # set by put(): something new to deliver
         self._halt = threading.Event()   # set by stop(): cuts any wait short
         self._stopping = False

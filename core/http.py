@@ -23,7 +23,10 @@ histograms per cause and service from the sources' BPF histograms (``source.hist
 stalls under the threshold are counted too), every counter and gauge in ``ctx.stats`` (events,
 alerts, silenced, per-sink delivery results and queue depth, plugin errors ... whatever the parts
 of lgf count), the sources' own counters and ring-buffer losses, and the runtime counters of each
-traced process. Cost per scrape: one read of each source's BPF histogram map plus one
+traced process. The stall series are per cause, service and stall kind, never per process: when
+a process exits, its source folds its counts into its service's series (``lgf.histories``), so a
+series keeps its labels for its whole life, never goes down, and a restarted service continues it.
+Cost per scrape: one read of each source's BPF histogram map plus one
 ``runtime_counters(pid)`` per traced process; nothing per event.
 """
 

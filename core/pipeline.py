@@ -100,6 +100,9 @@ class Pipeline:
         for alert in alerts:
             self.stats.inc("lgf_alerts_total", cause=alert.cause, severity=alert.severity)
             self.deliver(alert)
+        journal = getattr(self.engine, "journal", None)
+        if journal is not None and alerts:  # handed to every sink: no longer the journal's to keep
+            journal.delivered(a.id for a in alerts)
         return alerts
 
     def deliver(self, event: Event) -> None:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable
 
 from . import config as cfg
-from . import reload
+from . import journal, reload, sinkqueues
 from .alerts import AlertEngine
 from .components import RunContext, member
 from .delivery import Delivery
@@ -87,6 +87,9 @@ class Host:
 
     def build(self, with_sources: bool = True) -> None:
         """Make every configured component. A component that fails to start is an error here."""
+        queue_problems = sinkqueues.check(self.config)  # a queue of another sink: refuse, before anything runs
+        if queue_problems:
+            raise ConfigErrors(queue_problems)
         for cc in self.config.of_kind("sink"):
             sink = cc.component.factory(cc.options, self._ctx(cc.name))
             self.routes.append(SinkRoute(cc.name, sink, cc.receive, cc.min_severity,
@@ -108,7 +111,7 @@ class Host:
         """Each sink behind its own durable queue, unless it is its own record (stdout, file)."""
         if not member(sink, "sink", "durable"):
             return None
-        d = Delivery(sink, cc.name, self.config.host.spool_dir, self.stats, limit=cc.queue_limit)
+        d = Delivery(sink, cc.name, self.config.host.spool_dir, self.stats, limit=cc.queue_limit, use=cc.use)
         d.start()
         return d
 
@@ -134,6 +137,7 @@ class Host:
         signal.signal(signal.SIGHUP, lambda *_: self.reload_requested.set())
         reload.write_pid(self.config.host.spool_dir)
         self._start_http()
+        self.journal = journal.attach(self.engine, self.pipeline, self.config.host.spool_dir, self.stats)
         started = 0
         for src in self.sources:
             try:
@@ -214,6 +218,8 @@ class Host:
         if self.http is not None:
             self.http.stop()
         reload.remove_pid(self.config.host.spool_dir)
+        if getattr(self, "journal", None) is not None:
+            self.journal.close()
         if self.engine is not None:
             self.engine.close()  # the baselines keep the minute in progress
         self.manager.pm.hook.lgf_unconfigure(config=self.config)

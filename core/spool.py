@@ -6,10 +6,19 @@ once the sink confirmed it. This module is only the storage: what a row is, how 
 acknowledged, marked failed, evicted at the limit, and read by ``lgf spool``; when to send and
 how to retry is ``lgf.delivery``'s job.
 
-One file per sink, ``<spool_dir>/<name>.db`` (``spool_path``), in WAL mode, with one table::
+One file per sink, ``<spool_dir>/<name>.db`` (``spool_path``; the name is the sink's ``name``,
+which defaults to its ``use``), in WAL mode, with three tables::
 
     items(seq, event_id UNIQUE, is_alert, body msgpack, state 'pending'|'failed',
           attempts, enqueued_at wall clock, last_error)
+    meta(key, value)          'use': the ``use`` of the sink that owns the queue. A queue opened
+                              for a sink of another ``use`` is refused while it holds items
+                              (nothing goes to the wrong place, nothing is deleted); a queue
+                              written before this was recorded takes the ``use`` of the sink
+                              that opens it (``lgf.sinkqueues`` refuses position-named ones first)
+    sent(seq, event_id UNIQUE) ids of the last ``SENT_KEPT`` alerts delivered: ``add`` ignores
+                              them, so an alert handed over again after a crash (``lgf.journal``)
+                              is not sent twice
 
 ``Spool`` is the writer: one per file, enforced by an ``flock`` on ``<name>.lock`` that the
 kernel drops when its holder dies, even by ``kill -9``. ``SpoolView`` reads a spool without that
@@ -48,7 +57,19 @@ CREATE TABLE IF NOT EXISTS items (
 );
 CREATE INDEX IF NOT EXISTS items_by_state ON items (state, seq);
 CREATE INDEX IF NOT EXISTS items_eviction ON items (is_alert, seq);
+CREATE TABLE IF NOT EXISTS meta (
+    key         TEXT PRIMARY KEY,
+    value       TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sent (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id    TEXT NOT NULL UNIQUE
+);
 """
+
+SENT_KEPT = 10_000
+"""Ids of delivered alerts remembered per spool (a few hundred KiB), far more than one restart
+can hand over again."""
 
 _IDS_PER_STATEMENT = 500
 """SQLite's bound-parameter limit is 999 on older builds: ids go in chunks below it."""
@@ -57,6 +78,21 @@ _IDS_PER_STATEMENT = 500
 def spool_path(spool_dir: str | os.PathLike, name: str) -> Path:
     """``<spool_dir>/<name>.db`` with the name made safe for a file name (``sinks[1]`` -> ``sinks_1_``)."""
     return Path(spool_dir) / (re.sub(r"[^A-Za-z0-9._-]", "_", name) + ".db")
+
+
+def recorded_use(path: str | os.PathLike) -> str | None:
+    """The ``use`` recorded in the queue at ``path`` (read-only, no lock), or None when none is."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key='use'").fetchone()
+        return row[0] if row else None
+    except sqlite3.Error:  # no meta table: written before uses were recorded
+        return None
+    finally:
+        db.close()
 
 
 # --- queries shared by the writer and the read-only view ----------------------------------------
@@ -80,7 +116,9 @@ class Spool:
     releases it when the holder dies, even by ``kill -9``.
     """
 
-    def __init__(self, path: str | os.PathLike, fsync: bool | str = "alerts"):
+    def __init__(self, path: str | os.PathLike, fsync: bool | str = "alerts", use: str | None = None):
+        """``use``: the sink's ``use``; the queue records it, and refuses a sink of another
+        ``use`` while it holds items (DeliveryError). None opens any queue (``lgf spool``)."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lockfile = open(self.path.with_suffix(".lock"), "a+")  # noqa: SIM115 (held for life)
@@ -99,9 +137,30 @@ class Spool:
         self._db.executescript(_SCHEMA)
         self.rows = self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
         """Rows on disk, pending plus failed: what ``add`` compares with its limit."""
+        if use is not None:
+            self._claim(use)
+
+    def _claim(self, use: str) -> None:
+        """Record ``use`` as the queue's owner, or refuse when another ``use`` left items here."""
+        row = self._db.execute("SELECT value FROM meta WHERE key='use'").fetchone()
+        if row is not None and row[0] != use and self.rows:
+            self._db.close()
+            self._lockfile.close()
+            raise DeliveryError(f"spool {self.path} holds {self.rows} item(s) of a {row[0]!r} sink; "
+                                f"a {use!r} sink will not send them (they are kept)", retryable=False)
+        if row is None or row[0] != use:
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('use', ?)", (use,))
+
+    @property
+    def use(self) -> str | None:
+        """The ``use`` recorded for this queue (None: not recorded yet)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key='use'").fetchone()
+            return row[0] if row else None
 
     def add(self, event_id: str, is_alert: bool, body: bytes, limit: int) -> tuple[bool, int]:
-        """Insert one item; returns (added, evicted). An id already queued is not added twice.
+        """Insert one item; returns (added, evicted). An id already queued is not added twice,
+        nor an alert this spool delivered (``sent``).
 
         At ``limit`` rows the oldest stall events are evicted first, then the oldest alerts, so
         the newest alerts are always kept.
@@ -111,6 +170,10 @@ class Spool:
             self._sync(self.fsync is True or (self.fsync == "alerts" and is_alert))
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                if is_alert and self._db.execute("SELECT 1 FROM sent WHERE event_id=?",
+                                                 (event_id,)).fetchone():
+                    self._db.execute("COMMIT")
+                    return False, 0
                 if self.rows >= limit:
                     over = self.rows - limit + 1
                     cur = self._db.execute(
@@ -135,8 +198,25 @@ class Spool:
                                     "ORDER BY seq LIMIT ?", (n,)).fetchall()
 
     def ack(self, ids: list[str]) -> int:
-        """Delete delivered items; returns how many were still there."""
-        return self._update(ids, "DELETE FROM items WHERE event_id IN ({})", (), count_rows=True)
+        """Delete delivered items, remembering the alerts' ids (``sent``); returns how many were there."""
+        done = 0
+        with self._lock:
+            self._sync(False)
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for i in range(0, len(ids), _IDS_PER_STATEMENT):
+                    chunk = ids[i:i + _IDS_PER_STATEMENT]
+                    marks = ",".join("?" * len(chunk))
+                    self._db.execute("INSERT OR IGNORE INTO sent (event_id) SELECT event_id FROM items "
+                                     f"WHERE is_alert=1 AND event_id IN ({marks})", chunk)
+                    done += self._db.execute(f"DELETE FROM items WHERE event_id IN ({marks})", chunk).rowcount
+                self._db.execute("DELETE FROM sent WHERE seq <= (SELECT MAX(seq) FROM sent) - ?", (SENT_KEPT,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self.rows -= done
+        return done
 
     def fail(self, ids: list[str], error: str) -> int:
         """Mark pending items failed (kept, no longer sent); returns how many changed."""
@@ -148,7 +228,7 @@ class Spool:
         return self._update(ids, "UPDATE items SET attempts=attempts+1, last_error=? "
                                  "WHERE event_id IN ({})", (error[:2000],))
 
-    def _update(self, ids: list[str], sql: str, params: tuple, count_rows: bool = False) -> int:
+    def _update(self, ids: list[str], sql: str, params: tuple) -> int:
         done = 0
         with self._lock:
             self._sync(False)
@@ -162,8 +242,6 @@ class Spool:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            if count_rows:
-                self.rows -= done
         return done
 
     def _sync(self, full: bool) -> None:

@@ -39,6 +39,7 @@ from pathlib import Path
 from lgf import Component, Event, arming, hookimpl
 from lgf.bpf import constants as bpf_constants
 from lgf.bpf import loader
+from lgf.histories import RetiredHistograms
 from lgf.idle import rules_of
 
 C_FILE = Path(__file__).with_name("tracepoint.c")
@@ -83,6 +84,8 @@ class TracepointSource:
         self.threshold_ns = int(ctx.config.host.threshold)
         self.bpf = None
         self._targets: dict[int, object] = {}
+        self._retired = RetiredHistograms()
+        """Histograms of exited targets, folded by labels (``lgf.histories``)."""
         self._lock = threading.RLock()
         self._emit: Callable[[Event], None] | None = None
         self._watcher = None
@@ -149,8 +152,11 @@ class TracepointSource:
 
     def _on_exit(self, target) -> None:
         with self._lock:
-            if self._targets.pop(target.pid, None) is None or self.bpf is None:
+            if target.pid not in self._targets or self.bpf is None:
                 return
+            # Its counts join its service's series before they leave the map (lgf.histories).
+            self._retired.retire(self._histogram_rows(only_pid=target.pid))
+            self._targets.pop(target.pid, None)
             try:
                 del self.bpf[b"targets"][self.bpf[b"targets"].Key(target.pid)]
             except KeyError:
@@ -199,19 +205,26 @@ class TracepointSource:
 
     def histograms(self) -> list[dict]:
         """Syscall durations of user goroutines, per process and syscall (``wait_reason`` holds the
-        syscall's name), in log2(us) buckets."""
+        syscall's name), in log2(us) buckets; processes that exited are folded in (``pid=""``,
+        ``lgf.histories``)."""
+        with self._lock:
+            return self._histogram_rows() + self._retired.rows()
+
+    def _histogram_rows(self, only_pid: int | None = None) -> list[dict]:
         if self.bpf is None:
             return []
         groups: dict[tuple, dict[int, int]] = {}
         for key, value in loader.read_map_items(self.bpf[b"hist"]):
+            if only_pid is not None and int(key.tgid) != only_pid:
+                continue
             g = groups.setdefault((int(key.tgid), int(key.reason)), {})
             g[int(key.slot)] = g.get(int(key.slot), 0) + int(value.value)
         out = []
         for (pid, nr), slots in sorted(groups.items()):
             target = self._targets.get(pid)
             comm = target.comm if target is not None else loader.comm_of(pid)
-            out.append({"labels": {"pid": str(pid), "comm": comm, "stall": "syscall",
-                                   "wait_reason": syscall_name(nr)},
+            out.append({"labels": {"pid": str(pid), "comm": comm, "exe": getattr(target, "exe", ""),
+                                   "stall": "syscall", "wait_reason": syscall_name(nr)},
                         "log2_us": loader.log2_buckets(slots)})
         return out
 

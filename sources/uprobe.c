@@ -14,6 +14,9 @@
  *                                                 same check, so a park is dated even when the
  *                                                 thread goes idle after it
  *                             ready(gp)           optional: park ends, scheduling latency starts
+ *                             exitsyscall0, injectglist, gosched_m, gopreempt_m, newproc's runqput
+ *                                                 with ready: the other ways a goroutine becomes
+ *                                                 runnable (lgf.golang.runnable)
  *                             netpoll(delay)      optional: netpoller call counter
  *                             serverHandler.ServeHTTP(sh, rw, req)   when the binary has it: the
  *                                                 goroutine's current *http.Request (RDI)
@@ -26,7 +29,7 @@
  *
  * Constants come in as -D flags from uprobe.py (Go struct offsets read from the target binary,
  * never from a table here): THRESHOLD_NS; runtime.g offsets G_GOID, G_STATUS, G_WAITREASON, G_M,
- * G_STARTPC, G_SCHED and G_SPAN_LO/G_SPAN_LEN (the bytes holding m, atomicstatus and waitreason,
+ * G_STARTPC, G_SCHED, G_SCHEDLINK (and MAX_INJECT: lgf.golang.runnable) and G_SPAN_LO/G_SPAN_LEN (the bytes holding m, atomicstatus and waitreason,
  * read at once); GOBUF_PC, GOBUF_BP; wait reason numbers REASON_IO_WAIT, REASON_PREEMPTED (labels
  * scheduling latency after a preemption) and INTERNAL_LO/INTERNAL_HI (bit masks of the runtime's
  * own wait reasons, 0-63 and 64-127); MAX_FRAMES, RINGBUF_PAGES, MAX_GOROUTINES (a power of two),
@@ -444,6 +447,115 @@ int on_sched_switch(struct bpf_raw_tracepoint_args *ctx)
     return 0;
 }
 
+/* ---- scheduling latency from every way a goroutine becomes runnable ------------------------
+ * ready() above is one way; these are the others (lgf.golang.runnable lists the functions per Go
+ * version and why). Each dates the start of g's wait for a P; on_execute ends it as it ends one
+ * after ready(), and reports it with `from` in the high byte of the reason. */
+#define FROM_READY 1
+#define FROM_SYSCALL_EXIT 2
+#define FROM_NETPOLL 3
+#define FROM_PREEMPT 4
+#define FROM_GOSCHED 5
+#define FROM_NEWPROC 6
+#define NO_REASON 0xff /* the goroutine had not parked: no wait reason */
+
+/* Opens g's wait for a P in its slot `w`, from now, with `reason` (NO_REASON: it had not parked).
+ * Any record of another goroutine in the slot is replaced (and counted, if it was open). */
+static __always_inline void open_runnable(struct wait *w, u32 tgid, u64 g, u16 from, u16 reason, u64 now)
+{
+    if (w->g != g || w->tgid != tgid) {
+        if (w->kind)
+            counter_add(tgid, C_WAIT_SLOT_REUSED, 1);
+        struct proc *p = procs.lookup(&tgid); /* its histogram block, as on_execute claims a slot */
+        w->g = g;
+        w->tgid = tgid;
+        w->http_req = 0;
+        w->hslot = p ? p->hslot : 0;
+        w->owner = 0;
+    }
+    w->start_ns = now;
+    w->tid = (u32)bpf_get_current_pid_tgid();
+    w->reason = reason | (from << 8);
+    w->kind = WAIT_RUNNABLE;
+}
+
+/* g had no park open (it was running, in a syscall, or is new): its wait for a P starts now. */
+static __always_inline void made_runnable_quiet(struct wait *w, u32 tgid, u64 g, u16 from, u64 now)
+{
+    open_runnable(w, tgid, g, from, NO_REASON, now);
+}
+
+/* g of process tgid is runnable from now, made so by `from`. A park still open for it ends now
+ * (as in on_ready); any other record of g is stale (g was running, in a syscall, or new). */
+static __always_inline void made_runnable(u32 tgid, u64 g, u16 from, u64 now)
+{
+    struct gkey k = {.tgid = tgid, .g = g};
+    struct wait *w = wait_slot(tgid, g);
+    if (!w || !g)
+        return;
+    u16 reason = NO_REASON;
+    if (w->g == g && w->tgid == tgid && w->kind == WAIT_PARK) {
+        struct wait ww = *w;
+        end_wait(STALL_PARK, &k, ww.hslot, &ww, ww.tid, now);
+        reason = ww.reason & 0xff;
+    }
+    open_runnable(w, tgid, g, from, reason, now);
+}
+
+/* exitsyscall0(gp) / exitsyscallNoP(gp): exitsyscall found no P; gp goes to the global queue. */
+int on_exitsyscall_slow(struct pt_regs *ctx)
+{
+    made_runnable(bpf_get_current_pid_tgid() >> 32, ctx->ax, FROM_SYSCALL_EXIT, bpf_ktime_get_ns());
+    return 0;
+}
+
+/* injectglist(glist *gList): every goroutine on the list (gList.head, then g.schedlink) becomes
+ * runnable; at most MAX_INJECT of one list are dated here. The loop stays small for the verifier
+ * (made_runnable, with the stack walk it may report, unrolled 64 times took 1.6 s to load, and
+ * BCC 0.26 cannot pass bpf_loop a callback): a goroutine with a park open only gets the instant
+ * noted in `woken`; on_execute ends the park there and reports the wait for a P from there. */
+BPF_HASH(woken, struct gkey, u64, 16384);
+
+int on_injectglist(struct pt_regs *ctx)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    u64 now = bpf_ktime_get_ns();
+    u64 g = 0;
+    bpf_probe_read_user(&g, sizeof(g), (void *)ctx->ax);
+    for (int i = 0; i < MAX_INJECT && g; i++) {
+        struct gkey k = {.tgid = tgid, .g = g};
+        struct wait *w = wait_slot(tgid, g);
+        if (w && w->g == g && w->tgid == tgid && w->kind == WAIT_PARK)
+            woken.update(&k, &now);
+        else if (w)
+            made_runnable_quiet(w, tgid, g, FROM_NETPOLL, now);
+        u64 next = 0;
+        if (bpf_probe_read_user(&next, sizeof(next), (void *)(g + G_SCHEDLINK)) < 0)
+            break;
+        g = next;
+    }
+    return 0;
+}
+
+/* on_execute's half: g still parked but woken by injectglist at *t: the park ended there, and the
+ * wait for a P ran from there to now. Returns 0 when injectglist did not see g. */
+static __always_inline int end_woken(struct gkey *k, u32 hslot, struct wait *ww, u32 tid, u64 now)
+{
+    u64 *t = woken.lookup(k);
+    if (!t)
+        return 0;
+    u64 at = *t;
+    woken.delete(k);
+    if (at < ww->start_ns || at > now)
+        return 0; /* a note from an earlier park of g */
+    end_wait(STALL_PARK, k, hslot, ww, ww->tid, at);
+    u16 reason = ww->reason & 0xff;
+    ww->start_ns = at;
+    ww->reason = reason | ((reason == REASON_IO_WAIT ? FROM_NETPOLL : FROM_READY) << 8);
+    end_wait(STALL_RUNNABLE, k, hslot, ww, tid, now);
+    return 1;
+}
+
 int on_execute(struct pt_regs *ctx)
 {
     u64 id = bpf_get_current_pid_tgid();
@@ -482,7 +594,7 @@ int on_execute(struct pt_regs *ctx)
     w->kind = 0;
     if (ww.kind == WAIT_RUNNABLE)
         end_wait(STALL_RUNNABLE, &k, hslot, &ww, tid, now);
-    else if (ww.kind == WAIT_PARK)
+    else if (ww.kind == WAIT_PARK && !end_woken(&k, hslot, &ww, tid, now))
         /* Still parked: woken without ready() (the netpoller's and the GC's injectglist), or
          * ready() is not probed (sched_latency = false). The park ends now that it runs. */
         end_wait(STALL_PARK, &k, hslot, &ww, ww.tid, now);
@@ -500,6 +612,40 @@ int on_ready(struct pt_regs *ctx)
     end_wait(STALL_PARK, &k, ww.hslot, &ww, ww.tid, now);
     w->kind = WAIT_RUNNABLE; /* scheduling latency starts: made runnable, not yet running */
     w->start_ns = now;
+    return 0;
+}
+
+/* gosched_m(gp), goschedguarded_m(gp): runtime.Gosched; gopreempt_m(gp): a preemption. */
+int on_gosched(struct pt_regs *ctx)
+{
+    made_runnable(bpf_get_current_pid_tgid() >> 32, ctx->ax, FROM_GOSCHED, bpf_ktime_get_ns());
+    return 0;
+}
+
+int on_gosched_guarded(struct pt_regs *ctx)
+{
+    made_runnable(bpf_get_current_pid_tgid() >> 32, ctx->ax, FROM_GOSCHED, bpf_ktime_get_ns());
+    return 0;
+}
+
+int on_preempt(struct pt_regs *ctx)
+{
+    made_runnable(bpf_get_current_pid_tgid() >> 32, ctx->ax, FROM_PREEMPT, bpf_ktime_get_ns());
+    return 0;
+}
+
+/* goschedImpl(gp, preempted bool), where gopreempt_m was inlined: BL is `preempted`. */
+int on_gosched_impl(struct pt_regs *ctx)
+{
+    made_runnable(bpf_get_current_pid_tgid() >> 32, ctx->ax, (ctx->bx & 0xff) ? FROM_PREEMPT : FROM_GOSCHED,
+                  bpf_ktime_get_ns());
+    return 0;
+}
+
+/* At newproc.func1's `CALL runtime.runqput(pp, newg, next)`: RBX = the new goroutine. */
+int on_newproc(struct pt_regs *ctx)
+{
+    made_runnable(bpf_get_current_pid_tgid() >> 32, ctx->bx, FROM_NEWPROC, bpf_ktime_get_ns());
     return 0;
 }
 

@@ -129,8 +129,9 @@ from lgf.bpf import constants as bpf_constants
 from lgf.bpf import loader, sites
 from lgf.causes import GC_ASSIST_REASON, INTERNAL_WAIT_REASONS, IO_WAIT_REASON
 from lgf.errors import TargetRefused
-from lgf.golang import tracecapture
+from lgf.golang import runnable, tracecapture
 from lgf.golang.gobinary import runtime_function_entries
+from lgf.histories import RetiredHistograms
 from lgf.idle import LOOP_HEAD_REASONS, NO_CASES_REASON, options_of
 from lgf.options import Duration
 
@@ -256,7 +257,8 @@ class _Program:
         seen by neither tier."""
         from bcc import BPF
 
-        for fn in (*(fn for _, fn in GOROUTINE_PROBES + SCHED_PROBES + NETPOLL_PROBES + HTTP_PROBES),):
+        for fn in dict.fromkeys(fn for _, fn in GOROUTINE_PROBES + SCHED_PROBES + NETPOLL_PROBES + HTTP_PROBES
+                                + runnable.probes()):
             self.bpf.load_func(fn.encode(), BPF.KPROBE)
         self.bpf.load_func(b"on_sched_switch", BPF.RAW_TRACEPOINT)
 
@@ -312,6 +314,8 @@ class UprobeSource:
         self._stop = threading.Event()
         self._housekeeper: threading.Thread | None = None
         self._sampler = None  # lgf.golang.sampler.GoroutineSampler, with on_stall
+        self._retired = RetiredHistograms()
+        """Histograms of exited targets, folded by labels (``lgf.histories``)."""
         idle = options_of(ctx.config)
         self.idle_rules, self.report_idle = idle.rules(), idle.report_idle
         self._verdicts = LoopHeadJudge(self.idle_rules)
@@ -388,6 +392,13 @@ class UprobeSource:
             att = self._attached.get(target.pid)
             if att is None:
                 return
+            # Its counts join its service's series before they leave the maps (lgf.histories).
+            self._retired.retire(self._histogram_rows(only_pid=target.pid))
+            loader.delete_pid_entries(att.program.bpf[b"hist"], target.pid)
+            hslot = att.program.hslots.get(target.pid)
+            if hslot:  # zeroed too: an exec'd process keeps its block and starts its counts afresh
+                blocks = att.program.bpf[b"fast_hists"]
+                blocks[blocks.Key(hslot)] = blocks.Leaf()
             self._detach_all(target.pid)
             if self._sampler is not None:
                 self._sampler.remove(target.pid)
@@ -429,6 +440,7 @@ class UprobeSource:
             "RINGBUF_PAGES": self.options.ringbuf_pages,
             "MAX_GOROUTINES": self.options.max_goroutines,
             "MAX_SITES": self.options.max_sites,
+            **runnable.constants(binary),
             "MAX_HIST_PROCS": MAX_HIST_PROCS,
             "REPORT_IDLE": int(self.report_idle),
             "REASON_NO_CASES": reasons.index(NO_CASES_REASON) if NO_CASES_REASON in reasons else 255,
@@ -474,10 +486,9 @@ class UprobeSource:
             if fn_name in att.probes:
                 continue
             try:
-                addr = binary.func_addr(func)
+                addr = runnable.probe_address(binary, func)  # after the stack check (or a call site)
                 if addr is None:
                     raise binary.refuse(f"function {func} not found")
-                addr += binary.probe_offset(func)
                 ev_name = loader.attach_uprobe(att.program.bpf, path, addr, fn_name, pid)
                 att.probes[fn_name] = (ev_name, addr)
             except Exception as exc:  # BCC raises bare Exception; the process may have just exited
@@ -492,7 +503,8 @@ class UprobeSource:
         optional; without it: every probe the tier may have attached, to detach them)."""
         http = tuple(p for p in HTTP_PROBES if binary is None or binary.func_addr(p[0]) is not None)
         return (GOROUTINE_PROBES + (SCHED_PROBES if self.options.sched_latency else ())
-                + (NETPOLL_PROBES if self.options.netpoll_calls else ()) + http)
+                + (NETPOLL_PROBES if self.options.netpoll_calls else ()) + http
+                + (runnable.probes(binary) if self.options.sched_latency else ()))
 
     def _attach_goroutine_tier(self, att: _Attached) -> None:
         att.tier_since_ns = time.monotonic_ns()
@@ -638,7 +650,9 @@ class UprobeSource:
             if kind == "stw":
                 extra["stw_reason"] = _name(att.stw_reasons, reason)
             else:
-                ev.wait_reason = _name(att.wait_reasons, reason)
+                if kind == "runnable":  # what made it runnable rides in the reason's high byte
+                    reason, extra["runnable_from"] = runnable.split_reason(reason, att.wait_reasons)
+                ev.wait_reason = "" if reason == runnable.NO_REASON else _name(att.wait_reasons, reason)
                 if kind == "park" and ev.wait_reason == GC_ASSIST_REASON:
                     extra["stall"] = "gc_assist"
         if kind != "stw":
@@ -682,23 +696,34 @@ class UprobeSource:
             return out
 
     def histograms(self) -> list[dict]:
-        """Every duration measured in BPF, per process, stall kind and wait reason: log2(us) buckets."""
-        out = []
+        """Every duration measured in BPF, per process, stall kind and wait reason: log2(us) buckets.
+        Processes that exited are folded in by their labels (``pid=""``, ``lgf.histories``)."""
         with self._lock:
-            programs = list(self._programs.values())
-            attached = dict(self._attached)
+            return self._histogram_rows() + self._retired.rows()
+
+    def _histogram_rows(self, only_pid: int | None = None) -> list[dict]:
+        """The rows of live processes (``only_pid``: of that one); called with ``self._lock`` held."""
+        out = []
+        programs = list(self._programs.values())
+        attached = dict(self._attached)
         names_of = {name: kind for kind, name in STALL_NAMES.items()}
         python_side = self._verdicts.hist_items()
         for prog in programs:
             groups: dict[tuple, dict[int, int]] = {}
             for key, value in loader.read_map_items(prog.bpf[b"hist"]):
+                if only_pid is not None and int(key.tgid) != only_pid:
+                    continue
                 g = groups.setdefault((int(key.tgid), int(key.kind), int(key.reason)), {})
                 g[int(key.slot)] = g.get(int(key.slot), 0) + int(value.value)
             for pid in list(prog.hslots):  # the per-switch path's blocks
+                if only_pid is not None and pid != only_pid:
+                    continue
                 block = prog.fast_hist(pid)
                 if block is not None:
                     _add_fast_hist(groups, pid, block)
             for (pid, stall, reason), slots in python_side:  # loop-head waits judged in Python
+                if only_pid is not None and pid != only_pid:
+                    continue
                 if attached.get(pid) is not None and attached[pid].program is prog:
                     g = groups.setdefault((pid, names_of[stall], reason), {})
                     for slot, n in slots.items():
@@ -707,9 +732,13 @@ class UprobeSource:
                 att = attached.get(pid)
                 stall = STALL_NAMES.get(kind, str(kind))
                 names = (att.stw_reasons if stall == "stw" else att.wait_reasons) if att else []
+                if stall == "runnable":  # the high byte says what made it runnable (lgf.golang.runnable)
+                    reason &= 0xFF
                 comm = att.target.comm if att else loader.comm_of(pid)
-                out.append({"labels": {"pid": str(pid), "comm": comm, "stall": stall,
-                                       "wait_reason": _name(names, reason)},
+                out.append({"labels": {"pid": str(pid), "comm": comm, "exe": att.target.exe if att else "",
+                                       "stall": stall,
+                                       "wait_reason": "" if reason == runnable.NO_REASON and stall == "runnable"
+                                       else _name(names, reason)},
                             "log2_us": loader.log2_buckets(slots)})
         return out
 

@@ -68,7 +68,7 @@ from lgf.golang.pproflabels import labels_of_g
 from lgf.golang.runtime_reader import RuntimeReader, Unreadable, allg_pointers, read_g_fields
 from lgf.idle import IdleRules, Verdict
 
-from . import goroutine_stack
+from . import goroutine_stack, runq
 from .gobinary import runtime_function_entries
 from .symbols import Symbolizers
 
@@ -252,6 +252,8 @@ class GoroutineSampler:
         t0 = time.monotonic_ns()
         since = self.tier_since(pid)
         closing = since is not None
+        for ev in runq.follow(pid, proc, self.threshold_ns, self.arm) if closing else ():  # lgf.golang.runq
+            self.emit(ev)
         if closing:
             # The tier sees every park that began after ``since``; the sampler keeps only those
             # first seen by a sample that ended before it, and follows just those gs.
@@ -295,6 +297,7 @@ class GoroutineSampler:
             done.append(self._end(pid, proc, g, ended))
         if not closing:
             proc.last_full_ns = began
+            done += runq.observe(pid, proc, rows, began, ended, self.threshold_ns, self.arm)  # waits for a P
         cost = time.monotonic_ns() - t0
         # Judging is paid once per park that crosses the threshold (and the first one opens the
         # binary's symbols): kept out of the per-sample cost that sets the interval.

@@ -1,0 +1,64 @@
+"""What the alert journal costs per stall, beside the alert policy without it, in the same run.
+
+    .venv/bin/python bench/bench_journal.py [N]
+
+``AlertEngine.observe`` of N stalls over the alert threshold (each one enters an open group), with
+and without the journal (``lgf.journal``: one SQLite WAL insert per stall, ``synchronous=NORMAL``),
+then closing every group (one transaction per group) and forgetting the delivered alerts. The
+stalls are realistic in size (a 20-frame stack, enrichment dicts). Prints µs per stall and the
+ratio. No assertion on speed: figures for a human to compare.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+
+from lgf import Event
+from lgf import config as cfg
+from lgf.alerts import AlertEngine
+from lgf.journal import AlertJournal
+from lgf.stats import Stats
+
+
+def stalls(n: int) -> list[Event]:
+    frame = {"func": "main.handler", "file": "/src/app/handler.go", "line": 120, "pc": 0x4a1234, "inlined": False}
+    return [Event(pid=4000 + i % 20, comm="api", cause=("lock", "channel", "select")[i % 3], goid=i,
+                  duration_ns=60_000_000 + i, start_ns=10**12 + i * 10**6, end_ns=10**12 + i * 10**6 + 60_000_000,
+                  wait_reason="sync.Mutex.Lock", stack=[frame] * 20, stack_summary=["main.handler"],
+                  sched={"goroutines": 120, "gomaxprocs": 2}, gc_phase={"phase": "off"})
+            for i in range(n)]
+
+
+def run(n: int, journaled: bool, spool_dir: str) -> tuple[float, float]:
+    config = cfg.validate({"lgf": {"spool_dir": spool_dir, "report_interval": "1h"}}, {})
+    engine = AlertEngine(config, Stats())
+    if journaled:
+        engine.journal = AlertJournal(spool_dir)
+    events = stalls(n)
+    t0 = time.perf_counter()
+    for ev in events:
+        engine.observe(ev)
+    t1 = time.perf_counter()
+    alerts = engine.due(2**63 - 1)
+    if engine.journal is not None:
+        engine.journal.delivered(a.id for a in alerts)
+        engine.journal.close()
+    t2 = time.perf_counter()
+    return (t1 - t0) / n * 1e6, (t2 - t1) * 1e3
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
+    for _ in range(2):  # the second round is the one to read (warm caches)
+        with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+            bare, bare_close = run(n, False, a)
+            jour, jour_close = run(n, True, b)
+    print(f"alert policy, {n} stalls into open groups: {bare:.1f} µs/stall without the journal, "
+          f"{jour:.1f} µs/stall with it ({jour / bare:.1f}x); closing every group: "
+          f"{bare_close:.1f} ms without, {jour_close:.1f} ms with")
+
+
+if __name__ == "__main__":
+    main()

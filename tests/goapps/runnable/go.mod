@@ -1,0 +1,3 @@
+module lgf.test/runnable
+
+go 1.21

@@ -1,0 +1,247 @@
+"""Stalls waiting in open alert groups survive ``kill -9`` of lgf: the alert journal.
+
+The end-to-end test runs the real ``lgf run`` with the uprobe source on the stalls fixture, the
+fake WeCom robot down and a report interval of an hour, kills lgf with SIGKILL once the stalls
+are in its open groups, and starts it again with the robot up: every stall arrives in an alert,
+and no alert arrives twice. The smaller tests take the crash windows one by one, in process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+from lgf import Event, hookimpl
+from lgf import config as cfg
+from lgf.alerts import AlertEngine
+from lgf.delivery import Delivery
+from lgf.journal import AlertJournal, attach
+from lgf.manager import make_manager
+from lgf.pipeline import Pipeline, SinkRoute
+from lgf.stats import Stats
+from support.cli import write
+from support.fakewecom import FakeWeCom
+from support.gobuild import GO_VERSIONS, build_go
+from support.stallfixture import STALLS_SRC, StallFixture
+from support.wait import wait_until
+from support.wecom import ids_in
+
+
+class CauseKept:
+    """A classifier that keeps the cause each test stall was made with (in ``extra["want"]``)."""
+
+    @hookimpl
+    def lgf_classify(self, event):
+        return event.extra.get("want")
+
+
+def hook():
+    manager = make_manager(entry_points=False)
+    manager.register(CauseKept(), "cause_kept", "test")
+    return manager.pm.hook
+
+
+class Recorder:
+    """A durable sink (no ``durable = False``) that records what it was given."""
+
+    def __init__(self):
+        self.got: list[Event] = []
+
+    def send(self, event: Event) -> None:
+        self.got.append(event)
+
+
+def stalls(n: int, cause: str = "lock", pid: int = 42) -> list[Event]:
+    return [Event(pid=pid, comm="api", extra={"want": cause}, goid=100 + i, duration_ns=200_000_000,
+                  start_ns=10**12 + i, end_ns=10**12 + i + 200_000_000) for i in range(n)]
+
+
+def host_parts(spool_dir, sink=None, interval="1h"):
+    """Engine, pipeline and the sink's durable queue, as the host wires them (no sources)."""
+    config = cfg.validate({"lgf": {"spool_dir": str(spool_dir), "report_interval": interval}}, {})
+    stats = Stats()
+    engine = AlertEngine(config, stats)
+    sink = sink or Recorder()
+    queue = Delivery(sink, "rec", spool_dir, stats, use="recorder")
+    pipeline = Pipeline(hook(), stats, [SinkRoute("rec", sink, receive="alerts", delivery=queue)], engine)
+    return engine, pipeline, queue, sink
+
+
+def alerts_in(queue: Delivery) -> list[Event]:
+    from lgf.event import from_msgpack
+    return [from_msgpack(body) for _, body in queue.spool.pending(1000)]
+
+
+def test_stalls_of_open_groups_come_back_as_alerts_after_a_crash(tmp_path):
+    engine, pipeline, queue, _ = host_parts(tmp_path)
+    attach(engine, pipeline, tmp_path)
+    for ev in stalls(5) + stalls(2, cause="channel"):
+        pipeline.process(ev)
+    assert pipeline.tick(time.monotonic_ns()) == []  # the hour has not passed: all still open
+    # lgf dies here: nothing is closed or flushed. The kernel drops its locks (a new process's).
+    engine.journal._db.close()
+    engine.journal._lockfile.close()
+    queue.spool.close()
+
+    engine, pipeline, queue, _ = host_parts(tmp_path)
+    journal = attach(engine, pipeline, tmp_path)
+    counts = sorted((a.cause, a.extra["count"]) for a in alerts_in(queue))
+    assert counts == [("channel", 2), ("lock", 5)]
+    assert journal.counts() == {"stalls": 0, "outbox": 0}
+    journal.close()
+    queue.spool.close()
+
+
+def test_an_alert_made_but_not_handed_over_is_sent_again_with_its_id_and_only_once(tmp_path):
+    engine, pipeline, queue, sink = host_parts(tmp_path)
+    journal = attach(engine, pipeline, tmp_path)
+    for ev in stalls(3):
+        pipeline.process(ev)
+    (alert,) = engine.due(2**63 - 1)  # the group closed and its alert is in the outbox...
+    assert journal.counts() == {"stalls": 0, "outbox": 1}
+    queue.put(alert)                   # ...one sink got it, and was even delivered...
+    queue.start()
+    wait_until(lambda: queue.depth() == 0)
+    queue.stop()                       # ...then lgf died before the journal heard of it.
+    journal.close()
+
+    engine, pipeline, queue, _ = host_parts(tmp_path)
+    journal = attach(engine, pipeline, tmp_path)
+    assert journal.counts() == {"stalls": 0, "outbox": 0}
+    assert alerts_in(queue) == []      # the spool remembered delivering that id: not again
+    assert [e.id for e in sink.got] == [alert.id]
+    journal.close()
+    queue.spool.close()
+
+
+def test_a_stall_no_group_takes_any_more_is_dropped_from_the_journal_not_replayed_forever(tmp_path):
+    engine, pipeline, queue, _ = host_parts(tmp_path)
+    journal = attach(engine, pipeline, tmp_path)
+    pipeline.process(stalls(1)[0])
+    journal.close()
+    queue.spool.close()
+    engine, pipeline, queue, _ = host_parts(tmp_path)
+    engine.threshold_ns = 10**12  # the policy changed: that stall is under the alert threshold now
+    journal = attach(engine, pipeline, tmp_path)
+    assert journal.counts() == {"stalls": 0, "outbox": 0} and alerts_in(queue) == []
+    journal.close()
+    queue.spool.close()
+
+
+def test_a_second_lgf_on_the_same_spool_dir_does_not_replay_the_same_stalls(tmp_path):
+    first = AlertJournal(tmp_path)
+    engine, pipeline, queue, _ = host_parts(tmp_path / "other")
+    assert attach(engine, pipeline, tmp_path) is None and engine.journal is None
+    first.close()
+    queue.spool.close()
+
+
+# --- end to end: kill -9 of the real lgf --------------------------------------------------------
+
+class LgfProcess:
+    """``lgf run CONFIG`` in a child process, its stderr lines collected."""
+
+    def __init__(self, config: str, env: dict):
+        self.proc = subprocess.Popen([sys.executable, "-m", "lgf.cli", "run", config], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def wait_for(self, text: str) -> None:
+        try:
+            wait_until(lambda: any(text in line for line in self.lines) or self.proc.poll() is not None)
+        except AssertionError:
+            raise AssertionError(f"lgf never said {text!r}:\n{''.join(self.lines)}") from None
+        assert self.proc.poll() is None, "".join(self.lines)
+
+    def stop(self, sig=signal.SIGTERM) -> None:
+        self.proc.send_signal(sig)
+        self.proc.wait(60)
+        self._reader.join(10)
+
+
+@pytest.mark.bpf
+def test_kill_9_with_stalls_in_open_groups_and_the_robot_down_loses_none(tmp_path, bpf_ok, go_toolchains):
+    exe = build_go(STALLS_SRC, GO_VERSIONS[-1])
+    key = "k-" + uuid.uuid4().hex
+    fake = FakeWeCom(keys=(key,)).start()
+    fake.stop()  # the robot is down for the first run
+    events_file = tmp_path / "events.jsonl"
+    config = str(write(tmp_path / "plugins.toml", f"""
+[lgf]
+spool_dir = "{tmp_path / 'spool'}"
+report_interval = "1h"
+plugins = ["lgf.sinks.wecom"]
+
+[targets]
+exe = ["{exe}"]
+
+[http]
+enabled = false
+
+[[sources]]
+use = "uprobe"
+goroutine_tier = "always"
+
+[[classifiers]]
+use = "waitreason"
+
+[[sinks]]
+use = "file"
+path = "{events_file}"
+
+[[sinks]]
+use = "wecom"
+name = "robot"
+url = "{fake.url}"
+msgtype = "text"
+"""))
+    env = {**os.environ, "LGF_WECOM_KEY": key}
+    n = 4
+    with StallFixture(exe, "chanrecv", "-d", "80ms", "-n", str(n)) as fx:
+        first = LgfProcess(config, env)
+        first.wait_for(f"tracing pid {fx.pid}")
+        results = fx.go()
+        goids = {r["goid"] for r in results}
+
+        def seen() -> list[dict]:
+            if not events_file.exists():
+                return []
+            rows = [json.loads(line) for line in events_file.read_text().splitlines() if line.strip()]
+            return [r for r in rows if r["pid"] == fx.pid]
+        # The file sink writes a stall after the alert policy took it (into the journal too).
+        wait_until(lambda: sum(r["goid"] in goids and r["cause"] == "channel" for r in seen()) >= n)
+        first.stop(signal.SIGKILL)
+    stalls_seen = seen()
+    assert not any(ids_in(fake.snapshot()))  # nothing went out before the kill
+
+    fake.start()
+    second = LgfProcess(config, env)
+    second.wait_for("alert journal:")
+    wait_until(lambda: ids_in(fake.accepted()))
+    time.sleep(0.5)  # a second copy, if any were coming, would come right behind the first
+    second.stop()
+    text = "\n".join(m.content for m in fake.accepted())
+    got = re.findall(r"^id: ([0-9a-f]{32})$", text, re.M)  # the alert ids (trace ids are 32 hex too)
+    fake.stop()
+    # One alert per group (the stalled goroutines' channel waits, the main goroutine's sleeps), each
+    # sent once, and together they hold every stall the first lgf accepted.
+    assert len(got) == len(set(got)) == len({r["cause"] for r in stalls_seen}), text
+    assert sum(int(c) for c in re.findall(r"(\d+) stalls", text)) == len(stalls_seen), text
+    journal = AlertJournal(tmp_path / "spool")
+    assert journal.counts() == {"stalls": 0, "outbox": 0}
+    journal.close()
