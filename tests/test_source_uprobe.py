@@ -129,6 +129,25 @@ def test_stop_leaves_no_probe_behind(bpf_ok, go_toolchains):
         fx.go()
 
 
+def test_detached_probes_are_given_back_to_bccs_probe_quota(bpf_ok, go_toolchains):
+    """BCC refuses any attach once its count of open probes reaches BCC_PROBE_LIMIT (1,000); a
+    source that arms and disarms goroutine tiers for days must give each detached probe back,
+    or lgf goes blind after about 90 armings (seen: "would exceed global quota" in a long run)."""
+    import bcc
+
+    exe = private_build(GO_VERSIONS[-1])
+    with StallFixture(exe, "chanrecv") as fx:
+        before = bcc._num_open_probes
+        for _ in range(3):  # attach and detach the goroutine tier, as arming and disarming do
+            src = UprobeSource(UprobeOptions(goroutine_tier="always"), run_context(pids=[fx.pid]))
+            src.start(EventCollector())
+            assert len(src.probe_addresses(fx.pid)) >= 4
+            assert bcc._num_open_probes > before
+            src.stop()
+            assert bcc._num_open_probes == before, "a detached probe still counts against the quota"
+        fx.go()
+
+
 def test_target_exit_mid_trace_does_not_stop_the_source(bpf_ok, go_toolchains):
     exe = private_build(GO_VERSIONS[0])
     src = UprobeSource(UprobeOptions(goroutine_tier="always"), run_context(exe=[str(exe)]))

@@ -228,14 +228,19 @@ def detach_uprobe(bpf, ev_name: bytes) -> None:
     exited), raises when tracefs is not mounted (it always tries to remove a tracefs event, even for
     a probe made through the perf "uprobe" PMU, which has none), and then leaves the closed fd in its
     table for ``cleanup()`` to fail on again. Here: close the perf event (that removes the probe) and
-    remove a tracefs event only where one can exist.
+    remove a tracefs event only where one can exist. BCC counts open probes in a module global
+    against a quota (1,000 by default, ``BCC_PROBE_LIMIT``) and only its own detach gives one back:
+    so does this one, or a long-running lgf that arms and disarms goroutine tiers would find every
+    attach refused ("Number of open probes would exceed global quota") after about 90 armings.
     """
+    import bcc
     from bcc import lib
 
     fd = bpf.uprobe_fds.pop(ev_name, None)
     if fd is None:
         return
     lib.bpf_close_perf_event_fd(fd)
+    bcc._num_open_probes = max(0, bcc._num_open_probes - 1)
     if any(Path(p).exists() for p in UPROBE_EVENTS):
         lib.bpf_detach_uprobe(ev_name)
 
