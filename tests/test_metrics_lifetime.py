@@ -86,7 +86,7 @@ def test_series_survive_the_exit_and_a_restarted_service_continues_them(tmp_path
         for src in sources:
             src.stop()
 
-    service = exe.name[:15]  # its comm: the service, with no [alerts] services pattern
+    service = "stalls"  # its main module's name (lgf.test/stalls): no [alerts] services pattern
     mine = {k for k in alive if k[1] == service}
     assert ("syscall", service, "syscall") in mine and ("sleep", service, "park") in mine, alive
     for before, after in ((alive, exited), (exited, restarted)):
