@@ -34,6 +34,7 @@ Acknowledgements never fsync: one lost to a power cut only means the item is sen
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -201,20 +202,12 @@ class Spool:
         """Delete delivered items, remembering the alerts' ids (``sent``); returns how many were there."""
         done = 0
         with self._lock:
-            self._sync(False)
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for i in range(0, len(ids), _IDS_PER_STATEMENT):
-                    chunk = ids[i:i + _IDS_PER_STATEMENT]
-                    marks = ",".join("?" * len(chunk))
+            with self._transaction():
+                for chunk, marks in _chunks(ids):
                     self._db.execute("INSERT OR IGNORE INTO sent (event_id) SELECT event_id FROM items "
                                      f"WHERE is_alert=1 AND event_id IN ({marks})", chunk)
                     done += self._db.execute(f"DELETE FROM items WHERE event_id IN ({marks})", chunk).rowcount
                 self._db.execute("DELETE FROM sent WHERE seq <= (SELECT MAX(seq) FROM sent) - ?", (SENT_KEPT,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
             self.rows -= done
         return done
 
@@ -230,19 +223,23 @@ class Spool:
 
     def _update(self, ids: list[str], sql: str, params: tuple) -> int:
         done = 0
-        with self._lock:
-            self._sync(False)
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for i in range(0, len(ids), _IDS_PER_STATEMENT):
-                    chunk = ids[i:i + _IDS_PER_STATEMENT]
-                    cur = self._db.execute(sql.format(",".join("?" * len(chunk))), (*params, *chunk))
-                    done += cur.rowcount
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._lock, self._transaction():
+            for chunk, marks in _chunks(ids):
+                done += self._db.execute(sql.format(marks), (*params, *chunk)).rowcount
         return done
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        """One write transaction, not fsynced (NORMAL): committed, or rolled back on any error.
+        The caller holds ``self._lock``."""
+        self._sync(False)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def _sync(self, full: bool) -> None:
         """FULL: the commit fsyncs the WAL (survives a power cut); NORMAL: survives a crash of lgf."""
@@ -307,3 +304,10 @@ class SpoolView:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _chunks(ids: list[str]):
+    """``(chunk, "?,?,...")`` pairs of at most _IDS_PER_STATEMENT ids (SQLite's variable limit)."""
+    for i in range(0, len(ids), _IDS_PER_STATEMENT):
+        chunk = ids[i:i + _IDS_PER_STATEMENT]
+        yield chunk, ",".join("?" * len(chunk))
