@@ -295,10 +295,7 @@ class _Attached:
     armed_until: float = 0.0
     goroutine_tier_seen: bool = False
     tier_since_ns: int | None = None
-    """CLOCK_MONOTONIC ns when the goroutine tier began attaching, then when it was complete
-    (None while it is off)."""
-    tier_ready: bool = False
-    """The goroutine tier is completely attached (its probes see every park from now on)."""
+    """CLOCK_MONOTONIC ns when the goroutine tier began attaching (None while it is off)."""
 
 
 class UprobeSource:
@@ -336,7 +333,7 @@ class UprobeSource:
                 self.options.sample_interval, self.options.sample_max_goroutines, self.threshold_ns,
                 emit, self.arm, self._tier_since, ignore_reasons=self.options.sample_ignore_reasons,
                 stats=self.ctx.stats, logger=self.log, rules=idle.rules_of(self.ctx.config),
-                report_idle=idle.options_of(self.ctx.config).report_idle, tier_noted=self._tier_noted)
+                report_idle=idle.options_of(self.ctx.config).report_idle)
             self._sampler.start()
         self._watcher = ProcessWatcher(self.ctx.config.targets, self._on_start, self._on_exit,
                                        interval=self.options.rescan_interval / 1e9, logger=self.log)
@@ -510,13 +507,12 @@ class UprobeSource:
                 + (runnable.probes(binary) if self.options.sched_latency else ()))
 
     def _attach_goroutine_tier(self, att: _Attached) -> None:
-        att.tier_since_ns, att.tier_ready = time.monotonic_ns(), False
+        att.tier_since_ns = time.monotonic_ns()
         if self._sampler is not None:  # the sampler reports these parks: no stale note may too
             self._forget_waits(att, self._sampler.parked_gs(att.target.pid))
         self._attach_probes(att, self._goroutine_probes(att.target.binary), required=("runtime.execute",))
         att.goroutine_tier_seen = True
         self._sync_sched_switch(att.program)
-        att.tier_since_ns, att.tier_ready = time.monotonic_ns(), True  # the sampler's hand-off time
 
     def _sync_sched_switch(self, prog: _Program) -> None:
         """The sched_switch tracepoint runs for every context switch on the host: keep it attached
@@ -551,23 +547,10 @@ class UprobeSource:
         return TIER_MARK in att.probes
 
     def _tier_since(self, pid: int) -> int | None:
-        """When the goroutine tier became completely attached to ``pid`` (the sampler's hand-off),
-        or None while it is off or still attaching."""
+        """When the goroutine tier began attaching to ``pid`` (the sampler's cut-off), or None."""
         with self._lock:
             att = self._attached.get(pid)
-            return att.tier_since_ns if att is not None and att.tier_ready else None
-
-    def _tier_noted(self, pid: int, g: int) -> bool | None:
-        """Whether the goroutine tier holds a note of the park of goroutine ``g`` in ``pid``
-        (its wait slot, uprobe.c's ``wait_slot`` hash); None while the tier is off or still
-        being attached. The sampler's hand-off pass adopts the parks this says False for."""
-        with self._lock:
-            att = self._attached.get(pid)
-            if att is None or not att.tier_ready:
-                return None
-            waits, size = att.program.bpf[b"waits"], att.program.constants["MAX_GOROUTINES"]
-        slot = waits[waits.Key(bpf_constants.wait_slot_index(pid, g, size))]
-        return bool(slot.g == g and slot.tgid == pid and slot.kind)
+            return att.tier_since_ns if att is not None else None
 
     @staticmethod
     def _forget_waits(att: _Attached, gs: list[int]) -> None:
@@ -606,7 +589,6 @@ class UprobeSource:
                             and now > att.armed_until):
                         self._detach_probes(att, [fn for _, fn in self._goroutine_probes()])
                         att.tier_since_ns = None
-                        att.tier_ready = False
                         self._sync_sched_switch(att.program)
                         self.log.info("uprobe: pid %d: goroutine tier disarmed", pid)
                 for prog in self._programs.values():
@@ -628,10 +610,6 @@ class UprobeSource:
         pid = int(raw.pid)
         att = self._attached.get(pid)
         ev = self._event_of(raw, att)
-        if self._sampler is not None and ev.extra["stall"] == "park":
-            adopted = self._sampler.adopted_since(pid, ev.goid)
-            if adopted is not None and ev.start_ns < adopted:
-                return  # a park the sampler's hand-off pass adopted and reports
         flags = int(raw.flags)
         if flags & (EV_SCOPE_REQUEST | EV_IDLE) and att is not None:
             site = self._verdicts.decided_by(att.target, ev)

@@ -37,13 +37,11 @@ most two intervals; ``extra["start_after_ns"]`` / ``extra["end_before_ns"]`` are
 and reported, so a park shorter than threshold + one interval may go unseen; anything over the
 threshold is never invented.
 
-Never twice, never lost: arming runs on its own thread and the sampler goes on sampling while
-the tier attaches (10 ms to over a second under load). ``tier_since`` is when the tier became
-complete; the first pass after it (the hand-off) keeps the parks the sampler holds and adopts,
-in one full read, every other park the tier holds no note of (it began before the tier could
-see it start). From then on the sampler follows only those gs and adds none; the uprobe source
-drops its own event of a park the sampler kept (one that began before the sampler first saw
-it), and clears those goroutines' stale wait slots when it attaches the tier.
+Never twice: a park is the sampler's only if the sample that first saw it ended before the
+goroutine tier was attached (``tier_since``), so it began before the tier could see it start.
+Once the tier is on, the sampler follows only the parks it already holds (reading those few g
+structs) and adds none; the uprobe source clears those goroutines' wait slots when it attaches
+the tier, so a stale note from an earlier armed period cannot report them again.
 
 Cost (figures: README "Sources and their cost", measured by bench/bench_probe_cost.py): the
 target pays nothing it can notice: its memory is read by the kernel on lgf's CPU. lgf pays per
@@ -134,8 +132,6 @@ class _Process:
         """g address -> the park the sampler follows there."""
         self.last_full_ns = 0
         """Start of the latest sample of every goroutine (0 after the tier was on)."""
-        self.handoff_since: int | None = None
-        """The ``tier_since`` whose hand-off pass is done (see ``GoroutineSampler._sample``)."""
         self.next_ns = 0
         self.interval_ns = 0
         """This process's sampling interval now (longer than the option's if sampling it is dear)."""
@@ -144,27 +140,19 @@ class _Process:
 class GoroutineSampler:
     """Samples the goroutines of unarmed targets on its own thread; see the module docstring.
 
-    ``tier_since(pid)`` gives the CLOCK_MONOTONIC ns at which the goroutine tier was completely
-    attached to ``pid`` (None while off or attaching); ``arm(pid)`` attaches it (called on a
-    thread of its own); ``tier_noted(pid, g)`` says whether the tier knows g's current park;
-    ``emit`` takes the sampled stall events.
+    ``tier_since(pid)`` gives the CLOCK_MONOTONIC ns at which the goroutine tier started being
+    attached to ``pid`` (None while off); ``arm(pid)`` attaches it; ``emit`` takes the sampled
+    stall events.
     """
 
     def __init__(self, interval_ns: int, max_goroutines: int, threshold_ns: int,
                  emit: Callable[[Event], None], arm: Callable[[int], None],
                  tier_since: Callable[[int], int | None], ignore_reasons=(), stats=None, logger=None,
-                 rules: IdleRules | None = None, report_idle: bool = False,
-                 tier_noted: Callable[[int, int], bool | None] | None = None):
+                 rules: IdleRules | None = None, report_idle: bool = False):
         self.interval_ns = interval_ns
         self.max_goroutines = max_goroutines
         self.threshold_ns = threshold_ns
         self.emit, self.arm, self.tier_since = emit, arm, tier_since
-        self.tier_noted = tier_noted
-        """``tier_noted(pid, g)``: whether the goroutine tier holds a note of g's current park
-        (None while the tier is still being attached); without it there is no hand-off pass."""
-        self._adopted: dict[tuple[int, int], int] = {}
-        """(pid, goid) -> first_ns of the parks the sampler kept at a hand-off (``adopted_since``)."""
-        self._arming: set[int] = set()
         self.ignore_reasons = frozenset(ignore_reasons)
         self.stats = stats
         self.log = logger or log
@@ -264,29 +252,17 @@ class GoroutineSampler:
         t0 = time.monotonic_ns()
         since = self.tier_since(pid)
         closing = since is not None
-        for ev in runq.follow(pid, proc, self.threshold_ns, self._arm_soon) if closing else ():  # lgf.golang.runq
+        for ev in runq.follow(pid, proc, self.threshold_ns, self.arm) if closing else ():  # lgf.golang.runq
             self.emit(ev)
-        handoff, start_after = False, proc.last_full_ns
         if closing:
-            # The tier sees every park that began after it was attached; the sampler keeps those
-            # first seen by a sample that ended before ``since``, and follows just those gs.
+            # The tier sees every park that began after ``since``; the sampler keeps only those
+            # first seen by a sample that ended before it, and follows just those gs.
             for g in [g for g, p in proc.parks.items() if p.first_ns >= since or self._silent(p)]:
                 del proc.parks[g]
             proc.last_full_ns = 0
-            # Hand-off: ``since`` is when the tier became complete (attaching takes 10 ms to over a
-            # second under load, and the sampler went on sampling meanwhile). A park that began
-            # before then may be unknown to the tier: one full pass adopts every park the tier
-            # holds no note of; after it, the tier sees them all.
-            handoff = proc.handoff_since != since and self.tier_noted is not None
-            if handoff:
-                proc.handoff_since = since
-                for park in proc.parks.values():
-                    self._remember(pid, park.goid, park.first_ns)
-                gs = allg_pointers(proc.reader, self.max_goroutines)
-            elif not proc.parks:
+            if not proc.parks:
                 return 0
-            else:
-                gs = list(proc.parks)
+            gs = list(proc.parks)
         else:
             gs = allg_pointers(proc.reader, self.max_goroutines)
         began = time.monotonic_ns()
@@ -312,10 +288,6 @@ class GoroutineSampler:
             if park is None:
                 if not closing:
                     proc.parks[g] = _Park(goid, seq, reason, proc.last_full_ns, ended, ended)
-                elif handoff and not self.tier_noted(pid, g):
-                    proc.parks[g] = _Park(goid, seq, reason, start_after, ended, ended)
-                    self._remember(pid, goid, ended)
-                    self._count("lgf_sampler_handoff_adopted_total")
                 continue
             park.last_ns = began
             if not park.over_threshold and park.last_ns - park.first_ns >= self.threshold_ns:
@@ -325,48 +297,17 @@ class GoroutineSampler:
             done.append(self._end(pid, proc, g, ended))
         if not closing:
             proc.last_full_ns = began
-            done += runq.observe(pid, proc, rows, began, ended, self.threshold_ns, self._arm_soon)  # waits for a P
+            done += runq.observe(pid, proc, rows, began, ended, self.threshold_ns, self.arm)  # waits for a P
         cost = time.monotonic_ns() - t0
         # Judging is paid once per park that crosses the threshold (and the first one opens the
         # binary's symbols): kept out of the per-sample cost that sets the interval.
         arm = self._judge(pid, proc, crossed, closing) if crossed else False
         if arm:
-            self._arm_soon(pid)
+            self.arm(pid)
         for ev in done:
             if ev is not None:
                 self.emit(ev)
         return cost
-
-    def _arm_soon(self, pid: int) -> None:
-        """Ask for the goroutine tier on another thread: attaching takes 10 ms to over a second,
-        and sampling must go on meanwhile, or a park that begins then is seen by neither tier."""
-        with self._lock:
-            if pid in self._arming:
-                return
-            self._arming.add(pid)
-
-        def arm() -> None:
-            try:
-                self.arm(pid)
-            except Exception as exc:  # noqa: BLE001 - a failed arming is logged, sampling goes on
-                self.log.warning("sampler: arming pid %d failed: %s", pid, exc)
-            finally:
-                with self._lock:
-                    self._arming.discard(pid)
-
-        threading.Thread(target=arm, name=f"lgf-arm-{pid}", daemon=True).start()
-
-    def _remember(self, pid: int, goid: int, first_ns: int) -> None:
-        if len(self._adopted) >= 4096:  # bounded: the oldest goes first
-            del self._adopted[next(iter(self._adopted))]
-        self._adopted[(pid, goid)] = first_ns
-
-    def adopted_since(self, pid: int, goid: int) -> int | None:
-        """When the sampler first saw the latest park of ``goid`` it reports (kept at a hand-off,
-        or reported while the tier was attaching). The goroutine tier drops its own event of a
-        park that began before then (the sampler reports that park), so no park is reported by
-        both; a later park of the goroutine began after it and is the tier's."""
-        return self._adopted.get((pid, goid))
 
     def _judge(self, pid: int, proc: _Process, crossed: list[tuple[_Park, tuple]], closing: bool) -> bool:
         """Walk and judge the parks that just crossed the threshold (:mod:`lgf.idle`); returns
@@ -450,7 +391,6 @@ class GoroutineSampler:
                    go_version=binary.go_version, build_id=binary.build_id, start_ns=park.first_ns,
                    end_ns=park.last_ns, duration_ns=park.last_ns - park.first_ns, wait_reason=reason,
                    labels=park.labels, pcs=park.pcs, scope=verdict.scope if verdict else "", extra=extra)
-        self._remember(pid, park.goid, park.first_ns)  # the tier must not report this park too
         return ev.finish()
 
     def _count(self, name: str, **labels) -> None:
