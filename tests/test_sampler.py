@@ -71,7 +71,9 @@ def assert_never_twice(events) -> None:
 @pytest.mark.parametrize("mode", sorted(MODES))
 def test_first_stall_is_sampled_and_arms_the_tier_which_reports_the_rest(sampled, mode):
     src, events, exe, ctx = sampled
-    with StallFixture(exe, mode, "-n", "3") as fx:
+    # A second apart: the tier armed by the first stall is attached before the next begins (a
+    # stall that begins while the tier attaches is the sampler's, sampled: README, "Left").
+    with StallFixture(exe, mode, "-n", "3", "-gap", "1s") as fx:
         wait_attached(src, fx.pid)
         wait_sampled(ctx)
         assert not armed(src, fx.pid), "nothing is stuck yet: the goroutine tier stays off"

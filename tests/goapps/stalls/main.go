@@ -37,6 +37,7 @@ import (
 
 var hold = flag.Duration("d", 120*time.Millisecond, "how long the stall lasts")
 var count = flag.Int("n", 1, "how many stalls to induce (noise: how many workers)")
+var gap = flag.Duration("gap", 0, "pause between two stalls (lets a tier being armed finish first)")
 var traceTo = flag.String("trace", "", "write Go's execution trace (runtime/trace) of the stalls here")
 
 // result is one line of output: the stall as the fixture itself measured it.
@@ -340,6 +341,9 @@ func main() {
 		defer f.Close()
 	}
 	for i := 0; i < *count || (mode == "noise" && i == 0); i++ {
+		if i > 0 && *gap > 0 {
+			time.Sleep(*gap)
+		}
 		runMode(mode)
 		if mode == "noise" {
 			break
