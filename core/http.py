@@ -125,14 +125,15 @@ class LgfCollector:
             return
         fam = family_cls("lgf_stall_duration_seconds",
                          "Stall durations from the BPF log2 histograms (all stalls, under the threshold "
-                         "too); bucket i is [2^i, 2^(i+1)) us; _sum is estimated from bucket midpoints",
+                         "too); BPF slot i is [2^(i-1), 2^i) us (bcc's bpf_log2l), so le is 2^i us; _sum is "
+                         "estimated from bucket midpoints",
                          labels=["cause", "service", "stall"])
         for (cause, service, stall), slots in sorted(merged.items()):
             buckets, running, total = [], 0, 0.0
             for i, n in enumerate(slots):
                 running += n
-                total += n * 1.5 * (2**i) / 1e6
-                buckets.append((repr((2 ** (i + 1)) / 1e6), running))
+                total += n * 0.75 * (2**i) / 1e6  # midpoint of [2^(i-1), 2^i)
+                buckets.append((repr((2**i) / 1e6), running))
             buckets.append(("+Inf", running))
             fam.add_metric([cause, service, stall], buckets, total)
         emitted.add("lgf_stall_duration_seconds")

@@ -28,7 +28,7 @@ class HistogramSource:
     def histograms(self):
         return [
             {"labels": {"pid": "42", "comm": "api", "stall": "park", "wait_reason": "chan receive"},
-             "log2_us": [5, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]},  # 2 in [65.5 ms, 131 ms)
+             "log2_us": [5, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]},  # 2 in [32.8 ms, 65.5 ms)
             {"labels": {"pid": "43", "comm": "api", "stall": "park", "wait_reason": "chan send"},
              "log2_us": [1]},
             {"labels": {"pid": "42", "comm": "api", "stall": "stw", "wait_reason": ""},
@@ -111,9 +111,10 @@ def test_metrics_has_bpf_histograms_per_cause_and_service_and_the_stats(served):
     samples = {(s.name, s.labels.get("cause"), s.labels.get("le")): s.value for s in h.samples}
     # both channel histograms (two pids, chan receive + chan send) merged under cause=channel
     assert samples[("lgf_stall_duration_seconds_count", "channel", None)] == 11
-    assert samples[("lgf_stall_duration_seconds_bucket", "channel", "2e-06")] == 6
-    assert samples[("lgf_stall_duration_seconds_bucket", "channel", "0.131072")] == 11
-    assert samples[("lgf_stall_duration_seconds_bucket", "channel", "0.065536")] == 9
+    # bcc's bpf_log2l: slot i holds [2^(i-1), 2^i) us, so its bucket's le is 2^i us.
+    assert samples[("lgf_stall_duration_seconds_bucket", "channel", "1e-06")] == 6
+    assert samples[("lgf_stall_duration_seconds_bucket", "channel", "0.065536")] == 11
+    assert samples[("lgf_stall_duration_seconds_bucket", "channel", "0.032768")] == 9
     assert samples[("lgf_stall_duration_seconds_count", "gc_stw", None)] == 4
     assert {s.labels["service"] for s in h.samples} == {"gateway"}
 

@@ -19,7 +19,7 @@ import uuid
 import pytest
 
 from support.gobuild import ROOT, build_go
-from support.stallfixture import STALLS_SRC, StallFixture
+from support.stallfixture import STALLS_SRC, StallFixture, outside_bounds
 
 pytestmark = [pytest.mark.bpf, pytest.mark.slow]
 
@@ -132,6 +132,6 @@ enabled = false
         row = by_goid.get(res["goid"])
         assert row is not None, f"no stall for goroutine {res['goid']} in the host file: {found}"
         assert row["cause"] == "channel" and row["wait_reason"] == "chan receive"
-        # BPF measures park -> ready, inside the fixture's own measure of the same receive.
-        assert 0 < res["duration_ns"] - row["duration_ns"] < 5_000_000, (row, res)
+        # BPF measures park -> ready, inside the fixture's own clock reads around the receive.
+        assert not outside_bounds(res, row["start_ns"], row["end_ns"]), (row, res)
         assert row["exe"] == str(exe)

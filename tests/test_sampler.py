@@ -19,16 +19,19 @@ from lgf.golang.runtime_reader import RuntimeReader, allg_pointers, read_g_field
 from lgf.sources.uprobe import UprobeOptions, UprobeSource
 from lgf.testing import EventCollector
 from support.gobuild import GO_VERSIONS, build_go
-from support.stallfixture import STALLS_SRC, StallFixture, run_context, wait_attached
+from support.stallfixture import (
+    STALLS_SRC,
+    StallFixture,
+    outside_bounds,
+    run_context,
+    unexplained,
+    wait_attached,
+)
 from support.wait import poll_until
 
 pytestmark = pytest.mark.bpf
 
-TOLERANCE_NS = 5_000_000
-"""The precise tier's bar (the issue's): within 5 ms of the fixture's own figure."""
 INTERVAL_NS = 20_000_000
-READ_SLACK_NS = 5_000_000
-"""Time a sample itself takes, and the fixture's own timer calls around the blocking call."""
 
 MODES = {"chanrecv": "channel", "mutex": "lock"}
 
@@ -91,18 +94,19 @@ def test_first_stall_is_sampled_and_arms_the_tier_which_reports_the_rest(sampled
 
     (ev,) = per_stall[0]
     assert ev.extra["precision"] == "sampled" and ev.extra["sample_interval_ns"] == INTERVAL_NS
-    # Inner bounds: parked for at least [start_ns, end_ns]; outer: within the samples around it.
-    assert ev.duration_ns == ev.end_ns - ev.start_ns <= first["duration_ns"]
-    assert ev.extra["end_before_ns"] - ev.extra["start_after_ns"] >= first["duration_ns"] - READ_SLACK_NS
-    assert first["duration_ns"] - ev.duration_ns <= 2 * INTERVAL_NS + READ_SLACK_NS, (ev.duration_ns, first)
-    assert ev.start_ns - ev.extra["start_after_ns"] <= INTERVAL_NS + READ_SLACK_NS
-    assert ev.extra["end_before_ns"] - ev.end_ns <= INTERVAL_NS + READ_SLACK_NS
+    # Inner bounds: parked for at least [start_ns, end_ns], the samples that saw it parked, so
+    # inside the fixture's own clock reads; outer: the samples around it, the later one after
+    # the wait surely ended.
+    assert ev.duration_ns == ev.end_ns - ev.start_ns
+    assert ev.extra["start_after_ns"] < ev.start_ns and ev.end_ns < ev.extra["end_before_ns"], ev.extra
+    broken = outside_bounds(first, ev.start_ns, ev.end_ns, ended_by=ev.extra["end_before_ns"])
+    assert not broken, (broken, ev, first)
     assert ev.pcs, "the sampled stall carries the goroutine's user stack"
     assert ev.go_version and ev.build_id and ev.exe and ev.ts.endswith("Z")
 
     for res, (ev,) in zip(rest, per_stall[1:], strict=True):
         assert "precision" not in ev.extra, "after arming the goroutine tier measures it"
-        assert abs(ev.duration_ns - res["duration_ns"]) <= TOLERANCE_NS, (ev.duration_ns, res)
+        assert not outside_bounds(res, ev.start_ns, ev.end_ns), (outside_bounds(res, ev.start_ns, ev.end_ns), ev, res)
     assert_never_twice(got)
 
 
@@ -120,9 +124,11 @@ def test_noise_arms_nothing_for_short_waits(sampled):
         time.sleep(3 * INTERVAL_NS / 1e9)
         got = events.of_pid(fx.pid)
     assert res["waits"] > 1000, "the fixture made thousands of short waits"
-    assert not [e for e in got if e.goid in workers], [(e.goid, e.wait_reason, e.extra) for e in got]
-    assert {e.goid for e in got} <= {fx.main_goid}
-    assert ctx.stats.total("lgf_sampler_stalls_total") - before <= 1, "only main's two-second wait"
+    reported = [(e.goid, e.start_ns, e.end_ns) for e in got if e.goid in workers]
+    assert not unexplained(reported, res["long_waits"]), (reported, res["long_waits"])
+    assert {e.goid for e in got} <= {fx.main_goid} | workers
+    # Only main's two-second wait, and any wait the host itself stretched past the threshold.
+    assert ctx.stats.total("lgf_sampler_stalls_total") - before <= 1 + len(res["long_waits"])
     assert ctx.stats.total("lgf_sampler_samples_total") > 50, "the sampler did look, many times"
 
 

@@ -86,3 +86,39 @@ def bpftool_perf_pids() -> set[int]:
     own listing, ``bpftool perf``."""
     out = subprocess.run(["bpftool", "-j", "perf"], capture_output=True, text=True, check=True).stdout
     return {int(row["pid"]) for row in json.loads(out or "[]")}
+
+
+def outside_bounds(res: dict, start_ns: int, end_ns: int, ended_by: int | None = None) -> list[str]:
+    """What of lgf's interval ``[start_ns, end_ns]`` breaks the causal bounds of the fixture's own
+    clock reads (empty: nothing). ``ended_by`` is when lgf says the wait had surely ended, if it
+    differs from ``end_ns`` (a sampled stall: its ``end_before_ns``).
+
+    The bounds hold on any host however busy, which a tolerance ("within 5 ms of the program's
+    own figure") does not: a descheduled fixture reads its clock late, not lgf wrong. The wait
+    began after ``begin_ns`` and ended before ``end_ns`` (the waiter's reads around its blocking
+    call), and not before ``earliest_end_ns`` (read by whoever ended it, just before it did).
+    All are CLOCK_MONOTONIC, the clock of ``bpf_ktime_get_ns``.
+    """
+    ended_by = end_ns if ended_by is None else ended_by
+    broken = []
+    if start_ns < res["begin_ns"]:
+        broken.append(f"starts {res['begin_ns'] - start_ns} ns before the goroutine began waiting")
+    if end_ns > res["end_ns"]:
+        broken.append(f"ends {end_ns - res['end_ns']} ns after the goroutine ran again")
+    if ended_by < res["earliest_end_ns"]:
+        broken.append(f"ends {res['earliest_end_ns'] - ended_by} ns before anything ended the wait")
+    if not start_ns <= end_ns:
+        broken.append("ends before it starts")
+    return broken
+
+
+def unexplained(reported, long_waits) -> list:
+    """The reported ``(goid, start_ns, end_ns)`` that no wait the noise fixture timed as long
+    itself (``long_waits``: ``[goid, begin_ns, end_ns, kind]``) contains.
+
+    A busy host can hold a process off its CPUs for longer than the threshold: then a "short" wait
+    really did last that long and lgf is right to say so. What lgf must never do is report a wait
+    the fixture saw end sooner; this is what a noise test asserts is empty.
+    """
+    return [r for r in reported
+            if not any(goid == r[0] and begin <= r[1] and r[2] <= end for goid, begin, end, _ in long_waits)]

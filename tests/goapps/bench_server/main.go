@@ -13,9 +13,13 @@
 //	<- "connect"     one new connection (the accept loop's wait ends), one request, closed
 //	-> {"connected":true}
 //	<- "lock MS"     GET /lock?ms=MS: the handler waits MS ms on a mutex another goroutine holds
-//	-> {"goid":G,"method":"GET","path":"/lock","duration_ns":D}
+//	-> {"goid":G,"method":"GET","path":"/lock","duration_ns":D,"begin_ns":B,"end_ns":E,"earliest_end_ns":R}
 //	<- "deep DEPTH MS"   GET /deep: the handler recurses DEPTH frames deep, then sleeps MS ms
-//	-> {"goid":G,"method":"GET","path":"/deep","duration_ns":D}
+//	-> {"goid":G,"method":"GET","path":"/deep","duration_ns":D,"begin_ns":B,"end_ns":E,"earliest_end_ns":R}
+//
+// begin_ns/end_ns are CLOCK_MONOTONIC (bpf_ktime_get_ns's clock) read around the wait, and
+// earliest_end_ns the soonest it could end (the holder's read before unlocking; a sleep's begin +
+// MS), so a test checks lgf's interval against causal bounds, not a tolerance a busy host breaks.
 //
 // Routes for load: "/" answers "hello". The main goroutine reads stdin (a blocking read syscall,
 // never a park), and makes the requests itself, so no goroutine of the fixture's own waits on a
@@ -35,7 +39,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+	"unsafe"
 )
 
 var out = json.NewEncoder(os.Stdout)
@@ -49,8 +55,9 @@ func goid() int64 {
 }
 
 type handled struct {
-	goid int64
-	dur  time.Duration
+	goid                          int64
+	dur                           time.Duration
+	beginNs, endNs, earliestEndNs int64
 }
 
 var results = make(chan handled, 16)
@@ -59,20 +66,25 @@ var mu sync.Mutex
 func lockHandler(w http.ResponseWriter, r *http.Request) {
 	ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
 	held := make(chan struct{})
+	var unlocking int64 // written under mu by the holder, read under mu by the handler
 	go func() { // the holder: outside any request, its sleep is a stall of its own
 		mu.Lock()
 		close(held)
 		time.Sleep(time.Duration(ms) * time.Millisecond)
+		unlocking = monoNs()
 		mu.Unlock()
 	}()
 	<-held
+	begin := monoNs()
 	t0 := time.Now()
 	mu.Lock()
 	d := time.Since(t0)
+	end := monoNs()
+	released := unlocking
 	mu.Unlock()
 	// Keep the request alive a while, so a test can read it back from memory.
 	time.Sleep(300 * time.Millisecond)
-	results <- handled{goid(), d}
+	results <- handled{goid(), d, begin, end, released}
 	_, _ = io.WriteString(w, "done\n")
 }
 
@@ -86,11 +98,20 @@ func recurse(n int, ms int) time.Duration {
 	return time.Since(t0)
 }
 
+// monoNs reads CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns (Go's time.Now keeps it hidden).
+// A raw syscall: no entersyscall, so reading the clock never changes what the scheduler does.
+func monoNs() int64 {
+	var ts syscall.Timespec
+	syscall.RawSyscall(syscall.SYS_CLOCK_GETTIME, 1, uintptr(unsafe.Pointer(&ts)), 0) // CLOCK_MONOTONIC
+	return ts.Nano()
+}
+
 func deepHandler(w http.ResponseWriter, r *http.Request) {
 	depth, _ := strconv.Atoi(r.URL.Query().Get("depth"))
 	ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
+	begin := monoNs()
 	d := recurse(depth, ms)
-	results <- handled{goid(), d}
+	results <- handled{goid(), d, begin, monoNs(), begin + int64(ms)*int64(time.Millisecond)}
 	_, _ = io.WriteString(w, "done\n")
 }
 
@@ -157,7 +178,8 @@ func main() {
 			get(c, url)
 			h := <-results
 			_ = out.Encode(map[string]any{"goid": h.goid, "method": "GET", "path": "/" + f[0],
-				"duration_ns": h.dur.Nanoseconds()})
+				"duration_ns": h.dur.Nanoseconds(), "begin_ns": h.beginNs, "end_ns": h.endNs,
+				"earliest_end_ns": h.earliestEndNs})
 		}
 	}
 }

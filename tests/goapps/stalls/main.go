@@ -7,12 +7,19 @@
 //	stalls MODE [-d 120ms] [-n N] [-trace FILE]
 //	-> {"ready":true,"pid":P,"main_goid":G}        (then waits for one line on stdin)
 //	<- "\n"                                         (the test has attached: go)
-//	-> {"mode":M,"pid":P,"goid":G,"duration_ns":D,...}   one line per induced stall
+//	-> {"mode":M,"pid":P,"goid":G,"duration_ns":D,"begin_ns":B,"end_ns":E,"earliest_end_ns":R}
+//	                                                one line per induced stall
 //	-> {"done":true}                                (then waits for stdin to close, max 60 s)
 //
 // Modes: chanrecv chansend select mutex rwmutex waitgroup cond pipe nanosleep tcpread sleep
 // starve stw noise. Durations are measured with Go's monotonic clock around the blocking call,
 // so lgf's BPF figure (park -> ready, or syscall enter -> exit) is a little shorter, never longer.
+//
+// begin_ns, end_ns and earliest_end_ns are CLOCK_MONOTONIC, the clock bpf_ktime_get_ns reads, so
+// a test checks lgf's [start, end] against causal bounds instead of a tolerance that a busy host
+// breaks: the wait began after begin_ns and ended before end_ns (both read by the waiting
+// goroutine around its blocking call), and it cannot have ended before earliest_end_ns (read by
+// whoever ends it, just before it does; for a timer, begin_ns + the hold).
 // "starve" and "stw" need GODEBUG=asyncpreemptoff=1 so their busy loop cannot be preempted.
 // Standard library only: the tests build it offline with every supported Go toolchain.
 package main
@@ -39,6 +46,7 @@ var hold = flag.Duration("d", 120*time.Millisecond, "how long the stall lasts")
 var count = flag.Int("n", 1, "how many stalls to induce (noise: how many workers)")
 var gap = flag.Duration("gap", 0, "pause between two stalls (lets a tier being armed finish first)")
 var traceTo = flag.String("trace", "", "write Go's execution trace (runtime/trace) of the stalls here")
+var longWait = flag.Duration("long", 50*time.Millisecond, "noise: report waits that took this long or more")
 
 // result is one line of output: the stall as the fixture itself measured it.
 type result map[string]any
@@ -68,53 +76,58 @@ func goid() int64 {
 }
 
 // stallIn runs block on a fresh goroutine, while release (after *hold) ends the stall, and
-// reports the blocked goroutine's id and the time block took.
+// reports the blocked goroutine's id, the time block took and its clock bounds. A nil release
+// means block ends by itself after *hold (a timer).
 func stallIn(mode string, block func(), release func()) {
 	done := make(chan result)
 	started := make(chan struct{})
 	go func() {
 		id := goid()
 		close(started)
+		begin := monoNs()
 		t0 := time.Now()
 		block()
-		done <- result{"mode": mode, "goid": id, "duration_ns": time.Since(t0).Nanoseconds()}
+		d := time.Since(t0).Nanoseconds()
+		done <- result{"mode": mode, "goid": id, "duration_ns": d, "begin_ns": begin, "end_ns": monoNs()}
 	}()
 	<-started
 	time.Sleep(*hold)
-	release()
-	report(<-done)
+	released := monoNs()
+	if release != nil {
+		release()
+	}
+	r := <-done
+	if release == nil {
+		released = r["begin_ns"].(int64) + hold.Nanoseconds()
+	}
+	r["earliest_end_ns"] = released
+	report(r)
 }
 
-// spin burns CPU for about d in a loop with no call in its body, so with
-// GODEBUG=asyncpreemptoff=1 nothing can take its P away (a call would be a preemption point).
-// The iteration count comes from nsPerIter, calibrated once at start-up.
+// spin burns CPU until d has passed, in a loop whose only call is monoNs, which is nosplit: with
+// GODEBUG=asyncpreemptoff=1 nothing can take its P away (a call to a function with a stack check
+// would be a preemption point). Timed by the clock, not by a calibrated count: a count measured
+// while the host was busy makes a short spin later, shorter than the stall a test asks for.
 func spin(d time.Duration) {
-	busyLoop(int(float64(d.Nanoseconds()) / nsPerIter))
+	busyLoop(monoNs() + d.Nanoseconds())
 }
-
-var nsPerIter float64
-
-func calibrate() {
-	const probe = 20_000_000
-	t0 := time.Now()
-	busyLoop(probe)
-	nsPerIter = float64(time.Since(t0).Nanoseconds()) / probe
-}
-
-var sink uint64
 
 // spinning is set from inside busyLoop's body (an intrinsic store, not a call), so a caller can
 // wait until the loop is surely past its last preemption point.
 var spinning atomic.Int32
 
+// spunNs is when the last busy loop ended (CLOCK_MONOTONIC), read before the loop's goroutine
+// reaches any preemption point: nothing else can have run on its P before this instant.
+var spunNs int64
+
 //go:noinline
-func busyLoop(n int) {
-	x := sink
+func busyLoop(until int64) {
 	spinning.Store(1)
-	for i := 0; i < n; i++ {
-		x = x*6364136223846793005 + 1442695040888963407
+	now := monoNs()
+	for now < until {
+		now = monoNs()
 	}
-	sink = x
+	spunNs = now
 }
 
 func runMode(mode string) {
@@ -182,11 +195,11 @@ func runMode(mode string) {
 				}
 				ts = rem
 			}
-		}, func() {})
+		}, nil)
 	case "tcpread":
 		tcpRead(mode)
 	case "sleep":
-		stallIn(mode, func() { time.Sleep(*hold) }, func() {})
+		stallIn(mode, func() { time.Sleep(*hold) }, nil)
 	case "starve":
 		starve(mode)
 	case "stw":
@@ -207,12 +220,14 @@ func tcpRead(mode string) {
 		panic(err)
 	}
 	defer ln.Close()
+	var wrote atomic.Int64
 	go func() {
 		c, err := ln.Accept()
 		if err != nil {
 			return
 		}
 		time.Sleep(*hold)
+		wrote.Store(monoNs())
 		_, _ = c.Write([]byte("x"))
 		c.Close()
 	}()
@@ -225,9 +240,12 @@ func tcpRead(mode string) {
 	go func() {
 		id := goid()
 		buf := make([]byte, 1)
+		begin := monoNs()
 		t0 := time.Now()
 		_, _ = conn.Read(buf)
-		res <- result{"mode": mode, "goid": id, "duration_ns": time.Since(t0).Nanoseconds()}
+		d := time.Since(t0).Nanoseconds()
+		res <- result{"mode": mode, "goid": id, "duration_ns": d, "begin_ns": begin, "end_ns": monoNs(),
+			"earliest_end_ns": wrote.Load()}
 	}()
 	report(<-res)
 }
@@ -242,13 +260,17 @@ func starve(mode string) {
 	go func() {
 		id := goid()
 		sent := <-ch
-		res <- result{"mode": mode, "goid": id, "duration_ns": time.Since(sent).Nanoseconds()}
+		d := time.Since(sent).Nanoseconds()
+		res <- result{"mode": mode, "goid": id, "duration_ns": d, "end_ns": monoNs()}
 	}()
 	time.Sleep(20 * time.Millisecond) // let it park on the receive
 	// The unbuffered send hands the value over and readies the receiver, but we keep the only P.
+	begin := monoNs()
 	ch <- time.Now()
-	spin(*hold)
-	report(<-res)
+	spin(*hold) // the receiver runs only once this goroutine gives the P up, after spunNs
+	r := <-res
+	r["begin_ns"], r["earliest_end_ns"] = begin, spunNs
+	report(r)
 }
 
 // stw starts a non-preemptible loop on one P and calls runtime.GC on another: the GC's first
@@ -262,57 +284,79 @@ func stw(mode string) {
 	loopEnd := make(chan time.Time)
 	go func() {
 		close(looping)
-		spin(*hold)
+		spin(*hold) // the world can stop only at a preemption point, after spunNs
 		loopEnd <- time.Now()
 	}()
 	<-looping
 	for spinning.Load() == 0 { // until the loop runs (on a busy host its thread may start late)
 		time.Sleep(time.Millisecond)
 	}
+	begin := monoNs()
 	gcStart := time.Now()
 	runtime.GC()
 	end := <-loopEnd
-	report(result{"mode": mode, "goid": 0, "duration_ns": end.Sub(gcStart).Nanoseconds()})
+	report(result{"mode": mode, "goid": 0, "duration_ns": end.Sub(gcStart).Nanoseconds(),
+		"begin_ns": begin, "end_ns": monoNs(), "earliest_end_ns": spunNs})
 }
 
 // noise: *count workers doing short (1-10 ms) waits of every common kind for about two seconds.
-// None of them should ever be reported over a 50 ms threshold.
+// None of them should ever be reported over a 50 ms threshold, unless the host itself held the
+// process off its CPUs that long: each wait is timed by the fixture too, and the ones that took
+// -long or more are reported as "long_waits" ([goid, begin_ns, end_ns, kind]), the only ones lgf
+// may report. "short_sleeps" counts the sleeps that took under 2^14 us by the fixture's clock:
+// lgf's per-wait figure lies inside the fixture's, so its histogram holds at least that many.
 func noise(mode string) {
 	var wg sync.WaitGroup
 	ids := make([]int64, *count)
 	var mu sync.Mutex
 	locks := make([]sync.Mutex, (*count+1)/2) // two workers per lock: contention, never a queue
 	deadline := time.Now().Add(2 * time.Second)
-	waits := 0
+	waits, shortSleeps := 0, 0
+	long := [][]any{}
 	for w := 0; w < *count; w++ {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
-			ids[w] = goid()
+			id := goid()
+			ids[w] = id
 			r := rand.New(rand.NewSource(int64(w)))
-			n := 0
+			n, short := 0, 0
+			var mine [][]any
+			timed := func(kind string, wait func()) {
+				begin := monoNs()
+				wait()
+				end := monoNs()
+				if end-begin >= longWait.Nanoseconds() {
+					mine = append(mine, []any{id, begin, end, kind})
+				}
+				if kind == "sleep" && end-begin < 1<<14*1000 {
+					short++
+				}
+			}
 			for time.Now().Before(deadline) {
 				d := time.Duration(1+r.Intn(10)) * time.Millisecond
 				switch n % 3 {
 				case 0:
-					time.Sleep(d)
+					timed("sleep", func() { time.Sleep(d) })
 				case 1:
-					locks[w/2].Lock()
-					time.Sleep(d / 4)
+					timed("lock", func() { locks[w/2].Lock() })
+					timed("sleep", func() { time.Sleep(d / 4) })
 					locks[w/2].Unlock()
 				case 2:
 					t := time.NewTimer(d)
-					<-t.C
+					timed("timer", func() { <-t.C })
 				}
 				n++
 			}
 			mu.Lock()
 			waits += n
+			shortSleeps += short
+			long = append(long, mine...)
 			mu.Unlock()
 		}(w)
 	}
 	wg.Wait()
-	report(result{"mode": mode, "goids": ids, "waits": waits})
+	report(result{"mode": mode, "goids": ids, "waits": waits, "short_sleeps": shortSleeps, "long_waits": long})
 }
 
 func main() {
@@ -324,7 +368,6 @@ func main() {
 		os.Exit(2)
 	}
 	mode := os.Args[1]
-	calibrate()
 	in := bufio.NewReader(os.Stdin)
 	report(result{"ready": true, "main_goid": goid()})
 	if _, err := in.ReadString('\n'); err != nil {
