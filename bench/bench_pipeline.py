@@ -49,7 +49,10 @@ def main() -> None:
         replay_s = time.perf_counter() - t0
         if res.returncode != 0:
             sys.exit(f"replay failed: {res.stderr}")
-        written = sum(1 for _ in open(tmp / "out.jsonl"))
+        # The sink rotates at 64 MiB (100k events are ~68 MB): count the rotated files too.
+        written = sum(1 for f in tmp.glob("out.jsonl*") for _ in open(f))
+        if written != N:
+            sys.exit(f"replay wrote {written} of {N} events")
         print(f"pipeline: {N} events, msgpack recording, waitreason classifier, jsonl file sink")
         print(f"  decode only          : {decoded / decode_s:>10,.0f} events/s  ({decode_s:.2f} s)")
         print(f"  lgf replay (process) : {written / replay_s:>10,.0f} events/s  ({replay_s:.2f} s, "
