@@ -35,6 +35,9 @@ pytestmark = pytest.mark.bpf
 LABEL_SPAN = "1111222233334444"
 STALL_MS = 150
 HANDLER_CAUSES = {"lock": "lock", "chan": "channel", "upstream": "select"}
+LIVENESS_S = 300
+"""How long to wait for lgf to do something before calling it hung. Nothing is measured by it:
+on a loaded 2-core host lgf's start (Python, the BPF compile) took 41 s of wall clock."""
 
 
 def config_for(tmp_path, pid: int):
@@ -85,7 +88,7 @@ def send(app: TraceHTTP, requests) -> None:
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=60)
+        t.join(timeout=LIVENESS_S)
 
 
 def expected_stall(rows, request) -> bool:
@@ -98,7 +101,7 @@ def order_alerts(rows) -> list[dict]:
     return [r for r in rows if r["kind"] == "alert" and r["group_by"].get("http_path") == "/order"]
 
 
-def wait_until(done, out, what: str, timeout: float = 60) -> None:
+def wait_until(done, out, what: str, timeout: float = LIVENESS_S) -> None:
     """Poll the JSONL file until ``done(rows)`` (a liveness bound only: nothing is measured by it)."""
     deadline = time.monotonic() + timeout
     while not done(rows_of(out)):
@@ -118,13 +121,13 @@ def test_handler_stalls_carry_the_requests_trace_labels_and_own_frames(tmp_path,
         config, out = config_for(tmp_path, app.pid)
         run = LgfRun(config)
         try:
-            run.wait_log(f"tracing pid {app.pid}")
+            run.wait_log(f"tracing pid {app.pid}", timeout=LIVENESS_S)
             # The first stall arms the goroutine tier (the sampler sees it parked, however loaded
             # the host): a /hold handler waits until released. Its event is the sampled one, its
             # labels read by the sampler while it was parked.
             _line, held = app.hold({"traceparent": TRACEPARENT})
             try:
-                run.wait_log("goroutine tier armed")
+                run.wait_log("goroutine tier armed", timeout=LIVENESS_S)
             finally:
                 app.release()
                 held.join(timeout=30)
