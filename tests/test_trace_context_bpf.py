@@ -41,6 +41,7 @@ on a loaded 2-core host lgf's start (Python, the BPF compile) took 41 s of wall 
 
 
 def config_for(tmp_path, pid: int):
+    # arm_for: once armed, the tier stays attached for the whole test however slowly it runs.
     out = tmp_path / "events.jsonl"
     config = write(tmp_path / "plugins.toml", f"""
 [lgf]
@@ -54,6 +55,7 @@ pids = [{pid}]
 [[sources]]
 use = "uprobe"
 goroutine_tier = "on_stall"
+arm_for = "10m"
 sample_interval = "20ms"
 
 [[enrichers]]
