@@ -19,7 +19,12 @@ Grouping: stalls at or over the environment's threshold are grouped by ``[alerts
 stall time, distinct processes and goroutines (in ``extra``), the worst stall's stack as the
 example, tags and topology from the config, a fresh ``id``, the worst stall's ``trace_id``,
 ``span_id`` and pprof ``labels`` (empty when lgf could not know them: an id is never made up),
-and a severity. A process no ``[alerts] services`` pattern names is named by its binary's main
+and a severity. The ids are never borrowed from another stall of the group: the example's stack,
+duration, labels, request and trace all describe one stall, so the trace an on-call engineer
+opens is the request that waited that long there. When the worst stall's request carried no
+trace, the alert has none even if other stalls of its group did (one slow request without a
+``traceparent`` can be the worst of a group of traced ones, e.g. one waiting behind a traced
+request's lock); those stalls keep their own ids in the events and in ``/debug/latency``. A process no ``[alerts] services`` pattern names is named by its binary's main
 module (``lgf.golang.service``).
 
 Environments (``[lgf] env`` = dev | test | prod | a name of the user's; ``lgf.environments``)

@@ -62,6 +62,27 @@ def test_stalls_group_by_service_cause_and_top_frame_into_one_alert(tmp_path):
     assert eng.due(clock.now + 100 * S) == []  # sent once
 
 
+def test_an_alerts_trace_is_its_worst_stalls_never_another_members(tmp_path):
+    # One kind of slow request (GET /order): a traced request and an untraced one that waited
+    # longer (behind the traced one's lock). The alert shows the untraced one's stack and
+    # duration, so it names no trace rather than the traced request's, which did not wait that long.
+    eng, clock, _ = engine_for(tmp_path)
+    traced, untraced = stall(250, goid=1), stall(260, goid=2)
+    traced.trace_id, traced.span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    for ev in (traced, untraced):
+        ev.scope, ev.http_method, ev.http_path = "request", "GET", "/order"
+        eng.observe(ev)
+    (alert,) = eng.due(clock.now + 10 * S)
+    assert alert.extra["count"] == 2 and alert.extra["example_event_id"] == untraced.id
+    assert (alert.trace_id, alert.span_id) == ("", "")
+    traced.duration_ns = traced.end_ns = 270 * MS  # the traced one is the worst: its trace is the alert's
+    for ev in (traced, untraced):
+        eng.observe(ev)
+    (alert,) = eng.due(clock.now + 10 * S)
+    assert alert.extra["example_event_id"] == traced.id
+    assert (alert.trace_id, alert.span_id) == (traced.trace_id, traced.span_id)
+
+
 def test_a_stall_under_the_environment_threshold_makes_no_alert_but_is_labelled(tmp_path):
     eng, clock, stats = engine_for(tmp_path, env="dev")  # dev: alerts from 200 ms
     ev = stall(150)
