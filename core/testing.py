@@ -83,8 +83,11 @@ class EventCollector:
         with self._cond:
             return [e for e in self.events if e.pid == pid]
 
-    def wait_for(self, pred: Callable[[Event], bool], timeout: float = 5.0) -> list[Event]:
-        """Events matching ``pred`` once at least one arrived (or ``[]`` after ``timeout``)."""
+    def wait_for(self, pred: Callable[[Event], bool], timeout: float = 60.0) -> list[Event]:
+        """Events matching ``pred`` once at least one arrived (or ``[]`` after ``timeout``).
+
+        The timeout only guards against a hang: it returns as soon as a match arrives, and a busy
+        2-core host has taken over 5 s (the old default) to get a real event through."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:

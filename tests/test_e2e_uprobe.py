@@ -41,7 +41,7 @@ class LgfRun:
                 self.lines.append(line)
                 self._cond.notify_all()
 
-    def wait_log(self, text: str, timeout: float = 60) -> None:
+    def wait_log(self, text: str, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
         with self._cond:
             while not any(text in ln for ln in self.lines):
@@ -53,7 +53,7 @@ class LgfRun:
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGINT)
         try:
-            return self.proc.wait(timeout=30)
+            return self.proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             raise
@@ -86,7 +86,7 @@ enabled = false
     return config, out
 
 
-def stalls_in(path, pred, timeout: float = 10.0) -> list[dict]:
+def stalls_in(path, pred, timeout: float = 60.0) -> list[dict]:
     def found() -> list[dict]:
         rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
         return [r for r in rows if r.get("kind") == "stall" and pred(r)]

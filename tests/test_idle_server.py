@@ -88,7 +88,7 @@ class IdleServer(FixtureProcess):
                 self.addr = obj.get("addr", self.addr)
                 self._cond.notify_all()
 
-    def wait_line(self, pred, timeout: float = 30.0) -> dict:
+    def wait_line(self, pred, timeout: float = 120.0) -> dict:
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:

@@ -65,7 +65,7 @@ class Container:
                 self.lines.append(line)
                 self._cond.notify_all()
 
-    def wait_log(self, text: str, timeout: float = 120) -> None:
+    def wait_log(self, text: str, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
         with self._cond:
             while not any(text in ln for ln in self.lines):

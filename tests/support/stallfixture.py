@@ -42,7 +42,7 @@ class StallFixture(FixtureProcess):
         self.pid = self.proc.pid
         self.main_goid = self.hello["main_goid"]
 
-    def go(self, timeout: float = 30) -> list[dict]:
+    def go(self, timeout: float = 120) -> list[dict]:
         """Start the stalls; return the fixture's result lines (without the final "done")."""
         self.proc.stdin.write("\n")
         self.proc.stdin.flush()
@@ -66,7 +66,7 @@ def run_context(threshold: str = "50ms", pids=(), exe=()) -> RunContext:
     return RunContext(config=config, stats=Stats(), name="test")
 
 
-def wait_attached(source, pid: int, timeout: float = 20.0) -> None:
+def wait_attached(source, pid: int, timeout: float = 120.0) -> None:
     """Until ``source`` has attached to ``pid`` (live attach through discovery is polled)."""
     wait_until(lambda: source.is_attached(pid), timeout, 0.05, what=f"source attached to pid {pid}")
 
