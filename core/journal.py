@@ -55,6 +55,9 @@ log = logging.getLogger("lgf.journal")
 
 FILE_NAME = "alert-journal.sqlite"
 INFINITY_NS = 2**63 - 1
+MAX_PENDING = 4096
+"""Stalls ``add_stall`` keeps in memory at most before it commits by itself (a caller that
+commits per batch, as the host does, never reaches it)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS stalls (
@@ -96,6 +99,8 @@ class AlertJournal:
             raise DeliveryError(f"alert journal {self.path} is in use by another lgf process "
                                 "(two lgf on one [lgf] spool_dir)", retryable=False) from None
         self._lock = threading.Lock()
+        self._pending: list[tuple[str, str, bytes]] = []
+        """Stalls added since the last commit: (event_id, group_key, body)."""
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -104,32 +109,69 @@ class AlertJournal:
     # -- what the alert engine and the pipeline call ----------------------------------------------
 
     def add_stall(self, key: tuple, event: Event) -> None:
-        """``event`` entered the open group ``key``. A stall already journaled (a replay) keeps
-        its row and takes the key it was grouped under this time."""
-        try:
-            with self._lock:
-                self._db.execute("INSERT INTO stalls (event_id, group_key, body) VALUES (?,?,?) "
-                                 "ON CONFLICT(event_id) DO UPDATE SET group_key=excluded.group_key",
-                                 (event.id, _key_text(key), to_msgpack(event)))
-        except sqlite3.Error as exc:
-            self._failed("add a stall", exc)
+        """``event`` entered the open group ``key``: its row waits in memory for the next
+        ``commit`` (or ``close_groups``), which writes the rows of the whole batch in one
+        transaction. A stall already journaled (a replay) keeps its row and takes the key it was
+        grouped under this time. Past ``MAX_PENDING`` rows the journal commits by itself, so a
+        caller that never commits keeps a bounded number of stalls in memory only."""
+        row = (event.id, _key_text(key), to_msgpack(event))
+        with self._lock:
+            self._pending.append(row)
+            full = len(self._pending) >= MAX_PENDING
+        if full:
+            self.commit()
+
+    def commit(self) -> None:
+        """Write the stalls added since the last commit, in one transaction. The host calls this
+        once per batch of events it took from its queue, before any sink sees them."""
+        with self._lock:
+            if not self._pending:
+                return
+            try:
+                self._write(())
+            except sqlite3.Error as exc:
+                self._failed(f"add {len(self._pending)} stall(s)", exc)
+            finally:
+                self._pending.clear()  # written, or counted lost: the groups still hold them in memory
+
+    def close_groups(self, closed: Iterable[tuple[tuple, Event | None]]) -> None:
+        """These groups closed, each ``(key, alert)`` (``alert`` None when the policy made no
+        alert): in one transaction, write the stalls still pending, forget the closed groups'
+        stalls and keep their alerts until ``delivered``."""
+        closed = list(closed)
+        with self._lock:
+            if not closed and not self._pending:
+                return
+            try:
+                self._write(closed)
+            except sqlite3.Error as exc:
+                self._failed(f"close {len(closed)} group(s)", exc)
+            finally:
+                self._pending.clear()
 
     def close_group(self, key: tuple, alert: Event | None) -> None:
-        """Group ``key`` closed: forget its stalls and keep ``alert`` (if any) until ``delivered``."""
+        """Group ``key`` closed: ``close_groups`` of that one group."""
+        self.close_groups([(key, alert)])
+
+    def _write(self, closed: list[tuple[tuple, Event | None]]) -> None:
+        """One transaction: the pending stalls, then the closed groups' deletes and alerts.
+        Called with ``_lock`` held; raises ``sqlite3.Error`` with nothing written."""
+        self._db.execute("BEGIN IMMEDIATE")
         try:
-            with self._lock:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    self._db.execute("DELETE FROM stalls WHERE group_key=?", (_key_text(key),))
-                    if alert is not None:
-                        self._db.execute("INSERT OR IGNORE INTO outbox (alert_id, body) VALUES (?,?)",
-                                         (alert.id, to_msgpack(alert)))
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-        except sqlite3.Error as exc:
-            self._failed("close a group", exc)
+            if self._pending:
+                self._db.executemany(
+                    "INSERT INTO stalls (event_id, group_key, body) VALUES (?,?,?) "
+                    "ON CONFLICT(event_id) DO UPDATE SET group_key=excluded.group_key", self._pending)
+            if closed:
+                # One statement for every closed group: one pass over the table, not one per group.
+                self._db.execute("DELETE FROM stalls WHERE group_key IN (SELECT value FROM json_each(?))",
+                                 (json.dumps([_key_text(key) for key, _ in closed]),))
+                self._db.executemany("INSERT OR IGNORE INTO outbox (alert_id, body) VALUES (?,?)",
+                                     [(a.id, to_msgpack(a)) for _, a in closed if a is not None])
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def delivered(self, alert_ids: Iterable[str]) -> None:
         """These alerts are in every sink's queue (or sent): drop them from the outbox."""
@@ -186,6 +228,7 @@ class AlertJournal:
         return out
 
     def close(self) -> None:
+        self.commit()
         with self._lock:
             self._db.close()
             self._lockfile.close()
