@@ -122,6 +122,10 @@ class AlertJournal:
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        # Debian's SQLite is built with secure_delete on: every deleted row zeroed, freed pages
+        # written again, which made closing groups cost 2-6x the DELETE itself. FAST zeroes what
+        # is written anyway; freed pages keep old stalls until reused (the file holds stalls anyway).
+        self._db.execute("PRAGMA secure_delete=FAST")
         self._db.executescript(_SCHEMA)
 
     # -- what the alert engine and the pipeline call ----------------------------------------------
