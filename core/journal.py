@@ -46,14 +46,15 @@ milliseconds between handing it to the sinks and ``delivered``.
 A lock file (``flock``) keeps a second lgf on the same ``spool_dir`` from replaying the same
 stalls; ``lgf replay`` never opens the journal.
 
-Cost (bench/bench_journal.py, 5,000 stalls of 1.7 kB with a 20-frame stack, this 2-core VM at a
-load average of 10 from other jobs; figures vary by half from run to run): committed per batch of
-256, as in a burst, 50-60 µs per stall that enters a group against 8-12 µs for the alert policy
-alone (about half of it encoding the stall, half the insert; one transaction per stall cost
-130-180 µs); a stall that arrives alone in its batch still costs one transaction, ~150-280 µs
-under this load. Closing every group: about 20 µs per stall (one DELETE for all the groups a tick
-closes; 110-130 ms for the 5,000 against 170-190 ms with a transaction per group). Nothing per
-stall under the alert threshold.
+Cost (bench/bench_journal.py, 5,000 stalls of 1.7 kB with a 20-frame stack, on this 2-core VM at a
+load average of 13-16 from other jobs, so figures move by half from run to run; the journal before
+batching measured in the same minutes): committed per batch of 256, as in a burst, 76-93 µs per
+stall that enters a group against 11-14 µs for the alert policy alone (6-8x; msgpack encoding of
+the stall is about a third of it). One transaction per stall, as before, cost 145-290 µs (17-21x);
+a stall that arrives alone in its batch still costs that, when nothing else is queued. Closing
+every group: 35-56 ms for the 5,000 stalls (one DELETE for all the groups a tick closes, with
+``secure_delete=FAST``) against 277-582 ms with a transaction per group. Nothing per stall under
+the alert threshold.
 """
 
 from __future__ import annotations
