@@ -291,13 +291,15 @@ class AlertEngine:
             self.windows.close_idle(self.clock())
             self.drift.tick()
             closed = [g for g in self.groups.values() if g.opened_ns + self.report_interval_ns <= now_ns]
+            made = []
             for group in closed:
                 del self.groups[group.key]
                 alert = self._alert_of(group)
-                if self.journal is not None:
-                    self.journal.close_group(group.key, alert)
+                made.append((group.key, alert))
                 if alert is not None:
                     out.append(alert)
+            if self.journal is not None and made:  # one transaction for every group this tick closed
+                self.journal.close_groups(made)
         return out
 
     def _alert_of(self, group: Group) -> Event | None:

@@ -58,6 +58,28 @@ class Pipeline:
 
     def process(self, event: Event) -> Event:
         """Enrich, classify, let the alert policy see it, and deliver it to the sinks that want it."""
+        self.process_batch((event,))
+        return event
+
+    def process_batch(self, events) -> None:
+        """``process`` each event, the alert journal committing the batch's stalls in one
+        transaction (``lgf.journal``) after the alert policy took them and before any sink or
+        observer sees one: a stall a sink has shown is on disk."""
+        taken = [event for event in events if self._judge(event)]
+        journal = getattr(self.engine, "journal", None)
+        if journal is not None:
+            journal.commit()
+        for event in taken:
+            self.deliver(event)
+            for observe in self.observers:
+                try:
+                    observe(event)
+                except Exception:  # a view of the events must never cost an event
+                    self.stats.inc("lgf_plugin_errors_total", plugin="observer", hook="process")
+                    log.exception("observer failed on event %s", event.id)
+
+    def _judge(self, event: Event) -> bool:
+        """Enrich, classify and let the alert policy see ``event``; False if it is held back."""
         event.finish()
         try:
             self.hook.lgf_enrich(event=event)
@@ -65,7 +87,7 @@ class Pipeline:
             self._wrapper_raised("lgf_enrich", exc)
         if event.extra.pop("held_back", None):  # an idle wait (lgf.idle, plugins/scope.py): counted only
             self.stats.inc("lgf_idle_waits_total", source=event.source, site=event.extra.get("decided_by", ""))
-            return event
+            return False
         try:
             cause = self.hook.lgf_classify(event=event)
         except Exception as exc:
@@ -79,14 +101,7 @@ class Pipeline:
             except Exception:  # the policy's bug must not lose the event itself
                 self.stats.inc("lgf_plugin_errors_total", plugin="alerts", hook="observe")
                 log.exception("alert policy failed on event %s", event.id)
-        self.deliver(event)
-        for observe in self.observers:
-            try:
-                observe(event)
-            except Exception:  # a view of the events must never cost an event
-                self.stats.inc("lgf_plugin_errors_total", plugin="observer", hook="process")
-                log.exception("observer failed on event %s", event.id)
-        return event
+        return True
 
     def _wrapper_raised(self, hook_name: str, exc: Exception) -> None:
         self.stats.inc("lgf_plugin_errors_total", plugin="(wrapper)", hook=hook_name)

@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import uuid
@@ -27,6 +28,7 @@ from lgf.delivery import Delivery
 from lgf.journal import AlertJournal, attach
 from lgf.manager import make_manager
 from lgf.pipeline import Pipeline, SinkRoute
+from lgf.run import BATCH_EVENTS
 from lgf.stats import Stats
 from support.cli import write
 from support.fakewecom import FakeWeCom
@@ -137,6 +139,26 @@ def test_a_stall_no_group_takes_any_more_is_dropped_from_the_journal_not_replaye
     queue.spool.close()
 
 
+def test_a_batch_the_disk_cannot_take_is_counted_not_raised_and_the_groups_keep_it(tmp_path):
+    engine, pipeline, queue, _ = host_parts(tmp_path)
+    journal = attach(engine, pipeline, tmp_path, stats=pipeline.stats)
+    pipeline.process_batch(stalls(2))
+    (pages,) = journal._db.execute("PRAGMA page_count").fetchone()
+    journal._db.execute(f"PRAGMA max_page_count={pages}")  # the disk is full from now on
+    pipeline.process_batch(stalls(50, pid=43))                # a batch bigger than what is left
+    assert pipeline.stats.total("lgf_journal_errors_total") == 1
+    assert journal.counts()["stalls"] == 2                    # nothing of the failed batch half-written
+    assert sum(g.count for g in engine.groups.values()) == 52  # the policy still holds every stall
+    journal._db.execute("PRAGMA max_page_count=1073741823")
+    pipeline.process_batch(stalls(1, pid=44))                 # room again: the journal goes on
+    assert journal.counts()["stalls"] == 3
+    alerts = pipeline.tick(2**63 - 1)                         # one transaction for every group
+    assert [a.extra["count"] for a in alerts] == [53]         # one group: service, cause, frame
+    assert journal.counts() == {"stalls": 0, "outbox": 0}
+    journal.close()
+    queue.spool.close()
+
+
 def test_a_second_lgf_on_the_same_spool_dir_does_not_replay_the_same_stalls(tmp_path):
     first = AlertJournal(tmp_path)
     engine, pipeline, queue, _ = host_parts(tmp_path / "other")
@@ -242,6 +264,115 @@ msgtype = "text"
     # sent once, and together they hold every stall the first lgf accepted.
     assert len(got) == len(set(got)) == len({r["cause"] for r in stalls_seen}), text
     assert sum(int(c) for c in re.findall(r"(\d+) stalls", text)) == len(stalls_seen), text
+    journal = AlertJournal(tmp_path / "spool")
+    assert journal.counts() == {"stalls": 0, "outbox": 0}
+    journal.close()
+
+
+# --- the batch boundary: what a kill -9 in the middle of a burst loses ---------------------------
+
+BURST_PLUGIN = """
+import os, time
+from pathlib import Path
+from lgf import Component, Event, hookimpl
+
+class Burst:
+    \"\"\"Queues BURST_N stalls at once, before the host's loop takes the first: a burst.\"\"\"
+    def __init__(self, options, ctx):
+        pass
+    def start(self, emit):
+        for i in range(int(os.environ["BURST_N"])):
+            emit(Event(pid=77, comm="api", goid=i, duration_ns=200_000_000,
+                       start_ns=10**12 + i, end_ns=10**12 + i + 200_000_000))
+    def stop(self):
+        pass
+
+def block_if_marked(event, where):
+    # The pipeline thread stops for good at the stall BURST_BLOCK_AT, in an enricher (its batch
+    # judged in part and not committed) or in a sink (its batch delivered in part): lgf is then
+    # killed with that batch in hand.
+    if where == os.environ["BURST_BLOCK_IN"] and event.kind == "stall" \\
+            and event.goid == int(os.environ["BURST_BLOCK_AT"]):
+        Path(os.environ["BURST_MARK"]).write_text("blocked")
+        while True:
+            time.sleep(1)
+
+@hookimpl
+def lgf_enrich(event):
+    block_if_marked(event, "enricher")
+
+class Blocking:
+    durable = False  # called on the pipeline thread, as the file sink is
+    def __init__(self, options, ctx):
+        pass
+    def send(self, event):
+        block_if_marked(event, "sink")
+
+@hookimpl
+def lgf_components():
+    return [Component("source", "burst", Burst), Component("sink", "blocking", Blocking)]
+"""
+
+
+@pytest.mark.parametrize("block_in", ["enricher", "sink"])
+def test_kill_9_mid_burst_loses_only_the_batch_in_hand_and_every_committed_stall_comes_back(
+        tmp_path, block_in):
+    """A real ``lgf run`` takes a burst from its queue in batches of ``BATCH_EVENTS``. Killed with
+    SIGKILL while its alert policy judges a batch, it loses that batch (and the queue) and nothing
+    before it; killed while its sinks take a batch, it loses nothing of it: the journal committed
+    the batch before any sink saw a stall of it. Every stall a sink had shown is in the journal,
+    and after the restart in exactly one alert."""
+    (tmp_path / "burstplug.py").write_text(textwrap.dedent(BURST_PLUGIN))
+    events_file = tmp_path / "out.jsonl"
+    config = str(write(tmp_path / "burst.toml", f"""
+[lgf]
+spool_dir = "{tmp_path / 'spool'}"
+report_interval = "1h"
+plugins = ["burstplug"]
+
+[http]
+enabled = false
+
+[[sources]]
+use = "burst"
+
+[[sinks]]
+use = "file"
+path = "{events_file}"
+receive = "both"
+
+[[sinks]]
+use = "blocking"
+"""))
+    block_at = 3 * BATCH_EVENTS + BATCH_EVENTS // 2  # in the middle of the fourth batch
+    mark = tmp_path / "blocked"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "BURST_N": str(5 * BATCH_EVENTS),
+           "BURST_BLOCK_AT": str(block_at), "BURST_BLOCK_IN": block_in, "BURST_MARK": str(mark)}
+    first = LgfProcess(config, env)
+    wait_until(lambda: mark.exists() or first.proc.poll() is not None)
+    assert first.proc.poll() is None, "".join(first.lines)
+    first.stop(signal.SIGKILL)
+
+    def rows(kind: str) -> list[dict]:
+        return [r for r in map(json.loads, events_file.read_text().splitlines()) if r["kind"] == kind]
+    shown = {r["goid"] for r in rows("stall")}
+    journal = AlertJournal(tmp_path / "spool")
+    journaled = {e.goid for e in journal.stalls()}
+    journal.close()
+    # Every stall a sink showed was committed first; the batches before the one in hand were
+    # committed whole; the batch in hand is lost only if its commit had not happened yet.
+    assert shown <= journaled
+    committed = set(range((3 if block_in == "enricher" else 4) * BATCH_EVENTS))
+    assert journaled == committed, sorted(committed ^ journaled)[:10]
+    assert block_at in shown if block_in == "sink" else max(shown) < 3 * BATCH_EVENTS
+
+    second = LgfProcess(config, {**env, "BURST_N": "0"})
+    second.wait_for("alert journal:")
+    second.stop()
+    assert second.proc.returncode == 0, "".join(second.lines)
+    alerts = rows("alert")
+    assert sum(a["count"] for a in alerts) == len(journaled), alerts  # each stall once, in one alert
+    assert len({a["id"] for a in alerts}) == len(alerts)
     journal = AlertJournal(tmp_path / "spool")
     assert journal.counts() == {"stalls": 0, "outbox": 0}
     journal.close()
