@@ -140,6 +140,8 @@ from .uprobe_verdict import EV_IDLE, EV_LOOP_HEAD, EV_SCOPE_REQUEST, LoopHeadJud
 C_FILE = Path(__file__).with_name("uprobe.c")
 
 STALL_NAMES = bpf_constants.STALL_NAMES
+WAIT_PARK = 1
+"""uprobe.c's ``struct wait`` kind of an open park."""
 COUNTER_NAMES = bpf_constants.COUNTER_NAMES
 GOROUTINE_TIER_COUNTERS = ("netpoll_ready", "netpoll_waiting", "idle_waits", "stack_cut")
 MAX_HIST_PROCS = 64
@@ -294,8 +296,6 @@ class _Attached:
     """fn_name -> (BCC probe name, ELF address) of every uprobe attached for this process."""
     armed_until: float = 0.0
     goroutine_tier_seen: bool = False
-    tier_since_ns: int | None = None
-    """CLOCK_MONOTONIC ns when the goroutine tier began attaching (None while it is off)."""
 
 
 class UprobeSource:
@@ -314,6 +314,9 @@ class UprobeSource:
         self._stop = threading.Event()
         self._housekeeper: threading.Thread | None = None
         self._sampler = None  # lgf.golang.sampler.GoroutineSampler, with on_stall
+        self._tier_ready: dict[int, int] = {}
+        """pid -> CLOCK_MONOTONIC ns when its goroutine tier was completely attached. Read by the
+        sampler's thread without ``_lock`` (one dict lookup), which the attach holds throughout."""
         self._retired = RetiredHistograms()
         """Histograms of exited targets, folded by labels (``lgf.histories``)."""
         idle = options_of(ctx.config)
@@ -331,9 +334,10 @@ class UprobeSource:
 
             self._sampler = GoroutineSampler(
                 self.options.sample_interval, self.options.sample_max_goroutines, self.threshold_ns,
-                emit, self.arm, self._tier_since, ignore_reasons=self.options.sample_ignore_reasons,
+                emit, self.arm, self._tier_ready.get, ignore_reasons=self.options.sample_ignore_reasons,
                 stats=self.ctx.stats, logger=self.log, rules=idle.rules_of(self.ctx.config),
-                report_idle=idle.options_of(self.ctx.config).report_idle)
+                report_idle=idle.options_of(self.ctx.config).report_idle,
+                tier_park_start=self._tier_park_start)
             self._sampler.start()
         self._watcher = ProcessWatcher(self.ctx.config.targets, self._on_start, self._on_exit,
                                        interval=self.options.rescan_interval / 1e9, logger=self.log)
@@ -507,17 +511,21 @@ class UprobeSource:
                 + (runnable.probes(binary) if self.options.sched_latency else ()))
 
     def _attach_goroutine_tier(self, att: _Attached) -> None:
-        att.tier_since_ns = time.monotonic_ns()
         if self._sampler is not None:  # the sampler reports these parks: no stale note may too
             self._forget_waits(att, self._sampler.parked_gs(att.target.pid))
+        # sched_switch first: a park the tier notes is then noted when it begins (a thread that
+        # goes idle after its goroutine parks would otherwise note it late, at its next execute).
+        self._sync_sched_switch(att.program, attaching=True)
         self._attach_probes(att, self._goroutine_probes(att.target.binary), required=("runtime.execute",))
         att.goroutine_tier_seen = True
         self._sync_sched_switch(att.program)
+        if self._goroutine_tier_on(att):  # complete: the sampler's hand-off time
+            self._tier_ready[att.target.pid] = time.monotonic_ns()
 
-    def _sync_sched_switch(self, prog: _Program) -> None:
+    def _sync_sched_switch(self, prog: _Program, attaching: bool = False) -> None:
         """The sched_switch tracepoint runs for every context switch on the host: keep it attached
-        only while some process of this program has its goroutine tier on."""
-        wanted = any(a.program is prog and self._goroutine_tier_on(a) for a in self._attached.values())
+        only while some process of this program has its goroutine tier on (or being attached)."""
+        wanted = attaching or any(a.program is prog and self._goroutine_tier_on(a) for a in self._attached.values())
         if wanted and not prog.sched_switch:
             prog.bpf.attach_raw_tracepoint(tp=b"sched_switch", fn_name=b"on_sched_switch")
             prog.sched_switch = True
@@ -540,17 +548,26 @@ class UprobeSource:
         att = self._attached.pop(pid, None)
         if att is not None:
             self._detach_probes(att, list(att.probes))
+            self._tier_ready.pop(pid, None)
             self._sync_sched_switch(att.program)
             self.ctx.stats.set("lgf_targets_attached", len(self._attached), source="uprobe")
 
     def _goroutine_tier_on(self, att: _Attached) -> bool:
         return TIER_MARK in att.probes
 
-    def _tier_since(self, pid: int) -> int | None:
-        """When the goroutine tier began attaching to ``pid`` (the sampler's cut-off), or None."""
-        with self._lock:
-            att = self._attached.get(pid)
-            return att.tier_since_ns if att is not None else None
+    def _tier_park_start(self, pid: int, g: int) -> int | None:
+        """Start (CLOCK_MONOTONIC ns) of the park of goroutine ``g`` the tier has an open note of
+        in ``pid`` (uprobe.c's ``wait_slot``), or None. Called on the sampler's thread at its
+        hand-off, after the tier was attached: no ``_lock`` (the attach holds it throughout)."""
+        att = self._attached.get(pid)
+        if att is None:
+            return None
+        try:
+            waits = att.program.bpf[b"waits"]
+            slot = waits[waits.Key(bpf_constants.wait_slot_index(pid, g, att.program.constants["MAX_GOROUTINES"]))]
+        except Exception:  # noqa: BLE001 - a program closed under us: no note
+            return None
+        return int(slot.start_ns) if slot.g == g and slot.tgid == pid and slot.kind == WAIT_PARK else None
 
     @staticmethod
     def _forget_waits(att: _Attached, gs: list[int]) -> None:
@@ -588,7 +605,7 @@ class UprobeSource:
                     if (self.options.goroutine_tier == "on_stall" and self._goroutine_tier_on(att)
                             and now > att.armed_until):
                         self._detach_probes(att, [fn for _, fn in self._goroutine_probes()])
-                        att.tier_since_ns = None
+                        self._tier_ready.pop(pid, None)  # after: the sampler takes over then
                         self._sync_sched_switch(att.program)
                         self.log.info("uprobe: pid %d: goroutine tier disarmed", pid)
                 for prog in self._programs.values():
@@ -623,6 +640,9 @@ class UprobeSource:
                 ev.extra["decided_by"] = "loop head"
                 if not self.report_idle:
                     return
+        if (ev.extra["stall"] in ("park", "gc_assist") and self._sampler is not None
+                and not self._sampler.claim(pid, ev.goid, ev.start_ns, ev.end_ns)):
+            return  # the sampler reported this park (it began before the tier could note it)
         if ev.extra["stall"] == "stw":
             arming.notify_stall(pid)
         elif tracecapture.enabled():  # labels and traceparent while the objects surely live

@@ -74,17 +74,17 @@ def assert_never_twice(events) -> None:
 @pytest.mark.parametrize("mode", sorted(MODES))
 def test_first_stall_is_sampled_and_arms_the_tier_which_reports_the_rest(sampled, mode):
     src, events, exe, ctx = sampled
-    # A second apart: the tier armed by the first stall is attached before the next begins (a
-    # stall that begins while the tier attaches is the sampler's, sampled: README, "Left").
-    with StallFixture(exe, mode, "-n", "3", "-gap", "1s") as fx:
+    # Back to back: the second stall may begin while the tier armed by the first attaches (13 ms
+    # to 1.8 s under load). Then it is the sampler's, handed off; either way it is reported once.
+    with StallFixture(exe, mode, "-n", "3") as fx:
         wait_attached(src, fx.pid)
         wait_sampled(ctx)
         assert not armed(src, fx.pid), "nothing is stuck yet: the goroutine tier stays off"
         results = fx.go()
-        assert armed(src, fx.pid), "a goroutine parked over the threshold arms the goroutine tier"
         for res in results:
             events.wait_for(lambda e, g=res["goid"]: e.pid == fx.pid and e.goid == g)
-        got = events.of_pid(fx.pid)
+        assert armed(src, fx.pid), "a goroutine parked over the threshold arms the goroutine tier"
+        got = wait_no_duplicate(events, fx.pid, results)
     assert len(results) == 3
     first, *rest = results
     per_stall = [[e for e in got if e.goid == r["goid"] and cause_of(e.extra["stall"], e.wait_reason)
@@ -105,9 +105,70 @@ def test_first_stall_is_sampled_and_arms_the_tier_which_reports_the_rest(sampled
     assert ev.go_version and ev.build_id and ev.exe and ev.ts.endswith("Z")
 
     for res, (ev,) in zip(rest, per_stall[1:], strict=True):
-        assert "precision" not in ev.extra, "after arming the goroutine tier measures it"
-        assert not outside_bounds(res, ev.start_ns, ev.end_ns), (outside_bounds(res, ev.start_ns, ev.end_ns), ev, res)
+        # Precise if the tier noted its start; sampled (handed off) if it began while the tier was
+        # still being attached, a window a loaded host stretches. Inside the causal bounds either way.
+        ended_by = ev.extra["end_before_ns"] if "precision" in ev.extra else None
+        broken = outside_bounds(res, ev.start_ns, ev.end_ns, ended_by=ended_by)
+        assert not broken, (broken, ev, res)
     assert_never_twice(got)
+
+
+def wait_no_duplicate(events, pid: int, results) -> list:
+    """The events of ``pid`` once every stall in ``results`` has one, after giving a second
+    report of one (the other tier's) time to arrive: it is dropped, and must never show up."""
+    goids = {r["goid"] for r in results}
+    events.wait_for(lambda e: e.pid == pid and e.goid in goids
+                    and sum(1 for x in events.events if x.pid == pid and x.goid == e.goid) > 1, timeout=1.0)
+    return events.of_pid(pid)
+
+
+def test_a_park_that_begins_while_the_tier_attaches_is_reported_once(sampled):
+    """Attaching the goroutine tier takes 13 ms to 1.8 s on a loaded host. A stall that begins
+    meanwhile has no start the tier could note: the sampler, which goes on sampling while the tier
+    attaches and hands off once it is complete, reports it, and nothing is reported twice. The
+    attach is slowed here on purpose (as a loaded host would): stall #2 (of 400 ms) begins while
+    it is delayed and, on a quiet host, ends after the tier is complete (the hand-off pass keeps
+    it). Without the hand-off it is lost."""
+    src, events, exe, ctx = sampled
+    real_arm = src._sampler.arm
+    attaching: list[tuple[int, int]] = []
+
+    def slow_arm(pid: int) -> None:
+        t0 = time.monotonic_ns()
+        time.sleep(DELAY_NS / 1e9)
+        real_arm(pid)
+        attaching.append((t0, time.monotonic_ns()))
+
+    src._sampler.arm = slow_arm
+    try:
+        with StallFixture(exe, "chanrecv", "-n", "3", "-d", "400ms") as fx:
+            wait_attached(src, fx.pid)
+            wait_sampled(ctx)
+            results = fx.go()
+            for res in results:
+                events.wait_for(lambda e, g=res["goid"]: e.pid == fx.pid and e.goid == g)
+            got = wait_no_duplicate(events, fx.pid, results)
+    finally:
+        src._sampler.arm = real_arm
+    assert len(attaching) == 1, attaching
+    (t0, _t1), = attaching
+    per_stall = [[e for e in got if e.goid == r["goid"] and e.extra.get("stall") == "park"] for r in results]
+    summary = [[(e.start_ns - t0, e.duration_ns, e.extra) for e in evs] for evs in per_stall]
+    assert [len(evs) for evs in per_stall] == [1, 1, 1], (summary, attaching)
+    # Seen parked before the real attach began: it began before any probe of the tier was in
+    # place, so only the sampler can report it.
+    meanwhile = [ev for (ev,) in per_stall[1:] if t0 < ev.start_ns < t0 + DELAY_NS]
+    assert meanwhile, ("stall #2 began while the tier was being armed", summary)
+    for ev in meanwhile:
+        assert ev.extra.get("precision") == "sampled", summary
+    for res, (ev,) in zip(results, per_stall, strict=True):
+        ended_by = ev.extra["end_before_ns"] if "precision" in ev.extra else None
+        assert not outside_bounds(res, ev.start_ns, ev.end_ns, ended_by=ended_by), (summary, res)
+    assert_never_twice(got)
+
+
+DELAY_NS = 600_000_000
+"""How long the slowed arming waits before it attaches the tier."""
 
 
 def test_noise_arms_nothing_for_short_waits(sampled):
