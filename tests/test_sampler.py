@@ -150,8 +150,8 @@ def test_a_park_that_begins_while_the_tier_attaches_is_reported_once(sampled):
             got = wait_no_duplicate(events, fx.pid, results)
     finally:
         src._sampler.arm = real_arm
-    assert len(attaching) == 1, attaching
-    (t0, _t1), = attaching
+    assert attaching, "the first stall armed the tier"
+    t0 = min(start for start, _end in attaching)  # the run-queue reader may have asked too
     per_stall = [[e for e in got if e.goid == r["goid"] and e.extra.get("stall") == "park"] for r in results]
     summary = [[(e.start_ns - t0, e.duration_ns, e.extra) for e in evs] for evs in per_stall]
     assert [len(evs) for evs in per_stall] == [1, 1, 1], (summary, attaching)
