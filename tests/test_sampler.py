@@ -4,7 +4,8 @@ every supported Go toolchain.
 
 What it must do: see the first stall of an episode from outside (no probe), report it once with
 sampled bounds that contain the fixture's own figure, arm the goroutine tier, and leave the
-following stalls to the tier's precise report, never reporting one stall twice. What it must not
+following stalls to the tier's precise report (one that begins while the tier is being attached
+is handed off: the sampler reports it), never losing one and never reporting one stall twice. What it must not
 do: arm on short waits, or on the runtime's own goroutines parked by design.
 """
 
