@@ -333,7 +333,7 @@ class UprobeSource:
                 self.options.sample_interval, self.options.sample_max_goroutines, self.threshold_ns,
                 emit, self.arm, self._tier_since, ignore_reasons=self.options.sample_ignore_reasons,
                 stats=self.ctx.stats, logger=self.log, rules=idle.rules_of(self.ctx.config),
-                report_idle=idle.options_of(self.ctx.config).report_idle)
+                report_idle=idle.options_of(self.ctx.config).report_idle, tier_runnable=self._tier_runnable)
             self._sampler.start()
         self._watcher = ProcessWatcher(self.ctx.config.targets, self._on_start, self._on_exit,
                                        interval=self.options.rescan_interval / 1e9, logger=self.log)
@@ -551,6 +551,18 @@ class UprobeSource:
         with self._lock:
             att = self._attached.get(pid)
             return att.tier_since_ns if att is not None else None
+
+    def _tier_runnable(self, pid: int, g: int) -> bool:
+        """Whether the goroutine tier holds goroutine ``g``'s wait for a P in ``pid``, opened since
+        it was armed (it saw g become runnable and reports that wait itself; the sampler must not).
+        The slot index is uprobe.c's ``wait_slot`` hash, 2 its ``WAIT_RUNNABLE``."""
+        with self._lock:
+            att = self._attached.get(pid)
+            if att is None or att.tier_since_ns is None:
+                return False
+            waits, size, since = att.program.bpf[b"waits"], att.program.constants["MAX_GOROUTINES"], att.tier_since_ns
+        slot = waits[waits.Key(bpf_constants.wait_slot_index(pid, g, size))]
+        return slot.g == g and slot.tgid == pid and slot.kind == 2 and slot.start_ns >= since
 
     @staticmethod
     def _forget_waits(att: _Attached, gs: list[int]) -> None:

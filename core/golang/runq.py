@@ -104,6 +104,17 @@ def observe(pid: int, proc, rows, began: int, ended: int, threshold_ns: int, arm
     return done
 
 
+def adopt(proc, g: int, goid: int, seq: int, start_after_ns: int, seen_ns: int) -> None:
+    """Follow the wait for a P of ``g`` from now on, as one this record found itself: the sampler
+    saw it begin at the end of a park it held (after ``start_after_ns``, by ``seen_ns``) while the
+    goroutine tier was attached, which did not see it begin. :func:`follow` reports it once it
+    ends, if it waited a threshold."""
+    state: RunQueues | None = getattr(proc, "runq", None)
+    if state is None:
+        state = proc.runq = RunQueues()
+    state.queued[g] = _Queued(goid, seq, start_after_ns, seen_ns, seen_ns)
+
+
 def _event_of(pid: int, proc, q: _Queued, end_before_ns: int) -> Event:
     target, binary = proc.target, proc.target.binary
     extra: dict = {"stall": "runnable", "precision": "sampled", "end_before_ns": end_before_ns,
