@@ -14,6 +14,11 @@ mid-wait cannot see, is reported once it ends as ``stall = "runnable"`` with
 ``extra["precision"] = "sampled"``: its duration is a lower bound, short of the truth by at most
 two sample intervals (``start_after_ns`` / ``end_before_ns`` are the outer bounds).
 
+A goroutine whose park the sampler held and that became runnable while the tier was being
+attached is handed over (:func:`adopt`): the tier did not see that wait begin (its probes went
+on after, or it was a ``ready()`` of a park the tier never noted), so this record follows it
+like its own, unless the tier holds it (the sampler asks before adopting).
+
 The runtime's own goroutines (start function in package runtime) are left out, as everywhere.
 
 Cost: nothing read beyond the sampler's snapshot; a dict update per runnable goroutine per sample
