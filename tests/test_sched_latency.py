@@ -127,11 +127,14 @@ def test_each_wait_for_a_p_is_reported_with_its_goroutine_cause_path_and_duratio
         assert res["wait_min_ns"] - SLACK_NS <= ev.duration_ns <= res["wait_ns"] + SLACK_NS, (res, ev.duration_ns)
 
 
-PARK_REASONS = ["IO wait", "chan receive", "sleep"]
+PARK_REASONS = ["IO wait", "chan receive", "chan send", "sleep"]
 """Every wait reason the fixture's goroutines park with. Left out of the sampler in the arming
 test, so that its run-queue reader is the only cheap tier that can arm the goroutine tier there:
-on a busy host a park (the reader's before the netpoller wakes it) can outlast the threshold and
-arm the tier first, which is another path (the next test)."""
+on a busy host a park (the reader's before the netpoller wakes it, or on its hand-over channel
+when a preemption let it run before main waits there) can outlast the threshold and arm the tier
+first, which is another path (the next test)."""
+ATTACH_TIMEOUT = 60
+"""Seconds to wait for the source to attach (BCC's attach takes seconds on a busy host)."""
 
 
 @pytest.mark.parametrize("version", GO_VERSIONS)
@@ -146,7 +149,7 @@ def test_the_cheap_tier_arms_on_a_goroutine_waiting_for_a_p(bpf_ok, go_toolchain
         # -gate: main keeps the P until the tier is armed, however late the sampler's passes come
         # on a busy host (the sampler sees a wait once it lasts threshold + about two intervals).
         with RunnableFixture(exe, mode, "-d", HOLD, "-n", "2", "-step", gate=True) as fx:
-            wait_attached(src, fx.pid)
+            wait_attached(src, fx.pid, ATTACH_TIMEOUT)
             assert "on_execute" not in src.probe_addresses(fx.pid)  # unarmed: no probe per switch
             fx.proc.stdin.write("\n")
             fx.proc.stdin.flush()
@@ -223,7 +226,7 @@ def test_the_wait_for_a_p_after_a_park_the_sampler_held_is_reported_once(bpf_ok,
 
                 src._attach_goroutine_tier = attach_once_woken
             src.start(events)
-            wait_attached(src, fx.pid)
+            wait_attached(src, fx.pid, ATTACH_TIMEOUT)
             fx.proc.stdin.write("\n")
             fx.proc.stdin.flush()
             wait_until(lambda: tier_complete(src, fx.pid), 60, 0.05, what="the tier armed")
