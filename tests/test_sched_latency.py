@@ -168,7 +168,13 @@ def test_the_cheap_tier_arms_on_a_goroutine_waiting_for_a_p(bpf_ok, go_toolchain
     assert [e.extra.get("precision") for e in sampled] == ["sampled"], (
         first, [(e.goid, e.extra) for e in events.events], src.ctx.stats.snapshot())
     assert THRESHOLD_NS <= sampled[0].duration_ns <= first["wait_ns"]  # a lower bound
-    assert len(exact) == 1 and exact[0].extra["runnable_from"] == second["from"]  # then measured exactly
+    if second["wait_ns"] < THRESHOLD_NS + SLACK_NS:
+        # By the fixture's own clock there was no wait for a P to report: in syscall mode, a
+        # sysmon too late to hand the P to main during the 30 ms sleep (a busy host) leaves the
+        # goroutine its own P back at exitsyscall (seen: syscall-1.21.13 under load).
+        assert not exact, (second, [(e.duration_ns, e.extra) for e in exact])
+        return
+    assert len(exact) == 1 and exact[0].extra["runnable_from"] == second["from"], (second, exact)  # then measured
     assert second["wait_min_ns"] - SLACK_NS <= exact[0].duration_ns <= second["wait_ns"] + SLACK_NS
 
 
