@@ -140,8 +140,8 @@ from .uprobe_verdict import EV_IDLE, EV_LOOP_HEAD, EV_SCOPE_REQUEST, LoopHeadJud
 C_FILE = Path(__file__).with_name("uprobe.c")
 
 STALL_NAMES = bpf_constants.STALL_NAMES
-WAIT_PARK = 1
-"""uprobe.c's ``struct wait`` kind of an open park."""
+WAIT_PARK, WAIT_RUNNABLE = 1, 2
+"""uprobe.c's ``struct wait`` kinds: an open park, an open wait for a P."""
 COUNTER_NAMES = bpf_constants.COUNTER_NAMES
 GOROUTINE_TIER_COUNTERS = ("netpoll_ready", "netpoll_waiting", "idle_waits", "stack_cut")
 MAX_HIST_PROCS = 64
@@ -337,7 +337,7 @@ class UprobeSource:
                 emit, self.arm, self._tier_ready.get, ignore_reasons=self.options.sample_ignore_reasons,
                 stats=self.ctx.stats, logger=self.log, rules=idle.rules_of(self.ctx.config),
                 report_idle=idle.options_of(self.ctx.config).report_idle,
-                tier_park_start=self._tier_park_start)
+                tier_park_start=self._tier_park_start, tier_runnable=self._tier_runnable)
             self._sampler.start()
         self._watcher = ProcessWatcher(self.ctx.config.targets, self._on_start, self._on_exit,
                                        interval=self.options.rescan_interval / 1e9, logger=self.log)
@@ -568,6 +568,21 @@ class UprobeSource:
         except Exception:  # noqa: BLE001 - a program closed under us: no note
             return None
         return int(slot.start_ns) if slot.g == g and slot.tgid == pid and slot.kind == WAIT_PARK else None
+
+    def _tier_runnable(self, pid: int, g: int, after_ns: int) -> bool:
+        """Whether the goroutine tier holds goroutine ``g``'s wait for a P in ``pid``, begun after
+        ``after_ns`` (it saw g become runnable and reports that wait itself; the sampler must not).
+        The slot index is uprobe.c's ``wait_slot`` hash. Called on the sampler's thread: no
+        ``_lock`` (an attach holds it throughout), like :meth:`_tier_park_start`."""
+        att = self._attached.get(pid)
+        if att is None:
+            return False
+        try:
+            waits = att.program.bpf[b"waits"]
+            slot = waits[waits.Key(bpf_constants.wait_slot_index(pid, g, att.program.constants["MAX_GOROUTINES"]))]
+        except Exception:  # noqa: BLE001 - a program closed under us: no note
+            return False
+        return slot.g == g and slot.tgid == pid and slot.kind == WAIT_RUNNABLE and slot.start_ns >= after_ns
 
     @staticmethod
     def _forget_waits(att: _Attached, gs: list[int]) -> None:

@@ -14,6 +14,11 @@ mid-wait cannot see, is reported once it ends as ``stall = "runnable"`` with
 ``extra["precision"] = "sampled"``: its duration is a lower bound, short of the truth by at most
 two sample intervals (``start_after_ns`` / ``end_before_ns`` are the outer bounds).
 
+A goroutine whose park the sampler held and that became runnable while the tier was being
+attached is handed over (:func:`adopt`): the tier did not see that wait begin (its probes went
+on after, or it was a ``ready()`` of a park the tier never noted), so this record follows it
+like its own, unless the tier holds it (the sampler asks before adopting).
+
 The runtime's own goroutines (start function in package runtime) are left out, as everywhere.
 
 Cost: nothing read beyond the sampler's snapshot; a dict update per runnable goroutine per sample
@@ -102,6 +107,17 @@ def observe(pid: int, proc, rows, began: int, ended: int, threshold_ns: int, arm
         # work to set its interval (an arm counted in would stretch it for no reason).
         threading.Thread(target=arm, args=(pid,), name="lgf-runq-arm", daemon=True).start()
     return done
+
+
+def adopt(proc, g: int, goid: int, seq: int, start_after_ns: int, seen_ns: int) -> None:
+    """Follow the wait for a P of ``g`` from now on, as one this record found itself: the sampler
+    saw it begin at the end of a park it held (after ``start_after_ns``, by ``seen_ns``) while the
+    goroutine tier was attached, which did not see it begin. :func:`follow` reports it once it
+    ends, if it waited a threshold."""
+    state: RunQueues | None = getattr(proc, "runq", None)
+    if state is None:
+        state = proc.runq = RunQueues()
+    state.queued[g] = _Queued(goid, seq, start_after_ns, seen_ns, seen_ns)
 
 
 def _event_of(pid: int, proc, q: _Queued, end_before_ns: int) -> Event:

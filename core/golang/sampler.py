@@ -67,7 +67,7 @@ from dataclasses import dataclass, field
 
 from lgf import Event
 from lgf.causes import GC_ASSIST_REASON, INTERNAL_WAIT_REASONS
-from lgf.golang.gstatus import G_SCAN, G_WAITING
+from lgf.golang.gstatus import G_RUNNABLE, G_SCAN, G_WAITING
 from lgf.golang.pproflabels import labels_of_g
 from lgf.golang.runtime_reader import RuntimeReader, Unreadable, allg_pointers, read_g_fields
 from lgf.idle import IdleRules, Verdict
@@ -151,20 +151,24 @@ class GoroutineSampler:
     ``tier_since(pid)`` gives the CLOCK_MONOTONIC ns at which the goroutine tier was completely
     attached to ``pid`` (None while off or attaching); ``arm(pid)`` attaches it (called on a
     thread of its own); ``tier_park_start(pid, g)`` gives the start of the park the tier has an
-    open note of for goroutine ``g`` (None: no note); ``emit`` takes the sampled stall events.
-    None of them may wait for the attach: they run on the sampler's thread.
+    open note of for goroutine ``g`` (None: no note); ``tier_runnable(pid, g, after_ns)`` says
+    whether the tier holds g's wait for a P begun after ``after_ns`` (it saw g become runnable;
+    None: never, so the sampler follows every such wait); ``emit`` takes the sampled stall events. None of them may wait for
+    the attach: they run on the sampler's thread.
     """
 
     def __init__(self, interval_ns: int, max_goroutines: int, threshold_ns: int,
                  emit: Callable[[Event], None], arm: Callable[[int], None],
                  tier_since: Callable[[int], int | None], ignore_reasons=(), stats=None, logger=None,
                  rules: IdleRules | None = None, report_idle: bool = False,
-                 tier_park_start: Callable[[int, int], int | None] | None = None):
+                 tier_park_start: Callable[[int, int], int | None] | None = None,
+                 tier_runnable: Callable[[int, int, int], bool] | None = None):
         self.interval_ns = interval_ns
         self.max_goroutines = max_goroutines
         self.threshold_ns = threshold_ns
         self.emit, self.arm, self.tier_since = emit, arm, tier_since
         self.tier_park_start = tier_park_start
+        self.tier_runnable = tier_runnable
         self._arming: set[int] = set()
         """Pids whose arming thread runs (added by the sampler's thread only)."""
         self._claims: dict[tuple[int, int], list[tuple[int, int]]] = {}
@@ -303,12 +307,15 @@ class GoroutineSampler:
         seen: set[int] = set()
         done: list[Event] = []
         crossed: list[tuple[_Park, tuple]] = []
+        woken: list[tuple[int, _Park]] = []
         for row in rows:
             g = row[0]
             status, goid, reason, seq = row[i_status] & ~G_SCAN, row[i_goid], row[i_reason], row[i_seq]
             park = proc.parks.get(g)
             if park is not None and (status != G_WAITING or park.goid != goid or park.seq != seq):
                 done.append(self._end(pid, proc, g, ended))
+                if closing and status == G_RUNNABLE and park.goid == goid and park.seq == seq:
+                    woken.append((g, park))  # parked, now waiting for a P: see below
                 park = None
             if status != G_WAITING or reason in proc.skipped or row[i_start] in proc.runtime_starts:
                 continue
@@ -329,6 +336,14 @@ class GoroutineSampler:
                 crossed.append((park, row))
         for g in [g for g in proc.parks if g not in seen]:  # not waiting any more, or gone
             done.append(self._end(pid, proc, g, ended))
+        # A park the sampler held ended in a wait for a P while the tier was on or being attached.
+        # The tier cannot have seen that wait begin if it was woken by ready() (the tier dates
+        # those from a park it noted, and this park began before it) or before the tier's probes
+        # were on: follow it as the run-queue reader follows its own (reported once it ends, if it
+        # reached the threshold), unless the tier holds it (it saw it begin: netpoll, attached).
+        for g, park in woken:
+            if self.tier_runnable is None or not self.tier_runnable(pid, g, park.last_ns):
+                runq.adopt(proc, g, park.goid, park.seq, park.last_ns, ended)
         if not closing:
             proc.last_full_ns = began
             done += runq.observe(pid, proc, rows, began, ended, self.threshold_ns, self.arm)  # waits for a P

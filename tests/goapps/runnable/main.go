@@ -5,13 +5,19 @@
 // wait for a P that lgf reports (cause sched_latency, extra.runnable_from) with this program's
 // own figure: goid and duration. Protocol on stdin/stdout, as tests/goapps/stalls:
 //
-//	runnable MODE [-d 120ms] [-n N] [-step]
+//	runnable MODE [-d 120ms] [-n N] [-step] [-gate FD] [-wake FD]
 //	-> {"ready":true,"pid":P,"main_goid":G}         (then waits for one line on stdin)
 //	<- "\n"                                          (the test has attached: go)
 //	-> {"mode":M,"goid":G,"wait_ns":D,"wait_min_ns":E,"from":F}  one line per wait for a P (N of them)
 //	-> {"done":true}                                 (then waits for stdin to close, max 60 s)
 //
 // With -step, each wait after the first starts only after one more line on stdin.
+//
+// With -gate FD, main keeps the P after its -d of spinning until it has read one byte from file
+// descriptor FD (a pipe the test holds): a raw read, so the P stays with main, blocked in the
+// kernel, and the wait for a P lasts until the test has seen what it waits for. With -wake FD
+// (netpoll mode), main writes to the parked reader only after one byte from FD (instead of a
+// 20 ms sleep): the park lasts until the test says.
 //
 // Modes (F: the path that made the goroutine runnable, as lgf names it):
 //
@@ -55,6 +61,8 @@ import (
 var hold = flag.Duration("d", 120*time.Millisecond, "how long main holds the only P")
 var count = flag.Int("n", 1, "how many waits to induce")
 var step = flag.Bool("step", false, "wait for a line on stdin before each wait after the first")
+var gate = flag.Int("gate", -1, "after spinning, keep the P until one byte is read from this fd")
+var wake = flag.Int("wake", -1, "netpoll: wake the reader only after one byte is read from this fd")
 
 type result map[string]any
 
@@ -111,6 +119,35 @@ func spin(d time.Duration) {
 	}
 }
 
+// takeByte blocks until it reads one byte from fd. A raw syscall (no entersyscall): the P stays
+// with the calling goroutine, so nothing else runs meanwhile (GOMAXPROCS=1). nosplit, as
+// RawSyscall: calling it is no preemption point.
+//
+//go:nosplit
+func takeByte(fd int) {
+	var b [1]byte
+	for {
+		n, _, errno := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), 1)
+		if errno == syscall.EINTR {
+			continue
+		}
+		if errno != 0 || n != 1 {
+			panic(fmt.Sprintf("read gate fd %d: %d bytes, %v", fd, n, errno))
+		}
+		return
+	}
+}
+
+// holdP keeps the P: spin for *hold, then, with -gate, until the test's byte arrives.
+//
+//go:nosplit
+func holdP() {
+	spin(*hold)
+	if *gate >= 0 {
+		takeByte(*gate)
+	}
+}
+
 // nanosleep blocks the thread in the kernel for d (a raw syscall: entersyscall/exitsyscall).
 func nanosleep(d time.Duration) {
 	ts := syscall.NsecToTimespec(d.Nanoseconds())
@@ -161,7 +198,7 @@ func inSyscall(mode string) {
 			"from": "syscall_exit"}
 	}()
 	<-started
-	spin(*hold)
+	holdP()
 	spun = nanotime() // read by the goroutine, which runs only once main has let the P go
 	report(<-done)
 }
@@ -198,7 +235,11 @@ func viaNetpoll(mode string) {
 		done <- nanotime()
 	}()
 	id := <-parked
-	time.Sleep(20 * time.Millisecond) // let it park on the read
+	if *wake >= 0 {
+		takeByte(*wake) // parked until the test says
+	} else {
+		time.Sleep(20 * time.Millisecond) // let it park on the read
+	}
 	if _, err := client.Write([]byte("x")); err != nil {
 		panic(err)
 	}
@@ -206,7 +247,7 @@ func viaNetpoll(mode string) {
 	before := nanotime()
 	runtime.ReadMemStats(&ms) // stop and start the world: netpoll(0) + injectglist
 	queued := nanotime()
-	spin(*hold)
+	holdP()
 	spun := nanotime()
 	ran := <-done
 	report(result{"mode": mode, "goid": id, "wait_ns": ran - before, "wait_min_ns": spun - queued,
@@ -225,7 +266,7 @@ func yielding(mode string) {
 	}()
 	runtime.Gosched() // let it start: it yields back to main, which spins
 	back := nanotime()
-	spin(*hold)
+	holdP()
 	spun := nanotime()
 	ran := <-done
 	report(result{"mode": mode, "goid": id, "wait_ns": ran - t0, "wait_min_ns": spun - back, "from": "gosched"})
@@ -242,7 +283,7 @@ func spawning(mode string) {
 			"from": "newproc"}
 	}()
 	t1 = nanotime() // t1 and spun are read by the new goroutine, which cannot run before main
-	spin(*hold)     // lets the P go
+	holdP()         // lets the P go
 	spun = nanotime()
 	report(<-done)
 }
