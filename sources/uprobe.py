@@ -555,10 +555,10 @@ class UprobeSource:
     def _goroutine_tier_on(self, att: _Attached) -> bool:
         return TIER_MARK in att.probes
 
-    def _tier_park_start(self, pid: int, g: int) -> int | None:
-        """Start (CLOCK_MONOTONIC ns) of the park of goroutine ``g`` the tier has an open note of
-        in ``pid`` (uprobe.c's ``wait_slot``), or None. Called on the sampler's thread at its
-        hand-off, after the tier was attached: no ``_lock`` (the attach holds it throughout)."""
+    def _tier_wait_start(self, pid: int, g: int, kind: int) -> int | None:
+        """Start (CLOCK_MONOTONIC ns) of the open wait of ``kind`` (``WAIT_PARK``, ``WAIT_RUNNABLE``)
+        the tier has a note of for goroutine ``g`` in ``pid`` (uprobe.c's ``wait_slot``), or None.
+        Called on the sampler's thread: no ``_lock`` (an attach holds it throughout)."""
         att = self._attached.get(pid)
         if att is None:
             return None
@@ -567,22 +567,17 @@ class UprobeSource:
             slot = waits[waits.Key(bpf_constants.wait_slot_index(pid, g, att.program.constants["MAX_GOROUTINES"]))]
         except Exception:  # noqa: BLE001 - a program closed under us: no note
             return None
-        return int(slot.start_ns) if slot.g == g and slot.tgid == pid and slot.kind == WAIT_PARK else None
+        return int(slot.start_ns) if slot.g == g and slot.tgid == pid and slot.kind == kind else None
+
+    def _tier_park_start(self, pid: int, g: int) -> int | None:
+        """The start of the park the tier noted for ``g`` (the sampler's hand-off asks)."""
+        return self._tier_wait_start(pid, g, WAIT_PARK)
 
     def _tier_runnable(self, pid: int, g: int, after_ns: int) -> bool:
-        """Whether the goroutine tier holds goroutine ``g``'s wait for a P in ``pid``, begun after
-        ``after_ns`` (it saw g become runnable and reports that wait itself; the sampler must not).
-        The slot index is uprobe.c's ``wait_slot`` hash. Called on the sampler's thread: no
-        ``_lock`` (an attach holds it throughout), like :meth:`_tier_park_start`."""
-        att = self._attached.get(pid)
-        if att is None:
-            return False
-        try:
-            waits = att.program.bpf[b"waits"]
-            slot = waits[waits.Key(bpf_constants.wait_slot_index(pid, g, att.program.constants["MAX_GOROUTINES"]))]
-        except Exception:  # noqa: BLE001 - a program closed under us: no note
-            return False
-        return slot.g == g and slot.tgid == pid and slot.kind == WAIT_RUNNABLE and slot.start_ns >= after_ns
+        """Whether the tier holds ``g``'s wait for a P, begun after ``after_ns``: it saw g become
+        runnable and reports that wait itself, so the sampler must not."""
+        start = self._tier_wait_start(pid, g, WAIT_RUNNABLE)
+        return start is not None and start >= after_ns
 
     @staticmethod
     def _forget_waits(att: _Attached, gs: list[int]) -> None:
