@@ -225,9 +225,14 @@ def test_the_wait_for_a_p_after_a_park_the_sampler_held_is_reported_once(bpf_ok,
                 attach = src._attach_goroutine_tier
 
                 def attach_once_woken(att):
-                    fx.let_go()  # wake the reader, parked since before the arming
-                    wait_until(lambda: reader.extend(runnable_goids(fx.pid, src._sampler.parked_gs(fx.pid)))
-                               or reader, 30, what="the parked reader runnable")
+                    if not reader:
+                        # The parks the sampler holds now, the reader's among them: taken before
+                        # the wake-up, since the sampler goes on sampling while the tier attaches
+                        # and lets go of the park the moment it sees it end.
+                        held = src._sampler.parked_gs(fx.pid)
+                        fx.let_go()  # wake the reader, parked since before the arming
+                        wait_until(lambda: reader.extend(runnable_goids(fx.pid, held)) or reader, 30,
+                                   what="the parked reader runnable")
                     attach(att)
 
                 src._attach_goroutine_tier = attach_once_woken
