@@ -139,7 +139,8 @@ ATTACH_TIMEOUT = 60
 
 @pytest.mark.parametrize("version", GO_VERSIONS)
 @pytest.mark.parametrize("mode", ["syscall", "netpoll"])
-def test_the_cheap_tier_arms_on_a_goroutine_waiting_for_a_p(bpf_ok, go_toolchains, version, mode):
+def test_the_cheap_tier_arms_on_a_goroutine_waiting_for_a_p(bpf_ok, go_toolchains, version, mode, caplog):
+    caplog.set_level(logging.INFO, logger="lgf")  # whether arming was asked, if it never came
     exe = build_go(RUNNABLE_SRC, version)
     src = UprobeSource(UprobeOptions(goroutine_tier="on_stall", sample_ignore_reasons=PARK_REASONS),
                        run_context("50ms", exe=[str(exe)]))
@@ -164,7 +165,8 @@ def test_the_cheap_tier_arms_on_a_goroutine_waiting_for_a_p(bpf_ok, go_toolchain
                                     and e.extra.get("stall") == "runnable", timeout=30)
     finally:
         src.stop()
-    assert armed, (first, src.ctx.stats.snapshot())  # by the sampler's run-queue reader, from outside
+    # by the sampler's run-queue reader, from outside
+    assert armed, (first, src.ctx.stats.snapshot(), caplog.messages[-20:])
     assert [e.extra.get("precision") for e in sampled] == ["sampled"], (
         first, [(e.goid, e.extra) for e in events.events], src.ctx.stats.snapshot())
     assert THRESHOLD_NS <= sampled[0].duration_ns <= first["wait_ns"]  # a lower bound
