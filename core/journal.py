@@ -59,7 +59,6 @@ the alert threshold.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import sqlite3
@@ -67,6 +66,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
+from . import sqlitefile
 from .errors import DeliveryError
 from .event import Event, from_msgpack, to_msgpack
 
@@ -109,19 +109,11 @@ class AlertJournal:
         self.stats = stats
         self._errors = 0
         self.path = Path(spool_dir) / FILE_NAME
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lockfile = open(self.path.with_suffix(".lock"), "a+")  # noqa: SIM115 (held for life)
-        try:
-            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lockfile.close()
-            raise DeliveryError(f"alert journal {self.path} is in use by another lgf process "
-                                "(two lgf on one [lgf] spool_dir)", retryable=False) from None
+        self._lockfile, self._db = sqlitefile.open_owned(
+            self.path, f"alert journal {self.path} is in use by another lgf process (two lgf on one [lgf] spool_dir)")
         self._lock = threading.Lock()
         self._pending: list[tuple[str, str, bytes]] = []
         """Stalls added since the last commit: (event_id, group_key, body)."""
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         # Debian's SQLite is built with secure_delete on: every deleted row zeroed, freed pages
         # written again, which made closing groups cost 2-6x the DELETE itself. FAST zeroes what
@@ -179,8 +171,7 @@ class AlertJournal:
     def _write(self, closed: list[tuple[tuple, Event | None]]) -> None:
         """One transaction: the pending stalls, then the closed groups' deletes and alerts.
         Called with ``_lock`` held; raises ``sqlite3.Error`` with nothing written."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with sqlitefile.transaction(self._db):
             if self._pending:
                 self._db.executemany(
                     "INSERT INTO stalls (event_id, group_key, body) VALUES (?,?,?) "
@@ -191,10 +182,6 @@ class AlertJournal:
                                  (json.dumps([_key_text(key) for key, _ in closed]),))
                 self._db.executemany("INSERT OR IGNORE INTO outbox (alert_id, body) VALUES (?,?)",
                                      [(a.id, to_msgpack(a)) for _, a in closed if a is not None])
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
 
     def delivered(self, alert_ids: Iterable[str]) -> None:
         """These alerts are in every sink's queue (or sent): drop them from the outbox."""

@@ -35,7 +35,6 @@ Acknowledgements never fsync: one lost to a power cut only means the item is sen
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 import sqlite3
@@ -43,6 +42,7 @@ import threading
 import time
 from pathlib import Path
 
+from . import sqlitefile
 from .errors import DeliveryError
 
 _SCHEMA = """
@@ -121,17 +121,9 @@ class Spool:
         """``use``: the sink's ``use``; the queue records it, and refuses a sink of another
         ``use`` while it holds items (DeliveryError). None opens any queue (``lgf spool``)."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lockfile = open(self.path.with_suffix(".lock"), "a+")  # noqa: SIM115 (held for life)
-        try:
-            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lockfile.close()
-            raise DeliveryError(f"spool {self.path} is in use by another lgf process",
-                                retryable=False) from None
+        self._lockfile, self._db = sqlitefile.open_owned(
+            self.path, f"spool {self.path} is in use by another lgf process")
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
         self.fsync = fsync
         self._full = True  # SQLite's default; set per transaction by _sync
         self._sync(False)
@@ -233,13 +225,8 @@ class Spool:
         """One write transaction, not fsynced (NORMAL): committed, or rolled back on any error.
         The caller holds ``self._lock``."""
         self._sync(False)
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with sqlitefile.transaction(self._db):
             yield
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
 
     def _sync(self, full: bool) -> None:
         """FULL: the commit fsyncs the WAL (survives a power cut); NORMAL: survives a crash of lgf."""
