@@ -28,7 +28,6 @@ Cost: nothing read beyond the sampler's snapshot; a dict update per runnable gor
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass
 
@@ -103,9 +102,7 @@ def observe(pid: int, proc, rows, began: int, ended: int, threshold_ns: int, arm
     if starved is not None:
         log.info("sampler: pid %d: goroutine %d runnable without a P for over %.0f ms (%d runnable): arming",
                  pid, starved.goid, (starved.last_ns - starved.first_ns) / 1e6, state.length)
-        # On a thread of its own: attaching the tier takes a while, and the sampler times its own
-        # work to set its interval (an arm counted in would stretch it for no reason).
-        threading.Thread(target=arm, args=(pid,), name="lgf-runq-arm", daemon=True).start()
+        arm(pid)  # the sampler's _arm_soon: on a thread of its own, once per pid at a time
     return done
 
 

@@ -278,7 +278,7 @@ class GoroutineSampler:
         t0 = time.thread_time_ns()
         since = self.tier_since(pid)
         closing = since is not None
-        for ev in runq.follow(pid, proc, self.threshold_ns, self.arm) if closing else ():  # lgf.golang.runq
+        for ev in runq.follow(pid, proc, self.threshold_ns, self._arm_soon) if closing else ():  # lgf.golang.runq
             self.emit(ev)
         handoff, start_after = False, proc.last_full_ns
         if closing:
@@ -346,7 +346,7 @@ class GoroutineSampler:
                 runq.adopt(proc, g, park.goid, park.seq, park.last_ns, ended)
         if not closing:
             proc.last_full_ns = began
-            done += runq.observe(pid, proc, rows, began, ended, self.threshold_ns, self.arm)  # waits for a P
+            done += runq.observe(pid, proc, rows, began, ended, self.threshold_ns, self._arm_soon)  # waits for a P
         cost = time.thread_time_ns() - t0
         # Judging is paid once per park that crosses the threshold (and the first one opens the
         # binary's symbols): kept out of the per-sample cost that sets the interval.
