@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from .config import Config
     from .event import Event
+    from .services import Services
     from .stats import Stats
 
 KINDS = ("source", "enricher", "classifier", "sink")
@@ -53,6 +54,15 @@ class RunContext:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("lgf"))
     sources: list = field(default_factory=list)
     """The running sources (for ``histograms()`` / ``runtime_counters(pid)``); empty in replay."""
+    services: Services = field(default_factory=lambda: _services())
+    """What the host shares among its plugins (``lgf.services``): symbol cache, idle rules,
+    arming, trace capture, robot budgets. One per host; never kept at module level."""
+
+
+def _services():
+    from .services import Services  # noqa: PLC0415 - services import the golang readers
+
+    return Services()
 
 
 @runtime_checkable

@@ -27,6 +27,7 @@ from .manager import Manager, make_manager
 from .overrides import apply as apply_overrides
 from .overrides import mark as mark_overrides
 from .pipeline import Pipeline, SinkRoute
+from .services import Services
 from .stats import Stats
 from .ui import StallHistory
 
@@ -74,6 +75,8 @@ class Host:
         self.engine = None
         self.http = None
         self.pipeline: Pipeline | None = None
+        self.services = Services.for_config(config)
+        """What this host shares among its plugins, handed over as ``ctx.services``."""
         self.history = StallHistory()
         """Recent stalls for the latency page (/ui)."""
         self.config_path: str | None = None
@@ -87,7 +90,8 @@ class Host:
 
     def _ctx(self, name: str) -> RunContext:
         return RunContext(config=self.config, stats=self.stats, name=name,
-                          log=logging.getLogger(f"lgf.{name}"), sources=self.sources)
+                          log=logging.getLogger(f"lgf.{name}"), sources=self.sources,
+                          services=self.services)
 
     def build(self, with_sources: bool = True) -> None:
         """Make every configured component. A component that fails to start is an error here."""
@@ -235,6 +239,7 @@ class Host:
         if self.engine is not None:
             self.engine.close()  # the baselines keep the minute in progress
         self.manager.pm.hook.lgf_unconfigure(config=self.config)
+        self.services.close()
         log.info("lgf stopped: %d stall event(s), %d alert(s), %d dropped, %d plugin error(s), "
                  "%d sink failure(s)", *(int(self.stats.total(name)) for name in (
                      "lgf_events_total", "lgf_alerts_total", "lgf_events_dropped_total",

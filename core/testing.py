@@ -43,6 +43,7 @@ from .manager import Manager
 from .manager import make_manager as _make_run_manager
 from .pipeline import SinkRoute
 from .run import Host
+from .services import Services
 from .stats import Stats
 
 __all__ = ["EventCollector", "PipelineRun", "make_context", "make_manager"]
@@ -134,7 +135,7 @@ def make_context(toml_text: str = "", plugins: Iterable[object] = (), name: str 
     (``ConfigErrors`` if it is not valid); ``spool_dir`` defaults to a fresh temporary one."""
     manager = make_manager(plugins)
     config = _validated(manager, toml_text, spool_dir or tempfile.mkdtemp(prefix="lgf-test-"))
-    return RunContext(config=config, stats=manager.stats, name=name)
+    return RunContext(config=config, stats=manager.stats, name=name, services=Services.for_config(config))
 
 
 class PipelineRun:

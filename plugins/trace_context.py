@@ -41,7 +41,6 @@ from dataclasses import dataclass
 
 from lgf import Component, hookimpl
 from lgf.errors import TargetRefused
-from lgf.golang import tracecapture
 from lgf.golang.gomap import UnknownMapLayout
 from lgf.golang.httpheader import read_request_headers
 from lgf.golang.pproflabels import MAX_LABELS, read_labels
@@ -71,11 +70,12 @@ class TraceContextEnricher(RuntimeEnricher):
         super().__init__(options, ctx)
         # The uprobe source reads labels and the header the moment a stall is reported (see
         # lgf.golang.tracecapture: later, a busy program's GC may have reused the memory).
-        tracecapture.enable(self.options.labels, self.options.http_headers, self.options.max_labels)
+        self._capture = ctx.services.trace_capture
+        self._capture.enable(self.options.labels, self.options.http_headers, self.options.max_labels)
 
     @hookimpl
     def lgf_unconfigure(self) -> None:
-        tracecapture.disable()
+        self._capture.disable()
 
     @hookimpl
     def lgf_enrich(self, event) -> None:

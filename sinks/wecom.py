@@ -26,18 +26,14 @@ takes a few tens of milliseconds, once per minute at worst.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import logging
 import os
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from lgf import Component, hookimpl
@@ -102,88 +98,6 @@ class WeComOptions:
             raise ValueError("timeout, per_minute and stack_frames must be positive")
 
 
-class MinuteBudget:
-    """At most ``per_minute`` sends in any ``window`` seconds (a sliding window of send times).
-
-    With ``state_path`` the send times are also kept in a small file, so a restarted lgf (after a
-    crash, or ``kill -9``) does not spend a minute's budget twice. Times are on the sink's clock
-    (CLOCK_MONOTONIC in production: it keeps counting across process restarts; times from before
-    a reboot are in its future and are ignored).
-    """
-
-    def __init__(self, per_minute: int, window: float, state_path: Path | None = None):
-        self.per_minute, self.window = per_minute, window
-        self.state_path = state_path
-        self._sent: deque[float] = deque()
-        self._lock = threading.Lock()
-        self._loaded = state_path is None
-
-    def _expire(self, now: float) -> None:
-        if not self._loaded:  # the first look at the clock decides which saved times still count
-            self._loaded = True
-            try:
-                saved = json.loads(self.state_path.read_text())
-                self._sent.extend(sorted(float(t) for t in saved if now - self.window < float(t) <= now))
-            except (OSError, ValueError, TypeError):
-                pass
-        while self._sent and self._sent[0] <= now - self.window:
-            self._sent.popleft()
-
-    def remaining(self, now: float) -> int:
-        with self._lock:
-            self._expire(now)
-            return max(0, self.per_minute - len(self._sent))
-
-    def free_in(self, now: float) -> float:
-        """Seconds until one more send is allowed (0 if now)."""
-        with self._lock:
-            self._expire(now)
-            if len(self._sent) < self.per_minute:
-                return 0.0
-            return self._sent[-self.per_minute] + self.window - now
-
-    def record(self, now: float) -> None:
-        with self._lock:
-            self._expire(now)
-            self._sent.append(now)
-            self._save()
-
-    def exhaust(self, now: float) -> None:
-        """WeCom said 45009: treat the whole budget as spent from now."""
-        with self._lock:
-            self._expire(now)
-            self._sent.extend([now] * max(0, self.per_minute - len(self._sent)))
-            self._save()
-
-    def _save(self) -> None:
-        if self.state_path is None:
-            return
-        try:  # a few hundred bytes, at most 20 times a minute
-            tmp = self.state_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(list(self._sent)[-self.per_minute:]))
-            tmp.replace(self.state_path)
-        except OSError as exc:
-            log.warning("cannot save the WeCom send times to %s: %s", self.state_path, exc)
-
-
-_BUDGETS: dict[str, MinuteBudget] = {}
-_BUDGETS_LOCK = threading.Lock()
-
-
-def budget_for(url: str, key: str, per_minute: int, window: float,
-               state_dir: str | os.PathLike | None = None) -> MinuteBudget:
-    """One budget per robot key in this process (two sinks on one key share its 20 a minute)."""
-    digest = hashlib.sha256(f"{url}\0{key}".encode()).hexdigest()
-    with _BUDGETS_LOCK:
-        if digest not in _BUDGETS:
-            state = None
-            if state_dir is not None:
-                Path(state_dir).mkdir(parents=True, exist_ok=True)
-                state = Path(state_dir) / f"wecom-{digest[:16]}.sent"  # a digest: the key stays secret
-            _BUDGETS[digest] = MinuteBudget(per_minute, window, state)
-        return _BUDGETS[digest]
-
-
 def redact(url: str) -> str:
     """The URL as it may be shown: any query replaced by ``key=***``."""
     p = urllib.parse.urlsplit(url)
@@ -229,8 +143,8 @@ class WeComSink:
         self.limit = LIMITS[options.msgtype]
         if state_dir is None and getattr(ctx, "config", None) is not None:
             state_dir = ctx.config.host.spool_dir
-        self.budget = budget_for(options.url, key, options.per_minute,
-                                 60.0 + options.window_margin / 1e9, state_dir)
+        self.budget = ctx.services.robot_budgets.budget_for(options.url, key, options.per_minute,
+                                                            60.0 + options.window_margin / 1e9, state_dir)
         self._opener = urllib.request.build_opener()
         if options.msgtype != "text" and (options.mentioned_mobile_list or any(
                 "@all" in v for v in options.mentioned_list.values())):

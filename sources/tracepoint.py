@@ -36,11 +36,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lgf import Component, Event, arming, hookimpl
+from lgf import Component, Event, hookimpl
 from lgf.bpf import constants as bpf_constants
 from lgf.bpf import loader
 from lgf.histories import RetiredHistograms
-from lgf.idle import rules_of
 
 C_FILE = Path(__file__).with_name("tracepoint.c")
 STALL_SYSCALL = bpf_constants.STALL_KINDS["syscall"]
@@ -195,9 +194,9 @@ class TracepointSource:
             if bias:
                 extra["load_bias"] = bias
         ev.finish()
-        if target is None or arming.is_stall(target.path or target.exe, ev.pcs, "",
-                                             extra.get("load_bias", 0), rules_of(self.ctx.config)):
-            arming.notify_stall(pid)  # only a stall arms (lgf.idle); an idle wait never does
+        services = self.ctx.services
+        if target is None or services.is_stall(target.path or target.exe, ev.pcs, "", extra.get("load_bias", 0)):
+            services.arming.notify_stall(pid)  # only a stall arms (lgf.idle); an idle wait never does
         if self._emit is not None:
             self._emit(ev)
 

@@ -124,12 +124,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from lgf import Component, Event, arming, hookimpl, idle
+from lgf import Component, Event, hookimpl, idle
 from lgf.bpf import constants as bpf_constants
 from lgf.bpf import loader, sites
 from lgf.causes import GC_ASSIST_REASON, INTERNAL_WAIT_REASONS, IO_WAIT_REASON
 from lgf.errors import TargetRefused
-from lgf.golang import runnable, tracecapture
+from lgf.golang import runnable
 from lgf.golang.gobinary import runtime_function_entries
 from lgf.histories import RetiredHistograms
 from lgf.idle import LOOP_HEAD_REASONS, NO_CASES_REASON, options_of
@@ -343,13 +343,13 @@ class UprobeSource:
                                        interval=self.options.rescan_interval / 1e9, logger=self.log)
         self._watcher.poll()  # the processes already running are attached before start returns
         self._watcher.start()
-        arming.register(self.arm)
+        self.ctx.services.arming.register(self.arm)
         self._housekeeper = threading.Thread(target=self._housekeep, name="lgf-uprobe-house",
                                              daemon=True)
         self._housekeeper.start()
 
     def stop(self) -> None:
-        arming.unregister(self.arm)
+        self.ctx.services.arming.unregister(self.arm)
         self._stop.set()
         if self._watcher is not None:
             self._watcher.stop()
@@ -654,9 +654,9 @@ class UprobeSource:
                 and not self._sampler.claim(pid, ev.goid, ev.start_ns, ev.end_ns)):
             return  # the sampler reported this park (it began before the tier could note it)
         if ev.extra["stall"] == "stw":
-            arming.notify_stall(pid)
-        elif tracecapture.enabled():  # labels and traceparent while the objects surely live
-            tracecapture.capture(ev, None, self.ctx.stats)
+            self.ctx.services.arming.notify_stall(pid)
+        elif self.ctx.services.trace_capture.enabled:  # labels and traceparent while the objects surely live
+            self.ctx.services.trace_capture.capture(ev, None, self.ctx.stats)
         if self._emit is not None:
             self._emit(ev)
 

@@ -187,6 +187,11 @@ class Readers:
             if isinstance(r, RuntimeReader):
                 r.close()
 
+    def close(self) -> None:
+        """Drop every reader."""
+        for pid in {k[0] for k in list(self._readers)}:
+            self.forget(pid)
+
 
 class Samples:
     """Per-process history of cumulative counters, to tell what changed *during* a stall.

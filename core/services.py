@@ -1,0 +1,120 @@
+"""What one host shares among its plugins: made by the host, handed over in the run context.
+
+A plugin never keeps live objects at module level: two hosts in one process (tests, ``lgf
+replay`` beside ``lgf run``) must not see each other's symbol cache, arming, trace capture or
+robot budgets. :class:`Services` is made once per :class:`lgf.run.Host` and reaches every
+component as ``ctx.services`` (``lgf.RunContext``), the way pytest hands a run's state over in
+``config.stash``.
+
+- ``symbolizers``: one cache of open binaries for every tier and enricher of this host.
+- ``idle_rules``: the ``[idle]`` rules every tier judges waits with (:mod:`lgf.idle`).
+- ``arming``: cheap tiers that saw a stall ask for the goroutine tier through it.
+- ``trace_capture``: reads labels and ``traceparent`` the moment a stall is reported, when the
+  ``trace_context`` enricher switched it on.
+- ``robot_budgets``: one send budget per WeCom robot key, shared by the sinks using that key.
+
+:meth:`Services.functions` and :meth:`Services.judge` are the one place where a stack of PCs is
+symbolized and then judged stall or idle.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+
+from .golang.symbols import Symbolizers
+from .golang.tracecapture import TraceCapture
+from .idle import IdleRules, Verdict, rules_of
+
+log = logging.getLogger("lgf")
+
+SYMBOLIZER_MAX_OPEN = 64
+"""Binaries kept open at once by a host's shared symbol cache (least recently used closed)."""
+
+
+class Arming:
+    """Cheap tiers that saw a stall in a process ask for the costly goroutine tier there.
+
+    The uprobe source owns the goroutine tier (``goroutine_tier = "on_stall"``) and registers its
+    ``arm(pid)``; a cheap tier (the tracepoint source's blocking syscalls, the goroutine sampler)
+    calls :meth:`notify_stall`. Only stalls arm: a cheap tier with a goroutine's stack asks
+    :meth:`Services.is_stall` first, so an idle wait never makes a process pay for the tier.
+    Cost: one lock and a loop over the (one or two) registered sources per reported stall.
+    """
+
+    def __init__(self) -> None:
+        self._armers: list[Callable[[int], None]] = []
+        self._lock = threading.Lock()
+
+    def register(self, arm: Callable[[int], None]) -> None:
+        """Let ``arm(pid)`` be called whenever a cheap tier sees a stall in ``pid``."""
+        with self._lock:
+            self._armers.append(arm)
+
+    def unregister(self, arm: Callable[[int], None]) -> None:
+        """Undo :meth:`register`; a callable never registered is ignored."""
+        with self._lock:
+            if arm in self._armers:
+                self._armers.remove(arm)
+
+    def notify_stall(self, pid: int) -> None:
+        """A cheap tier saw a stall in ``pid``: ask every registered source to arm it."""
+        with self._lock:
+            armers = list(self._armers)
+        for arm in armers:
+            arm(pid)
+
+
+class Services:
+    """The shared services of one host (see the module docstring)."""
+
+    def __init__(self, idle_rules: IdleRules | None = None) -> None:
+        self.symbolizers = Symbolizers(max_open=SYMBOLIZER_MAX_OPEN)
+        self.idle_rules = idle_rules or IdleRules()
+        self.arming = Arming()
+        self.trace_capture = TraceCapture()
+        from .robotbudgets import RobotBudgets  # noqa: PLC0415 - kept beside the budget it holds
+
+        self.robot_budgets = RobotBudgets()
+
+    @classmethod
+    def for_config(cls, config) -> Services:
+        """The services of a host running ``config`` (its ``[idle]`` rules)."""
+        return cls(rules_of(config))
+
+    def functions(self, path: str, pcs: Sequence[int], bias: int = 0) -> list[str] | None:
+        """Function names of ``pcs`` (innermost first, inlined frames expanded) in the binary at
+        ``path``, ``bias`` its PIE load bias; None when the binary cannot be read."""
+        try:
+            sym = self.symbolizers.get(path)
+            return [f.func for pc in pcs for f in sym.frames(int(pc) - bias)]
+        except Exception:  # noqa: BLE001 - an unreadable or vanished binary: no names
+            return None
+
+    def judge(self, path: str, pcs: Sequence[int], wait_reason: str = "", bias: int = 0) -> Verdict | None:
+        """:class:`lgf.idle.IdleRules`'s verdict on a wait whose stack is ``pcs``; None when the
+        stack cannot be symbolized (the caller decides: lgf would rather report than go blind)."""
+        names = self.functions(path, pcs, bias)
+        if names is None:
+            return None
+        return self.idle_rules.judge(names, wait_reason)
+
+    def is_stall(self, path: str, pcs: Sequence[int], wait_reason: str = "", bias: int = 0) -> bool:
+        """False only when the wait is idle. An empty or unreadable stack is a stall: lgf would
+        rather arm once too often than go blind."""
+        if not pcs:
+            return True
+        verdict = self.judge(path, pcs, wait_reason, bias)
+        return verdict is None or not verdict.idle
+
+    def close(self) -> None:
+        """Unmap every binary and drop every process reader (the host is stopping)."""
+        self.symbolizers.close()
+        self.trace_capture.close()
+
+
+def binary_path(exe: str, pid: int) -> str:
+    """The file to read a process's binary from: ``exe`` while it exists, else ``/proc/PID/exe``."""
+    return exe if exe and os.path.exists(exe) else f"/proc/{pid}/exe"
