@@ -37,9 +37,10 @@ lint: setup
 	.venv/bin/ruff check .
 	$(PY) tests/support/layering.py
 
-# README's option tables come from the options dataclasses' field docstrings (lgf.optdoc).
+# The option tables of docs/configuration.md come from the options dataclasses' field docstrings
+# (lgf.optdoc); tests/test_docs.py fails when they are stale.
 docs: setup
-	$(PY) -m lgf.cli.docs README.md
+	$(PY) -m lgf.cli.docs docs/configuration.md
 
 bench: setup toolchains
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || echo "!! $$b failed"; done
