@@ -1,6 +1,6 @@
 """The plugin contract: lgf's public names, the protocols, classifier order, per-event hooks
-through pluggy (traced, wrappers work, one raising implementation isolated), and README's plugin
-example run through ``lgf.testing``."""
+through pluggy (traced, wrappers work, one raising implementation isolated), and the plugin
+example of docs/plugins.md run through ``lgf.testing``."""
 
 from __future__ import annotations
 
@@ -135,17 +135,17 @@ def test_lgf_trace_plugins_traces_the_per_event_hooks(monkeypatch, caplog):
     assert any("lgf_classify" in line for line in traced), traced
 
 
-# --- README's plugin example is tests/thirdparty/mypkg, run here --------------------------------
+# --- docs/plugins.md's plugin example is tests/thirdparty/mypkg, run here -----------------------
 
 
-def readme_python_block(heading: str = "## Writing a plugin") -> str:
-    text = (ROOT / "README.md").read_text()
+def docs_python_block(heading: str = "## A plugin in one file", page: str = "docs/plugins.md") -> str:
+    text = (ROOT / page).read_text()
     section = text[text.index(heading):]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
-def test_readme_plugin_example_is_the_tested_file():
-    assert readme_python_block() == (THIRDPARTY / "mypkg" / "__init__.py").read_text()
+def test_docs_plugin_example_is_the_tested_file():
+    assert docs_python_block() == (THIRDPARTY / "mypkg" / "__init__.py").read_text()
 
 
 class _Receiver(BaseHTTPRequestHandler):
@@ -158,7 +158,7 @@ class _Receiver(BaseHTTPRequestHandler):
         pass
 
 
-def test_readme_plugin_example_classifies_and_delivers_alerts(monkeypatch):
+def test_docs_plugin_example_classifies_and_delivers_alerts(monkeypatch):
     monkeypatch.syspath_prepend(str(THIRDPARTY))
     import mypkg
 
