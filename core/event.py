@@ -1,6 +1,6 @@
 """The event: one stall (``kind = "stall"``) or one aggregated alert (``kind = "alert"``).
 
-This is the contract of DESIGN.md: the JSON form written by the file sink and the msgpack form
+This is the event contract (docs/stalls.md, "The event"): the JSON form written by the file sink and the msgpack form
 carry exactly the same keys. Keys outside the contract live in ``extra`` in Python and are written
 beside the contract keys, so a third-party plugin can add fields without a schema change.
 
@@ -33,7 +33,7 @@ CAUSES = (
     "sched_latency",
     "unknown",
 )
-"""The cause vocabulary of DESIGN.md. A third-party classifier may add its own."""
+"""The cause vocabulary (docs/stalls.md, "Causes"). A third-party classifier may add its own."""
 
 SEVERITIES = ("info", "warning", "critical")
 """Alert severities, lowest first (a sink's ``min_severity`` compares by this order)."""
@@ -126,7 +126,7 @@ class Event:
 _FIELD_NAMES = frozenset(f.name for f in fields(Event))
 _WRITTEN_FIELDS = tuple(f.name for f in fields(Event) if f.name != "extra")  # hot path: no fields() per call
 CONTRACT_KEYS = tuple(f.name for f in fields(Event) if f.name not in ("source", "pcs", "extra"))
-"""The keys every event carries in JSON and msgpack (DESIGN.md, "The event")."""
+"""The keys every event carries in JSON and msgpack (docs/stalls.md, "The event")."""
 
 
 # --- codecs -------------------------------------------------------------------------------------

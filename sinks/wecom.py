@@ -1,6 +1,6 @@
 """The ``wecom`` sink: alerts to a WeCom (企业微信) group robot, within every documented limit.
 
-What it guarantees, with ``lgf.delivery`` around it (WECOM.md is the API it speaks):
+What it guarantees, with ``lgf.delivery`` around it (docs/wecom.md, "The robot API lgf speaks"):
 
 * at most ``per_minute`` (20) messages in any minute per robot key, counted in a sliding window
   (plus a safety margin) shared by every sink of this process using the same key, and kept in
@@ -287,7 +287,7 @@ class WeComSink:
             exc.errcode = errcode
             log.error("sink %r: %s; the alerts are kept on disk", self.name, exc)
             raise exc
-        # -1 (busy) and any errcode WECOM.md does not list: retry with backoff, never drop.
+        # -1 (busy) and any errcode docs/wecom.md does not list: retry with backoff, never drop.
         raise DeliveryError(f"WeCom errcode {errcode} from {self.shown_url}: {errmsg}", retryable=True)
 
     def _scrub(self, text: str) -> str:

@@ -1,7 +1,7 @@
 """Turn lgf alerts into WeCom robot message contents that fit WeCom's byte limits.
 
 WeCom counts UTF-8 *bytes*, not characters: ``text`` content at most 2048, ``markdown`` and
-``markdown_v2`` at most 4096 (WECOM.md). Every function here returns contents within the limit it
+``markdown_v2`` at most 4096 (docs/wecom.md). Every function here returns contents within the limit it
 is given, cut only on character boundaries (a Chinese character is 3 bytes and is never split),
 preferring line boundaries.
 

@@ -1,4 +1,4 @@
-"""The event contract: msgpack and JSON carry every key of DESIGN.md, both ways."""
+"""The event contract: msgpack and JSON carry every key of docs/stalls.md's "The event", both ways."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from lgf.event import (
 REQUIRED = ("kind id pid tid comm exe goid go_version build_id start_ns end_ns duration_ns ts cause "
             "wait_reason syscall stack stack_summary gc_phase poller sched tags topology env severity "
             "trace_id span_id labels scope http_method http_path").split()
-"""DESIGN.md's keys, plus issue 9's request scope and issue 11's trace context (README, "The event")."""
+"""The contract's keys, with issue 9's request scope and issue 11's trace context (docs/stalls.md, "The event")."""
 
 
 def sample() -> Event:

@@ -3,7 +3,7 @@
 Both loaders (``uprobe.py``, ``tracepoint.py``) keep their C beside them and compile it with BCC,
 passing every number the program needs as a ``-D`` constant: the threshold, Go struct offsets from
 the target binary, and kernel struct offsets from the running kernel's BTF. Never from kernel
-headers: on this kind of host the headers are a different kernel's (DESIGN.md measured
+headers: on this kind of host the headers are a different kernel's (docs/sources.md: measured
 ``task_struct.thread.fsbase`` at 5416 in the 6.1 headers, 3128 in the running 6.18 kernel).
 
 ``LGF_PRINT_BPF=1`` makes :func:`load` print the final C (the ``-D`` constants as ``#define`` lines

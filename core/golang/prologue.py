@@ -1,6 +1,6 @@
 """Decode Go function machine code (amd64) to find where probes can sit cheaply and safely.
 
-Why the offset matters (figures: DESIGN.md and README "Sources and their cost"): a uprobe on a
+Why the offset matters (figures: docs/sources.md, "Sources and their cost"): a uprobe on a
 Go function's first instruction lands on the stack-bound check ``cmp 0x10(%r14),%rsp``, which the
 kernel must single-step out of line, several times dearer than the ``push %rbp`` a few bytes
 later, which the kernel emulates. The prologue is therefore DECODED with capstone, never assumed to be a fixed

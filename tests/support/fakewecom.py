@@ -1,4 +1,4 @@
-"""A fake WeCom group-robot endpoint on 127.0.0.1 that answers as WECOM.md documents.
+"""A fake WeCom group-robot endpoint on 127.0.0.1 that answers as docs/wecom.md documents the API.
 
 Real HTTP (``http.server``), so the sink's own client is what gets tested. Answers, in the order
 they are checked:
