@@ -20,7 +20,7 @@ def pytest_collection_modifyitems(config, items):
 
     Why: these tests drive real probes against real Go programs on a shared 2-core host, where a
     neighbour can hold a process off its CPUs for longer than any stall a test induces; the
-    assertions are causal (no wall-clock tolerance, see README "Two commands"), yet a starved
+    assertions are causal (no wall-clock tolerance, see docs/testing.md), yet a starved
     sampler or attach can still miss its moment. A second run tells such a moment from a
     regression, which fails both. Every second run is listed as RERUN in the summary: a flake to
     look into, not a pass to forget."""

@@ -79,7 +79,7 @@ def test_latency_page_in_a_browser(tmp_path, bpf_ok, demo_program):
 [lgf]
 threshold = "50ms"
 report_interval = "2s"
-env = "test"  # changes from loopback without a token (README "Roles"); alerts from 100 ms
+env = "test"  # changes from loopback without a token (docs/operations.md "Roles"); alerts from 100 ms
 spool_dir = "{tmp_path / 'spool'}"
 
 [targets]
