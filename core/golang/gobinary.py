@@ -78,8 +78,21 @@ class GoBinary:
     """Facts about one Go executable; build with :func:`open_binary`."""
 
     def __init__(self, path: str | Path | bytes, label: str | None = None):
+        self._memo: dict[str, object] = {}
+        self._memo_lock = threading.Lock()
         with _as_refusal():
             self._open(path, label)
+
+    def memo(self, key: str, compute):
+        """``compute()``, worked out once per binary and kept with it: a fact other modules derive
+        from the binary (``lgf.golang.httpreq``'s field offsets) lives as long as the binary does,
+        not in a module's dict. ``compute`` may raise; nothing is kept then."""
+        with self._memo_lock:
+            if key in self._memo:
+                return self._memo[key]
+        value = compute()
+        with self._memo_lock:
+            return self._memo.setdefault(key, value)
 
     def _open(self, path: str | Path | bytes, label: str | None) -> None:
         self.elf = ElfImage(path, label)

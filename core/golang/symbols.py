@@ -124,6 +124,16 @@ class Symbolizers:
                 old.close()
             return sym
 
+    def grow(self, max_open: int) -> None:
+        """Keep at least ``max_open`` binaries open from now on (never fewer than before: a cache
+        shared by a host's tiers and enrichers is sized by its most demanding user)."""
+        with self._lock:
+            self._max_open = max(self._max_open, max_open)
+
+    @property
+    def max_open(self) -> int:
+        return self._max_open
+
     def __len__(self) -> int:
         return len(self._open)
 
