@@ -28,7 +28,8 @@ when ``send`` fails, and a batching sink settles each event on the :class:`Recei
 
 import pluggy
 
-from .components import Classifier, Component, Enricher, RunContext, Sink, Source
+from .components import Classifier, Component, Enricher, Sink, Source
+from .context import RunContext
 from .delivery import Receipt
 from .errors import DeliveryError
 from .event import CAUSES, Event

@@ -9,13 +9,12 @@ import subprocess
 import pytest
 
 from lgf import config as cfg
-from lgf.alerts import AlertEngine
 from lgf.event import Event
 from lgf.golang.gobinary import open_binary
-from lgf.idle import DEFAULT_IDLE_SITES, REQUEST_MARKERS, IdleOptions, IdleRules
+from lgf.idle import DEFAULT_IDLE_SITES, REQUEST_MARKERS, IdleRules
 from lgf.manager import make_manager
-from lgf.pipeline import Pipeline, SinkRoute
-from lgf.plugins import scope
+from lgf.pipeline import SinkRoute
+from lgf.run import Host
 from lgf.stats import Stats
 from support.cli import lgf, write
 from support.gobuild import GO_VERSIONS, GOAPPS, build_go, go_binary
@@ -115,17 +114,21 @@ class ListSink:
 
 @pytest.fixture
 def pipeline(tmp_path):
-    """A pipeline with the built-ins (scope step included) and an alert engine."""
+    """A host's pipeline with the built-ins (its own scope step included) and its alert engine."""
+    hosts = []
+
     def make(idle_toml: dict | None = None):
         raw = {"lgf": {"spool_dir": str(tmp_path), "threshold": "50ms"}, "idle": idle_toml or {}}
-        config = cfg.validate(raw, {})
         m = make_manager(entry_points=False)
-        m.pm.hook.lgf_configure.call_historic(kwargs={"config": config})
-        stats, sink = Stats(), ListSink()
-        engine = AlertEngine(config, stats)
-        return Pipeline(m.pm.hook, stats, [SinkRoute("mem", sink, receive="both")], engine), stats, sink, engine
+        host = Host(m, cfg.validate(raw, m.components()), stats=Stats())
+        host.build(with_sources=False)
+        hosts.append(host)
+        sink = ListSink()
+        host.routes.append(SinkRoute("mem", sink, receive="both"))
+        return host.pipeline, host.stats, sink, host.engine
     yield make
-    scope._state["options"] = IdleOptions()
+    for host in hosts:
+        host.services.close()
 
 
 def park(stack, reason, goid=7, dur_ms=120, at_ms=0, **kw) -> Event:
