@@ -281,7 +281,7 @@ def _functions(binary) -> Iterable[tuple[str, int, int]]:
     funcs = [(n, s.value, s.value + s.size) for n, s in syms.items() if s.kind == "func" and s.size]
     if funcs:
         return funcs
-    return [(n, lo, hi) for n, (lo, hi) in binary._pcln_spans.items()]
+    return [(n, lo, hi) for n, (lo, hi) in binary.pcln_spans.items()]
 
 
 _PATTERN_START = re.compile(r"^[A-Za-z0-9_\-./~]+\.")

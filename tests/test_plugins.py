@@ -197,3 +197,21 @@ def test_the_builtins_and_the_example_plugin_pass_the_contract():
     for (kind, use), comp in m.components().items():
         if isinstance(comp.factory, type):
             assert missing(kind, comp.factory) == [], (kind, use)
+
+
+def test_the_always_on_scope_step_is_listed_and_takes_no_table():
+    """scope is a built-in like the others (listed by `lgf plugins`), made by every host itself."""
+    import pytest
+
+    from lgf.errors import ConfigErrors
+    from lgf.testing import PipelineRun
+
+    rows = {r["name"]: r for r in json.loads(lgf("plugins", "--json").stdout)["plugins"]}
+    assert rows["lgf.plugins.scope"]["origin"] == "built-in"
+    assert rows["lgf.plugins.scope"]["components"] == ["enricher:scope"]
+    with pytest.raises(ConfigErrors) as caught:
+        PipelineRun('[[enrichers]]\nuse = "scope"\n')
+    assert [str(e) for e in caught.value.errors] == [
+        "enrichers[0].use: enricher 'scope' is always on, one per host: it takes no table (remove this table)"]
+    with PipelineRun() as run:
+        assert run.manager.infos["scope"].origin == "built-in (per host)"

@@ -155,7 +155,7 @@ class GoBinary:
         if sym is not None:
             return sym.value
         if self.stripped:
-            span = self._pcln_spans.get(name.removesuffix(".abi0"))
+            span = self.pcln_spans.get(name.removesuffix(".abi0"))
             return span[0] if span else None
         return None
 
@@ -164,7 +164,7 @@ class GoBinary:
         if sym is not None and sym.size:
             return sym.size
         if self.stripped:
-            span = self._pcln_spans.get(name.removesuffix(".abi0"))
+            span = self.pcln_spans.get(name.removesuffix(".abi0"))
             return span[1] - span[0] if span else None
         return None
 
@@ -177,7 +177,7 @@ class GoBinary:
         return None
 
     @cached_property
-    def _pcln_spans(self) -> dict[str, tuple[int, int]]:
+    def pcln_spans(self) -> dict[str, tuple[int, int]]:
         """``{name: (entry, end)}`` from the pclntab (end = next function's entry, padding included)."""
         if self._pcln is None:
             return {}
@@ -456,6 +456,6 @@ def runtime_function_entries(binary) -> list[int]:
     if syms:
         names = {n: s.value for n, s in syms.items() if s.kind == "func"}
     else:  # stripped: the pclntab has every function
-        names = {n: span[0] for n, span in binary._pcln_spans.items()}
+        names = {n: span[0] for n, span in binary.pcln_spans.items()}
     return [addr for n, addr in names.items()
             if n.startswith("runtime.") and n not in ("runtime.main", "runtime.handleAsyncEvent")]

@@ -39,6 +39,14 @@ class Symbolizer:
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
+    @classmethod
+    def of_image(cls, label: str, data: bytes, cache_size: int = PC_CACHE_SIZE) -> Symbolizer:
+        """A symbolizer of a binary's bytes (shipped from elsewhere: its path is not readable
+        here); ``label`` names it in errors. Raises PclntabError when the table is unreadable."""
+        sym = cls(label, cache_size)
+        sym._tab = Pclntab.from_elf(bytes(data))
+        return sym
+
     @property
     def table(self) -> Pclntab:
         """The binary's pclntab, opened now if it was not yet (raises PclntabError)."""
