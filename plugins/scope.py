@@ -59,7 +59,13 @@ class ScopeEnricher:
         """The verdict on one event (see the module docstring)."""
         if not event.goid or not (event.pcs or event.stack):
             return Verdict("stall", "", "")
-        verdict = self.services.idle_rules.judge(self.functions_of(event), event.wait_reason)
+        if event.stack:  # symbolized by an enricher already
+            verdict = self.services.idle_rules.judge(self.functions_of(event), event.wait_reason)
+        else:
+            bias = int(event.extra.get("load_bias", 0) or 0)
+            verdict = self.services.judge(binary_path(event.exe, event.pid), event.pcs, event.wait_reason, bias)
+            if verdict is None:  # the binary cannot be read: judged as a cut stack, a stall
+                verdict = Verdict("stall", "", "", cut=True)
         if verdict.idle and event.extra.get("stall", "park") != "park":
             return Verdict("stall", verdict.scope, "", verdict.cut)
         return verdict

@@ -189,6 +189,33 @@ def test_other_stalls_keep_their_own_groups(pipeline):
     assert sorted(a.scope for a in engine.due(2**63 - 1)) == ["", "request"]
 
 
+def test_the_scope_step_judges_pcs_through_the_hosts_services(pipeline, tmp_path):
+    """An event with PCs and no stack is symbolized and judged in one place (Services.judge); a
+    binary that cannot be read is a cut stack: a stall, never guessed idle."""
+    pipe, stats, sink, _engine = pipeline()
+    event = Event(pid=0, exe=str(tmp_path / "gone"), goid=9, wait_reason="IO wait", pcs=[0x401000],
+                  start_ns=0, end_ns=120 * MS, duration_ns=120 * MS, source="uprobe", extra={"stall": "park"})
+    pipe.process(event)
+    assert event.extra["verdict"] == "stall" and event.extra["stack_cut"] is True
+    assert sink.got == [event] and stats.total("lgf_idle_waits_total") == 0
+
+
+@pytest.mark.parametrize("version", GO_VERSIONS)
+def test_the_scope_step_judges_a_real_binarys_pcs_like_its_names(version, go_toolchains, tmp_path):
+    from lgf.context import RunContext
+    from lgf.plugins.scope import ScopeEnricher
+    from lgf.services import Services
+    exe = build_go(IDLESERVER_SRC, version)
+    addr = {n: lo for n, (lo, _hi) in open_binary(exe).pcln_spans.items()}
+    names = ["net.(*TCPListener).Accept", "net/http.(*Server).Serve", "runtime.goexit"]
+    pcs = [addr[n] + 1 for n in names]  # return addresses: inside the function, looked up at pc-1
+    step = ScopeEnricher(None, RunContext(config=None, stats=Stats(), services=Services()))
+    event = Event(pid=0, exe=str(exe), goid=3, wait_reason="IO wait", pcs=pcs, extra={"stall": "park"})
+    step.lgf_enrich(event)
+    assert step.functions_of(event)[:3] == names
+    assert event.extra["verdict"] == "idle" and event.extra["decided_by"] == "net.(*TCPListener).Accept"
+
+
 @pytest.mark.parametrize("version", GO_VERSIONS)
 def test_pc_ranges_are_the_functions_go_tool_nm_lists(version, go_toolchains):
     exe = build_go(IDLESERVER_SRC, version)
