@@ -105,6 +105,15 @@ class Host:
         queue_problems = sinkqueues.check(self.config)  # a queue of another sink: refuse, before anything runs
         if queue_problems:
             raise ConfigErrors(queue_problems)
+        try:
+            self._build(with_sources)
+        except ConfigErrors:  # refused at start: nothing made so far keeps running
+            for route in self.routes:
+                _close_route(route)
+            self.routes.clear()
+            raise
+
+    def _build(self, with_sources: bool) -> None:
         for cc in self.config.of_kind("sink"):
             sink = self._make(cc)
             self.routes.append(SinkRoute(cc.name, sink, cc.receive, cc.min_severity,

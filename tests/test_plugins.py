@@ -178,7 +178,9 @@ def test_components_missing_a_required_member_are_refused_by_lgf_check(tmp_path,
 
 def test_a_factory_making_an_incomplete_component_is_refused_at_start(tmp_path, monkeypatch):
     """A factory function says nothing before it is called: the host refuses what it made, by the
-    table's name, before any event (and closes nothing it did not open)."""
+    table's name, before any event, and stops the queues of the sinks it had already made."""
+    import threading
+
     import pytest
 
     from lgf.errors import ConfigErrors
@@ -186,9 +188,11 @@ def test_a_factory_making_an_incomplete_component_is_refused_at_start(tmp_path, 
 
     plugin = _broken(tmp_path, monkeypatch)
     with pytest.raises(ConfigErrors) as caught:
-        PipelineRun('[[sinks]]\nuse = "made_by_function"\nname = "pager"\n', plugins=[plugin])
+        PipelineRun('[[sinks]]\nuse = "good"\nname = "ok"\n[[sinks]]\nuse = "made_by_function"\nname = "pager"\n',
+                    plugins=[plugin])
     (error,) = caught.value.errors
-    assert str(error) == "sinks[0].use: sink 'made_by_function' (pager) lacks send() (see lgf.components)"
+    assert str(error) == "sinks[1].use: sink 'made_by_function' (pager) lacks send() (see lgf.components)"
+    assert not [t for t in threading.enumerate() if t.name == "lgf-delivery-ok"], "the good sink's queue was stopped"
 
 
 def test_the_builtins_and_the_example_plugin_pass_the_contract():
