@@ -166,17 +166,19 @@ class Manager:
         return registry
 
 
-    def always(self) -> list[Component]:
-        """The components every host makes with no table (``Component.always``), in registration
-        order. Asks the plugin modules alone (component instances declare no components), so a
-        failure already reported by :meth:`components` is not reported twice."""
-        out = []
+    def always(self) -> list[tuple[str, Component]]:
+        """``(plugin name, component)`` of every component a host makes with no table
+        (``Component.always``), in registration order. Asks the plugin modules alone (component
+        instances declare no components), so a failure already reported by :meth:`components`
+        is not reported twice."""
+        out: list[tuple[str, Component]] = []
         for impl in reversed(self.pm.hook.lgf_components.get_hookimpls()):
             try:
                 declared = impl.function() or []
             except Exception:  # noqa: BLE001 - reported by components(), which validation ran first
                 continue
-            out += [c for c in declared if c.always and c.kind in KINDS and c not in out]
+            out += [(impl.plugin_name, c) for c in declared
+                    if c.always and c.kind in KINDS and all(c.use != o.use or c.kind != o.kind for _, o in out)]
         return out
 
 

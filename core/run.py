@@ -99,6 +99,13 @@ class Host:
                                             + ", ".join(lacking), "see lgf.components")])
         return obj
 
+    def _register(self, cc: cfg.ComponentConfig, obj) -> None:
+        """Register an enricher or classifier instance under its table's name; a name a plugin
+        already has is refused (pluggy would keep the first and drop this one without a word)."""
+        if not self.manager.register(obj, cc.name, "config"):
+            raise ConfigErrors([ConfigError(f"{cc.path}.name", f"{cc.name!r} is already the name of a "
+                                            "registered plugin", "give the table another name")])
+
     def build(self, with_sources: bool = True) -> None:
         """Make every configured component. A component that fails to start, or lacks a member
         its kind requires, is an error here."""
@@ -119,13 +126,15 @@ class Host:
             self.routes.append(SinkRoute(cc.name, sink, cc.receive, cc.min_severity,
                                          delivery=self._delivery_for(cc, sink)))
         # Always-on components (the scope step): one per host, registered first so they are called
-        # after the configured ones (pluggy is LIFO), as the built-in modules were.
-        for comp in self.manager.always():
-            self.manager.register(comp.factory(None, self._ctx(comp.use)), comp.use, "built-in (per host)")
+        # after the configured ones (pluggy is LIFO), as the built-in modules were. Named after the
+        # plugin that provides them ("lgf.plugins.scope:scope"), a name no table takes by chance.
+        for plugin, comp in self.manager.always():
+            self.manager.register(comp.factory(None, self._ctx(comp.use)), f"{plugin}:{comp.use}",
+                                  "built-in (per host)")
         for kind in ("enricher", "classifier"):
             # Registered in reverse so the first table in the file is called first (pluggy is LIFO).
             for cc in reversed(self.config.of_kind(kind)):
-                self.manager.register(self._make(cc), cc.name, "config")
+                self._register(cc, self._make(cc))
         self.engine = AlertEngine(self.config, self.stats)
         self.pipeline = Pipeline(self.manager.pm.hook, self.stats, self.routes, self.engine,
                                  report_idle=options_of(self.config).report_idle)
@@ -327,7 +336,7 @@ class Host:
                 else:
                     obj = self._make(cc)
                     outcome.swapped.append(f"{kind} {name}")
-                self.manager.register(obj, cc.name, "config")
+                self._register(cc, obj)
             outcome.swapped += [f"{kind} {n} (removed)" for n in before if n not in after]
 
     def _reload_sources(self, old: cfg.Config, new: cfg.Config, outcome: ReloadOutcome) -> None:

@@ -218,4 +218,10 @@ def test_the_always_on_scope_step_is_listed_and_takes_no_table():
     assert [str(e) for e in caught.value.errors] == [
         "enrichers[0].use: enricher 'scope' is always on, one per host: it takes no table (remove this table)"]
     with PipelineRun() as run:
-        assert run.manager.infos["scope"].origin == "built-in (per host)"
+        assert run.manager.infos["lgf.plugins.scope:scope"].origin == "built-in (per host)"
+    # A table named like a registered plugin was dropped without a word by pluggy: now refused.
+    with pytest.raises(ConfigErrors) as caught:
+        PipelineRun('[[classifiers]]\nuse = "waitreason"\nname = "lgf.plugins.scope:scope"\n')
+    assert [str(e) for e in caught.value.errors] == [
+        "classifiers[0].name: 'lgf.plugins.scope:scope' is already the name of a registered plugin "
+        "(give the table another name)"]

@@ -70,7 +70,7 @@ def test_two_hosts_with_different_configs_share_nothing(hosts):
 
     # Each host made its own scope step with its own services; the symbolizer enricher of each
     # uses its host's symbol cache.
-    scope_a, scope_b = a.manager.pm.get_plugin("scope"), b.manager.pm.get_plugin("scope")
+    scope_a, scope_b = (run.manager.pm.get_plugin("lgf.plugins.scope:scope") for run in (a, b))
     assert scope_a is not scope_b and scope_a.services is sa and scope_b.services is sb
     sym_a, sym_b = a.manager.pm.get_plugin("enrichers[1]"), b.manager.pm.get_plugin("enrichers[0]")
     assert sym_a.backend.symbolizers is sa.symbolizers and sym_b.backend.symbolizers is sb.symbolizers
