@@ -4,7 +4,7 @@ unit of work it belongs to, by the one rule of :mod:`lgf.idle`.
 Built in and always on: the module is a built-in plugin (``lgf.manager.BUILTIN_PLUGINS``, listed
 by ``lgf plugins`` like any other) that provides the ``scope`` enricher with ``always=True``
 (``lgf.Component``), so every host makes one :class:`ScopeEnricher` of its own, with its own
-``ctx``, whatever its config says (a ``[[enrichers]] use = "scope"`` table is an error). Its
+``ctx``, registered as ``lgf.plugins.scope:scope``, whatever its config says (a ``[[enrichers]] use = "scope"`` table is an error). Its
 ``lgf_enrich`` is ``trylast`` among enrichers so the symbolizer has filled ``event.stack`` when
 there is one (else the PCs are symbolized here, with the host's shared symbol cache).
 
