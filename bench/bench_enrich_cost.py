@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from lgf.components import RunContext  # noqa: E402
+from lgf import RunContext  # noqa: E402
 from lgf.event import Event  # noqa: E402
 from lgf.options import Duration  # noqa: E402
 from lgf.plugins.gc_phase import GcPhaseEnricher  # noqa: E402

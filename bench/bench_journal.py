@@ -36,21 +36,19 @@ def stalls(n: int) -> list[Event]:
 
 def run(n: int, journaled: bool, spool_dir: str, batch: int = BATCH_EVENTS) -> tuple[float, float]:
     config = cfg.validate({"lgf": {"spool_dir": spool_dir, "report_interval": "1h"}}, {})
-    engine = AlertEngine(config, Stats())
-    if journaled:
-        engine.journal = AlertJournal(spool_dir)
+    journal = AlertJournal(spool_dir) if journaled else None
+    engine = AlertEngine(config, Stats(), journal=journal)
     events = stalls(n)
     t0 = time.perf_counter()
     for i in range(0, n, batch):
         for ev in events[i:i + batch]:
             engine.observe(ev)
-        if engine.journal is not None:
-            engine.journal.commit()  # what Pipeline.process_batch does after each batch
+        engine.commit()  # what Pipeline.process_batch does after each batch
     t1 = time.perf_counter()
     alerts = engine.due(2**63 - 1)
-    if engine.journal is not None:
-        engine.journal.delivered(a.id for a in alerts)
-        engine.journal.close()
+    engine.delivered(a.id for a in alerts)
+    if journal is not None:
+        journal.close()
     t2 = time.perf_counter()
     return (t1 - t0) / n * 1e6, (t2 - t1) * 1e3
 

@@ -21,12 +21,17 @@ A plugin author needs only this module::
 and an entry point in the group ``lgf`` (``[project.entry-points.lgf] pager = "mypkg.sink"``).
 The hooks are documented in ``lgf.hookspecs``; what the host calls on a source, sink, enricher or
 classifier (required and optional members) in ``lgf.components``; ``lgf.testing`` runs a plugin
-through the real pipeline in a test.
+through the real pipeline in a test. A sink raises :class:`DeliveryError` (``retryable`` or not)
+when ``send`` fails, and a batching sink settles each event on the :class:`Receipt` its
+``send_pending(events, receipt)`` gets (``lgf.delivery``).
 """
 
 import pluggy
 
-from .components import Classifier, Component, Enricher, RunContext, Sink, Source
+from .components import Classifier, Component, Enricher, Sink, Source
+from .context import RunContext
+from .delivery import Receipt
+from .errors import DeliveryError
 from .event import CAUSES, Event
 from .options import Duration, Size
 
@@ -36,9 +41,11 @@ __all__ = [
     "CAUSES",
     "Classifier",
     "Component",
+    "DeliveryError",
     "Duration",
     "Enricher",
     "Event",
+    "Receipt",
     "RunContext",
     "Sink",
     "Size",

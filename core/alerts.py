@@ -12,6 +12,10 @@ Shape the pipeline relies on (``lgf.pipeline``)::
     engine.mark_deploy(service)  # start that service's "silence after deploy" window now
     engine.mark_loadtest(service)  # start that service's "silence after load test" window now
     engine.close()               # write the baselines' minute in progress (lgf.drift)
+    engine.retune(new_config)    # a reload: new settings, same open groups, windows, silences
+    engine.use_journal(journal)  # keep open groups' stalls on disk (lgf.journal), from now on
+    engine.commit()              # the pipeline, after each batch: the journal writes its stalls
+    engine.delivered(alert_ids)  # the pipeline, once alerts are in every sink's queue
 
 Grouping: stalls at or over the environment's threshold are grouped by ``[alerts] group_by``
 (default: service, cause and top user frame). A group opens at its first stall and closes
@@ -153,22 +157,15 @@ class Group:
 # --- the engine -----------------------------------------------------------------------------------
 
 class AlertEngine:
-    def __init__(self, config, stats, clock=time.monotonic_ns, wall_clock=time.time):
+    def __init__(self, config, stats, clock=time.monotonic_ns, wall_clock=time.time, journal=None):
+        """``journal``: an ``lgf.journal.AlertJournal`` keeping open groups' stalls on disk, or
+        None (in memory only); the host gives it later with :meth:`use_journal`, once it opened it."""
         sections = getattr(config, "sections", {}) or {}
         self.stats = stats
         self.clock = clock
-        self.env = config.host.env
-        self.options: AlertsOptions = sections.get("alerts") or AlertsOptions()
-        envs: EnvironmentsOptions = sections.get("environments") or EnvironmentsOptions()
-        if self.env not in envs.policies:
-            log.warning("[lgf] env = %r names no environment: using prod's thresholds", self.env)
-        self.policy = envs.policy(self.env)
-        self.threshold_ns = self.policy.threshold or config.host.threshold
-        self.report_interval_ns = config.host.report_interval
-        self.tags = dict(self.options.tags)
-        self.topology = {"host": socket.gethostname(), **self.options.topology}
-        self._services = [(name, re.compile(str(rx))) for name, rx in self.options.services.items()]
-        self._service_cache: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+        self.topology: dict = {"host": socket.gethostname()}
+        self._settings(config)
         silences: SilencesOptions = sections.get("silences") or SilencesOptions()
         self.silences = SilenceStore(config.host.spool_dir, silences.rules)
         self.windows = StallWindows(config.host.window, self.options.recent_windows)
@@ -180,9 +177,56 @@ class AlertEngine:
         self.drift = Drift(config, self.policy, stats, wall_clock)
         self._last_sent: dict[tuple, int] = {}
         self._suppressed: dict[tuple, int] = {}
-        self._lock = threading.Lock()
-        self.journal = None
-        """``lgf.journal.AlertJournal`` keeping open groups' stalls on disk (set by the host's run)."""
+        self.journal = journal
+        """``lgf.journal.AlertJournal`` keeping open groups' stalls on disk, or None (:meth:`use_journal`)."""
+
+    def _settings(self, config) -> None:
+        """Take the config's settings: ``[alerts]``, ``[environments]``, ``[lgf] env, threshold,
+        report_interval``. The one place both :meth:`__init__` and :meth:`retune` read them."""
+        sections = getattr(config, "sections", {}) or {}
+        self.env = config.host.env
+        self.options: AlertsOptions = sections.get("alerts") or AlertsOptions()
+        envs: EnvironmentsOptions = sections.get("environments") or EnvironmentsOptions()
+        if self.env not in envs.policies:
+            log.warning("[lgf] env = %r names no environment: using prod's thresholds", self.env)
+        self.policy = envs.policy(self.env)
+        self.threshold_ns = self.policy.threshold or config.host.threshold
+        self.report_interval_ns = config.host.report_interval
+        self.tags = dict(self.options.tags)
+        self.topology = {"host": self.topology.get("host", ""), **self.options.topology}
+        self._services = [(name, re.compile(str(rx))) for name, rx in self.options.services.items()]
+        self._service_cache: dict[tuple[str, str], str] = {}
+
+    def retune(self, config) -> None:
+        """Take a new config's settings (a reload), keeping the policy's state: open groups, stall
+        windows, recent alerts, run-time silences, learnt baselines, known deploys. Changed: what
+        :meth:`_settings` reads, the window length, the config's silences, the policy the
+        baselines grade by. A group opened under the old grouping closes and alerts as it would
+        have."""
+        rules = ((getattr(config, "sections", {}) or {}).get("silences") or SilencesOptions()).rules
+        with self._lock:
+            self._settings(config)
+            self.drift.policy = self.policy  # the baselines keep what they learnt; they grade by the new policy
+            self.windows.window_ns = config.host.window
+            self.silences.replace_rules(rules)
+
+    def use_journal(self, journal) -> None:
+        """Keep the stalls of open groups in ``journal`` (``lgf.journal.AlertJournal``) from now on:
+        each stall a group takes is added to it, each tick's closed groups are written to it in one
+        transaction. The host calls this once it opened the journal, before ``lgf.journal.recover``."""
+        with self._lock:
+            self.journal = journal
+
+    def commit(self) -> None:
+        """Write the stalls the groups took since the last commit (one transaction; the pipeline
+        calls it once per batch, before any sink sees the batch). Nothing without a journal."""
+        if self.journal is not None:
+            self.journal.commit()
+
+    def delivered(self, alert_ids) -> None:
+        """These alerts were handed to every sink: the journal no longer keeps them."""
+        if self.journal is not None:
+            self.journal.delivered(alert_ids)
 
     # -- per stall -------------------------------------------------------------------------
 

@@ -10,6 +10,14 @@ there or not, is listed in the protocol's docstring and in ``OPTIONAL_MEMBERS``.
 for optional members only through :func:`member` (one place, instead of ``getattr`` scattered
 over the host), so this file stays the whole truth.
 
+The required members are enforced when a component is loaded, not at its first event
+(:func:`missing`): ``lgf check`` refuses a table whose class lacks one, and the host refuses to
+start when an instance a factory made lacks one, naming the table and what is missing. An
+enricher's ``lgf_enrich`` and a classifier's ``lgf_classify`` must be marked ``@lgf.hookimpl``
+(unmarked, pluggy would never call them).
+
+What a factory receives as ``ctx`` is :class:`lgf.RunContext` (``lgf.context``).
+
 Making a component without a ``Component`` (``use = "pkg.module:Class"``): the class is the
 factory, and its ``Options`` attribute, if it is a dataclass, types the table's keys; without one,
 any key besides ``use`` and ``name`` is an error.
@@ -17,16 +25,12 @@ any key besides ``use`` and ``name`` is an error.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from .config import Config
     from .event import Event
-    from .services import Services
-    from .stats import Stats
 
 KINDS = ("source", "enricher", "classifier", "sink")
 
@@ -37,32 +41,16 @@ class Component:
 
     kind: str
     use: str
-    factory: Callable[[Any, RunContext], Any]
+    factory: Callable[[Any, Any], Any]
+    """Called as ``factory(options, ctx)``, ``ctx`` an :class:`lgf.RunContext`; returns the instance."""
     options: type | None = None
     """A dataclass whose fields are the table's keys (besides ``use`` and ``name``)."""
     doc: str = ""
-
-
-@dataclass
-class RunContext:
-    """What every component instance may use: the whole config, counters and a logger."""
-
-    config: Config
-    stats: Stats
-    name: str = ""
-    """The instance's name: the table's ``name``, or ``use`` with its index (``sinks[1]``)."""
-    log: logging.Logger = field(default_factory=lambda: logging.getLogger("lgf"))
-    sources: list = field(default_factory=list)
-    """The running sources (for ``histograms()`` / ``runtime_counters(pid)``); empty in replay."""
-    services: Services = field(default_factory=lambda: _services())
-    """What the host shares among its plugins (``lgf.services``): symbol cache, idle rules,
-    arming, trace capture, robot budgets. One per host; never kept at module level."""
-
-
-def _services():
-    from .services import Services  # noqa: PLC0415 - services import the golang readers
-
-    return Services()
+    always: bool = False
+    """Made once per host whatever the config says, with no table (a table naming it is an error):
+    a built-in step every run needs, such as the ``scope`` enricher. The host makes it with
+    ``options=None`` and a :class:`lgf.RunContext` named after ``use``, like any component, so
+    its state lives in the host, not in its module."""
 
 
 @runtime_checkable
@@ -149,6 +137,34 @@ OPTIONAL_MEMBERS: dict[str, dict[str, Any]] = {
              "flush": None, "close": None, "Options": None},
 }
 """Every optional member the host looks for, by kind, with what it assumes when it is missing."""
+
+
+def _required(protocol: type) -> tuple[str, ...]:
+    """The protocol's own methods: what every component of its kind must have."""
+    return tuple(n for n, v in vars(protocol).items() if callable(v) and not n.startswith("_"))
+
+
+PROTOCOLS: dict[str, type] = {"source": Source, "sink": Sink, "enricher": Enricher, "classifier": Classifier}
+"""Kind -> the protocol its components follow."""
+HOOKS = ("lgf_enrich", "lgf_classify")
+"""Required members that are hooks: they must be marked ``@lgf.hookimpl`` to be called at all."""
+
+
+def missing(kind: str, obj: Any) -> list[str]:
+    """What ``obj`` (an instance, or its class) lacks of the ``kind`` protocol's required members,
+    each said as a user can act on it (``"send()"``, ``"an @lgf.hookimpl lgf_enrich()"``); []
+    when nothing is missing."""
+    out = []
+    for name in _required(PROTOCOLS[kind]):
+        value = getattr(obj, name, None)
+        if name in HOOKS:
+            if value is None or not callable(value):
+                out.append(f"an @lgf.hookimpl {name}()")
+            elif not hasattr(value, "lgf_impl"):  # pluggy's HookimplMarker("lgf") sets this
+                out.append(f"the @lgf.hookimpl mark on {name}() (unmarked, it is never called)")
+        elif value is None or not callable(value):
+            out.append(f"{name}()")
+    return out
 
 
 def member(obj: Any, kind: str, name: str) -> Any:

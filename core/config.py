@@ -27,7 +27,7 @@ from typing import Any
 from . import options as opt
 from .alerts import AlertsOptions
 from .baselines import BaselineOptions
-from .components import KINDS, Component, member
+from .components import KINDS, Component, member, missing
 from .environments import EnvironmentsOptions, check_env
 from .errors import ConfigError, ConfigErrors
 from .event import SEVERITIES
@@ -226,6 +226,16 @@ def _component(kind: str, table: Any, path: str, registry, errors) -> ComponentC
     comp = resolve_use(kind, use, f"{path}.use", registry, errors)
     if comp is None:
         return None
+    if comp.always:
+        errors.append(ConfigError(f"{path}.use", f"{kind} {use!r} is always on, one per host: it takes no table",
+                                  "remove this table"))
+        return None
+    if isinstance(comp.factory, type):  # a class says what it has; a factory function, only at start
+        lacking = missing(kind, comp.factory)
+        if lacking:
+            errors.append(ConfigError(f"{path}.use", f"{kind} {use!r} ({comp.factory.__qualname__}) lacks "
+                                      + ", ".join(lacking), "see lgf.components"))
+            return None
     named = "name" in table
     name = table.get("name", use if kind == "sink" else path)  # a sink's queue is named after it
     if not isinstance(name, str):

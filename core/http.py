@@ -192,12 +192,12 @@ class HttpServer:
     and returns with ``running`` False: lgf keeps tracing without its endpoints.
     """
 
-    def __init__(self, config, engine, stats, sources=()):
+    def __init__(self, config, engine, stats, sources=(), history=None):
         opts = (getattr(config, "sections", {}) or {}).get("http") or HttpOptions()
         self.options: HttpOptions = opts
         self.engine, self.stats, self.sources = engine, stats, sources
-        self.history = None
-        """The stalls the latency page draws (``lgf.ui.StallHistory``); set by the host."""
+        self.history = history
+        """The stalls the latency page draws (``lgf.ui.StallHistory``), the host's; None: none."""
         try:
             self.guard = Guard.from_options(opts, policy_of(config))
         except TokenFileError as exc:  # fail closed: nobody may change anything, reading still works

@@ -281,7 +281,7 @@ def _functions(binary) -> Iterable[tuple[str, int, int]]:
     funcs = [(n, s.value, s.value + s.size) for n, s in syms.items() if s.kind == "func" and s.size]
     if funcs:
         return funcs
-    return [(n, lo, hi) for n, (lo, hi) in binary._pcln_spans.items()]
+    return [(n, lo, hi) for n, (lo, hi) in binary.pcln_spans.items()]
 
 
 _PATTERN_START = re.compile(r"^[A-Za-z0-9_\-./~]+\.")
@@ -324,15 +324,13 @@ class IdleOptions:
 
 
 def options_of(config) -> IdleOptions:
-    """The ``[idle]`` options of a validated config (the defaults when it has none)."""
+    """The ``[idle]`` options of a validated config (fresh defaults when it has none)."""
     sections = getattr(config, "sections", None) or {}
     got = sections.get("idle")
-    return got if isinstance(got, IdleOptions) else _DEFAULT_OPTIONS
+    return got if isinstance(got, IdleOptions) else IdleOptions()
 
 
 def rules_of(config) -> IdleRules:
-    """The :class:`IdleRules` of a validated config: what every tier should judge with."""
+    """The :class:`IdleRules` of a validated config: what every tier of a host judges with (the
+    host makes them once, ``lgf.services.Services.for_config``, and hands them over)."""
     return options_of(config).rules()
-
-
-_DEFAULT_OPTIONS = IdleOptions()

@@ -13,15 +13,17 @@ crash of lgf, not a power cut), with two tables::
     outbox(alert_id UNIQUE, body msgpack)                    an alert made from a closed group, until
                                                              the pipeline has handed it to every sink
 
-The alert engine calls ``add_stall(key, event)`` when it puts a stall in a group (the row waits
+The host opens the journal once its sinks are up and hands it to its alert engine
+(``AlertEngine.use_journal``, through :func:`attach`). The alert engine calls ``add_stall(key, event)`` when it puts a stall in a group (the row waits
 in memory) and ``close_groups([(key, alert), ...])`` for the groups a tick closes (``alert`` None
 when the policy made no alert: silenced, below ``min_count``, a suppressed repeat). The host takes
 the events waiting in its queue in batches (up to ``lgf.run.BATCH_EVENTS``); the pipeline
-(``Pipeline.process_batch``) lets the alert policy judge the whole batch, calls ``commit()``,
+(``Pipeline.process_batch``) lets the alert policy judge the whole batch, calls ``commit()``
+(through ``AlertEngine.commit``),
 which writes the batch's stalls in one transaction, and only then hands the events to the sinks.
 ``close_groups`` is one transaction too: the stalls still pending, one DELETE of every closed
 group's stalls, and the alerts into the outbox. The pipeline calls ``delivered(alert_ids)`` once it
-put the alerts in every sink's queue. At start (``recover``), before any source runs: alerts left
+put the alerts in every sink's queue (through ``AlertEngine.delivered``). At start (``recover``), before any source runs: alerts left
 in the outbox are handed to the sinks again (same ids), then the journaled stalls go through the
 alert policy again and every group they form is closed at once, so they go out as alerts now
 rather than one more report interval later.
@@ -250,7 +252,8 @@ def recover(journal: AlertJournal, engine, pipeline) -> tuple[int, int]:
     Called with the sinks up and no source started. Outbox alerts go to the sinks as they are
     (same ids). Journaled stalls go through ``engine.observe`` again (the journal keeps their
     rows), then every group is closed at once by ``pipeline.tick``, which journals and delivers
-    the alerts as a live tick does. ``engine.journal`` must already be ``journal``.
+    the alerts as a live tick does. The engine must already use ``journal``
+    (``engine.use_journal(journal)``).
     """
     pending = journal.outbox()
     for alert in pending:
@@ -271,7 +274,8 @@ def recover(journal: AlertJournal, engine, pipeline) -> tuple[int, int]:
 
 
 def attach(engine, pipeline, spool_dir: str | Path, stats=None) -> AlertJournal | None:
-    """Open the journal of ``spool_dir``, give it to ``engine`` and recover what a crash left.
+    """Open the journal of ``spool_dir``, give it to ``engine`` (``engine.use_journal``) and recover
+    what a crash left.
 
     Returns the journal (the host closes it at the end), or None when it cannot be opened: lgf
     then runs as before, with open groups in memory only, and says so.
@@ -284,6 +288,6 @@ def attach(engine, pipeline, spool_dir: str | Path, stats=None) -> AlertJournal 
         log.error("alert journal: cannot open it in %s (%s): stalls in open alert groups are lost if "
                   "lgf dies", spool_dir, exc)
         return None
-    engine.journal = journal
+    engine.use_journal(journal)
     recover(journal, engine, pipeline)
     return journal

@@ -91,6 +91,15 @@ class Manager:
             h.name for h in self.pm.get_hookcallers(plugin) or []])
         return True
 
+    def unregister(self, name: str) -> object | None:
+        """Take the plugin registered as ``name`` out (a reload swapping an enricher); returns it,
+        or None when none is registered by that name."""
+        obj = self.pm.get_plugin(name)
+        if obj is not None:
+            self.pm.unregister(name=name)
+            self.infos.pop(name, None)
+        return obj
+
     def import_and_register(self, ref: str, origin: str) -> bool:
         """``"pkg.module"`` or ``"pkg.module:object"``."""
         mod_name, _, attr = ref.partition(":")
@@ -155,6 +164,22 @@ class Manager:
                 if info is not None and comp not in info.components:
                     info.components.append(comp)
         return registry
+
+
+    def always(self) -> list[tuple[str, Component]]:
+        """``(plugin name, component)`` of every component a host makes with no table
+        (``Component.always``), in registration order. Asks the plugin modules alone (component
+        instances declare no components), so a failure already reported by :meth:`components`
+        is not reported twice."""
+        out: list[tuple[str, Component]] = []
+        for impl in reversed(self.pm.hook.lgf_components.get_hookimpls()):
+            try:
+                declared = impl.function() or []
+            except Exception:  # noqa: BLE001 - reported by components(), which validation ran first
+                continue
+            out += [(impl.plugin_name, c) for c in declared
+                    if c.always and c.kind in KINDS and all(c.use != o.use or c.kind != o.kind for _, o in out)]
+        return out
 
 
 def make_manager(entry_points: bool = True, extra: list[str] = (), stats: Stats | None = None) -> Manager:

@@ -148,7 +148,8 @@ def render_block(key: str, components: dict | None = None) -> str:
         return markdown_table(SECTIONS[name]) + "\n"
     comps = components if components is not None else _builtin_components()
     order = {k: i for i, k in enumerate(("source", "enricher", "classifier", "sink"))}
-    ordered = sorted(comps.values(), key=lambda c: (order[c.kind], c.use))
+    # What a table can name: an always-on component (the scope step) takes no table.
+    ordered = sorted((c for c in comps.values() if not c.always), key=lambda c: (order[c.kind], c.use))
     if kind == "components":
         lines = ["| kind | `use` | what it does | options |", "| --- | --- | --- | --- |"]
         for c in ordered:

@@ -8,6 +8,14 @@ and every enricher and classifier implementation is guarded where it is register
 (``lgf.hookcall``), so one plugin that raises is counted (``lgf_plugin_errors_total``) and logged
 by name while the rest carry on. The per-event hooks are still called through pluggy, so tracing
 and wrappers work.
+
+Idle waits (``lgf.idle``): after the enrichers, an event whose ``extra["verdict"]`` is
+``"idle"`` (judged by its source, or by the built-in ``scope`` enricher, which judges every event
+that came without a verdict) is held back: counted in ``lgf_idle_waits_total{source,site}`` and
+sent nowhere, neither classified nor seen by the alert policy. With ``[idle] report_idle =
+true`` (``report_idle=True`` here) it goes on to the sinks with its verdict, and still never
+joins an alert. This is the pipeline's own rule, decided from the event's verdict and the
+config, not a flag a plugin sets.
 """
 
 from __future__ import annotations
@@ -44,15 +52,19 @@ class SinkRoute:
 
 
 class Pipeline:
-    def __init__(self, hook, stats: Stats, sinks: list[SinkRoute], engine: Any = None):
+    def __init__(self, hook, stats: Stats, sinks: list[SinkRoute], engine: Any = None,
+                 report_idle: bool = False):
         """``hook`` is the plugin manager's hook relay (``Manager.pm.hook``); ``engine`` an optional
-        alert engine with ``observe(event)`` and ``due(now_ns) -> list[Event]``
-        (``lgf.alerts.AlertEngine``). Errors of single implementations are counted by the
-        manager's guard (``lgf.hookcall``) in the manager's stats: pass the same ``stats``."""
+        alert engine with ``observe(event)``, ``due(now_ns) -> list[Event]``, ``commit()`` and
+        ``delivered(alert_ids)`` (``lgf.alerts.AlertEngine``). ``report_idle``: ``[idle]
+        report_idle``, whether idle waits reach the sinks (see the module docstring). Errors of
+        single implementations are counted by the manager's guard (``lgf.hookcall``) in the
+        manager's stats: pass the same ``stats``."""
         self.hook = hook
         self.stats = stats
         self.sinks = sinks
         self.engine = engine
+        self.report_idle = report_idle
         self.observers: list = []
         """Called with each processed stall after the sinks (e.g. the latency page's history)."""
 
@@ -66,9 +78,8 @@ class Pipeline:
         transaction (``lgf.journal``) after the alert policy took them and before any sink or
         observer sees one: a stall a sink has shown is on disk."""
         taken = [event for event in events if self._judge(event)]
-        journal = getattr(self.engine, "journal", None)
-        if journal is not None:
-            journal.commit()
+        if self.engine is not None:
+            self.engine.commit()
         for event in taken:
             self.deliver(event)
             for observe in self.observers:
@@ -85,7 +96,8 @@ class Pipeline:
             self.hook.lgf_enrich(event=event)
         except Exception as exc:  # only a wrapper gets here: plain implementations are guarded
             self._wrapper_raised("lgf_enrich", exc)
-        if event.extra.pop("held_back", None):  # an idle wait (lgf.idle, plugins/scope.py): counted only
+        idle = event.kind == "stall" and event.extra.get("verdict") == "idle"
+        if idle and not self.report_idle:  # an idle wait (lgf.idle): counted, sent nowhere
             self.stats.inc("lgf_idle_waits_total", source=event.source, site=event.extra.get("decided_by", ""))
             return False
         try:
@@ -115,9 +127,8 @@ class Pipeline:
         for alert in alerts:
             self.stats.inc("lgf_alerts_total", cause=alert.cause, severity=alert.severity)
             self.deliver(alert)
-        journal = getattr(self.engine, "journal", None)
-        if journal is not None and alerts:  # handed to every sink: no longer the journal's to keep
-            journal.delivered(a.id for a in alerts)
+        if alerts:  # handed to every sink: no longer the journal's to keep
+            self.engine.delivered(a.id for a in alerts)
         return alerts
 
     def deliver(self, event: Event) -> None:

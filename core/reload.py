@@ -1,6 +1,10 @@
 """Reload: SIGHUP (or ``lgf reload``) re-reads plugins.toml into the running lgf, keeping what did
 not change.
 
+``lgf.run.Host.reload`` does it, on its own state; this module holds what it decides with (how
+tables are matched and compared, what is refused) and the files ``lgf reload`` talks through.
+The alert policy takes its new settings itself (``AlertEngine.retune``).
+
 What happens, in the host's own loop (between two events, so the pipeline never sees half a
 config):
 
@@ -42,7 +46,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import config as cfg
-from .errors import ConfigErrors
 
 log = logging.getLogger("lgf.reload")
 
@@ -92,7 +95,7 @@ def remove_pid(spool_dir: str) -> None:
         pass
 
 
-def _write_status(spool_dir: str, outcome: ReloadOutcome) -> None:
+def write_status(spool_dir: str, outcome: ReloadOutcome) -> None:
     try:
         Path(spool_dir).mkdir(parents=True, exist_ok=True)
         tmp = status_path(spool_dir).with_suffix(".tmp")
@@ -110,11 +113,18 @@ def _table(config: cfg.Config, cc: cfg.ComponentConfig):
     return config.raw.get(key, [])[int(index.rstrip("]"))]
 
 
-def _by_name(config: cfg.Config, kind: str) -> dict[str, tuple[cfg.ComponentConfig, object]]:
+def tables_by_name(config: cfg.Config, kind: str) -> dict[str, tuple[cfg.ComponentConfig, object]]:
+    """``{name: (component config, its table as written)}`` of one kind, in file order."""
     return {cc.name: (cc, _table(config, cc)) for cc in config.of_kind(kind)}
 
 
-def _refusals(old: cfg.Config, new: cfg.Config) -> list[str]:
+def same_tables(before: dict, after: dict) -> bool:
+    """Whether two :func:`tables_by_name` results name the same tables, as written, in one order."""
+    return [(n, t) for n, (_, t) in before.items()] == [(n, t) for n, (_, t) in after.items()]
+
+
+def refusals(old: cfg.Config, new: cfg.Config) -> list[str]:
+    """Why ``new`` cannot be applied to a running ``old`` without a restart ([] if it can)."""
     out = []
     if new.host.spool_dir != old.host.spool_dir:
         out.append(f"lgf.spool_dir: changed ({old.host.spool_dir} -> {new.host.spool_dir}); the durable "
@@ -124,24 +134,10 @@ def _refusals(old: cfg.Config, new: cfg.Config) -> list[str]:
     return out
 
 
-# --- applying -----------------------------------------------------------------------------
+# --- saying what happened ------------------------------------------------------------------
 
-def reload(host) -> ReloadOutcome:
-    """Re-read ``host.config_path`` and apply it (see the module docstring). Never raises."""
-    from .run import load
-
-    old = host.config
-    path = getattr(host, "config_path", None)
-    if not path:
-        outcome = ReloadOutcome(False, errors=["this lgf was not started from a config file"])
-    else:
-        try:
-            _, new = load(path, overrides=getattr(host, "overrides", ()))
-        except ConfigErrors as exc:
-            outcome = ReloadOutcome(False, errors=[str(e) for e in exc.errors])
-        else:
-            refused = _refusals(old, new)
-            outcome = ReloadOutcome(False, errors=refused) if refused else _apply(host, old, new)
+def report(outcome: ReloadOutcome, path: str | None, stats, spool_dir: str) -> None:
+    """Log the outcome, count it in ``lgf_reloads_total{result}`` and write it for ``lgf reload``."""
     if outcome.ok:
         log.info("reload: applied %s: kept %s; swapped %s%s", path, ", ".join(outcome.kept) or "nothing",
                  ", ".join(outcome.swapped) or "nothing",
@@ -150,176 +146,5 @@ def reload(host) -> ReloadOutcome:
         log.error("reload refused; the running config stays. %d problem(s) in the config:", len(outcome.errors))
         for err in outcome.errors:
             log.error("  %s", err)
-    host.stats.inc("lgf_reloads_total", result="applied" if outcome.ok else "refused")
-    _write_status(old.host.spool_dir, outcome)
-    return outcome
-
-
-def _apply(host, old: cfg.Config, new: cfg.Config) -> ReloadOutcome:
-    outcome = ReloadOutcome(True)
-    host.config = new
-    _apply_sinks(host, old, new, outcome)
-    _apply_plugins(host, old, new, outcome)
-    retune_engine(host.engine, new)
-    _apply_sources(host, old, new, outcome)
-    # The endpoints' roles and approvals come from [http] and [environments] (lgf.http's guard).
-    if any(new.raw.get(k) != old.raw.get(k) for k in ("http", "environments")):
-        if host.http is not None:
-            host.http.stop()
-            host.http = None
-        host._start_http()
-        outcome.swapped.append("http")
-    level = new.host.log_level.upper()
-    if new.host.log_level != old.host.log_level and hasattr(logging, level):
-        logging.getLogger().setLevel(getattr(logging, level))
-    return outcome
-
-
-def _apply_sinks(host, old, new, outcome) -> None:
-    from .pipeline import SinkRoute
-
-    before = _by_name(old, "sink")
-    after = _by_name(new, "sink")
-    routes = {r.name: r for r in host.routes}
-    fresh = []
-    for name, (cc, table) in after.items():
-        if name in before and before[name][1] == table and name in routes:
-            fresh.append(routes.pop(name))
-            outcome.kept.append(f"sink {name}")
-            continue
-        if name in routes:  # changed: stop the old one first, so its queue is free for the new
-            _close_route(routes.pop(name))
-        sink = cc.component.factory(cc.options, host._ctx(cc.name))
-        fresh.append(SinkRoute(cc.name, sink, cc.receive, cc.min_severity, delivery=host._delivery_for(cc, sink)))
-        outcome.swapped.append(f"sink {name}")
-    for name, route in routes.items():  # removed
-        _close_route(route)
-        outcome.swapped.append(f"sink {name} (removed)")
-    host.routes[:] = fresh  # the pipeline holds this very list
-
-
-def _close_route(route) -> None:
-    try:
-        if route.delivery is not None:
-            route.delivery.stop(timeout=5.0)
-        for method in ("flush", "close"):
-            if hasattr(route.sink, method):
-                getattr(route.sink, method)()
-    except Exception as exc:  # a sink failing to close must not stop the reload
-        log.error("reload: sink %r failed to close: %s", route.name, exc)
-
-
-def _apply_plugins(host, old, new, outcome) -> None:
-    """Enrichers and classifiers: a kind whose tables changed is registered again in file order
-    (pluggy calls the last registered first), reusing the objects of unchanged tables."""
-    pm = host.manager.pm
-    for kind in ("enricher", "classifier"):
-        before, after = _by_name(old, kind), _by_name(new, kind)
-        same = [(n, t) for n, (_, t) in before.items()] == [(n, t) for n, (_, t) in after.items()]
-        if same:
-            outcome.kept += [f"{kind} {n}" for n in after]
-            continue
-        objects = {}
-        for name in before:
-            obj = pm.get_plugin(name)
-            if obj is not None:
-                pm.unregister(name=name)
-                host.manager.infos.pop(name, None)
-                objects[name] = obj
-        for name, (cc, table) in reversed(list(after.items())):
-            if name in before and before[name][1] == table and name in objects:
-                obj = objects[name]
-                outcome.kept.append(f"{kind} {name}")
-            else:
-                obj = cc.component.factory(cc.options, host._ctx(cc.name))
-                outcome.swapped.append(f"{kind} {name}")
-            host.manager.register(obj, cc.name, "config")
-        outcome.swapped += [f"{kind} {n} (removed)" for n in before if n not in after]
-
-
-def _apply_sources(host, old, new, outcome) -> None:
-    lower = new.host.threshold < old.host.threshold
-    targets_changed = new.raw.get("targets") != old.raw.get("targets")
-    before, after = _by_name(old, "source"), _by_name(new, "source")
-    old_objects = dict(zip([cc.name for cc in old.of_kind("source")], host.sources, strict=False))
-    fresh = []
-    for name, (cc, table) in after.items():
-        obj = old_objects.pop(name, None)
-        if obj is not None and before[name][1] == table and not lower and not targets_changed:
-            fresh.append(obj)
-            outcome.kept.append(f"source {name}")
-            continue
-        if obj is not None:
-            _stop_source(obj, name)
-        src = cc.component.factory(cc.options, host._ctx(cc.name))
-        fresh.append(src)
-        outcome.swapped.append(f"source {name}")
-    for name, obj in old_objects.items():
-        _stop_source(obj, name)
-        outcome.swapped.append(f"source {name} (removed)")
-    started = [s for s in fresh if s not in host.sources]
-    host.sources[:] = fresh  # the HTTP server and every RunContext hold this very list
-    for src in started:
-        try:
-            src.start(host.emit)
-        except Exception as exc:  # one broken source must not stop the others
-            host.stats.inc("lgf_source_errors_total", source=type(src).__name__)
-            log.error("reload: source %s failed to start: %s: %s", type(src).__name__, type(exc).__name__, exc)
-    # Kept sources may still filter in BPF at an older, lower threshold: the host drops what is
-    # now under the threshold in force (the sources' own stalls are never under it).
-    host.floor_ns = int(new.host.threshold)
-    if new.host.threshold > old.host.threshold and any(s not in started for s in fresh):
-        outcome.notes.append(f"threshold raised to {new.host.threshold / 1e6:.1f} ms: applied to the kept "
-                             "sources' stalls before the pipeline (their probes stay attached)")
-    if lower:
-        outcome.notes.append("threshold lowered: the sources were swapped (it is compiled into their BPF)")
-    if targets_changed:
-        outcome.notes.append("[targets] changed: the sources were swapped")
-
-
-def _stop_source(src, name: str) -> None:
-    try:
-        src.stop()
-    except Exception as exc:  # keep going: the new config must still be applied
-        log.error("reload: source %s failed to stop cleanly: %s", name, exc)
-
-
-def retune_engine(engine, config: cfg.Config) -> None:
-    """Give the running alert policy the new config's settings, keeping its state (open groups,
-    windows, recent alerts, run-time silences, learnt baselines). Mirrors the settings part of
-    ``AlertEngine.__init__`` (tests/test_reload.py checks they agree)."""
-    import re
-
-    from .alerts import AlertsOptions, EnvironmentsOptions
-    from .silences import SilencesOptions, SilenceStore
-
-    if engine is None:
-        return
-    sections = config.sections
-    options = sections.get("alerts") or AlertsOptions()
-    envs = sections.get("environments") or EnvironmentsOptions()
-    env = config.host.env
-    if env not in envs.policies:
-        log.warning("[lgf] env = %r names no environment: using prod's thresholds", env)
-    policy = envs.policy(env)
-    rules = (sections.get("silences") or SilencesOptions()).rules
-    config_silences = SilenceStore(None, rules)
-    with engine._lock:
-        engine.env = env
-        engine.options = options
-        engine.policy = policy
-        drift = getattr(engine, "drift", None)
-        if drift is not None:  # the baselines keep what they learnt; they grade by the new policy
-            drift.policy = policy
-        engine.threshold_ns = policy.threshold or config.host.threshold
-        engine.report_interval_ns = config.host.report_interval
-        engine.tags = dict(options.tags)
-        engine.topology = {"host": engine.topology.get("host", ""), **options.topology}
-        engine._services = [(name, re.compile(str(rx))) for name, rx in options.services.items()]
-        engine._service_cache = {}
-        engine.windows.window_ns = config.host.window
-        store = engine.silences
-        with store._lock:
-            for sid in [sid for sid, s in store._silences.items() if s.origin == "config"]:
-                del store._silences[sid]
-            store._silences.update(config_silences._silences)
+    stats.inc("lgf_reloads_total", result="applied" if outcome.ok else "refused")
+    write_status(spool_dir, outcome)

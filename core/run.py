@@ -18,15 +18,17 @@ from collections.abc import Iterable
 from . import config as cfg
 from . import journal, reload, sinkqueues
 from .alerts import AlertEngine
-from .components import RunContext, member
+from .components import member, missing
+from .context import RunContext
 from .delivery import Delivery
-from .errors import ConfigErrors
+from .errors import ConfigError, ConfigErrors
 from .event import Event
 from .http import HttpServer
-from .manager import Manager, make_manager
-from .overrides import apply as apply_overrides
-from .overrides import mark as mark_overrides
+from .idle import options_of
+from .loading import load
+from .manager import Manager
 from .pipeline import Pipeline, SinkRoute
+from .reload import ReloadOutcome
 from .services import Services
 from .stats import Stats
 from .ui import StallHistory
@@ -43,27 +45,15 @@ batch, the alert journal committing their stalls in one transaction (``lgf.journ
 ``kill -9`` loses at most the batch in hand, besides what still waits in the queue."""
 
 
-def load(config_path: str, entry_points: bool = True, overrides=()) -> tuple[Manager, cfg.Config]:
-    """Plugins and config, validated together. Raises ConfigErrors with every problem.
-
-    ``overrides``: ``[(key path, value, flag)]`` from the command line (``lgf.overrides``), written
-    into the file's tables before validation so they are checked exactly like the file.
-    """
-    raw, problems = apply_overrides(cfg.parse_toml(config_path), list(overrides))
-    extra = (raw.get("lgf") or {}).get("plugins", []) if isinstance(raw.get("lgf"), dict) else []
-    manager = make_manager(entry_points=entry_points,
-                           extra=[p for p in extra if isinstance(p, str)])
-    try:
-        config = cfg.validate(raw, manager.components(), config_path)
-    except ConfigErrors as exc:
-        raise ConfigErrors(problems + mark_overrides(exc.errors, list(overrides))) from None
-    if problems:
-        raise ConfigErrors(problems)
-    return manager, config
-
-
 class Host:
-    def __init__(self, manager: Manager, config: cfg.Config, stats: Stats | None = None):
+    """One running lgf: its config, plugin manager, components, pipeline, alert policy, journal
+    and services. Everything it makes is its own: two hosts in one process share nothing.
+
+    ``config_path`` (the file a reload re-reads) and ``overrides`` (the command line's, applied
+    again on each reload) are None and () for a host built from a config in memory (tests)."""
+
+    def __init__(self, manager: Manager, config: cfg.Config, stats: Stats | None = None,
+                 config_path: str | None = None, overrides=()):
         self.manager = manager
         self.config = config
         self.stats = stats or manager.stats
@@ -72,15 +62,19 @@ class Host:
         self.routes: list[SinkRoute] = []
         self.events: queue.Queue[Event] = queue.Queue(EVENT_QUEUE_SIZE)
         self.stopping = threading.Event()
-        self.engine = None
-        self.http = None
+        self.engine: AlertEngine | None = None
+        self.journal: journal.AlertJournal | None = None
+        """Open alert groups' stalls on disk (``lgf.journal``), opened by :meth:`run`."""
+        self.http: HttpServer | None = None
         self.pipeline: Pipeline | None = None
         self.services = Services.for_config(config)
         """What this host shares among its plugins, handed over as ``ctx.services``."""
         self.history = StallHistory()
         """Recent stalls for the latency page (/ui)."""
-        self.config_path: str | None = None
-        """The file SIGHUP re-reads (lgf.reload)."""
+        self.config_path = config_path
+        """The file SIGHUP re-reads (:meth:`reload`)."""
+        self.overrides = tuple(overrides)
+        """The command line's overrides: a reload applies them again over the file."""
         self.reload_requested = threading.Event()
         self.floor_ns = 0
         """Stalls shorter than this are dropped at emit: set by a reload that raised the threshold
@@ -93,27 +87,62 @@ class Host:
                           log=logging.getLogger(f"lgf.{name}"), sources=self.sources,
                           services=self.services)
 
+    def _make(self, cc: cfg.ComponentConfig):
+        """The instance a table makes, refused (ConfigErrors, naming the table) when it lacks a
+        member its kind requires (``lgf.components.missing``): at start, not at its first event."""
+        obj = cc.component.factory(cc.options, self._ctx(cc.name))
+        lacking = missing(cc.kind, obj)
+        if lacking:
+            if cc.kind == "sink" and (close := member(obj, "sink", "close")) is not None:
+                close()
+            raise ConfigErrors([ConfigError(f"{cc.path}.use", f"{cc.kind} {cc.use!r} ({cc.name}) lacks "
+                                            + ", ".join(lacking), "see lgf.components")])
+        return obj
+
+    def _register(self, cc: cfg.ComponentConfig, obj) -> None:
+        """Register an enricher or classifier instance under its table's name; a name a plugin
+        already has is refused (pluggy would keep the first and drop this one without a word)."""
+        if not self.manager.register(obj, cc.name, "config"):
+            raise ConfigErrors([ConfigError(f"{cc.path}.name", f"{cc.name!r} is already the name of a "
+                                            "registered plugin", "give the table another name")])
+
     def build(self, with_sources: bool = True) -> None:
-        """Make every configured component. A component that fails to start is an error here."""
+        """Make every configured component. A component that fails to start, or lacks a member
+        its kind requires, is an error here."""
         queue_problems = sinkqueues.check(self.config)  # a queue of another sink: refuse, before anything runs
         if queue_problems:
             raise ConfigErrors(queue_problems)
+        try:
+            self._build(with_sources)
+        except ConfigErrors:  # refused at start: nothing made so far keeps running
+            for route in self.routes:
+                _close_route(route)
+            self.routes.clear()
+            raise
+
+    def _build(self, with_sources: bool) -> None:
         for cc in self.config.of_kind("sink"):
-            sink = cc.component.factory(cc.options, self._ctx(cc.name))
+            sink = self._make(cc)
             self.routes.append(SinkRoute(cc.name, sink, cc.receive, cc.min_severity,
                                          delivery=self._delivery_for(cc, sink)))
+        # Always-on components (the scope step): one per host, registered first so they are called
+        # after the configured ones (pluggy is LIFO), as the built-in modules were. Named after the
+        # plugin that provides them ("lgf.plugins.scope:scope"), a name no table takes by chance.
+        for plugin, comp in self.manager.always():
+            self.manager.register(comp.factory(None, self._ctx(comp.use)), f"{plugin}:{comp.use}",
+                                  "built-in (per host)")
         for kind in ("enricher", "classifier"):
             # Registered in reverse so the first table in the file is called first (pluggy is LIFO).
             for cc in reversed(self.config.of_kind(kind)):
-                obj = cc.component.factory(cc.options, self._ctx(cc.name))
-                self.manager.register(obj, cc.name, "config")
-        self.engine = self._make_engine()
-        self.pipeline = Pipeline(self.manager.pm.hook, self.stats, self.routes, self.engine)
+                self._register(cc, self._make(cc))
+        self.engine = AlertEngine(self.config, self.stats)
+        self.pipeline = Pipeline(self.manager.pm.hook, self.stats, self.routes, self.engine,
+                                 report_idle=options_of(self.config).report_idle)
         self.pipeline.observers.append(self.history.add)
         self.manager.pm.hook.lgf_configure.call_historic(kwargs={"config": self.config})
         if with_sources:
             for cc in self.config.of_kind("source"):
-                self.sources.append(cc.component.factory(cc.options, self._ctx(cc.name)))
+                self.sources.append(self._make(cc))
 
     def _delivery_for(self, cc: cfg.ComponentConfig, sink):
         """Each sink behind its own durable queue, unless it is its own record (stdout, file)."""
@@ -122,9 +151,6 @@ class Host:
         d = Delivery(sink, cc.name, self.config.host.spool_dir, self.stats, limit=cc.queue_limit, use=cc.use)
         d.start()
         return d
-
-    def _make_engine(self) -> AlertEngine:
-        return AlertEngine(self.config, self.stats)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -161,7 +187,6 @@ class Host:
         log.info("lgf running: %d source(s), %d sink(s), threshold %.1f ms", started, len(self.routes),
                  self.config.host.threshold / 1e6)
         if started:
-            from .demo import hint_if_nothing_to_watch
             hint_if_nothing_to_watch(self.sources, log)
         next_tick = 0
         while not self.stopping.is_set():
@@ -173,7 +198,7 @@ class Host:
                 self.pipeline.process_batch(self._take_more(batch))
             if self.reload_requested.is_set():  # SIGHUP: applied here, between two events
                 self.reload_requested.clear()
-                reload.reload(self)
+                self.reload()
             # Alerts are due on a report_interval scale; asking after every event would scan the
             # open groups per event during a storm, exactly when the pipeline is busiest.
             now = time.monotonic_ns()
@@ -208,8 +233,7 @@ class Host:
     def _start_http(self) -> None:
         if not self.config.sections["http"].enabled:
             return
-        self.http = HttpServer(self.config, self.engine, self.stats, self.sources)
-        self.http.history = self.history
+        self.http = HttpServer(self.config, self.engine, self.stats, self.sources, history=self.history)
         self.http.start()
 
     def shutdown(self, flush_all_alerts: bool = False) -> None:
@@ -223,18 +247,11 @@ class Host:
         # Close every open group: alerts pending at shutdown are sent, not forgotten.
         self.pipeline.tick(2**63 - 1 if flush_all_alerts or self.stopping.is_set() else time.monotonic_ns())
         for route in self.routes:
-            try:
-                if route.delivery is not None:
-                    route.delivery.stop(timeout=5.0)
-                for method in ("flush", "close"):
-                    if (call := member(route.sink, "sink", method)) is not None:
-                        call()
-            except Exception as exc:  # a sink failing to close must not stop the others
-                log.error("sink %r failed to close: %s", route.name, exc)
+            _close_route(route)
         if self.http is not None:
             self.http.stop()
         reload.remove_pid(self.config.host.spool_dir)
-        if getattr(self, "journal", None) is not None:
+        if self.journal is not None:
             self.journal.close()
         if self.engine is not None:
             self.engine.close()  # the baselines keep the minute in progress
@@ -245,13 +262,161 @@ class Host:
                      "lgf_events_total", "lgf_alerts_total", "lgf_events_dropped_total",
                      "lgf_plugin_errors_total", "lgf_sink_failed_total")))
 
+    # -- reload (SIGHUP, `lgf reload`; what it keeps and swaps: lgf.reload) -------------------
+
+    def reload(self) -> ReloadOutcome:
+        """Re-read ``config_path`` and apply it (see ``lgf.reload``). Never raises: a config that
+        is invalid, or changes what needs a restart, is refused and the running one stays."""
+        old, path = self.config, self.config_path
+        if not path:
+            outcome = ReloadOutcome(False, errors=["this lgf was not started from a config file"])
+        else:
+            try:
+                _, new = load(path, overrides=self.overrides)
+            except ConfigErrors as exc:
+                outcome = ReloadOutcome(False, errors=[str(e) for e in exc.errors])
+            else:
+                refused = reload.refusals(old, new)
+                outcome = ReloadOutcome(False, errors=refused) if refused else self._apply(old, new)
+        reload.report(outcome, path, self.stats, old.host.spool_dir)
+        return outcome
+
+    def _apply(self, old: cfg.Config, new: cfg.Config) -> ReloadOutcome:
+        outcome = ReloadOutcome(True)
+        self.config = new
+        self._reload_sinks(old, new, outcome)
+        self._reload_plugins(old, new, outcome)
+        if self.engine is not None:
+            self.engine.retune(new)
+        self._reload_sources(old, new, outcome)
+        # The endpoints' roles and approvals come from [http] and [environments] (lgf.http's guard).
+        if any(new.raw.get(k) != old.raw.get(k) for k in ("http", "environments")):
+            if self.http is not None:
+                self.http.stop()
+                self.http = None
+            self._start_http()
+            outcome.swapped.append("http")
+        level = new.host.log_level.upper()
+        if new.host.log_level != old.host.log_level and hasattr(logging, level):
+            logging.getLogger().setLevel(getattr(logging, level))
+        return outcome
+
+    def _reload_sinks(self, old: cfg.Config, new: cfg.Config, outcome: ReloadOutcome) -> None:
+        before, after = reload.tables_by_name(old, "sink"), reload.tables_by_name(new, "sink")
+        routes = {r.name: r for r in self.routes}
+        fresh = []
+        for name, (cc, table) in after.items():
+            if name in before and before[name][1] == table and name in routes:
+                fresh.append(routes.pop(name))
+                outcome.kept.append(f"sink {name}")
+                continue
+            if name in routes:  # changed: stop the old one first, so its queue is free for the new
+                _close_route(routes.pop(name))
+            sink = self._make(cc)
+            fresh.append(SinkRoute(cc.name, sink, cc.receive, cc.min_severity, delivery=self._delivery_for(cc, sink)))
+            outcome.swapped.append(f"sink {name}")
+        for name, route in routes.items():  # removed
+            _close_route(route)
+            outcome.swapped.append(f"sink {name} (removed)")
+        self.routes[:] = fresh  # the pipeline holds this very list
+
+    def _reload_plugins(self, old: cfg.Config, new: cfg.Config, outcome: ReloadOutcome) -> None:
+        """Enrichers and classifiers: a kind whose tables changed is registered again in file order
+        (pluggy calls the last registered first), reusing the objects of unchanged tables."""
+        for kind in ("enricher", "classifier"):
+            before, after = reload.tables_by_name(old, kind), reload.tables_by_name(new, kind)
+            if reload.same_tables(before, after):
+                outcome.kept += [f"{kind} {n}" for n in after]
+                continue
+            objects = {name: obj for name in before if (obj := self.manager.unregister(name)) is not None}
+            for name, (cc, table) in reversed(list(after.items())):
+                if name in before and before[name][1] == table and name in objects:
+                    obj = objects[name]
+                    outcome.kept.append(f"{kind} {name}")
+                else:
+                    obj = self._make(cc)
+                    outcome.swapped.append(f"{kind} {name}")
+                self._register(cc, obj)
+            outcome.swapped += [f"{kind} {n} (removed)" for n in before if n not in after]
+
+    def _reload_sources(self, old: cfg.Config, new: cfg.Config, outcome: ReloadOutcome) -> None:
+        lower = new.host.threshold < old.host.threshold
+        targets_changed = new.raw.get("targets") != old.raw.get("targets")
+        before, after = reload.tables_by_name(old, "source"), reload.tables_by_name(new, "source")
+        old_objects = dict(zip([cc.name for cc in old.of_kind("source")], self.sources, strict=False))
+        fresh = []
+        for name, (cc, table) in after.items():
+            obj = old_objects.pop(name, None)
+            if obj is not None and before[name][1] == table and not lower and not targets_changed:
+                fresh.append(obj)
+                outcome.kept.append(f"source {name}")
+                continue
+            if obj is not None:
+                _stop_source(obj, name)
+            fresh.append(self._make(cc))
+            outcome.swapped.append(f"source {name}")
+        for name, obj in old_objects.items():
+            _stop_source(obj, name)
+            outcome.swapped.append(f"source {name} (removed)")
+        started = [s for s in fresh if s not in self.sources]
+        self.sources[:] = fresh  # the HTTP server and every RunContext hold this very list
+        for src in started:
+            try:
+                src.start(self.emit)
+            except Exception as exc:  # one broken source must not stop the others
+                self.stats.inc("lgf_source_errors_total", source=type(src).__name__)
+                log.error("reload: source %s failed to start: %s: %s", type(src).__name__, type(exc).__name__, exc)
+        # Kept sources may still filter in BPF at an older, lower threshold: the host drops what is
+        # now under the threshold in force (the sources' own stalls are never under it).
+        self.floor_ns = int(new.host.threshold)
+        if new.host.threshold > old.host.threshold and any(s not in started for s in fresh):
+            outcome.notes.append(f"threshold raised to {new.host.threshold / 1e6:.1f} ms: applied to the kept "
+                                 "sources' stalls before the pipeline (their probes stay attached)")
+        if lower:
+            outcome.notes.append("threshold lowered: the sources were swapped (it is compiled into their BPF)")
+        if targets_changed:
+            outcome.notes.append("[targets] changed: the sources were swapped")
+
+
+def _close_route(route: SinkRoute) -> None:
+    """Stop a sink's queue, then flush and close the sink; a failure is logged, never raised."""
+    try:
+        if route.delivery is not None:
+            route.delivery.stop(timeout=5.0)
+        for method in ("flush", "close"):
+            if (call := member(route.sink, "sink", method)) is not None:
+                call()
+    except Exception as exc:  # a sink failing to close must not stop the others
+        log.error("sink %r failed to close: %s", route.name, exc)
+
+
+def _stop_source(src, name: str) -> None:
+    try:
+        src.stop()
+    except Exception as exc:  # keep going: the new config must still be applied
+        log.error("reload: source %s failed to stop cleanly: %s", name, exc)
+
+
+def hint_if_nothing_to_watch(sources, logger: logging.Logger = log) -> bool:
+    """Say once, after the sources started, that no process matches ``[targets]`` (yet), and how to
+    see lgf at work; returns whether it said so. Sources that do not count targets are trusted."""
+    counts = []
+    for src in sources:
+        try:
+            counts.append(int((src.stats() or {}).get("targets", 1)))
+        except Exception:  # a source without a count is assumed to watch something
+            counts.append(1)
+    if not counts or any(counts):
+        return False
+    logger.info("no Go process to watch yet: none matches [targets]; lgf attaches to each one as it "
+                "starts. To see lgf at work now: `sudo lgf demo` (or `make demo` in a checkout)")
+    return True
+
 
 def open_host(config_path: str, with_sources: bool = True, overrides=()) -> Host:
     """Load, validate and build; raises ConfigErrors before anything starts."""
     manager, config = load(config_path, entry_points=True, overrides=overrides)
-    host = Host(manager, config)
-    host.config_path = config_path
-    host.overrides = tuple(overrides)  # a reload re-applies the command line's overrides
+    host = Host(manager, config, config_path=config_path, overrides=overrides)
     host.build(with_sources=with_sources)
     return host
 

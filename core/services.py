@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from .golang.symbols import Symbolizers
 from .golang.tracecapture import TraceCapture
 from .idle import IdleRules, Verdict, rules_of
+from .robotbudgets import RobotBudgets
 
 log = logging.getLogger("lgf")
 
@@ -75,8 +76,6 @@ class Services:
         self.idle_rules = idle_rules or IdleRules()
         self.arming = Arming()
         self.trace_capture = TraceCapture()
-        from .robotbudgets import RobotBudgets  # noqa: PLC0415 - kept beside the budget it holds
-
         self.robot_budgets = RobotBudgets()
 
     @classmethod

@@ -165,12 +165,22 @@ class SilenceStore:
         self.path = Path(spool_dir) / STORE_FILE if spool_dir else None
         self._lock = threading.Lock()
         self._silences: dict[str, Silence] = {}
+        self.replace_rules(rules)
+        self._load()
+
+    def replace_rules(self, rules: list[dict]) -> None:
+        """The config's ``[silences] rules`` are now ``rules`` (a reload): the silences the old
+        config brought are dropped, run-time ones (the API's, ``lgf silence``) are kept."""
+        fresh = {}
         for i, rule in enumerate(rules):
             until = parse_time(rule["until"]) if rule.get("until") else None
             s = Silence(list(rule["matchers"]), until, rule.get("comment", ""), "plugins.toml", "config",
                         id=f"config-{i}")
-            self._silences[s.id] = s
-        self._load()
+            fresh[s.id] = s
+        with self._lock:
+            for sid in [sid for sid, s in self._silences.items() if s.origin == "config"]:
+                del self._silences[sid]
+            self._silences.update(fresh)
 
     def _load(self) -> None:
         if self.path is None or not self.path.exists():

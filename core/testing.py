@@ -37,7 +37,7 @@ from types import ModuleType
 from typing import Any
 
 from . import config as cfg
-from .components import RunContext
+from .context import RunContext
 from .event import Event
 from .manager import Manager
 from .manager import make_manager as _make_run_manager

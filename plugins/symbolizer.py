@@ -12,6 +12,13 @@ plugins.toml::
     ray_address = "local"    # "local" starts a local Ray, "auto" joins a cluster, or "host:port"
     workers = 2              # Ray actors (the local backend is in-process)
 
+The local backend symbolizes with the host's shared symbol cache (``ctx.services.symbolizers``,
+``lgf.services``): the binaries the scope step and the goroutine sampler opened are not opened a
+second time. ``max_binaries`` sizes that cache up, never down (it keeps at least
+``lgf.services.SYMBOLIZER_MAX_OPEN`` = 64 open, the other users' need); with ``backend = "ray"``
+it is each Ray actor's own limit. The enricher never closes the shared cache: the host does, when
+it stops.
+
 The binary is the event's ``exe``, else ``/proc/<pid>/exe`` (which reaches a process's file even
 across mount namespaces). For a PIE binary, ``extra["load_bias"]`` is subtracted from each PC
 first. PCs are return addresses (BPF reads them off the stack), so ``pc-1`` is looked up as Go's
@@ -54,7 +61,8 @@ class SymbolizerOptions:
     summary_frames: int = 3
     """How many user functions go into ``stack_summary``."""
     max_binaries: int = 64
-    """Binaries kept mapped at once (per process: the enricher, or each Ray actor)."""
+    """Binaries kept mapped at once: the host's shared symbol cache grows to this if it is smaller
+    (it is never made smaller); with ``backend = "ray"``, each Ray actor's limit."""
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -72,12 +80,17 @@ Result = list[list[Frame]] | str
 
 
 class LocalBackend:
-    """Symbolizes in this process; one mapped table per binary (``Symbolizers``)."""
+    """Symbolizes in this process; one mapped table per binary (``Symbolizers``).
+
+    ``symbolizers``: a cache to use (the host's shared one, grown to ``max_binaries``), which
+    :meth:`close` leaves open for its owner; without one the backend makes and closes its own."""
 
     name = "local"
 
-    def __init__(self, max_binaries: int = 64) -> None:
-        self.symbolizers = Symbolizers(max_binaries)
+    def __init__(self, max_binaries: int = 64, symbolizers: Symbolizers | None = None) -> None:
+        self._owned = symbolizers is None
+        self.symbolizers = Symbolizers(max_binaries) if symbolizers is None else symbolizers
+        self.symbolizers.grow(max_binaries)
 
     def resolve(self, requests: list[Request]) -> list[Result]:
         out: list[Result] = []
@@ -90,7 +103,8 @@ class LocalBackend:
         return out
 
     def close(self) -> None:
-        self.symbolizers.close()
+        if self._owned:
+            self.symbolizers.close()
 
 
 def binary_of(event) -> str | None:
@@ -121,7 +135,7 @@ class SymbolizerEnricher:
         self._failed_binaries: OrderedDict[str, str] = OrderedDict()
         self._modules: OrderedDict[str, object] = OrderedDict()
         """binary key -> its build info's Modules (None: none), for the program's own frames."""
-        self.backend = LocalBackend(options.max_binaries)
+        self.backend = LocalBackend(options.max_binaries, ctx.services.symbolizers)
         if options.backend == "ray":
             from lgf.golang.ray_symbols import RayBackend, RayUnavailable
 

@@ -30,6 +30,14 @@ def test_all_is_sorted_and_exactly_the_public_api():
     assert set(lgf.__all__) == public
 
 
+def test_what_a_sink_author_needs_is_exported():
+    from lgf import DeliveryError, Receipt
+    from lgf.delivery import Receipt as DeliveryReceipt
+    from lgf.errors import DeliveryError as Raised
+    assert Receipt is DeliveryReceipt and DeliveryError is Raised
+    assert DeliveryError("busy", retryable=True).retryable
+
+
 def test_duration_and_size_are_exported_and_parse_in_a_plugin_table():
     from lgf import Duration, Size
     from lgf.options import coerce

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from lgf.components import RunContext
+from lgf import RunContext
 from lgf.event import Event
 from lgf.plugins.gc_phase import GcPhaseEnricher
 from lgf.plugins.poller import PollerEnricher

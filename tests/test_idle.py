@@ -9,13 +9,12 @@ import subprocess
 import pytest
 
 from lgf import config as cfg
-from lgf.alerts import AlertEngine
 from lgf.event import Event
 from lgf.golang.gobinary import open_binary
-from lgf.idle import DEFAULT_IDLE_SITES, REQUEST_MARKERS, IdleOptions, IdleRules
+from lgf.idle import DEFAULT_IDLE_SITES, REQUEST_MARKERS, IdleRules
 from lgf.manager import make_manager
-from lgf.pipeline import Pipeline, SinkRoute
-from lgf.plugins import scope
+from lgf.pipeline import SinkRoute
+from lgf.run import Host
 from lgf.stats import Stats
 from support.cli import lgf, write
 from support.gobuild import GO_VERSIONS, GOAPPS, build_go, go_binary
@@ -115,17 +114,21 @@ class ListSink:
 
 @pytest.fixture
 def pipeline(tmp_path):
-    """A pipeline with the built-ins (scope step included) and an alert engine."""
+    """A host's pipeline with the built-ins (its own scope step included) and its alert engine."""
+    hosts = []
+
     def make(idle_toml: dict | None = None):
         raw = {"lgf": {"spool_dir": str(tmp_path), "threshold": "50ms"}, "idle": idle_toml or {}}
-        config = cfg.validate(raw, {})
         m = make_manager(entry_points=False)
-        m.pm.hook.lgf_configure.call_historic(kwargs={"config": config})
-        stats, sink = Stats(), ListSink()
-        engine = AlertEngine(config, stats)
-        return Pipeline(m.pm.hook, stats, [SinkRoute("mem", sink, receive="both")], engine), stats, sink, engine
+        host = Host(m, cfg.validate(raw, m.components()), stats=Stats())
+        host.build(with_sources=False)
+        hosts.append(host)
+        sink = ListSink()
+        host.routes.append(SinkRoute("mem", sink, receive="both"))
+        return host.pipeline, host.stats, sink, host.engine
     yield make
-    scope._state["options"] = IdleOptions()
+    for host in hosts:
+        host.services.close()
 
 
 def park(stack, reason, goid=7, dur_ms=120, at_ms=0, **kw) -> Event:
@@ -184,6 +187,33 @@ def test_other_stalls_keep_their_own_groups(pipeline):
     pipe.process(park(PARK + ["time.Sleep", "main.process", "main.worker"] + END, "sleep", goid=30))
     pipe.process(park(BODY_READ, "IO wait", goid=31, http_method="POST", http_path="/upload"))
     assert sorted(a.scope for a in engine.due(2**63 - 1)) == ["", "request"]
+
+
+def test_the_scope_step_judges_pcs_through_the_hosts_services(pipeline, tmp_path):
+    """An event with PCs and no stack is symbolized and judged in one place (Services.judge); a
+    binary that cannot be read is a cut stack: a stall, never guessed idle."""
+    pipe, stats, sink, _engine = pipeline()
+    event = Event(pid=0, exe=str(tmp_path / "gone"), goid=9, wait_reason="IO wait", pcs=[0x401000],
+                  start_ns=0, end_ns=120 * MS, duration_ns=120 * MS, source="uprobe", extra={"stall": "park"})
+    pipe.process(event)
+    assert event.extra["verdict"] == "stall" and event.extra["stack_cut"] is True
+    assert sink.got == [event] and stats.total("lgf_idle_waits_total") == 0
+
+
+@pytest.mark.parametrize("version", GO_VERSIONS)
+def test_the_scope_step_judges_a_real_binarys_pcs_like_its_names(version, go_toolchains, tmp_path):
+    from lgf.context import RunContext
+    from lgf.plugins.scope import ScopeEnricher
+    from lgf.services import Services
+    exe = build_go(IDLESERVER_SRC, version)
+    addr = {n: lo for n, (lo, _hi) in open_binary(exe).pcln_spans.items()}
+    names = ["net.(*TCPListener).Accept", "net/http.(*Server).Serve", "runtime.goexit"]
+    pcs = [addr[n] + 1 for n in names]  # return addresses: inside the function, looked up at pc-1
+    step = ScopeEnricher(None, RunContext(config=None, stats=Stats(), services=Services()))
+    event = Event(pid=0, exe=str(exe), goid=3, wait_reason="IO wait", pcs=pcs, extra={"stall": "park"})
+    step.lgf_enrich(event)
+    assert step.functions_of(event)[:3] == names
+    assert event.extra["verdict"] == "idle" and event.extra["decided_by"] == "net.(*TCPListener).Accept"
 
 
 @pytest.mark.parametrize("version", GO_VERSIONS)

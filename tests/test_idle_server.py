@@ -23,8 +23,7 @@ import pytest
 
 from lgf.golang.httpreq import read_method_path
 from lgf.golang.runtime_reader import RuntimeReader
-from lgf.idle import IdleOptions
-from lgf.plugins import scope
+from lgf.plugins.scope import ScopeEnricher
 from lgf.sources.uprobe import UprobeOptions, UprobeSource
 from lgf.testing import EventCollector
 from support.fixtureproc import FixtureProcess
@@ -147,13 +146,14 @@ def wait_sampled(ctx, samples: int) -> None:
         time.sleep(INTERVAL_NS / 1e9)
 
 
-def judged(events) -> tuple[list, list]:
-    """(reported, held back): each event through the pipeline's scope step, as ``lgf run`` does."""
-    scope._state["options"] = IdleOptions()
+def judged(events, ctx) -> tuple[list, list]:
+    """(reported, held back): each event through the host's scope step, as ``lgf run`` does, then
+    the pipeline's rule: an idle verdict is held back (``[idle] report_idle`` is off)."""
+    step = ScopeEnricher(None, ctx)
     reported, held = [], []
     for ev in events:
-        scope.lgf_enrich(ev)
-        (held if ev.extra.pop("held_back", None) else reported).append(ev)
+        step.lgf_enrich(ev)
+        (held if ev.extra.get("verdict") == "idle" else reported).append(ev)
     return reported, held
 
 
@@ -221,7 +221,7 @@ def test_slow_requests_are_reported_once_per_waiting_goroutine_with_their_scope(
         time.sleep(0.3)
         for c in conns:
             c.close()
-        reported, held = judged(events.of_pid(fx.pid))
+        reported, held = judged(events.of_pid(fx.pid), ctx)
         counted = src.runtime_counters(fx.pid).get("idle_waits", 0)  # judged idle in the kernel
     finally:
         fx.close()
@@ -248,7 +248,7 @@ def test_slow_requests_are_reported_once_per_waiting_goroutine_with_their_scope(
         assert len(by_goid[g]) == 1, (g, summary, [(e.start_ns, e.end_ns, e.extra) for e in by_goid[g]])
         (ev,) = by_goid[g]
         assert ev.scope == "" and ev.wait_reason == "sleep", summary
-        assert "main.process" in scope.functions_of(ev), "a worker mid-job: a stall"
+        assert "main.process" in ScopeEnricher(None, ctx).functions_of(ev), "a worker mid-job: a stall"
     # The tier saw idle waits too (accept, keep-alive, transport loops): judged idle in BPF, they
     # are counted there and never sent; any that reach the scope step are held back.
     assert held or counted, "the tier saw idle waits too (accept, keep-alive, transport loops)"

@@ -102,3 +102,126 @@ def test_every_hook_is_documented_with_its_arguments():
         assert len(doc) > 40, f"{name} has no docstring"
         for arg in inspect.signature(fn).parameters:
             assert f":param {arg}:" in doc, f"{name} does not document {arg}"
+
+
+# --- the contract, enforced when a component is loaded (lgf.components.missing) -------------------
+
+BROKEN = textwrap.dedent('''
+    from lgf import Component, hookimpl
+
+    class NoSend:
+        def __init__(self, options, ctx): pass
+        def deliver(self, event): pass
+
+    class HalfSource:
+        def __init__(self, options, ctx): pass
+        def start(self, emit): pass
+
+    class UnmarkedEnricher:
+        def __init__(self, options, ctx): pass
+        def lgf_enrich(self, event): event.extra["never"] = True
+
+    class NoClassify:
+        def __init__(self, options, ctx): pass
+        @hookimpl
+        def lgf_enrich(self, event): pass
+
+    class GoodSink:
+        def __init__(self, options, ctx): pass
+        def send(self, event): pass
+
+    def sink_factory(options, ctx):  # a function: what it makes is known only once it is called
+        return NoSend(options, ctx)
+
+    @hookimpl
+    def lgf_components():
+        return [Component("sink", "nosend", NoSend), Component("source", "half", HalfSource),
+                Component("enricher", "unmarked", UnmarkedEnricher),
+                Component("classifier", "noclassify", NoClassify),
+                Component("sink", "made_by_function", sink_factory), Component("sink", "good", GoodSink)]
+''')
+
+
+def _broken(tmp_path, monkeypatch) -> str:
+    (tmp_path / "brokencomponents.py").write_text(BROKEN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("brokencomponents", None)
+    return "brokencomponents"
+
+
+def test_components_missing_a_required_member_are_refused_by_lgf_check(tmp_path, monkeypatch):
+    """lgf check (lgf.run.load) names each table, the component and what it lacks; nothing runs."""
+    import pytest
+
+    from lgf.errors import ConfigErrors
+    from lgf.run import load
+
+    plugin = _broken(tmp_path, monkeypatch)
+    cfg = write(tmp_path / "c.toml", f'[lgf]\nspool_dir = "{tmp_path}"\nplugins = ["{plugin}"]\n'
+                                     '[[sources]]\nuse = "half"\n[[enrichers]]\nuse = "unmarked"\n'
+                                     '[[classifiers]]\nuse = "noclassify"\n[[sinks]]\nuse = "nosend"\n'
+                                     '[[sinks]]\nuse = "good"\n')
+    with pytest.raises(ConfigErrors) as caught:
+        load(str(cfg), entry_points=False)
+    errors = sorted(str(e) for e in caught.value.errors)
+    assert errors == [
+        "classifiers[0].use: classifier 'noclassify' (NoClassify) lacks an @lgf.hookimpl lgf_classify()"
+        " (see lgf.components)",
+        "enrichers[0].use: enricher 'unmarked' (UnmarkedEnricher) lacks the @lgf.hookimpl mark on"
+        " lgf_enrich() (unmarked, it is never called) (see lgf.components)",
+        "sinks[0].use: sink 'nosend' (NoSend) lacks send() (see lgf.components)",
+        "sources[0].use: source 'half' (HalfSource) lacks stop() (see lgf.components)",
+    ], errors
+    res = lgf("check", str(cfg), env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 2 and "sink 'nosend' (NoSend) lacks send()" in res.stderr, res.stderr
+
+
+def test_a_factory_making_an_incomplete_component_is_refused_at_start(tmp_path, monkeypatch):
+    """A factory function says nothing before it is called: the host refuses what it made, by the
+    table's name, before any event, and stops the queues of the sinks it had already made."""
+    import threading
+
+    import pytest
+
+    from lgf.errors import ConfigErrors
+    from lgf.testing import PipelineRun
+
+    plugin = _broken(tmp_path, monkeypatch)
+    with pytest.raises(ConfigErrors) as caught:
+        PipelineRun('[[sinks]]\nuse = "good"\nname = "ok"\n[[sinks]]\nuse = "made_by_function"\nname = "pager"\n',
+                    plugins=[plugin])
+    (error,) = caught.value.errors
+    assert str(error) == "sinks[1].use: sink 'made_by_function' (pager) lacks send() (see lgf.components)"
+    assert not [t for t in threading.enumerate() if t.name == "lgf-delivery-ok"], "the good sink's queue was stopped"
+
+
+def test_the_builtins_and_the_example_plugin_pass_the_contract():
+    from lgf.components import missing
+    m = make_manager(entry_points=True)
+    for (kind, use), comp in m.components().items():
+        if isinstance(comp.factory, type):
+            assert missing(kind, comp.factory) == [], (kind, use)
+
+
+def test_the_always_on_scope_step_is_listed_and_takes_no_table():
+    """scope is a built-in like the others (listed by `lgf plugins`), made by every host itself."""
+    import pytest
+
+    from lgf.errors import ConfigErrors
+    from lgf.testing import PipelineRun
+
+    rows = {r["name"]: r for r in json.loads(lgf("plugins", "--json").stdout)["plugins"]}
+    assert rows["lgf.plugins.scope"]["origin"] == "built-in"
+    assert rows["lgf.plugins.scope"]["components"] == ["enricher:scope"]
+    with pytest.raises(ConfigErrors) as caught:
+        PipelineRun('[[enrichers]]\nuse = "scope"\n')
+    assert [str(e) for e in caught.value.errors] == [
+        "enrichers[0].use: enricher 'scope' is always on, one per host: it takes no table (remove this table)"]
+    with PipelineRun() as run:
+        assert run.manager.infos["lgf.plugins.scope:scope"].origin == "built-in (per host)"
+    # A table named like a registered plugin was dropped without a word by pluggy: now refused.
+    with pytest.raises(ConfigErrors) as caught:
+        PipelineRun('[[classifiers]]\nuse = "waitreason"\nname = "lgf.plugins.scope:scope"\n')
+    assert [str(e) for e in caught.value.errors] == [
+        "classifiers[0].name: 'lgf.plugins.scope:scope' is already the name of a registered plugin "
+        "(give the table another name)"]

@@ -159,13 +159,15 @@ def _go(fx: StallFixture) -> None:
         pass
 
 
-def test_retune_gives_a_running_engine_the_settings_a_new_one_would_have(tmp_path):
+def test_retune_changes_how_the_running_policy_alerts_and_keeps_its_open_groups(tmp_path):
+    """A reload's new [alerts], [environments], [silences] and [lgf] settings decide the alerts of
+    groups opened after it; a group already open keeps its stalls and still alerts."""
     from lgf.alerts import AlertEngine
-    from lgf.reload import retune_engine
+    from lgf.event import Event
     from lgf.run import load
     from lgf.stats import Stats
 
-    old = write(tmp_path / "old.toml", f'[lgf]\nspool_dir = "{tmp_path}"\n')
+    old = write(tmp_path / "old.toml", f'[lgf]\nspool_dir = "{tmp_path}"\nreport_interval = "1s"\n')
     new = write(tmp_path / "new.toml", f"""
 [lgf]
 spool_dir = "{tmp_path}"
@@ -181,6 +183,7 @@ tags = {{ team = "pay" }}
 topology = {{ region = "eu" }}
 
 [environments.dev]
+threshold = "70ms"
 warning = "300ms"
 
 [silences]
@@ -188,19 +191,31 @@ rules = [{{ matchers = ["cause=lock"], comment = "known" }}]
 """)
     _, old_cfg = load(str(old), entry_points=False)
     _, new_cfg = load(str(new), entry_points=False)
-    running, fresh = AlertEngine(old_cfg, Stats()), AlertEngine(new_cfg, Stats())
-    running.groups[("kept",)] = "an open group"
-    retune_engine(running, new_cfg)
-    for attr in ("env", "options", "policy", "threshold_ns", "report_interval_ns", "tags", "topology"):
-        assert getattr(running, attr) == getattr(fresh, attr), attr
-    assert [(n, rx.pattern) for n, rx in running._services] == [(n, rx.pattern) for n, rx in fresh._services]
-    assert running.windows.window_ns == fresh.windows.window_ns
-    assert [s.matchers for s in running.silences.list()] == [s.matchers for s in fresh.silences.list()]
-    assert running.groups == {("kept",): "an open group"}
+    now = [0]
+    engine = AlertEngine(old_cfg, Stats(), clock=lambda: now[0])
+
+    def stall(ms: int, cause: str = "channel", goid: int = 1) -> Event:
+        return Event(pid=7, comm="api-1", goid=goid, cause=cause, duration_ns=ms * 1_000_000,
+                     start_ns=now[0], end_ns=now[0] + ms * 1_000_000, stack_summary=[f"main.f{goid}"])
+
+    engine.observe(stall(100, goid=1))  # prod: over the 50 ms threshold, opens a group
+    assert len(engine.groups) == 1
+    engine.retune(new_cfg)
+    assert engine.windows.window_ns == 1_000_000_000
+    engine.observe(stall(60, goid=2))  # under dev's 70 ms now: not alert material
+    engine.observe(stall(400, goid=3))
+    engine.observe(stall(400, goid=4))  # same service and cause: one group by the new group_by
+    engine.observe(stall(400, cause="lock", goid=5))  # silenced by the new config's rule
+    kept, fresh = sorted(engine.due(2**63 - 1), key=lambda a: a.duration_ns)  # the lock one: silenced
+    assert kept.extra["count"] == 1 and kept.extra["service"] == "api-1"  # opened before the reload
+    assert fresh.extra["count"] == 2 and fresh.extra["service"] == "api" and fresh.env == "dev"
+    assert fresh.tags == {"team": "pay"} and fresh.topology["region"] == "eu" and fresh.topology["host"]
+    assert fresh.severity == "warning" and fresh.extra["interval_ns"] == 3_000_000_000
+    assert [s.matchers for s in engine.silences.list()] == [["cause=lock"]]
+    assert engine.stats.get("lgf_alerts_silenced_total", cause="lock", reason="silence") == 1
 
 
 def test_reload_refuses_a_new_spool_dir_and_keeps_running_config(tmp_path):
-    from lgf.reload import reload
     from lgf.run import open_host
 
     config = write(tmp_path / "p.toml", f'[lgf]\nspool_dir = "{tmp_path / "s1"}"\n[[sinks]]\nuse = "stdout"\n'
@@ -208,7 +223,7 @@ def test_reload_refuses_a_new_spool_dir_and_keeps_running_config(tmp_path):
     host = open_host(str(config), with_sources=False)
     route = host.routes[0]
     write(config, f'[lgf]\nspool_dir = "{tmp_path / "s2"}"\n[[sinks]]\nuse = "stdout"\n[http]\nenabled = false\n')
-    outcome = reload(host)
+    outcome = host.reload()
     assert not outcome.ok and "lgf.spool_dir" in outcome.errors[0]
     assert host.routes == [route] and host.config.host.spool_dir == str(tmp_path / "s1")
     status = json.loads((tmp_path / "s1" / "reload.json").read_text())
@@ -225,7 +240,6 @@ def test_reload_keeps_an_unchanged_durable_sink_and_swaps_a_changed_classifier(t
     """The queue of a sink whose table did not change is the same running queue after the reload;
     a changed classifier is rebuilt and still speaks before the built-in waitreason."""
     from lgf.event import Event
-    from lgf.reload import reload
     from lgf.run import open_host
 
     def text(prefix: str, receive: str) -> str:
@@ -260,7 +274,7 @@ enabled = false
         keep = next(r for r in host.routes if r.name == "keep")
         assert keep.delivery is not None  # a durable queue
         write(config, text("sync", "both"))
-        outcome = reload(host)
+        outcome = host.reload()
         assert outcome.ok, outcome.errors
         assert "sink keep" in outcome.kept and "sink change" in outcome.swapped
         assert "classifier mine" in outcome.swapped
@@ -279,7 +293,6 @@ enabled = false
 
 def test_reload_keeps_the_command_lines_overrides(tmp_path):
     """`lgf run --latency-threshold 80ms`: the flag still wins after the file is re-read."""
-    from lgf.reload import reload
     from lgf.run import open_host
 
     def text(threshold: str) -> str:
@@ -292,7 +305,7 @@ def test_reload_keeps_the_command_lines_overrides(tmp_path):
     try:
         assert host.config.host.threshold == 80_000_000
         write(config, text("60ms").replace('"300ms"', '"400ms"'))
-        assert reload(host).ok
+        assert host.reload().ok
         assert host.config.host.threshold == 80_000_000 and host.config.host.window == 400_000_000
         assert host.engine.threshold_ns == 80_000_000 and host.floor_ns == 80_000_000
     finally:

@@ -108,3 +108,27 @@ def test_summary_skips_the_runtime_and_std_internals():
     frames = [{"func": f} for f in ("runtime.gopark", "runtime.chanrecv1", "main.consumer", "main.main")]
     assert stack_summary(frames) == ["main.consumer", "main.main"]
     assert stack_summary([{"func": "runtime.gcBgMarkWorker"}]) == ["runtime.gcBgMarkWorker"]
+
+
+def test_the_local_backend_uses_the_hosts_shared_symbol_cache(running_fixture):
+    """One symbol cache per host: the enricher reads through ``ctx.services.symbolizers`` (what
+    the scope step and the sampler use), ``max_binaries`` only grows it, and closing the enricher
+    (a reload swapping it, lgf_unconfigure) leaves the host's cache open."""
+    from lgf.services import SYMBOLIZER_MAX_OPEN, Services
+    binary, proc = running_fixture
+    services = Services()
+    ctx = RunContext(config=None, stats=Stats(), services=services)
+    small = SymbolizerEnricher(SymbolizerOptions(max_binaries=2), ctx)
+    assert small.backend.symbolizers is services.symbolizers
+    assert services.symbolizers.max_open == SYMBOLIZER_MAX_OPEN  # never made smaller
+    big = SymbolizerEnricher(SymbolizerOptions(max_binaries=200), ctx)
+    assert services.symbolizers.max_open == 200
+    tab = Pclntab.from_elf(str(binary))
+    event = Event(pid=proc.pid, exe=str(binary), pcs=[_deep_return_address(tab)])
+    big.lgf_enrich(event)
+    assert event.stack and len(services.symbolizers) == 1
+    big.lgf_unconfigure()
+    small.close()
+    assert len(services.symbolizers) == 1, "the host's cache is the host's to close"
+    services.close()
+    assert len(services.symbolizers) == 0

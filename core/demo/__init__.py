@@ -171,21 +171,3 @@ def _relay(proc: subprocess.Popen) -> None:
     for line in proc.stdout:
         sys.stderr.write(line)
         sys.stderr.flush()
-
-
-# --- the hint lgf run gives when it has nothing to watch -------------------------------------
-
-def hint_if_nothing_to_watch(sources, logger: logging.Logger = log) -> bool:
-    """Say once, after the sources started, that no process matches ``[targets]`` (yet), and how to
-    see lgf at work; returns whether it said so. Sources that do not count targets are trusted."""
-    counts = []
-    for src in sources:
-        try:
-            counts.append(int((src.stats() or {}).get("targets", 1)))
-        except Exception:  # a source without a count is assumed to watch something
-            counts.append(1)
-    if not counts or any(counts):
-        return False
-    logger.info("no Go process to watch yet: none matches [targets]; lgf attaches to each one as it "
-                "starts. To see lgf at work now: `sudo lgf demo` (or `make demo` in a checkout)")
-    return True

@@ -78,8 +78,21 @@ class GoBinary:
     """Facts about one Go executable; build with :func:`open_binary`."""
 
     def __init__(self, path: str | Path | bytes, label: str | None = None):
+        self._memo: dict[str, object] = {}
+        self._memo_lock = threading.Lock()
         with _as_refusal():
             self._open(path, label)
+
+    def memo(self, key: str, compute):
+        """``compute()``, worked out once per binary and kept with it: a fact other modules derive
+        from the binary (``lgf.golang.httpreq``'s field offsets) lives as long as the binary does,
+        not in a module's dict. ``compute`` may raise; nothing is kept then."""
+        with self._memo_lock:
+            if key in self._memo:
+                return self._memo[key]
+        value = compute()
+        with self._memo_lock:
+            return self._memo.setdefault(key, value)
 
     def _open(self, path: str | Path | bytes, label: str | None) -> None:
         self.elf = ElfImage(path, label)
@@ -142,7 +155,7 @@ class GoBinary:
         if sym is not None:
             return sym.value
         if self.stripped:
-            span = self._pcln_spans.get(name.removesuffix(".abi0"))
+            span = self.pcln_spans.get(name.removesuffix(".abi0"))
             return span[0] if span else None
         return None
 
@@ -151,7 +164,7 @@ class GoBinary:
         if sym is not None and sym.size:
             return sym.size
         if self.stripped:
-            span = self._pcln_spans.get(name.removesuffix(".abi0"))
+            span = self.pcln_spans.get(name.removesuffix(".abi0"))
             return span[1] - span[0] if span else None
         return None
 
@@ -164,7 +177,7 @@ class GoBinary:
         return None
 
     @cached_property
-    def _pcln_spans(self) -> dict[str, tuple[int, int]]:
+    def pcln_spans(self) -> dict[str, tuple[int, int]]:
         """``{name: (entry, end)}`` from the pclntab (end = next function's entry, padding included)."""
         if self._pcln is None:
             return {}
@@ -443,6 +456,6 @@ def runtime_function_entries(binary) -> list[int]:
     if syms:
         names = {n: s.value for n, s in syms.items() if s.kind == "func"}
     else:  # stripped: the pclntab has every function
-        names = {n: span[0] for n, span in binary._pcln_spans.items()}
+        names = {n: span[0] for n, span in binary.pcln_spans.items()}
     return [addr for n, addr in names.items()
             if n.startswith("runtime.") and n not in ("runtime.main", "runtime.handleAsyncEvent")]

@@ -23,7 +23,6 @@ DWARF offsets are looked up once per binary.
 from __future__ import annotations
 
 import struct
-import threading
 
 from .golayout import _walk_dwarf
 from .runtime_reader import Unreadable
@@ -37,8 +36,6 @@ MAX_METHOD = 32
 MAX_PATH = 2048
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
-_offsets: dict[str, dict[str, int]] = {}
-_lock = threading.Lock()
 
 
 class UnknownLayout(Exception):
@@ -47,12 +44,11 @@ class UnknownLayout(Exception):
 
 def offsets_of(binary) -> dict[str, int]:
     """``LAYOUT``'s keys with this binary's offsets: DWARF first, else the table; raises
-    :class:`UnknownLayout`."""
-    key = binary.build_id or binary.path
-    with _lock:
-        got = _offsets.get(key)
-    if got is not None:
-        return got
+    :class:`UnknownLayout`. Worked out once per binary (``GoBinary.memo``)."""
+    return binary.memo("httpreq.offsets", lambda: _offsets_of(binary))
+
+
+def _offsets_of(binary) -> dict[str, int]:
     got = {}
     if binary.has_dwarf:
         try:
@@ -69,8 +65,6 @@ def offsets_of(binary) -> dict[str, int]:
             raise UnknownLayout(f"{binary.path}: {binary.go_version}: net/http.Request layout unknown "
                                 "without DWARF (lgf's table covers go1.21-go1.27)")
         got = dict(LAYOUT)
-    with _lock:
-        _offsets[key] = got
     return got
 
 

@@ -30,7 +30,7 @@ import socket
 import zlib
 from collections import OrderedDict
 
-from lgf.golang.pclntab import Frame, Pclntab, PclntabError
+from lgf.golang.pclntab import Frame, PclntabError
 from lgf.golang.symbols import Symbolizer
 
 log = logging.getLogger("lgf.symbolizer")
@@ -106,9 +106,7 @@ class SymbolizerActor:
 
     def load(self, key: str, data: bytes) -> bool:
         """Take a binary shipped from the driver (the path is not readable on this node)."""
-        sym = Symbolizer(f"<{key}>")
-        sym._tab = Pclntab.from_elf(bytes(data))
-        self._add(key, sym)
+        self._add(key, Symbolizer.of_image(f"<{key}>", data))
         return True
 
     def symbolize(self, batch: list[tuple]) -> list:

@@ -7,14 +7,13 @@ version element is skipped (``github.com/acme/checkout/v2`` -> ``checkout``). A 
 module path (``go build main.go`` records ``command-line-arguments``), or one lgf cannot read,
 falls back to the comm.
 
-Cost: the binary is parsed once (``open_binary`` caches it by file), and names are cached here by
-executable path; a lookup is a dict hit.
+Cost: the binary is parsed once (``open_binary`` caches it by file); the alert policy keeps each
+process's name (``AlertEngine.service_of``), so this runs once per process and executable.
 """
 
 from __future__ import annotations
 
 import re
-import threading
 
 from lgf.errors import TargetRefused
 
@@ -22,10 +21,6 @@ from .gobinary import open_binary
 
 _MAJOR = re.compile(r"v[0-9]+")
 NO_MODULE = ("", "command-line-arguments")
-MAX_CACHED = 4096
-
-_cache: dict[str, str] = {}
-_lock = threading.Lock()
 
 
 def name_of_module(module_path: str) -> str:
@@ -43,18 +38,9 @@ def default_service(pid: int, exe: str, comm: str) -> str:
     path = exe or (f"/proc/{pid}/exe" if pid else "")
     if not path:
         return comm
-    with _lock:
-        hit = _cache.get(path)
-    if hit is not None:
-        return hit or comm
     try:
         binary = open_binary(path)
         name = name_of_module(binary.info.module_path or binary.info.path)
     except (TargetRefused, OSError):
         name = ""
-    if exe:  # /proc/PID/exe names another binary once the pid is reused: cache only real paths
-        with _lock:
-            if len(_cache) >= MAX_CACHED:
-                _cache.pop(next(iter(_cache)))
-            _cache[path] = name
     return name or comm

@@ -39,6 +39,14 @@ class Symbolizer:
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
+    @classmethod
+    def of_image(cls, label: str, data: bytes, cache_size: int = PC_CACHE_SIZE) -> Symbolizer:
+        """A symbolizer of a binary's bytes (shipped from elsewhere: its path is not readable
+        here); ``label`` names it in errors. Raises PclntabError when the table is unreadable."""
+        sym = cls(label, cache_size)
+        sym._tab = Pclntab.from_elf(bytes(data))
+        return sym
+
     @property
     def table(self) -> Pclntab:
         """The binary's pclntab, opened now if it was not yet (raises PclntabError)."""
@@ -123,6 +131,16 @@ class Symbolizers:
                 _, old = self._open.popitem(last=False)
                 old.close()
             return sym
+
+    def grow(self, max_open: int) -> None:
+        """Keep at least ``max_open`` binaries open from now on (never fewer than before: a cache
+        shared by a host's tiers and enrichers is sized by its most demanding user)."""
+        with self._lock:
+            self._max_open = max(self._max_open, max_open)
+
+    @property
+    def max_open(self) -> int:
+        return self._max_open
 
     def __len__(self) -> int:
         return len(self._open)

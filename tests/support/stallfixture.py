@@ -14,7 +14,7 @@ import time
 import types
 from pathlib import Path
 
-from lgf.components import RunContext
+from lgf import RunContext
 from lgf.config import HostOptions, TargetOptions
 from lgf.options import Duration, parse_duration
 from lgf.stats import Stats
