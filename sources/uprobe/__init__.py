@@ -113,10 +113,11 @@ function runs.
   bare ``use = "uprobe"`` reports every goroutine stall, as its name promises; the shipped
   plugins.toml chooses ``"on_stall"`` for production hosts and says so.
 - ``"never"``: only the cheap tier (and the tracepoint source's syscalls).
-- ``"on_stall"``: attached to a process for ``arm_for`` (default 60 s) after a cheap
-  tier of any lgf source (this one's stop-the-world, the goroutine sampler of
-  :mod:`lgf.sources.uprobe.sampler`, the tracepoint source's blocking syscalls) sees a stall there, then
-  detached again. A process in trouble gets goroutine detail while the trouble lasts; a healthy
+- ``"on_stall"``: attached to a process for ``arm_for`` (default 60 s) after a cheap tier of any
+  lgf source (this one's stop-the-world, the goroutine sampler of :mod:`lgf.sources.uprobe.sampler`,
+  the tracepoint source's blocking syscalls) sees a stall there, then detached again. Every cheap
+  tier asks through ``ctx.services.arming.notify_stall(pid)``, and the tier arms on a thread of its
+  own, one per pid at a time (:mod:`lgf.sources.uprobe.tiers`). A process in trouble gets goroutine detail while the trouble lasts; a healthy
   one pays nothing. The first stall of an episode is seen only by the cheap tier: the sampler,
   which reads unarmed targets' goroutines from outside every ``sample_interval`` (no probe),
   reports a park it saw with ``extra["precision"] = "sampled"`` (a lower bound, within two
