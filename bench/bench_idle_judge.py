@@ -26,7 +26,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from lgf.config import TargetOptions  # noqa: E402
 from lgf.golang.discovery import examine  # noqa: E402
-from lgf.golang.sampler import GoroutineSampler  # noqa: E402
+from lgf.services import Services  # noqa: E402
+from lgf.sources.uprobe.handoff import NoGoroutineTier  # noqa: E402
+from lgf.sources.uprobe.sampler import GoroutineSampler  # noqa: E402
 from support.gobuild import GOAPPS, build_go  # noqa: E402
 
 CONNS = 400
@@ -49,8 +51,9 @@ def open_idle_connections(addr: str, n: int) -> list[socket.socket]:
 
 def measure(target, ignore: list[str]) -> tuple[float, float, int]:
     """(thread CPU s of the crossing pass, best steady pass, parks judged idle)."""
-    sampler = GoroutineSampler(20_000_000, 100_000, THRESHOLD_NS, emit=lambda ev: None,
-                               arm=lambda pid: None, tier_since=lambda pid: None, ignore_reasons=ignore)
+    services = Services()  # no source registered to arm: a park only gets judged
+    sampler = GoroutineSampler(20_000_000, THRESHOLD_NS, tier=NoGoroutineTier(), services=services,
+                               emit=lambda ev: None, max_goroutines=100_000, ignore_reasons=ignore)
     sampler.add(target)
     proc = sampler._procs[target.pid]
 
@@ -70,6 +73,7 @@ def measure(target, ignore: list[str]) -> tuple[float, float, int]:
     parks = sampler._procs[target.pid].parks
     judged = sum(1 for p in parks.values() if p.verdict is not None and p.verdict.idle)
     sampler.stop()
+    services.close()
     return crossing, steady, judged
 
 

@@ -16,7 +16,7 @@ beside its baseline from the same run (no probes), and the ratio. Configurations
 Last, what the goroutine sampler costs lgf itself: CPU per sample of a target with 100 and with
 10,000 parked goroutines (``tests/goapps/runtimestate``), beside the time of one bare
 ``process_vm_readv`` of the allgs header (the floor of any sample), and the share of one CPU its
-thread takes at the default interval (stretched for a dear target, see ``lgf.golang.sampler``).
+thread takes at the default interval (stretched for a dear target, see ``lgf.sources.uprobe.sampler``).
 
 Ping-pong: ns per round trip (each round trip is two park/wake cycles: the worst case for
 per-switch probes), median of 5 runs of 200k round trips. net/http: server CPU time (utime +
@@ -136,15 +136,17 @@ def sampler_cost(exe: Path, parked: int, samples: int = 100) -> tuple[float, flo
 
     from lgf.golang.gobinary import open_binary
     from lgf.golang.runtime_reader import RuntimeReader
-    from lgf.golang.sampler import GoroutineSampler
+    from lgf.services import Services
+    from lgf.sources.uprobe.handoff import NoGoroutineTier
+    from lgf.sources.uprobe.sampler import GoroutineSampler
 
     proc, _ = start(exe, "-parked", str(parked), "-conns", "0")
     try:
         target = types.SimpleNamespace(pid=proc.pid, binary=open_binary(f"/proc/{proc.pid}/exe"),
                                        exe=str(exe), comm="runtimestate")
         never = 1 << 62  # a threshold never reached: measure reading, not arming
-        sampler = GoroutineSampler(UprobeOptions().sample_interval, 1 << 20, never, lambda e: None,
-                                   lambda pid: None, lambda pid: None)
+        sampler = GoroutineSampler(UprobeOptions().sample_interval, never, tier=NoGoroutineTier(),
+                                   services=Services(), emit=lambda e: None, max_goroutines=1 << 20)
         sampler.add(target)
         state = sampler._procs[proc.pid]
         c0 = time.process_time()

@@ -38,9 +38,10 @@ SYMBOLIZER_MAX_OPEN = 64
 class Arming:
     """Cheap tiers that saw a stall in a process ask for the costly goroutine tier there.
 
-    The uprobe source owns the goroutine tier (``goroutine_tier = "on_stall"``) and registers its
-    ``arm(pid)``; a cheap tier (the tracepoint source's blocking syscalls, the goroutine sampler)
-    calls :meth:`notify_stall`. Only stalls arm: a cheap tier with a goroutine's stack asks
+    The uprobe source owns the goroutine tier (``goroutine_tier = "on_stall"``) and registers a
+    request that arms on a thread of its own, one per pid at a time, so :meth:`notify_stall`
+    returns at once; every cheap tier (the tracepoint source's blocking syscalls, the uprobe
+    source's stop-the-world probes and goroutine sampler) calls :meth:`notify_stall`. Only stalls arm: a cheap tier with a goroutine's stack asks
     :meth:`Services.is_stall` first, so an idle wait never makes a process pay for the tier.
     Cost: one lock and a loop over the (one or two) registered sources per reported stall.
     """
@@ -83,12 +84,17 @@ class Services:
         """The services of a host running ``config`` (its ``[idle]`` rules)."""
         return cls(rules_of(config))
 
+    def symbolize(self, path: str, pcs: Sequence[int], bias: int = 0) -> list[str]:
+        """:meth:`functions`, raising what reading the binary raised (OSError, PclntabError), for a
+        caller that counts why a stack went unsymbolized."""
+        sym = self.symbolizers.get(path)
+        return [f.func for pc in pcs for f in sym.frames(int(pc) - bias)]
+
     def functions(self, path: str, pcs: Sequence[int], bias: int = 0) -> list[str] | None:
         """Function names of ``pcs`` (innermost first, inlined frames expanded) in the binary at
         ``path``, ``bias`` its PIE load bias; None when the binary cannot be read."""
         try:
-            sym = self.symbolizers.get(path)
-            return [f.func for pc in pcs for f in sym.frames(int(pc) - bias)]
+            return self.symbolize(path, pcs, bias)
         except Exception:  # noqa: BLE001 - an unreadable or vanished binary: no names
             return None
 

@@ -17,8 +17,11 @@ from lgf.golang import gstatus
 from support.gobuild import GO_VERSIONS, TOOLCHAINS
 
 ROOT = Path(__file__).resolve().parent.parent
-C_FILES = sorted([*(ROOT / "sources").glob("*.c"), *(ROOT / "core" / "bpf").glob("*.h")])
-SHARED_NAME = re.compile(r"\b(STALL_[A-Z]+|C_[A-Z_]+|G_(?:RUNNABLE|WAITING|SCAN)|WAIT_SLOT_SHIFT_\d)\b")
+C_FILES = sorted([*(ROOT / "sources").rglob("*.c"), *(ROOT / "core" / "bpf").glob("*.h")])
+UPROBE_C = ROOT / "sources" / "uprobe" / "uprobe.c"
+SHARED_NAME = re.compile(r"\b(STALL_[A-Z]+|C_[A-Z_]+|G_(?:RUNNABLE|WAITING|SCAN)|WAIT_SLOT_SHIFT_\d|WAIT_[A-Z]+"
+                         r"|EV_[A-Z_]+|SITE_[A-Z]+|FROM_[A-Z_]+|FH_[A-Z]+|NO_REASON)\b")
+"""Names of the families kept in lgf.bpf.constants: a C file using one must get it from there."""
 
 
 @pytest.mark.parametrize("path", C_FILES, ids=lambda p: p.name)
@@ -46,13 +49,34 @@ def test_a_program_compiles_with_only_the_constants_python_passes(bpf_ok):
 
 
 def test_wait_slot_hash_is_the_one_uprobe_c_computes():
-    c = (ROOT / "sources" / "uprobe.c").read_text()
+    c = UPROBE_C.read_text()
     body = c[c.index("wait_slot(u32 tgid, u64 g)"):]
     body = body[: body.index("}")]
     assert all(f"WAIT_SLOT_SHIFT_{i}" in body for i in range(3)), body
     a, b, s = constants.WAIT_SLOT_SHIFTS
     g, tgid = 0xC000123440, 4242
     assert constants.wait_slot_index(tgid, g, 1024) == ((g >> a) ^ (g >> b) ^ (tgid << s)) & 1023
+
+
+def test_every_family_is_used_by_the_c_and_passed_by_python():
+    # The families the regex above polices, each seen in the C (so a renamed family cannot slip past
+    # the check) and each passed by shared().
+    code = re.sub(r"/\*.*?\*/|//[^\n]*", "", UPROBE_C.read_text(), flags=re.S)
+    used = set(SHARED_NAME.findall(code))
+    for prefix in ("EV_", "SITE_", "FROM_", "FH_", "WAIT_PARK", "WAIT_RUNNABLE", "NO_REASON", "STALL_", "C_"):
+        assert any(n.startswith(prefix) for n in used), f"uprobe.c uses no {prefix}* name"
+    assert used <= set(constants.shared())
+
+
+def test_python_decodes_with_the_same_numbers():
+    from lgf.bpf import sites
+    from lgf.sources.uprobe import runnable, verdict
+
+    assert (sites.SITE_IDLE, sites.SITE_REQUEST) == (constants.SITE_IDLE, constants.SITE_REQUEST)
+    assert verdict.EV_LOOP_HEAD is constants.EV_LOOP_HEAD and verdict.EV_IDLE is constants.EV_IDLE
+    assert runnable.RUNNABLE_FROM == {code: name for name, code in constants.RUNNABLE_FROM.items()}
+    assert runnable.NO_REASON == constants.NO_REASON
+    assert constants.shared()["FH_CELLS"] == 3 * constants.FH_REASONS * constants.FH_SLOTS
 
 
 def test_stall_kinds_and_counters_are_distinct():

@@ -37,9 +37,15 @@ def test_a_source_importing_a_plugin_or_a_sink_is_caught(tmp_path):
         "lgf.plugins.sched", "lgf.sinks.stdout"]
 
 
+def test_the_go_reading_library_emits_and_judges_nothing(tmp_path):
+    root = _tree(tmp_path, {"core/golang/reader.py": "from lgf import Event\nfrom ..idle import IdleRules\n",
+                            "core/golang/fine.py": "from lgf.errors import TargetRefused\n"})
+    assert [p.split(" imports ")[1].split(" ")[0] for p in wrong_way_imports(root)] == ["lgf.Event", "lgf.idle"]
+
+
 def test_relative_imports_are_resolved(tmp_path):
-    root = _tree(tmp_path, {"core/golang/sampler.py": "from ..sources.uprobe import X\n"})
-    assert "lgf.golang.sampler imports lgf.sources.uprobe" in wrong_way_imports(root)[0]
+    root = _tree(tmp_path, {"core/golang/runtime_reader.py": "from ..sources.uprobe import X\n"})
+    assert "lgf.golang.runtime_reader imports lgf.sources.uprobe" in wrong_way_imports(root)[0]
 
 
 def test_own_folder_and_core_are_allowed(tmp_path):

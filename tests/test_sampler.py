@@ -1,4 +1,4 @@
-"""The goroutine sampler (``lgf.golang.sampler``) inside the uprobe source with
+"""The goroutine sampler (``lgf.sources.uprobe.sampler``) inside the uprobe source with
 ``goroutine_tier = "on_stall"`` and no other cheap tier: real BPF, the real ``stalls`` fixture,
 every supported Go toolchain.
 
@@ -131,7 +131,7 @@ def test_a_park_that_begins_while_the_tier_attaches_is_reported_once(sampled):
     it is delayed and, on a quiet host, ends after the tier is complete (the hand-off pass keeps
     it). Without the hand-off it is lost."""
     src, events, exe, ctx = sampled
-    real_arm = src._sampler.arm
+    real_arm = src.tier.arm  # what the arming thread runs (every cheap tier's one path)
     attaching: list[tuple[int, int]] = []
 
     def slow_arm(pid: int) -> None:
@@ -140,7 +140,7 @@ def test_a_park_that_begins_while_the_tier_attaches_is_reported_once(sampled):
         real_arm(pid)
         attaching.append((t0, time.monotonic_ns()))
 
-    src._sampler.arm = slow_arm
+    src.tier.arm = slow_arm
     try:
         with StallFixture(exe, "chanrecv", "-n", "3", "-d", "400ms") as fx:
             wait_attached(src, fx.pid)
@@ -150,7 +150,7 @@ def test_a_park_that_begins_while_the_tier_attaches_is_reported_once(sampled):
                 events.wait_for(lambda e, g=res["goid"]: e.pid == fx.pid and e.goid == g)
             got = wait_no_duplicate(events, fx.pid, results)
     finally:
-        src._sampler.arm = real_arm
+        src.tier.arm = real_arm
     assert attaching, "the first stall armed the tier"
     t0 = min(start for start, _end in attaching)  # the run-queue reader may have asked too
     per_stall = [[e for e in got if e.goid == r["goid"] and e.extra.get("stall") == "park"] for r in results]

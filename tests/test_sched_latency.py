@@ -5,7 +5,7 @@ main holds the only P in a loop nothing can preempt, and measures the wait itsel
 source (goroutine tier, ``sched_latency``) must report each wait with the goroutine's id, cause
 ``sched_latency``, the path in ``extra["runnable_from"]`` and a duration within 5 ms of the
 fixture's figure, on Go 1.21, 1.25 and 1.27. With ``goroutine_tier = "on_stall"`` the cheap tier
-(the sampler's run-queue reader, ``lgf.golang.runq``) must arm the goroutine tier on it.
+(the sampler's run-queue reader, ``lgf.sources.uprobe.runq``) must arm the goroutine tier on it.
 """
 
 from __future__ import annotations
@@ -224,20 +224,20 @@ def test_the_wait_for_a_p_after_a_park_the_sampler_held_is_reported_once(bpf_ok,
     try:
         with RunnableFixture(exe, "netpoll", "-d", HOLD, gate=True, wake=True) as fx:
             if woken == "while_the_tier_attaches":
-                attach = src._attach_goroutine_tier
+                attach = src.tier.attach
 
                 def attach_once_woken(att):
                     if not reader:
                         # The parks the sampler holds now, the reader's among them: taken before
                         # the wake-up, since the sampler goes on sampling while the tier attaches
                         # and lets go of the park the moment it sees it end.
-                        held = src._sampler.parked_gs(fx.pid)
+                        held = src.sampler.parked_gs(fx.pid)
                         fx.let_go()  # wake the reader, parked since before the arming
                         wait_until(lambda: reader.extend(runnable_goids(fx.pid, held)) or reader, 30,
                                    what="the parked reader runnable")
                     attach(att)
 
-                src._attach_goroutine_tier = attach_once_woken
+                src.tier.attach = attach_once_woken
             src.start(events)
             wait_attached(src, fx.pid, ATTACH_TIMEOUT)
             fx.proc.stdin.write("\n")

@@ -23,6 +23,7 @@ from lgf.golang.httpreq import read_method_path
 from lgf.golang.runtime_reader import RuntimeReader
 from lgf.golang.symbols import Symbolizer
 from lgf.idle import IdleOptions, IdleRules
+from lgf.services import Services
 from lgf.sources.uprobe import UprobeOptions, UprobeSource
 from lgf.testing import EventCollector as Collector
 from support.gobuild import GO_VERSIONS, GOAPPS, build_go
@@ -31,6 +32,8 @@ from support.stallfixture import outside_bounds, run_context, wait_attached
 pytestmark = pytest.mark.bpf
 
 THRESHOLD = "50ms"
+ARM_WAIT_S = 10
+"""How long an arming asked for may take on a loaded host (measured: 13 ms to 1.8 s)."""
 
 
 class Server:
@@ -157,6 +160,7 @@ def test_kernel_idle_verdicts_agree_with_lgf_idle(server_exe):
     server = Server(server_exe, "-idle", "2", "-tick", "80ms")
     ctx = run_context(THRESHOLD, pids=[server.pid])
     ctx.config.sections = {"idle": IdleOptions(report_idle=True)}
+    ctx.services = Services.for_config(ctx.config)  # the host makes its services from its config
     src = UprobeSource(UprobeOptions(goroutine_tier="always"), ctx)
     events = Collector()
     src.start(events)
@@ -191,6 +195,7 @@ def test_a_syscall_wait_arms_the_tier_only_when_it_is_a_stall(bpf_ok, go_toolcha
     for sites in (["syscall.Read"], []):
         ctx = run_context(THRESHOLD, exe=[str(exe)])
         ctx.config.sections = {"idle": IdleOptions(idle_sites=sites)}
+        ctx.services = Services.for_config(ctx.config)  # the host makes its services from its config
         up = UprobeSource(UprobeOptions(goroutine_tier="on_stall", sample_interval=0), ctx)
         tp = TracepointSource(TracepointOptions(), ctx)
         events = Collector()
@@ -203,6 +208,10 @@ def test_a_syscall_wait_arms_the_tier_only_when_it_is_a_stall(bpf_ok, go_toolcha
                 (res,) = fx.go()
                 seen = events.wait_for(lambda e, fx=fx, res=res: e.pid == fx.pid and e.goid == res["goid"]
                                        and e.syscall == "read")
+                # Arming runs on a thread of its own (the one arming path): give it time to finish.
+                deadline = time.monotonic() + ARM_WAIT_S
+                while "on_execute" not in up.probe_addresses(fx.pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
                 armed[tuple(sites)] = "on_execute" in up.probe_addresses(fx.pid)
         finally:
             tp.stop()

@@ -1,6 +1,6 @@
 """What lgf's BPF sources share: compiling their C, kernel offsets from BTF, polling, reading maps.
 
-Both loaders (``uprobe.py``, ``tracepoint.py``) keep their C beside them and compile it with BCC,
+Both loaders (``sources/uprobe/program.py``, ``sources/tracepoint.py``) keep their C beside them and compile it with BCC,
 passing every number the program needs as a ``-D`` constant: the threshold, Go struct offsets from
 the target binary, and kernel struct offsets from the running kernel's BTF. Never from kernel
 headers: on this kind of host the headers are a different kernel's (docs/sources.md: measured

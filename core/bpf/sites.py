@@ -25,8 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-SITE_IDLE = 1
-SITE_REQUEST = 2
+from lgf.bpf.constants import SITE_IDLE, SITE_REQUEST
 
 
 def site_ranges(rules, binary) -> list[tuple[int, int, int]]:

@@ -53,7 +53,7 @@ PROBE_FUNCTIONS = (
     "runtime.gcAssistAlloc", "runtime.stopTheWorldWithSema", "runtime.startTheWorldWithSema",
     "runtime.newproc1", "runtime.goexit1",
 )
-"""Runtime functions lgf's sources probe or may probe (``sources/uprobe.py`` uses execute, ready,
+"""Runtime functions lgf's sources probe or may probe (``sources/uprobe/`` uses execute, ready,
 netpoll, gcStart and the two STW functions); ``lgf inspect`` shows where each probe would go.
 (``runtime.goready`` is not here: the compiler inlines it into every caller.)"""
 

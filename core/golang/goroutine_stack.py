@@ -1,9 +1,10 @@
-"""A parked goroutine's stack, read from outside: return addresses by frame pointers, then names.
+"""A parked goroutine's stack, read from outside: its return addresses, by frame pointers.
 
 Why: deciding whether a wait is a stall or an idle wait (:mod:`lgf.idle`) needs the goroutine's
 whole stack down to the function it was started with, and the frames that decide are the
 outermost ones (``net/http.serverHandler.ServeHTTP``, an accept loop, a worker's loop head). The
-sampler reads it once per park, when the park first crosses the threshold.
+sampler reads it once per park, when the park first crosses the threshold, and names its frames
+with the host's one symbolize-then-judge (``lgf.services.Services``).
 
 How: a parked goroutine's context is in ``g.sched`` (pc, sp, bp as ``mcall`` saved them) and its
 stack ends at ``g.stack.hi``. The used part of the stack, ``[sp, hi)``, is read in one
@@ -13,8 +14,7 @@ its own. The chain ends at the goroutine's first frame, whose saved bp is 0 and 
 address is ``runtime.goexit``: a walk that stops earlier (``max_frames``, an unreadable frame)
 is *cut*, and is said to be.
 
-Cost: one read per goroutine (batched: one syscall for up to 1024 goroutines) plus a dict hit per
-frame in the symbolizer's cache once warm.
+Cost: one read per goroutine (batched: one syscall for up to 1024 goroutines).
 """
 
 from __future__ import annotations
@@ -76,13 +76,3 @@ def walk_many(reader, contexts: list[tuple[int, int, int, int]],
     return [walk(reader, pc, bp, sp, hi, max_frames, copies[i])
             for i, (pc, bp, sp, hi) in enumerate(contexts)]
 
-
-def function_names(symbolizer, pcs: list[int], bias: int = 0) -> list[str]:
-    """Go function names of ``pcs`` (return addresses, innermost first), inlined calls expanded
-    (innermost first) as :class:`lgf.golang.symbols.Symbolizer` gives them; a PC in no function
-    is left out."""
-    names: list[str] = []
-    for pc in pcs:
-        for frame in symbolizer.frames(pc - bias):
-            names.append(frame.func)
-    return names

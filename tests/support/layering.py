@@ -7,6 +7,11 @@
     plugins/   (``lgf.plugins``)  imports core and its own folder
     sinks/     (``lgf.sinks``)    imports core and its own folder
 
+and inside core, ``lgf.golang`` (core/golang/) reads Go binaries and processes as data: it decides
+nothing and emits nothing, so it imports no event, idle verdict, BPF program or host service
+(``READER_MAY_NOT``); the goroutine sampler and the run-queue reader, which do, are the uprobe
+source's (``lgf.sources.uprobe``).
+
 Why: a folder says the layer. A plugin that imports a source, or core that imports a plugin, ties
 parts together that a user configures separately (``use = ...``) and hides what each needs.
 Imports are read with ``ast`` (relative ones resolved against the module's own package), so
@@ -69,6 +74,10 @@ FOLDERS = {"core": "lgf", "sources": "lgf.sources", "plugins": "lgf.plugins", "s
 LEAVES = ("lgf.sources", "lgf.plugins", "lgf.sinks")
 """The component layers: each may import core and itself, nothing of another leaf."""
 
+READER = "lgf.golang"
+READER_MAY_NOT = ("lgf.event", "lgf.Event", "lgf.idle", "lgf.bpf", "lgf.services")
+"""What the Go reading library must not import: emitting, judging and probing are a source's jobs."""
+
 
 def module_name(root: Path, path: Path) -> tuple[str, str]:
     """``(module, package)`` of a .py file under one of FOLDERS."""
@@ -118,6 +127,12 @@ def wrong_way_imports(root: Path) -> list[str]:
             name, package = module_name(root, path)
             mine = layer_of(name)
             for line, target in imports_of(path, package):
+                if (name == READER or name.startswith(READER + ".")) and any(
+                        target == m or target.startswith(m + ".") for m in READER_MAY_NOT):
+                    problems.append(f"{path.relative_to(root)}:{line}: {name} imports {target} "
+                                    f"({READER} reads Go binaries and processes as data: emitting, "
+                                    "judging and probing are a source's jobs)")
+                    continue
                 theirs = layer_of(target)
                 if not theirs or theirs == "lgf" or theirs == mine:
                     continue

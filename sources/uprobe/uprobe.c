@@ -1,5 +1,7 @@
-/* uprobe.c - the BPF half of lgf's uprobe source. Loaded, configured and attached by uprobe.py
- * (beside this file); read that module's docstring for the design, the tiers and their cost.
+/* uprobe.c - the BPF half of lgf's uprobe source. Loaded by program.py beside this file (the
+ * lgf.sources.uprobe package: program.py compiles it with its -D constants, targets.py and tiers.py
+ * attach it, events.py and metrics.py read it); the package's docstring (__init__.py) has the
+ * design, the tiers and their cost.
  *
  * Every uprobe sits on the emulatable `push %rbp` after a function's stack check (never on the
  * first instruction, never a uretprobe). Go >= 1.17 amd64 ABI: the current g is in R14, the
@@ -16,7 +18,7 @@
  *                             ready(gp)           optional: park ends, scheduling latency starts
  *                             exitsyscall0, injectglist, gosched_m, gopreempt_m, newproc's runqput
  *                                                 with ready: the other ways a goroutine becomes
- *                                                 runnable (lgf.golang.runnable)
+ *                                                 runnable (lgf.sources.uprobe.runnable)
  *                             netpoll(delay)      optional: netpoller call counter
  *                             serverHandler.ServeHTTP(sh, rw, req)   when the binary has it: the
  *                                                 goroutine's current *http.Request (RDI)
@@ -27,9 +29,9 @@
  * start and matched against the idle sites and request markers of lgf.idle (the `sites` LPM
  * trie); an idle wait is counted (histogram kind STALL_IDLE, counter C_IDLE_WAITS), not reported.
  *
- * Constants come in as -D flags from uprobe.py (Go struct offsets read from the target binary,
+ * Constants come in as -D flags from program.py (Go struct offsets read from the target binary,
  * never from a table here): THRESHOLD_NS; runtime.g offsets G_GOID, G_STATUS, G_WAITREASON, G_M,
- * G_STARTPC, G_SCHED, G_SCHEDLINK (and MAX_INJECT: lgf.golang.runnable) and G_SPAN_LO/G_SPAN_LEN (the bytes holding m, atomicstatus and waitreason,
+ * G_STARTPC, G_SCHED, G_SCHEDLINK (and MAX_INJECT: lgf.sources.uprobe.runnable) and G_SPAN_LO/G_SPAN_LEN (the bytes holding m, atomicstatus and waitreason,
  * read at once); GOBUF_PC, GOBUF_BP; wait reason numbers REASON_IO_WAIT, REASON_PREEMPTED (labels
  * scheduling latency after a preemption) and INTERNAL_LO/INTERNAL_HI (bit masks of the runtime's
  * own wait reasons, 0-63 and 64-127); MAX_FRAMES, RINGBUF_PAGES, MAX_GOROUTINES (a power of two),
@@ -44,12 +46,11 @@
  * G_RUNNABLE, G_WAITING, G_SCAN and WAIT_SLOT_SHIFT_0..2 come as -D constants from
  * lgf/bpf/constants.py. */
 
-/* event.flags */
-#define EV_STACK_CUT 1     /* the walk stopped before the goroutine's start (MAX_FRAMES, bad read) */
-#define EV_SCOPE_REQUEST 2 /* a frame is a request marker (net/http serverHandler.ServeHTTP...) */
-#define EV_IDLE 4          /* judged idle: emitted only with REPORT_IDLE */
-#define EV_LOOP_HEAD 8     /* maybe idle by lgf.idle's loop-head rule: Python confirms it on the
-                            * symbolized stack (an inlined call is invisible here) and counts it */
+/* event.flags, -D constants from lgf/bpf/constants.py: EV_STACK_CUT (the walk stopped before the
+ * goroutine's start: MAX_FRAMES, a bad read), EV_SCOPE_REQUEST (a frame is a request marker, net/http
+ * serverHandler.ServeHTTP...), EV_IDLE (judged idle: emitted only with REPORT_IDLE), EV_LOOP_HEAD
+ * (maybe idle by lgf.idle's loop-head rule: Python confirms it on the symbolized stack, where an
+ * inlined call shows, and counts it). */
 
 struct gkey {
     u32 tgid;
@@ -93,7 +94,7 @@ static __always_inline int is_internal(u32 reason)
     return 0;
 }
 
-/* Which binary (and PIE load bias) each process runs; uprobe.py fills it. `bin` indexes the
+/* Which binary (and PIE load bias) each process runs; targets.py fills it. `bin` indexes the
  * per-binary tables (runtime_funcs, sites), `hslot` the process's fast_hists block. */
 struct proc {
     u32 bin;
@@ -103,15 +104,13 @@ struct proc {
 BPF_HASH(procs, u32, struct proc, 16384);
 
 /* The per-switch path's histograms and netpoll counters, without a hash: one array block per
- * process (MAX_HIST_PROCS - 1 of them per program, handed out by uprobe.py), indexed by (kind,
+ * process (MAX_HIST_PROCS - 1 of them per program, handed out by program.py), indexed by (kind,
  * wait reason, log2 bucket). The thread's `running` record caches its block's index, so a short
  * wait costs an array lookup and an atomic add where the shared `hist` hash cost a hashed lookup
  * (about 30 ns less per wait end, twice per switch with ready() probed). Anything outside the
  * block (a process without one, a reason >= 64, a wait of over half an hour) goes to `hist`. */
-#define FH_KINDS 3 /* STALL_PARK, STALL_RUNNABLE, STALL_IDLE */
-#define FH_REASONS 64
-#define FH_SLOTS 32
-#define FH_CELLS (FH_KINDS * FH_REASONS * FH_SLOTS)
+/* FH_KINDS (3: STALL_PARK, STALL_RUNNABLE, STALL_IDLE), FH_REASONS, FH_SLOTS and FH_CELLS (their
+ * product) are -D constants from lgf/bpf/constants.py, which decodes the blocks with them. */
 struct fast_hist {
     u64 cells[FH_CELLS];
     s64 netpoll_waiting;
@@ -156,8 +155,7 @@ static __always_inline void netpoll_add(u32 tgid, u32 hslot, s64 waiting, s64 re
  * classifies a pc, with no loop in BPF (a sorted array would need a binary search nested in the
  * frame loop, and the verifier walks every path of it). The leaf is a bit: SITE_IDLE or
  * SITE_REQUEST, OR-ed over the frames without a branch. */
-#define SITE_IDLE 1
-#define SITE_REQUEST 2
+/* SITE_IDLE, SITE_REQUEST: -D constants from lgf/bpf/constants.py (lgf.bpf.sites fills the trie). */
 struct site_key {
     u32 prefixlen; /* 32 (bin) + significant bits of pc */
     u32 bin;       /* big-endian */
@@ -310,8 +308,7 @@ static __always_inline u32 report_wait(u32 kind, u32 tgid, u32 tid, u64 gp, u64 
  * (C_WAIT_SLOT_REUSED: raise max_goroutines). */
 BPF_TASK_STORAGE(running, struct gkey);
 
-#define WAIT_PARK 1
-#define WAIT_RUNNABLE 2
+/* struct wait.kind: WAIT_PARK, WAIT_RUNNABLE (-D constants from lgf/bpf/constants.py; 0 = none) */
 struct wait {
     u64 g;
     u64 start_ns;
@@ -354,8 +351,8 @@ static __always_inline void open_wait(struct gkey *k, u16 kind, u16 reason, u32 
 
 /* The runtime's own goroutines (GC workers, sweeper, scavenger, finalizer, GOMAXPROCS updater...)
  * are told apart as Go's isSystemGoroutine does: their start function (g.startpc) is in package
- * runtime (runtime.main excepted). uprobe.py fills runtime_funcs with those entry addresses, per
- * binary, and procs with which binary (and PIE load bias) each process runs. */
+ * runtime (runtime.main excepted). program.py fills runtime_funcs with those entry addresses, per
+ * binary, and targets.py fills procs with which binary (and PIE load bias) each process runs. */
 struct fkey {
     u32 bin;
     u32 pad;
@@ -406,7 +403,7 @@ static __always_inline void note_switch_out(struct gkey *state, u32 tid, u64 now
     if (!k.g || k.g == next_g)
         return; /* nothing recorded, or the same goroutine again */
     /* g.m (to tell a real park from a GC wait on the goroutine's own thread), g.atomicstatus and
-     * g.waitreason: one user read of the span holding all three (uprobe.py sets G_SPAN_LO/LEN) */
+     * g.waitreason: one user read of the span holding all three (program.py sets G_SPAN_LO/LEN) */
     u8 span[G_SPAN_LEN];
     if (bpf_probe_read_user(span, sizeof(span), (void *)(k.g + G_SPAN_LO)) < 0)
         return;
@@ -436,7 +433,7 @@ static __always_inline void note_switch_out(struct gkey *state, u32 tid, u64 now
         netpoll_add(k.tgid, k.hslot, 1, 0);
 }
 
-/* Attached by uprobe.py only while some process has its goroutine tier on (not the
+/* Attached by tiers.py only while some process has its goroutine tier on (not the
  * RAW_TRACEPOINT_PROBE macro: BCC would attach that at load, host-wide, for nothing). */
 int on_sched_switch(struct bpf_raw_tracepoint_args *ctx)
 {
@@ -448,16 +445,12 @@ int on_sched_switch(struct bpf_raw_tracepoint_args *ctx)
 }
 
 /* ---- scheduling latency from every way a goroutine becomes runnable ------------------------
- * ready() above is one way; these are the others (lgf.golang.runnable lists the functions per Go
+ * ready() above is one way; these are the others (lgf.sources.uprobe.runnable lists the functions per Go
  * version and why). Each dates the start of g's wait for a P; on_execute ends it as it ends one
  * after ready(), and reports it with `from` in the high byte of the reason. */
-#define FROM_READY 1
-#define FROM_SYSCALL_EXIT 2
-#define FROM_NETPOLL 3
-#define FROM_PREEMPT 4
-#define FROM_GOSCHED 5
-#define FROM_NEWPROC 6
-#define NO_REASON 0xff /* the goroutine had not parked: no wait reason */
+/* FROM_READY, FROM_SYSCALL_EXIT, FROM_NETPOLL, FROM_PREEMPT, FROM_GOSCHED, FROM_NEWPROC and NO_REASON
+ * (the goroutine had not parked: no wait reason) are -D constants from lgf/bpf/constants.py
+ * (RUNNABLE_FROM), which lgf.sources.uprobe.runnable decodes with. */
 
 /* Opens g's wait for a P in its slot `w`, from now, with `reason` (NO_REASON: it had not parked).
  * Any record of another goroutine in the slot is replaced (and counted, if it was open). */

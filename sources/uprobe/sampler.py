@@ -6,8 +6,9 @@ there. GC stop-the-world probes and the tracepoint source's syscalls do not see 
 on a channel, a mutex or a WaitGroup, which are the stalls lgf exists for. This sampler does,
 without any probe: every ``sample_interval`` it reads each unarmed target's goroutines from
 outside (``runtime.allgs`` through ``process_vm_readv``, :mod:`lgf.golang.runtime_reader`) and
-arms the goroutine tier of a process in which a user goroutine has stayed parked for at least
-the threshold. The target pays nothing: its memory is read by the kernel on lgf's CPU.
+asks for the goroutine tier of a process in which a user goroutine has stayed parked for at least
+the threshold (``ctx.services.arming.notify_stall``, the one arming path of every cheap tier).
+The target pays nothing: its memory is read by the kernel on lgf's CPU.
 
 How "parked continuously" is known from two snapshots: ``g.trackingSeq`` (a uint8) is bumped by
 the runtime every time a goroutine leaves ``_Grunning``, so the same ``(goid, trackingSeq)`` in
@@ -18,9 +19,10 @@ source's own rules: their wait reason, or a start function in package runtime.
 
 Stalls, not waits: when a park first crosses the threshold its stack is walked from outside,
 down to the goroutine's start (:mod:`lgf.golang.goroutine_stack`: one read of the used stack,
-frame pointers followed in the copy), symbolized and judged by :class:`lgf.idle.IdleRules`. Only
-a stall arms the goroutine tier and is reported (with ``scope``, ``extra["verdict"]``,
-``extra["decided_by"]`` and ``extra["stack_cut"]`` when the walk did not reach the start); an
+frame pointers followed in the copy), symbolized and judged by :class:`lgf.idle.IdleRules` (the
+host's shared symbol cache and ``[idle]`` rules, ``ctx.services``). Only a stall arms the
+goroutine tier and is reported (with ``scope``, ``extra["verdict"]``, ``extra["decided_by"]`` and
+``extra["stack_cut"]`` when the walk did not reach the start); an
 idle wait (accept loop, keep-alive connection, worker or ticker at its loop head, a main
 goroutine sleeping at start-up...) is counted in ``lgf_idle_waits_total{source="sampler",site}``
 and followed silently, unless ``[idle] report_idle = true``. A park is judged once: about one
@@ -39,9 +41,10 @@ threshold is never invented.
 
 Never twice, never lost: arming runs on a thread of its own and the sampler goes on sampling
 while the tier attaches (13 ms to 1.8 s measured under load), without any lock the attach holds.
-``tier_since`` is when the tier became complete. The first pass after it (the hand-off) reads
+What the sampler may ask of the tier is :class:`lgf.sources.uprobe.handoff.GoroutineTierView`:
+``since(pid)`` is when the tier became complete. The first pass after it (the hand-off) reads
 every goroutine once: a park the tier holds an open note of, begun since the sample before the
-sampler first saw it (``tier_park_start``), is the tier's and dropped; every other park is the
+sampler first saw it (``park_start``), is the tier's and dropped; every other park is the
 sampler's (kept, or adopted if new). From then on the sampler follows only those gs and adds
 none. A park that ends about the hand-off may still reach both tiers: each report of a park
 goes through :meth:`GoroutineSampler.claim`, and the second report of one park (same goroutine,
@@ -67,14 +70,15 @@ from dataclasses import dataclass, field
 
 from lgf import Event
 from lgf.causes import GC_ASSIST_REASON, INTERNAL_WAIT_REASONS
+from lgf.golang import goroutine_stack
+from lgf.golang.gobinary import runtime_function_entries
 from lgf.golang.gstatus import G_RUNNABLE, G_SCAN, G_WAITING
 from lgf.golang.pproflabels import labels_of_g
 from lgf.golang.runtime_reader import RuntimeReader, Unreadable, allg_pointers, read_g_fields
-from lgf.idle import IdleRules, Verdict
+from lgf.idle import Verdict
 
-from . import goroutine_stack, runq
-from .gobinary import runtime_function_entries
-from .symbols import Symbolizers
+from . import runq
+from .handoff import GoroutineTierView
 
 G_FIELDS = (("stack.hi", "Q"), ("atomicstatus", "I"), ("goid", "Q"), ("waitreason", "B"),
             ("trackingSeq", "B"), ("startpc", "Q"), ("sched.sp", "Q"), ("sched.pc", "Q"),
@@ -137,7 +141,7 @@ class _Process:
         self.last_full_ns = 0
         """Start of the latest sample of every goroutine (0 after the tier was on)."""
         self.handoff_since: int | None = None
-        """The ``tier_since`` whose hand-off pass is done (see ``GoroutineSampler._sample``)."""
+        """The ``tier.since(pid)`` whose hand-off pass is done (see ``GoroutineSampler._sample``)."""
         self.next_ns = 0
         self.cost_ns = 0
         """What one sample of this process costs, on average (ns of lgf's CPU, EWMA of 1/8)."""
@@ -148,38 +152,28 @@ class _Process:
 class GoroutineSampler:
     """Samples the goroutines of unarmed targets on its own thread; see the module docstring.
 
-    ``tier_since(pid)`` gives the CLOCK_MONOTONIC ns at which the goroutine tier was completely
-    attached to ``pid`` (None while off or attaching); ``arm(pid)`` attaches it (called on a
-    thread of its own); ``tier_park_start(pid, g)`` gives the start of the park the tier has an
-    open note of for goroutine ``g`` (None: no note); ``tier_runnable(pid, g, after_ns)`` says
-    whether the tier holds g's wait for a P begun after ``after_ns`` (it saw g become runnable;
-    None: never, so the sampler follows every such wait); ``emit`` takes the sampled stall events. None of them may wait for
-    the attach: they run on the sampler's thread.
+    ``tier``: what the sampler may ask of the goroutine tier (:class:`GoroutineTierView`: none of
+    its calls waits for an attach); ``services``: the host's :class:`lgf.services.Services` (symbol
+    cache, ``[idle]`` rules, arming: a stall asks for the tier with ``arming.notify_stall``);
+    ``emit`` takes the sampled stall events. The tier sees this sampler as a
+    :class:`lgf.sources.uprobe.handoff.SampledTier` (:meth:`add`, :meth:`remove`,
+    :meth:`parked_gs`, :meth:`claim`).
     """
 
-    def __init__(self, interval_ns: int, max_goroutines: int, threshold_ns: int,
-                 emit: Callable[[Event], None], arm: Callable[[int], None],
-                 tier_since: Callable[[int], int | None], ignore_reasons=(), stats=None, logger=None,
-                 rules: IdleRules | None = None, report_idle: bool = False,
-                 tier_park_start: Callable[[int, int], int | None] | None = None,
-                 tier_runnable: Callable[[int, int, int], bool] | None = None):
+    def __init__(self, interval_ns: int, threshold_ns: int, *, tier: GoroutineTierView, services,
+                 emit: Callable[[Event], None], max_goroutines: int = 100_000, ignore_reasons=(),
+                 report_idle: bool = False, stats=None, logger=None):
         self.interval_ns = interval_ns
         self.max_goroutines = max_goroutines
         self.threshold_ns = threshold_ns
-        self.emit, self.arm, self.tier_since = emit, arm, tier_since
-        self.tier_park_start = tier_park_start
-        self.tier_runnable = tier_runnable
-        self._arming: set[int] = set()
-        """Pids whose arming thread runs (added by the sampler's thread only)."""
+        self.tier, self.services, self.emit = tier, services, emit
         self._claims: dict[tuple[int, int], list[tuple[int, int]]] = {}
         """(pid, goid) -> [start_ns, end_ns] of its latest reported parks (:meth:`claim`)."""
         self._claims_lock = threading.Lock()
         self.ignore_reasons = frozenset(ignore_reasons)
         self.stats = stats
         self.log = logger or log
-        self.rules = rules or IdleRules()
         self.report_idle = report_idle
-        self._symbolizers = Symbolizers(max_open=16)
         self._procs: dict[int, _Process] = {}
         self._runtime_starts: dict[str, frozenset[int]] = {}
         self._lock = threading.Lock()
@@ -200,7 +194,6 @@ class GoroutineSampler:
             for proc in self._procs.values():
                 proc.reader.close()
             self._procs.clear()
-        self._symbolizers.close()
 
     def add(self, target) -> None:
         """Sample ``target`` from now on (a refused read is counted and the target left out)."""
@@ -217,7 +210,7 @@ class GoroutineSampler:
             self.log.warning("sampler: not sampling pid %d: %s", target.pid, exc)
             return
         try:  # open its symbols now (~10 ms), not in the pass that first judges a park: that
-            _ = self._symbolizers.get(_path_of(target)).table  # pass would come late, cutting the park short
+            _ = self.services.symbolizers.get(_path_of(target)).table  # pass would come late, cutting the park short
         except Exception:  # noqa: BLE001 - unreadable: its parks are judged as cut stacks, counted then
             pass
         with self._lock:
@@ -276,9 +269,9 @@ class GoroutineSampler:
         # CPU time of this thread, not wall time: the cost sets the interval against CPU_BUDGET,
         # and wall time would count waits for the GIL or a lock as work done.
         t0 = time.thread_time_ns()
-        since = self.tier_since(pid)
+        since = self.tier.since(pid)
         closing = since is not None
-        for ev in runq.follow(pid, proc, self.threshold_ns, self._arm_soon) if closing else ():  # lgf.golang.runq
+        for ev in runq.follow(pid, proc, self.threshold_ns, self._arm) if closing else ():  # runq.py
             self.emit(ev)
         handoff, start_after = False, proc.last_full_ns
         if closing:
@@ -342,44 +335,31 @@ class GoroutineSampler:
         # were on: follow it as the run-queue reader follows its own (reported once it ends, if it
         # reached the threshold), unless the tier holds it (it saw it begin: netpoll, attached).
         for g, park in woken:
-            if self.tier_runnable is None or not self.tier_runnable(pid, g, park.last_ns):
+            if not self.tier.holds_runnable(pid, g, park.last_ns):
                 runq.adopt(proc, g, park.goid, park.seq, park.last_ns, ended)
         if not closing:
             proc.last_full_ns = began
-            done += runq.observe(pid, proc, rows, began, ended, self.threshold_ns, self._arm_soon)  # waits for a P
+            done += runq.observe(pid, proc, rows, began, ended, self.threshold_ns, self._arm)  # waits for a P
         cost = time.thread_time_ns() - t0
         # Judging is paid once per park that crosses the threshold (and the first one opens the
         # binary's symbols): kept out of the per-sample cost that sets the interval.
         arm = self._judge(pid, proc, crossed, closing) if crossed else False
         if arm:
-            self._arm_soon(pid)
+            self._arm(pid)
         for ev in done:
             if ev is not None and self.claim(pid, ev.goid, ev.start_ns, ev.end_ns):
                 self.emit(ev)
         return cost
 
-    def _arm_soon(self, pid: int) -> None:
-        """Arm the goroutine tier of ``pid`` on a thread of its own: attaching takes 13 ms to
-        1.8 s under load, and sampling must go on meanwhile, or a park that begins then is seen
-        by neither tier."""
-        if pid in self._arming:
-            return
-        self._arming.add(pid)
-
-        def arm() -> None:
-            try:
-                self.arm(pid)
-            except Exception as exc:  # noqa: BLE001 - a failed arming is logged, sampling goes on
-                self.log.warning("sampler: arming pid %d failed: %s", pid, exc)
-            finally:
-                self._arming.discard(pid)
-
-        threading.Thread(target=arm, name=f"lgf-arm-{pid}", daemon=True).start()
+    def _arm(self, pid: int) -> None:
+        """Ask for the goroutine tier of ``pid``: the one arming path of every cheap tier, which
+        arms on a thread of its own (lgf.sources.uprobe.tiers), so sampling goes on meanwhile."""
+        self.services.arming.notify_stall(pid)
 
     def _tier_noted(self, pid: int, g: int, after_ns: int, before_ns: int) -> bool:
         """Whether the goroutine tier has an open note of a park of ``g`` begun in
         (``after_ns``, ``before_ns``]: the park the sampler sees there, which the tier reports."""
-        start = self.tier_park_start(pid, g) if self.tier_park_start is not None else None
+        start = self.tier.park_start(pid, g)
         return start is not None and after_ns < start <= before_ns
 
     def claim(self, pid: int, goid: int, start_ns: int, end_ns: int) -> bool:
@@ -419,7 +399,7 @@ class GoroutineSampler:
                 continue
             park.pcs = pcs
             reason = _name(proc.reasons, park.reason)
-            park.verdict = verdict = self.rules.judge(self._functions(proc, pcs), reason)
+            park.verdict = verdict = self.services.idle_rules.judge(self._functions(proc, pcs), reason)
             if verdict.idle:
                 self._count("lgf_idle_waits_total", source="sampler", site=verdict.site)
                 self.log.debug("sampler: pid %d: goroutine %d idle (%s, %s)", pid, park.goid, reason,
@@ -452,10 +432,8 @@ class GoroutineSampler:
 
     def _functions(self, proc: _Process, pcs: list[int]) -> list[str]:
         """Function names of ``pcs`` ([] when the binary cannot be read: judged as a cut stack)."""
-        target = proc.target
         try:
-            sym = self._symbolizers.get(_path_of(target))
-            return goroutine_stack.function_names(sym, pcs, proc.reader.bias)
+            return self.services.symbolize(_path_of(proc.target), pcs, proc.reader.bias)
         except Exception as exc:  # OSError, PclntabError: no names, so no idle verdict either
             self._count("lgf_sampler_unsymbolized_total", reason=type(exc).__name__)
             return []

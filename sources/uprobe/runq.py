@@ -1,15 +1,16 @@
 """Run-queue starvation seen from outside: the cheap tier's view of scheduling latency.
 
 Why: scheduling latency (a goroutine runnable, waiting for a P) is measured exactly only by the
-goroutine tier (``lgf.golang.runnable``), which with ``goroutine_tier = "on_stall"`` is attached
-only after a cheap tier saw trouble. The goroutine sampler (``lgf.golang.sampler``) already reads
+goroutine tier (``lgf.sources.uprobe.runnable``), which with ``goroutine_tier = "on_stall"`` is attached
+only after a cheap tier saw trouble. The goroutine sampler (``lgf.sources.uprobe.sampler``) already reads
 every goroutine of an unarmed target each ``sample_interval``; this module reads the same
 snapshot for the run queues: every user goroutine in ``_Grunnable`` is in some run queue (a P's,
 its ``runnext``, or the global one), so their number is the process's run-queue length, and the
 same ``(goid, trackingSeq)`` runnable in two samples a threshold apart has waited that long for a
 P (``trackingSeq`` is bumped whenever a goroutine leaves ``_Grunning``: a goroutine that ran and
 came back to the queue in between has another). When the oldest runnable goroutine's wait
-reaches the threshold, the goroutine tier is armed, and that first wait, which the tier attached
+reaches the threshold, the goroutine tier is asked for (the sampler's arming, through
+``ctx.services.arming``), and that first wait, which the tier attached
 mid-wait cannot see, is reported once it ends as ``stall = "runnable"`` with
 ``extra["precision"] = "sampled"``: its duration is a lower bound, short of the truth by at most
 two sample intervals (``start_after_ns`` / ``end_before_ns`` are the outer bounds).
@@ -32,9 +33,8 @@ import time
 from dataclasses import dataclass
 
 from lgf import Event
-
-from .gstatus import G_RUNNABLE, G_SCAN
-from .runtime_reader import read_g_fields
+from lgf.golang.gstatus import G_RUNNABLE, G_SCAN
+from lgf.golang.runtime_reader import read_g_fields
 
 log = logging.getLogger("lgf.sampler")
 
@@ -102,7 +102,7 @@ def observe(pid: int, proc, rows, began: int, ended: int, threshold_ns: int, arm
     if starved is not None:
         log.info("sampler: pid %d: goroutine %d runnable without a P for over %.0f ms (%d runnable): arming",
                  pid, starved.goid, (starved.last_ns - starved.first_ns) / 1e6, state.length)
-        arm(pid)  # the sampler's _arm_soon: on a thread of its own, once per pid at a time
+        arm(pid)  # the sampler's _arm: services.arming, which arms on a thread of its own, once per pid
     return done
 
 

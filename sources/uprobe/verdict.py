@@ -1,4 +1,4 @@
-"""The Python half of the uprobe source's idle/stall verdict: what the kernel could not decide alone.
+"""The Python half of the goroutine tier's idle/stall verdict: what the kernel could not decide alone.
 
 uprobe.c judges every wait over the threshold from its goroutine's stack (``judge_stack``: request
 marker, cut stack, idle site, ``select {}``) and sends the verdict as event flags; this module turns
@@ -6,7 +6,9 @@ those flags into the event's fields, and settles the one rule the kernel can onl
 lgf.idle's loop head (a receive, select, sleep or Cond.Wait called directly by the goroutine's start
 function). Return addresses hide inlined calls, so the kernel flags a candidate (``EV_LOOP_HEAD``)
 and :class:`LoopHeadJudge` symbolizes its stack (inlined frames included) and asks
-:meth:`lgf.idle.IdleRules.judge`, so the kernel and every other tier agree.
+:meth:`lgf.idle.IdleRules.judge`, through the host's one "symbolize, then judge"
+(:meth:`lgf.services.Services.judge`, its shared symbol cache and ``[idle]`` rules), so the
+kernel and every other tier agree.
 
 Cost: a candidate is a wait over the threshold whose waiter is called straight from the goroutine's
 start (a ticker or worker loop with a period over the threshold): one symbolized stack per wait
@@ -18,10 +20,10 @@ from __future__ import annotations
 
 import threading
 
-from lgf.golang.symbols import Symbolizers
+from lgf.bpf.constants import EV_IDLE, EV_LOOP_HEAD, EV_SCOPE_REQUEST, EV_STACK_CUT
 
-EV_STACK_CUT, EV_SCOPE_REQUEST, EV_IDLE, EV_LOOP_HEAD = 1, 2, 4, 8
-"""uprobe.c's event flags."""
+__all__ = ["EV_IDLE", "EV_LOOP_HEAD", "EV_SCOPE_REQUEST", "EV_STACK_CUT", "LoopHeadJudge", "log2_slot",
+           "verdict_into"]
 
 
 def verdict_into(ev, flags: int, http_req: int) -> None:
@@ -48,41 +50,32 @@ def log2_slot(duration_ns: int) -> int:
 
 
 class LoopHeadJudge:
-    """Confirms the kernel's loop-head candidates with :meth:`IdleRules.judge` and counts them."""
+    """Confirms the kernel's loop-head candidates with :meth:`IdleRules.judge` and counts them.
+    ``services``: the host's :class:`lgf.services.Services` (its symbol cache and idle rules)."""
 
-    def __init__(self, rules):
-        self.rules = rules
-        self._symbolizers = Symbolizers(max_open=16)
+    def __init__(self, services):
+        self.services = services
         self._lock = threading.Lock()
         self.hist: dict[tuple[int, str, int], dict[int, int]] = {}
         """(pid, "idle" or "park", wait reason number) -> {log2(us) slot: count}."""
         self.idle_waits: dict[int, int] = {}
 
-    def functions(self, target, pcs: list[int], bias: int) -> list[str]:
-        """The stack's function names, innermost first, inlined frames included."""
-        sym = self._symbolizers.get(target.path or target.exe)
-        out = []
-        for pc in pcs:
-            out.extend(f.func for f in sym.frames(pc - bias))
-        return out
+    def _verdict(self, target, ev):
+        """lgf.idle's verdict on the event's symbolized stack; None when it cannot be read."""
+        return self.services.judge(target.path or target.exe, ev.pcs, ev.wait_reason,
+                                   ev.extra.get("load_bias", 0))
 
     def is_idle(self, target, ev) -> bool:
         """True when lgf.idle calls this candidate idle; a stack it cannot read stays a stall."""
-        try:
-            funcs = self.functions(target, ev.pcs, ev.extra.get("load_bias", 0))
-        except Exception:  # noqa: BLE001 - an unreadable binary: report, never hide
-            return False
-        return self.rules.judge(funcs, ev.wait_reason).idle
+        verdict = self._verdict(target, ev)
+        return verdict is not None and verdict.idle
 
     def decided_by(self, target, ev) -> str:
         """The frame that made the kernel's verdict, by name (``extra["decided_by"]``): the
         request marker or idle site :meth:`IdleRules.judge` finds on the symbolized stack; ""
         when the stack cannot be read. One symbolized stack per request-scoped or idle event."""
-        try:
-            funcs = self.functions(target, ev.pcs, ev.extra.get("load_bias", 0))
-        except Exception:  # noqa: BLE001 - an unreadable binary: the verdict stands without a name
-            return ""
-        return self.rules.judge(funcs, ev.wait_reason).site
+        verdict = self._verdict(target, ev)
+        return verdict.site if verdict is not None else ""
 
     def count(self, pid: int, idle: bool, reason: int, duration_ns: int) -> None:
         key = (pid, "idle" if idle else "park", reason)
@@ -102,6 +95,3 @@ class LoopHeadJudge:
     def hist_items(self) -> list[tuple[tuple[int, str, int], dict[int, int]]]:
         with self._lock:
             return [(k, dict(v)) for k, v in self.hist.items()]
-
-    def close(self) -> None:
-        self._symbolizers.close()

@@ -29,8 +29,8 @@ ready           ``ready(gp)`` (the existing probe); a goroutine the thread    al
 
 The wait ends at ``runtime.execute`` (the existing per-switch probe), which reports it with the
 goroutine id as ``stall = "runnable"`` (cause ``sched_latency``) and ``extra["runnable_from"]``.
-The BPF side carries the path in the high byte of the wait's reason (``FROM_*`` in uprobe.c;
-``split_reason`` undoes it), the low byte keeping the goroutine's wait reason when it had parked
+The BPF side carries the path in the high byte of the wait's reason (``FROM_*``, kept in
+:mod:`lgf.bpf.constants` and passed to uprobe.c as -D; ``split_reason`` undoes it), the low byte keeping the goroutine's wait reason when it had parked
 (``NO_REASON`` when not: a syscall, a yield, a new goroutine).
 
 Cost: these functions run once per slow syscall exit, per netpoller hand-off (plus one user read
@@ -43,9 +43,11 @@ from __future__ import annotations
 
 import capstone
 
-RUNNABLE_FROM = {1: "ready", 2: "syscall_exit", 3: "netpoll", 4: "preempt", 5: "gosched", 6: "newproc"}
-"""uprobe.c's FROM_* codes -> ``extra["runnable_from"]``."""
-NO_REASON = 0xFF
+from lgf.bpf import constants as bpf_constants
+
+RUNNABLE_FROM = {code: name for name, code in bpf_constants.RUNNABLE_FROM.items()}
+"""uprobe.c's FROM_* codes (``lgf.bpf.constants``, passed as -D) -> ``extra["runnable_from"]``."""
+NO_REASON = bpf_constants.NO_REASON
 """The low byte of a runnable wait's reason when the goroutine had not parked."""
 MAX_INJECT = 64
 """Goroutines of one injectglist list dated in BPF (a longer list: the rest from their execute)."""

@@ -1,0 +1,58 @@
+"""``[[sources]] use = "uprobe"``: the uprobe source's options (README's option table is made from
+the field docstrings: ``make docs``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+from lgf.options import Duration
+
+
+@dataclass
+class UprobeOptions:
+    """``[[sources]] use = "uprobe"``."""
+
+    goroutine_tier: Literal["always", "never", "on_stall"] = "always"
+    """When per-goroutine probes are attached to a process (see the module docs for the cost)."""
+    arm_for: Duration = Duration(60_000_000_000)
+    """With ``on_stall``: how long the goroutine tier stays attached after a stall."""
+    sched_latency: bool = True
+    """Probe ``runtime.ready`` to split park time from scheduling latency (one more hit per park)."""
+    netpoll_calls: bool = False
+    """Probe ``runtime.netpoll`` to count netpoller calls (a hit per call: off by default)."""
+    max_frames: int = 64
+    """User stack frames read for each wait over the threshold (from the goroutine's saved
+    context): the outermost frames decide idle or stall (``lgf.idle``), so the walk must reach the
+    goroutine's start; a deeper stack is reported as a stall with ``extra["stack_cut"]``."""
+    ringbuf_pages: int = 64
+    """Ring buffer size in pages (a power of two); a full ring counts lgf_ringbuf_lost_total."""
+    max_goroutines: int = 65536
+    """Wait slots (parked or runnable goroutines tracked at once, over all targets; a power of two).
+    A slot taken by another live wait is reused and counted in ``wait_slot_reused``."""
+    max_sites: int = 65536
+    """Prefixes of the kernel's code-site table (``lgf.bpf.sites``; about 100 per net/http binary)."""
+    max_runtime_funcs: int = 262144
+    """Entry addresses of runtime functions kept in BPF, over all distinct target binaries (about
+    2,500 per binary), to tell the runtime's own goroutines from the program's."""
+    rescan_interval: Duration = Duration(250_000_000)
+    """How often /proc is scanned for target processes starting and exiting."""
+    sample_interval: Duration = Duration(20_000_000)
+    """With ``on_stall``: how often the goroutine sampler (``lgf.golang.sampler``) reads an unarmed
+    target's goroutines; a park is seen once it lasts threshold + one interval."""
+    sample_max_goroutines: int = 100_000
+    """A target with more goroutines than this is not sampled (counted, not read)."""
+    sample_ignore_reasons: list[str] = dataclasses.field(default_factory=list)
+    """Wait reasons the sampler neither follows, arms on nor reports. Empty by default: an idle
+    server's accept loop and keep-alive connections are told from stalls by their stacks
+    (:mod:`lgf.idle`), so a handler waiting on the network is still seen. ``sample_interval =
+    "0s"`` turns the sampler off."""
+
+    def __post_init__(self):
+        if self.ringbuf_pages <= 0 or self.ringbuf_pages & (self.ringbuf_pages - 1):
+            raise ValueError("ringbuf_pages: must be a power of two")
+        if self.max_goroutines <= 0 or self.max_goroutines & (self.max_goroutines - 1):
+            raise ValueError("max_goroutines: must be a power of two")
+        if not 1 <= self.max_frames <= 127:
+            raise ValueError("max_frames: must be between 1 and 127")
