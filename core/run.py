@@ -288,6 +288,12 @@ class Host:
         self._reload_plugins(old, new, outcome)
         if self.engine is not None:
             self.engine.retune(new)
+        if new.raw.get("idle") != old.raw.get("idle"):
+            # Every tier judges through the host's services: the new [idle] rules apply at once.
+            self.services.idle_rules = options_of(new).rules()
+            if self.pipeline is not None:
+                self.pipeline.report_idle = options_of(new).report_idle
+            outcome.swapped.append("idle rules")
         self._reload_sources(old, new, outcome)
         # The endpoints' roles and approvals come from [http] and [environments] (lgf.http's guard).
         if any(new.raw.get(k) != old.raw.get(k) for k in ("http", "environments")):
@@ -342,12 +348,15 @@ class Host:
     def _reload_sources(self, old: cfg.Config, new: cfg.Config, outcome: ReloadOutcome) -> None:
         lower = new.host.threshold < old.host.threshold
         targets_changed = new.raw.get("targets") != old.raw.get("targets")
+        # The goroutine tier's idle sites are PC ranges loaded into BPF per binary: new [idle]
+        # sites reach the kernel only through a fresh source.
+        idle_changed = new.raw.get("idle") != old.raw.get("idle")
         before, after = reload.tables_by_name(old, "source"), reload.tables_by_name(new, "source")
         old_objects = dict(zip([cc.name for cc in old.of_kind("source")], self.sources, strict=False))
         fresh = []
         for name, (cc, table) in after.items():
             obj = old_objects.pop(name, None)
-            if obj is not None and before[name][1] == table and not lower and not targets_changed:
+            if obj is not None and before[name][1] == table and not (lower or targets_changed or idle_changed):
                 fresh.append(obj)
                 outcome.kept.append(f"source {name}")
                 continue
@@ -376,6 +385,8 @@ class Host:
             outcome.notes.append("threshold lowered: the sources were swapped (it is compiled into their BPF)")
         if targets_changed:
             outcome.notes.append("[targets] changed: the sources were swapped")
+        if idle_changed:
+            outcome.notes.append("[idle] changed: the sources were swapped (idle sites are loaded into their BPF)")
 
 
 def _close_route(route: SinkRoute) -> None:

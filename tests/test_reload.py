@@ -310,3 +310,33 @@ def test_reload_keeps_the_command_lines_overrides(tmp_path):
         assert host.engine.threshold_ns == 80_000_000 and host.floor_ns == 80_000_000
     finally:
         host.shutdown()
+
+
+def test_reload_of_idle_rules_reaches_every_tier_through_the_hosts_services(tmp_path):
+    """A new `[idle] idle_sites` judges the next event by the new rules: the host's services carry
+    them to the scope step (and to the sources' tiers, which judge through the same services)."""
+    from lgf.event import Event
+    from lgf.run import open_host
+
+    def text(idle: str) -> str:
+        return (f'[lgf]\nspool_dir = "{tmp_path}"\n{idle}\n[[classifiers]]\nuse = "waitreason"\n'
+                '[[sinks]]\nuse = "stdout"\n[http]\nenabled = false\n')
+
+    def parked() -> Event:
+        stack = [{"func": f} for f in ("runtime.gopark", "runtime.chanrecv1", "myapp.(*Poller).wait",
+                                        "myapp.process", "myapp.run", "runtime.goexit")]
+        return Event(pid=1, goid=7, wait_reason="chan receive", duration_ns=60_000_000, stack=stack)
+
+    config = write(tmp_path / "p.toml", text(""))
+    host = open_host(str(config), with_sources=False)
+    try:
+        rules_before = host.services.idle_rules
+        assert host.pipeline.process(parked()).extra["verdict"] == "stall"
+        write(config, text('[idle]\nidle_sites = ["myapp.(*Poller).wait"]'))
+        outcome = host.reload()
+        assert outcome.ok, outcome.errors
+        assert "idle rules" in outcome.swapped
+        assert host.services.idle_rules is not rules_before
+        assert host.pipeline.process(parked()).extra["verdict"] == "idle"
+    finally:
+        host.shutdown()

@@ -39,7 +39,7 @@ class UprobeOptions:
     rescan_interval: Duration = Duration(250_000_000)
     """How often /proc is scanned for target processes starting and exiting."""
     sample_interval: Duration = Duration(20_000_000)
-    """With ``on_stall``: how often the goroutine sampler (``lgf.golang.sampler``) reads an unarmed
+    """With ``on_stall``: how often the goroutine sampler (``lgf.sources.uprobe.sampler``) reads an unarmed
     target's goroutines; a park is seen once it lasts threshold + one interval."""
     sample_max_goroutines: int = 100_000
     """A target with more goroutines than this is not sampled (counted, not read)."""
