@@ -25,8 +25,10 @@ is what Alertmanager does, so every lgf can hand its alerts to one Alertmanager 
   (Alertmanager refusing the alerts) is permanent: the alerts stay on disk marked failed
   (``lgf spool list``/``retry``) and the answer is logged at ERROR.
 
-The firing alerts are kept in ``<spool_dir>/<name>.alertmanager.json`` so a restarted lgf keeps
-re-sending them. Metrics (label ``sink``): ``lgf_alertmanager_posts_total{url,result}``,
+The firing alerts are kept in ``<spool_dir>/<name>.alertmanager.json`` (written once per
+``resend_interval`` when they changed, and at shutdown) so a restarted lgf keeps re-sending them;
+after a crash, alerts that began firing in the last ``resend_interval`` are not re-sent (they were
+delivered; only an Alertmanager that also restarted before their ``endsAt`` misses them). Metrics (label ``sink``): ``lgf_alertmanager_posts_total{url,result}``,
 ``lgf_alertmanager_firing``.
 
 Cost: one HTTP request per batch and Alertmanager, plus one per ``resend_interval`` while
@@ -247,6 +249,7 @@ class AlertmanagerSink:
         self._post_lock = threading.Lock()
         self.firing: dict[str, dict] = self._load()
         """fingerprint -> the Alertmanager alert (labels, annotations, startsAt, endsAt, ...)."""
+        self._dirty = False
         self._stop = threading.Event()
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         self._thread = threading.Thread(target=self._resend_loop, name=f"lgf-am-resend-{self.name}",
@@ -297,7 +300,7 @@ class AlertmanagerSink:
                          "_starts": start, "_ends": ends}
                 self.firing[fp] = out[fp] = alert
             self.stats.set("lgf_alertmanager_firing", len(self.firing), sink=self.name)
-        self._save()
+            self._dirty = True  # written by the re-send loop and at close, not per batch (O(firing))
         return list(out.values())
 
     def _expire(self) -> list[dict]:
@@ -326,6 +329,7 @@ class AlertmanagerSink:
             return
         with self._lock:
             data = json.dumps(self.firing, ensure_ascii=False)
+            self._dirty = False
         tmp = self.state_path.with_suffix(".tmp")
         try:
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
@@ -339,6 +343,8 @@ class AlertmanagerSink:
     def _resend_loop(self) -> None:
         while not self._stop.wait(self.options.resend_interval / 1e9):
             alerts = self._expire()
+            if self._dirty:
+                self._save()
             if alerts:
                 try:
                     self._post_everywhere(alerts, raise_on_failure=False)
@@ -407,4 +413,4 @@ def _latency_page(config) -> str:
 @hookimpl
 def lgf_components():
     return [Component("sink", "alertmanager", AlertmanagerSink, AlertmanagerOptions,
-                      "Send alerts to Prometheus Alertmanager (v2 API, every HA peer), firing and resolving.")]
+                      "Send alerts to Prometheus Alertmanager (v2 API, every HA peer): firing, re-sent, resolved.")]

@@ -169,6 +169,44 @@ def test_alertmanager_down_then_up_loses_nothing(tmp_path):
         am.stop()
 
 
+@needs_am
+def test_firing_alerts_are_sent_again_to_an_alertmanager_that_restarted(tmp_path):
+    am = Alertmanager(tmp_path / "am").start()
+    try:
+        cfg = node_config(tmp_path / "a", "node-a", [am.url], "payments", 'resend_interval = "1s"')
+        with PipelineRun(cfg) as run:
+            run.feed(stall(1, "checkout"))
+            run.flush_alerts()
+            wait_until(lambda: am_alerts(am, host="node-a"), 90, 0.2, "the alert in Alertmanager")
+            am.remove()  # Alertmanager keeps no alerts across a restart (nor, here, its storage)
+            am.start()
+            wait_until(lambda: am_alerts(am, host="node-a"), 90, 0.2, "the alert re-sent to the new Alertmanager")
+    finally:
+        am.stop()
+
+
+@needs_am
+def test_an_alertmanager_refusing_the_alerts_is_a_permanent_failure_kept_on_disk(tmp_path):
+    am = Alertmanager(tmp_path / "am").start()
+    spool = tmp_path / "node"
+    try:
+        with PipelineRun(node_config(spool, "node-a", [am.url + "/no/such/prefix"], "payments")) as run:
+            run.feed(stall(1, "checkout"))
+            run.flush_alerts()
+
+            def failed():
+                db = sqlite3.connect(spool_path(spool, "am"))
+                try:
+                    return db.execute("SELECT last_error FROM items WHERE state='failed'").fetchall()
+                finally:
+                    db.close()
+            got = poll_until(failed, 90, 0.1)
+            assert got and "answered HTTP 404" in got[0][0] and "/no/such/prefix/api/v2/alerts" in got[0][0], got
+            assert run.stats.total("lgf_sink_failed_total") == 1
+    finally:
+        am.stop()
+
+
 # --- the relay ---------------------------------------------------------------------------------------
 
 RELAY_TOKEN = "relay-token-" + "x" * 16
