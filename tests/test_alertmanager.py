@@ -390,3 +390,66 @@ def test_relay_killed_9_and_restarted_loses_nothing_and_sends_nothing_twice(tmp_
         am2.stop()
         relay.stop()
         fake.stop()
+
+
+def notification(i: int, hosts=("node-a", "node-b")) -> dict:
+    """A notification shaped as Alertmanager's webhook (version 4) sends it."""
+    return {"version": "4", "status": "firing", "receiver": "lgf-relay", "groupKey": f'{{}}:{{service="svc-{i}"}}',
+            "groupLabels": {"service": f"svc-{i}"}, "commonLabels": {"service": f"svc-{i}", "cause": "lock"},
+            "alerts": [{"status": "firing", "fingerprint": f"{i:04x}{h}", "startsAt": "2026-12-03T10:00:00Z",
+                        "endsAt": "0001-01-01T00:00:00Z",
+                        "labels": {"alertname": "LgfStall", "service": f"svc-{i}", "cause": "lock", "host": host,
+                                   "severity": "critical" if i % 5 == 0 else "warning"},
+                        "annotations": {"summary": f"svc-{i}: 2 lock stall(s)", "worst_ns": "300000000"}}
+                       for h, host in enumerate(hosts)]}
+
+
+def post(port: int, body: dict) -> dict:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/alertmanager", data=json.dumps(body).encode(),
+                                 headers={"Authorization": f"Bearer {RELAY_TOKEN}"}, method="POST")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def test_relay_keeps_the_robot_within_20_a_minute_and_loses_no_notification(tmp_path):
+    from support.wecom import ids_in, max_in_any_minute
+
+    key = "k-" + uuid.uuid4().hex
+    fake = FakeWeCom(keys=(key,)).start()
+    relay = RelayProcess(tmp_path, fake, key).start()
+    try:
+        answers = [post(relay.port, notification(i)) for i in range(30)]
+        assert {a["status"] for a in answers} == {"accepted"}
+        assert post(relay.port, notification(7))["status"] == "duplicate"
+        ids = {a["id"] for a in answers}
+        wait_until(lambda: ids <= set(ids_in(fake.accepted())), 120, 0.2, "every notification in some message")
+        accepted = fake.accepted()
+        assert max_in_any_minute([r.t for r in accepted]) <= 20
+        assert len(accepted) < 30  # what the minute could not carry one by one went out as digests
+        assert not [r for r in fake.snapshot() if r.errcode == 45009]
+    finally:
+        relay.stop()
+        fake.stop()
+
+
+def test_the_relay_never_feeds_alertmanager_its_own_notifications(tmp_path):
+    cfg = f"""
+[lgf]
+spool_dir = "{tmp_path}"
+[[sinks]]
+use = "alertmanager"
+name = "am"
+url = "http://127.0.0.1:{free_port()}"
+[[sinks]]
+use = "file"
+path = "{tmp_path / 'alerts.jsonl'}"
+receive = "alerts"
+"""
+    with PipelineRun(cfg) as run:
+        run.host.pipeline.relay(alert_of(notification(1)))
+        assert "svc-1" in (tmp_path / "alerts.jsonl").read_text()
+        db = sqlite3.connect(spool_path(tmp_path, "am"))
+        try:
+            assert db.execute("SELECT COUNT(*) FROM items").fetchone()[0] == 0
+        finally:
+            db.close()
