@@ -453,3 +453,23 @@ receive = "alerts"
             assert db.execute("SELECT COUNT(*) FROM items").fetchone()[0] == 0
         finally:
             db.close()
+
+
+def test_a_notification_queued_twice_before_it_was_recorded_is_sent_once(tmp_path, monkeypatch):
+    """The window a kill -9 can hit: the alert is in the sink's spool, the relay's record of the key
+    is not, so Alertmanager's retry arrives as new. The spool refuses the same id, queued or sent."""
+    key = "k-" + uuid.uuid4().hex
+    fake = FakeWeCom(keys=(key,)).start()
+    monkeypatch.setenv("LGF_WECOM_KEY", key)
+    try:
+        cfg = f'[lgf]\nspool_dir = "{tmp_path}"\n[[sinks]]\nuse = "wecom"\nname = "oncall"\nurl = "{fake.url}"\n'
+        with PipelineRun(cfg) as run:
+            run.host.pipeline.relay(alert_of(notification(3)))
+            run.host.pipeline.relay(alert_of(notification(3)))  # still queued, or already sent
+            wait_until(lambda: fake.accepted(), 60, 0.05, "the message")
+            run.host.pipeline.relay(alert_of(notification(3)))  # after it was sent
+            run.host.pipeline.relay(alert_of(notification(4)))
+            wait_until(lambda: len(fake.accepted()) >= 2, 60, 0.05, "the next notification's message")
+        assert [("svc-3" in r.content, "svc-4" in r.content) for r in fake.accepted()] == [(True, False), (False, True)]
+    finally:
+        fake.stop()
