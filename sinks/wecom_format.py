@@ -181,7 +181,8 @@ def relayed_lines(d: dict, msgtype: str, stack_frames: int = 8) -> list[str]:
     listed = am.get("listed") or []
     for item in listed:
         if isinstance(item, dict):
-            lines.append(f"- {g(item.get('host') or '?')}: {g(item.get('summary') or item.get('status') or '')}")
+            mark = f" ({g(item['status'])})" if item.get("status") and item["status"] != am.get("status") else ""
+            lines.append(f"- {g(item.get('host') or '?')}{mark}: {g(item.get('summary') or item.get('status') or '')}")
     if isinstance(am.get("alerts"), int) and am["alerts"] > len(listed):
         lines.append(f"- ... and {am['alerts'] - len(listed)} more")
     stack = _stack_lines(d, stack_frames)

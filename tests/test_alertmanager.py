@@ -310,7 +310,11 @@ def test_relay_sends_one_message_naming_every_host_then_the_resolution(tmp_path)
             resolved = poll_until(lambda: messages(fake, "RESOLVED on 2 host(s)"), 120, 0.2)
             assert resolved, [r.content for r in fake.snapshot()]
             assert am_alerts(am, alertname="LgfStall") == []
-        assert len(messages(fake, "FIRING")) == 1 and len(messages(fake, "RESOLVED")) == 1
+        # Each notification once: had node-b's alert come after group_wait, node-a's would have had
+        # a message of its own first, a different notification (another id), never a repeat.
+        relayed = [r.content.rsplit("id: ", 1)[1] for r in fake.accepted() if "via Alertmanager" in r.content]
+        assert len(relayed) == len(set(relayed)), [r.content for r in fake.accepted()]
+        assert len(messages(fake, "RESOLVED on 2 host(s)")) == 1
     finally:
         am.stop()
         relay.stop()
@@ -473,3 +477,17 @@ def test_a_notification_queued_twice_before_it_was_recorded_is_sent_once(tmp_pat
         assert [("svc-3" in r.content, "svc-4" in r.content) for r in fake.accepted()] == [(True, False), (False, True)]
     finally:
         fake.stop()
+
+
+def test_a_relayed_message_names_every_host_and_fits_wecom_limits():
+    from lgf.sinks.wecom_format import LIMITS, alert_messages
+
+    n = notification(5, hosts=tuple(f"node-{i:02d}" for i in range(60)))
+    n["alerts"][0]["status"] = "resolved"
+    d = alert_of(n).to_dict()
+    for msgtype in ("text", "markdown", "markdown_v2"):
+        parts = alert_messages(d, msgtype)
+        text = "\n".join(parts)
+        assert all(len(p.encode()) <= LIMITS[msgtype] for p in parts)
+        assert "FIRING on 60 host(s)" in text and "node-59" in text  # the hosts line names all 60
+        assert "- node-00 (resolved): svc-5" in text and "... and 10 more" in text
