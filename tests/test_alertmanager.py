@@ -491,3 +491,10 @@ def test_a_relayed_message_names_every_host_and_fits_wecom_limits():
         assert all(len(p.encode()) <= LIMITS[msgtype] for p in parts)
         assert "FIRING on 60 host(s)" in text and "node-59" in text  # the hosts line names all 60
         assert "- node-00 (resolved): svc-5" in text and "... and 10 more" in text
+
+
+def test_a_relayed_alert_on_stdout_names_its_hosts():
+    from lgf.sinks.stdout import format_line
+
+    line = format_line(alert_of(notification(5)))
+    assert " ALERT critical lock via alertmanager firing alerts=2 hosts=node-a,node-b service=svc-5 worst=300.0ms" in line
