@@ -498,3 +498,10 @@ def test_a_relayed_alert_on_stdout_names_its_hosts():
 
     line = format_line(alert_of(notification(5)))
     assert " ALERT critical lock via alertmanager firing alerts=2 hosts=node-a,node-b service=svc-5 worst=300.0ms" in line
+
+
+@pytest.mark.skipif(not os.access("/usr/bin/amtool", os.X_OK), reason="amtool comes with prometheus-alertmanager")
+def test_the_shipped_alertmanager_config_is_valid_as_it_is():
+    out = subprocess.run(["/usr/bin/amtool", "check-config", str(DEPLOY)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "1 receivers" in out.stdout and "1 inhibit rules" in out.stdout
