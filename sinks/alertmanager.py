@@ -25,6 +25,9 @@ is what Alertmanager does, so every lgf can hand its alerts to one Alertmanager 
   (Alertmanager refusing the alerts) is permanent: the alerts stay on disk marked failed
   (``lgf spool list``/``retry``) and the answer is logged at ERROR.
 
+Proxies from the environment (``http_proxy``) are not used: an Alertmanager is reached
+directly, as Prometheus does unless told otherwise.
+
 The firing alerts are kept in ``<spool_dir>/<name>.alertmanager.json`` (written once per
 ``resend_interval`` when they changed, and at shutdown) so a restarted lgf keeps re-sending them;
 after a crash, alerts that began firing in the last ``resend_interval`` are not re-sent (they were
