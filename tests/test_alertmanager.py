@@ -505,3 +505,26 @@ def test_the_shipped_alertmanager_config_is_valid_as_it_is():
     out = subprocess.run(["/usr/bin/amtool", "check-config", str(DEPLOY)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "1 receivers" in out.stdout and "1 inhibit rules" in out.stdout
+
+
+@needs_am
+def test_a_relay_down_when_alertmanager_notifies_gets_the_notification_once_it_is_back(tmp_path):
+    key = "k-" + uuid.uuid4().hex
+    fake = FakeWeCom(keys=(key,)).start()
+    relay = RelayProcess(tmp_path, fake, key)  # its port is chosen, nothing listens there yet
+    am = Alertmanager(tmp_path / "am", deploy_config(tmp_path, relay.port)).start()
+    try:
+        with PipelineRun(node_config(tmp_path / "a", "node-a", [am.url], "payments",
+                                     'resolve_timeout = "10m"\nresend_interval = "1s"')) as node:
+            node.feed(stall(11, "checkout"))
+            node.flush_alerts()
+            wait_until(lambda: "connection refused" in am.log(), 120, 0.2, "Alertmanager failing to notify the relay")
+            relay.start()
+            wait_until(lambda: messages(fake, "FIRING on 1 host(s)"), 120, 0.2, "the notification once the relay is up")
+            wait_until(lambda: relay.metric('lgf_relay_notifications_total{result="accepted"}') >= 1, 60, 0.2,
+                       "the relay's count")
+        assert len(messages(fake, "FIRING")) == 1
+    finally:
+        am.stop()
+        relay.stop()
+        fake.stop()
