@@ -9,8 +9,9 @@ GO_VERSIONS := 1.21.13 1.25.5 1.27.3
 APT_PACKAGES := bpfcc-tools python3-bpfcc python3-venv bpftool wrk binutils linux-headers-amd64
 CONFIG ?= plugins.toml
 # What the image, deploy and latency-page tests drive: podman (runc where crun refuses the host's
-# cgroups), mmdebstrap for the image's base, systemd-analyze, a headless browser.
-TEST_APT_PACKAGES := podman mmdebstrap runc systemd chromium
+# cgroups), mmdebstrap for the image's base, systemd-analyze, a headless browser, and Prometheus
+# Alertmanager (the alertmanager sink and relay are tested against the real one).
+TEST_APT_PACKAGES := podman mmdebstrap runc systemd chromium prometheus-alertmanager
 
 .PHONY: setup run test lint bench docs toolchains apt headers clean image test-apt demo
 

@@ -98,6 +98,9 @@ class Sink(Protocol):
     * ``flush()`` then ``close()``: called in that order on shutdown, after the queue drained.
     * ``Options`` (class attribute, a dataclass): types the table when the sink is named as
       ``use = "pkg.module:Class"``; a ``Component`` carries its options itself.
+    * ``relayed`` (class attribute, default True): False keeps the alerts the relay receives
+      from Alertmanager (``POST /api/alertmanager``, ``lgf.relay``) away from this sink; the
+      ``alertmanager`` sink says so, or a relay with one would feed Alertmanager its own alerts.
     """
 
     def send(self, event: Event) -> None: ...
@@ -134,7 +137,8 @@ class Classifier(Protocol):
 OPTIONAL_MEMBERS: dict[str, dict[str, Any]] = {
     "source": {"name": "", "stats": None, "histograms": None, "runtime_counters": None},
     "sink": {"default_receive": "events", "durable": True, "send_pending": None, "send_batch": None,
-             "flush": None, "close": None, "Options": None},
+             "flush": None, "close": None, "Options": None,
+             "relayed": True},
 }
 """Every optional member the host looks for, by kind, with what it assumes when it is missing."""
 

@@ -12,6 +12,8 @@
     POST   /api/deploys               {"service": "checkout"}: start its "silence after deploy" window
     POST   /api/loadtests             {"service": "checkout"}: start its "silence after load test" window
     GET    /api/baselines             every live (service, cause) baseline with μ, σ, z (lgf.baselines)
+    POST   /api/alertmanager          Alertmanager's webhook notification (operator role): sent on
+                                      through this lgf's alert sinks, once (lgf.relay)
 
 ``[http] listen`` defaults to ``127.0.0.1:9464``: loopback only unless configured. Who may read,
 change and approve is decided by ``lgf.roles`` (viewer, operator, approver; tokens from
@@ -192,12 +194,14 @@ class HttpServer:
     and returns with ``running`` False: lgf keeps tracing without its endpoints.
     """
 
-    def __init__(self, config, engine, stats, sources=(), history=None):
+    def __init__(self, config, engine, stats, sources=(), history=None, relay=None):
         opts = (getattr(config, "sections", {}) or {}).get("http") or HttpOptions()
         self.options: HttpOptions = opts
         self.engine, self.stats, self.sources = engine, stats, sources
         self.history = history
         """The stalls the latency page draws (``lgf.ui.StallHistory``), the host's; None: none."""
+        self.relay = relay
+        """Takes Alertmanager's notifications (``lgf.relay.Relay``), the host's; None: 503."""
         try:
             self.guard = Guard.from_options(opts, policy_of(config))
         except TokenFileError as exc:  # fail closed: nobody may change anything, reading still works
@@ -238,7 +242,7 @@ class HttpServer:
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="lgf-http", daemon=True)
         self._thread.start()
-        log.info("http: listening on %s (/debug/latency, /metrics, /api/silences)", self.url)
+        log.info("http: listening on %s (/debug/latency, /metrics, /api/silences, /api/alertmanager)", self.url)
 
     def stop(self) -> None:
         if self._server is not None:
@@ -337,7 +341,7 @@ def _handler_for(server: HttpServer):
                 self._json(200, {"enabled": store is not None, "series": series})
             elif url.path == "/":
                 self._json(200, {"endpoints": ["/debug/latency", "/ui", "/metrics", "/api/silences", "/api/deploys",
-                                               "/api/loadtests", "/api/baselines"]})
+                                               "/api/loadtests", "/api/baselines", "/api/alertmanager"]})
             else:
                 self._json(404, {"error": f"no such endpoint: {url.path}"})
 
@@ -346,6 +350,9 @@ def _handler_for(server: HttpServer):
             approve = re.fullmatch(r"/api/silences/([\w-]+)/approve", path)
             if approve:
                 self._approve(path, approve.group(1))
+                return
+            if path == "/api/alertmanager":
+                self._relay()
                 return
             store = self._store_for_change(path, path in ("/api/silences", "/api/deploys", "/api/loadtests"))
             if store is None:
@@ -371,6 +378,27 @@ def _handler_for(server: HttpServer):
             audit(server.spool_dir, who, "silence.add", silence=s.id, matchers=s.matchers, expires=s.to_dict()["expires"],
                   pending=s.pending, comment=s.comment)
             self._json(201, s.to_dict())
+
+        def _relay(self) -> None:
+            """Alertmanager's webhook (``lgf.relay``): operator role, as every other change."""
+            if not self._may_change("operator"):
+                return
+            if server.relay is None:
+                self._json(503, {"error": "this lgf relays no Alertmanager notifications"})
+                return
+            try:
+                n = int(self.headers.get("Content-Length") or 0)
+                payload = json.loads(self.rfile.read(n) or b"null")
+            except ValueError as exc:
+                self._json(400, {"error": f"not JSON: {exc}"})
+                return
+            try:
+                code, answer = server.relay.receive(payload)
+            except Exception as exc:  # a sink's queue could not take it: Alertmanager retries
+                log.exception("relay: notification not taken")
+                self._json(503, {"error": f"not queued: {type(exc).__name__}: {exc}"})
+                return
+            self._json(code, answer)
 
         def _quiet_window(self, path: str, body: dict, who) -> None:
             service = body.get("service")

@@ -41,6 +41,7 @@ BUILTIN_PLUGINS = (
     "lgf.sinks.stdout",
     "lgf.sinks.file",
     "lgf.sinks.wecom",
+    "lgf.sinks.alertmanager",
 )
 """Dotted names of the built-in plugins, in registration order."""
 

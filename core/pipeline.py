@@ -24,6 +24,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from .components import member
 from .event import SEVERITIES, Event
 from .stats import Stats
 
@@ -134,6 +135,23 @@ class Pipeline:
     def deliver(self, event: Event) -> None:
         for route in self.sinks:
             if not route.wants(event):
+                continue
+            if route.delivery is not None:
+                route.delivery.put(event)
+                continue
+            try:
+                route.sink.send(event)
+                self.stats.inc("lgf_sink_delivered_total", sink=route.name)
+            except Exception as exc:  # one sink failing never stops the others
+                self.stats.inc("lgf_sink_failed_total", sink=route.name)
+                log.error("sink %r failed: %s: %s", route.name, type(exc).__name__, exc)
+
+    def relay(self, event: Event) -> None:
+        """An alert the relay received from Alertmanager (``lgf.relay``): to every sink that takes
+        alerts, except those that say ``relayed = False``. Returns once each durable sink has it
+        on disk; a sink called directly that fails is counted and logged, as in :meth:`deliver`."""
+        for route in self.sinks:
+            if not route.wants(event) or member(route.sink, "sink", "relayed") is False:
                 continue
             if route.delivery is not None:
                 route.delivery.put(event)

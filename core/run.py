@@ -28,6 +28,7 @@ from .idle import options_of
 from .loading import load
 from .manager import Manager
 from .pipeline import Pipeline, SinkRoute
+from .relay import Relay
 from .reload import ReloadOutcome
 from .services import Services
 from .stats import Stats
@@ -66,6 +67,8 @@ class Host:
         self.journal: journal.AlertJournal | None = None
         """Open alert groups' stalls on disk (``lgf.journal``), opened by :meth:`run`."""
         self.http: HttpServer | None = None
+        self.relay: Relay | None = None
+        """Takes Alertmanager's notifications for the alert sinks (``lgf.relay``), made with the HTTP server."""
         self.pipeline: Pipeline | None = None
         self.services = Services.for_config(config)
         """What this host shares among its plugins, handed over as ``ctx.services``."""
@@ -233,7 +236,10 @@ class Host:
     def _start_http(self) -> None:
         if not self.config.sections["http"].enabled:
             return
-        self.http = HttpServer(self.config, self.engine, self.stats, self.sources, history=self.history)
+        if self.relay is None:
+            self.relay = Relay(self.config.host.spool_dir, self.pipeline.relay, self.stats)
+        self.http = HttpServer(self.config, self.engine, self.stats, self.sources, history=self.history,
+                               relay=self.relay)
         self.http.start()
 
     def shutdown(self, flush_all_alerts: bool = False) -> None:
@@ -250,6 +256,8 @@ class Host:
             _close_route(route)
         if self.http is not None:
             self.http.stop()
+        if self.relay is not None:
+            self.relay.close()
         reload.remove_pid(self.config.host.spool_dir)
         if self.journal is not None:
             self.journal.close()

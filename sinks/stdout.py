@@ -49,6 +49,12 @@ def format_line(event: Event) -> str:
     where = " ".join(event.stack_summary[:2])
     if event.scope == "request":  # lgf.idle: the goroutine was serving this request
         where = f"[{event.http_method} {event.http_path}] {where}" if event.http_path else f"[request] {where}"
+    if event.kind == "alert" and isinstance(event.extra.get("alertmanager"), dict):  # relayed (lgf.relay)
+        am = event.extra["alertmanager"]
+        hosts = ",".join(event.extra.get("hosts") or []) or "-"
+        return (f"{ts} ALERT {event.severity or 'info'} {event.cause} via alertmanager {am.get('status', '')} "
+                f"alerts={am.get('alerts', 0)} hosts={hosts} service={event.extra.get('service', '')} "
+                f"worst={_ms(event.extra.get('worst_ns') or event.duration_ns)} {where}").rstrip() + _trace(event)
     if event.kind == "alert":
         x = event.extra
         return (f"{ts} ALERT {event.severity or 'info'} {event.cause} x{x.get('count', 1)} "

@@ -156,8 +156,58 @@ def _guard(text: str, msgtype: str) -> str:
 
 # --- one alert ---------------------------------------------------------------------------------------
 
+def relayed_lines(d: dict, msgtype: str, stack_frames: int = 8) -> list[str]:
+    """The lines of a notification the relay received from Alertmanager (``lgf.relay``): which
+    hosts one incident spans, and each host's own alert."""
+    g = lambda s: _guard(str(s), msgtype)  # noqa: E731
+    am = d["alertmanager"]
+    sev = severity_of(d)
+    status = str(am.get("status") or "firing").upper()
+    hosts = [str(h) for h in d.get("hosts") or []]
+    title = (f"lgf via Alertmanager: {g(service_of(d))} {g(d.get('cause') or 'unknown')} {status} on "
+             f"{len(hosts)} host(s)")
+    env = f" ({g(d['env'])})" if d.get("env") else ""
+    if msgtype == "markdown":
+        lines = [f'<font color="{_COLOUR[sev]}">**{sev.upper()}**</font> **{title}**{env}']
+    elif msgtype == "markdown_v2":
+        lines = [f"**{sev.upper()}** **{title}**{env}"]
+    else:
+        lines = [f"[{sev.upper()}] {title}{env}"]
+    q = "> " if msgtype != "text" else ""
+    lines.append(q + f"hosts: {g(', '.join(hosts) or '?')}")
+    lines.append(q + _phrase(f"{am.get('alerts', 0)} alert(s)",
+                             d.get("count") and f", {d['count']} stalls",
+                             d.get("worst_ns") and f", worst {human_ns(d['worst_ns'])}"))
+    listed = am.get("listed") or []
+    for item in listed:
+        if isinstance(item, dict):
+            mark = f" ({g(item['status'])})" if item.get("status") and item["status"] != am.get("status") else ""
+            lines.append(f"- {g(item.get('host') or '?')}{mark}: {g(item.get('summary') or item.get('status') or '')}")
+    if isinstance(am.get("alerts"), int) and am["alerts"] > len(listed):
+        lines.append(f"- ... and {am['alerts'] - len(listed)} more")
+    stack = _stack_lines(d, stack_frames)
+    if stack:
+        if msgtype == "markdown_v2":
+            lines += ["```", *map(g, stack), "```"]
+        elif msgtype == "markdown":
+            lines += ["stack:", *(f"`{g(s)}`" for s in stack)]
+        else:
+            lines += ["stack:", *(f"  {s}" for s in stack)]
+    text = _pairs(d.get("tags"))
+    if text:
+        lines.append(f"tags: {g(text)}")
+    if d.get("trace_id"):
+        lines.append(f"trace: {g(d['trace_id'])}")
+    if am.get("group_key"):
+        lines.append(f"group: {g(am['group_key'])}")
+    lines.append(f"id: {d.get('id', '?')}")
+    return lines
+
+
 def alert_lines(d: dict, msgtype: str, stack_frames: int = 8) -> list[str]:
     """The lines of one alert's message, in the style of ``msgtype``."""
+    if isinstance(d.get("alertmanager"), dict):
+        return relayed_lines(d, msgtype, stack_frames)
     g = lambda s: _guard(str(s), msgtype)  # noqa: E731
     sev = severity_of(d)
     kind = "alert" if d.get("kind") == "alert" else "stall"
