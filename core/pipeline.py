@@ -132,9 +132,15 @@ class Pipeline:
             self.engine.delivered(a.id for a in alerts)
         return alerts
 
-    def deliver(self, event: Event) -> None:
+    def deliver(self, event: Event, relayed: bool = False) -> None:
+        """``event`` to every sink that wants it: a durable one through its queue (returns once it
+        is on disk), any other called here, where a failure is counted and logged and never stops
+        the others. ``relayed``: an alert the relay received from Alertmanager (``lgf.relay``),
+        kept from sinks that say ``relayed = False`` (an alertmanager sink: no loop)."""
         for route in self.sinks:
             if not route.wants(event):
+                continue
+            if relayed and member(route.sink, "sink", "relayed") is False:
                 continue
             if route.delivery is not None:
                 route.delivery.put(event)
@@ -147,18 +153,5 @@ class Pipeline:
                 log.error("sink %r failed: %s: %s", route.name, type(exc).__name__, exc)
 
     def relay(self, event: Event) -> None:
-        """An alert the relay received from Alertmanager (``lgf.relay``): to every sink that takes
-        alerts, except those that say ``relayed = False``. Returns once each durable sink has it
-        on disk; a sink called directly that fails is counted and logged, as in :meth:`deliver`."""
-        for route in self.sinks:
-            if not route.wants(event) or member(route.sink, "sink", "relayed") is False:
-                continue
-            if route.delivery is not None:
-                route.delivery.put(event)
-                continue
-            try:
-                route.sink.send(event)
-                self.stats.inc("lgf_sink_delivered_total", sink=route.name)
-            except Exception as exc:  # one sink failing never stops the others
-                self.stats.inc("lgf_sink_failed_total", sink=route.name)
-                log.error("sink %r failed: %s: %s", route.name, type(exc).__name__, exc)
+        """An alert the relay received from Alertmanager: :meth:`deliver` with ``relayed``."""
+        self.deliver(event, relayed=True)
