@@ -9,6 +9,7 @@ one JSON line on stdout; lgf's log goes to stderr.
   "lost": n, "seconds": s}``: the event's stack as the enricher filled it (PCs are return
   addresses), and how long the enricher took;
 - ``{"op": "info"}`` -> the build's shared actor's counters and every named actor of the cluster;
+- ``{"op": "forget"}`` -> ``{}``: the shared backend's driver-side frame cache emptied (bench);
 - ``{"op": "named"}`` -> every named actor of the cluster (the build's actor not touched);
 - ``{"op": "quit"}``.
 """
@@ -57,6 +58,9 @@ def main() -> int:
             backend = enricher.backend
             out = {"actor": backend.info(backend.build_id(binary)),
                    "named": ray.util.list_named_actors(all_namespaces=True)}
+        elif cmd["op"] == "forget":
+            enricher.backend._cache.clear()
+            out = {}
         elif cmd["op"] == "named":
             import ray
 
