@@ -8,9 +8,16 @@ plugins.toml::
 
     [[enrichers]]
     use = "symbolizer"
-    backend = "local"        # or "ray": long-lived Ray actors sharded by build id
-    ray_address = "local"    # "local" starts a local Ray, "auto" joins a cluster, or "host:port"
-    workers = 2              # Ray actors (the local backend is in-process)
+    backend = "local"        # or "ray"
+    ray_address = "local"    # "local": a private Ray; "auto" or "host:port": a cluster, shared
+    workers = 2              # private Ray actors (ray_address = "local" only)
+    actor_idle_exit = "1h"   # a cluster's per-build actor exits after this long unused
+
+With ``backend = "ray"`` and a cluster, every lgf attached to it shares one named, detached actor
+per build id (``lgf.golang.ray_symbols.SharedRayBackend``): a build is decoded once per cluster,
+not once per host. An lgf that loses the cluster symbolizes with the host's shared symbol cache,
+says so in one line and counts ``lgf_symbolizer_failures_total{reason="ray_lost"}`` once; it
+re-attaches when the head answers again (docs/many-hosts-ray.md).
 
 The local backend symbolizes with the host's shared symbol cache (``ctx.services.symbolizers``,
 ``lgf.services``): the binaries the scope step and the goroutine sampler opened are not opened a

@@ -1,4 +1,7 @@
-"""The symbolizer's Ray backend: long-lived actors, each owning the binaries of its shard.
+"""The symbolizer's Ray backends: private sharded actors (:class:`RayBackend`), or one actor per
+build id shared by every lgf attached to a cluster (:class:`SharedRayBackend`, at the end).
+
+**RayBackend** (``ray_address = "local"``): long-lived actors, each owning the binaries of its shard.
 
 Why: one host can run hundreds of distinct Go binaries (every build id is a different table);
 spreading them over ``workers`` actors keeps each binary mapped and its caches warm in exactly one
@@ -20,6 +23,21 @@ Cost, measured by ``bench/bench_ray_symbolizer.py`` on this 2-core host (120 bin
 PCs, other work running): Ray start-up ~4.5 s (once); cold actors 0.74x the local backend's
 PCs/s (serialization and 2 busy cores eat the parallelism), warm actors 1.8x local-cold, and
 the driver cache ~100x. Ray pays off with more cores or nodes than this host has.
+
+**SharedRayBackend** (a cluster: ``"auto"`` or ``"host:port"``): many hosts, one decode per build.
+
+* **Found by build id**: the binary's Go build id (else GNU build id) from its ELF notes names a
+  detached actor (:func:`actor_name`, namespace ``lgf``), made by the first lgf that needs it
+  with ``get_if_exists`` and found by every other. ``num_cpus=0``; one build per actor.
+* **Bytes**: the actor opens the caller's path only when the file there has its build id (same
+  node, shared volume); otherwise one caller ships the whole file once (:meth:`BuildSymbolActor.load`).
+* **Bounded by use**: an actor not called for ``idle_exit_s`` kills itself; a caller whose
+  handle died makes it again, once, before calling the cluster lost.
+* **Lost cluster**: a failed call whose head does not answer, or a watchdog knock (every
+  ``WATCH_INTERVAL_S``) that fails, switches to the fallback (the host's local symbol cache),
+  calls ``on_lost`` once and disconnects: Ray ends a driver process whose GCS has been gone for
+  60 s. Every ``REJOIN_INTERVAL_S`` it knocks again and re-attaches when the head answers.
+* Measured by ``bench/bench_ray_symbolizer.py shared``: see docs/many-hosts-ray.md.
 """
 
 from __future__ import annotations
@@ -584,7 +602,8 @@ class SharedRayBackend:
                     return f"PclntabError: {cause}"
                 self._handles.pop(bid, None)
                 if attempt == 2 or not self._knock():
-                    raise _Lost(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+                    first = str(exc).splitlines()[0] if str(exc) else ""
+                    raise _Lost(f"{type(exc).__name__}: {first[:160]}") from None
                 ref = self._submit(bid, path, pcs)
         raise AssertionError("unreachable")
 

@@ -63,6 +63,10 @@ class Head:
         self.tmp = tempfile.mkdtemp(prefix="lgfray", dir="/tmp")  # short: Ray's socket paths
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.start()
+
+    def start(self) -> None:
+        """Start the head (again, after :meth:`stop`: same port, a new session, no actors)."""
         env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # loopback only; no token to hand out
         self.proc = subprocess.Popen(
             [str(RAY), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={self.port}",
