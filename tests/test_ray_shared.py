@@ -80,6 +80,10 @@ def test_one_actor_per_build_serves_three_lgfs_and_a_lost_head_falls_back_locall
             assert lgfs[-1].ready == {"ready": "ray"}
             got = lgfs[-1].ask(op="sym", pcs=first)
             assert got["backend"] == "ray" and got["funcs"] == expected_first
+        # a reload's new enricher in a process already attached uses that connection
+        assert lgfs[1].ask(op="reload") == {"ready": "ray"}
+        got = lgfs[1].ask(op="sym", pcs=later[:40])
+        assert got["backend"] == "ray" and got["funcs"] == expected_later[:40]
         info = lgfs[2].ask(op="info")
         ours = [a for a in info["named"] if a["name"] == actor_name(build_id)]
         assert ours == [{"name": actor_name(build_id), "namespace": NAMESPACE}], info["named"]

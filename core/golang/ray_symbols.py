@@ -428,8 +428,8 @@ class SharedRayBackend:
         """Why the cluster was lost (None while attached)."""
         self._next_rejoin = 0.0
         self._stop = threading.Event()
-        if ray.is_initialized():
-            raise RayUnavailable("Ray is already initialized in this process with another address")
+        self._owned = False
+        """This backend called ``ray.init`` (and so shuts Ray down on :meth:`close`)."""
         self._connect()
         self._watchdog = threading.Thread(target=self._watch, daemon=True, name="lgf-ray-watchdog")
         self._watchdog.start()
@@ -439,14 +439,20 @@ class SharedRayBackend:
         return "local" if self.lost else "ray"
 
     def _connect(self) -> None:
+        """Join the cluster; a process has one Ray connection, so one made already (a reload's new
+        enricher beside the old one) is used as it is, and left to its maker to close."""
         ray = self._ray
         gcs = _reachable_cluster(self._address)
-        try:
-            ray.init(address=gcs, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
-        except Exception as exc:  # ConnectionError, RuntimeError, auth errors...
-            self._disconnect()
-            raise RayUnavailable(f"{type(exc).__name__}: {exc}") from None
+        if ray.is_initialized():
+            self._owned = False
+        else:
+            try:
+                ray.init(address=gcs, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False,
+                         configure_logging=False)
+            except Exception as exc:  # ConnectionError, RuntimeError, auth errors...
+                self._disconnect()
+                raise RayUnavailable(f"{type(exc).__name__}: {exc}") from None
+            self._owned = True
         self._connected = True
         self._gcs = gcs
         self._actor_cls = ray.remote(num_cpus=0, max_restarts=0)(BuildSymbolActor)
@@ -613,9 +619,10 @@ class SharedRayBackend:
             return self._ray.get(self.actor(build_id).info.remote(), timeout=SHARED_CALL_TIMEOUT_S)
 
     def close(self) -> None:
-        """Disconnect from the cluster; the shared actors stay for the other lgf instances (they
-        exit after ``IDLE_EXIT_S`` unused)."""
+        """Disconnect from the cluster if this backend connected; the shared actors stay for the
+        other lgf instances (they exit after ``idle_exit_s`` unused)."""
         self._stop.set()
         with self._lock:
-            if self._connected:
+            if self._connected and self._owned:
                 self._disconnect()
+            self._connected = False

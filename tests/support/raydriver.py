@@ -10,6 +10,8 @@ one JSON line on stdout; lgf's log goes to stderr.
   addresses), and how long the enricher took;
 - ``{"op": "info"}`` -> the build's shared actor's counters and every named actor of the cluster;
 - ``{"op": "forget"}`` -> ``{}``: the shared backend's driver-side frame cache emptied (bench);
+- ``{"op": "reload"}`` -> ``{"ready": backend}``: a new enricher, the old one left unclosed (as a
+  reload swapping the table leaves it), used from then on;
 - ``{"op": "named"}`` -> every named actor of the cluster (the build's actor not touched);
 - ``{"op": "quit"}``.
 """
@@ -35,7 +37,8 @@ def main() -> int:
     options = (SymbolizerOptions() if address == "-" else
                SymbolizerOptions(backend="ray", ray_address=address,
                                  **({"actor_idle_exit": parse_duration(sys.argv[3])} if len(sys.argv) > 3 else {})))
-    enricher = SymbolizerEnricher(options, RunContext(config=None, stats=stats, services=Services()))
+    ctx = RunContext(config=None, stats=stats, services=Services())
+    enricher = SymbolizerEnricher(options, ctx)
     print(json.dumps({"ready": enricher.backend.name}), flush=True)
     for line in sys.stdin:
         cmd = json.loads(line)
@@ -58,6 +61,9 @@ def main() -> int:
             backend = enricher.backend
             out = {"actor": backend.info(backend.build_id(binary)),
                    "named": ray.util.list_named_actors(all_namespaces=True)}
+        elif cmd["op"] == "reload":
+            enricher = SymbolizerEnricher(options, ctx)
+            out = {"ready": enricher.backend.name}
         elif cmd["op"] == "forget":
             enricher.backend._cache.clear()
             out = {}
