@@ -17,7 +17,8 @@ With ``backend = "ray"`` and a cluster, every lgf attached to it shares one name
 per build id (``lgf.golang.ray_symbols.SharedRayBackend``): a build is decoded once per cluster,
 not once per host. An lgf that loses the cluster symbolizes with the host's shared symbol cache,
 says so in one line and counts ``lgf_symbolizer_failures_total{reason="ray_lost"}`` once; it
-re-attaches when the head answers again (docs/many-hosts-ray.md).
+re-attaches when the head answers again (docs/many-hosts-ray.md). A cluster unreachable at start
+is reported the same way (``reason="ray_unavailable"``) and attached to once it answers.
 
 The local backend symbolizes with the host's shared symbol cache (``ctx.services.symbolizers``,
 ``lgf.services``): the binaries the scope step and the goroutine sampler opened are not opened a
@@ -162,13 +163,21 @@ class SymbolizerEnricher:
             try:
                 if options.ray_address == "local":
                     self.backend = RayBackend("local", options.workers, options.max_binaries)
-                else:
-                    self.backend = SharedRayBackend(options.ray_address, self.local, self._ray_lost,
-                                                    options.actor_idle_exit / 1e9, self._ray_back)
+                else:  # a host may boot before the head: unreachable now, attach when it answers
+                    shared = SharedRayBackend(options.ray_address, self.local, self._ray_lost,
+                                              options.actor_idle_exit / 1e9, self._ray_back,
+                                              retry_unreachable=True)
+                    self.backend = shared
+                    if shared.lost is not None:
+                        self._unavailable(shared.lost.removeprefix("unavailable at start: ")
+                                          + "; trying again every minute")
             except RayUnavailable as exc:
-                ctx.log.warning("symbolizer: Ray backend unavailable (ray_address=%r): %s; "
-                                "symbolizing locally instead", options.ray_address, exc)
-                self.stats.inc("lgf_symbolizer_failures_total", reason="ray_unavailable")
+                self._unavailable(exc)
+
+    def _unavailable(self, why) -> None:
+        self.log.warning("symbolizer: Ray backend unavailable (ray_address=%r): %s; "
+                         "symbolizing locally instead", self.options.ray_address, why)
+        self.stats.inc("lgf_symbolizer_failures_total", reason="ray_unavailable")
 
     def _ray_lost(self, why: str) -> None:
         """The shared backend lost its cluster: one line and one count per loss, not per event."""
@@ -177,7 +186,7 @@ class SymbolizerEnricher:
         self.stats.inc("lgf_symbolizer_failures_total", reason="ray_lost")
 
     def _ray_back(self, address: str) -> None:
-        self.log.warning("symbolizer: the Ray cluster at %s answers again; symbolizing on its shared "
+        self.log.warning("symbolizer: the Ray cluster at %s answers now; symbolizing on its shared "
                          "actors", address)
 
     def _fail(self, reason: str, n: int = 1) -> None:

@@ -404,10 +404,14 @@ class SharedRayBackend:
     and metric). While attached, a watchdog thread knocks on the GCS port every
     ``WATCH_INTERVAL_S`` and disconnects when it is gone (Ray ends a driver whose GCS has been
     unreachable for 60 s). Lost, the backend knocks every ``REJOIN_INTERVAL_S`` and re-attaches
-    when the head answers again (its actors are made again, and the binaries shipped again)."""
+    when the head answers again (its actors are made again, and the binaries shipped again).
+
+    A cluster that cannot be reached at start raises :class:`RayUnavailable`, unless
+    ``retry_unreachable``: then the backend starts lost (:attr:`lost` says why, ``on_lost`` is not
+    called: the caller reports it) and attaches when the head first answers."""
 
     def __init__(self, address: str, fallback, on_lost=None, idle_exit_s: float = IDLE_EXIT_S,
-                 on_rejoin=None) -> None:
+                 on_rejoin=None, retry_unreachable: bool = False) -> None:
         try:
             import ray
         except ImportError as exc:
@@ -430,7 +434,13 @@ class SharedRayBackend:
         self._stop = threading.Event()
         self._owned = False
         """This backend called ``ray.init`` (and so shuts Ray down on :meth:`close`)."""
-        self._connect()
+        try:
+            self._connect()
+        except RayUnavailable as exc:
+            if not retry_unreachable:
+                raise
+            self.lost = f"unavailable at start: {exc}"  # the caller says so; we knock again later
+            self._next_rejoin = time.monotonic() + REJOIN_INTERVAL_S
         self._watchdog = threading.Thread(target=self._watch, daemon=True, name="lgf-ray-watchdog")
         self._watchdog.start()
 
