@@ -8,9 +8,17 @@ plugins.toml::
 
     [[enrichers]]
     use = "symbolizer"
-    backend = "local"        # or "ray": long-lived Ray actors sharded by build id
-    ray_address = "local"    # "local" starts a local Ray, "auto" joins a cluster, or "host:port"
-    workers = 2              # Ray actors (the local backend is in-process)
+    backend = "local"        # or "ray"
+    ray_address = "local"    # "local": a private Ray; "auto" or "host:port": a cluster, shared
+    workers = 2              # private Ray actors (ray_address = "local" only)
+    actor_idle_exit = "1h"   # a cluster's per-build actor exits after this long unused
+
+With ``backend = "ray"`` and a cluster, every lgf attached to it shares one named, detached actor
+per build id (``lgf.golang.ray_symbols.SharedRayBackend``): a build is decoded once per cluster,
+not once per host. An lgf that loses the cluster symbolizes with the host's shared symbol cache,
+says so in one line and counts ``lgf_symbolizer_failures_total{reason="ray_lost"}`` once; it
+re-attaches when the head answers again (docs/many-hosts-ray.md). A cluster unreachable at start
+is reported the same way (``reason="ray_unavailable"``) and attached to once it answers.
 
 The local backend symbolizes with the host's shared symbol cache (``ctx.services.symbolizers``,
 ``lgf.services``): the binaries the scope step and the goroutine sampler opened are not opened a
@@ -44,6 +52,7 @@ from typing import Literal
 from lgf import Component, hookimpl
 from lgf.golang.pclntab import Frame, PclntabError
 from lgf.golang.symbols import Symbolizers, frame_dict, modules_of_file, stack_summary
+from lgf.options import Duration
 
 log = logging.getLogger("lgf.symbolizer")
 
@@ -53,20 +62,31 @@ _ADDRESS = re.compile(r"^(local|auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+:[0-9]+)$")
 @dataclass
 class SymbolizerOptions:
     backend: Literal["local", "ray"] = "local"
-    """``local``: in-process; ``ray``: long-lived Ray actors sharded by build id."""
+    """``local``: in-process; ``ray``: Ray actors. With ``ray_address = "local"``, ``workers``
+    private actors sharded by build id; with a cluster (``"auto"`` or ``"host:port"``), one named,
+    detached actor per build id, shared by every lgf attached to the cluster (a build is decoded
+    once per cluster); a lost cluster falls back to the host's local symbol cache, logged once."""
     ray_address: str = "local"
-    """"local" starts a local Ray for lgf, "auto" joins the running cluster, or "host:port"."""
+    """"local" starts a private Ray for this lgf; "auto" or "host:port" joins a cluster, whose
+    symbol actors every lgf attached to it shares."""
     workers: int = 2
-    """Ray actors; binaries are spread over them by build id."""
+    """With ``ray_address = "local"``: Ray actors, binaries spread over them by build id (a
+    cluster has one actor per build id instead)."""
+    actor_idle_exit: Duration = Duration(3_600_000_000_000)
+    """With a cluster: a shared build's actor that no lgf has called for this long exits (it
+    holds that build's binary); the next lgf to need the build makes it again."""
     summary_frames: int = 3
     """How many user functions go into ``stack_summary``."""
     max_binaries: int = 64
     """Binaries kept mapped at once: the host's shared symbol cache grows to this if it is smaller
-    (it is never made smaller); with ``backend = "ray"``, each Ray actor's limit."""
+    (it is never made smaller); with ``backend = "ray"`` and ``ray_address = "local"``, each Ray
+    actor's limit (a cluster's actors hold one build each)."""
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError("workers: must be at least 1")
+        if self.actor_idle_exit < 0:
+            raise ValueError("actor_idle_exit: must not be negative")
         if self.summary_frames < 0 or self.max_binaries < 1:
             raise ValueError("summary_frames must be >= 0 and max_binaries >= 1")
         if not _ADDRESS.match(self.ray_address):
@@ -135,16 +155,39 @@ class SymbolizerEnricher:
         self._failed_binaries: OrderedDict[str, str] = OrderedDict()
         self._modules: OrderedDict[str, object] = OrderedDict()
         """binary key -> its build info's Modules (None: none), for the program's own frames."""
-        self.backend = LocalBackend(options.max_binaries, ctx.services.symbolizers)
+        self.log = ctx.log
+        self.backend = self.local = LocalBackend(options.max_binaries, ctx.services.symbolizers)
         if options.backend == "ray":
-            from lgf.golang.ray_symbols import RayBackend, RayUnavailable
+            from lgf.golang.ray_symbols import RayBackend, RayUnavailable, SharedRayBackend
 
             try:
-                self.backend = RayBackend(options.ray_address, options.workers, options.max_binaries)
+                if options.ray_address == "local":
+                    self.backend = RayBackend("local", options.workers, options.max_binaries)
+                else:  # a host may boot before the head: unreachable now, attach when it answers
+                    shared = SharedRayBackend(options.ray_address, self.local, self._ray_lost,
+                                              options.actor_idle_exit / 1e9, self._ray_back,
+                                              retry_unreachable=True)
+                    self.backend = shared
+                    if shared.lost is not None:
+                        self._unavailable(shared.lost.removeprefix("unavailable at start: ")
+                                          + "; trying again every minute")
             except RayUnavailable as exc:
-                ctx.log.warning("symbolizer: Ray backend unavailable (ray_address=%r): %s; "
-                                "symbolizing locally instead", options.ray_address, exc)
-                self.stats.inc("lgf_symbolizer_failures_total", reason="ray_unavailable")
+                self._unavailable(exc)
+
+    def _unavailable(self, why) -> None:
+        self.log.warning("symbolizer: Ray backend unavailable (ray_address=%r): %s; "
+                         "symbolizing locally instead", self.options.ray_address, why)
+        self.stats.inc("lgf_symbolizer_failures_total", reason="ray_unavailable")
+
+    def _ray_lost(self, why: str) -> None:
+        """The shared backend lost its cluster: one line and one count per loss, not per event."""
+        self.log.warning("symbolizer: lost the Ray cluster at %s (%s); symbolizing locally with the "
+                         "host's symbol cache until it answers again", self.options.ray_address, why)
+        self.stats.inc("lgf_symbolizer_failures_total", reason="ray_lost")
+
+    def _ray_back(self, address: str) -> None:
+        self.log.warning("symbolizer: the Ray cluster at %s answers now; symbolizing on its shared "
+                         "actors", address)
 
     def _fail(self, reason: str, n: int = 1) -> None:
         self.stats.inc("lgf_symbolizer_failures_total", n, reason=reason)

@@ -42,11 +42,13 @@ def test_unreachable_cluster_falls_back_to_local_with_one_line(caplog, requests)
     assert enricher.backend.name == "local"
     warnings = [r.getMessage() for r in caplog.records if "Ray backend unavailable" in r.getMessage()]
     assert len(warnings) == 1 and "symbolizing locally" in warnings[0]
+    assert "trying again every minute" in warnings[0]  # a host may boot before the head
     assert stats.get("lgf_symbolizer_failures_total", reason="ray_unavailable") == 1
     _, path, pcs = requests[-1]
     ev = Event(exe=path, pcs=[pcs[0] + 1])
     enricher.lgf_enrich(ev)
     assert ev.stack
+    enricher.close()
 
 
 def test_auto_without_a_cluster_says_how_to_start_one(monkeypatch):
