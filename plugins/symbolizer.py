@@ -17,7 +17,7 @@ With ``backend = "ray"`` and a cluster, every lgf attached to it shares one name
 per build id (``lgf.golang.ray_symbols.SharedRayBackend``): a build is decoded once per cluster,
 not once per host. An lgf that loses the cluster symbolizes with the host's shared symbol cache,
 says so in one line and counts ``lgf_symbolizer_failures_total{reason="ray_lost"}`` once; it
-re-attaches when the head answers again (docs/many-hosts-ray.md). A cluster unreachable at start
+re-attaches when the head answers again (docs/many-hosts.md). A cluster unreachable at start
 is reported the same way (``reason="ray_unavailable"``) and attached to once it answers.
 
 The local backend symbolizes with the host's shared symbol cache (``ctx.services.symbolizers``,

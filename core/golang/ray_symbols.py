@@ -37,7 +37,7 @@ the driver cache ~100x. Ray pays off with more cores or nodes than this host has
   ``WATCH_INTERVAL_S``) that fails, switches to the fallback (the host's local symbol cache),
   calls ``on_lost`` once and disconnects: Ray ends a driver process whose GCS has been gone for
   60 s. Every ``REJOIN_INTERVAL_S`` it knocks again and re-attaches when the head answers.
-* Measured by ``bench/bench_ray_symbolizer.py shared``: see docs/many-hosts-ray.md.
+* Measured by ``bench/bench_ray_symbolizer.py shared``: see docs/many-hosts.md "Symbols on a Ray cluster".
 """
 
 from __future__ import annotations
