@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import lgf.sources.uprobe as uprobe  # noqa: E402
 from lgf import options as opt  # noqa: E402
 from lgf.config import parse_toml  # noqa: E402
+from lgf.sources.uprobe import probes  # noqa: E402
 from lgf.testing import EventCollector as Collector  # noqa: E402
 from support.gobuild import GOAPPS, build_go  # noqa: E402
 from support.stallfixture import run_context  # noqa: E402
@@ -79,13 +80,13 @@ def attach(pid: int, config):
     if config is None:
         return None
     threshold, options, http_probe = config
-    uprobe.HTTP_PROBES = HTTP_PROBES if http_probe else ()
+    probes.HTTP_PROBES = HTTP_PROBES if http_probe else ()  # read by probes.goroutine_probes at attach
     src = uprobe.UprobeSource(options, run_context(threshold, pids=[pid]))
     src.start(Collector())
     return src
 
 
-HTTP_PROBES = uprobe.HTTP_PROBES
+HTTP_PROBES = probes.HTTP_PROBES
 
 
 def start(exe: Path, *args: str) -> tuple[subprocess.Popen, dict]:

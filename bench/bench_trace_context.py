@@ -161,6 +161,7 @@ def enrich_cost(exe: Path, n: int = 200) -> tuple[float, float]:
     from lgf.event import Event
     from lgf.golang.runtime_reader import RuntimeReader
     from lgf.plugins.trace_context import TraceContextEnricher, TraceContextOptions
+    from lgf.services import Services
     from lgf.stats import Stats
     from support.tracehttp import TraceHTTP
 
@@ -169,7 +170,7 @@ def enrich_cost(exe: Path, n: int = 200) -> tuple[float, float]:
         try:
             reader = RuntimeReader(app.pid)
             labels = _labels_ptr_of(reader, line["goid"])
-            enricher = TraceContextEnricher(TraceContextOptions(), types.SimpleNamespace(stats=Stats(), sources=[]))
+            enricher = TraceContextEnricher(TraceContextOptions(), types.SimpleNamespace(stats=Stats(), sources=[], services=Services()))
             events = [Event(pid=app.pid, goid=line["goid"], end_ns=time.monotonic_ns(),
                             extra={"pprof_labels_addr": labels, "http_request_addr": int(line["req"], 16)})
                       for _ in range(n)]
