@@ -92,9 +92,11 @@ def measure(exe: Path, config: str | None) -> dict:
         if lgf is not None:
             time.sleep(1.5)  # the last slow request's report
             events = [e for e in lgf.events() if e.get("kind") == "stall" and e.get("pid") == proc.pid]
-            row["reported"] = sum(1 for m in made if any(
-                e.get("goid") == m["goid"] and e["start_ns"] <= m["end_ns"] and e["end_ns"] >= m["begin_ns"]
-                for e in events))
+            found = [any(e.get("goid") == m["goid"] and e["start_ns"] <= m["end_ns"] and e["end_ns"] >= m["begin_ns"]
+                         for e in events) for m in made]
+            row["reported"] = sum(found)
+            row["missed"] = [i + 1 for i, f in enumerate(found) if not f]
+            row["sampled"] = sum(1 for e in events if e.get("precision") == "sampled")
             row["armed_share"] = lgf.armed_seconds(proc.pid, t0, t1) / (t1 - t0)
             row["events"] = len(events)
         return row
@@ -132,7 +134,12 @@ def main() -> int:
         else:
             reported = sum(r["reported"] for r in rows)
             armed = statistics.median(r["armed_share"] for r in rows)
-            line += f"reported {reported}/{made}   tier armed {100 * armed:3.0f} % of the run"
+            line += f"reported {reported}/{made}"
+            line += ("   tier on throughout" if CONFIGS[name] == "always"
+                     else f"   tier armed {100 * armed:3.0f} % of the run")
+            missed = "; ".join(f"round {i + 1}: #{', #'.join(map(str, r['missed']))}"
+                               for i, r in enumerate(rows) if r["missed"])
+            line += f"   (sampled: {sum(r['sampled'] for r in rows)}" + (f"; missed {missed})" if missed else ")")
         print(line)
     return 0
 
