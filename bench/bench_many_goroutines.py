@@ -14,9 +14,10 @@ same run. Per N:
   (near zero: the target is idle but for its stalls; what lgf's probes add shows here);
 - lgf's CPU (% of one core over the same span, /proc/LGFPID/stat, every thread) and its RSS:
   VmHWM (peak, start-up included: BCC compiling the BPF program) and VmRSS at the end;
-- what the sampler exported on /metrics (``lgf_sampler_*``; its pass rate over the run gives
-  the interval it settled on: a target whose pass costs more than 5 % of the 20 ms interval is
-  sampled less often), and the share of the run the goroutine tier was armed.
+- what the sampler exported on /metrics (``lgf_sampler_*``; ``lgf_idle_waits_total{source=
+  "sampler"}``: the idle parks it judged), its reading passes per second over the run (the
+  interval it settled on: a target whose pass costs more than 5 % of the 20 ms interval is sampled
+  less often), and the share of the run the goroutine tier was armed.
 
 Run as root: ``.venv/bin/python bench/bench_many_goroutines.py``. ``LGF_BENCH_GOROUTINES``
 (``1000,5000,20000,100000``), ``LGF_BENCH_STALLS`` (10), ``LGF_BENCH_ROUNDS`` (1),
@@ -92,7 +93,8 @@ def run(exe: Path, n: int, lgf_on: bool) -> dict:
             out["lgf_cpu"] = 100 * (cpu_ticks(lgf.pid) - lgf_t0) / CLK_TCK / span
             out["hwm_mb"], out["rss_mb"] = vm_kb(lgf.pid, "VmHWM") / 1024, vm_kb(lgf.pid, "VmRSS") / 1024
             time.sleep(1.0)  # the last stall's report: the sampler sees its end, the file sink writes
-            metrics = scrape(port, "lgf_sampler") + [m for m in scrape(port, "lgf_source") if "armed" in m]
+            metrics = (scrape(port, "lgf_sampler") + [m for m in scrape(port, "lgf_source") if "armed" in m]
+                       + [m for m in scrape(port, "lgf_idle_waits_total") if 'source="sampler"' in m])
             out["metrics"] = metrics
             passes = _value(metrics, "lgf_sampler_samples_total") - _value(before_metrics,
                                                                            "lgf_sampler_samples_total")
