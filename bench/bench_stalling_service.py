@@ -51,9 +51,6 @@ WRK_SECONDS = int(os.environ.get("LGF_BENCH_WRK_SECONDS", "10"))
 SLOW_MS = 120
 CONFIGS = {"off": None, "shipped plugins.toml": "shipped", "goroutine tier always": "always"}
 
-MEASURED = """
-"""
-
 
 def slow_requests(proc: subprocess.Popen, stop: threading.Event, made: list[dict]) -> None:
     """One slow request a second until ``stop``: the fixture makes it and answers with its bounds."""
