@@ -39,7 +39,7 @@ Measured on 2026-12-03, loaded 2-core VM (shared with other engineers' test runs
 (a) the first stall is the sampler's ("sampled"), which arms the goroutine tier for ``arm_for``
 (1 min): the other nine are the tier's, and the sampler reads nothing while it follows no park.
 At 5,000 and 20,000 the sampler never sees a park over the threshold (``lgf_sampler_stalls_total``
-absent): a pass costs so much that its interval is stretched to ~300 ms and ~1.1 s (20 ms
+absent): a pass costs so much that its interval is stretched to ~300 ms and ~1 s (20 ms
 configured), and a park is seen only if it lasts threshold + interval; lgf then spends 5-8 % of
 a core on a sampler that cannot find a 120 ms stall (lgf's floor with nothing sampled: ~1.7 %,
 the 100,000 row). (b) 100,001 goroutines > ``sample_max_goroutines`` (100,000): each pass is
