@@ -29,6 +29,7 @@ Measured on 2026-12-03, loaded 2-core VM (shared with other engineers' test runs
 
     idle workers   reported   lgf CPU (% of a core)   lgf RSS peak   sampler passes/s   tier armed
         1,000       10/10            2.3                 191 MB            1.8 (a)          90 %
+        2,500 (c)    0/10            6.4                 194 MB            5.5               0 %
         5,000        0/10            6.7                 196 MB            3.3               0 %
        20,000        0/10            9.9                 225 MB            0.9               0 %
       100,000        0/10            1.7                 187 MB            0   (b)           0 %
@@ -45,6 +46,12 @@ a core on a sampler that cannot find a 120 ms stall (lgf's floor with nothing sa
 the 100,000 row). (b) 100,001 goroutines > ``sample_max_goroutines`` (100,000): each pass is
 refused, ``lgf_sampler_unreadable_total{reason="too_many"}`` (~50/s), and nothing else says so.
 Peak RSS is BCC's start-up (compiling the BPF program), not the sampler: 187-225 MB whatever N.
+(c) a third run, N = 1,000 and 2,500 only (1,000: the same as above); issue 18 found 5/6 at
+2,500 on a quieter host: the limit is near there, and moves with the host's load.
+
+Also seen (third run, 1,000 workers): ``lgf_idle_waits_total{site="loop head: main.main.func1"}``
+= 2,000 for 1,000 idle workers: each idle park is judged (stack walked) twice, once before the
+tier is armed and again when the sampler re-adopts it at the hand-off.
 """
 
 from __future__ import annotations
