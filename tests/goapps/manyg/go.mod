@@ -1,0 +1,3 @@
+module lgf.test/manyg
+
+go 1.21
