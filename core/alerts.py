@@ -68,6 +68,8 @@ from .windows import StallWindows
 
 log = logging.getLogger("lgf.alerts")
 
+IDENTITY_KEYS = ("ns_pid", "container_id", "container_runtime", "pod_uid", "otel_service")
+"""The worst stall's process identity (``lgf.identity``), carried onto its alert."""
 GROUP_FIELDS = ("service", "cause", "top_frame", "pid", "comm", "exe", "wait_reason", "syscall", "env")
 MAX_PIDS_LISTED = 32
 OVERFLOW_KEY = ("(overflow)",)
@@ -231,13 +233,17 @@ class AlertEngine:
     # -- per stall -------------------------------------------------------------------------
 
     def service_of(self, event: Event) -> str:
-        key = (event.comm, event.exe or f"pid:{event.pid}")
+        """The service name of ``event``'s process: the first ``[alerts] services`` pattern that
+        matches its comm or executable, else the name its OpenTelemetry environment declares
+        (``otel_service``, put there by ``lgf.identity``), else its main module's name, else comm."""
+        otel = str(event.extra.get("otel_service") or "")
+        key = (event.comm, event.exe or f"pid:{event.pid}", otel)
         name = self._service_cache.get(key)
         if name is None:
             name = next((svc for svc, rx in self._services
                          if rx.search(event.comm) or (event.exe and rx.search(event.exe))), None)
             if name is None:
-                name = default_service(event.pid, event.exe, event.comm)
+                name = otel or default_service(event.pid, event.exe, event.comm)
             if len(self._service_cache) < 100_000:
                 self._service_cache[key] = name
         return name
@@ -403,6 +409,7 @@ class AlertEngine:
                 "example_event_id": w.id, "interval_ns": self.report_interval_ns,
                 "group_by": describe_key(group.key, self.options.group_by),
                 "summary": self._summary(group, top),
+                **{k: w.extra[k] for k in IDENTITY_KEYS if k in w.extra},
             })
         return alert
 

@@ -20,10 +20,10 @@ symbolized and then judged stall or idle.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Sequence
 
+from .golang.procfs import process_binary
 from .golang.symbols import Symbolizers
 from .golang.tracecapture import TraceCapture
 from .idle import IdleRules, Verdict, rules_of
@@ -121,5 +121,6 @@ class Services:
 
 
 def binary_path(exe: str, pid: int) -> str:
-    """The file to read a process's binary from: ``exe`` while it exists, else ``/proc/PID/exe``."""
-    return exe if exe and os.path.exists(exe) else f"/proc/{pid}/exe"
+    """The file to read a process's binary from: the file it runs (``lgf.golang.procfs``), even
+    deleted, replaced or in another mount namespace; ``/proc/PID/exe`` when nothing is found."""
+    return process_binary(pid, exe) or f"/proc/{pid}/exe"
