@@ -235,3 +235,19 @@ class ProcessIdentities:
         tags = identity.tags()
         if tags:
             event.tags = {**tags, **event.tags}
+
+
+def shown(d) -> list[tuple[str, str]]:
+    """What of an event's identity a person reading its pid should see, as (label, value) pairs,
+    from an event's dict or ``extra``: ``ns_pid`` when it differs from ``pid``, the container (its
+    id's first 12 characters, as ``docker ps`` shows it, and its runtime) and the pod UID."""
+    out = []
+    ns_pid = d.get("ns_pid")
+    if ns_pid and ns_pid != d.get("pid"):
+        out.append(("ns_pid", str(ns_pid)))
+    if d.get("container_id"):
+        runtime = d.get("container_runtime")
+        out.append(("container", str(d["container_id"])[:12] + (f" ({runtime})" if runtime else "")))
+    if d.get("pod_uid"):
+        out.append(("pod", str(d["pod_uid"])))
+    return out

@@ -139,3 +139,30 @@ def test_process_binary_of_a_deleted_executable(tmp_path):
         proc.kill()
         proc.wait()
     assert process_binary(proc.pid, str(exe) + " (deleted)") is None
+
+
+def _contained_stall() -> Event:
+    return Event(pid=48213, goid=7, comm="app", cause="lock", duration_ns=120_000_000,
+                 ts="2026-12-03T12:00:00.000000000Z", stack_summary=["main.work"],
+                 extra={"ns_pid": 1, "container_id": CID, "container_runtime": "containerd",
+                        "pod_uid": UID, "service": "checkout-api"})
+
+
+def test_identity_where_the_pid_is_shown():
+    from lgf.sinks.stdout import format_line
+    from lgf.sinks.wecom_format import alert_lines
+    from lgf.ui.history import StallHistory
+    from lgf.ui.page import stalls_table
+
+    ev = _contained_stall()
+    line = format_line(ev)
+    assert f"pid=48213 ns_pid=1 container={CID[:12]} pod={UID} goid=7" in line
+    text = "\n".join(alert_lines(ev.to_dict(), "text"))
+    assert (f"pid 48213 · pid in its namespace 1 · container {CID[:12]} (containerd) · pod {UID}"
+            in text), text
+    history = StallHistory()
+    history.add(ev)
+    html = stalls_table(history.records(), first_open=False)
+    assert "ns_pid 1" in html and CID[:12] in html and UID in html
+    host = Event(pid=4242, goid=7, comm="api", extra={"ns_pid": 4242})
+    assert "ns_pid" not in format_line(host)  # outside a container: nothing added
