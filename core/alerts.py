@@ -28,8 +28,9 @@ duration, labels, request and trace all describe one stall, so the trace an on-c
 opens is the request that waited that long there. When the worst stall's request carried no
 trace, the alert has none even if other stalls of its group did (one slow request without a
 ``traceparent`` can be the worst of a group of traced ones, e.g. one waiting behind a traced
-request's lock); those stalls keep their own ids in the events and in ``/debug/latency``. A process no ``[alerts] services`` pattern names is named by its binary's main
-module (``lgf.golang.service``).
+request's lock); those stalls keep their own ids in the events and in ``/debug/latency``. A process no ``[alerts] services`` pattern names is named by its OpenTelemetry
+environment (``otel_service``, ``lgf.identity``), else by its binary's main module
+(``lgf.golang.service``).
 
 Environments (``[lgf] env`` = dev | test | prod | a name of the user's; ``lgf.environments``)
 pick the threshold and the severity cut-offs (``[environments.prod] warning = "100ms" critical =
@@ -84,8 +85,11 @@ class AlertsOptions:
     group_by: list[str] = field(default_factory=lambda: ["service", "cause", "top_frame"])
     services: dict = field(default_factory=dict)
     """Service name -> regular expression on the process name, then on the executable path
-    (``checkout = "^checkout"``). A process no pattern matches is named by its binary's main
-    module path, last element (``github.com/acme/checkout`` -> ``checkout``), else its comm."""
+    (``checkout = "^checkout"``). A process no pattern matches is named as OpenTelemetry names it:
+    ``OTEL_SERVICE_NAME`` in its environment, else ``service.name`` in its
+    ``OTEL_RESOURCE_ATTRIBUTES``; else by its binary's main module path, last element
+    (``github.com/acme/checkout`` -> ``checkout``, read from the running file even when deleted
+    since or in a container), else its comm."""
     tags: dict = field(default_factory=dict)
     """Added to every event and alert (``team = "payments"``)."""
     topology: dict = field(default_factory=dict)
