@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from test_e2e_uprobe import LgfRun
 
+from lgf.golang.gobinary import open_binary
 from lgf.identity import parse_cgroup
 from support.cli import write
 from support.gobuild import GO_VERSIONS, build_go
@@ -65,6 +66,12 @@ def stalls_of(path: Path, goid: int, timeout: float = 120.0) -> list[dict]:
         rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
         return [r for r in rows if r.get("kind") == "stall" and r["goid"] == goid]
     return poll_until(found, timeout, 0.1)
+
+
+def revision_of(exe: Path) -> str:
+    """The ``vcs.revision`` Go stamped into a fixture built in this git checkout ("" outside one):
+    the ``version`` tag lgf must report, since a fixture's module version is ``(devel)``."""
+    return open_binary(exe).info.settings.get("vcs.revision", "")
 
 
 def child_of(pid: int) -> int | None:
@@ -119,6 +126,7 @@ def test_namespaced_chrooted_target_reports_its_own_pid_and_otel_service(tmp_pat
     assert row["pid"] == fx.pid and row["ns_pid"] == 1
     assert row["service"] == "checkout-api" and row["otel_service"] == "checkout-api"
     assert row["tags"].get("deployment.environment") == "staging"
+    assert row["tags"].get("version") == revision_of(exe)  # build info of a file lgf saw only via /proc/PID/root
     assert row["cause"] == "channel" and row["stack_summary"], row
     assert row.get("container_id", "") == container_id and row.get("pod_uid", "") == pod_uid
     assert row.get("container_runtime", "") == runtime
@@ -126,7 +134,9 @@ def test_namespaced_chrooted_target_reports_its_own_pid_and_otel_service(tmp_pat
 
 def test_deleted_binary_is_symbolized_and_named_by_its_module(tmp_path, bpf_ok, go_toolchains):
     exe = tmp_path / "app"
-    shutil.copy(build_go(STALLS_SRC, GO_VERSIONS[-1], ldflags="-X main.e2eCopy=del"), exe)
+    built = build_go(STALLS_SRC, GO_VERSIONS[-1], ldflags="-X main.e2eCopy=del")
+    shutil.copy(built, exe)
+    revision = revision_of(built)
     with StallFixture(exe, "chanrecv") as fx:
         exe.unlink()  # a deploy that replaced the file: the running binary is gone from disk
         wait_until(lambda: os.readlink(f"/proc/{fx.pid}/exe").endswith(" (deleted)"), 10,
@@ -147,3 +157,5 @@ def test_deleted_binary_is_symbolized_and_named_by_its_module(tmp_path, bpf_ok, 
         assert row["stack_summary"] and row["stack"], row
         assert row["service"] == "stalls", row
         assert row["ns_pid"] == fx.pid and row["exe"].endswith(" (deleted)")
+        assert row["tags"].get("version") == revision
+        assert "container_id" not in row

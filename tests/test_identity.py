@@ -166,3 +166,26 @@ def test_identity_where_the_pid_is_shown():
     assert "ns_pid 1" in html and CID[:12] in html and UID in html
     host = Event(pid=4242, goid=7, comm="api", extra={"ns_pid": 4242})
     assert "ns_pid" not in format_line(host)  # outside a container: nothing added
+
+
+def test_an_alert_carries_its_worst_stalls_identity(tmp_path):
+    raw = {"lgf": {"spool_dir": str(tmp_path), "threshold": "50ms", "report_interval": "10s"}}
+    now = [1_000_000_000]
+    engine = AlertEngine(cfg.validate(raw, {}), Stats(), clock=lambda: now[0])
+    ev = _contained_stall()
+    ev.start_ns, ev.end_ns = now[0] - ev.duration_ns, now[0]
+    ev.extra["otel_service"] = "checkout-api"
+    del ev.extra["service"]
+    engine.observe(ev)
+    now[0] += 60_000_000_000
+    (alert,) = engine.due(now[0])
+    assert alert.extra["service"] == "checkout-api"
+    for key in ("ns_pid", "container_id", "container_runtime", "pod_uid", "otel_service"):
+        assert alert.extra[key] == ev.extra[key], key
+
+
+def test_version_of_a_binary():
+    from lgf.identity import version_of_binary
+
+    assert version_of_binary(None) == "" and version_of_binary("/nonexistent") == ""
+    assert version_of_binary(sys.executable) == ""  # not Go
