@@ -189,3 +189,13 @@ def test_version_of_a_binary():
 
     assert version_of_binary(None) == "" and version_of_binary("/nonexistent") == ""
     assert version_of_binary(sys.executable) == ""  # not Go
+
+
+def test_alertmanager_annotations_carry_the_identity():
+    from lgf.sinks.alertmanager import annotations_of, labels_of
+
+    d = _contained_stall().to_dict()
+    ann = annotations_of(d)
+    assert ann["ns_pid"] == "1" and ann["container_id"] == CID and ann["pod_uid"] == UID
+    assert ann["container_runtime"] == "containerd"
+    assert "container_id" not in labels_of(d, "LgfStall")  # a new container is not a new alert
