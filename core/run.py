@@ -24,7 +24,6 @@ from .delivery import Delivery
 from .errors import ConfigError, ConfigErrors
 from .event import Event
 from .http import HttpServer
-from .identity import ProcessIdentities
 from .idle import options_of
 from .loading import load
 from .manager import Manager
@@ -142,7 +141,7 @@ class Host:
         self.engine = AlertEngine(self.config, self.stats)
         self.pipeline = Pipeline(self.manager.pm.hook, self.stats, self.routes, self.engine,
                                  report_idle=options_of(self.config).report_idle,
-                                 identities=ProcessIdentities() if with_sources else None)
+                                 identities=self.services.identities if with_sources else None)
         self.pipeline.observers.append(self.history.add)
         self.manager.pm.hook.lgf_configure.call_historic(kwargs={"config": self.config})
         if with_sources:

@@ -101,9 +101,10 @@ def test_identity_of_a_process_read_once_and_applied():
         ids = ProcessIdentities(clock=lambda: now[0])
         ev = Event(pid=proc.pid, comm="python3", tags={"version": "kept"})
         ids.apply(ev)
-        assert ev.extra["ns_pid"] == proc.pid
-        assert ev.extra["otel_service"] == "sleeper"
-        assert ev.tags == {"version": "kept", "deployment.environment": "staging"}
+        seen = (ev.extra, ev.tags, ids.of(proc.pid), open(f"/proc/{proc.pid}/environ", "rb").read()[-200:])
+        assert ev.extra.get("ns_pid") == proc.pid, seen
+        assert ev.extra.get("otel_service") == "sleeper", seen
+        assert ev.tags == {"version": "kept", "deployment.environment": "staging"}, seen
         first = ids.of(proc.pid)
         assert ids.of(proc.pid) is first  # cached: not read again
         now[0] += 2_000_000_000
