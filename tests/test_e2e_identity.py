@@ -29,7 +29,7 @@ from support.wait import poll_until, wait_until
 pytestmark = pytest.mark.bpf
 
 
-def config_for(tmp_path: Path, pid: int) -> tuple[Path, Path]:
+def config_for(tmp_path: Path, pid: int, tier: str = "always") -> tuple[Path, Path]:
     out = tmp_path / "lgf" / "stalls.jsonl"
     config = write(tmp_path / "plugins.toml", f"""
 [lgf]
@@ -42,7 +42,7 @@ pids = [{pid}]
 
 [[sources]]
 use = "uprobe"
-goroutine_tier = "always"
+goroutine_tier = "{tier}"
 
 [[enrichers]]
 use = "symbolizer"
@@ -132,16 +132,19 @@ def test_namespaced_chrooted_target_reports_its_own_pid_and_otel_service(tmp_pat
     assert row.get("container_runtime", "") == runtime
 
 
-def test_deleted_binary_is_symbolized_and_named_by_its_module(tmp_path, bpf_ok, go_toolchains):
+@pytest.mark.parametrize("tier", ["always", "on_stall"])
+def test_deleted_binary_is_symbolized_and_named_by_its_module(tmp_path, bpf_ok, go_toolchains, tier):
+    """``on_stall`` (the shipped config): the sampler's stack, read before the goroutine tier is
+    armed, is symbolized from the deleted file too."""
     exe = tmp_path / "app"
-    built = build_go(STALLS_SRC, GO_VERSIONS[-1], ldflags="-X main.e2eCopy=del")
+    built = build_go(STALLS_SRC, GO_VERSIONS[-1], ldflags=f"-X main.e2eCopy=del-{tier}")
     shutil.copy(built, exe)
     revision = revision_of(built)
     with StallFixture(exe, "chanrecv") as fx:
         exe.unlink()  # a deploy that replaced the file: the running binary is gone from disk
         wait_until(lambda: os.readlink(f"/proc/{fx.pid}/exe").endswith(" (deleted)"), 10,
                    what="exe link marked deleted")
-        config, out = config_for(tmp_path, fx.pid)
+        config, out = config_for(tmp_path, fx.pid, tier)
         run = LgfRun(config)
         try:
             run.wait_log(f"tracing pid {fx.pid}")
