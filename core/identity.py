@@ -19,8 +19,9 @@ event of that process by the pipeline, before the enrichers (docs/stalls.md, "Th
   already has is kept.
 
 Cost: per process, five small /proc reads and the build info lgf already parsed (``open_binary``
-is cached by file); per event, one dict lookup, and once a second per pid one read of
-/proc/PID/stat to tell a reused pid apart.
+is cached by file): about 0.5 ms, measured on this project's 2-core VM; per event, a clock read
+and a dict lookup (2.7 µs with the copying of the keys onto the event), and once a second per
+pid one read of /proc/PID/stat to tell a reused pid apart.
 """
 
 from __future__ import annotations
