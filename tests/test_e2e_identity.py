@@ -2,18 +2,22 @@
 
 Issue 19: a Go program in its own PID and mount namespace, chrooted as a container runtime does,
 with ``OTEL_SERVICE_NAME`` set, is reported with the pid it knows itself by (``ns_pid`` = 1) and
-the service its deployment named; a program whose binary was deleted after start (a deploy that
+the service its deployment named, and, put in a cgroup named as the kubelet names a containerd
+container's, with that container id, runtime and pod UID; a program whose binary was deleted after start (a deploy that
 replaces files) is fully symbolized and named by its main module (``lgf.test/stalls`` ->
 ``stalls``), not by its file name.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -83,6 +87,37 @@ def child_of(pid: int) -> int | None:
     return int(kids[0]) if kids else None
 
 
+NAMED_HIERARCHY = Path("/sys/fs/cgroup/systemd")
+"""cgroup v1's controller-less ``name=systemd`` hierarchy: moving a process in it changes what
+/proc/PID/cgroup says and nothing else (no limit, no accounting)."""
+
+
+@contextlib.contextmanager
+def pod_cgroup(pid: int, tmp_name: str):
+    """Put ``pid`` in a cgroup shaped as the kubelet's systemd driver names a containerd
+    container's (``kubepods.slice/.../kubepods-burstable-pod<uid>.slice/cri-containerd-<id>.scope``)
+    in the ``name=systemd`` hierarchy; yields (container id, pod UID), or None on a host without
+    that hierarchy (cgroup v2 only: then the test checks the rest). Undone on exit."""
+    if not (NAMED_HIERARCHY / "cgroup.procs").exists():
+        yield None
+        return
+    cid = hashlib.sha256(tmp_name.encode()).hexdigest()
+    uid = str(uuid.uuid4())
+    top = NAMED_HIERARCHY / f"lgf-test-{cid[:8]}"
+    leaf = (top / "kubepods.slice" / "kubepods-burstable.slice"
+            / f"kubepods-burstable-pod{uid.replace('-', '_')}.slice" / f"cri-containerd-{cid}.scope")
+    leaf.mkdir(parents=True)
+    try:
+        (leaf / "cgroup.procs").write_text(str(pid))
+        yield cid, uid
+    finally:
+        with contextlib.suppress(OSError):
+            (NAMED_HIERARCHY / "cgroup.procs").write_text(str(pid))
+        for d in [leaf, *leaf.relative_to(top).parents]:
+            with contextlib.suppress(OSError):
+                (top / d).rmdir()
+
+
 class ContainedFixture(StallFixture):
     """The stalls fixture in its own PID and mount namespace, as a container runtime runs one
     (``unshare --pid --mount --fork``): its root (``pivot_root``) a tmpfs mounted only in that
@@ -108,10 +143,13 @@ def test_namespaced_chrooted_target_reports_its_own_pid_and_otel_service(tmp_pat
     exe = build_go(STALLS_SRC, GO_VERSIONS[-1], ldflags="-X main.e2eCopy=ns")
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "OTEL_SERVICE_NAME": "checkout-api",
            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=staging"}
-    with ContainedFixture(exe, tmp_path / "root", "chanrecv", env) as fx:
+    with ContainedFixture(exe, tmp_path / "root", "chanrecv", env) as fx, \
+            pod_cgroup(fx.pid, tmp_path.name) as pod:
         assert os.readlink(f"/proc/{fx.pid}/exe") == "/app"  # a path that means nothing here
         with open(f"/proc/{fx.pid}/cgroup") as f:
             container_id, runtime, pod_uid = parse_cgroup(f.read())
+        if pod is not None:
+            assert (container_id, runtime, pod_uid) == (pod[0], "containerd", pod[1])
         config, out = config_for(tmp_path, fx.pid)
         run = LgfRun(config)
         try:
@@ -130,6 +168,8 @@ def test_namespaced_chrooted_target_reports_its_own_pid_and_otel_service(tmp_pat
     assert row["cause"] == "channel" and row["stack_summary"], row
     assert row.get("container_id", "") == container_id and row.get("pod_uid", "") == pod_uid
     assert row.get("container_runtime", "") == runtime
+    if pod is not None:
+        assert row["container_id"] == pod[0] and row["pod_uid"] == pod[1], row
 
 
 @pytest.mark.parametrize("tier", ["always", "on_stall"])
