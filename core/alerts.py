@@ -28,8 +28,9 @@ duration, labels, request and trace all describe one stall, so the trace an on-c
 opens is the request that waited that long there. When the worst stall's request carried no
 trace, the alert has none even if other stalls of its group did (one slow request without a
 ``traceparent`` can be the worst of a group of traced ones, e.g. one waiting behind a traced
-request's lock); those stalls keep their own ids in the events and in ``/debug/latency``. A process no ``[alerts] services`` pattern names is named by its binary's main
-module (``lgf.golang.service``).
+request's lock); those stalls keep their own ids in the events and in ``/debug/latency``. A process no ``[alerts] services`` pattern names is named by its OpenTelemetry
+environment (``otel_service``, ``lgf.identity``), else by its binary's main module
+(``lgf.golang.service``).
 
 Environments (``[lgf] env`` = dev | test | prod | a name of the user's; ``lgf.environments``)
 pick the threshold and the severity cut-offs (``[environments.prod] warning = "100ms" critical =
@@ -68,6 +69,8 @@ from .windows import StallWindows
 
 log = logging.getLogger("lgf.alerts")
 
+IDENTITY_KEYS = ("ns_pid", "container_id", "container_runtime", "pod_uid", "otel_service")
+"""The worst stall's process identity (``lgf.identity``), carried onto its alert."""
 GROUP_FIELDS = ("service", "cause", "top_frame", "pid", "comm", "exe", "wait_reason", "syscall", "env")
 MAX_PIDS_LISTED = 32
 OVERFLOW_KEY = ("(overflow)",)
@@ -82,8 +85,11 @@ class AlertsOptions:
     group_by: list[str] = field(default_factory=lambda: ["service", "cause", "top_frame"])
     services: dict = field(default_factory=dict)
     """Service name -> regular expression on the process name, then on the executable path
-    (``checkout = "^checkout"``). A process no pattern matches is named by its binary's main
-    module path, last element (``github.com/acme/checkout`` -> ``checkout``), else its comm."""
+    (``checkout = "^checkout"``). A process no pattern matches is named as OpenTelemetry names it:
+    ``OTEL_SERVICE_NAME`` in its environment, else ``service.name`` in its
+    ``OTEL_RESOURCE_ATTRIBUTES``; else by its binary's main module path, last element
+    (``github.com/acme/checkout`` -> ``checkout``, read from the running file even when deleted
+    since or in a container), else its comm."""
     tags: dict = field(default_factory=dict)
     """Added to every event and alert (``team = "payments"``)."""
     topology: dict = field(default_factory=dict)
@@ -231,13 +237,17 @@ class AlertEngine:
     # -- per stall -------------------------------------------------------------------------
 
     def service_of(self, event: Event) -> str:
-        key = (event.comm, event.exe or f"pid:{event.pid}")
+        """The service name of ``event``'s process: the first ``[alerts] services`` pattern that
+        matches its comm or executable, else the name its OpenTelemetry environment declares
+        (``otel_service``, put there by ``lgf.identity``), else its main module's name, else comm."""
+        otel = str(event.extra.get("otel_service") or "")
+        key = (event.comm, event.exe or f"pid:{event.pid}", otel)
         name = self._service_cache.get(key)
         if name is None:
             name = next((svc for svc, rx in self._services
                          if rx.search(event.comm) or (event.exe and rx.search(event.exe))), None)
             if name is None:
-                name = default_service(event.pid, event.exe, event.comm)
+                name = otel or default_service(event.pid, event.exe, event.comm)
             if len(self._service_cache) < 100_000:
                 self._service_cache[key] = name
         return name
@@ -403,6 +413,7 @@ class AlertEngine:
                 "example_event_id": w.id, "interval_ns": self.report_interval_ns,
                 "group_by": describe_key(group.key, self.options.group_by),
                 "summary": self._summary(group, top),
+                **{k: w.extra[k] for k in IDENTITY_KEYS if k in w.extra},
             })
         return alert
 

@@ -54,14 +54,17 @@ class SinkRoute:
 
 class Pipeline:
     def __init__(self, hook, stats: Stats, sinks: list[SinkRoute], engine: Any = None,
-                 report_idle: bool = False):
+                 report_idle: bool = False, identities: Any = None):
         """``hook`` is the plugin manager's hook relay (``Manager.pm.hook``); ``engine`` an optional
         alert engine with ``observe(event)``, ``due(now_ns) -> list[Event]``, ``commit()`` and
         ``delivered(alert_ids)`` (``lgf.alerts.AlertEngine``). ``report_idle``: ``[idle]
         report_idle``, whether idle waits reach the sinks (see the module docstring). Errors of
         single implementations are counted by the manager's guard (``lgf.hookcall``) in the
-        manager's stats: pass the same ``stats``."""
+        manager's stats: pass the same ``stats``. ``identities``: a
+        :class:`lgf.identity.ProcessIdentities` that puts each stall's process identity on it
+        before the enrichers (a live host's; None when replaying recorded events)."""
         self.hook = hook
+        self.identities = identities
         self.stats = stats
         self.sinks = sinks
         self.engine = engine
@@ -93,6 +96,12 @@ class Pipeline:
     def _judge(self, event: Event) -> bool:
         """Enrich, classify and let the alert policy see ``event``; False if it is held back."""
         event.finish()
+        if self.identities is not None and event.kind == "stall":
+            try:
+                self.identities.apply(event)
+            except Exception:  # /proc read in a way not foreseen: the event goes on without it
+                self.stats.inc("lgf_plugin_errors_total", plugin="identity", hook="process")
+                log.exception("reading the identity of pid %d failed", event.pid)
         try:
             self.hook.lgf_enrich(event=event)
         except Exception as exc:  # only a wrapper gets here: plain implementations are guarded

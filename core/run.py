@@ -140,7 +140,8 @@ class Host:
                 self._register(cc, self._make(cc))
         self.engine = AlertEngine(self.config, self.stats)
         self.pipeline = Pipeline(self.manager.pm.hook, self.stats, self.routes, self.engine,
-                                 report_idle=options_of(self.config).report_idle)
+                                 report_idle=options_of(self.config).report_idle,
+                                 identities=self.services.identities if with_sources else None)
         self.pipeline.observers.append(self.history.add)
         self.manager.pm.hook.lgf_configure.call_historic(kwargs={"config": self.config})
         if with_sources:

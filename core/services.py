@@ -12,6 +12,9 @@ component as ``ctx.services`` (``lgf.RunContext``), the way pytest hands a run's
 - ``trace_capture``: reads labels and ``traceparent`` the moment a stall is reported, when the
   ``trace_context`` enricher switched it on.
 - ``robot_budgets``: one send budget per WeCom robot key, shared by the sinks using that key.
+- ``identities``: each process's container, pod, own pid and OpenTelemetry naming
+  (:mod:`lgf.identity`), read once per process: by a source when it attaches (so a process
+  that exits before its events are processed still has one), by the pipeline for every stall.
 
 :meth:`Services.functions` and :meth:`Services.judge` are the one place where a stack of PCs is
 symbolized and then judged stall or idle.
@@ -20,12 +23,13 @@ symbolized and then judged stall or idle.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Sequence
 
+from .golang.procfs import process_binary
 from .golang.symbols import Symbolizers
 from .golang.tracecapture import TraceCapture
+from .identity import ProcessIdentities
 from .idle import IdleRules, Verdict, rules_of
 from .robotbudgets import RobotBudgets
 
@@ -78,6 +82,7 @@ class Services:
         self.arming = Arming()
         self.trace_capture = TraceCapture()
         self.robot_budgets = RobotBudgets()
+        self.identities = ProcessIdentities()
 
     @classmethod
     def for_config(cls, config) -> Services:
@@ -114,6 +119,14 @@ class Services:
         verdict = self.judge(path, pcs, wait_reason, bias)
         return verdict is None or not verdict.idle
 
+    def note_process(self, pid: int, exe: str = "") -> None:
+        """A source attached to ``pid``: read its identity now, while its /proc entry is there
+        (:mod:`lgf.identity`; at most once per process, the pipeline reuses it)."""
+        try:
+            self.identities.of(pid, exe)
+        except Exception:  # noqa: BLE001 - an unreadable /proc entry: the pipeline tries again
+            log.debug("cannot read the identity of pid %d", pid, exc_info=True)
+
     def close(self) -> None:
         """Unmap every binary and drop every process reader (the host is stopping)."""
         self.symbolizers.close()
@@ -121,5 +134,6 @@ class Services:
 
 
 def binary_path(exe: str, pid: int) -> str:
-    """The file to read a process's binary from: ``exe`` while it exists, else ``/proc/PID/exe``."""
-    return exe if exe and os.path.exists(exe) else f"/proc/{pid}/exe"
+    """The file to read a process's binary from: the file it runs (``lgf.golang.procfs``), even
+    deleted, replaced or in another mount namespace; ``/proc/PID/exe`` when nothing is found."""
+    return process_binary(pid, exe) or f"/proc/{pid}/exe"

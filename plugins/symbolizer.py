@@ -27,8 +27,9 @@ second time. ``max_binaries`` sizes that cache up, never down (it keeps at least
 it is each Ray actor's own limit. The enricher never closes the shared cache: the host does, when
 it stops.
 
-The binary is the event's ``exe``, else ``/proc/<pid>/exe`` (which reaches a process's file even
-across mount namespaces). For a PIE binary, ``extra["load_bias"]`` is subtracted from each PC
+The binary is the file the event's process runs (``lgf.golang.procfs.process_binary``): its
+``exe`` when that is still the same file, else through ``/proc/<pid>/root`` (another mount
+namespace), else ``/proc/<pid>/exe`` (a deleted or replaced binary). For a PIE binary, ``extra["load_bias"]`` is subtracted from each PC
 first. PCs are return addresses (BPF reads them off the stack), so ``pc-1`` is looked up as Go's
 traceback does. What fails is counted (``lgf_symbolizer_failures_total{reason}``) and skipped:
 an unreadable binary leaves the stack empty and is logged once; a PC in no function is dropped.
@@ -51,6 +52,7 @@ from typing import Literal
 
 from lgf import Component, hookimpl
 from lgf.golang.pclntab import Frame, PclntabError
+from lgf.golang.procfs import process_binary
 from lgf.golang.symbols import Symbolizers, frame_dict, modules_of_file, stack_summary
 from lgf.options import Duration
 
@@ -128,14 +130,10 @@ class LocalBackend:
 
 
 def binary_of(event) -> str | None:
-    """The path to read for this event's binary: ``event.exe`` if it exists, else /proc/PID/exe."""
-    if event.exe and os.path.exists(event.exe):
-        return event.exe
-    if event.pid:
-        proc = f"/proc/{event.pid}/exe"
-        if os.path.exists(proc):
-            return proc
-    return None
+    """The path to read for this event's binary: the file its process runs, even deleted, replaced
+    or in another mount namespace (``lgf.golang.procfs``); once the process is gone, ``event.exe``
+    if it still exists."""
+    return process_binary(event.pid, event.exe)
 
 
 def binary_key(event, path: str) -> str:

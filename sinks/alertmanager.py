@@ -10,7 +10,8 @@ is what Alertmanager does, so every lgf can hand its alerts to one Alertmanager 
   ``env``, ``host``, ``namespace``/``pod``/``container`` when the alert carries them, every
   ``[alerts.tags]`` and ``[alerts.topology]`` entry but ``path``), names sanitised to
   ``[a-zA-Z_][a-zA-Z0-9_]*``, values cut to ``MAX_LABEL_BYTES``; what differs from one report
-  interval to the next (summary, stack, worst duration, trace id, lgf's alert id) is in its
+  interval to the next (summary, stack, worst duration, trace id, lgf's alert id, the worst
+  stall's ``ns_pid``, ``container_id``, ``container_runtime`` and ``pod_uid``) is in its
   annotations, so the alerts of one lgf group in successive intervals are one Alertmanager alert;
 * **firing and resolved**: an lgf alert says "these stalls happened in this report interval".
   It fires from the group's first stall (``startsAt``) until ``resolve_timeout`` after its last
@@ -202,7 +203,13 @@ def annotations_of(d: dict) -> dict[str, str]:
            "top_frame": d.get("top_frame") or "",
            "trace_id": d.get("trace_id") or "",
            "lgf_alert_id": d.get("id") or "",
-           "pids": _scalar(d.get("pids") or [])}
+           "pids": _scalar(d.get("pids") or []),
+           # the worst stall's process beyond its host pid (lgf.identity): annotations, since a
+           # restarted container or pod must not make another alert
+           "ns_pid": str(d.get("ns_pid") or ""),
+           "container_id": d.get("container_id") or "",
+           "container_runtime": d.get("container_runtime") or "",
+           "pod_uid": d.get("pod_uid") or ""}
     return {k: cut(str(v), MAX_ANNOTATION_BYTES) for k, v in ann.items() if v}
 
 

@@ -20,6 +20,7 @@ from typing import Literal
 
 from lgf import Component, hookimpl
 from lgf.event import Event, to_json
+from lgf.identity import shown
 
 
 @dataclass
@@ -59,12 +60,17 @@ def format_line(event: Event) -> str:
         x = event.extra
         return (f"{ts} ALERT {event.severity or 'info'} {event.cause} x{x.get('count', 1)} "
                 f"worst={_ms(x.get('worst_ns', event.duration_ns))} total={_ms(x.get('total_ns', 0))} "
-                f"pid={event.pid} comm={event.comm} {where}").rstrip() + _trace(event)
+                f"pid={event.pid}{_identity(event)} comm={event.comm} {where}").rstrip() + _trace(event)
     what = f'"{event.wait_reason}"' if event.wait_reason else (event.syscall or "")
     # A stall the sampler saw (before the goroutine tier was armed) has a lower-bound duration.
     bound = ">=" if event.extra.get("precision") == "sampled" else ""
-    return (f"{ts} STALL {bound}{_ms(event.duration_ns)} {event.cause} pid={event.pid} goid={event.goid} "
+    return (f"{ts} STALL {bound}{_ms(event.duration_ns)} {event.cause} pid={event.pid}{_identity(event)} goid={event.goid} "
             f"comm={event.comm} {what} {where}").rstrip() + _trace(event)
+
+
+def _identity(event: Event) -> str:
+    """`` ns_pid=1 container=4a1f0c9e2b3d pod=...`` for a process in a container (lgf.identity)."""
+    return "".join(f" {label}={value.split(' ')[0]}" for label, value in shown({"pid": event.pid, **event.extra}))
 
 
 def _trace(event: Event) -> str:

@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from lgf.identity import shown
+
 LIMITS = {"text": 2048, "markdown": 4096, "markdown_v2": 4096}
 """Bytes of ``content`` WeCom accepts per message type."""
 
@@ -142,6 +144,10 @@ def _stack_lines(d: dict, frames: int) -> list[str]:
     return out
 
 
+_IDENTITY_LABEL = {"ns_pid": "pid in its namespace", "container": "container", "pod": "pod"}
+"""How the WeCom message names each part of a process's identity (``lgf.identity.shown``)."""
+
+
 def _phrase(head: str, *parts: Any) -> str:
     """``head`` followed by each part that is there: an event lacking a field (None, 0, "") adds nothing."""
     return head + "".join(p for p in parts if p)
@@ -225,6 +231,7 @@ def alert_lines(d: dict, msgtype: str, stack_frames: int = 8) -> list[str]:
                              d.get("wait_reason") and f" · wait reason: {g(d['wait_reason'])}",
                              d.get("syscall") and f" · syscall: {g(d['syscall'])}"))
     lines.append(q + _phrase(f"process: {g(d.get('comm') or '?')} pid {d.get('pid', '?')}",
+                             *(f" · {_IDENTITY_LABEL[label]} {g(value)}" for label, value in shown(d)),
                              d.get("goid") and f" · goid {d['goid']}",
                              d.get("go_version") and f" · {g(d['go_version'])}"))
     if d.get("top_frame"):

@@ -147,6 +147,8 @@ class TracepointSource:
             self.bpf[b"targets"][self.bpf[b"targets"].Key(target.pid)] = entry
             self._targets[target.pid] = target
         self.ctx.stats.set("lgf_targets_attached", len(self._targets), source="tracepoint")
+        if self.ctx.services is not None:
+            self.ctx.services.note_process(target.pid, target.exe)
         self.log.info("tracepoint: tracing syscalls of pid %d (%s)", target.pid, target.exe)
 
     def _on_exit(self, target) -> None:

@@ -3,7 +3,8 @@
 Prints the Go version, build ids, PIE or not, stripped or not, where each probe would go (function,
 address, offset past the stack check, file offset, the decoded instruction, RET sites), the struct
 offsets and where they came from (DWARF or the per-version table), the wait-reason table, and the
-runtime globals the enrichers read. For a PID it also gives the process's load bias. A refused
+runtime globals the enrichers read. For a PID it also gives the process's load bias and its
+identity as events carry it (``lgf.identity``: own pid, container, pod, OpenTelemetry naming). A refused
 binary prints one line saying why and exits 1, so scripts can check a deployment before tracing.
 
 Exit codes: 0 facts printed; 1 refused (not Go, unknown layout, corrupt, no such process); 2 usage.
@@ -18,6 +19,7 @@ import sys
 from lgf.errors import TargetRefused
 from lgf.golang import discovery
 from lgf.golang.gobinary import GoBinary, open_binary
+from lgf.identity import read_identity
 
 EXAMPLES = """examples:
   lgf inspect 4242                  # the running process 4242
@@ -52,7 +54,9 @@ def resolve(target: str) -> tuple[GoBinary, dict]:
         gb = open_binary(path)
     except TargetRefused as exc:
         raise TargetRefused(f"pid {pid} ({exe}): {str(exc).removeprefix(path + ': ')}") from None
-    return gb, {"pid": pid, "exe": exe, "comm": proc.comm, "load_bias": gb.load_bias(pid)}
+    ident = read_identity(pid, exe)
+    return gb, {"pid": pid, "exe": exe, "comm": proc.comm, "load_bias": gb.load_bias(pid),
+                "read_from": path, **ident.fields(), "tags": ident.tags()}
 
 
 def render(facts: dict) -> str:
@@ -62,6 +66,9 @@ def render(facts: dict) -> str:
         pr = facts["process"]
         out.append(f"process      pid {pr['pid']} ({pr['comm']}) running {pr['exe']}, "
                    f"load bias {pr['load_bias']:#x}")
+        who = [f"{k} {pr[k]}" for k in ("ns_pid", "container_id", "container_runtime", "pod_uid", "otel_service")
+               if pr.get(k)] + [f"{k} {v}" for k, v in (pr.get("tags") or {}).items()]
+        out.append("identity     " + (", ".join(who) or "-"))
     out += [
         f"binary       {facts['path']}",
         f"go           {facts['go_version']}   module {facts['module_path'] or '-'}",

@@ -7,6 +7,9 @@ version element is skipped (``github.com/acme/checkout/v2`` -> ``checkout``). A 
 module path (``go build main.go`` records ``command-line-arguments``), or one lgf cannot read,
 falls back to the comm.
 
+The binary is read as :func:`lgf.golang.procfs.process_binary` finds it: the running file even
+when it was deleted or replaced since, or lies in another mount namespace (a container).
+
 Cost: the binary is parsed once (``open_binary`` caches it by file); the alert policy keeps each
 process's name (``AlertEngine.service_of``), so this runs once per process and executable.
 """
@@ -18,6 +21,7 @@ import re
 from lgf.errors import TargetRefused
 
 from .gobinary import open_binary
+from .procfs import DELETED, process_binary
 
 _MAJOR = re.compile(r"v[0-9]+")
 NO_MODULE = ("", "command-line-arguments")
@@ -35,7 +39,7 @@ def name_of_module(module_path: str) -> str:
 
 def default_service(pid: int, exe: str, comm: str) -> str:
     """The service name of a process the config does not name: its main module's name, else comm."""
-    path = exe or (f"/proc/{pid}/exe" if pid else "")
+    path = process_binary(pid, exe) if pid else (exe if exe and not exe.endswith(DELETED) else None)
     if not path:
         return comm
     try:

@@ -17,6 +17,8 @@ import threading
 import time
 from collections import deque
 
+from ..identity import shown
+
 STACK_FRAMES = 12
 """Frames kept per stall (innermost first): enough to see the user code that waited."""
 
@@ -38,6 +40,7 @@ class StallHistory:
             "ts": event.ts,
             "service": event.extra.get("service") or event.comm,
             "pid": event.pid,
+            "identity": shown({"pid": event.pid, **event.extra}),
             "comm": event.comm,
             "goid": event.goid,
             "cause": event.cause,

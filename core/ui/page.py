@@ -178,6 +178,13 @@ def _trace(record: dict | None) -> str:
     return f'<code class="trace">{_e(tid)}</code>' if tid else '<span class="dim">-</span>'
 
 
+def _identity(record: dict) -> str:
+    """The process's pid in its own namespace, container and pod under its host pid, when it has
+    them (``lgf.identity.shown``)."""
+    parts = record.get("identity") or ()
+    return "".join(f'<br><span class="dim">{_e(label)} {_e(value)}</span>' for label, value in parts)
+
+
 def stalls_table(records: list[dict], first_open: bool) -> str:
     rows = []
     for i, r in enumerate(reversed(records[-STALLS_LISTED:])):
@@ -185,7 +192,7 @@ def stalls_table(records: list[dict], first_open: bool) -> str:
         rows.append(
             f'<tr class="stall"><td>{_e(r["ts"][11:23] or _clock(r["at"]))}</td>'
             f'<td><i class="dot" style="background:{colour_of(r["cause"])}"></i>{_e(r["cause"])}</td>'
-            f'<td class="num">{bound}{_ms(r["duration_ns"])}</td><td>{r["pid"]}/{r["goid"]}</td>'
+            f'<td class="num">{bound}{_ms(r["duration_ns"])}</td><td>{r["pid"]}/{r["goid"]}{_identity(r)}</td>'
             f'<td>{_e(r["wait_reason"])}</td><td>{_trace(r)}</td>'
             f'<td>{_stack_html(r, opened=first_open and i == 0)}</td></tr>')
     return ('<table><tr><th>time (UTC)</th><th>cause</th><th>duration</th><th>pid/goroutine</th>'

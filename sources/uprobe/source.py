@@ -116,6 +116,8 @@ class UprobeSource:
         if self.sampler is not None:
             self.sampler.add(target)
         self.ctx.stats.set("lgf_targets_attached", len(self.targets.attached), source="uprobe")
+        if self.ctx.services is not None:
+            self.ctx.services.note_process(target.pid, target.exe)
         self.log.info("uprobe: tracing pid %d (%s, %s)", target.pid, target.exe, target.binary.go_version)
 
     def _on_exit(self, target) -> None:

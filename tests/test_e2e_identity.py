@@ -1,0 +1,204 @@
+"""End to end (real BPF, real Go): a process lgf must name by what it is, not by where it sits.
+
+Issue 19: a Go program in its own PID and mount namespace, chrooted as a container runtime does,
+with ``OTEL_SERVICE_NAME`` set, is reported with the pid it knows itself by (``ns_pid`` = 1) and
+the service its deployment named, and, put in a cgroup named as the kubelet names a containerd
+container's, with that container id, runtime and pod UID; a program whose binary was deleted after start (a deploy that
+replaces files) is fully symbolized and named by its main module (``lgf.test/stalls`` ->
+``stalls``), not by its file name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from test_e2e_uprobe import LgfRun
+
+from lgf.golang.gobinary import open_binary
+from lgf.identity import parse_cgroup
+from support.cli import write
+from support.gobuild import GO_VERSIONS, build_go
+from support.stallfixture import STALLS_SRC, StallFixture
+from support.wait import poll_until, wait_until
+
+pytestmark = pytest.mark.bpf
+
+
+def config_for(tmp_path: Path, pid: int, tier: str = "always") -> tuple[Path, Path]:
+    out = tmp_path / "lgf" / "stalls.jsonl"
+    config = write(tmp_path / "plugins.toml", f"""
+[lgf]
+threshold = "50ms"
+spool_dir = "{tmp_path / 'spool'}"
+plugins = ["lgf.sources.uprobe"]
+
+[targets]
+pids = [{pid}]
+
+[[sources]]
+use = "uprobe"
+goroutine_tier = "{tier}"
+
+[[enrichers]]
+use = "symbolizer"
+
+[[classifiers]]
+use = "waitreason"
+
+[[sinks]]
+use = "file"
+path = "{out}"
+format = "jsonl"
+
+[http]
+enabled = false
+""")
+    return config, out
+
+
+def stalls_of(path: Path, goid: int, timeout: float = 120.0) -> list[dict]:
+    def found() -> list[dict]:
+        rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+        return [r for r in rows if r.get("kind") == "stall" and r["goid"] == goid]
+    return poll_until(found, timeout, 0.1)
+
+
+def revision_of(exe: Path) -> str:
+    """The ``vcs.revision`` Go stamped into a fixture built in this git checkout ("" outside one):
+    the ``version`` tag lgf must report, since a fixture's module version is ``(devel)``."""
+    return open_binary(exe).info.settings.get("vcs.revision", "")
+
+
+def child_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = f.read().split()
+    except OSError:
+        return None
+    return int(kids[0]) if kids else None
+
+
+NAMED_HIERARCHY = Path("/sys/fs/cgroup/systemd")
+"""cgroup v1's controller-less ``name=systemd`` hierarchy: moving a process in it changes what
+/proc/PID/cgroup says and nothing else (no limit, no accounting)."""
+
+
+@contextlib.contextmanager
+def pod_cgroup(pid: int, tmp_name: str):
+    """Put ``pid`` in a cgroup shaped as the kubelet's systemd driver names a containerd
+    container's (``kubepods.slice/.../kubepods-burstable-pod<uid>.slice/cri-containerd-<id>.scope``)
+    in the ``name=systemd`` hierarchy; yields (container id, pod UID), or None on a host without
+    that hierarchy (cgroup v2 only: then the test checks the rest). Undone on exit."""
+    if not (NAMED_HIERARCHY / "cgroup.procs").exists():
+        yield None
+        return
+    cid = hashlib.sha256(tmp_name.encode()).hexdigest()
+    uid = str(uuid.uuid4())
+    top = NAMED_HIERARCHY / f"lgf-test-{cid[:8]}"
+    leaf = (top / "kubepods.slice" / "kubepods-burstable.slice"
+            / f"kubepods-burstable-pod{uid.replace('-', '_')}.slice" / f"cri-containerd-{cid}.scope")
+    leaf.mkdir(parents=True)
+    try:
+        (leaf / "cgroup.procs").write_text(str(pid))
+        yield cid, uid
+    finally:
+        with contextlib.suppress(OSError):
+            (NAMED_HIERARCHY / "cgroup.procs").write_text(str(pid))
+        for d in [leaf, *leaf.relative_to(top).parents]:
+            with contextlib.suppress(OSError):
+                (top / d).rmdir()
+
+
+class ContainedFixture(StallFixture):
+    """The stalls fixture in its own PID and mount namespace, as a container runtime runs one
+    (``unshare --pid --mount --fork``): its root (``pivot_root``) a tmpfs mounted only in that
+    namespace, holding its binary: from the host its executable is ``/app``, a path that names
+    nothing here, and its file is reachable only through ``/proc/PID/root``."""
+
+    def __init__(self, exe: Path, root: Path, mode: str, env: dict[str, str]):
+        root.mkdir(parents=True, exist_ok=True)
+        script = (f'mount -t tmpfs lgf-test "$1" && cp "$2" "$1/app" && mkdir "$1/old" && cd "$1" '
+                  f'&& pivot_root . old && exec /app {mode}')
+        self.mode = mode
+        self.proc = subprocess.Popen(
+            [shutil.which("unshare") or "unshare", "--pid", "--mount", "--fork", "sh", "-c", script,
+             "sh", str(root), str(exe)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.hello = json.loads(self.proc.stdout.readline())
+        self.main_goid = self.hello["main_goid"]
+        self.pid = poll_until(lambda: child_of(self.proc.pid), 60, 0.05)  # the host pid of /app
+        assert self.pid, "unshare started no child"
+
+
+def test_namespaced_chrooted_target_reports_its_own_pid_and_otel_service(tmp_path, bpf_ok, go_toolchains):
+    exe = build_go(STALLS_SRC, GO_VERSIONS[-1], ldflags="-X main.e2eCopy=ns")
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "OTEL_SERVICE_NAME": "checkout-api",
+           "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=staging"}
+    with ContainedFixture(exe, tmp_path / "root", "chanrecv", env) as fx, \
+            pod_cgroup(fx.pid, tmp_path.name) as pod:
+        assert os.readlink(f"/proc/{fx.pid}/exe") == "/app"  # a path that means nothing here
+        with open(f"/proc/{fx.pid}/cgroup") as f:
+            container_id, runtime, pod_uid = parse_cgroup(f.read())
+        if pod is not None:
+            assert (container_id, runtime, pod_uid) == (pod[0], "containerd", pod[1])
+        config, out = config_for(tmp_path, fx.pid)
+        run = LgfRun(config)
+        try:
+            run.wait_log(f"tracing pid {fx.pid}")
+            (res,) = fx.go()
+            rows = stalls_of(out, res["goid"])
+        finally:
+            code = run.stop()
+        assert code == 0, "".join(run.lines[-20:])
+    assert rows, "no stall for the namespaced fixture's goroutine:\n" + "".join(run.lines[-20:])
+    row = rows[0]
+    assert row["pid"] == fx.pid and row["ns_pid"] == 1
+    assert row["service"] == "checkout-api" and row["otel_service"] == "checkout-api"
+    assert row["tags"].get("deployment.environment") == "staging"
+    assert row["tags"].get("version") == revision_of(exe)  # build info of a file lgf saw only via /proc/PID/root
+    assert row["cause"] == "channel" and row["stack_summary"], row
+    assert row.get("container_id", "") == container_id and row.get("pod_uid", "") == pod_uid
+    assert row.get("container_runtime", "") == runtime
+    if pod is not None:
+        assert row["container_id"] == pod[0] and row["pod_uid"] == pod[1], row
+
+
+@pytest.mark.parametrize("tier", ["always", "on_stall"])
+def test_deleted_binary_is_symbolized_and_named_by_its_module(tmp_path, bpf_ok, go_toolchains, tier):
+    """``on_stall`` (the shipped config): the sampler's stack, read before the goroutine tier is
+    armed, is symbolized from the deleted file too."""
+    exe = tmp_path / "app"
+    built = build_go(STALLS_SRC, GO_VERSIONS[-1], ldflags=f"-X main.e2eCopy=del-{tier}")
+    shutil.copy(built, exe)
+    revision = revision_of(built)
+    with StallFixture(exe, "chanrecv") as fx:
+        exe.unlink()  # a deploy that replaced the file: the running binary is gone from disk
+        wait_until(lambda: os.readlink(f"/proc/{fx.pid}/exe").endswith(" (deleted)"), 10,
+                   what="exe link marked deleted")
+        config, out = config_for(tmp_path, fx.pid, tier)
+        run = LgfRun(config)
+        try:
+            run.wait_log(f"tracing pid {fx.pid}")
+            (res,) = fx.go()
+            rows = stalls_of(out, res["goid"])
+            time.sleep(0.2)  # let any further event of that stall reach the file before stopping
+            rows = stalls_of(out, res["goid"], timeout=0) or rows
+        finally:
+            code = run.stop()
+        assert code == 0, "".join(run.lines[-20:])
+    assert rows, "no stall for the fixture's goroutine:\n" + "".join(run.lines[-20:])
+    for row in rows:
+        assert row["stack_summary"] and row["stack"], row
+        assert row["service"] == "stalls", row
+        assert row["ns_pid"] == fx.pid and row["exe"].endswith(" (deleted)")
+        assert row["tags"].get("version") == revision
+        assert "container_id" not in row
