@@ -162,6 +162,26 @@ def _guard(text: str, msgtype: str) -> str:
 
 # --- one alert ---------------------------------------------------------------------------------------
 
+def _headline(sev: str, title: str, env: str, msgtype: str) -> str:
+    """A message's first line: its severity and title in the style of ``msgtype``."""
+    if msgtype == "markdown":
+        return f'<font color="{_COLOUR[sev]}">**{sev.upper()}**</font> **{title}**{env}'
+    if msgtype == "markdown_v2":
+        return f"**{sev.upper()}** **{title}**{env}"
+    return f"[{sev.upper()}] {title}{env}"
+
+
+def _stack_block(stack: list[str], msgtype: str, g) -> list[str]:
+    """The stack's lines as ``msgtype`` shows code (nothing for an empty stack)."""
+    if not stack:
+        return []
+    if msgtype == "markdown_v2":
+        return ["```", *map(g, stack), "```"]
+    if msgtype == "markdown":
+        return ["stack:", *(f"`{g(s)}`" for s in stack)]
+    return ["stack:", *(f"  {s}" for s in stack)]
+
+
 def relayed_lines(d: dict, msgtype: str, stack_frames: int = 8) -> list[str]:
     """The lines of a notification the relay received from Alertmanager (``lgf.relay``): which
     hosts one incident spans, and each host's own alert."""
@@ -172,13 +192,7 @@ def relayed_lines(d: dict, msgtype: str, stack_frames: int = 8) -> list[str]:
     hosts = [str(h) for h in d.get("hosts") or []]
     title = (f"lgf via Alertmanager: {g(service_of(d))} {g(d.get('cause') or 'unknown')} {status} on "
              f"{len(hosts)} host(s)")
-    env = f" ({g(d['env'])})" if d.get("env") else ""
-    if msgtype == "markdown":
-        lines = [f'<font color="{_COLOUR[sev]}">**{sev.upper()}**</font> **{title}**{env}']
-    elif msgtype == "markdown_v2":
-        lines = [f"**{sev.upper()}** **{title}**{env}"]
-    else:
-        lines = [f"[{sev.upper()}] {title}{env}"]
+    lines = [_headline(sev, title, f" ({g(d['env'])})" if d.get("env") else "", msgtype)]
     q = "> " if msgtype != "text" else ""
     lines.append(q + f"hosts: {g(', '.join(hosts) or '?')}")
     lines.append(q + _phrase(f"{am.get('alerts', 0)} alert(s)",
@@ -191,14 +205,7 @@ def relayed_lines(d: dict, msgtype: str, stack_frames: int = 8) -> list[str]:
             lines.append(f"- {g(item.get('host') or '?')}{mark}: {g(item.get('summary') or item.get('status') or '')}")
     if isinstance(am.get("alerts"), int) and am["alerts"] > len(listed):
         lines.append(f"- ... and {am['alerts'] - len(listed)} more")
-    stack = _stack_lines(d, stack_frames)
-    if stack:
-        if msgtype == "markdown_v2":
-            lines += ["```", *map(g, stack), "```"]
-        elif msgtype == "markdown":
-            lines += ["stack:", *(f"`{g(s)}`" for s in stack)]
-        else:
-            lines += ["stack:", *(f"  {s}" for s in stack)]
+    lines += _stack_block(_stack_lines(d, stack_frames), msgtype, g)
     text = _pairs(d.get("tags"))
     if text:
         lines.append(f"tags: {g(text)}")
@@ -219,13 +226,7 @@ def alert_lines(d: dict, msgtype: str, stack_frames: int = 8) -> list[str]:
     kind = "alert" if d.get("kind") == "alert" else "stall"
     duration = d.get("worst_ns") or d.get("duration_ns")
     title = f"lgf {kind}: {g(service_of(d))} stalled {human_ns(duration)}"
-    env = f" ({g(d['env'])})" if d.get("env") else ""
-    if msgtype == "markdown":
-        lines = [f'<font color="{_COLOUR[sev]}">**{sev.upper()}**</font> **{title}**{env}']
-    elif msgtype == "markdown_v2":
-        lines = [f"**{sev.upper()}** **{title}**{env}"]
-    else:
-        lines = [f"[{sev.upper()}] {title}{env}"]
+    lines = [_headline(sev, title, f" ({g(d['env'])})" if d.get("env") else "", msgtype)]
     q = "> " if msgtype != "text" else ""
     lines.append(q + _phrase(f"cause: {g(d.get('cause') or 'unknown')}",
                              d.get("wait_reason") and f" · wait reason: {g(d['wait_reason'])}",
@@ -246,14 +247,7 @@ def alert_lines(d: dict, msgtype: str, stack_frames: int = 8) -> list[str]:
                                  d.get("suppressed_repeats") and f" ({d['suppressed_repeats']} repeats held back)"))
     if d.get("ts"):
         lines.append(q + f"at: {g(d['ts'])}")
-    stack = _stack_lines(d, stack_frames)
-    if stack:
-        if msgtype == "markdown_v2":
-            lines += ["```", *map(g, stack), "```"]
-        elif msgtype == "markdown":
-            lines += ["stack:", *(f"`{g(s)}`" for s in stack)]
-        else:
-            lines += ["stack:", *(f"  {s}" for s in stack)]
+    lines += _stack_block(_stack_lines(d, stack_frames), msgtype, g)
     path = topology_path(d)
     if path:
         lines.append(f"path: {g(path)}")

@@ -89,6 +89,15 @@ def module_name(root: Path, path: Path) -> tuple[str, str]:
     return name, package
 
 
+def from_module(node: ast.ImportFrom, package: str) -> str:
+    """The absolute module a ``from ... import`` in ``package`` names (relative ones resolved)."""
+    if not node.level:
+        return node.module or ""
+    base = package.split(".")
+    base = base[:len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def imports_of(path: Path, package: str) -> list[tuple[int, str]]:
     """``(line, absolute module)`` for every import in the file, relative ones resolved."""
     tree = ast.parse(path.read_text(), filename=str(path))
@@ -97,12 +106,7 @@ def imports_of(path: Path, package: str) -> list[tuple[int, str]]:
         if isinstance(node, ast.Import):
             out += [(node.lineno, a.name) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[:len(base) - (node.level - 1)]
-                mod = ".".join(base + ([node.module] if node.module else []))
-            else:
-                mod = node.module or ""
+            mod = from_module(node, package)
             # `from lgf import arming` imports lgf.arming: judge the submodule, not the package
             out += [(node.lineno, f"{mod}.{a.name}" if mod in ("lgf", *LEAVES) else mod) for a in node.names]
     return out
@@ -167,12 +171,7 @@ def import_edges(root: Path) -> dict[str, dict[str, int]]:
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = package.split(".")
-                    base = base[:len(base) - (node.level - 1)]
-                    mod = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    mod = node.module or ""
+                mod = from_module(node, package)
                 # `from pkg import sub` imports the submodule pkg.sub; `from pkg import name` pkg
                 targets = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in mods else mod for a in node.names]
             for target in targets:
