@@ -14,7 +14,7 @@ plugins.toml::
     actor_idle_exit = "1h"   # a cluster's per-build actor exits after this long unused
 
 With ``backend = "ray"`` and a cluster, every lgf attached to it shares one named, detached actor
-per build id (``lgf.golang.ray_symbols.SharedRayBackend``): a build is decoded once per cluster,
+per build id (``lgf.golang.ray_shared.SharedRayBackend``): a build is decoded once per cluster,
 not once per host. An lgf that loses the cluster symbolizes with the host's shared symbol cache,
 says so in one line and counts ``lgf_symbolizer_failures_total{reason="ray_lost"}`` once; it
 re-attaches when the head answers again (docs/many-hosts.md). A cluster unreachable at start
@@ -156,7 +156,8 @@ class SymbolizerEnricher:
         self.log = ctx.log
         self.backend = self.local = LocalBackend(options.max_binaries, ctx.services.symbolizers)
         if options.backend == "ray":
-            from lgf.golang.ray_symbols import RayBackend, RayUnavailable, SharedRayBackend
+            from lgf.golang.ray_shared import SharedRayBackend
+            from lgf.golang.ray_symbols import RayBackend, RayUnavailable
 
             try:
                 if options.ray_address == "local":

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from lgf.golang.pclntab import Pclntab
-from lgf.golang.ray_symbols import ACTOR_PREFIX, NAMESPACE, actor_name, file_build_id
+from lgf.golang.ray_shared import ACTOR_PREFIX, NAMESPACE, actor_name, file_build_id
 from lgf.plugins.symbolizer import LocalBackend
 from support.gobuild import GO_VERSIONS, GOAPPS, build_go
 from support.rayhead import Head, Lgf
