@@ -31,6 +31,11 @@ class Stats:
         with self._lock:
             self._gauges[self._key(name, labels)] = value
 
+    def unset(self, name: str, **labels) -> None:
+        """Drop a gauge (a per-process one, when its process is gone)."""
+        with self._lock:
+            self._gauges.pop(self._key(name, labels), None)
+
     def get(self, name: str, **labels) -> float:
         key = self._key(name, labels)
         with self._lock:

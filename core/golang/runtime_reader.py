@@ -156,6 +156,28 @@ class RuntimeReader:
             self._mem_fd = None
 
 
+def read_iovecs(reader: RuntimeReader, local_pairs, remote_pairs, n: int, total: int) -> None:
+    """One ``process_vm_readv`` of ``n`` (at most ``IOV_MAX``) remote ranges into ``n`` local
+    ones: each ``*_pairs`` is a writable buffer of ``n`` (address, length) u64 pairs, ``total``
+    the sum of the lengths. For :mod:`lgf.golang.gtable`, which reads whole pages straight into
+    a buffer it reuses and builds the pairs with numpy."""
+    if n == 0:
+        return
+    local, remote = (_Iovec * n).from_buffer(local_pairs), (_Iovec * n).from_buffer(remote_pairs)
+    if _vm_readv is None:
+        for lo, re in zip(local, remote, strict=True):
+            ctypes.memmove(lo.base, reader._pread(re.base, re.len), re.len)
+        return
+    got = _vm_readv(reader.pid, local, n, remote, n, 0)
+    if got != total:
+        err = ctypes.get_errno()
+        if got < 0 and err == 3:  # ESRCH
+            raise Unreadable("process_gone")
+        if got < 0 and err in (1, 13):  # EPERM, EACCES
+            raise Unreadable("permission")
+        raise Unreadable("bad_address")
+
+
 class Readers:
     """One RuntimeReader per (pid, build_id), made on first use. A failure is remembered for
     ``retry_s`` so a process lgf cannot read does not cost a binary parse per event."""

@@ -41,8 +41,9 @@ class UprobeOptions:
     sample_interval: Duration = Duration(20_000_000)
     """With ``on_stall``: how often the goroutine sampler (``lgf.sources.uprobe.sampler``) reads an unarmed
     target's goroutines; a park is seen once it lasts threshold + one interval."""
-    sample_max_goroutines: int = 100_000
-    """A target with more goroutines than this is not sampled (counted, not read)."""
+    sample_max_goroutines: int = 1_000_000
+    """A target with more goroutines than this is not sampled: named in the log and in
+    ``lgf_sampler_unwatched{pid}`` (the sampler keeps about 100 bytes per goroutine)."""
     sample_ignore_reasons: list[str] = dataclasses.field(default_factory=list)
     """Wait reasons the sampler neither follows, arms on nor reports. Empty by default: an idle
     server's accept loop and keep-alive connections are told from stalls by their stacks

@@ -68,11 +68,13 @@ class RunQueues:
 
 
 def observe(pid: int, proc, rows, began: int, ended: int, threshold_ns: int, arm,
-            new_waits: bool = True) -> list[Event]:
+            new_waits: bool = True, after: dict[int, int] | None = None) -> list[Event]:
     """Fold one full sample of ``proc`` (the sampler's ``_Process``: its ``order``, ``target``,
     ``runtime_starts``) into its run-queue record; call ``arm(pid)`` when a goroutine has waited a
     threshold for a P; return the sampled events of such waits that ended. ``new_waits=False``
-    (the goroutine tier is on and sees every wait that starts now): follow only the known ones."""
+    (the goroutine tier is on and sees every wait that starts now): follow only the known ones.
+    ``after[g]``: when the read of ``g`` before this one began (the sampler reads some gs less
+    often than others), the earliest a wait seen now can have begun."""
     state: RunQueues | None = getattr(proc, "runq", None)
     if state is None:
         state = proc.runq = RunQueues()
@@ -88,7 +90,7 @@ def observe(pid: int, proc, rows, began: int, ended: int, threshold_ns: int, arm
         if q is None or q.goid != goid or q.seq != seq:
             if not new_waits:  # (a g reused by a new goroutine: the old wait ended, see below)
                 continue
-            q = _Queued(goid, seq, state.prev_end_ns, ended, ended)
+            q = _Queued(goid, seq, state.prev_end_ns if after is None else after.get(g, 0), ended, ended)
         else:
             q.last_ns = began
             if not q.armed and q.last_ns - q.first_ns >= threshold_ns:

@@ -50,12 +50,17 @@ none. A park that ends about the hand-off may still reach both tiers: each repor
 goes through :meth:`GoroutineSampler.claim`, and the second report of one park (same goroutine,
 overlapping in time) is dropped, whichever tier sends it.
 
-Cost (figures: README "Sources and their cost", measured by bench/bench_probe_cost.py): the
-target pays nothing it can notice: its memory is read by the kernel on lgf's CPU. lgf pays per
-sample in proportion to the target's goroutines (Python decoding one ~150-byte record per
-goroutine dominates; the read itself is one ``process_vm_readv`` per 1,024 runs of nearby g
-structs); a target whose sample costs more than ``CPU_BUDGET`` of the interval is sampled less
-often, so its parks are seen from threshold + that longer interval.
+Cost (figures: bench/bench_many_goroutines.py): the target pays nothing it can notice: its
+memory is read by the kernel on lgf's CPU. lgf pays per page of g structs read (about 3 us here,
+:mod:`lgf.golang.gtable`) plus about 1 ms a pass at 100,000 goroutines; :mod:`.gscan` reads the
+pages where goroutines changed lately every pass and the rest in turn, as many as ``CPU_BUDGET``
+pays for, so a goroutine active lately is seen at threshold + one interval in a process of any
+size, and one waking from a long idle park at threshold + one cycle of the cold pages
+(``lgf_sampler_cycle_seconds{pid}``). A park judged idle is not followed: its g is looked at
+again only when it changes, so each idle goroutine is judged once (stacks of the same shape are
+symbolized and judged once, ``VERDICTS_KEPT``). A process with more than
+``sample_max_goroutines`` is not sampled and is named: in the log and in
+``lgf_sampler_unwatched{pid}``. A process that exits mid-stall has its stalls reported.
 While a process's goroutine tier is armed, the sampler reads only the few g structs whose parks
 it still follows (nothing at all when it follows none).
 """
@@ -65,6 +70,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -74,10 +80,11 @@ from lgf.golang import goroutine_stack
 from lgf.golang.gobinary import runtime_function_entries
 from lgf.golang.gstatus import G_RUNNABLE, G_SCAN, G_WAITING
 from lgf.golang.pproflabels import labels_of_g
-from lgf.golang.runtime_reader import RuntimeReader, Unreadable, allg_pointers, read_g_fields
+from lgf.golang.runtime_reader import RuntimeReader, Unreadable, read_g_fields
 from lgf.idle import Verdict
 
 from . import runq
+from .gscan import GoroutineScan
 from .handoff import GoroutineTierView
 
 G_FIELDS = (("stack.hi", "Q"), ("atomicstatus", "I"), ("goid", "Q"), ("waitreason", "B"),
@@ -85,9 +92,16 @@ G_FIELDS = (("stack.hi", "Q"), ("atomicstatus", "I"), ("goid", "Q"), ("waitreaso
             ("sched.bp", "Q"))
 """What one sample reads of each g (one span of about 200 bytes per g)."""
 
-CPU_BUDGET = 0.05
-"""At most this share of one CPU per target: a process whose sample takes longer than
-``CPU_BUDGET * sample_interval`` is sampled less often (every ``cost / CPU_BUDGET``)."""
+CPU_BUDGET = 0.08
+"""At most this share of one CPU per target: the pages a pass reads are steered to it
+(:meth:`.gscan.GoroutineScan.steer`); a process whose every pass costs more (its followed parks and
+hot pages alone) is sampled less often."""
+
+JUDGE_BATCH = 1024
+"""Parks walked and judged together (one batched read of their stacks)."""
+
+VERDICTS_KEPT = 4096
+"""Distinct (stack, wait reason) verdicts kept per process before the cache starts afresh."""
 
 log = logging.getLogger("lgf.sampler")
 
@@ -116,7 +130,8 @@ class _Park:
 class _Process:
     """What the sampler keeps per target process."""
 
-    def __init__(self, target, reader: RuntimeReader, runtime_starts: frozenset[int], skipped_reasons):
+    def __init__(self, target, reader: RuntimeReader, runtime_starts: frozenset[int], skipped_reasons,
+                 max_goroutines: int):
         self.target = target
         self.reader = reader
         self.runtime_starts = runtime_starts
@@ -136,10 +151,22 @@ class _Process:
         offsets.sort()
         self.fields = [(off, letter) for off, letter, _ in offsets]
         self.order = [name for _, _, name in offsets]
+        self.scan = GoroutineScan(reader, [(name, off, letter) for off, letter, name in offsets], max_goroutines)
+        """Which of its g structs to read each pass, and which changed (``gscan.py``)."""
+        self.verdicts: dict[tuple[tuple[int, ...], str], Verdict] = {}
+        """(stack, wait reason) -> its verdict under ``verdicts_of`` (the host's idle rules)."""
+        self.verdicts_of = None
+        self.first_pass = True
+        """No pass has read the process yet (the first reads every g as new: not the usual cost)."""
+        self.unwatched = ""
+        """Why the process is not sampled now ("too_many"), "" while it is."""
+        self.runq = None
+        """The run-queue record (``runq.RunQueues``), made by the first pass that sees one."""
         self.parks: dict[int, _Park] = {}
-        """g address -> the park the sampler follows there."""
+        """g address -> the park the sampler follows there. A park judged an idle wait is dropped
+        (unless ``report_idle``): its g is not looked at again until it changes."""
         self.last_full_ns = 0
-        """Start of the latest sample of every goroutine (0 after the tier was on)."""
+        """Start of the latest pass (0 after the tier was on)."""
         self.handoff_since: int | None = None
         """The ``tier.since(pid)`` whose hand-off pass is done (see ``GoroutineSampler._sample``)."""
         self.next_ns = 0
@@ -161,7 +188,7 @@ class GoroutineSampler:
     """
 
     def __init__(self, interval_ns: int, threshold_ns: int, *, tier: GoroutineTierView, services,
-                 emit: Callable[[Event], None], max_goroutines: int = 100_000, ignore_reasons=(),
+                 emit: Callable[[Event], None], max_goroutines: int = 1_000_000, ignore_reasons=(),
                  report_idle: bool = False, stats=None, logger=None):
         self.interval_ns = interval_ns
         self.max_goroutines = max_goroutines
@@ -204,7 +231,7 @@ class GoroutineSampler:
             if starts is None:
                 starts = self._runtime_starts[key] = frozenset(runtime_function_entries(target.binary))
             proc = _Process(target, reader, frozenset(a + reader.bias for a in starts),
-                            INTERNAL_WAIT_REASONS + tuple(self.ignore_reasons))
+                            INTERNAL_WAIT_REASONS + tuple(self.ignore_reasons), self.max_goroutines)
         except Exception as exc:  # Unreadable, or TargetRefused for a missing offset
             self._count("lgf_sampler_refused_total")
             self.log.warning("sampler: not sampling pid %d: %s", target.pid, exc)
@@ -221,6 +248,8 @@ class GoroutineSampler:
             proc = self._procs.pop(pid, None)
         if proc is not None:
             proc.reader.close()
+            for name in ("lgf_sampler_goroutines", "lgf_sampler_cycle_seconds", "lgf_sampler_unwatched"):
+                self._gauge(name, None, pid)
 
     def parked_gs(self, pid: int) -> list[int]:
         """Addresses of the goroutines whose park the sampler holds in ``pid``."""
@@ -249,16 +278,38 @@ class GoroutineSampler:
                 continue
             try:
                 cost = self._sample(pid, proc)
+                if proc.first_pass:  # every g new: a one-off (~0.5 s at 100,000), not the pace;
+                    proc.first_pass = False
+                    proc.next_ns = t0 + self.interval_ns
+                    continue
                 # The budget holds on average: one dear sample (a page fault, Python's GC: 1.3 ms
                 # against a 43 us median, measured) must not stretch the next interval 25-fold and
                 # miss the park it was about to see; a target that is dear sample after sample is.
-                proc.cost_ns = (proc.cost_ns * 7 + cost) // 8
+                # ... nor one pass that follows a burst of new parks (a pool of 100,000 workers all
+                # parking at once: 0.5 s once): a pass counts for at most 4 times the usual.
+                proc.cost_ns = (proc.cost_ns * 7 + min(cost, 4 * max(proc.cost_ns, self.interval_ns // 100))) // 8
+                proc.scan.steer(proc.cost_ns, CPU_BUDGET * self.interval_ns)
                 proc.interval_ns = max(self.interval_ns, int(proc.cost_ns / CPU_BUDGET))
                 proc.next_ns = t0 + proc.interval_ns - self.interval_ns // 4  # due at the pass nearest
+                self._gauge("lgf_sampler_goroutines", proc.scan.goroutines, pid)
+                self._gauge("lgf_sampler_cycle_seconds", proc.scan.cycle_ns / 1e9, pid)
+                if proc.unwatched:
+                    proc.unwatched = ""
+                    self._gauge("lgf_sampler_unwatched", None, pid)
+                    self.log.info("sampler: pid %d is sampled again", pid)
             except Unreadable as exc:
                 self._count("lgf_sampler_unreadable_total", reason=str(exc))
                 if str(exc) == "process_gone":
+                    self._flush(pid, proc)
                     self.remove(pid)
+                elif str(exc) == "too_many" and not proc.unwatched:
+                    # Never silently: the operator sees which process lgf does not read, and why.
+                    proc.unwatched = "too_many"
+                    self._gauge("lgf_sampler_unwatched", 1, pid)
+                    self.log.warning("sampler: pid %d (%s) has more than %d goroutines "
+                                     "(sample_max_goroutines): not sampled; only the goroutine "
+                                     "tier and the other cheap tiers see its stalls", pid,
+                                     proc.target.comm, self.max_goroutines)
 
     # -- one process --------------------------------------------------------------------------
 
@@ -273,34 +324,33 @@ class GoroutineSampler:
         closing = since is not None
         for ev in runq.follow(pid, proc, self.threshold_ns, self._arm) if closing else ():  # runq.py
             self.emit(ev)
-        handoff, start_after = False, proc.last_full_ns
+        handoff = False
         if closing:
-            for g in [g for g, p in proc.parks.items() if self._silent(p)]:
-                del proc.parks[g]
             proc.last_full_ns = 0
             # Hand-off: the tier is complete since ``since`` and sees every park that begins from
-            # then on; one full pass decides whose each current park is (module docstring).
+            # then on; one pass over every g decides whose each current park is (module docstring).
             handoff = proc.handoff_since != since
             if handoff:
                 proc.handoff_since = since
-                gs = allg_pointers(proc.reader, self.max_goroutines)
+                rows, after, began, ended = self._read(proc, every_page=True)
             elif not proc.parks:
                 return 0
             else:
-                gs = list(proc.parks)
+                began = time.monotonic_ns()
+                rows, after = read_g_fields(proc.reader, list(proc.parks), proc.fields), {}
+                ended = time.monotonic_ns()
         else:
-            gs = allg_pointers(proc.reader, self.max_goroutines)
-        began = time.monotonic_ns()
-        rows = read_g_fields(proc.reader, gs, proc.fields)
-        ended = time.monotonic_ns()
+            rows, after, began, ended = self._read(proc, every_page=False)
         self._count("lgf_sampler_samples_total")
         order = proc.order
         i_status, i_goid, i_reason = (order.index(n) + 1 for n in ("atomicstatus", "goid", "waitreason"))
         i_seq, i_start = order.index("trackingSeq") + 1, order.index("startpc") + 1
-        seen: set[int] = set()
         done: list[Event] = []
         crossed: list[tuple[_Park, tuple]] = []
         woken: list[tuple[int, _Park]] = []
+        # Only the gs that changed since their last read, the parks followed and the runnable
+        # gs come here (``gscan.py``): a g parked unchanged and not followed is a park that
+        # was judged idle, or one of the runtime's, or of an ignored reason.
         for row in rows:
             g = row[0]
             status, goid, reason, seq = row[i_status] & ~G_SCAN, row[i_goid], row[i_reason], row[i_seq]
@@ -312,23 +362,21 @@ class GoroutineSampler:
                 park = None
             if status != G_WAITING or reason in proc.skipped or row[i_start] in proc.runtime_starts:
                 continue
-            seen.add(g)
             if park is None:
                 if not closing:
-                    proc.parks[g] = _Park(goid, seq, reason, proc.last_full_ns, ended, ended)
-                elif handoff and not self._tier_noted(pid, g, start_after, ended):
-                    proc.parks[g] = _Park(goid, seq, reason, start_after, ended, ended)
+                    proc.parks[g] = _Park(goid, seq, reason, after.get(g, 0), ended, ended)
+                elif handoff and not self._tier_noted(pid, g, after.get(g, 0), ended):
+                    proc.parks[g] = _Park(goid, seq, reason, after.get(g, 0), ended, ended)
                     self._count("lgf_sampler_handoff_adopted_total")
                 continue
             if handoff and self._tier_noted(pid, g, park.start_after_ns, park.first_ns):
                 del proc.parks[g]  # the tier saw it begin: its report, precise
+                proc.scan.forget(g)
                 continue
             park.last_ns = began
             if not park.over_threshold and park.last_ns - park.first_ns >= self.threshold_ns:
                 park.over_threshold = True
                 crossed.append((park, row))
-        for g in [g for g in proc.parks if g not in seen]:  # not waiting any more, or gone
-            done.append(self._end(pid, proc, g, ended))
         # A park the sampler held ended in a wait for a P while the tier was on or being attached.
         # The tier cannot have seen that wait begin if it was woken by ready() (the tier dates
         # those from a park it noted, and this park began before it) or before the tier's probes
@@ -339,17 +387,36 @@ class GoroutineSampler:
                 runq.adopt(proc, g, park.goid, park.seq, park.last_ns, ended)
         if not closing:
             proc.last_full_ns = began
-            done += runq.observe(pid, proc, rows, began, ended, self.threshold_ns, self._arm)  # waits for a P
+            done += runq.observe(pid, proc, rows, began, ended, self.threshold_ns, self._arm,  # waits for a P
+                                 after=after)
         cost = time.thread_time_ns() - t0
         # Judging is paid once per park that crosses the threshold (and the first one opens the
         # binary's symbols): kept out of the per-sample cost that sets the interval.
         arm = self._judge(pid, proc, crossed, closing) if crossed else False
+        for park, row in crossed:  # an idle wait is not followed: its g is read again only if it changes
+            if self._silent(park):
+                proc.parks.pop(row[0], None)
         if arm:
             self._arm(pid)
         for ev in done:
             if ev is not None and self.claim(pid, ev.goid, ev.start_ns, ev.end_ns):
                 self.emit(ev)
         return cost
+
+    def _read(self, proc: _Process, every_page: bool) -> tuple[list[tuple], dict[int, int], int, int]:
+        """This pass's rows of ``proc`` (:meth:`lgf.sources.uprobe.gscan.GoroutineScan.read`)."""
+        followed = list(proc.parks) + (list(proc.runq.queued) if proc.runq else [])
+        return proc.scan.read(followed, every_page, max(self.interval_ns, proc.interval_ns))
+
+    def _flush(self, pid: int, proc: _Process) -> None:
+        """The process is gone: report the stalls it had over the threshold, which no later pass
+        will see end (a process that exits mid-stall, or just after one, loses nothing). The end
+        is bounded by now: the process was still there at the previous pass."""
+        now = time.monotonic_ns()
+        for g in list(proc.parks):
+            ev = self._end(pid, proc, g, now)
+            if ev is not None and self.claim(pid, ev.goid, ev.start_ns, ev.end_ns):
+                self.emit(ev)
 
     def _arm(self, pid: int) -> None:
         """Ask for the goroutine tier of ``pid``: the one arming path of every cheap tier, which
@@ -387,23 +454,40 @@ class GoroutineSampler:
     def _judge(self, pid: int, proc: _Process, crossed: list[tuple[_Park, tuple]], closing: bool) -> bool:
         """Walk and judge the parks that just crossed the threshold (:mod:`lgf.idle`); returns
         whether one of them is a stall the goroutine tier should be armed for. Idle waits are
-        counted (``lgf_idle_waits_total{source="sampler",site}``), never armed on."""
+        counted (``lgf_idle_waits_total{source="sampler",site}``), never armed on. In batches of
+        ``JUDGE_BATCH``: a pool of 100,000 workers crossing at once would otherwise hold every
+        stack copy at the same time (200 MB, measured)."""
+        arm = False
+        for i in range(0, len(crossed), JUDGE_BATCH):
+            arm |= self._judge_batch(pid, proc, crossed[i:i + JUDGE_BATCH], closing)
+        return arm
+
+    def _judge_batch(self, pid: int, proc: _Process, crossed: list[tuple[_Park, tuple]], closing: bool) -> bool:
         order = proc.order
         cols = [order.index(n) + 1 for n in ("sched.pc", "sched.bp", "sched.sp", "stack.hi")]
         walks = goroutine_stack.walk_many(proc.reader, [tuple(row[c] for c in cols) for _p, row in crossed])
         still = self._still_parked(proc, crossed)
         arm = False
+        rules = self.services.idle_rules
+        if proc.verdicts_of is not rules or len(proc.verdicts) > VERDICTS_KEPT:
+            proc.verdicts, proc.verdicts_of = {}, rules  # new [idle] rules (a reload), or too many stacks
+        idle_sites: Counter[str] = Counter()
         for (park, row), (pcs, _complete) in zip(crossed, walks, strict=True):
             if row[0] not in still:  # it ran while its stack was read: that copy proves nothing
                 park.over_threshold = False  # (the next pass sees the park ended: nothing reported)
                 continue
             park.pcs = pcs
             reason = _name(proc.reasons, park.reason)
-            park.verdict = verdict = self.services.idle_rules.judge(self._functions(proc, pcs), reason)
+            # Many goroutines park on one stack (a pool's workers at their loop head, a server's
+            # keep-alive connections): symbolize and judge each stack once (100,000 idle workers:
+            # 7 s of lgf's CPU judged one by one, measured).
+            key = (tuple(pcs), reason)
+            verdict = proc.verdicts.get(key)
+            if verdict is None:
+                verdict = proc.verdicts[key] = rules.judge(self._functions(proc, pcs), reason)
+            park.verdict = verdict
             if verdict.idle:
-                self._count("lgf_idle_waits_total", source="sampler", site=verdict.site)
-                self.log.debug("sampler: pid %d: goroutine %d idle (%s, %s)", pid, park.goid, reason,
-                               verdict.site)
+                idle_sites[verdict.site] += 1
                 continue
             self._count("lgf_sampler_stalls_total")
             park.labels = labels_of_g(proc.reader, proc.target.binary, row[0])  # while still parked
@@ -413,6 +497,10 @@ class GoroutineSampler:
                               else ", stack cut" if verdict.cut else "",
                               park.last_ns / 1e6 - park.first_ns / 1e6)
                 arm = True
+        for site, n in idle_sites.items():
+            self.log.debug("sampler: pid %d: %d goroutines idle (%s)", pid, n, site)
+            if self.stats is not None:
+                self.stats.inc("lgf_idle_waits_total", n, source="sampler", site=site)
         return arm
 
     @staticmethod
@@ -469,6 +557,15 @@ class GoroutineSampler:
     def _count(self, name: str, **labels) -> None:
         if self.stats is not None:
             self.stats.inc(name, **labels)
+
+    def _gauge(self, name: str, value: float | None, pid: int) -> None:
+        """A per-target gauge (``value=None``: drop it)."""
+        if self.stats is None:
+            return
+        if value is None:
+            self.stats.unset(name, pid=pid)
+        else:
+            self.stats.set(name, value, pid=pid)
 
 
 def _path_of(target) -> str:

@@ -5,7 +5,7 @@
 // little work and then waits -hold on a mutex another goroutine holds (the holder sleeps -hold):
 // a real lock stall, mid-work, not at a loop head.
 //
-//	manyg [-n 1000] [-every 2s] [-hold 120ms] [-stalls 10]
+//	manyg [-n 1000] [-every 2s] [-hold 120ms] [-stalls 10] [-warmup 0s]
 //	-> {"ready":true,"pid":P,"goroutines":G}
 //	<- "go"          start making stalls
 //	-> {"goid":W,"begin_ns":B,"end_ns":E}   one line per stall (CLOCK_MONOTONIC, around the Lock)
@@ -82,6 +82,7 @@ func main() {
 	every := flag.Duration("every", 2*time.Second, "time between stalls")
 	hold := flag.Duration("hold", 120*time.Millisecond, "how long each stall lasts")
 	stalls := flag.Int("stalls", 10, "stalls to make")
+	warmup := flag.Duration("warmup", 0, "after \"go\", wake every 10ms for this long before the first stall")
 	flag.Parse()
 	jobs := make(chan int)
 	var started sync.WaitGroup
@@ -102,6 +103,11 @@ func main() {
 	// The main goroutine makes the stalls: between them it waits at its ticker loop's head (idle),
 	// so no goroutine of the fixture's own other than the stalling one parks mid-work.
 	id := goid()
+	// A warm-up makes the main goroutine one that was active lately (it parks and wakes every
+	// 10 ms), as a busy service's goroutines are, rather than one idle since start-up.
+	for end := time.Now().Add(*warmup); time.Now().Before(end); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	t := time.NewTicker(*every)
 	made := 0
 	for range t.C {
