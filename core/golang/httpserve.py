@@ -54,9 +54,11 @@ When: only for a goroutine still parked in the same park (the caller checks it a
 as it does for pprof labels), so ``serve``'s frame was not being rewritten; a request is alive
 while its handler runs (``w`` references it from the stack), so what is read is that request.
 
-Cost: one read of ``serve``'s frame and its caller's (about 1-2 KiB), one 16-byte read per
-candidate word (a few dozen), and the request's two or three small reads; only for a stall whose
-stack is request-scoped, once per park.
+Cost: one read of ``serve``'s frame and its caller's (about 1-2 KiB), one scattered read of 16
+bytes per candidate word (47 of them on the Go 1.21 fixture), and the request's few small reads
+per candidate that passes the connection check (0.15-0.8 ms of lgf's CPU per call on this loaded 2-core
+VM, Go 1.21-1.27, stripped fixtures); only for a stall whose stack is request-scoped,
+once per park.
 """
 
 from __future__ import annotations
@@ -178,11 +180,7 @@ def find_request(reader, binary, pcs: list[int], bounds: list[tuple[int, int]],
     candidates = sorted({w for w in words[:(hi - lo) // 8]
                          if not w % 8 and _HEAP_MIN <= w < _USER_MAX and not sp <= w < stack_hi})
     found: dict[int, ServedRequest] = {}
-    for p in candidates[:MAX_CANDIDATES]:
-        try:
-            conn, req = _pointers(reader, p, off["response.conn"], off["response.req"])
-        except Unreadable:
-            continue
+    for p, conn, req in _pointers(reader, candidates[:MAX_CANDIDATES], off["response.conn"], off["response.req"]):
         if not conn or conn == p or conn not in live or not req or req in found:
             continue
         try:
@@ -198,9 +196,27 @@ def find_request(reader, binary, pcs: list[int], bounds: list[tuple[int, int]],
     return next(iter(found.values()))
 
 
-def _pointers(reader, p: int, off_conn: int, off_req: int) -> tuple[int, int]:
-    if off_req == off_conn + 8:
-        return struct.unpack("<QQ", reader.read(p + off_conn, 16))
-    (conn,) = struct.unpack("<Q", reader.read(p + off_conn, 8))
-    (req,) = struct.unpack("<Q", reader.read(p + off_req, 8))
-    return conn, req
+def _pointers(reader, candidates: list[int], off_conn: int, off_req: int) -> list[tuple[int, int, int]]:
+    """``(p, *(p + off_conn), *(p + off_req))`` for each candidate that can be read, in one
+    ``process_vm_readv`` when all can (about 35 us for 47 candidates, against 1 ms one by one)."""
+    lo, size = min(off_conn, off_req), abs(off_req - off_conn) + 8
+    at_conn, at_req = off_conn - lo, off_req - lo
+    raws = _read_each(reader, [p + lo for p in candidates], size)
+    return [(p, *struct.unpack_from("<Q", raw, at_conn), *struct.unpack_from("<Q", raw, at_req))
+            for p, raw in zip(candidates, raws, strict=True) if raw]
+
+
+def _read_each(reader, addrs: list[int], size: int) -> list[bytes]:
+    """``size`` bytes at each address, b"" where unmapped: one read for all, halved around a word
+    that only looked like a pointer (a few reads per such word, not one per address)."""
+    if not addrs:
+        return []
+    try:
+        return reader.read_many(addrs, size)
+    except Unreadable as exc:
+        if str(exc) != "bad_address":
+            raise
+        if len(addrs) == 1:
+            return [b""]
+    half = len(addrs) // 2
+    return _read_each(reader, addrs[:half], size) + _read_each(reader, addrs[half:], size)
