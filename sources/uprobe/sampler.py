@@ -29,6 +29,17 @@ and followed silently, unless ``[idle] report_idle = true``. A park is judged on
 read plus a symbol-cache hit per frame (the first judgement of a binary opens its pclntab, a few
 ms), kept out of the per-sample cost that sets the interval.
 
+Which request: the goroutine tier learns it from a probe the sampler does not have, so a
+request-scoped stall's request is found in the parked goroutine's own frames, right after its
+labels and while it is still parked (:mod:`lgf.golang.httpserve`: the ``*response`` that
+``net/http.(*conn).serve`` keeps across the handler's call, validated or refused), and checked
+still parked after. The event carries ``http_method``, ``http_path``,
+``extra["http_request_addr"]`` and, when trace_context capture is on
+(``services.trace_capture``), ``extra["traceparent"]`` read then ("" when it could not be, so
+nothing reads the request later, when its memory may be another's). What was not found is counted
+in ``lgf_sampler_request_missing_total{value,reason}``; what was, in
+``lgf_sampler_requests_found_total``.
+
 What it reports: the park it saw, once it ends (the goroutine tier, attached mid-park, cannot see
 that park's start, so without this report the first stall of an episode would be lost). An
 ``Event`` with ``extra["stall"] = "park"``, ``extra["precision"] = "sampled"`` and
