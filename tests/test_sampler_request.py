@@ -6,8 +6,9 @@ The uprobe source runs with ``goroutine_tier = "on_stall"`` and the host's armin
 the tier's callback (``services.arming.unregister``), so the goroutine tier is never attached and
 every stall here is the sampler's report: what it carries was read from the parked goroutine's
 own frames, nowhere else. Two requests go over one keep-alive connection, so the second is read
-from a ``serve`` frame that served the first a moment before (a stale slot would name the first).
-A stall that serves no request carries none. The only time bounds are liveness deadlines.
+from a ``serve`` frame that served the first a moment before (a stale slot would name the first);
+two held at once on two connections each name their own. A stall that serves no request carries
+none. The only time bounds are liveness deadlines.
 """
 
 from __future__ import annotations
@@ -80,6 +81,10 @@ class KeepAlive:
 
     def release(self) -> None:
         self.app.release()
+        self.join()
+
+    def join(self) -> None:
+        """Until the response came (a release lets any one held handler answer)."""
         self.thread.join(timeout=LIVENESS_S)
         assert not self.thread.is_alive()
 
@@ -120,6 +125,42 @@ def test_a_sampled_stall_carries_its_request_method_path_and_traceparent(bpf_ok,
         assert (ev.http_method, ev.http_path) == ("GET", "/hold")
         assert ev.extra["traceparent"] == traceparent
     assert not missing(ctx) and requests_found(ctx) == 2
+
+
+@pytest.mark.parametrize("version", GO_VERSIONS)
+def test_requests_held_at_once_each_carry_their_own(bpf_ok, go_toolchains, version):
+    """Two handlers parked at the same time, on two connections: each sampled stall names its
+    own request (the one its goroutine printed), never the other's."""
+    exe = build_go(TRACEHTTP, version, ldflags="-X main.copy=sampler-request")
+    src, events, ctx = sampler_only(exe)
+    conns = []
+    try:
+        with TraceHTTP(exe) as app:
+            wait_attached(src, app.pid)
+            before = requests_found(ctx)
+            try:
+                held = {}
+                for traceparent in TRACES:
+                    conns.append(KeepAlive(app))
+                    held[traceparent] = conns[-1].hold(traceparent)
+                poll_until(lambda: requests_found(ctx) >= before + 2 or missing(ctx), LIVENESS_S, 0.02)
+                for _ in conns:
+                    app.release()
+                for conn in conns:
+                    conn.join()
+                for h in held.values():
+                    poll_until(lambda g=h["goid"]: parks_of(events, app.pid, g), LIVENESS_S, 0.02)
+            finally:
+                for conn in conns:
+                    conn.close()
+    finally:
+        src.stop()
+    assert len({h["goid"] for h in held.values()}) == 2
+    for traceparent, h in held.items():
+        (ev,) = parks_of(events, app.pid, h["goid"])
+        assert ev.extra["http_request_addr"] == int(h["req"], 16), (ev.extra, h)
+        assert ev.extra["traceparent"] == traceparent
+    assert not missing(ctx)
 
 
 def test_a_stall_that_serves_no_request_carries_none(bpf_ok, go_toolchains):
