@@ -6,7 +6,8 @@ slow upstream on 127.0.0.1, on Go 1.21, 1.25 and 1.27.
 What a user sees in the JSONL file: each handler stall carries the request's labels; a request
 that carries a traceparent header gives its trace id and span id, and its method and path (from
 the request the goroutine tier recorded: ``extra["http_request_addr"]``); the first stall, seen by
-the sampler before the tier was armed, has labels but no request, so no trace id; a request
+the sampler before the tier was armed, has its labels and its request too (found in the parked
+goroutine's own frames: lgf.golang.httpserve), so its trace id, method and path; a request
 without the header gives an empty trace_id, or only the span a tracing library put in the labels;
 the summary starts with the handler's own frames; ``service`` is the program's name; an alert's
 trace id is its worst stall's.
@@ -127,7 +128,7 @@ def test_handler_stalls_carry_the_requests_trace_labels_and_own_frames(tmp_path,
             # The first stall arms the goroutine tier (the sampler sees it parked, however loaded
             # the host): a /hold handler waits until released. Its event is the sampled one, its
             # labels read by the sampler while it was parked.
-            _line, held = app.hold({"traceparent": TRACEPARENT})
+            held_line, held = app.hold({"traceparent": TRACEPARENT})
             try:
                 run.wait_log("goroutine tier armed", timeout=LIVENESS_S)
             finally:
@@ -177,8 +178,11 @@ def test_handler_stalls_carry_the_requests_trace_labels_and_own_frames(tmp_path,
         worst = by_id[alert["example_event_id"]]
         assert (alert["trace_id"], alert["span_id"]) == (worst["trace_id"], worst["span_id"])
 
-    # The sampler's stall (before the tier was armed) has no request address: no trace id, not a guess.
-    assert (first["trace_id"], first["span_id"]) == ("", "")
+    # The sampler's stall (before the tier was armed): its request, found in the parked
+    # goroutine's own frames, is the one the handler printed, with its trace.
+    assert first["http_request_addr"] == int(held_line["req"], 16), first
+    assert (first["http_method"], first["http_path"]) == ("GET", "/hold")
+    assert (first["trace_id"], first["span_id"], first.get("trace_source")) == (TRACE_ID, PARENT_SPAN_ID, "traceparent")
     # Sent after the goroutine tier was attached ("goroutine tier armed" is logged once it is):
     # the tier saw each traced request begin, so each of their stalls has the request's address
     # and the trace id of its header.

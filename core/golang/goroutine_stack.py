@@ -14,6 +14,16 @@ its own. The chain ends at the goroutine's first frame, whose saved bp is 0 and 
 address is ``runtime.goexit``: a walk that stops earlier (``max_frames``, an unreadable frame)
 is *cut*, and is said to be.
 
+Frames, not only return addresses: a caller that wants to read a frame's local variables (the
+``*response`` that ``net/http.(*conn).serve`` keeps across the handler's call:
+:mod:`lgf.golang.httpserve`) passes ``bounds`` and gets each frame's span. On amd64 a Go frame
+lies below the return address its caller pushed: ``CALL`` pushes it, the prologue pushes the
+caller's bp just under it and points bp there, then drops sp by the frame size. So the frame of
+``pcs[i]`` (i >= 1) holds its locals and outgoing arguments in ``[bp_(i-1) + 16, bp_i)``, where
+``bp_(i-1)`` is its callee's frame pointer (its callee's saved bp and return address fill the 16
+bytes) and ``bp_i`` its own; the innermost frame's is ``[sched.sp, sched.bp)``. The outermost
+frame's end is not known (its saved bp is 0): 0 is given.
+
 Cost: one read per goroutine (batched: one syscall for up to 1024 goroutines).
 """
 
@@ -33,16 +43,21 @@ _TWO = struct.Struct("<QQ")
 
 
 def walk(reader, pc: int, bp: int, sp: int, hi: int, max_frames: int = MAX_WALK_FRAMES,
-         copy: bytes | None = None) -> tuple[list[int], bool]:
+         copy: bytes | None = None, bounds: list[tuple[int, int]] | None = None) -> tuple[list[int], bool]:
     """``(pcs, complete)``: the return addresses of one parked goroutine, innermost first (its
-    saved pc first), and whether the walk reached the end of the frame-pointer chain."""
+    saved pc first), and whether the walk reached the end of the frame-pointer chain. With
+    ``bounds`` (a list), appends ``(lo, hi)`` for each pc: the addresses its frame spans
+    (module docstring; ``hi`` 0 when unknown)."""
     if copy is None and sp and hi > sp:
         try:
             copy = reader.read(sp, min(hi - sp, STACK_READ_MAX))
         except Unreadable:
             copy = None
     pcs = [pc] if pc else []
+    if bounds is not None and pc:
+        bounds.append((sp, bp))
     while pc and bp and len(pcs) < max_frames:
+        callee_bp = bp
         at = bp - sp
         try:
             if copy is not None and 0 <= at <= len(copy) - 16:
@@ -54,13 +69,16 @@ def walk(reader, pc: int, bp: int, sp: int, hi: int, max_frames: int = MAX_WALK_
         if not pc:
             break
         pcs.append(pc)
+        if bounds is not None:
+            bounds.append((callee_bp + 16, bp))
     return pcs, not bp
 
 
-def walk_many(reader, contexts: list[tuple[int, int, int, int]],
-              max_frames: int = MAX_WALK_FRAMES) -> list[tuple[list[int], bool]]:
+def walk_many(reader, contexts: list[tuple[int, int, int, int]], max_frames: int = MAX_WALK_FRAMES,
+              bounds: list[list[tuple[int, int]]] | None = None) -> list[tuple[list[int], bool]]:
     """:func:`walk` for many ``(pc, bp, sp, hi)`` at once: their stacks read in one batch (a
-    goroutine that moved meanwhile makes the batch fail; then each is read on its own)."""
+    goroutine that moved meanwhile makes the batch fail; then each is read on its own).
+    ``bounds``: one list per context, filled as :func:`walk` fills its own."""
     spans = [(sp, min(hi - sp, STACK_READ_MAX)) for _pc, _bp, sp, hi in contexts]
     copies: list[bytes | None] = [None] * len(contexts)
     wanted = [i for i, (sp, n) in enumerate(spans) if sp and n > 0]
@@ -73,6 +91,6 @@ def walk_many(reader, contexts: list[tuple[int, int, int, int]],
                 at += spans[i][1]
         except Unreadable:
             pass  # walk() reads each on its own
-    return [walk(reader, pc, bp, sp, hi, max_frames, copies[i])
+    return [walk(reader, pc, bp, sp, hi, max_frames, copies[i], None if bounds is None else bounds[i])
             for i, (pc, bp, sp, hi) in enumerate(contexts)]
 

@@ -68,14 +68,14 @@ def _offsets_of(binary) -> dict[str, int]:
     return got
 
 
-def read_method_path(reader, binary, req_addr: int) -> tuple[str, str]:
+def read_method_path(reader, binary, req_addr: int, offsets: dict[str, int] | None = None) -> tuple[str, str]:
     """``(method, path)`` of the ``*http.Request`` at ``req_addr`` in ``reader``'s process
     (:class:`lgf.golang.runtime_reader.RuntimeReader`). Raises :class:`Unreadable` when memory
     cannot be read or does not hold a request any more, :class:`UnknownLayout` when the layout
-    is unknown."""
+    is unknown. ``offsets``: ``LAYOUT``'s keys, when the caller worked them out already."""
     if not req_addr:
         raise Unreadable("no_request")
-    off = offsets_of(binary)
+    off = offsets or offsets_of(binary)
     m_ptr, m_len = struct.unpack("<QQ", reader.read(req_addr + off["Request.Method"], 16))
     (url,) = struct.unpack("<Q", reader.read(req_addr + off["Request.URL"], 8))
     if not url or not m_ptr or not 0 < m_len <= MAX_METHOD:

@@ -121,7 +121,8 @@ function runs.
   one pays nothing. The first stall of an episode is seen only by the cheap tier: the sampler,
   which reads unarmed targets' goroutines from outside every ``sample_interval`` (no probe),
   reports a park it saw with ``extra["precision"] = "sampled"`` (a lower bound, within two
-  intervals of the truth).
+  intervals of the truth), and the request it served, found in its own frames
+  (:mod:`lgf.golang.httpserve`).
 
 Attaching is per process (a uprobe with a pid filter costs nothing in other processes running
 the same binary). Targets that are refused (not Go, unknown layout) or that exit mid-trace are

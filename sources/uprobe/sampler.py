@@ -29,6 +29,17 @@ and followed silently, unless ``[idle] report_idle = true``. A park is judged on
 read plus a symbol-cache hit per frame (the first judgement of a binary opens its pclntab, a few
 ms), kept out of the per-sample cost that sets the interval.
 
+Which request: the goroutine tier learns it from a probe the sampler does not have, so a
+request-scoped stall's request is found in the parked goroutine's own frames, right after its
+labels and while it is still parked (:mod:`lgf.golang.httpserve`: the ``*response`` that
+``net/http.(*conn).serve`` keeps across the handler's call, validated or refused), and checked
+still parked after. The event carries ``http_method``, ``http_path``,
+``extra["http_request_addr"]`` and, when trace_context capture is on
+(``services.trace_capture``), ``extra["traceparent"]`` read then ("" when it could not be, so
+nothing reads the request later, when its memory may be another's). What was not found is counted
+in ``lgf_sampler_request_missing_total{value,reason}``; what was, in
+``lgf_sampler_requests_found_total``.
+
 What it reports: the park it saw, once it ends (the goroutine tier, attached mid-park, cannot see
 that park's start, so without this report the first stall of an episode would be lost). An
 ``Event`` with ``extra["stall"] = "park"``, ``extra["precision"] = "sampled"`` and
@@ -76,9 +87,12 @@ from dataclasses import dataclass, field
 
 from lgf import Event
 from lgf.causes import GC_ASSIST_REASON, INTERNAL_WAIT_REASONS
-from lgf.golang import goroutine_stack
+from lgf.errors import TargetRefused
+from lgf.golang import goroutine_stack, httpserve
 from lgf.golang.gobinary import runtime_function_entries
 from lgf.golang.gstatus import G_RUNNABLE, G_SCAN, G_WAITING
+from lgf.golang.httpheader import read_request_headers
+from lgf.golang.httpreq import UnknownLayout
 from lgf.golang.pproflabels import labels_of_g
 from lgf.golang.runtime_reader import RuntimeReader, Unreadable, read_g_fields
 from lgf.idle import Verdict
@@ -125,6 +139,11 @@ class _Park:
     """The goroutine's pprof labels, read while it was parked (the event's ``labels``)."""
     verdict: Verdict | None = None
     """Stall or idle wait (:mod:`lgf.idle`), judged once from its stack when it crossed the threshold."""
+    request: httpserve.ServedRequest | None = None
+    """The HTTP request it serves, found in its frames while it was parked (:mod:`lgf.golang.httpserve`)."""
+    traceparent: str | None = None
+    """That request's ``traceparent`` header, read then ("" when it has none or it could not be
+    read; None when trace_context is off)."""
 
 
 class _Process:
@@ -465,14 +484,17 @@ class GoroutineSampler:
     def _judge_batch(self, pid: int, proc: _Process, crossed: list[tuple[_Park, tuple]], closing: bool) -> bool:
         order = proc.order
         cols = [order.index(n) + 1 for n in ("sched.pc", "sched.bp", "sched.sp", "stack.hi")]
-        walks = goroutine_stack.walk_many(proc.reader, [tuple(row[c] for c in cols) for _p, row in crossed])
+        bounds: list[list[tuple[int, int]]] = [[] for _ in crossed]
+        walks = goroutine_stack.walk_many(proc.reader, [tuple(row[c] for c in cols) for _p, row in crossed],
+                                          bounds=bounds)
         still = self._still_parked(proc, crossed)
         arm = False
         rules = self.services.idle_rules
         if proc.verdicts_of is not rules or len(proc.verdicts) > VERDICTS_KEPT:
             proc.verdicts, proc.verdicts_of = {}, rules  # new [idle] rules (a reload), or too many stacks
         idle_sites: Counter[str] = Counter()
-        for (park, row), (pcs, _complete) in zip(crossed, walks, strict=True):
+        serving: list[tuple[_Park, tuple]] = []
+        for (park, row), (pcs, _complete), frames in zip(crossed, walks, bounds, strict=True):
             if row[0] not in still:  # it ran while its stack was read: that copy proves nothing
                 park.over_threshold = False  # (the next pass sees the park ended: nothing reported)
                 continue
@@ -491,6 +513,8 @@ class GoroutineSampler:
                 continue
             self._count("lgf_sampler_stalls_total")
             park.labels = labels_of_g(proc.reader, proc.target.binary, row[0])  # while still parked
+            if verdict.scope == "request" and self._request(proc, park, pcs, frames, row):
+                serving.append((park, row))
             if not closing:
                 self.log.info("sampler: pid %d: goroutine %d parked (%s%s) for over %.0f ms: arming",
                               pid, park.goid, reason, ", serving a request" if verdict.scope
@@ -501,7 +525,44 @@ class GoroutineSampler:
             self.log.debug("sampler: pid %d: %d goroutines idle (%s)", pid, n, site)
             if self.stats is not None:
                 self.stats.inc("lgf_idle_waits_total", n, source="sampler", site=site)
+        if serving:  # read while parked, or the frame may have been another request's by then
+            still = self._still_parked(proc, serving)
+            for park, row in serving:
+                if row[0] in still:
+                    self._count("lgf_sampler_requests_found_total")
+                else:
+                    park.request = park.traceparent = None
+                    self._count("lgf_sampler_request_missing_total", value="request", reason="ran_meanwhile")
         return arm
+
+    def _request(self, proc: _Process, park: _Park, pcs: list[int], frames: list[tuple[int, int]],
+                 row: tuple) -> bool:
+        """Find the HTTP request a request-scoped stall serves in its own frames, and its
+        ``traceparent`` when trace_context asks for headers (:mod:`lgf.golang.httpserve`); a
+        failure is counted (``lgf_sampler_request_missing_total{value,reason}``), never guessed."""
+        order, binary = proc.order, proc.target.binary
+        stack = (row[order.index("sched.sp") + 1], row[order.index("stack.hi") + 1])
+        try:
+            park.request = httpserve.find_request(proc.reader, binary, pcs, frames, stack)
+        except Unreadable as exc:
+            self._count("lgf_sampler_request_missing_total", value="request", reason=str(exc))
+            return False
+        except UnknownLayout:
+            self._count("lgf_sampler_request_missing_total", value="request", reason="unknown_layout")
+            return False
+        capture = self.services.trace_capture
+        if capture.enabled and capture.headers:
+            # Read now, while the request surely lives; "" on failure, so no one reads it later,
+            # when its memory may be another request's.
+            park.traceparent = ""
+            try:
+                values = read_request_headers(proc.reader, binary, park.request.addr, ["traceparent"])
+                park.traceparent = (values.get("Traceparent") or [""])[0]
+            except Unreadable as exc:
+                self._count("lgf_sampler_request_missing_total", value="traceparent", reason=str(exc))
+            except TargetRefused:  # UnknownMapLayout
+                self._count("lgf_sampler_request_missing_total", value="traceparent", reason="unknown_map_layout")
+        return True
 
     @staticmethod
     def _still_parked(proc: _Process, crossed: list[tuple[_Park, tuple]]) -> set[int]:
@@ -548,10 +609,16 @@ class GoroutineSampler:
         verdict = park.verdict
         if verdict is not None:
             extra.update(verdict.as_extra())
+        req = park.request
+        if req is not None:
+            extra["http_request_addr"] = req.addr
+            if park.traceparent is not None:
+                extra["traceparent"] = park.traceparent
         ev = Event(source="uprobe", pid=pid, comm=target.comm, exe=target.exe, goid=park.goid,
                    go_version=binary.go_version, build_id=binary.build_id, start_ns=park.first_ns,
                    end_ns=park.last_ns, duration_ns=park.last_ns - park.first_ns, wait_reason=reason,
-                   labels=park.labels, pcs=park.pcs, scope=verdict.scope if verdict else "", extra=extra)
+                   labels=park.labels, pcs=park.pcs, scope=verdict.scope if verdict else "", extra=extra,
+                   http_method=req.method if req else "", http_path=req.path if req else "")
         return ev.finish()
 
     def _count(self, name: str, **labels) -> None:
