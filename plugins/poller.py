@@ -26,11 +26,11 @@ from dataclasses import dataclass
 
 from lgf import Component, hookimpl
 from lgf.golang.gstatus import G_WAITING
+from lgf.golang.gtable import goroutine_state_counts
 from lgf.golang.runtime_reader import (
     RuntimeEnricher,
     Samples,
     Unreadable,
-    goroutine_states,
     read_lag_ns,
     runtime_counters,
 )
@@ -98,8 +98,7 @@ class PollerEnricher(RuntimeEnricher):
             io_wait = r.binary.wait_reasons.index("IO wait")
         except ValueError:
             raise Unreadable("no_wait_reasons") from None
-        return sum(1 for status, reason in goroutine_states(r, self.options.max_goroutines)
-                   if status == G_WAITING and reason == io_wait)
+        return goroutine_state_counts(r, self.options.max_goroutines).get((G_WAITING, io_wait), 0)
 
 
 @hookimpl

@@ -32,11 +32,11 @@ from dataclasses import dataclass
 
 from lgf import Component, hookimpl
 from lgf.golang import gstatus as gs
+from lgf.golang.gtable import goroutine_state_counts
 from lgf.golang.runtime_reader import (
     RuntimeEnricher,
     RuntimeReader,
     Unreadable,
-    goroutine_states,
     read_lag_ns,
 )
 from lgf.options import Duration
@@ -134,13 +134,13 @@ class SchedEnricher(RuntimeEnricher):
 
     def _walk_allgs(self, r: RuntimeReader) -> dict:
         counts = {"goroutines": 0, "runnable": 0, "running": 0, "in_syscall": 0, "waiting": 0}
-        for status, _ in goroutine_states(r, self.options.max_goroutines):
+        for (status, _reason), n in goroutine_state_counts(r, self.options.max_goroutines).items():
             if status in G_NOT_LIVE:
                 continue
-            counts["goroutines"] += 1
+            counts["goroutines"] += n
             kind = G_STATUS.get(status)
             if kind:
-                counts[kind] += 1
+                counts[kind] += n
         return counts
 
 

@@ -29,6 +29,7 @@ import struct
 
 import numpy as np
 
+from .gstatus import G_SCAN
 from .runtime_reader import IOV_MAX, Unreadable, read_iovecs
 
 PAGE = 4096
@@ -182,3 +183,19 @@ class GoroutineTable:
         local, remote = self._local[:n], np.empty((n, 2), dtype=np.uint64)
         remote[:, 0], remote[:, 1] = self.pages[chunk], PAGE
         read_iovecs(self.reader, local, remote, n, n * PAGE)
+
+
+def goroutine_state_counts(reader, max_goroutines: int) -> dict[tuple[int, int], int]:
+    """How many goroutine slots of ``runtime.allgs`` are in each ``(status, waitreason)`` now (the
+    sched and poller enrichers' counts): one bulk read of the pages, the table kept with the
+    reader for the next call (its plan costs more than the read at 100,000 goroutines)."""
+    table = reader.cache.get("gtable.states")
+    if table is None or table.max_goroutines != max_goroutines:
+        fields = sorted([("atomicstatus", reader.offset("g", "atomicstatus"), "I"),
+                         ("waitreason", reader.offset("g", "waitreason"), "B")], key=lambda f: f[1])
+        table = reader.cache["gtable.states"] = GoroutineTable(reader, fields, max_goroutines)
+    table.refresh()
+    _idx, cols = table.read()
+    keys = (cols["atomicstatus"] & ~np.uint32(G_SCAN)).astype(np.int64) << 8 | cols["waitreason"]
+    values, counts = np.unique(keys, return_counts=True)
+    return {(int(v) >> 8, int(v) & 0xFF): int(n) for v, n in zip(values, counts, strict=True)}

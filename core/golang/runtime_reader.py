@@ -28,7 +28,6 @@ from collections import deque
 
 from lgf.components import member
 from lgf.errors import TargetRefused
-from lgf.golang.gstatus import G_SCAN
 
 IOV_MAX = 1024
 
@@ -67,6 +66,9 @@ class RuntimeReader:
             raise Unreadable("not_same_process")
         self._mem_fd: int | None = None
         self._lock = threading.Lock()
+        self.cache: dict = {}
+        """What other modules keep about this process with its reader (e.g. ``lgf.golang.gtable``'s
+        table of its goroutines): made once, gone with the reader."""
 
     # -- addresses --------------------------------------------------------------------------
 
@@ -254,17 +256,6 @@ RUN_GAP = 4096
 """Goroutine structs closer than this are read as one range (reading the gap costs less than
 another iovec)."""
 RUN_MAX = 1 << 20
-
-
-def goroutine_states(r: RuntimeReader, max_goroutines: int) -> list[tuple[int, int]]:
-    """``(status, waitreason)`` of every goroutine slot in ``runtime.allgs``.
-
-    Races with the running program: the result is a snapshot, and a slot freed meanwhile reads as
-    garbage or fails (``bad_address``).
-    """
-    fields = [(r.offset("g", "atomicstatus"), "I"), (r.offset("g", "waitreason"), "B")]
-    return [(status & ~G_SCAN, reason)
-            for _g, status, reason in read_g_fields(r, allg_pointers(r, max_goroutines), fields)]
 
 
 def allg_pointers(r: RuntimeReader, max_goroutines: int) -> list[int]:

@@ -81,25 +81,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lgf import Event
 from lgf.causes import GC_ASSIST_REASON, INTERNAL_WAIT_REASONS
-from lgf.errors import TargetRefused
-from lgf.golang import goroutine_stack, httpserve
+from lgf.golang import httpserve
 from lgf.golang.gobinary import runtime_function_entries
 from lgf.golang.gstatus import G_RUNNABLE, G_SCAN, G_WAITING
-from lgf.golang.httpheader import read_request_headers
-from lgf.golang.httpreq import UnknownLayout
-from lgf.golang.pproflabels import labels_of_g
 from lgf.golang.runtime_reader import RuntimeReader, Unreadable, read_g_fields
 from lgf.idle import Verdict
 
 from . import runq
 from .gscan import GoroutineScan
 from .handoff import GoroutineTierView
+from .parkjudge import ParkJudge, binary_path, reason_name
 
 G_FIELDS = (("stack.hi", "Q"), ("atomicstatus", "I"), ("goid", "Q"), ("waitreason", "B"),
             ("trackingSeq", "B"), ("startpc", "Q"), ("sched.sp", "Q"), ("sched.pc", "Q"),
@@ -110,12 +106,6 @@ CPU_BUDGET = 0.08
 """At most this share of one CPU per target: the pages a pass reads are steered to it
 (:meth:`.gscan.GoroutineScan.steer`); a process whose every pass costs more (its followed parks and
 hot pages alone) is sampled less often."""
-
-JUDGE_BATCH = 1024
-"""Parks walked and judged together (one batched read of their stacks)."""
-
-VERDICTS_KEPT = 4096
-"""Distinct (stack, wait reason) verdicts kept per process before the cache starts afresh."""
 
 log = logging.getLogger("lgf.sampler")
 
@@ -220,6 +210,8 @@ class GoroutineSampler:
         self.stats = stats
         self.log = logger or log
         self.report_idle = report_idle
+        self.judge = ParkJudge(services, stats, self.log)
+        """Stall or idle wait, and the request a stall serves (``parkjudge.py``)."""
         self._procs: dict[int, _Process] = {}
         self._runtime_starts: dict[str, frozenset[int]] = {}
         self._lock = threading.Lock()
@@ -256,7 +248,7 @@ class GoroutineSampler:
             self.log.warning("sampler: not sampling pid %d: %s", target.pid, exc)
             return
         try:  # open its symbols now (~10 ms), not in the pass that first judges a park: that
-            _ = self.services.symbolizers.get(_path_of(target)).table  # pass would come late, cutting the park short
+            _ = self.services.symbolizers.get(binary_path(target)).table  # pass would come late, cutting the park short
         except Exception:  # noqa: BLE001 - unreadable: its parks are judged as cut stacks, counted then
             pass
         with self._lock:
@@ -411,7 +403,7 @@ class GoroutineSampler:
         cost = time.thread_time_ns() - t0
         # Judging is paid once per park that crosses the threshold (and the first one opens the
         # binary's symbols): kept out of the per-sample cost that sets the interval.
-        arm = self._judge(pid, proc, crossed, closing) if crossed else False
+        arm = self.judge.judge(pid, proc, crossed, closing) if crossed else False
         for park, row in crossed:  # an idle wait is not followed: its g is read again only if it changes
             if self._silent(park):
                 proc.parks.pop(row[0], None)
@@ -470,123 +462,6 @@ class GoroutineSampler:
             self._count("lgf_duplicate_reports_dropped_total")
         return fresh
 
-    def _judge(self, pid: int, proc: _Process, crossed: list[tuple[_Park, tuple]], closing: bool) -> bool:
-        """Walk and judge the parks that just crossed the threshold (:mod:`lgf.idle`); returns
-        whether one of them is a stall the goroutine tier should be armed for. Idle waits are
-        counted (``lgf_idle_waits_total{source="sampler",site}``), never armed on. In batches of
-        ``JUDGE_BATCH``: a pool of 100,000 workers crossing at once would otherwise hold every
-        stack copy at the same time (200 MB, measured)."""
-        arm = False
-        for i in range(0, len(crossed), JUDGE_BATCH):
-            arm |= self._judge_batch(pid, proc, crossed[i:i + JUDGE_BATCH], closing)
-        return arm
-
-    def _judge_batch(self, pid: int, proc: _Process, crossed: list[tuple[_Park, tuple]], closing: bool) -> bool:
-        order = proc.order
-        cols = [order.index(n) + 1 for n in ("sched.pc", "sched.bp", "sched.sp", "stack.hi")]
-        bounds: list[list[tuple[int, int]]] = [[] for _ in crossed]
-        walks = goroutine_stack.walk_many(proc.reader, [tuple(row[c] for c in cols) for _p, row in crossed],
-                                          bounds=bounds)
-        still = self._still_parked(proc, crossed)
-        arm = False
-        rules = self.services.idle_rules
-        if proc.verdicts_of is not rules or len(proc.verdicts) > VERDICTS_KEPT:
-            proc.verdicts, proc.verdicts_of = {}, rules  # new [idle] rules (a reload), or too many stacks
-        idle_sites: Counter[str] = Counter()
-        serving: list[tuple[_Park, tuple]] = []
-        for (park, row), (pcs, _complete), frames in zip(crossed, walks, bounds, strict=True):
-            if row[0] not in still:  # it ran while its stack was read: that copy proves nothing
-                park.over_threshold = False  # (the next pass sees the park ended: nothing reported)
-                continue
-            park.pcs = pcs
-            reason = _name(proc.reasons, park.reason)
-            # Many goroutines park on one stack (a pool's workers at their loop head, a server's
-            # keep-alive connections): symbolize and judge each stack once (100,000 idle workers:
-            # 7 s of lgf's CPU judged one by one, measured).
-            key = (tuple(pcs), reason)
-            verdict = proc.verdicts.get(key)
-            if verdict is None:
-                verdict = proc.verdicts[key] = rules.judge(self._functions(proc, pcs), reason)
-            park.verdict = verdict
-            if verdict.idle:
-                idle_sites[verdict.site] += 1
-                continue
-            self._count("lgf_sampler_stalls_total")
-            park.labels = labels_of_g(proc.reader, proc.target.binary, row[0])  # while still parked
-            if verdict.scope == "request" and self._request(proc, park, pcs, frames, row):
-                serving.append((park, row))
-            if not closing:
-                self.log.info("sampler: pid %d: goroutine %d parked (%s%s) for over %.0f ms: arming",
-                              pid, park.goid, reason, ", serving a request" if verdict.scope
-                              else ", stack cut" if verdict.cut else "",
-                              park.last_ns / 1e6 - park.first_ns / 1e6)
-                arm = True
-        for site, n in idle_sites.items():
-            self.log.debug("sampler: pid %d: %d goroutines idle (%s)", pid, n, site)
-            if self.stats is not None:
-                self.stats.inc("lgf_idle_waits_total", n, source="sampler", site=site)
-        if serving:  # read while parked, or the frame may have been another request's by then
-            still = self._still_parked(proc, serving)
-            for park, row in serving:
-                if row[0] in still:
-                    self._count("lgf_sampler_requests_found_total")
-                else:
-                    park.request = park.traceparent = None
-                    self._count("lgf_sampler_request_missing_total", value="request", reason="ran_meanwhile")
-        return arm
-
-    def _request(self, proc: _Process, park: _Park, pcs: list[int], frames: list[tuple[int, int]],
-                 row: tuple) -> bool:
-        """Find the HTTP request a request-scoped stall serves in its own frames, and its
-        ``traceparent`` when trace_context asks for headers (:mod:`lgf.golang.httpserve`); a
-        failure is counted (``lgf_sampler_request_missing_total{value,reason}``), never guessed."""
-        order, binary = proc.order, proc.target.binary
-        stack = (row[order.index("sched.sp") + 1], row[order.index("stack.hi") + 1])
-        try:
-            park.request = httpserve.find_request(proc.reader, binary, pcs, frames, stack)
-        except Unreadable as exc:
-            self._count("lgf_sampler_request_missing_total", value="request", reason=str(exc))
-            return False
-        except UnknownLayout:
-            self._count("lgf_sampler_request_missing_total", value="request", reason="unknown_layout")
-            return False
-        capture = self.services.trace_capture
-        if capture.enabled and capture.headers:
-            # Read now, while the request surely lives; "" on failure, so no one reads it later,
-            # when its memory may be another request's.
-            park.traceparent = ""
-            try:
-                values = read_request_headers(proc.reader, binary, park.request.addr, ["traceparent"])
-                park.traceparent = (values.get("Traceparent") or [""])[0]
-            except Unreadable as exc:
-                self._count("lgf_sampler_request_missing_total", value="traceparent", reason=str(exc))
-            except TargetRefused:  # UnknownMapLayout
-                self._count("lgf_sampler_request_missing_total", value="traceparent", reason="unknown_map_layout")
-        return True
-
-    @staticmethod
-    def _still_parked(proc: _Process, crossed: list[tuple[_Park, tuple]]) -> set[int]:
-        """The g addresses among ``crossed`` still in the same park after their stacks were read
-        (same status, goid and trackingSeq): a goroutine that ran meanwhile rewrote its stack,
-        and a walk of it would end early and look like a cut stack, i.e. a stall."""
-        order = proc.order
-        i_status, i_goid, i_seq = (order.index(n) + 1 for n in ("atomicstatus", "goid", "trackingSeq"))
-        try:
-            rows = read_g_fields(proc.reader, [row[0] for _p, row in crossed], proc.fields)
-        except Unreadable:
-            return set()
-        before = {row[0]: row for _p, row in crossed}
-        return {r[0] for r in rows if (r[i_status] & ~G_SCAN) == G_WAITING and r[i_goid] == before[r[0]][i_goid]
-                and r[i_seq] == before[r[0]][i_seq]}
-
-    def _functions(self, proc: _Process, pcs: list[int]) -> list[str]:
-        """Function names of ``pcs`` ([] when the binary cannot be read: judged as a cut stack)."""
-        try:
-            return self.services.symbolize(_path_of(proc.target), pcs, proc.reader.bias)
-        except Exception as exc:  # OSError, PclntabError: no names, so no idle verdict either
-            self._count("lgf_sampler_unsymbolized_total", reason=type(exc).__name__)
-            return []
-
     def _silent(self, park: _Park) -> bool:
         """An idle park that will never be reported (``report_idle = false``)."""
         return park.verdict is not None and park.verdict.idle and not self.report_idle
@@ -598,7 +473,7 @@ class GoroutineSampler:
         if not park.over_threshold or self._silent(park):
             return None
         target, binary = proc.target, proc.target.binary
-        reason = _name(proc.reasons, park.reason)
+        reason = reason_name(proc.reasons, park.reason)
         extra: dict = {"stall": "gc_assist" if reason == GC_ASSIST_REASON else "park",
                        "precision": "sampled", "sample_interval_ns": max(self.interval_ns, proc.interval_ns),
                        "end_before_ns": end_before_ns}
@@ -633,11 +508,3 @@ class GoroutineSampler:
             self.stats.unset(name, pid=pid)
         else:
             self.stats.set(name, value, pid=pid)
-
-
-def _path_of(target) -> str:
-    return target.path or target.exe or f"/proc/{target.pid}/exe"
-
-
-def _name(names: list[str], index: int) -> str:
-    return names[index] if 0 <= index < len(names) else f"reason {index}"
