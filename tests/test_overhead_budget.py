@@ -21,6 +21,8 @@ import pytest
 from lgf.sources.uprobe import UprobeOptions, UprobeSource
 from lgf.sources.uprobe.budget import BURST_S
 from lgf.testing import EventCollector
+from lgf.ui.http import target_costs
+from lgf.ui.page import render_page
 from support.gobuild import GO_VERSIONS, GOAPPS, build_go
 from support.stallfixture import outside_bounds, run_context, wait_attached
 from support.wait import poll_until
@@ -100,6 +102,7 @@ def test_a_service_stalling_every_second_keeps_its_tier_within_the_budget(server
         found = [reported(events, server.pid, r) for r in made]
         end = src.runtime_counters(server.pid)
         periods = src.tier_periods(server.pid)
+        page = render_page({}, [], refresh=0, costs=target_costs([src]))
         pid = server.pid
     finally:
         src.stop()
@@ -121,6 +124,11 @@ def test_a_service_stalling_every_second_keeps_its_tier_within_the_budget(server
     assert len(handback) <= len(made) // 4, f"too many stalls lost at hand-backs: {handback} of {len(made)}"
     precision = ["lost" if ev is None else "sampled" if ev.extra.get("precision") == "sampled" else "exact"
                  for ev in found]
+
+    # The latency page shows what lgf measured of the server: its row, the share and the budget.
+    row = page.split(f'<tr class="cost"><td>{pid}</td>', 1)
+    assert len(row) == 2, "the latency page lists the server's cost"
+    assert f"{100 * BUDGET:.1f} %" in row[1].split("</tr>", 1)[0], row[1][:400]
 
     # What lgf measured: the tier did run (hits counted in BPF), priced at a per-hit cost it knows.
     assert end["tier_hits"] > 0 and "exact" in precision, (end, precision)
