@@ -314,7 +314,7 @@ def _handler_for(server: HttpServer):
                 return
             from .ui.http import respond, wants_html
             if wants_html(url.path, self.headers.get("Accept", ""), url.query):
-                self._send(*respond(server.engine, server.history, url.query))
+                self._send(*respond(server.engine, server.history, url.query, server.sources))
             elif url.path == "/metrics":
                 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
                 self._send(200, generate_latest(server.registry), CONTENT_TYPE_LATEST)

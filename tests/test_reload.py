@@ -42,6 +42,7 @@ pids = {pids}
 [[sources]]
 use = "uprobe"
 goroutine_tier = "on_stall"
+arm_for = "10m"  # the old one-period policy: the tier stays armed however the reloads go
 
 [[classifiers]]
 use = "waitreason"

@@ -13,7 +13,9 @@ and nothing is fetched from elsewhere. Sections, per service (the newest stall f
 - **recent stalls**: time, cause, duration, pid/goroutine, wait reason, trace id, stack.
 
 Then the stall windows (each with its worst stall's stack and trace id when the history still
-has it), the alerts (silenced ones marked) and the silences in force.
+has it), the alerts (silenced ones marked), the silences in force, and what lgf costs each traced
+process (its goroutine tier's estimated share of the process's CPU against the overhead budget,
+measured by lgf: lgf.sources.uprobe.budget).
 
 Cost: one pass over the history per page view (4096 records at most); nothing per event.
 """
@@ -242,6 +244,30 @@ def silences_table(silences: list[dict]) -> str:
     return '<table><tr><th>id</th><th>matchers</th><th>until</th><th>comment</th></tr>' + rows + "</table>"
 
 
+def costs_table(costs: list[dict]) -> str:
+    """lgf's price per traced process, as it measured it (lgf.sources.uprobe.budget): the
+    goroutine tier's estimated cost as a share of the process's CPU against its budget, the share
+    of time it was armed and its probe hits per second (over about the last minute), the per-hit
+    cost measured on this host, and the armings the budget refused."""
+    if not costs:
+        return '<p class="dim">no traced process yet</p>'
+    rows = "".join(
+        f'<tr class="cost"><td>{_e(c["pid"])}</td><td>{_e(c.get("comm", ""))}</td>'
+        f'<td class="num">{100 * c.get("tier_cost_share", 0):.2f} %</td>'
+        f'<td class="num">{_budget(c.get("tier_budget_share", 0))}</td>'
+        f'<td class="num">{100 * c.get("tier_armed_share", 0):.0f} %</td>'
+        f'<td class="num">{c.get("tier_hits_per_second", 0):,.0f}</td>'
+        f'<td class="num">{1e6 * c.get("probe_hit_cost_seconds", 0):.2f} us</td>'
+        f'<td class="num">{int(c.get("tier_arm_refused", 0))}</td></tr>' for c in costs)
+    return ('<table><tr><th>pid</th><th>comm</th><th>estimated cost (share of its CPU)</th><th>budget</th>'
+            '<th>tier armed</th><th>probe hits/s</th><th>per hit</th><th>armings refused</th></tr>'
+            + rows + "</table>")
+
+
+def _budget(share: float) -> str:
+    return f"{100 * share:.1f} %" if share else "none"
+
+
 STYLE = """
 body{font:13px/1.4 system-ui,sans-serif;margin:16px;color:#222;background:#fff}
 h1{font-size:18px;margin:0 0 4px} h2{font-size:15px;margin:18px 0 6px;border-bottom:1px solid #ddd}
@@ -255,8 +281,10 @@ section.service{border:1px solid #ddd;border-radius:6px;padding:8px 12px;margin:
 """
 
 
-def render_page(recent: dict, records: list[dict], now: float | None = None, refresh: int = 5) -> str:
-    """The whole page. ``recent`` is ``AlertEngine.recent()``; ``records`` the history, oldest first."""
+def render_page(recent: dict, records: list[dict], now: float | None = None, refresh: int = 5,
+                costs: list[dict] | None = None) -> str:
+    """The whole page. ``recent`` is ``AlertEngine.recent()``; ``records`` the history, oldest first;
+    ``costs`` what lgf's goroutine tier costs each traced process (:func:`costs_table`)."""
     now = time.time() if now is None else now
     by_service: dict[str, list[dict]] = defaultdict(list)
     for r in records:
@@ -288,5 +316,6 @@ def render_page(recent: dict, records: list[dict], now: float | None = None, ref
     parts += ["<h2>Stall windows</h2>", windows_table(recent.get("windows", []), by_id),
               "<h2>Alerts</h2>", alerts_table(recent.get("alerts", [])),
               "<h2>Silences</h2>", silences_table(recent.get("silences", [])),
+              "<h2>lgf's cost per traced process</h2>", costs_table(costs or []),
               "</body></html>"]
     return "".join(parts)

@@ -30,8 +30,10 @@ FH_REASONS, FH_SLOTS = bpf_constants.FH_REASONS, bpf_constants.FH_SLOTS
 class Metrics:
     """Counters and histograms of one uprobe source's targets (see the module docstring)."""
 
-    def __init__(self, targets: Targets, verdicts, options, stats, log):
+    def __init__(self, targets: Targets, verdicts, options, stats, log, budget=None):
         self.targets, self.verdicts, self.options = targets, verdicts, options
+        self.budget = budget
+        """The goroutine tier's measured cost per target (``lgf.sources.uprobe.budget``), or None."""
         self.stats, self.log = stats, log
         self.retired = RetiredHistograms()
         """Histograms of exited targets, folded by labels (``lgf.histories``)."""
@@ -64,6 +66,8 @@ class Metrics:
             for (p, name), v in values.items():
                 if p == pid and name in out:
                     out[name] = max(v, 0)
+            if self.budget is not None:  # the tier's price, measured: lgf_go_runtime{counter="tier_cost_share"}...
+                out.update(self.budget.counters(pid))
             if "idle_waits" in out:  # loop heads are judged idle in Python (lgf.sources.uprobe.verdict)
                 out["idle_waits"] += self.verdicts.idle_waits.get(pid, 0)
             block = att.program.fast_hist(pid) if att.goroutine_tier_seen else None

@@ -17,6 +17,7 @@ from lgf import Event
 from lgf.errors import TargetRefused
 from lgf.idle import options_of
 
+from .budget import Budget
 from .events import EventPath
 from .metrics import Metrics
 from .options import UprobeOptions
@@ -26,6 +27,7 @@ from .tiers import GoroutineTier
 from .verdict import LoopHeadJudge
 
 log = logging.getLogger("lgf.uprobe")
+HOUSEKEEP_S = 0.25
 
 
 class UprobeSource:
@@ -42,8 +44,9 @@ class UprobeSource:
         self.verdicts = LoopHeadJudge(ctx.services)
         self.events = EventPath(self.targets, self.verdicts, ctx.services, ctx.stats, self.report_idle)
         programs.on_event = self.events.on_ring_event
-        self.tier = GoroutineTier(self.options, self.targets, self.log)
-        self.metrics = Metrics(self.targets, self.verdicts, self.options, ctx.stats, self.log)
+        self.budget = Budget(self.options, self.targets, ctx.stats, self.log)
+        self.tier = GoroutineTier(self.options, self.targets, self.log, budget=self.budget)
+        self.metrics = Metrics(self.targets, self.verdicts, self.options, ctx.stats, self.log, budget=self.budget)
         self.sampler = None
         """The goroutine sampler (lgf.sources.uprobe.sampler), with ``on_stall``."""
         self._watcher = None
@@ -92,8 +95,16 @@ class UprobeSource:
             self.targets.programs.clear()
 
     def _housekeep(self) -> None:
-        """Once a second: disarm expired goroutine tiers and count ring-buffer losses."""
-        while not self._stop.wait(1.0):
+        """Every HOUSEKEEP_S: read the overhead budgets (tier hits, targets' CPU), disarm the
+        goroutine tiers whose slice ended or whose budget ran out, count ring-buffer losses. A
+        quarter second: a budget that runs dry overshoots by at most that much armed time."""
+        if self.options.goroutine_tier == "on_stall" and self.options.arm_for:
+            self.log.warning("uprobe: arm_for is deprecated: each stall arms the goroutine tier for %.0f s and "
+                             "overhead_budget is not enforced; remove it for budgeted slices (arm_slice)",
+                             self.options.arm_for / 1e9)
+        while not self._stop.wait(HOUSEKEEP_S):
+            if self.options.goroutine_tier != "never":
+                self.budget.update()
             self.tier.disarm_expired()
             with self.targets.lock:
                 for prog in self.targets.programs.all():
@@ -134,7 +145,9 @@ class UprobeSource:
     # -- what the host and tests ask ------------------------------------------------------------
 
     def arm(self, pid: int) -> None:
-        """Attach the goroutine tier to ``pid`` for ``arm_for`` now (``goroutine_tier = "on_stall"``)."""
+        """Attach the goroutine tier to ``pid`` for one slice now (``goroutine_tier = "on_stall"``),
+        whatever its budget says (tests, ``lgf inspect``); the housekeeper still disarms it when
+        the slice ends or the budget is spent."""
         self.tier.arm(pid)
 
     def is_attached(self, pid: int) -> bool:
@@ -150,6 +163,27 @@ class UprobeSource:
         with self.targets.lock:
             return {"targets": len(self.targets.attached), "programs": len(self.targets.programs),
                     "armed": self.tier.armed_count()}
+
+    def tier_periods(self, pid: int) -> list[tuple[int, int | None]]:
+        """(on, off) CLOCK_MONOTONIC ns of ``pid``'s last armed slices, the current one last with
+        off None (tests, benches)."""
+        with self.targets.lock:
+            att = self.targets.attached.get(pid)
+            if att is None:
+                return []
+            return list(att.tier_periods) + ([(att.tier_since, None)] if att.tier_since is not None else [])
+
+    def tier_costs(self) -> list[dict]:
+        """What the goroutine tier costs each target, as lgf measured it (the latency page):
+        ``{"pid", "comm", "armed", **budget counters}`` per attached process."""
+        with self.targets.lock:
+            attached = dict(self.targets.attached)
+        out = []
+        for pid, att in sorted(attached.items()):
+            counters = self.budget.counters(pid)
+            if counters:
+                out.append({"pid": pid, "comm": att.target.comm, "armed": att.tier_on(), **counters})
+        return out
 
     def runtime_counters(self, pid: int) -> dict:
         """Netpoller, GC and ring-buffer counters of ``pid`` (a missing key = not measured)."""

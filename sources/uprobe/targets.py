@@ -11,6 +11,7 @@ the source. Everything here runs under :attr:`Targets.lock`.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,9 @@ class Attached:
     tier_since: int | None = None
     """CLOCK_MONOTONIC ns when the goroutine tier was completely attached (None: off or attaching).
     Read by the sampler's thread without the lock, which an attach holds throughout."""
+    tier_periods: deque = field(default_factory=lambda: deque(maxlen=64))
+    """(on, off) CLOCK_MONOTONIC ns of the tier's last armed slices (tests and benches: which
+    stalls fell about a hand-back to the sampler)."""
 
     def tier_on(self) -> bool:
         return TIER_MARK in self.probes

@@ -308,6 +308,28 @@ static __always_inline u32 report_wait(u32 kind, u32 tgid, u32 tid, u64 gp, u64 
  * (C_WAIT_SLOT_REUSED: raise max_goroutines). */
 BPF_TASK_STORAGE(running, struct gkey);
 
+/* The goroutine tier's probe hits per process: lgf's overhead budget (budget.py) prices them.
+ * A uprobe hit costs the target about 1 us in the kernel's trap whatever the program does, so
+ * hits x the per-hit cost measured on this host is the tier's price; counting must add little to
+ * it. Per-CPU maps: no atomic, no cache line bounced between CPUs. on_execute, most of the hits,
+ * counts in an array slot indexed by its process's fast_hists block (cached in the thread's
+ * `running` record: no hash lookup); the other probes, and processes without a block, count in
+ * a per-CPU hash by tgid. Python sums both per process and only ever takes differences. */
+BPF_PERCPU_ARRAY(tier_hits_fast, u64, MAX_HIST_PROCS);
+BPF_PERCPU_HASH(tier_hits, u32, u64, 16384);
+
+static __always_inline void tier_hit(u32 tgid, u32 hslot)
+{
+    u64 *n = hslot ? tier_hits_fast.lookup(&hslot) : tier_hits.lookup(&tgid);
+    if (n) {
+        *n += 1;
+        return;
+    }
+    u64 one = 1; /* a process's first hit on the hash (a race loses one count, never more) */
+    if (!hslot)
+        tier_hits.update(&tgid, &one);
+}
+
 /* struct wait.kind: WAIT_PARK, WAIT_RUNNABLE (-D constants from lgf/bpf/constants.py; 0 = none) */
 struct wait {
     u64 g;
@@ -498,6 +520,7 @@ static __always_inline void made_runnable(u32 tgid, u64 g, u16 from, u64 now)
 /* exitsyscall0(gp) / exitsyscallNoP(gp): exitsyscall found no P; gp goes to the global queue. */
 int on_exitsyscall_slow(struct pt_regs *ctx)
 {
+    tier_hit(bpf_get_current_pid_tgid() >> 32, 0);
     made_runnable(bpf_get_current_pid_tgid() >> 32, ctx->ax, FROM_SYSCALL_EXIT, bpf_ktime_get_ns());
     return 0;
 }
@@ -511,6 +534,7 @@ BPF_HASH(woken, struct gkey, u64, 16384);
 
 int on_injectglist(struct pt_regs *ctx)
 {
+    tier_hit(bpf_get_current_pid_tgid() >> 32, 0);
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
     u64 now = bpf_ktime_get_ns();
     u64 g = 0;
@@ -557,12 +581,15 @@ int on_execute(struct pt_regs *ctx)
     u64 now = bpf_ktime_get_ns();
     struct gkey *state = running.task_storage_get((void *)bpf_get_current_task_btf(), 0,
                                                   BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (!state)
+        tier_hit(k.tgid, 0);
     u32 hslot = 0;
     if (state) {
         if (state->tgid != k.tgid) { /* the thread's first switch: which histogram block */
             struct proc *p = procs.lookup(&k.tgid);
             state->hslot = p ? p->hslot : 0;
         }
+        tier_hit(k.tgid, state->hslot);
         note_switch_out(state, tid, now, k.g, 0);
         state->tgid = k.tgid;
         state->g = k.g;
@@ -596,6 +623,7 @@ int on_execute(struct pt_regs *ctx)
 
 int on_ready(struct pt_regs *ctx)
 {
+    tier_hit(bpf_get_current_pid_tgid() >> 32, 0);
     struct gkey k = {.tgid = bpf_get_current_pid_tgid() >> 32, .g = ctx->ax};
     struct wait *w = wait_slot(k.tgid, k.g);
     if (!w || w->kind != WAIT_PARK || w->g != k.g || w->tgid != k.tgid)
@@ -611,18 +639,21 @@ int on_ready(struct pt_regs *ctx)
 /* gosched_m(gp), goschedguarded_m(gp): runtime.Gosched; gopreempt_m(gp): a preemption. */
 int on_gosched(struct pt_regs *ctx)
 {
+    tier_hit(bpf_get_current_pid_tgid() >> 32, 0);
     made_runnable(bpf_get_current_pid_tgid() >> 32, ctx->ax, FROM_GOSCHED, bpf_ktime_get_ns());
     return 0;
 }
 
 int on_gosched_guarded(struct pt_regs *ctx)
 {
+    tier_hit(bpf_get_current_pid_tgid() >> 32, 0);
     made_runnable(bpf_get_current_pid_tgid() >> 32, ctx->ax, FROM_GOSCHED, bpf_ktime_get_ns());
     return 0;
 }
 
 int on_preempt(struct pt_regs *ctx)
 {
+    tier_hit(bpf_get_current_pid_tgid() >> 32, 0);
     made_runnable(bpf_get_current_pid_tgid() >> 32, ctx->ax, FROM_PREEMPT, bpf_ktime_get_ns());
     return 0;
 }
@@ -630,6 +661,7 @@ int on_preempt(struct pt_regs *ctx)
 /* goschedImpl(gp, preempted bool), where gopreempt_m was inlined: BL is `preempted`. */
 int on_gosched_impl(struct pt_regs *ctx)
 {
+    tier_hit(bpf_get_current_pid_tgid() >> 32, 0);
     made_runnable(bpf_get_current_pid_tgid() >> 32, ctx->ax, (ctx->bx & 0xff) ? FROM_PREEMPT : FROM_GOSCHED,
                   bpf_ktime_get_ns());
     return 0;
@@ -638,12 +670,14 @@ int on_gosched_impl(struct pt_regs *ctx)
 /* At newproc.func1's `CALL runtime.runqput(pp, newg, next)`: RBX = the new goroutine. */
 int on_newproc(struct pt_regs *ctx)
 {
+    tier_hit(bpf_get_current_pid_tgid() >> 32, 0);
     made_runnable(bpf_get_current_pid_tgid() >> 32, ctx->bx, FROM_NEWPROC, bpf_ktime_get_ns());
     return 0;
 }
 
 int on_netpoll(struct pt_regs *ctx)
 {
+    tier_hit(bpf_get_current_pid_tgid() >> 32, 0);
     counter_add(bpf_get_current_pid_tgid() >> 32, C_NETPOLL_CALLS, 1);
     return 0;
 }
@@ -655,11 +689,34 @@ int on_netpoll(struct pt_regs *ctx)
  * that request. Attached only while the goroutine tier is. */
 int on_serve_http(struct pt_regs *ctx)
 {
+    tier_hit(bpf_get_current_pid_tgid() >> 32, 0);
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
     u64 g = ctx->r14;
     struct wait *w = wait_slot(tgid, g);
     if (w && w->g == g && w->tgid == tgid)
         w->http_req = ctx->di;
+    return 0;
+}
+
+/* Calibration, not the tier (budget.py): attached for a moment to a `push %rbp` in lgf's own
+ * process (the instruction every Go probe sits on) to measure what one hit costs on this host.
+ * Besides the trap it does what a typical on_execute does, so the figure prices the tier's work
+ * and not only the trap: the count, a task-storage lookup, one user read of the span of runtime.g
+ * a switch reads (here from the caller's stack), a wait slot's lookup and a histogram add. It
+ * leaves no trace: no slot is written, the histogram is block 0 (never read), and lgf's own count
+ * is deleted after. */
+int on_calibrate(struct pt_regs *ctx)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    tier_hit(tgid, 0);
+    running.task_storage_get((void *)bpf_get_current_task_btf(), 0, 0);
+    u8 span[G_SPAN_LEN];
+    bpf_probe_read_user(span, sizeof(span), (void *)ctx->sp);
+    struct wait *w = wait_slot(tgid, ctx->sp);
+    u32 zero = 0;
+    struct fast_hist *h = fast_hists.lookup(&zero);
+    if (w && h)
+        __sync_fetch_and_add(&h->cells[span[0] & 7], 1);
     return 0;
 }
 
