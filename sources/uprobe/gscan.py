@@ -77,8 +77,8 @@ class GoroutineScan:
     def goroutines(self) -> int:
         return len(self.table.gs)
 
-    def read(self, followed: list[int], every_page: bool, interval_ns: int) -> tuple[list[tuple], dict[int, int], int, int]:
-        """One pass: every page (``every_page``, and a process's first pass), or the pages of the
+    def read(self, followed: list[int], interval_ns: int) -> tuple[list[tuple], dict[int, int], int, int]:
+        """One pass: every page (a process's first pass, or a small process), or the pages of the
         ``followed`` gs, the hot ones and the next cold ones. Returns ``(rows, after, began,
         ended)``: ``rows`` as ``read_g_fields`` makes them (``(g, *fields in order)``) for the gs
         that changed since their last read, are followed, or are runnable; ``after[g]``: when the
@@ -90,7 +90,7 @@ class GoroutineScan:
         follow = table.index_of(followed)
         npages = len(table.pages)
         pages = None
-        if not (every_page or fresh or npages <= self.page_quota):
+        if not (fresh or npages <= self.page_quota):
             hot = np.flatnonzero(self.page_hot_until > refreshed)
             room = max(self.page_quota - 2 * len(follow), MIN_COLD_PAGES)
             if len(hot) > room:  # the most recently changed first
