@@ -12,8 +12,6 @@ long anything took.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import time
 
 import pytest
@@ -23,6 +21,7 @@ from lgf.sources.uprobe.budget import BURST_S
 from lgf.testing import EventCollector
 from lgf.ui.http import target_costs
 from lgf.ui.page import render_page
+from support.goapp import LineProgram
 from support.gobuild import GO_VERSIONS, GOAPPS, build_go
 from support.stallfixture import outside_bounds, run_context, wait_attached
 from support.wait import poll_until
@@ -40,24 +39,6 @@ STALLS = 24
 and the budget to refuse."""
 LIVENESS_S = 120
 """How long to wait for a report before calling lgf hung; nothing is measured by it."""
-
-
-class Server:
-    """One run of tests/goapps/bench_server; ``cmd("lock 120")`` -> its answer line."""
-
-    def __init__(self, exe, *args: str):
-        self.proc = subprocess.Popen([str(exe), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.hello = json.loads(self.proc.stdout.readline())
-        self.pid = self.proc.pid
-
-    def cmd(self, line: str) -> dict:
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module", params=GO_VERSIONS)
@@ -79,7 +60,7 @@ def reported(events, pid: int, res: dict):
 def test_a_service_stalling_every_second_keeps_its_tier_within_the_budget(server_exe):
     # -tick 5ms: a goroutine switching all the time, as a busy service's do, so the armed tier's
     # hits cost the server a real share of its CPU.
-    server = Server(server_exe, "-idle", "4", "-tick", "5ms")
+    server = LineProgram(server_exe, "-idle", "4", "-tick", "5ms")
     src = UprobeSource(UprobeOptions(goroutine_tier="on_stall", overhead_budget=BUDGET, sample_interval=INTERVAL_NS),
                        run_context("50ms", pids=[server.pid]))
     events = EventCollector()

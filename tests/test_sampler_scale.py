@@ -30,6 +30,7 @@ from lgf.sources.uprobe.targets import Targets
 from lgf.sources.uprobe.tiers import GoroutineTier
 from lgf.stats import Stats
 from lgf.testing import EventCollector
+from support.goapp import manyg_stalls
 from support.gobuild import GO_VERSIONS, GOAPPS, build_go
 from support.wait import poll_until
 
@@ -65,15 +66,9 @@ def test_every_stall_of_a_process_with_100000_goroutines_is_found(go, go_toolcha
         record = sampler._procs[proc.pid]
         idle = "loop head: main.main.func1"
         assert poll_until(lambda: stats.get("lgf_idle_waits_total", source="sampler", site=idle) >= WORKERS, 120, 0.2)
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-        made = []
-        for line in proc.stdout:
-            msg = json.loads(line)
-            if msg.get("done"):
-                break
-            made.append(msg)
-            watched = (stats.get("lgf_sampler_goroutines", pid=proc.pid), stats.get("lgf_sampler_unwatched", pid=proc.pid))
+        watched = []  # read while the process lives (its gauges go with it)
+        made = manyg_stalls(proc, lambda _stall: watched.append(
+            (stats.get("lgf_sampler_goroutines", pid=proc.pid), stats.get("lgf_sampler_unwatched", pid=proc.pid))))
         time.sleep(0.5)  # the last park's end: the next passes see it
         table, pages_read, cycle_ns = record.scan.table, record.scan.pages_read, record.scan.cycle_ns
     finally:
@@ -93,6 +88,6 @@ def test_every_stall_of_a_process_with_100000_goroutines_is_found(go, go_toolcha
         assert ev.extra["start_after_ns"] <= stall["begin_ns"] and ev.extra["end_before_ns"] >= stall["end_ns"]
         assert ev.duration_ns >= 50_000_000
     assert stats.get("lgf_idle_waits_total", source="sampler", site=idle) == WORKERS, "each idle worker judged once"
-    assert watched[0] > WORKERS and not watched[1], "watched, counted on /metrics, not named unwatched"
+    assert all(n > WORKERS and not unwatched for n, unwatched in watched), "counted on /metrics, not named unwatched"
     assert 0 < pages_read < len(table.pages) / 2, (pages_read, len(table.pages))
     assert cycle_ns > 0

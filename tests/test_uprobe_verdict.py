@@ -13,8 +13,6 @@ stack, so the kernel and the Python tiers cannot drift apart.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import time
 
 import pytest
@@ -26,6 +24,7 @@ from lgf.idle import IdleOptions, IdleRules
 from lgf.services import Services
 from lgf.sources.uprobe import UprobeOptions, UprobeSource
 from lgf.testing import EventCollector as Collector
+from support.goapp import LineProgram
 from support.gobuild import GO_VERSIONS, GOAPPS, build_go
 from support.stallfixture import outside_bounds, run_context, wait_attached
 
@@ -36,32 +35,13 @@ ARM_WAIT_S = 10
 """How long an arming asked for may take on a loaded host (measured: 13 ms to 1.8 s)."""
 
 
-class Server:
-    """One run of bench_server; ``cmd("poke")`` -> its answer line."""
-
-    def __init__(self, exe, *args: str):
-        self.proc = subprocess.Popen([str(exe), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True)
-        self.hello = json.loads(self.proc.stdout.readline())
-        self.pid = self.proc.pid
-
-    def cmd(self, line: str) -> dict:
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module", params=GO_VERSIONS)
 def server_exe(request, bpf_ok, go_toolchains):
     return build_go(GOAPPS / "bench_server", request.param)
 
 
 def traced(exe, *args: str, **options):
-    server = Server(exe, *args)
+    server = LineProgram(exe, *args)
     src = UprobeSource(UprobeOptions(goroutine_tier="always", **options),
                        run_context(THRESHOLD, pids=[server.pid]))
     events = Collector()
@@ -157,7 +137,7 @@ def test_cut_stack_says_so_and_stays_a_stall(server_exe):
 def test_kernel_idle_verdicts_agree_with_lgf_idle(server_exe):
     """With ``report_idle`` the kernel sends its idle waits too (``verdict = "idle"``): each one's
     symbolized stack must be idle by :meth:`IdleRules.judge` as well."""
-    server = Server(server_exe, "-idle", "2", "-tick", "80ms")
+    server = LineProgram(server_exe, "-idle", "2", "-tick", "80ms")
     ctx = run_context(THRESHOLD, pids=[server.pid])
     ctx.config.sections = {"idle": IdleOptions(report_idle=True)}
     ctx.services = Services.for_config(ctx.config)  # the host makes its services from its config

@@ -113,8 +113,9 @@ function runs.
   bare ``use = "uprobe"`` reports every goroutine stall, as its name promises; the shipped
   plugins.toml chooses ``"on_stall"`` for production hosts and says so.
 - ``"never"``: only the cheap tier (and the tracepoint source's syscalls).
-- ``"on_stall"``: attached to a process for ``arm_for`` (default 60 s) after a cheap tier of any
-  lgf source (this one's stop-the-world, the goroutine sampler of :mod:`lgf.sources.uprobe.sampler`,
+- ``"on_stall"``: attached to a process for a short slice (``arm_slice``, 2 s) while its overhead
+  budget has credit (``overhead_budget``, 2 % of its CPU: :mod:`lgf.sources.uprobe.budget`) after a
+  cheap tier of any lgf source (this one's stop-the-world, the goroutine sampler of :mod:`lgf.sources.uprobe.sampler`,
   the tracepoint source's blocking syscalls) sees a stall there, then detached again. Every cheap
   tier asks through ``ctx.services.arming.notify_stall(pid)``, and the tier arms on a thread of its
   own, one per pid at a time (:mod:`lgf.sources.uprobe.tiers`). A process in trouble gets goroutine detail while the trouble lasts; a healthy
