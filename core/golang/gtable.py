@@ -67,6 +67,8 @@ class GoroutineTable:
         self._by_page = np.zeros(0, dtype=np.int64)
         """g indexes sorted by their first page."""
         self._page_start = np.zeros(1, dtype=np.int64)
+        self._all_pages = self._all_gs = np.zeros(0, dtype=np.int64)
+        self._at_all: list = []
         self._buf = ctypes.create_string_buffer(IOV_MAX * PAGE)
         self._local = np.empty((IOV_MAX, 2), dtype=np.uint64)
         """The buffer's page slots, as (address, length) iovec pairs."""

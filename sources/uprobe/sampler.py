@@ -25,9 +25,10 @@ goroutine tier and is reported (with ``scope``, ``extra["verdict"]``, ``extra["d
 ``extra["stack_cut"]`` when the walk did not reach the start); an
 idle wait (accept loop, keep-alive connection, worker or ticker at its loop head, a main
 goroutine sleeping at start-up...) is counted in ``lgf_idle_waits_total{source="sampler",site}``
-and followed silently, unless ``[idle] report_idle = true``. A park is judged once: about one
-read plus a symbol-cache hit per frame (the first judgement of a binary opens its pclntab, a few
-ms), kept out of the per-sample cost that sets the interval.
+and not followed any more (its g is looked at again only once it changes), unless ``[idle]
+report_idle = true``. A park is judged once (:mod:`.parkjudge`: about one read plus a symbol-cache
+hit per frame; the first judgement of a binary opens its pclntab, a few ms), kept out of the
+per-sample cost that sets the interval.
 
 Which request: the goroutine tier learns it from a probe the sampler does not have, so a
 request-scoped stall's request is found in the parked goroutine's own frames, right after its
@@ -53,8 +54,8 @@ threshold is never invented.
 Never twice, never lost: arming runs on a thread of its own and the sampler goes on sampling
 while the tier attaches (13 ms to 1.8 s measured under load), without any lock the attach holds.
 What the sampler may ask of the tier is :class:`lgf.sources.uprobe.handoff.GoroutineTierView`:
-``since(pid)`` is when the tier became complete. The first pass after it (the hand-off) reads
-every goroutine once: a park the tier holds an open note of, begun since the sample before the
+``since(pid)`` is when the tier became complete. In the first pass after it (the hand-off), a
+park the tier holds an open note of, begun since the sample before the
 sampler first saw it (``park_start``), is the tier's and dropped; every other park is the
 sampler's (kept, or adopted if new). From then on the sampler follows only those gs and adds
 none. A park that ends about the hand-off may still reach both tiers: each report of a park
@@ -100,7 +101,7 @@ from .parkjudge import ParkJudge, binary_path, reason_name
 G_FIELDS = (("stack.hi", "Q"), ("atomicstatus", "I"), ("goid", "Q"), ("waitreason", "B"),
             ("trackingSeq", "B"), ("startpc", "Q"), ("sched.sp", "Q"), ("sched.pc", "Q"),
             ("sched.bp", "Q"))
-"""What one sample reads of each g (one span of about 200 bytes per g)."""
+"""What one sample reads of each g (in pages: :mod:`lgf.golang.gtable`)."""
 
 CPU_BUDGET = 0.08
 """At most this share of one CPU per target: the pages a pass reads are steered to it
@@ -118,7 +119,8 @@ class _Park:
     seq: int
     reason: int
     start_after_ns: int
-    """Start of the previous full sample of the process (0: none): the park began after it."""
+    """When the read of its g before the one that first saw it began (0: unknown): the park
+    began after it."""
     first_ns: int
     """End of the first sample that saw it parked: the park began at or before this."""
     last_ns: int
