@@ -20,11 +20,10 @@ and hands the sampler only the rows of the gs that changed, are followed, or are
 page quota is steered so that a pass costs the sampler's budget (:meth:`GoroutineScan.steer`).
 
 The honest consequence (measured, bench/bench_many_goroutines.py): a goroutine active lately
-that stalls is seen at threshold + one interval whatever the process's size; one that wakes from
-a long idle park in a very big process and stalls at once is seen only if the stall outlasts
-threshold + one cycle (a few seconds at 100,000 goroutines at the default budget here). Before it
-changed nothing could tell it apart from the 100,000 others but reading it; that is the price of
-reading from outside, and the budget's point.
+that stalls is seen at threshold + one interval whatever the process's size; one that wakes from a
+long idle park in a very big process is read in turn, a cycle of the cold pages taking seconds at
+100,000 goroutines. Before it changed nothing read from outside tells it from the 100,000 others:
+the sampler's wake signal (:mod:`.wakes`) does, from inside (its pages are made hot, :meth:`heat`).
 """
 
 from __future__ import annotations
@@ -70,6 +69,8 @@ class GoroutineScan:
         """How long reading every page once takes now: no g goes unread for longer."""
         self.pages_read = 0
         """Pages the latest pass read."""
+        self.rotating = False
+        """Whether the latest pass read some pages only, the cold ones in turn (a big process)."""
         self.refreshed_ns = 0
         """When ``runtime.allgs`` was last read."""
 
@@ -101,6 +102,7 @@ class GoroutineScan:
                                                   (np.arange(cold) + self.cursor) % npages]))
                 self.cursor = (self.cursor + cold) % npages
                 self.cycle_ns = -(-npages // cold) * interval_ns
+        self.rotating = pages is not None
         if pages is None:
             self.cycle_ns = interval_ns
         began = time.monotonic_ns()
@@ -174,6 +176,15 @@ class GoroutineScan:
         if len(idx) and self.last:
             self.last["valid"][idx] = False
             self.page_hot_until[self.table.first_page[idx]] = time.monotonic_ns() + HOT_NS
+
+    def heat(self, gs) -> None:
+        """The pages of the g structs at addresses ``gs`` are hot from now (the wake signal saw
+        them woken, :mod:`.wakes`: what a goroutine does just after it wakes is the question)."""
+        idx = self.table.index_of(gs)
+        if len(idx) and len(self.page_hot_until):
+            until = time.monotonic_ns() + HOT_NS
+            self.page_hot_until[self.table.first_page[idx]] = until
+            self.page_hot_until[self.table.last_page[idx]] = until
 
     def steer(self, cost_ns: int, budget_ns: float) -> None:
         """More pages per pass while passes cost (``cost_ns``, on average) under the budget, fewer

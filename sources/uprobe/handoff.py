@@ -50,6 +50,12 @@ class SampledTier(Protocol):
         """Addresses of the goroutines whose park the sampler holds in ``pid`` (lock-free: called
         while the tier attaches)."""
 
+    def take_over(self, pid: int, parks: dict[int, tuple[int, int]]) -> None:
+        """The tier is about to be detached from ``pid``: the parks it holds open notes of
+        (``g -> (start_ns, wait reason)``), which the sampler follows from their start (a stall
+        in progress when a slice ends is not cut to what is left of it). Called on the tier's
+        thread while its probes are still on, so that a note can be checked still open."""
+
     def claim(self, pid: int, goid: int, start_ns: int, end_ns: int) -> bool:
         """Whether a park of ``goid`` over [``start_ns``, ``end_ns``] is still to be reported (and,
         from now on, reported): False when either tier already reported it."""

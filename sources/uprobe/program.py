@@ -21,7 +21,7 @@ from lgf.errors import TargetRefused
 from lgf.golang.gobinary import runtime_function_entries
 from lgf.idle import LOOP_HEAD_REASONS, NO_CASES_REASON
 
-from . import runnable
+from . import runnable, wakes
 from .probes import goroutine_tier_functions
 
 C_FILE = Path(__file__).with_name("uprobe.c")
@@ -62,6 +62,7 @@ def constants_of(binary, options, threshold_ns: int, report_idle: bool) -> dict[
         "MAX_GOROUTINES": options.max_goroutines,
         "MAX_SITES": options.max_sites,
         **runnable.constants(binary),
+        **wakes.constants(),
         "MAX_HIST_PROCS": MAX_HIST_PROCS,
         "REPORT_IDLE": int(report_idle),
         "REASON_NO_CASES": reasons.index(NO_CASES_REASON) if NO_CASES_REASON in reasons else 255,

@@ -67,8 +67,16 @@ memory is read by the kernel on lgf's CPU. lgf pays per page of g structs read (
 :mod:`lgf.golang.gtable`) plus about 1 ms a pass at 100,000 goroutines; :mod:`.gscan` reads the
 pages where goroutines changed lately every pass and the rest in turn, as many as ``CPU_BUDGET``
 pays for, so a goroutine active lately is seen at threshold + one interval in a process of any
-size, and one waking from a long idle park at threshold + one cycle of the cold pages
-(``lgf_sampler_cycle_seconds{pid}``). A park judged idle is not followed: its g is looked at
+size. One waking from a long idle park in a big process is told by the wake signal
+(:mod:`.wakes`: probes where goroutines are made runnable, paid from the overhead budget): the gs
+woken since the last pass are *watched*, read every pass until they park (or for a threshold),
+and their pages are hot; without it (``wake_signal = false``, or its budget spent) such a
+goroutine is seen at threshold + one cycle of the cold pages (``lgf_sampler_cycle_seconds{pid}``).
+Between two passes of a process sampled less often than ``sample_interval`` (its pages cost),
+*light* passes read only the watched gs and the parks not yet over the threshold, so a park is
+seen crossing it at threshold + one ``sample_interval`` whatever the process's size. When the
+goroutine tier's slice ends, the parks it saw begin and still holds open are followed by the
+sampler from their start (``take_over``), not from its next pass. A park judged idle is not followed: its g is looked at
 again only when it changes, so each idle goroutine is judged once (stacks of the same shape are
 symbolized and judged once, ``VERDICTS_KEPT``). A process with more than
 ``sample_max_goroutines`` is not sampled and is named: in the log and in
@@ -107,6 +115,11 @@ CPU_BUDGET = 0.08
 """At most this share of one CPU per target: the pages a pass reads are steered to it
 (:meth:`.gscan.GoroutineScan.steer`); a process whose every pass costs more (its followed parks and
 hot pages alone) is sampled less often."""
+MAX_WATCHED = 1024
+"""Goroutines woken lately read every pass at most (:meth:`GoroutineSampler._take_wakes`)."""
+WAKE_CPU_BUDGET = 0.03
+"""The same, in a process whose wakes are noted (:mod:`.wakes`): a goroutine that wakes is read at
+the next pass whatever its page, so the pages read in turn are only the safety net."""
 
 log = logging.getLogger("lgf.sampler")
 
@@ -185,6 +198,16 @@ class _Process:
         """What one sample of this process costs, on average (ns of lgf's CPU, EWMA of 1/8)."""
         self.interval_ns = 0
         """This process's sampling interval now (longer than the option's if sampling it is dear)."""
+        self.light_cost_ns = 0
+        """What the light passes since the last pass cost (counted with it against the budget)."""
+        self.taken_over: list[tuple[int, _Park]] = []
+        """Parks the goroutine tier held open when its slice ended (:meth:`GoroutineSampler.take_over`),
+        followed from the sampler's next pass (under the sampler's lock until then)."""
+        self.watch: dict[int, tuple[int, int]] = {}
+        """g address -> (read it every pass until then, it began what it does now after then):
+        the goroutines the wake signal saw woken lately that have not parked since."""
+        self.wakes_taken_ns = 0
+        """When the wake signal was last read for this process (0: never)."""
 
 
 class GoroutineSampler:
@@ -200,7 +223,7 @@ class GoroutineSampler:
 
     def __init__(self, interval_ns: int, threshold_ns: int, *, tier: GoroutineTierView, services,
                  emit: Callable[[Event], None], max_goroutines: int = 1_000_000, ignore_reasons=(),
-                 report_idle: bool = False, stats=None, logger=None):
+                 report_idle: bool = False, stats=None, logger=None, wakes=None):
         self.interval_ns = interval_ns
         self.max_goroutines = max_goroutines
         self.threshold_ns = threshold_ns
@@ -212,6 +235,9 @@ class GoroutineSampler:
         self.stats = stats
         self.log = logger or log
         self.report_idle = report_idle
+        self.wakes = wakes
+        """Which goroutines woke since the last pass, in big processes (``wakes.WakeSignal``;
+        None: ``wake_signal`` off)."""
         self.judge = ParkJudge(services, stats, self.log)
         """Stall or idle wait, and the request a stall serves (``parkjudge.py``)."""
         self._procs: dict[int, _Process] = {}
@@ -287,10 +313,16 @@ class GoroutineSampler:
             procs = list(self._procs.items())
         for pid, proc in procs:
             t0 = time.monotonic_ns()
-            if t0 < proc.next_ns:
-                continue
             try:
+                if t0 < proc.next_ns:
+                    if self._light_due(pid, proc):
+                        proc.light_cost_ns += self._sample(pid, proc, light=True) or 0
+                    continue
                 cost = self._sample(pid, proc)
+                if cost is None:  # the tier is on and nothing was read: no news of the price
+                    proc.next_ns = t0 + self.interval_ns
+                    continue
+                cost, proc.light_cost_ns = cost + proc.light_cost_ns, 0
                 if proc.first_pass:  # every g new: a one-off (~0.5 s at 100,000), not the pace;
                     proc.first_pass = False
                     proc.next_ns = t0 + self.interval_ns
@@ -301,8 +333,11 @@ class GoroutineSampler:
                 # ... nor one pass that follows a burst of new parks (a pool of 100,000 workers all
                 # parking at once: 0.5 s once): a pass counts for at most 4 times the usual.
                 proc.cost_ns = (proc.cost_ns * 7 + min(cost, 4 * max(proc.cost_ns, self.interval_ns // 100))) // 8
-                proc.scan.steer(proc.cost_ns, CPU_BUDGET * self.interval_ns)
-                proc.interval_ns = max(self.interval_ns, int(proc.cost_ns / CPU_BUDGET))
+                budget = WAKE_CPU_BUDGET if self.wakes is not None and self.wakes.on(pid) else CPU_BUDGET
+                proc.scan.steer(proc.cost_ns, budget * self.interval_ns)
+                proc.interval_ns = max(self.interval_ns, int(proc.cost_ns / budget))
+                if self.wakes is not None and proc.scan.rotating:  # (for good: allgs never shrinks)
+                    self.wakes.want(pid)
                 proc.next_ns = t0 + proc.interval_ns - self.interval_ns // 4  # due at the pass nearest
                 self._gauge("lgf_sampler_goroutines", proc.scan.goroutines, pid)
                 self._gauge("lgf_sampler_cycle_seconds", proc.scan.cycle_ns / 1e9, pid)
@@ -326,15 +361,67 @@ class GoroutineSampler:
 
     # -- one process --------------------------------------------------------------------------
 
-    def _sample(self, pid: int, proc: _Process) -> int:
+    def take_over(self, pid: int, parks: dict[int, tuple[int, int]]) -> None:
+        """The goroutine tier's open parks in ``pid`` as its slice ends (``g -> (start_ns,
+        reason)``; see :class:`lgf.sources.uprobe.handoff.SampledTier`). A note is taken only if
+        its goroutine is parked now and the note is still open after that read (the tier's
+        probes are still on: a park that ended and another that began since would show), so the
+        park followed is the one the tier saw begin, dated from its start."""
+        proc = self._procs.get(pid)
+        if proc is None or not parks:
+            return
+        began = time.monotonic_ns()
+        try:
+            rows = read_g_fields(proc.reader, list(parks), proc.fields)
+        except Unreadable:
+            return
+        order = proc.order
+        i_status, i_goid, i_reason = (order.index(n) + 1 for n in ("atomicstatus", "goid", "waitreason"))
+        i_seq = order.index("trackingSeq") + 1
+        taken = []
+        for row in rows:
+            g = row[0]
+            start, _reason = parks[g]
+            if row[i_status] & ~G_SCAN != G_WAITING or row[i_reason] in proc.skipped:
+                continue
+            if self.tier.park_start(pid, g) != start:
+                continue  # ended meanwhile (or another began): the tier reports or saw it
+            taken.append((g, _Park(row[i_goid], row[i_seq], row[i_reason], start, start, began)))
+        with self._lock:
+            proc.taken_over.extend(taken)
+
+    def _light_due(self, pid: int, proc: _Process) -> bool:
+        """Whether a light pass (:meth:`_sample` with ``light``) is worth making between two
+        passes of a process sampled less often than ``sample_interval``: it follows parks not yet
+        over the threshold, or its wakes are noted."""
+        if proc.first_pass or self.tier.since(pid) is not None:
+            return False
+        if proc.light_cost_ns > CPU_BUDGET * (time.monotonic_ns() - proc.last_full_ns):
+            return False  # (light passes are paid from the same budget: a busy process waits)
+        return (self.wakes is not None and self.wakes.on(pid)) or any(
+            not park.over_threshold for park in proc.parks.values())
+
+    def _sample(self, pid: int, proc: _Process, light: bool = False) -> int | None:
         """One sample of ``pid``; returns what reading and decoding it cost (ns), which leaves
         out judging the parks that crossed the threshold, arming the tier and emitting events
-        (done after)."""
+        (done after); None when the tier is on and nothing was read.
+
+        ``light``: between two passes of a process sampled less often than ``sample_interval``
+        (a big one: its pages cost), read only the gs of the parks not yet over the threshold and
+        those whose wakes were noted since (:mod:`.wakes`), one small read: a park that begins
+        is seen at the next ``sample_interval`` and its threshold crossing at the one after it,
+        whatever the process's size (a park of threshold + 50 ms was missed when passes were
+        40 ms apart)."""
         # CPU time of this thread, not wall time: the cost sets the interval against CPU_BUDGET,
         # and wall time would count waits for the GIL or a lock as work done.
         t0 = time.thread_time_ns()
         since = self.tier.since(pid)
         closing = since is not None
+        if proc.taken_over and not closing:
+            with self._lock:
+                taken, proc.taken_over = proc.taken_over, []
+            for g, park in taken:
+                proc.parks.setdefault(g, park)  # (one the sampler follows already is its own)
         for ev in runq.follow(pid, proc, self.threshold_ns, self._arm) if closing else ():  # runq.py
             self.emit(ev)
         handoff = False
@@ -350,14 +437,24 @@ class GoroutineSampler:
                 proc.handoff_since = since
                 rows, after, began, ended = self._read(proc)
             elif not proc.parks:
-                return 0
+                return None
             else:
                 began = time.monotonic_ns()
                 rows, after = read_g_fields(proc.reader, list(proc.parks), proc.fields), {}
                 ended = time.monotonic_ns()
+        elif light:
+            self._take_wakes(pid, proc)
+            gs = [g for g, park in proc.parks.items() if not park.over_threshold or g in proc.watch]
+            gs += [g for g in proc.watch if g not in proc.parks]
+            if not gs:
+                return time.thread_time_ns() - t0
+            began = time.monotonic_ns()
+            rows = read_g_fields(proc.reader, gs, proc.fields)
+            ended = time.monotonic_ns()
+            after = {g: a for g, (_until, a) in proc.watch.items()}
         else:
             rows, after, began, ended = self._read(proc)
-        self._count("lgf_sampler_samples_total")
+        self._count("lgf_sampler_light_samples_total" if light else "lgf_sampler_samples_total")
         order = proc.order
         i_status, i_goid, i_reason = (order.index(n) + 1 for n in ("atomicstatus", "goid", "waitreason"))
         i_seq, i_start = order.index("trackingSeq") + 1, order.index("startpc") + 1
@@ -401,7 +498,7 @@ class GoroutineSampler:
         for g, park in woken:
             if not self.tier.holds_runnable(pid, g, park.last_ns):
                 runq.adopt(proc, g, park.goid, park.seq, park.last_ns, ended)
-        if not closing:
+        if not closing and not light:
             proc.last_full_ns = began
             done += runq.observe(pid, proc, rows, began, ended, self.threshold_ns, self._arm,  # waits for a P
                                  after=after)
@@ -421,8 +518,33 @@ class GoroutineSampler:
 
     def _read(self, proc: _Process) -> tuple[list[tuple], dict[int, int], int, int]:
         """This pass's rows of ``proc`` (:meth:`lgf.sources.uprobe.gscan.GoroutineScan.read`)."""
-        followed = list(proc.parks) + (list(proc.runq.queued) if proc.runq else [])
-        return proc.scan.read(followed, max(self.interval_ns, proc.interval_ns))
+        self._take_wakes(proc.target.pid, proc)
+        followed = list(proc.parks) + (list(proc.runq.queued) if proc.runq else []) + list(proc.watch)
+        rows, after, began, ended = proc.scan.read(followed, max(self.interval_ns, proc.interval_ns))
+        for g, (_until, woke_after) in proc.watch.items():  # the later of the two lower bounds
+            if g in after and woke_after > after[g]:
+                after[g] = woke_after
+        return rows, after, began, ended
+
+    def _take_wakes(self, pid: int, proc: _Process) -> None:
+        """The goroutines woken since the wake signal was last read are watched (read every pass,
+        their pages hot) for ``threshold`` or until they park; a park seen then began after that
+        last read."""
+        if self.wakes is None:
+            return
+        now = time.monotonic_ns()
+        if proc.watch:
+            proc.watch = {g: w for g, w in proc.watch.items() if w[0] > now}
+        woken = self.wakes.take(pid)
+        before, proc.wakes_taken_ns = proc.wakes_taken_ns, now
+        if woken is None or not len(woken):
+            return
+        proc.scan.heat(woken)
+        until = now + self.threshold_ns
+        for g in woken.tolist()[-MAX_WATCHED:]:
+            proc.watch[g] = (until, before)
+        if len(proc.watch) > MAX_WATCHED:  # the latest woken first: a busy process's others wait their page's turn
+            proc.watch = dict(list(proc.watch.items())[-MAX_WATCHED:])
 
     def _flush(self, pid: int, proc: _Process) -> None:
         """The process is gone: report the stalls it had over the threshold, which no later pass

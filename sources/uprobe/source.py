@@ -25,6 +25,7 @@ from .program import Programs
 from .targets import Targets
 from .tiers import GoroutineTier
 from .verdict import LoopHeadJudge
+from .wakes import WakeSignal
 
 log = logging.getLogger("lgf.uprobe")
 HOUSEKEEP_S = 0.25
@@ -49,6 +50,8 @@ class UprobeSource:
         self.metrics = Metrics(self.targets, self.verdicts, self.options, ctx.stats, self.log, budget=self.budget)
         self.sampler = None
         """The goroutine sampler (lgf.sources.uprobe.sampler), with ``on_stall``."""
+        self.wakes = WakeSignal(self.targets, self.budget, ctx.stats, self.log)
+        """Which goroutines woke, for the sampler of big processes (``wake_signal``)."""
         self._watcher = None
         self._stop = threading.Event()
         self._housekeeper: threading.Thread | None = None
@@ -66,7 +69,8 @@ class UprobeSource:
                 self.options.sample_interval, self.threshold_ns, tier=self.tier, services=self.ctx.services,
                 emit=emit, max_goroutines=self.options.sample_max_goroutines,
                 ignore_reasons=self.options.sample_ignore_reasons, report_idle=self.report_idle,
-                stats=self.ctx.stats, logger=self.log)
+                stats=self.ctx.stats, logger=self.log,
+                wakes=self.wakes if self.options.wake_signal and self.budget.enabled else None)
             self.tier.sampler = self.events.sampler = self.sampler
             self.sampler.start()
         self._watcher = ProcessWatcher(self.ctx.config.targets, self._on_start, self._on_exit,
@@ -106,6 +110,8 @@ class UprobeSource:
             if self.options.goroutine_tier != "never":
                 self.budget.update()
             self.tier.disarm_expired()
+            if self.sampler is not None and self.sampler.wakes is not None:
+                self.wakes.sync()
             with self.targets.lock:
                 for prog in self.targets.programs.all():
                     self.metrics.collect_lost(prog)
@@ -136,6 +142,7 @@ class UprobeSource:
             if target.pid not in self.targets.attached:
                 return
             self.metrics.retire(target.pid)  # its counts join its service's series (lgf.histories)
+            self.wakes.forget(target.pid)
             self.targets.drop(target.pid)
             if self.sampler is not None:
                 self.sampler.remove(target.pid)

@@ -33,7 +33,7 @@ from lgf.bpf import constants as bpf_constants
 
 from .budget import Budget
 from .handoff import SampledTier
-from .probes import TIER_REQUIRED, goroutine_probes
+from .probes import TIER_REQUIRED, WAKE_PROBES, goroutine_probes
 from .targets import Attached, Targets
 
 
@@ -107,6 +107,9 @@ class GoroutineTier:
         # a keep-alive read noted before a disarm ended on a reused g as a 2 s "stall" after the
         # next arming), including the parks the sampler holds and reports itself.
         self._forget_all_waits(att)
+        # The wake signal's probes sit where the tier's do (BCC would name both alike), and the
+        # tier's note the wakes themselves: lgf.sources.uprobe.wakes re-attaches them after.
+        self.targets.detach_probes(att, [fn for _f, fn in WAKE_PROBES])
         # sched_switch first: a park the tier notes is then noted when it begins (a thread that
         # goes idle after its goroutine parks would otherwise note it late, at its next execute).
         self.targets.sync_sched_switch(att.program, attaching=True)
@@ -130,6 +133,18 @@ class GoroutineTier:
             slot.kind = 0
             waits[key] = slot
 
+    @staticmethod
+    def _open_parks(att: Attached) -> dict[int, tuple[int, int]]:
+        """``g -> (start_ns, wait reason)`` of every park of ``att``'s process the tier holds an
+        open note of (one batch read of the slots, as :meth:`_forget_all_waits`)."""
+        waits, pid = att.program.bpf[b"waits"], att.target.pid
+        try:
+            slots = waits.items_lookup_batch()
+        except Exception:  # noqa: BLE001 - a kernel without batch lookups: the slow walk
+            slots = waits.items()
+        return {int(v.g): (int(v.start_ns), int(v.reason) & 0xFF) for _k, v in slots
+                if v.tgid == pid and v.kind == bpf_constants.WAIT_PARK}
+
     def disarm_expired(self) -> None:
         """Detach the goroutine tier of every process whose slice ended or whose budget ran out
         (the housekeeper, a few times a second, just after the budget was read)."""
@@ -145,6 +160,8 @@ class GoroutineTier:
                     # is sent once (the claim, lgf.sources.uprobe.handoff).
                     if att.tier_since is not None:
                         att.tier_periods.append((att.tier_since, time.monotonic_ns()))
+                        if self.sampler is not None:  # its parks in progress go on being followed
+                            self.sampler.take_over(pid, self._open_parks(att))
                     att.tier_since = None
                     self.targets.detach_probes(att, [fn for _, fn in goroutine_probes(self.options)])
                     self.targets.sync_sched_switch(att.program)

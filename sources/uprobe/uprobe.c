@@ -330,6 +330,34 @@ static __always_inline void tier_hit(u32 tgid, u32 hslot)
         tier_hits.update(&tgid, &one);
 }
 
+/* ---- the sampler's wake signal (lgf.sources.uprobe.wakes) ----------------------------------
+ * In a process of 100,000 goroutines the sampler reads every pass the pages of the gs that changed
+ * lately, and the others in turn, seconds apart: a goroutine idle since start-up that wakes and
+ * stalls at once was seen only at its page's turn. These probes note each goroutine made runnable
+ * (ready, the netpoller's injectglist, a new goroutine) in its process's ring, one per CPU; the
+ * sampler reads the ring every pass and those gs' pages at once. A process has a ring only while
+ * wakes.py listens to it (WAKE_PROCS at most); the hits are counted with the tier's, so the
+ * overhead budget pays for them. WAKE_SLOTS (a power of two) comes as a -D constant. */
+struct wake_ring {
+    u64 head;           /* wakes noted on this CPU so far: the latest is at (head - 1) % WAKE_SLOTS */
+    u64 g[WAKE_SLOTS];
+};
+BPF_PERCPU_HASH(wakes, u32, struct wake_ring, WAKE_PROCS);
+
+static __always_inline void note_wake(struct wake_ring *r, u64 g)
+{
+    u64 i = r->head; /* per CPU, and a BPF program is not preempted by another on its CPU here */
+    r->g[i & (WAKE_SLOTS - 1)] = g;
+    r->head = i + 1;
+}
+
+static __always_inline void note_wake_of(u32 tgid, u64 g)
+{
+    struct wake_ring *r = wakes.lookup(&tgid);
+    if (r)
+        note_wake(r, g);
+}
+
 /* struct wait.kind: WAIT_PARK, WAIT_RUNNABLE (-D constants from lgf/bpf/constants.py; 0 = none) */
 struct wait {
     u64 g;
@@ -539,7 +567,10 @@ int on_injectglist(struct pt_regs *ctx)
     u64 now = bpf_ktime_get_ns();
     u64 g = 0;
     bpf_probe_read_user(&g, sizeof(g), (void *)ctx->ax);
+    struct wake_ring *r = wakes.lookup(&tgid);
     for (int i = 0; i < MAX_INJECT && g; i++) {
+        if (r)
+            note_wake(r, g);
         struct gkey k = {.tgid = tgid, .g = g};
         struct wait *w = wait_slot(tgid, g);
         if (w && w->g == g && w->tgid == tgid && w->kind == WAIT_PARK)
@@ -625,6 +656,7 @@ int on_ready(struct pt_regs *ctx)
 {
     tier_hit(bpf_get_current_pid_tgid() >> 32, 0);
     struct gkey k = {.tgid = bpf_get_current_pid_tgid() >> 32, .g = ctx->ax};
+    note_wake_of(k.tgid, k.g);
     struct wait *w = wait_slot(k.tgid, k.g);
     if (!w || w->kind != WAIT_PARK || w->g != k.g || w->tgid != k.tgid)
         return 0;
@@ -671,6 +703,7 @@ int on_gosched_impl(struct pt_regs *ctx)
 int on_newproc(struct pt_regs *ctx)
 {
     tier_hit(bpf_get_current_pid_tgid() >> 32, 0);
+    note_wake_of(bpf_get_current_pid_tgid() >> 32, ctx->bx);
     made_runnable(bpf_get_current_pid_tgid() >> 32, ctx->bx, FROM_NEWPROC, bpf_ktime_get_ns());
     return 0;
 }
@@ -695,6 +728,42 @@ int on_serve_http(struct pt_regs *ctx)
     struct wait *w = wait_slot(tgid, g);
     if (w && w->g == g && w->tgid == tgid)
         w->http_req = ctx->di;
+    return 0;
+}
+
+/* The wake signal's own probes, on while the goroutine tier is off (wakes.py): the tier's
+ * on_ready, on_injectglist and on_newproc note wakes too, at the same places. */
+int on_wake_ready(struct pt_regs *ctx)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    tier_hit(tgid, 0);
+    note_wake_of(tgid, ctx->ax);
+    return 0;
+}
+
+int on_wake_newproc(struct pt_regs *ctx)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    tier_hit(tgid, 0);
+    note_wake_of(tgid, ctx->bx);
+    return 0;
+}
+
+/* injectglist(glist *gList): the list's goroutines (at most MAX_INJECT), gList.head then g.schedlink. */
+int on_wake_inject(struct pt_regs *ctx)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    tier_hit(tgid, 0);
+    struct wake_ring *r = wakes.lookup(&tgid);
+    if (!r)
+        return 0;
+    u64 g = 0;
+    bpf_probe_read_user(&g, sizeof(g), (void *)ctx->ax);
+    for (int i = 0; i < MAX_INJECT && g; i++) {
+        note_wake(r, g);
+        if (bpf_probe_read_user(&g, sizeof(g), (void *)(g + G_SCHEDLINK)) < 0)
+            break;
+    }
     return 0;
 }
 

@@ -1,0 +1,177 @@
+"""The sampler's wake signal: which goroutines became runnable since the sampler's last pass.
+
+Why: in a process of 100,000 goroutines the sampler (``sampler.py``) cannot read every g struct
+every pass (11,000 pages: about 35 ms here); it reads the pages where something changed lately
+and the others in turn (``gscan.py``), a turn taking seconds. A goroutine idle since start-up that
+wakes and stalls at once (a worker handed its first job, a connection's first request) was seen
+only when its page's turn came: 6 to 9 of 10 such stalls of 100 ms were reported at 100,000
+goroutines. Nothing read from outside tells which of 100,000 idle goroutines just woke; the
+runtime's own scheduler does, at the functions that make a goroutine runnable.
+
+So, in a process big enough that the sampler reads its pages in turn, three uprobes (uprobe.c's
+``on_wake_ready``, ``on_wake_inject``, ``on_wake_newproc``: ``runtime.ready``, the netpoller's
+``injectglist`` and a new goroutine's ``runqput``) write each woken g's address into a ring of
+``WAKE_SLOTS`` per CPU (the ``wakes`` map, an entry per listened process). Every pass the
+sampler takes the gs noted since its last (:meth:`WakeSignal.take`) and reads their pages first:
+a goroutine that wakes from a cold page is read within one interval, whatever the process's size.
+The cold pages are still read in turn, at a smaller share of the budget
+(``sampler.WAKE_CPU_BUDGET``): they are the safety net for what the probes do not see (a goroutine
+back from a blocking syscall on exitsyscall's fast path, one running for a long time before it
+parks).
+
+Cost: a uprobe hit per wake, in the target (about 1-2 us here), counted with the goroutine tier's
+hits, so the overhead budget (``budget.py``) pays for them: a process whose wakes spend its
+credit loses the wake signal (and its tier arming) until the credit is back, and the sampler
+falls back on the turn of the cold pages. A big mostly idle process, where the problem is, wakes
+a few times a second and pays almost nothing. While the goroutine tier is on, its own probes
+(``on_ready``, ``on_injectglist``, ``on_newproc``, at the same places) note the wakes, and these
+are detached (BCC names a probe by binary, address and pid: two on one place would collide).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from .probes import WAKE_PROBES
+
+WAKE_SLOTS = 256
+"""Wakes kept per CPU between two passes (12,800 a second per CPU at a 20 ms pass); more are
+lost (counted: ``lgf_sampler_wakes_lost_total``) and left to the turn of the cold pages."""
+WAKE_PROCS = 256
+"""Processes listened to at once (the map's entries: 2 KiB a CPU each, preallocated)."""
+RETRY_S = 10.0
+"""After the budget took the signal away, ask again no sooner than this (attaching costs lgf
+about 0.1 s a probe on a loaded host)."""
+
+
+def constants() -> dict[str, int]:
+    """uprobe.c's -D constants for the ``wakes`` map."""
+    return {"WAKE_SLOTS": WAKE_SLOTS, "WAKE_PROCS": WAKE_PROCS}
+
+
+class WakeSignal:
+    """Which processes have the wake probes (the sampler asks, :meth:`want`; the housekeeper
+    attaches and detaches, :meth:`sync`) and what they noted (:meth:`take`, on the sampler's
+    thread)."""
+
+    def __init__(self, targets, budget, stats, log):
+        self.targets, self.budget, self.stats, self.log = targets, budget, stats, log
+        self._wanted: set[int] = set()
+        self._on: dict[int, np.ndarray] = {}
+        """pid -> the per-CPU heads the last :meth:`take` read up to (pids whose ring exists)."""
+        self._refused_at: dict[int, float] = {}
+        """pid -> when the budget took its signal away (asked again after ``RETRY_S``)."""
+        self._unprobeable: set[int] = set()
+        """Pids whose binary lacks a place for one of the probes: never asked again."""
+        self._lock = threading.Lock()
+
+    # -- the sampler's side -----------------------------------------------------------------------
+
+    def want(self, pid: int) -> None:
+        """The sampler reads ``pid``'s pages in turn: note its wakes (until it exits)."""
+        with self._lock:
+            self._wanted.add(pid)
+
+    def on(self, pid: int) -> bool:
+        """Whether ``pid``'s wakes are noted now (its ring exists and its probes are attached)."""
+        return pid in self._on
+
+    def take(self, pid: int) -> np.ndarray | None:
+        """The gs of ``pid`` woken since the last call (addresses, unsorted, maybe repeated), or
+        None when its wake signal is off. Wakes lost to a full ring are counted."""
+        heads = self._on.get(pid)
+        att = self.targets.attached.get(pid)
+        if heads is None or att is None:
+            return None
+        try:
+            table = att.program.bpf[b"wakes"]
+            raw = table[table.Key(pid)]
+        except Exception:  # noqa: BLE001 - detached or gone meanwhile: nothing noted
+            return None
+        rings = np.frombuffer(raw, dtype=np.uint64).reshape(-1, 1 + WAKE_SLOTS)
+        now = rings[:, 0].copy()
+        new = (now - heads).astype(np.int64)
+        lost = int(np.clip(new - WAKE_SLOTS, 0, None).sum())
+        if lost:
+            self.stats.inc("lgf_sampler_wakes_lost_total", lost)
+        out = [rings[cpu, 1 + (np.arange(head - min(n, WAKE_SLOTS), head) % WAKE_SLOTS)]
+               for cpu, (head, n) in enumerate(zip(now.tolist(), new.tolist(), strict=True)) if n > 0]
+        self._on[pid] = now
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.uint64)
+
+    # -- the housekeeper's side -------------------------------------------------------------------
+
+    def sync(self) -> None:
+        """Listen to the processes the sampler wants while their budget has credit, and keep
+        the wake probes on those whose goroutine tier is off (the housekeeper, after the
+        budget's update)."""
+        now = time.monotonic()
+        with self.targets.lock:
+            with self._lock:
+                wanted = set(self._wanted)
+            for pid, att in list(self.targets.attached.items()):
+                listen = pid in wanted and not self.budget.exhausted(pid)
+                if pid in self._on and not listen:
+                    if self.budget.exhausted(pid):
+                        self._refused_at[pid] = now
+                        self.log.info("uprobe: pid %d: wake signal off (overhead budget spent)", pid)
+                    self.stop(pid)
+                elif (listen and pid not in self._on and pid not in self._unprobeable
+                      and now - self._refused_at.get(pid, -RETRY_S) >= RETRY_S):
+                    self._start(att)
+                elif pid in self._on and not att.tier_on() and not self._probed(att):
+                    self._probe(att)  # back after a goroutine tier's slice, which detached them
+            for pid in [p for p in self._on if p not in self.targets.attached]:
+                self._on.pop(pid, None)
+
+    def _start(self, att) -> None:
+        pid, table = att.target.pid, att.program.bpf[b"wakes"]
+        try:
+            table[table.Key(pid)] = table.Leaf()
+        except Exception as exc:  # noqa: BLE001 - the map is full (WAKE_PROCS): sampled in turn
+            self.log.info("uprobe: pid %d: no wake signal (%s)", pid, exc)
+            return
+        self._on[pid] = np.zeros(len(table.Leaf()), dtype=np.uint64)
+        if not att.tier_on() and not self._probe(att):
+            return
+        self.stats.set("lgf_sampler_wake_signal", 1, pid=pid)
+        self.log.info("uprobe: pid %d: wake signal on (its goroutines are read in turn)", pid)
+
+    @staticmethod
+    def _probed(att) -> bool:
+        return all(fn in att.probes for _f, fn in WAKE_PROBES)
+
+    def _probe(self, att) -> bool:
+        """Attach the wake probes to ``att``: all or none (with the signal on, the sampler reads
+        cold pages less often, and a kind of wake it cannot see would be missed longer)."""
+        self.targets.attach_probes(att, WAKE_PROBES)
+        if self._probed(att):
+            return True
+        self.stop(att.target.pid)
+        self._unprobeable.add(att.target.pid)  # (each failure counted and logged by attach_probes)
+        return False
+
+    def stop(self, pid: int) -> None:
+        """Detach ``pid``'s wake probes and drop its ring (the caller holds the targets' lock)."""
+        att = self.targets.attached.get(pid)
+        if att is not None:
+            self.targets.detach_probes(att, [fn for _f, fn in WAKE_PROBES])
+            try:
+                table = att.program.bpf[b"wakes"]
+                del table[table.Key(pid)]
+            except Exception:  # noqa: BLE001 - never made, or the program is gone
+                pass
+        if self._on.pop(pid, None) is not None:
+            self.stats.set("lgf_sampler_wake_signal", 0, pid=pid)
+
+    def forget(self, pid: int) -> None:
+        """``pid`` exited (the caller holds the targets' lock, before the target is dropped)."""
+        with self._lock:
+            self._wanted.discard(pid)
+        self.stop(pid)
+        self._refused_at.pop(pid, None)
+        self._unprobeable.discard(pid)
+        self.stats.unset("lgf_sampler_wake_signal", pid=pid)
