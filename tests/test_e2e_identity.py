@@ -5,7 +5,9 @@ with ``OTEL_SERVICE_NAME`` set, is reported with the pid it knows itself by (``n
 the service its deployment named, and, put in a cgroup named as the kubelet names a containerd
 container's, with that container id, runtime and pod UID; a program whose binary was deleted after start (a deploy that
 replaces files) is fully symbolized and named by its main module (``lgf.test/stalls`` ->
-``stalls``), not by its file name.
+``stalls``), not by its file name; with ``[kubernetes]`` reading a (local, recorded-shape) API
+server, the contained program without an OTEL name is named by its pod's
+``app.kubernetes.io/name`` label and carries its pod, namespace, owner, container, node and zone.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from test_e2e_uprobe import LgfRun
 from lgf.golang.gobinary import open_binary
 from lgf.identity import parse_cgroup
 from support.cli import write
+from support.fakekube import FakeKube
 from support.gobuild import GO_VERSIONS, build_go
 from support.stallfixture import STALLS_SRC, StallFixture
 from support.wait import poll_until, wait_until
@@ -33,7 +36,7 @@ from support.wait import poll_until, wait_until
 pytestmark = pytest.mark.bpf
 
 
-def config_for(tmp_path: Path, pid: int, tier: str = "always") -> tuple[Path, Path]:
+def config_for(tmp_path: Path, pid: int, tier: str = "always", more: str = "") -> tuple[Path, Path]:
     out = tmp_path / "lgf" / "stalls.jsonl"
     config = write(tmp_path / "plugins.toml", f"""
 [lgf]
@@ -61,6 +64,7 @@ format = "jsonl"
 
 [http]
 enabled = false
+{more}
 """)
     return config, out
 
@@ -202,3 +206,44 @@ def test_deleted_binary_is_symbolized_and_named_by_its_module(tmp_path, bpf_ok, 
         assert row["ns_pid"] == fx.pid and row["exe"].endswith(" (deleted)")
         assert row["tags"].get("version") == revision
         assert "container_id" not in row
+
+
+def test_contained_target_in_a_pod_named_by_the_api_server(tmp_path, bpf_ok, go_toolchains):
+    """No OTEL name: the service is the pod's app.kubernetes.io/name label, read from the API
+    server (``support.fakekube``, no cluster here) by the pod UID and container id of the cgroup
+    the target sits in."""
+    exe = build_go(STALLS_SRC, GO_VERSIONS[-1], ldflags="-X main.e2eCopy=k8s")
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    with ContainedFixture(exe, tmp_path / "root", "chanrecv", env) as fx, \
+            pod_cgroup(fx.pid, tmp_path.name) as pod:
+        if pod is None:
+            pytest.skip("no cgroup v1 name=systemd hierarchy to put the target in a pod-shaped cgroup")
+        container_id, pod_uid = pod
+        with FakeKube(pod_uid, container_id) as api_server:
+            config, out = config_for(tmp_path, fx.pid, more=f"""
+[kubernetes]
+enabled = true
+api_server = "{api_server.url}"
+node_name = "node-a"
+""")
+            run = LgfRun(config)
+            try:
+                run.wait_log(f"tracing pid {fx.pid}")
+                wait_until(lambda: api_server.asked("/apis/apps/v1/namespaces/shop/replicasets/checkout-7d9f8b6c4d"),
+                           60, what="lgf listed the node's pods")
+                (res,) = fx.go()
+                rows = stalls_of(out, res["goid"])
+            finally:
+                code = run.stop()
+        assert code == 0, "".join(run.lines[-20:])
+    assert rows, "no stall for the pod's goroutine:\n" + "".join(run.lines[-20:])
+    row = rows[0]
+    assert row["pid"] == fx.pid and row["ns_pid"] == 1 and row["cause"] == "channel" and row["stack_summary"]
+    assert (row["container_id"], row["pod_uid"]) == (container_id, pod_uid)
+    assert row["service"] == "checkout", row  # app.kubernetes.io/name, before the module ("stalls")
+    assert (row["pod_name"], row["namespace"], row["container_name"], row["node"]) == \
+        ("checkout-7d9f8b6c4d-x2lqz", "shop", "api", "node-a")
+    assert (row["owner_kind"], row["owner_name"]) == ("Deployment", "checkout-api")
+    assert {k: row["tags"].get(k) for k in ("namespace", "node", "zone")} == \
+        {"namespace": "shop", "node": "node-a", "zone": "eu-west-1b"}
+    assert api_server.asked("/api/v1/pods")[0] == {"fieldSelector": "spec.nodeName=node-a"}
