@@ -32,6 +32,7 @@ ReplicaSet seen.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import threading
@@ -48,7 +49,8 @@ APP_LABELS = ("app.kubernetes.io/name", "app")
 DELETED_KEPT_S = 300.0
 """How long a deleted pod is still known: its last stalls may still be on their way."""
 RETRY_S = 5.0
-"""Wait before listing again after the API server failed."""
+RETRY_MAX_S = 120.0
+"""Wait before listing again after the API server failed: 5 s, doubled at each failure up to 2 min."""
 
 
 @dataclass
@@ -80,6 +82,9 @@ class KubernetesOptions:
                 raise ValueError(f"{key}: {url!r} is not an http(s) URL")
         if self.kubelet_refresh <= 0 or self.watch_timeout <= 0:
             raise ValueError("kubelet_refresh and watch_timeout must be more than 0")
+        if self.enabled and importlib.util.find_spec("kubernetes") is None:
+            raise ValueError("enabled: needs the kubernetes client, not installed here: "
+                             "pip install 'lgf[kubernetes]' (the container image has it)")
 
 
 @dataclass(frozen=True)
@@ -316,7 +321,7 @@ class ApiPods:
         return (obj.get("metadata") or {}).get("resourceVersion") or version
 
     def _run(self) -> None:
-        version = ""
+        version, delay = "", RETRY_S
         while not self._stop.is_set():
             try:
                 if self._api is None:
@@ -324,13 +329,15 @@ class ApiPods:
                     self._read_zone()
                 if not version:
                     version = self._list()
+                    delay = RETRY_S
                 version = self._watch_from(version)
             except Exception as exc:  # noqa: BLE001 - the API server away: retry, keep the cache
                 if self._stop.is_set():
                     break
-                log.warning("reading pods from the API server failed (retrying in %.0fs): %s", RETRY_S, exc)
+                log.warning("reading pods from the API server failed (retrying in %.0fs): %s", delay, exc)
                 version = ""
-                self._stop.wait(RETRY_S)
+                self._stop.wait(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
 
     def start(self) -> ApiPods:
         self._thread = threading.Thread(target=self._run, name="lgf-kubernetes", daemon=True)
