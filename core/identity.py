@@ -272,6 +272,8 @@ class ProcessIdentities:
         self._lock = threading.Lock()
         self._cache: OrderedDict[int, tuple[int | None, int, Identity]] = OrderedDict()
         """pid -> (start time, when last checked, identity)."""
+        self._pod_views: dict[tuple[str, str], tuple] = {}
+        """(pod UID, container id) -> (the pod object, its event keys, its tags)."""
 
     def of(self, pid: int, exe: str = "") -> Identity | None:
         """The identity of ``pid``; None if it never could be read (gone before lgf looked)."""
@@ -297,6 +299,24 @@ class ProcessIdentities:
                 self._cache.popitem(last=False)
         return identity
 
+    def _pod_fields(self, identity: Identity) -> tuple[dict, dict]:
+        """:func:`pod_fields`, computed again only when the pod cache holds another object for
+        the pod (the watch saw it change): per stall, one dict look-up."""
+        if self.pods is None or not identity.pod_uid:
+            return {}, {}
+        pod = self.pods.pod(identity.pod_uid)
+        key = (identity.pod_uid, identity.container_id)
+        with self._lock:
+            hit = self._pod_views.get(key)
+        if hit is not None and hit[0] is pod:
+            return hit[1], hit[2]
+        fields, tags = pod_fields(self.pods, identity)
+        with self._lock:
+            if len(self._pod_views) >= self.max_entries:
+                self._pod_views.clear()
+            self._pod_views[key] = (pod, fields, tags)
+        return fields, tags
+
     def apply(self, event) -> None:
         """Put ``event``'s process identity on it (keys already there, e.g. replayed, are kept)."""
         if "ns_pid" in event.extra or not event.pid:
@@ -304,7 +324,7 @@ class ProcessIdentities:
         identity = self.of(event.pid, event.exe)
         if identity is None:
             return
-        pod, pod_tags = pod_fields(self.pods, identity)
+        pod, pod_tags = self._pod_fields(identity)
         for key, value in {**identity.fields(), **pod}.items():
             event.extra.setdefault(key, value)
         tags = {**identity.tags(), **pod_tags}
