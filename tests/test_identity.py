@@ -171,6 +171,14 @@ def test_identity_where_the_pid_is_shown():
     history.add(ev)
     html = stalls_table(history.records(), first_open=False)
     assert "ns_pid 1" in html and CID[:12] in html and UID in html
+    from lgf.ui.page import render_page
+    ev.tags = {"namespace": "shop", "version": "v1.4.2", "zone": "eu-west-1b", "team": "x"}
+    ev.extra.update(pod_name="checkout-7d9f8b6c4d-x2lqz", namespace="shop", owner_kind="Deployment",
+                    owner_name="checkout-api")
+    history.add(ev)
+    page = render_page({"env": "prod"}, history.records(), now=0)
+    assert "namespace <b>shop</b> · version <b>v1.4.2</b> · zone <b>eu-west-1b</b>" in page
+    assert "pod shop/checkout-7d9f8b6c4d-x2lqz" in page and "owner Deployment/checkout-api" in page
     host = Event(pid=4242, goid=7, comm="api", extra={"ns_pid": 4242})
     assert "ns_pid" not in format_line(host)  # outside a container: nothing added
 
