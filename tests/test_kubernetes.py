@@ -198,3 +198,26 @@ def test_an_event_and_its_alert_carry_the_pod(tmp_path):
     for key in ("pod_name", "namespace", "owner_kind", "owner_name", "container_name", "node", "pod_uid"):
         assert alert.extra[key] == ev.extra[key], key
     assert alert.tags["namespace"] == "shop"
+
+
+def test_a_pods_identity_in_stdout_wecom_and_alertmanager():
+    """Where a person reads the stall: the pod's name, owner and node beside the host pid."""
+    from lgf.sinks.alertmanager import annotations_of, labels_of
+    from lgf.sinks.stdout import format_line
+    from lgf.sinks.wecom_format import alert_lines
+
+    ev = Event(pid=48213, goid=7, comm="app", cause="lock", duration_ns=120_000_000,
+               ts="2026-12-03T12:00:00.000000000Z", stack_summary=["main.work"],
+               extra={"ns_pid": 1, "container_id": CID, "container_runtime": "containerd", "pod_uid": UID,
+                      "pod_name": "checkout-7d9f8b6c4d-x2lqz", "namespace": "shop", "container_name": "api",
+                      "owner_kind": "Deployment", "owner_name": "checkout-api", "node": "node-a",
+                      "service": "checkout"})
+    assert ("pid=48213 ns_pid=1 container=api pod=shop/checkout-7d9f8b6c4d-x2lqz "
+            "owner=Deployment/checkout-api node=node-a goid=7") in format_line(ev)
+    text = "\n".join(alert_lines(ev.to_dict(), "text"))
+    assert ("container api (containerd) · pod shop/checkout-7d9f8b6c4d-x2lqz · owner Deployment/checkout-api"
+            " · node node-a") in text, text
+    ann = annotations_of(ev.to_dict())
+    assert (ann["pod"], ann["owner"], ann["node"], ann["container_name"]) == \
+        ("shop/checkout-7d9f8b6c4d-x2lqz", "Deployment/checkout-api", "node-a", "api")
+    assert "pod" not in labels_of(ev.to_dict(), "LgfStall")  # a restarted pod is not a new alert
