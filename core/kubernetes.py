@@ -255,11 +255,12 @@ class ApiPods:
                                                                     _preload_content=False))
         pods = {p.uid: p for p in (pod_of(i, self.replicaset_owner) for i in listed.get("items") or [])}
         with self._lock:
-            gone = set(self._pods) - set(pods)
-            self._pods = pods
             now = time.monotonic()
-            for uid in gone:
-                self._deleted[uid] = now
+            for uid in set(self._pods) - set(pods):  # deleted while no watch ran: kept a while too
+                pods[uid] = self._pods[uid]
+                self._deleted.setdefault(uid, now)
+            self._pods = pods
+            self._expire()
         self.synced.set()
         return (listed.get("metadata") or {}).get("resourceVersion", "")
 

@@ -102,6 +102,7 @@ def test_api_pods_list_watch_owner_zone_and_relist():
             wait_until(lambda: len([q for q in api_server.asked("/api/v1/pods") if "watch" not in q]) > lists,
                        60, what="a list after 410 Gone")
             wait_until(lambda: api.pod(UID).app() == "checkout", 60, what="the relisted pod")
+            assert api.pod(JOB_UID) is not None  # not in the new list: deleted meanwhile, kept a while
         finally:
             api.stop()
 
