@@ -28,9 +28,14 @@ duration, labels, request and trace all describe one stall, so the trace an on-c
 opens is the request that waited that long there. When the worst stall's request carried no
 trace, the alert has none even if other stalls of its group did (one slow request without a
 ``traceparent`` can be the worst of a group of traced ones, e.g. one waiting behind a traced
-request's lock); those stalls keep their own ids in the events and in ``/debug/latency``. A process no ``[alerts] services`` pattern names is named by its OpenTelemetry
-environment (``otel_service``, ``lgf.identity``), else by its binary's main module
-(``lgf.golang.service``).
+request's lock); those stalls keep their own ids in the events and in ``/debug/latency``.
+
+Service names, in the order Grafana Beyla documents: the first ``[alerts] services`` pattern that
+matches; else ``OTEL_SERVICE_NAME``, then ``service.name`` in ``OTEL_RESOURCE_ATTRIBUTES``
+(``otel_service``, ``lgf.identity``); else the pod's ``app.kubernetes.io/name``, then ``app``
+label (``app_label``); else the name of the pod's owner (``owner_name``: the Deployment,
+StatefulSet, DaemonSet...; ``lgf.kubernetes``); else the binary's main module
+(``lgf.golang.service``); else comm.
 
 Environments (``[lgf] env`` = dev | test | prod | a name of the user's; ``lgf.environments``)
 pick the threshold and the severity cut-offs (``[environments.prod] warning = "100ms" critical =
@@ -62,6 +67,7 @@ from .drift import Drift
 from .environments import DEFAULT_POLICIES, EnvironmentsOptions, EnvPolicy  # noqa: F401 (re-exported)
 from .event import Event, wallclock_of
 from .golang.service import default_service
+from .identity import EVENT_KEYS
 from .incidents import describe_key, incident_key
 from .options import Duration
 from .silences import SilencesOptions, SilenceStore
@@ -69,7 +75,7 @@ from .windows import StallWindows
 
 log = logging.getLogger("lgf.alerts")
 
-IDENTITY_KEYS = ("ns_pid", "container_id", "container_runtime", "pod_uid", "otel_service")
+IDENTITY_KEYS = EVENT_KEYS
 """The worst stall's process identity (``lgf.identity``), carried onto its alert."""
 GROUP_FIELDS = ("service", "cause", "top_frame", "pid", "comm", "exe", "wait_reason", "syscall", "env")
 MAX_PIDS_LISTED = 32
@@ -87,9 +93,11 @@ class AlertsOptions:
     """Service name -> regular expression on the process name, then on the executable path
     (``checkout = "^checkout"``). A process no pattern matches is named as OpenTelemetry names it:
     ``OTEL_SERVICE_NAME`` in its environment, else ``service.name`` in its
-    ``OTEL_RESOURCE_ATTRIBUTES``; else by its binary's main module path, last element
-    (``github.com/acme/checkout`` -> ``checkout``, read from the running file even when deleted
-    since or in a container), else its comm."""
+    ``OTEL_RESOURCE_ATTRIBUTES``; else by its pod's ``app.kubernetes.io/name`` label, then its
+    ``app`` label, then its pod's owner (Deployment, StatefulSet, DaemonSet: ``[kubernetes]``);
+    else by its binary's main module path, last element (``github.com/acme/checkout`` ->
+    ``checkout``, read from the running file even when deleted since or in a container), else
+    its comm (Grafana Beyla's order)."""
     tags: dict = field(default_factory=dict)
     """Added to every event and alert (``team = "payments"``)."""
     topology: dict = field(default_factory=dict)
@@ -185,6 +193,9 @@ class AlertEngine:
         self._suppressed: dict[tuple, int] = {}
         self.journal = journal
         """``lgf.journal.AlertJournal`` keeping open groups' stalls on disk, or None (:meth:`use_journal`)."""
+        self.identities = None
+        """``lgf.identity.ProcessIdentities`` of the host's processes, for the callers that name a
+        process by its pid alone (``/metrics``: :meth:`service_of_process`); None: none known."""
 
     def _settings(self, config) -> None:
         """Take the config's settings: ``[alerts]``, ``[environments]``, ``[lgf] env, threshold,
@@ -239,18 +250,30 @@ class AlertEngine:
     def service_of(self, event: Event) -> str:
         """The service name of ``event``'s process: the first ``[alerts] services`` pattern that
         matches its comm or executable, else the name its OpenTelemetry environment declares
-        (``otel_service``, put there by ``lgf.identity``), else its main module's name, else comm."""
-        otel = str(event.extra.get("otel_service") or "")
-        key = (event.comm, event.exe or f"pid:{event.pid}", otel)
+        (``otel_service``, put there by ``lgf.identity``), else its pod's app label, else its
+        pod's owner, else its main module's name, else comm (the module docstring)."""
+        declared = tuple(str(event.extra.get(k) or "") for k in ("otel_service", "app_label", "owner_name"))
+        key = (event.comm, event.exe or f"pid:{event.pid}", *declared)
         name = self._service_cache.get(key)
         if name is None:
             name = next((svc for svc, rx in self._services
                          if rx.search(event.comm) or (event.exe and rx.search(event.exe))), None)
             if name is None:
-                name = otel or default_service(event.pid, event.exe, event.comm)
+                name = next((d for d in declared if d), "") or default_service(event.pid, event.exe, event.comm)
             if len(self._service_cache) < 100_000:
                 self._service_cache[key] = name
         return name
+
+    def service_of_process(self, comm: str, exe: str, pid: int) -> tuple[str, str]:
+        """(service, namespace) of a process known by comm, executable and pid (``/metrics``):
+        named from its identity (:attr:`identities`) as its stalls are."""
+        event = Event(comm=comm, exe=exe, pid=pid)
+        if self.identities is not None and pid:
+            try:
+                self.identities.apply(event)
+            except Exception:  # noqa: BLE001 - an unreadable /proc entry: named without it
+                log.debug("cannot read the identity of pid %d", pid, exc_info=True)
+        return self.service_of(event), str(event.extra.get("namespace") or "")
 
     def severity_of(self, worst_ns: int) -> str:
         if worst_ns >= self.policy.critical:

@@ -32,6 +32,7 @@ from .environments import EnvironmentsOptions, check_env
 from .errors import ConfigError, ConfigErrors
 from .event import SEVERITIES
 from .idle import IdleOptions
+from .kubernetes import KubernetesOptions
 from .options import Duration
 from .roles import check_token_file
 from .silences import SilencesOptions
@@ -125,6 +126,7 @@ SECTIONS: dict[str, type] = {
     "silences": SilencesOptions,        # silences shipped with the config (lgf.silences)
     "http": HttpOptions,                # /debug/latency, /metrics, silence API (lgf.http)
     "idle": IdleOptions,                # your own idle sites, report_idle (lgf.idle)
+    "kubernetes": KubernetesOptions,    # pods, owners, nodes from the API server or kubelet (lgf.kubernetes)
 }
 """Typed top-level sections; the component lists (``sources`` ...) are handled apart."""
 

@@ -25,7 +25,10 @@ histograms per cause and service from the sources' BPF histograms (``source.hist
 stalls under the threshold are counted too), every counter and gauge in ``ctx.stats`` (events,
 alerts, silenced, per-sink delivery results and queue depth, plugin errors ... whatever the parts
 of lgf count), the sources' own counters and ring-buffer losses, and the runtime counters of each
-traced process. The stall series are per cause, service and stall kind, never per process: when
+traced process. The stall series are per cause, namespace, service and stall kind, never per
+process or pod (their labels stay bounded by what is deployed, not by restarts): the service and
+namespace are the ones its alerts carry (``lgf.identity``, ``lgf.kubernetes``; namespace "" outside
+Kubernetes). When
 a process exits, its source folds its counts into its service's series (``lgf.histories``), so a
 series keeps its labels for its whole life, never goes down, and a restarted service continues it.
 Cost per scrape: one read of each source's BPF histogram map plus one
@@ -57,6 +60,8 @@ def _split_listen(listen: str) -> tuple[str, int]:
 # --- /metrics ---------------------------------------------------------------------------------------
 
 _NAME_OK = re.compile(r"[^a-zA-Z0-9_:]")
+MAX_NAMED = 10_000
+"""Processes (by comm and executable) whose names /metrics remembers for their series."""
 
 
 def _metric_name(name: str) -> str:
@@ -69,6 +74,8 @@ class LgfCollector:
 
     def __init__(self, stats, sources, engine):
         self.stats, self.sources, self.engine = stats, sources, engine
+        self._named: dict[tuple[str, str], tuple[str, str]] = {}
+        """(comm, exe) -> (service, namespace) last seen for a live process (:meth:`_service`)."""
 
     def collect(self):
         from prometheus_client.core import HistogramMetricFamily, Metric
@@ -103,7 +110,7 @@ class LgfCollector:
         """BPF log2 histograms -> one Prometheus histogram per (cause, service, stall)."""
         from lgf.causes import cause_of
 
-        merged: dict[tuple[str, str, str], list[int]] = {}
+        merged: dict[tuple[str, str, str, str], list[int]] = {}
         for src in self.sources:
             if (histograms := member(src, "source", "histograms")) is None:
                 continue
@@ -117,8 +124,9 @@ class LgfCollector:
                 labels = h.get("labels", {})
                 stall = labels.get("stall", "")
                 cause = cause_of(stall, labels.get("wait_reason", ""), labels.get("syscall", "")) or "unknown"
-                service = self._service(labels.get("comm", ""), labels.get("exe", ""), labels.get("pid", ""))
-                slots = merged.setdefault((cause, service, stall), [])
+                service, namespace = self._service(labels.get("comm", ""), labels.get("exe", ""),
+                                                   labels.get("pid", ""))
+                slots = merged.setdefault((cause, namespace, service, stall), [])
                 for i, n in enumerate(h.get("log2_us", [])):
                     if i >= len(slots):
                         slots.append(0)
@@ -129,23 +137,33 @@ class LgfCollector:
                          "Stall durations from the BPF log2 histograms (all stalls, under the threshold "
                          "too); BPF slot i is [2^(i-1), 2^i) us (bcc's bpf_log2l), so le is 2^i us; _sum is "
                          "estimated from bucket midpoints",
-                         labels=["cause", "service", "stall"])
-        for (cause, service, stall), slots in sorted(merged.items()):
+                         labels=["cause", "namespace", "service", "stall"])
+        for (cause, namespace, service, stall), slots in sorted(merged.items()):
             buckets, running, total = [], 0, 0.0
             for i, n in enumerate(slots):
                 running += n
                 total += n * 0.75 * (2**i) / 1e6  # midpoint of [2^(i-1), 2^i)
                 buckets.append((repr((2**i) / 1e6), running))
             buckets.append(("+Inf", running))
-            fam.add_metric([cause, service, stall], buckets, total)
+            fam.add_metric([cause, namespace, service, stall], buckets, total)
         emitted.add("lgf_stall_duration_seconds")
         yield fam
 
-    def _service(self, comm: str, exe: str, pid: str = "") -> str:
+    def _service(self, comm: str, exe: str, pid: str = "") -> tuple[str, str]:
+        """(service, namespace) of a histogram row's process, as its alerts name it. A row of an
+        exited process (``pid`` "", ``lgf.histories``) keeps the names its process had, by comm
+        and executable: its series must not change labels when the process exits."""
         if self.engine is None:
-            return comm
-        from lgf.event import Event
-        return self.engine.service_of(Event(comm=comm, exe=exe, pid=int(pid) if str(pid).isdigit() else 0))
+            return comm, ""
+        if not str(pid).isdigit():
+            hit = self._named.get((comm, exe))
+            if hit is not None:
+                return hit
+            return self.engine.service_of_process(comm, exe, 0)
+        named = self.engine.service_of_process(comm, exe, int(pid))
+        if len(self._named) < MAX_NAMED or (comm, exe) in self._named:
+            self._named[(comm, exe)] = named
+        return named
 
     def _source_counters(self, metric_cls, emitted):
         lost = metric_cls("lgf_ringbuf_lost", "Events the BPF ring buffer dropped, by source", "counter")

@@ -143,6 +143,9 @@ class Host:
                                  report_idle=options_of(self.config).report_idle,
                                  identities=self.services.identities if with_sources else None)
         self.pipeline.observers.append(self.history.add)
+        if with_sources:  # /metrics names a process's series as its alerts do (lgf.identity)
+            self.engine.identities = self.services.identities
+            self.services.watch_pods()
         self.manager.pm.hook.lgf_configure.call_historic(kwargs={"config": self.config})
         if with_sources:
             for cc in self.config.of_kind("source"):

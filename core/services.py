@@ -14,7 +14,9 @@ component as ``ctx.services`` (``lgf.RunContext``), the way pytest hands a run's
 - ``robot_budgets``: one send budget per WeCom robot key, shared by the sinks using that key.
 - ``identities``: each process's container, pod, own pid and OpenTelemetry naming
   (:mod:`lgf.identity`), read once per process: by a source when it attaches (so a process
-  that exits before its events are processed still has one), by the pipeline for every stall.
+  that exits before its events are processed still has one), by the pipeline for every stall;
+  with ``[kubernetes]``, the pods of this node it names them by (:mod:`lgf.kubernetes`, watched
+  from :meth:`Services.watch_pods` on, by a host that runs sources).
 
 :meth:`Services.functions` and :meth:`Services.judge` are the one place where a stack of PCs is
 symbolized and then judged stall or idle.
@@ -31,6 +33,7 @@ from .golang.symbols import Symbolizers
 from .golang.tracecapture import TraceCapture
 from .identity import ProcessIdentities
 from .idle import IdleRules, Verdict, rules_of
+from .kubernetes import pods_of
 from .robotbudgets import RobotBudgets
 
 log = logging.getLogger("lgf")
@@ -76,18 +79,26 @@ class Arming:
 class Services:
     """The shared services of one host (see the module docstring)."""
 
-    def __init__(self, idle_rules: IdleRules | None = None) -> None:
+    def __init__(self, idle_rules: IdleRules | None = None, pods=None) -> None:
         self.symbolizers = Symbolizers(max_open=SYMBOLIZER_MAX_OPEN)
         self.idle_rules = idle_rules or IdleRules()
         self.arming = Arming()
         self.trace_capture = TraceCapture()
         self.robot_budgets = RobotBudgets()
-        self.identities = ProcessIdentities()
+        self.identities = ProcessIdentities(pods=pods)
+        self._pods_watched = False
 
     @classmethod
     def for_config(cls, config) -> Services:
-        """The services of a host running ``config`` (its ``[idle]`` rules)."""
-        return cls(rules_of(config))
+        """The services of a host running ``config`` (its ``[idle]`` rules, its ``[kubernetes]``)."""
+        sections = getattr(config, "sections", None) or {}
+        return cls(rules_of(config), pods_of(sections.get("kubernetes")))
+
+    def watch_pods(self) -> None:
+        """Start reading this node's pods (``[kubernetes]``; nothing without it)."""
+        if self.identities.pods is not None and not self._pods_watched:
+            self._pods_watched = True
+            self.identities.pods.start()
 
     def symbolize(self, path: str, pcs: Sequence[int], bias: int = 0) -> list[str]:
         """:meth:`functions`, raising what reading the binary raised (OSError, PclntabError), for a
@@ -131,6 +142,8 @@ class Services:
         """Unmap every binary and drop every process reader (the host is stopping)."""
         self.symbolizers.close()
         self.trace_capture.close()
+        if self._pods_watched:
+            self.identities.pods.stop()
 
 
 def binary_path(exe: str, pid: int) -> str:

@@ -93,7 +93,8 @@ fetch_wheels() {
   rm -rf "$WORK/context" && mkdir -p "$WORK/context/wheels"
   "$PY" -m pip wheel -q --no-deps -w "$WORK/context/wheels" . 2> >(quiet_pip >&2) >/dev/null
   local deps
-  deps=$("$PY" -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml","rb"))["project"]["dependencies"]))')
+  # The dependencies and the `kubernetes` extra (the API client [kubernetes] reads pods through).
+  deps=$("$PY" -c 'import tomllib; p = tomllib.load(open("pyproject.toml","rb"))["project"]; print(" ".join(p["dependencies"] + p["optional-dependencies"]["kubernetes"]))')
   # Binary wheels for the image's python, whatever python runs this script.
   # shellcheck disable=SC2086
   "$PY" -m pip download -q --only-binary=:all: --python-version "$IMAGE_PYTHON" --implementation cp \

@@ -209,7 +209,11 @@ def annotations_of(d: dict) -> dict[str, str]:
            "ns_pid": str(d.get("ns_pid") or ""),
            "container_id": d.get("container_id") or "",
            "container_runtime": d.get("container_runtime") or "",
-           "pod_uid": d.get("pod_uid") or ""}
+           "pod_uid": d.get("pod_uid") or "",
+           "pod": "/".join(str(d[k]) for k in ("namespace", "pod_name") if d.get(k)),
+           "container_name": d.get("container_name") or "",
+           "owner": "/".join(str(d[k]) for k in ("owner_kind", "owner_name") if d.get(k)),
+           "node": d.get("node") or ""}
     return {k: cut(str(v), MAX_ANNOTATION_BYTES) for k, v in ann.items() if v}
 
 

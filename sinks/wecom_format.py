@@ -144,7 +144,8 @@ def _stack_lines(d: dict, frames: int) -> list[str]:
     return out
 
 
-_IDENTITY_LABEL = {"ns_pid": "pid in its namespace", "container": "container", "pod": "pod"}
+_IDENTITY_LABEL = {"ns_pid": "pid in its namespace", "container": "container", "pod": "pod",
+                   "owner": "owner", "node": "node"}
 """How the WeCom message names each part of a process's identity (``lgf.identity.shown``)."""
 
 

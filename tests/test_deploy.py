@@ -54,20 +54,21 @@ def _docs() -> list[dict]:
 
 def test_manifest_matches_the_kubernetes_schemas():
     docs = _docs()
-    assert [d["kind"] for d in docs] == ["Namespace", "ConfigMap", "DaemonSet"]
+    assert [d["kind"] for d in docs] == ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
+                                         "ConfigMap", "DaemonSet"]
     for doc in docs:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
 def test_schema_check_refuses_a_misspelt_field():
-    ds = _docs()[2]
+    ds = _docs()[-1]
     ds["spec"]["template"]["spec"]["containers"][0]["securityContext"] = {"privilegd": True}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(ds, K8S_VERSION, strict=True)
 
 
 def test_daemonset_gives_lgf_what_it_needs(tmp_path):
-    _, cm, ds = _docs()
+    *_, cm, ds = _docs()
     pod = ds["spec"]["template"]["spec"]
     assert ds["spec"]["selector"]["matchLabels"].items() <= ds["spec"]["template"]["metadata"]["labels"].items()
     assert pod["hostPID"] is True
@@ -88,3 +89,22 @@ def test_daemonset_gives_lgf_what_it_needs(tmp_path):
     (tmp_path / "plugins.toml").write_text(toml)
     done = lgf("check", str(tmp_path / "plugins.toml"))
     assert done.returncode == 0, done.stderr
+
+
+def test_rbac_lets_lgf_read_what_kubernetes_section_asks_and_nothing_more():
+    """[kubernetes] reads pods (list + watch by node), ReplicaSets (a pod's Deployment) and its
+    node (zone), through the DaemonSet's service account; read-only verbs only."""
+    _, sa, role, binding, cm, ds = _docs()
+    pod = ds["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == sa["metadata"]["name"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert {"kind": "ServiceAccount", "name": sa["metadata"]["name"],
+            "namespace": sa["metadata"]["namespace"]} in binding["subjects"]
+    granted = {(group, res): set(rule["verbs"]) for rule in role["rules"]
+               for group in rule["apiGroups"] for res in rule["resources"]}
+    assert granted == {("", "pods"): {"get", "list", "watch"},
+                       ("apps", "replicasets"): {"get", "list", "watch"}, ("", "nodes"): {"get"}}
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    assert "[kubernetes]\nenabled = true" in cm["data"]["plugins.toml"]

@@ -171,6 +171,14 @@ def test_identity_where_the_pid_is_shown():
     history.add(ev)
     html = stalls_table(history.records(), first_open=False)
     assert "ns_pid 1" in html and CID[:12] in html and UID in html
+    from lgf.ui.page import render_page
+    ev.tags = {"namespace": "shop", "version": "v1.4.2", "zone": "eu-west-1b", "team": "x"}
+    ev.extra.update(pod_name="checkout-7d9f8b6c4d-x2lqz", namespace="shop", owner_kind="Deployment",
+                    owner_name="checkout-api")
+    history.add(ev)
+    page = render_page({"env": "prod"}, history.records(), now=0)
+    assert "namespace <b>shop</b> · version <b>v1.4.2</b> · zone <b>eu-west-1b</b>" in page
+    assert "pod shop/checkout-7d9f8b6c4d-x2lqz" in page and "owner Deployment/checkout-api" in page
     host = Event(pid=4242, goid=7, comm="api", extra={"ns_pid": 4242})
     assert "ns_pid" not in format_line(host)  # outside a container: nothing added
 
@@ -206,3 +214,49 @@ def test_alertmanager_annotations_carry_the_identity():
     assert ann["ns_pid"] == "1" and ann["container_id"] == CID and ann["pod_uid"] == UID
     assert ann["container_runtime"] == "containerd"
     assert "container_id" not in labels_of(d, "LgfStall")  # a new container is not a new alert
+
+
+class _Histograms:
+    """A source at its boundary: the rows its histograms() returns (labels as the BPF source sets
+    them), first of a live process, then folded after it exited (pid "", ``lgf.histories``)."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def histograms(self):
+        return self.rows
+
+
+def test_metrics_name_a_process_as_its_alerts_do_and_keep_the_labels_after_it_exits(tmp_path):
+    """/metrics: service from the OTEL environment (not the comm), namespace from the pod's
+    environment; a folded row of the exited process keeps both (its series must not move)."""
+    from lgf.http import LgfCollector
+
+    env = {**os.environ, "OTEL_SERVICE_NAME": "checkout-api", "POD_NAMESPACE": "shop"}
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while b"OTEL_SERVICE_NAME=checkout-api" not in open(f"/proc/{proc.pid}/environ", "rb").read():
+            assert time.monotonic() < deadline, "the child never exec'd"
+            time.sleep(0.01)
+        engine = AlertEngine(cfg.validate({"lgf": {"spool_dir": str(tmp_path)}}, {}), Stats())
+        engine.identities = ProcessIdentities()
+        row = {"labels": {"pid": str(proc.pid), "comm": "python3", "exe": sys.executable, "stall": "park",
+                          "wait_reason": "chan receive"}, "log2_us": [0, 2, 1]}
+        source = _Histograms([row])
+        collector = LgfCollector(Stats(), [source], engine)
+
+        def labels():
+            (fam,) = [f for f in collector.collect() if f.name == "lgf_stall_duration_seconds"]
+            return {(s.labels["service"], s.labels["namespace"]) for s in fam.samples}
+
+        assert labels() == {("checkout-api", "shop")}
+    finally:
+        proc.kill()
+        proc.wait()
+    source.rows = [{**row, "labels": {**row["labels"], "pid": ""}}]
+    assert labels() == {("checkout-api", "shop")}
+    engine.identities = None  # a host without identities (lgf replay): comm, no namespace
+    fresh = LgfCollector(Stats(), [source], engine)
+    (fam,) = [f for f in fresh.collect() if f.name == "lgf_stall_duration_seconds"]
+    assert {(s.labels["service"], s.labels["namespace"]) for s in fam.samples} == {("python3", "")}

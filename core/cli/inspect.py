@@ -19,6 +19,7 @@ import sys
 from lgf.errors import TargetRefused
 from lgf.golang import discovery
 from lgf.golang.gobinary import GoBinary, open_binary
+from lgf.identity import FIELDS as identity_fields
 from lgf.identity import read_identity
 
 EXAMPLES = """examples:
@@ -66,8 +67,8 @@ def render(facts: dict) -> str:
         pr = facts["process"]
         out.append(f"process      pid {pr['pid']} ({pr['comm']}) running {pr['exe']}, "
                    f"load bias {pr['load_bias']:#x}")
-        who = [f"{k} {pr[k]}" for k in ("ns_pid", "container_id", "container_runtime", "pod_uid", "otel_service")
-               if pr.get(k)] + [f"{k} {v}" for k, v in (pr.get("tags") or {}).items()]
+        who = ([f"{k} {pr[k]}" for k in ("ns_pid", *identity_fields) if pr.get(k)]
+               + [f"{k} {v}" for k, v in (pr.get("tags") or {}).items()])
         out.append("identity     " + (", ".join(who) or "-"))
     out += [
         f"binary       {facts['path']}",

@@ -52,6 +52,7 @@ class StallHistory:
             "stack": event.stack[:STACK_FRAMES],
             "stack_summary": event.stack_summary[:3],
             "topology": event.topology,
+            "tags": event.tags,
             "precision": event.extra.get("precision", ""),
             "severity": event.severity,
         }

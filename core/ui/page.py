@@ -187,6 +187,17 @@ def _identity(record: dict) -> str:
     return "".join(f'<br><span class="dim">{_e(label)} {_e(value)}</span>' for label, value in parts)
 
 
+SERVICE_TAGS = ("namespace", "version", "deployment.environment", "node", "zone")
+"""The tags of a service's newest stall shown under its name (``lgf.identity``)."""
+
+
+def _service_tags(record: dict) -> str:
+    """``namespace shop · version v1.4.2 · zone eu-west-1b`` of the service's newest stall."""
+    tags = record.get("tags") or {}
+    shown = [f"{k} <b>{_e(str(tags[k]))}</b>" for k in SERVICE_TAGS if tags.get(k)]
+    return f'<p class="meta">{" · ".join(shown)}</p>' if shown else ""
+
+
 def stalls_table(records: list[dict], first_open: bool) -> str:
     rows = []
     for i, r in enumerate(reversed(records[-STALLS_LISTED:])):
@@ -309,7 +320,7 @@ def render_page(recent: dict, records: list[dict], now: float | None = None, ref
         newest = recs[-1]
         worst = max(recs, key=lambda r: r["duration_ns"])
         parts.append(f'<section class="service" data-service="{_e(service)}"><h3>{_e(service)} · '
-                     f'{len(recs)} stall(s), worst {_ms(worst["duration_ns"])}</h3>'
+                     f'{len(recs)} stall(s), worst {_ms(worst["duration_ns"])}</h3>{_service_tags(newest)}'
                      f'<div>{heatmap_svg(recs, now)}</div><div>{legend({r["cause"] for r in recs})}</div>'
                      f'<h3>topology path</h3>{topology_svg(newest["topology"], service, newest["severity"])}'
                      f'<h3>recent stalls</h3>{stalls_table(recs, first_open=i == 0)}</section>')
