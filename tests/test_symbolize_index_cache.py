@@ -210,3 +210,22 @@ def test_memory_stays_bounded_whatever_the_number_of_distinct_pcs(go_toolchains)
     names = sum(len(s.encode()) + 1 for s in sym.table._strings.values())
     assert names <= len(sym.table.raw_bytes(whole=True)), "more names kept than the binary holds"
     assert after[1] < after[0] + (256 << 10), f"memory grew by {(after[1] - after[0]) >> 10} KiB in the 2nd pass"
+
+
+def test_the_host_keeps_its_symbol_cache_under_spool_dir(go_toolchains, tmp_path):
+    """A host's services (one per lgf run) share one cache in <spool_dir>/symcache: the services of
+    a restarted host find the index the first one decoded."""
+    from lgf import config as cfg
+    from lgf.services import Services
+
+    config = cfg.validate({"lgf": {"spool_dir": str(tmp_path)}}, {})
+    binary = build_go(GOAPPS / "inline", GO_VERSIONS[-1])
+    pc = Pclntab.from_elf(binary).func_by_name("main.work")
+    sources = []
+    for _ in range(2):  # the first run, then the restart
+        services = Services.for_config(config)
+        assert services.symbolizers.index_cache.directory == tmp_path / "symcache"
+        assert services.functions(str(binary), [pc + 1])[-1] == "main.work"  # a return address
+        sources.append(services.symbolizers.get(binary).index_source)
+        services.symbolizers.close()
+    assert sources == ["built", "cache"]

@@ -74,6 +74,8 @@ class IndexCache:
         self.max_bytes = max_bytes
         self.hits = self.misses = self.rebuilt = 0
         """Counts: indexes read from a file, decoded afresh, and decoded because a file was damaged."""
+        self.unwritable = ""
+        """Why the directory cannot be written, once it failed (logged once; no further attempts)."""
 
     def attach(self, tab: Pclntab) -> str:
         """Give ``tab`` its index: from the cache file of its build, else decoded now and stored.
@@ -90,11 +92,13 @@ class IndexCache:
             return tab.index_source
         self.misses += 1
         index = tab.pc_index  # decode (raises PclntabError when the binary's tables are damaged)
-        if len(index) + _HEADER.size <= self.max_bytes:
+        if len(index) + _HEADER.size <= self.max_bytes and not self.unwritable:
             try:
                 self._store(path, key, index)
             except OSError as exc:
-                log.warning("symbol cache %s: cannot store an index (%s); symbolizing without it", self.directory, exc)
+                self.unwritable = str(exc)
+                log.warning("symbol cache %s: cannot store indexes (%s); each process decodes its own",
+                            self.directory, exc)
         return tab.index_source
 
     @staticmethod
