@@ -8,6 +8,7 @@ Rows, each beside addr2line's figure from the same run (rounds alternate; the me
 * lgf, cold: an empty symbol cache, so this process decodes the binary's pc-value tables (in C)
   and writes them to the cache;
 * lgf, warm: a second process on the same build, its tables read from the cache the first wrote;
+* CPU seconds (user + system) of each, steadier than wall time on a shared host;
 * peak RSS of each process, lgf's beside addr2line's.
 
 Goal: lgf's time <= 1x addr2line's, output identical. The cached tool binary is run (the go
@@ -48,7 +49,7 @@ def main() -> int:
             stdin.write_bytes("".join(f"{pc:#x}\n" for pc in pcs).encode())
             cache = tmp / "symcache"
             lgf = [LGF, "symbolize", "--addr2line", "--cache-dir", cache, binary]
-            runs: dict[str, list[tuple[float, int]]] = {"a2l": [], "cold": [], "warm": []}
+            runs: dict[str, list] = {"a2l": [], "cold": [], "warm": []}
             same = True
             for _ in range(rounds):
                 for kind in ("a2l", "cold", "warm"):
@@ -56,23 +57,23 @@ def main() -> int:
                         shutil.rmtree(cache, ignore_errors=True)
                     argv = [tool, binary] if kind == "a2l" else lgf
                     out = tmp / f"{kind}.out"
-                    wall, rss, code = run_process(argv, stdin, out, tmp / f"{kind}.err")
-                    if code != 0:
-                        print(f"!! {kind} exited {code}: {(tmp / f'{kind}.err').read_text()[-500:]}")
+                    run = run_process(argv, stdin, out, tmp / f"{kind}.err")
+                    if run.code != 0:
+                        print(f"!! {kind} exited {run.code}: {(tmp / f'{kind}.err').read_text()[-500:]}")
                         return 1
-                    runs[kind].append((wall, rss))
+                    runs[kind].append(run)
                     if kind != "a2l":
                         same &= out.read_bytes() == (tmp / "a2l.out").read_bytes()
-            base_t = statistics.median(w for w, _ in runs["a2l"])
-            base_rss = statistics.median(r for _, r in runs["a2l"])
             verdict = "identical" if same else "DIFFERENT"
             failed |= not same
-            for kind, name in (("cold", "time, cold (s)"), ("warm", "time, warm from cache (s)")):
-                t = statistics.median(w for w, _ in runs[kind])
-                print(f"{label:<16}{name:<30}{t:>12.3f}{base_t:>12.3f}{t / base_t:>14.2f}x  {verdict}")
-            for kind, name in (("cold", "peak RSS, cold (MiB)"), ("warm", "peak RSS, warm (MiB)")):
-                r = statistics.median(r for _, r in runs[kind])
-                print(f"{label:<16}{name:<30}{r / 1024:>12.1f}{base_rss / 1024:>12.1f}{r / base_rss:>14.2f}x")
+            rows = [("wall", "time, cold (s)", "cold", 1), ("wall", "time, warm from cache (s)", "warm", 1),
+                    ("cpu", "CPU, cold (s)", "cold", 1), ("cpu", "CPU, warm from cache (s)", "warm", 1),
+                    ("rss_kib", "peak RSS, cold (MiB)", "cold", 1024), ("rss_kib", "peak RSS, warm (MiB)", "warm", 1024)]
+            for field, name, kind, unit in rows:
+                mine = statistics.median(getattr(r, field) for r in runs[kind]) / unit
+                base = statistics.median(getattr(r, field) for r in runs["a2l"]) / unit
+                note = verdict if field == "wall" else ""
+                print(f"{label:<16}{name:<30}{mine:>12.3f}{base:>12.3f}{mine / base:>14.2f}x  {note}")
     return 1 if failed else 0
 
 

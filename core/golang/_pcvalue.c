@@ -289,7 +289,7 @@ static PyObject *check_index(PyObject *self, PyObject *args)
     const char *err = NULL;
     if (ix_open(&x, &v) < 0) goto fail;
     const ix_header *h = x.h;
-    if (h->limit > (uint64_t)bv.len || h->pctab > h->pctab_end || h->pctab_end > h->limit
+    if (h->nfunc == 0 || h->limit > (uint64_t)bv.len || h->pctab > h->pctab_end || h->pctab_end > h->limit
         || h->quantum == 0 || h->quantum > 4) {
         err = "index does not fit the binary";
     }

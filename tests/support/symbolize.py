@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from lgf.golang.pclntab import Pclntab
 from support.gobuild import CACHE, build_go, go_binary, go_env
@@ -88,23 +89,32 @@ LGF = Path(sys.executable).with_name("lgf")
 """The venv's `lgf` command (the console script a user runs)."""
 
 
-def run_process(argv: list, stdin: Path, stdout: Path, stderr: Path | None = None) -> tuple[float, int, int]:
-    """Run ``argv`` as its own process, stdin and stdout from and to files: (wall seconds, peak RSS
-    in KiB, exit code).
+class ProcessRun(NamedTuple):
+    wall: float
+    """Seconds from start to exit."""
+    cpu: float
+    """User + system CPU seconds of the process."""
+    rss_kib: int
+    """Peak resident set size."""
+    code: int
 
-    The RSS comes from GNU time (Debian's ``time``, in the Makefile's set-up), which forks the
+
+def run_process(argv: list, stdin: Path, stdout: Path, stderr: Path | None = None) -> ProcessRun:
+    """Run ``argv`` as its own process, stdin and stdout from and to files; what it cost.
+
+    CPU and RSS come from GNU time (Debian's ``time``, in the Makefile's set-up), which forks the
     program from its own small process: Linux counts a child's RSS from before its exec too, so
     wait4 from this (large) Python process would report this process's size for every program.
     The wall time includes GNU time's own start (~1 ms), the same for every program measured.
     """
-    with tempfile.NamedTemporaryFile(prefix="lgf-rss-", mode="r") as rss, \
+    with tempfile.NamedTemporaryFile(prefix="lgf-rss-", mode="r") as usage, \
             open(stdin, "rb") as fin, open(stdout, "wb") as fout, open(stderr or os.devnull, "wb") as ferr:
         t0 = time.perf_counter()
-        code = subprocess.run([GNU_TIME, "-f", "%M", "-o", rss.name, *map(str, argv)], stdin=fin, stdout=fout,
-                              stderr=ferr).returncode
+        code = subprocess.run([GNU_TIME, "-f", "%M %U %S", "-o", usage.name, *map(str, argv)], stdin=fin,
+                              stdout=fout, stderr=ferr).returncode
         wall = time.perf_counter() - t0
-        peak = int(rss.read().split()[-1])
-    return wall, peak, code
+        rss, user, system = usage.read().split()[-3:]
+    return ProcessRun(wall, float(user) + float(system), int(rss), code)
 
 
 GNU_TIME = "/usr/bin/time"
