@@ -26,7 +26,7 @@ when ``send`` fails, and a batching sink settles each event on the :class:`Recei
 ``send_pending(events, receipt)`` gets (``lgf.delivery``).
 """
 
-from typing import TYPE_CHECKING
+import typing
 
 import pluggy
 
@@ -35,7 +35,7 @@ from .context import RunContext
 from .errors import DeliveryError
 from .options import Duration, Size
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from .delivery import Receipt
     from .event import CAUSES, Event
 
@@ -46,16 +46,16 @@ def __getattr__(name: str):
     """``Event``, ``CAUSES`` and ``Receipt`` are imported on first use (``from lgf import Event``
     works as before): their modules pull in the ELF reader, the disassembler and msgpack, ~100 ms
     that every ``lgf`` command paid at start-up, ``lgf symbolize`` included, whether it used them
-    or not."""
+    or not. Once imported, the name is an ordinary attribute of the module."""
     if name in ("Event", "CAUSES"):
-        from . import event
+        from . import event as module
+    elif name == "Receipt":
+        from . import delivery as module
+    else:
+        raise AttributeError(f"module 'lgf' has no attribute {name!r}")
+    value = globals()[name] = getattr(module, name)
+    return value
 
-        return getattr(event, name)
-    if name == "Receipt":
-        from .delivery import Receipt
-
-        return Receipt
-    raise AttributeError(f"module 'lgf' has no attribute {name!r}")
 
 __all__ = [
     "CAUSES",
