@@ -18,7 +18,7 @@ Cost: opening maps the file and reads the ELF headers and the pclntab header (su
 the function table is cut into an entry-PC list on first lookup (a C-speed slice, about 1 ms
 for 50,000 functions). The pc-value tables (file, line, inline index) of every function are
 decoded on the first lookup, all at once, by the C module ``lgf.golang._pcvalue`` into one flat
-*index* (:attr:`Pclntab.pc_index`: about 5 ms and 3 MiB for Go's 7 MB linker), after which a PC
+*index* (:attr:`Pclntab.pc_index`: ~15 ms and 4 MiB for Go's 7 MB linker), after which a PC
 costs two bisects in C; :meth:`Pclntab.addr2line_text` answers a whole batch in one C call. An
 index decoded by another process can be adopted instead (:meth:`Pclntab.adopt_index`, used by
 :mod:`lgf.golang.pclntab_cache`, lgf's on-disk cache of them). Without the C module (a source tree

@@ -1,7 +1,7 @@
 """lgf's on-disk cache of decoded pc-value tables: one file per build, under ``<spool_dir>/symcache``.
 
 Why: the first lookup in a binary decodes the pc-value tables of all its functions into an index
-(:attr:`lgf.golang.pclntab.Pclntab.pc_index`, in C: ~20 ms and ~4 MiB for Go's linker, more for
+(:attr:`lgf.golang.pclntab.Pclntab.pc_index`, in C: ~15 ms and ~4 MiB for Go's linker, more for
 bigger binaries). A restarted lgf, an ``lgf symbolize`` run beside the running lgf, or a second
 process symbolizing the same build reads the index the first one wrote instead: the file is
 mapped read-only (its pages are shared through the page cache and count towards no heap), checked,
