@@ -88,6 +88,7 @@ def test_a_restarted_symbolizer_reads_the_index_instead_of_decoding(go_toolchain
     sym = Symbolizer(binary, index_cache=cold)
     answers = [sym.addr2line(pc) for pc in pcs]
     assert (sym.index_source, cold.hits, cold.misses) == ("built", 0, 1)
+    assert isinstance(sym.table.pc_index, memoryview), "once stored, the index should be the mapped file"
     sym.close()
     warm = IndexCache(tmp_path)
     sym = Symbolizer(binary, index_cache=warm)

@@ -538,6 +538,8 @@ class Pclntab:
         if (*got[1:6], got[6], got[8]) != self.index_layout():
             raise PclntabError("pc-value index of another binary (its layout differs)")
         self._entries_list()
+        if self._index_owner is not None:
+            self._index_owner.close()
         self._index, self._index_owner, self.index_source = index, owner, source
 
     # --- lookups ---------------------------------------------------------------------------------

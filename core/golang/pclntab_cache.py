@@ -87,7 +87,7 @@ class IndexCache:
             return tab.index_source
         key = self.key_of(tab)
         path = self.directory / (key.hex()[:40] + SUFFIX)
-        if self._load(path, key, tab):
+        if self._load(path, key, tab, "cache"):
             self.hits += 1
             return tab.index_source
         self.misses += 1
@@ -99,6 +99,10 @@ class IndexCache:
                 self.unwritable = str(exc)
                 log.warning("symbol cache %s: cannot store indexes (%s); each process decodes its own",
                             self.directory, exc)
+            else:
+                # Use the file just written, not the bytes decoded: file-backed pages are shared
+                # with other processes and reclaimable, where the bytes would stay on the heap.
+                self._load(path, key, tab, "built")
         return tab.index_source
 
     @staticmethod
@@ -114,7 +118,7 @@ class IndexCache:
 
     # --- reading ------------------------------------------------------------------------------
 
-    def _load(self, path: Path, key: bytes, tab: Pclntab) -> bool:
+    def _load(self, path: Path, key: bytes, tab: Pclntab, source: str) -> bool:
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
@@ -146,7 +150,7 @@ class IndexCache:
                 problem = "its checksum does not match: the file is damaged"
             else:
                 try:
-                    tab.adopt_index(mapping.view, "cache", owner=mapping)
+                    tab.adopt_index(mapping.view, source, owner=mapping)
                 except PclntabError as exc:
                     problem = str(exc)
             if problem is not None:
