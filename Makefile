@@ -6,7 +6,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 GO_VERSIONS := 1.21.13 1.25.5 1.27.3
-APT_PACKAGES := bpfcc-tools python3-bpfcc python3-venv bpftool wrk binutils linux-headers-amd64
+APT_PACKAGES := bpfcc-tools python3-bpfcc python3-venv bpftool wrk binutils linux-headers-amd64 gcc python3-dev time
 CONFIG ?= plugins.toml
 # What the image, deploy and latency-page tests drive: podman (runc where crun refuses the host's
 # cgroups), mmdebstrap for the image's base, systemd-analyze, a headless browser, and Prometheus
@@ -74,7 +74,7 @@ headers:
 
 # The venv sees Debian's bcc through --system-site-packages; it must be made from the system
 # python3, the one python3-bpfcc was built for.
-$(VENV_STAMP): pyproject.toml tests/thirdparty/lgf_example/pyproject.toml
+$(VENV_STAMP): pyproject.toml setup.py core/golang/_pcvalue.c tests/thirdparty/lgf_example/pyproject.toml
 	@[ -x $(PY) ] || /usr/bin/python3 -m venv --system-site-packages .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,ray]'

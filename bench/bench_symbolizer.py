@@ -5,13 +5,14 @@ functions, prints:
 
 * cold load: opening the binary and answering the first PC, vs addr2line answering one PC
   (its whole process: read the file, build the function table, answer);
-* cold lookups/s: the first pass over all PCs (each function's tables decoded on first use);
+* cold lookups/s: the first pass over all PCs, one Python call per PC (the binary's pc-value
+  tables decoded in C on the first lookup; no on-disk cache here);
 * warm lookups/s: the second pass (the per-PC cache), the steady state of a running lgf;
-* 2nd visit/s: new PCs (addr2line mode) in functions visited once already, whose tables are
-  then decoded whole so that later PCs there are a bisect;
+* 2nd visit/s: new PCs (addr2line mode), each a bisect in the decoded index;
 * addr2line's PCs/s over the same 10,000 PCs fed on one stdin (its load included, as a user
   pays it), and the ratios. The cached tool binary is run, so the go command's start-up is not
-  counted. Goal: warm lookups at least addr2line's throughput.
+  counted. Goal: warm lookups at least addr2line's throughput. Whole processes, `lgf symbolize`
+  against addr2line over 200,000 PCs, are bench_symbolizer_link.py.
 
 Run: .venv/bin/python bench/bench_symbolizer.py [N_PCS]
 """

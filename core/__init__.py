@@ -26,16 +26,36 @@ when ``send`` fails, and a batching sink settles each event on the :class:`Recei
 ``send_pending(events, receipt)`` gets (``lgf.delivery``).
 """
 
+import typing
+
 import pluggy
 
 from .components import Classifier, Component, Enricher, Sink, Source
 from .context import RunContext
-from .delivery import Receipt
 from .errors import DeliveryError
-from .event import CAUSES, Event
 from .options import Duration, Size
 
+if typing.TYPE_CHECKING:
+    from .delivery import Receipt
+    from .event import CAUSES, Event
+
 hookimpl = pluggy.HookimplMarker("lgf")
+
+
+def __getattr__(name: str):
+    """``Event``, ``CAUSES`` and ``Receipt`` are imported on first use (``from lgf import Event``
+    works as before): their modules pull in the ELF reader, the disassembler and msgpack, ~100 ms
+    that every ``lgf`` command paid at start-up, ``lgf symbolize`` included, whether it used them
+    or not. Once imported, the name is an ordinary attribute of the module."""
+    if name in ("Event", "CAUSES"):
+        from . import event as module
+    elif name == "Receipt":
+        from . import delivery as module
+    else:
+        raise AttributeError(f"module 'lgf' has no attribute {name!r}")
+    value = globals()[name] = getattr(module, name)
+    return value
+
 
 __all__ = [
     "CAUSES",

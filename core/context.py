@@ -13,11 +13,18 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .services import Services
-
 if TYPE_CHECKING:
     from .config import Config
+    from .services import Services
     from .stats import Stats
+
+
+def _new_services() -> Services:
+    """Imported here, not at the top: ``import lgf`` (every command, ``lgf symbolize`` too) need not
+    load the services' modules (ELF, disassembler, discovery), which cost ~80 ms of start-up."""
+    from .services import Services
+
+    return Services()
 
 
 @dataclass
@@ -31,7 +38,7 @@ class RunContext:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("lgf"))
     sources: list = field(default_factory=list)
     """The running sources (for ``histograms()`` / ``runtime_counters(pid)``); empty in replay."""
-    services: Services = field(default_factory=Services)
+    services: Services = field(default_factory=_new_services)
     """What the host shares among its plugins (``lgf.services``): symbol cache, idle rules,
     arming, trace capture, robot budgets. One per host; a context made by hand (a test) gets
     services of its own."""

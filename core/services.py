@@ -28,8 +28,9 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 
+from .golang.pclntab_cache import CACHE_SUBDIR
 from .golang.procfs import process_binary
-from .golang.symbols import Symbolizers
+from .golang.symbols import IndexCache, Symbolizers
 from .golang.tracecapture import TraceCapture
 from .identity import ProcessIdentities
 from .idle import IdleRules, Verdict, rules_of
@@ -79,8 +80,9 @@ class Arming:
 class Services:
     """The shared services of one host (see the module docstring)."""
 
-    def __init__(self, idle_rules: IdleRules | None = None, pods=None) -> None:
-        self.symbolizers = Symbolizers(max_open=SYMBOLIZER_MAX_OPEN)
+    def __init__(self, idle_rules: IdleRules | None = None, pods=None, symbol_cache_dir: str | None = None) -> None:
+        self.symbolizers = Symbolizers(max_open=SYMBOLIZER_MAX_OPEN,
+                                       index_cache=IndexCache(symbol_cache_dir) if symbol_cache_dir else None)
         self.idle_rules = idle_rules or IdleRules()
         self.arming = Arming()
         self.trace_capture = TraceCapture()
@@ -90,9 +92,12 @@ class Services:
 
     @classmethod
     def for_config(cls, config) -> Services:
-        """The services of a host running ``config`` (its ``[idle]`` rules, its ``[kubernetes]``)."""
+        """The services of a host running ``config``: its ``[idle]`` rules, its ``[kubernetes]``,
+        and the decoded symbol tables of each build kept in ``<spool_dir>/symcache``
+        (lgf.golang.pclntab_cache), so a restarted lgf, or ``lgf symbolize`` beside it, does not
+        decode a build again."""
         sections = getattr(config, "sections", None) or {}
-        return cls(rules_of(config), pods_of(sections.get("kubernetes")))
+        return cls(rules_of(config), pods_of(sections.get("kubernetes")), f"{config.host.spool_dir}/{CACHE_SUBDIR}")
 
     def watch_pods(self) -> None:
         """Start reading this node's pods (``[kubernetes]``; nothing without it)."""

@@ -16,9 +16,15 @@ byte format of the table (constants, pc-value decoding) is in :mod:`lgf.golang.p
 
 Cost: opening maps the file and reads the ELF headers and the pclntab header (sub-millisecond);
 the function table is cut into an entry-PC list on first lookup (a C-speed slice, about 1 ms
-for 50,000 functions); the first PC of a function walks its pc-value tables only up to that PC
-(as the runtime does), a second PC in the same function decodes them whole into a bounded
-cache, so every further PC there costs a bisect.
+for 50,000 functions). The pc-value tables (file, line, inline index) of every function are
+decoded on the first lookup, all at once, by the C module ``lgf.golang._pcvalue`` into one flat
+*index* (:attr:`Pclntab.pc_index`: ~15 ms and 4 MiB for Go's 7 MB linker), after which a PC
+costs two bisects in C; :meth:`Pclntab.addr2line_text` answers a whole batch in one C call. An
+index decoded by another process can be adopted instead (:meth:`Pclntab.adopt_index`, used by
+:mod:`lgf.golang.pclntab_cache`, lgf's on-disk cache of them). Without the C module (a source tree
+never built; logged as a warning) the pure-Python walk of :mod:`~lgf.golang.pclntab_format`
+answers the same: the first PC of a function walks its tables only up to that PC, a second
+decodes them whole into a bounded cache.
 
 Public API::
 
@@ -27,6 +33,7 @@ Public API::
     for name, entry, end in tab.funcs(): ...
     tab.addr2line(pc)                          # (name, file, line) exactly as go tool addr2line
     tab.frames(pc)                             # [(func, file, line, pc, inlined)], innermost first
+    tab.addr2line_text(b"0x4a50fd\\n...")       # addr2line's whole output for these lines, in C
 """
 
 from __future__ import annotations
@@ -50,6 +57,8 @@ from .pclntab_format import (
     PCDATA_INLTREEINDEX,
     PclntabError,
     decode_table,
+    native,
+    native_or_warn,
     value_at,
 )
 
@@ -59,8 +68,13 @@ _MAX_INLINE_DEPTH = 256
 """The Go compiler's inlining budget keeps real chains far below this."""
 _MAX_NAME = 1 << 16
 _FUNC_CACHE = 4096
-"""Function records kept per binary; a decoded one holds its tables as int lists (1-5 KiB), so
-at most ~20 MiB per binary, far less in practice (stall stacks hit few functions)."""
+"""Function records kept per binary (name, inline tree); on the pure-Python path a decoded one
+also holds its tables as int lists (1-5 KiB), so at most ~20 MiB per binary."""
+_FILE, _LINE, _INL = 0, 1, 2
+"""The pc-value tables' numbers in the native index (``_pcvalue.c``)."""
+_INDEX_HEADER = struct.Struct("=QQQQQQIIII")
+"""The native index's header: magic, text_start, pctab, pctab_end, cutab, limit (file offsets),
+nfunc, nranges, quantum, padding (``ix_header`` in ``_pcvalue.c``)."""
 
 # moduledata word indexes of `text` and `gofunc` (runtime/symtab.go); pcHeader is word 0.
 _MODULEDATA_TEXT = 22
@@ -88,10 +102,12 @@ class _Func:
     ``vals``) so that every later PC in the function is a bisect.
     """
 
-    __slots__ = ("entry", "end", "name", "cu_offset", "file_off", "line_off", "inl_off", "inltree",
+    __slots__ = ("index", "entry", "end", "name", "cu_offset", "file_off", "line_off", "inl_off", "inltree",
                  "decoded")
 
-    def __init__(self, entry, end, name, cu_offset, file_off, line_off, inl_off, inltree) -> None:
+    def __init__(self, index, entry, end, name, cu_offset, file_off, line_off, inl_off, inltree) -> None:
+        self.index = index
+        """The function's number in the function table (and in the native index)."""
         self.entry, self.end, self.name, self.cu_offset = entry, end, name, cu_offset
         self.file_off, self.line_off = file_off, line_off
         self.inl_off = inl_off
@@ -105,7 +121,8 @@ class _Func:
 class Pclntab:
     """A Go 1.18+ pclntab inside an ELF file; see the module docstring."""
 
-    def __init__(self, elf: ElfImage, hdr_off: int, hdr_end: int, owns_elf: bool = False) -> None:
+    def __init__(self, elf: ElfImage, hdr_off: int, hdr_end: int, owns_elf: bool = False,
+                 use_native: bool = True) -> None:
         self.elf = elf
         self.buf = elf.data
         self._owns_elf = owns_elf  # opened by from_elf from a path or bytes: closed with us
@@ -175,13 +192,23 @@ class Pclntab:
         self._names: dict[str, int] | None = None
         self._func_cache: OrderedDict[int, _Func] = OrderedDict()
         self._strings: dict[int, str] = {}
+        """Offset -> decoded name: at most the binary's own names and files, whatever the PCs."""
+        self.native = use_native and native_or_warn()
+        """Lookups go through the C index (False: the pure-Python walk, slower, same answers)."""
+        self._index = None
+        self._index_owner = None
+        self.index_source = ""
+        """Where :attr:`pc_index` came from: "" (not yet), "built" (decoded here) or what
+        :meth:`adopt_index` was told (the on-disk cache says "cache")."""
 
     # --- opening ------------------------------------------------------------------------------
 
     @classmethod
-    def from_elf(cls, source: str | os.PathLike | bytes | bytearray | mmap.mmap | ElfImage) -> Pclntab:
+    def from_elf(cls, source: str | os.PathLike | bytes | bytearray | mmap.mmap | ElfImage,
+                 use_native: bool = True) -> Pclntab:
         """Open a Go ELF binary: a path (memory-mapped, read-only), ``bytes``, an mmap, or an
         :class:`~lgf.golang.goelf.ElfImage` already open (shared, not closed by :meth:`close`).
+        ``use_native=False`` takes the pure-Python path even when the C decoder is there.
 
         Finds the table through the ``.gopclntab`` section, else (section headers gone) by
         scanning the file for a pclntab header whose sub-table offsets are consistent.
@@ -194,7 +221,7 @@ class Pclntab:
             raise PclntabError(str(exc)) from None
         try:
             hdr, end = _locate(elf)
-            return cls(elf, hdr, end, owns)
+            return cls(elf, hdr, end, owns, use_native)
         except PclntabError:
             if owns:
                 elf.close()
@@ -205,7 +232,12 @@ class Pclntab:
             raise PclntabError(f"truncated or corrupt file: {exc}") from None
 
     def close(self) -> None:
-        """Unmap the file if :meth:`from_elf` mapped it. Lookups after this raise ``ValueError``."""
+        """Unmap the file if :meth:`from_elf` mapped it, and drop the index (closing what
+        :meth:`adopt_index` was given to close). Lookups after this raise ``ValueError``."""
+        self._index = None
+        if self._index_owner is not None:
+            self._index_owner.close()
+            self._index_owner = None
         if self._owns_elf:
             self.elf.close()
             self._owns_elf = False
@@ -399,12 +431,13 @@ class Pclntab:
     # --- pc-value tables -------------------------------------------------------------------------
 
     def _func(self, i: int) -> _Func:
-        """Function ``i``'s record, from the bounded cache; decodes its tables on a second visit."""
+        """Function ``i``'s record, from the bounded cache; on the pure-Python path, decodes its
+        tables on a second visit."""
         cache = self._func_cache
         f = cache.get(i)
         if f is not None:
             cache.move_to_end(i)
-            if f.decoded is None:
+            if f.decoded is None and not self.native:
                 f.decoded = {off: decode_table(self.buf, self._pctab, self._pctab_end, off, f.entry, f.end,
                                                self.quantum)
                              for off in (f.file_off, f.line_off, f.inl_off) if off is not None}
@@ -419,13 +452,20 @@ class Pclntab:
             if self.elf.vaddr_to_offset(self.gofunc + fd, self._inl_size) is not None:
                 inl_off, inltree = pc_off, self.gofunc + fd
         name = self._cstring(self._funcnames + h[1], self._funcnames, self._funcnames_end, "function name")
-        f = _Func(entry, end, name, h[2], h[3], h[4], inl_off, inltree)
+        f = _Func(i, entry, end, name, h[2], h[3], h[4], inl_off, inltree)
         cache[i] = f
         if len(cache) > _FUNC_CACHE:
             cache.popitem(last=False)
         return f
 
-    def _value(self, f: _Func, off: int, pc: int) -> int:
+    def _value(self, f: _Func, table: int, pc: int) -> int:
+        """The value of pc-value table ``table`` (_FILE, _LINE or _INL) of ``f`` at ``pc``."""
+        if self.native:
+            try:
+                return native.value(self.pc_index, self.buf, f.index, table, pc)
+            except ValueError as exc:
+                raise PclntabError(str(exc)) from None
+        off = (f.file_off, f.line_off, f.inl_off)[table]
         if f.decoded is None:
             return value_at(self.buf, self._pctab, self._pctab_end, off, f.entry, pc, self.quantum)
         ends, vals = f.decoded[off]
@@ -447,7 +487,60 @@ class Pclntab:
         return self._cstring(self._filetab + name_off, self._filetab, self._filetab_end, "file name")
 
     def _file_line(self, f: _Func, pc: int) -> tuple[str, int]:
-        return self._file(f, self._value(f, f.file_off, pc)), self._value(f, f.line_off, pc)
+        return self._file(f, self._value(f, _FILE, pc)), self._value(f, _LINE, pc)
+
+    # --- the native index --------------------------------------------------------------------
+
+    @property
+    def pc_index(self):
+        """The C decoder's index of every function's pc-value tables (a bytes-like object), decoded
+        now if none was adopted. Only on the native path (``self.native``)."""
+        if self._index is None:
+            self._entries_list()  # the order check: the index bisects the same entries
+            try:
+                self._index = native.build_index(self.buf, self.text_start, self._pcln, self._limit, self.nfunc,
+                                                 self._func_hdr, self._pctab, self._pctab_end, self._cutab,
+                                                 self.quantum)
+            except ValueError as exc:
+                raise PclntabError(str(exc)) from None
+            self.index_source = "built"
+        return self._index
+
+    def index_layout(self) -> tuple[int, ...]:
+        """What an index must say about the table to be this table's: (text_start, pctab, pctab_end,
+        cutab, limit, nfunc, quantum)."""
+        return (self.text_start, self._pctab, self._pctab_end, self._cutab, self._limit, self.nfunc, self.quantum)
+
+    def raw_bytes(self, whole: bool = False) -> memoryview:
+        """The function table's bytes (entry and record offsets of every function), or with
+        ``whole`` the whole pclntab's: what tells one build's table from another's
+        (lgf.golang.pclntab_cache keys on it). Release the view (``with``) before :meth:`close`."""
+        with memoryview(self.buf) as view:
+            if whole:
+                return view[self._hdr:self._limit]
+            return view[self._pcln:self._pcln + (2 * self.nfunc + 1) * 4]
+
+    def adopt_index(self, index, source: str, owner=None) -> None:
+        """Use ``index`` (made by :attr:`pc_index` in this or another process) instead of decoding.
+
+        Checked first, in C (every range inside the index) and against this table's layout, so a
+        damaged or foreign index raises :class:`PclntabError` and is never used. ``owner`` is
+        closed by :meth:`close` (the mapping the index lives in); ``source`` becomes
+        :attr:`index_source`.
+        """
+        if not self.native:
+            raise PclntabError("no C decoder: an index cannot be used")
+        try:
+            native.check_index(index, self.buf)
+        except ValueError as exc:
+            raise PclntabError(str(exc)) from None
+        got = _INDEX_HEADER.unpack_from(index)
+        if (*got[1:6], got[6], got[8]) != self.index_layout():
+            raise PclntabError("pc-value index of another binary (its layout differs)")
+        self._entries_list()
+        if self._index_owner is not None:
+            self._index_owner.close()
+        self._index, self._index_owner, self.index_source = index, owner, source
 
     # --- lookups ---------------------------------------------------------------------------------
 
@@ -465,6 +558,21 @@ class Pclntab:
         file, line = self._file_line(f, pc)
         return f.name, file, line
 
+    def addr2line_text(self, lines: bytes) -> bytes:
+        """What ``go tool addr2line`` prints for ``lines`` (input lines, each ended by a newline),
+        parsing and printing included, in one C call: the batch path of ``lgf symbolize --addr2line``.
+
+        Only on the native path. A PC in a damaged function raises :class:`PclntabError` whose
+        ``partial`` holds the output for the lines before it.
+        """
+        out, error = native.addr2line_text(self.pc_index, self.buf, lines, self._funcnames, self._funcnames_end,
+                                           self._filetab, self._filetab_end)
+        if error is not None:
+            exc = PclntabError(error)
+            exc.partial = out
+            raise exc
+        return out
+
     def frames(self, pc: int, is_return_addr: bool = True) -> list[Frame]:
         """The source frames at ``pc``, innermost first; several when calls were inlined there.
 
@@ -481,7 +589,7 @@ class Pclntab:
         at = target
         for _ in range(_MAX_INLINE_DEPTH):
             file, line = self._file_line(t, at)
-            ix = self._value(t, t.inl_off, at) if t.inl_off is not None else -1
+            ix = self._value(t, _INL, at) if t.inl_off is not None else -1
             if ix < 0:
                 out.append(Frame(t.name, file, line, pc, False))
                 return out

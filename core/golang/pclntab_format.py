@@ -9,6 +9,12 @@ index): pairs of varints, a zig-zag value delta then a PC delta in units of the 
 by a zero value delta. Every read is bounds-checked against the pctab and every walk is capped,
 since the table comes from an untrusted file; damage raises :class:`PclntabError`.
 
+The fast path is native: :data:`native` is the C module ``lgf.golang._pcvalue`` (built by the
+package's own build, ``setup.py``), which decodes every function's tables of a binary in one call
+into a flat index (see ``_pcvalue.c``) with the same semantics as the two functions here.
+:func:`native_or_warn` tells a :class:`~lgf.golang.pclntab.Pclntab` whether it may use it, and
+logs once, as a warning, when the module is missing and the pure-Python walk below is used.
+
 Cost: :func:`value_at` walks a table only up to the PC asked for (as the Go runtime does);
 :func:`decode_table` walks it to the end of the function once so that later PCs are a bisect.
 Both copy the bytes out of the map a chunk at a time (indexing ``bytes`` is several times faster
@@ -19,7 +25,19 @@ path 25 % slower (63k -> 47k PCs/s on the Go compiler), which is the path a new 
 
 from __future__ import annotations
 
+import functools
+import logging
+
 from .goelf import ElfError
+
+try:
+    from . import _pcvalue as native
+    NATIVE_MISSING = ""
+except ImportError as _exc:  # a source tree not built (`pip install -e .` builds it)
+    native = None
+    NATIVE_MISSING = str(_exc)
+
+log = logging.getLogger(__name__)
 
 MAGIC_118 = 0xFFFFFFF0
 """Go 1.18 and 1.19."""
@@ -44,6 +62,15 @@ class PclntabError(ElfError):
     A ``ValueError``, and an :class:`~lgf.golang.goelf.ElfError` (the file is unreadable as
     far as lgf is concerned), so code that handles either kind of damage catches both at once.
     """
+
+
+@functools.cache
+def native_or_warn() -> bool:
+    """True when the C decoder is importable; else logs once why not and that lookups will be slow."""
+    if native is None:
+        log.warning("the C pc-value decoder lgf.golang._pcvalue is missing (%s): symbolizing falls back "
+                    "to pure Python, about 15x slower; reinstall lgf (`make setup`) to build it", NATIVE_MISSING)
+    return native is not None
 
 
 def decode_table(buf, pctab: int, limit: int, off: int, entry: int, end: int, quantum: int

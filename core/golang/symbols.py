@@ -6,6 +6,14 @@ pages touched), every answered PC is kept in a bounded LRU (a warm stack is a di
 frame), and :class:`Symbolizers` keeps one instance per file so processes running the same
 executable share it. Used by the ``symbolizer`` enricher, its Ray actors and ``lgf symbolize``.
 
+Given an :class:`~lgf.golang.pclntab_cache.IndexCache` (``<spool_dir>/symcache``), a binary's
+decoded pc-value tables come from the file an earlier process wrote for the same build, and are
+written there when decoded here (:attr:`Symbolizer.index_source` says which happened).
+
+Memory is bounded whatever the number of distinct PCs: the per-PC LRU holds ``cache_size``
+answers, the table's function records are an LRU of their own, its decoded names at most the
+binary's, and the index one per open binary (mapped from the cache file when there is one).
+
 Also here: :func:`stack_summary`, which picks the program's own functions out of a stack, told
 from its dependencies' and the standard library's by the binary's module information (:class:`Modules`).
 """
@@ -19,9 +27,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from .pclntab import Frame, Pclntab, PclntabError
+from .pclntab_cache import IndexCache
 
-__all__ = ["Frame", "Modules", "PclntabError", "Symbolizer", "Symbolizers", "frame_dict", "modules_of_file",
-           "stack_summary"]
+__all__ = ["Frame", "IndexCache", "Modules", "PclntabError", "Symbolizer", "Symbolizers", "frame_dict",
+           "modules_of_file", "stack_summary"]
 
 PC_CACHE_SIZE = 16384
 """PCs remembered per binary; an entry is ~200 bytes, so about 3 MiB per binary when full."""
@@ -30,9 +39,11 @@ PC_CACHE_SIZE = 16384
 class Symbolizer:
     """PC -> frames for one Go binary. Thread-safe; the file is mapped on first lookup."""
 
-    def __init__(self, path: str | os.PathLike, cache_size: int = PC_CACHE_SIZE) -> None:
+    def __init__(self, path: str | os.PathLike, cache_size: int = PC_CACHE_SIZE,
+                 index_cache: IndexCache | None = None) -> None:
         self.path = os.fspath(path)
         self._cache_size = cache_size
+        self._index_cache = index_cache
         self._tab: Pclntab | None = None
         self._cache: OrderedDict[tuple[int, bool | None], tuple] = OrderedDict()
         """(pc, is_return_addr) -> frames; (pc, None) -> addr2line's two lines."""
@@ -49,10 +60,24 @@ class Symbolizer:
 
     @property
     def table(self) -> Pclntab:
-        """The binary's pclntab, opened now if it was not yet (raises PclntabError)."""
+        """The binary's pclntab, opened now if it was not yet (raises PclntabError); with an index
+        cache, its pc-value index is read from the cache (or decoded and stored) at the same time."""
         if self._tab is None:
-            self._tab = Pclntab.from_elf(self.path)
+            tab = Pclntab.from_elf(self.path)
+            if self._index_cache is not None:
+                try:
+                    self._index_cache.attach(tab)
+                except PclntabError:
+                    tab.close()
+                    raise
+            self._tab = tab
         return self._tab
+
+    @property
+    def index_source(self) -> str:
+        """Where the open table's pc-value index came from: "cache" (an earlier process decoded
+        it), "built" (decoded here), "" (not yet needed, or the pure-Python path)."""
+        return self._tab.index_source if self._tab is not None else ""
 
     def frames(self, pc: int, is_return_addr: bool = True) -> list[Frame]:
         """Frames at ``pc``, innermost first (inlined calls first); [] if ``pc`` is in no function.
@@ -110,9 +135,12 @@ class Symbolizers:
     same executable share one. The least recently used binary is unmapped past the limit.
     """
 
-    def __init__(self, max_open: int = 64, cache_size: int = PC_CACHE_SIZE) -> None:
+    def __init__(self, max_open: int = 64, cache_size: int = PC_CACHE_SIZE,
+                 index_cache: IndexCache | None = None) -> None:
         self._max_open = max_open
         self._cache_size = cache_size
+        self.index_cache = index_cache
+        """Shared by every binary's :class:`Symbolizer` (None: indexes are decoded, not stored)."""
         self._open: OrderedDict[tuple, Symbolizer] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -125,7 +153,7 @@ class Symbolizers:
             if sym is not None:
                 self._open.move_to_end(key)
                 return sym
-            sym = Symbolizer(path, self._cache_size)
+            sym = Symbolizer(path, self._cache_size, self.index_cache)
             self._open[key] = sym
             if len(self._open) > self._max_open:
                 _, old = self._open.popitem(last=False)

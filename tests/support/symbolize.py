@@ -1,11 +1,17 @@
-"""Shared by the symbolizer tests: the addr2line oracle, the toolchains' `compile` binaries, PCs."""
+"""Shared by the symbolizer tests and benches: the addr2line oracle, the toolchains' `compile` and
+`link` binaries, PCs, and `lgf symbolize` run as its own process."""
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
+from typing import NamedTuple
 
 from lgf.golang.pclntab import Pclntab
 from support.gobuild import CACHE, build_go, go_binary, go_env
@@ -32,6 +38,11 @@ def run_addr2line(version: str, binary: Path, lines: list[str]) -> list[str]:
 def compile_binary(version: str) -> Path:
     """The toolchain's own `compile` (GOTOOLDIR), a large real Go program built by that version."""
     return go_binary(version).parent.parent / "pkg" / "tool" / "linux_amd64" / "compile"
+
+
+def link_binary(version: str) -> Path:
+    """The toolchain's own `link` (~7 MB, ~5,700 functions): issue 21's whole-process benchmark."""
+    return compile_binary(version).with_name("link")
 
 
 def stripped_copy(binary: Path) -> Path:
@@ -72,3 +83,38 @@ def addr2line_lines(tab: Pclntab, pcs: list[int]) -> list[str]:
         name, file, line = tab.addr2line(pc)
         out += [name, f"{file}:{line}"]
     return out
+
+
+LGF = Path(sys.executable).with_name("lgf")
+"""The venv's `lgf` command (the console script a user runs)."""
+
+
+class ProcessRun(NamedTuple):
+    wall: float
+    """Seconds from start to exit."""
+    cpu: float
+    """User + system CPU seconds of the process."""
+    rss_kib: int
+    """Peak resident set size."""
+    code: int
+
+
+def run_process(argv: list, stdin: Path, stdout: Path, stderr: Path | None = None) -> ProcessRun:
+    """Run ``argv`` as its own process, stdin and stdout from and to files; what it cost.
+
+    CPU and RSS come from GNU time (Debian's ``time``, in the Makefile's set-up), which forks the
+    program from its own small process: Linux counts a child's RSS from before its exec too, so
+    wait4 from this (large) Python process would report this process's size for every program.
+    The wall time includes GNU time's own start (~1 ms), the same for every program measured.
+    """
+    with tempfile.NamedTemporaryFile(prefix="lgf-rss-", mode="r") as usage, \
+            open(stdin, "rb") as fin, open(stdout, "wb") as fout, open(stderr or os.devnull, "wb") as ferr:
+        t0 = time.perf_counter()
+        code = subprocess.run([GNU_TIME, "-f", "%M %U %S", "-o", usage.name, *map(str, argv)], stdin=fin,
+                              stdout=fout, stderr=ferr).returncode
+        wall = time.perf_counter() - t0
+        rss, user, system = usage.read().split()[-3:]
+    return ProcessRun(wall, float(user) + float(system), int(rss), code)
+
+
+GNU_TIME = "/usr/bin/time"
