@@ -18,6 +18,7 @@ import time
 from collections import deque
 
 from ..identity import shown
+from ..peerview import shown as peers_shown
 
 STACK_FRAMES = 12
 """Frames kept per stall (innermost first): enough to see the user code that waited."""
@@ -52,6 +53,7 @@ class StallHistory:
             "stack": event.stack[:STACK_FRAMES],
             "stack_summary": event.stack_summary[:3],
             "topology": event.topology,
+            "peers": peers_shown(event.extra),
             "precision": event.extra.get("precision", ""),
             "severity": event.severity,
         }
