@@ -13,9 +13,11 @@ addresses, and this process holds the client socket. The only time bounds are li
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
+from test_e2e_uprobe import LgfRun
 
 from lgf import config as cfg
 from lgf.alerts import AlertEngine
@@ -25,9 +27,11 @@ from lgf.plugins.peer import PeerEnricher, PeerOptions
 from lgf.sources.uprobe import UprobeOptions, UprobeSource
 from lgf.stats import Stats
 from lgf.testing import EventCollector
+from support.cli import write
 from support.gobuild import GO_VERSIONS, build_go
 from support.revproxy import RevProxy, SlowUpstream, binaries
 from support.stallfixture import STALLS_SRC, StallFixture, run_context, wait_attached
+from support.wait import poll_until
 
 pytestmark = pytest.mark.bpf
 
@@ -152,3 +156,70 @@ def test_the_tables_say_what_dwarf_says(go_toolchains, version):
     assert binary.has_dwarf
     assert httpclient.dwarf_offsets(binary) == httpclient.offsets_of(binary) == httpclient.LAYOUT
     assert pollwait.dwarf_offsets(binary) == pollwait.offsets_of(binary) == pollwait.LAYOUT
+
+
+def test_lgf_run_with_the_peer_enricher_reports_the_upstream_on_the_stall_and_its_alert(tmp_path, bpf_ok,
+                                                                                       go_toolchains):
+    """``lgf run`` as shipped (goroutine tier on stall, the sampler reports the first stall),
+    with ``peer`` among the enrichers: the stall in the file names the upstream, the process
+    behind it and the derived path; so does its alert."""
+    proxy_exe, upstream_exe = binaries(GO_VERSIONS[-1])
+    out = tmp_path / "lgf" / "stalls.jsonl"
+    with SlowUpstream(upstream_exe) as up, RevProxy(proxy_exe, up) as px:
+        config = write(tmp_path / "plugins.toml", f"""
+[lgf]
+threshold = "50ms"
+report_interval = "1s"
+spool_dir = "{tmp_path / 'spool'}"
+plugins = ["lgf.sources.uprobe"]
+
+[targets]
+pids = [{px.pid}]
+
+[[sources]]
+use = "uprobe"
+goroutine_tier = "on_stall"
+
+[[enrichers]]
+use = "symbolizer"
+
+[[enrichers]]
+use = "peer"
+
+[[classifiers]]
+use = "waitreason"
+
+[[sinks]]
+use = "file"
+path = "{out}"
+format = "jsonl"
+
+[alerts.topology]
+path = ["edge-lb"]
+
+[http]
+enabled = false
+""")
+        run = LgfRun(config)
+        try:
+            run.wait_log(f"tracing pid {px.pid}")
+            said, call = px.send("/proxy/orders")
+            try:
+                call.wait()
+
+                def reported():
+                    rows = [json.loads(ln) for ln in out.read_text().splitlines() if ln.strip()] if out.exists() else []
+                    stall = [r for r in rows if r.get("kind") == "stall" and r["goid"] == said["goid"]]
+                    alert = [r for r in rows if r.get("kind") == "alert" and r["goid"] == said["goid"]]
+                    return (stall, alert) if stall and alert else None
+                stalls, alerts = poll_until(reported, LIVENESS_S, 0.1)
+            finally:
+                call.close()
+        finally:
+            code = run.stop()
+        assert code == 0, "".join(run.lines[-20:])
+    row = stalls[0]
+    assert row["waited_on"]["addr"] == up.http and row["waited_on"]["service"] == "slowupstream", row
+    assert row["caller"]["addr"] == call.client
+    assert row["topology"]["path"][0] == "edge-lb" and row["topology"]["path"][-2:] == ["revproxy", "slowupstream"]
+    assert alerts[0]["waited_on"]["addr"] == up.http and alerts[0]["topology"]["path"] == row["topology"]["path"]
