@@ -258,7 +258,8 @@ class AlertEngine:
         """The topoPosition lgf saw (``lgf.plugins.peer``): ``topology.path`` becomes
         ``[alerts.topology] path`` (the hops lgf cannot see), then the caller of the request the
         stall served, this service, and what it waited on; each peer named as a service when it is
-        a process on this host (``service`` added to ``caller`` / ``waited_on``), else by its address."""
+        a process on this host (``service`` added to ``caller`` / ``waited_on``), else by its
+        address (a caller's without its port, which is ephemeral: one hop per client host)."""
         ends = [event.extra.get(k) for k in PEER_KEYS]
         if not any(isinstance(e, dict) for e in ends):
             return
@@ -272,6 +273,8 @@ class AlertEngine:
                                                        exe=str(end.get("exe") or "")))
             names.append(str(end.get("service") or end.get("addr") or ""))
         caller, waited = names
+        if caller and not (ends[0] or {}).get("service"):  # a client's port is ephemeral: its host only
+            caller = caller.rsplit(":", 1)[0].strip("[]")
         path = [str(h) for h in self.options.topology.get("path") or []]
         if caller and (not path or path[-1] != caller):
             path.append(caller)

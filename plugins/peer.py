@@ -40,7 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lgf import Component, hookimpl
-from lgf.golang.netpeer import SocketOwners, other_end, process_names, tcp_table
+from lgf.golang.netpeer import SocketOwners, other_end, process_names
 
 
 @dataclass
@@ -74,20 +74,17 @@ class PeerEnricher:
         if facts is None:
             self._missing("all", "not_captured")
             return
-        table: list = []  # the namespace's TCP table, read once per event, when an end needs it
         for key in ("waited_on", "caller"):
             if key in facts:
-                event.extra[key] = self._described(dict(facts[key]), event.pid, table)
+                event.extra[key] = self._described(dict(facts[key]), event.pid)
 
-    def _described(self, end: dict, pid: int, table: list) -> dict:
+    def _described(self, end: dict, pid: int) -> dict:
         """``end`` with the process at its other end when it runs on this host (the other end's
         socket, else the server listening on the peer's port), without the socket's inode."""
         end.pop("inode", None)
         if not self.options.owners or not end.get("local") or not end.get("peer"):
             return end
-        if not table:
-            table.extend(tcp_table(pid))
-        mirror, listener = other_end(pid, end["local"], end["peer"], table)
+        mirror, listener = other_end(pid, end["local"], end["peer"])
         owner = self.owners.owner_of(mirror) if mirror else None
         if owner is None and listener:
             owner = self.owners.owner_of(listener)

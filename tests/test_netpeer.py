@@ -131,3 +131,9 @@ def test_the_latency_page_lists_them_under_the_wait_and_draws_the_derived_path(t
     assert "waited on: http inventory.internal:8080 (inventory) via 10.0.0.5:40112" in html
     assert "caller: 10.0.0.2:51000 via 10.0.0.5:80" in html
     assert topology_hops(record["topology"], record["service"])[-1] == "inventory"
+
+
+def test_a_caller_not_on_this_host_is_a_hop_by_its_host_not_its_ephemeral_port(tmp_path):
+    ev = peered(caller=dict(CALLER), waited_on=dict(WAITED))
+    engine(tmp_path).observe(ev)
+    assert ev.topology["path"] == ["10.0.0.2", ev.extra["service"], "inventory.internal:8080"]
