@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -52,6 +54,7 @@ def test_a_descriptor_is_described_by_its_socket_and_by_the_tables_alike(connect
     assert (row.local, row.peer) == (got.local, got.peer)
     mirror, listener = netpeer.other_end(pid, got.local, got.peer)
     assert mirror == os.fstat(accepted.fileno()).st_ino and listener == os.fstat(server.fileno()).st_ino
+    assert netpeer.other_end(pid, got.local, got.peer, netpeer.tcp_table(pid)) == (mirror, listener)  # the fallback
     owners = netpeer.SocketOwners()
     assert owners.owner_of(mirror) == pid and owners.owner_of(mirror) == pid
     assert owners.scans == 1  # the second answer came from the cache, checked with one readlink
@@ -137,3 +140,32 @@ def test_a_caller_not_on_this_host_is_a_hop_by_its_host_not_its_ephemeral_port(t
     ev = peered(caller=dict(CALLER), waited_on=dict(WAITED))
     engine(tmp_path).observe(ev)
     assert ev.topology["path"] == ["10.0.0.2", ev.extra["service"], "inventory.internal:8080"]
+
+
+NETNS_CHILD = """
+import os, socket, sys
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen()
+cli = socket.create_connection(srv.getsockname()); acc, _ = srv.accept()
+print(os.getpid(), cli.fileno(), *(os.fstat(s.fileno()).st_ino for s in (acc, srv)), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_process_in_its_own_network_namespace_is_looked_up_in_it():
+    """A pod's process has its own network namespace: lgf enters it (on its own thread, and
+    back) for the kernel's look-ups, and agrees with that namespace's own tables."""
+    child = subprocess.Popen(["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$0" -c "$1"',
+                              sys.executable, NETNS_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    ours = os.stat("/proc/thread-self/ns/net").st_ino
+    try:
+        pid, fd, mirror, listener = (int(x) for x in child.stdout.readline().split())
+        assert os.stat(f"/proc/{pid}/ns/net").st_ino != os.stat("/proc/self/ns/net").st_ino
+        got = netpeer.describe_fd(pid, fd)
+        assert got.kind == "tcp" and got.local.startswith("127.0.0.1:")
+        assert netpeer.peer_sockets(pid, got.local, got.peer) == (mirror, listener)
+        assert netpeer.other_end(pid, got.local, got.peer, netpeer.tcp_table(pid)) == (mirror, listener)
+        assert os.stat("/proc/thread-self/ns/net").st_ino == ours  # this thread came back
+        assert netpeer.peer_sockets(os.getpid(), got.local, got.peer) != (mirror, listener)  # not in ours
+    finally:
+        child.stdin.close()
+        child.wait(timeout=10)

@@ -38,6 +38,14 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = getattr(_libc, "syscall", None)
 if _syscall is not None:
     _syscall.restype = ctypes.c_long
+CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int) -> None:
+    """``setns(fd, CLONE_NEWNET)`` for this thread (``os.setns`` is Python 3.12+)."""
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 TCP_LISTEN = 0x0A
 PIDFD_GETFD = 438
@@ -266,11 +274,11 @@ def _diag_socket(pid: int) -> socket.socket:
     back = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     there = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
     try:
-        os.setns(there, os.CLONE_NEWNET)
+        _setns(there)
         try:
             return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
         finally:
-            os.setns(back, os.CLONE_NEWNET)
+            _setns(back)
     finally:
         os.close(there)
         os.close(back)
