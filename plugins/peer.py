@@ -24,9 +24,10 @@ Fills, on a stall event (and so on its alert, whose example it is):
 Where it comes from: the goroutine sampler reads it while the stalled goroutine is still parked
 (:mod:`lgf.golang.peercapture`, which this enricher switches on; the module docstrings of
 :mod:`lgf.golang.pollwait` and :mod:`lgf.golang.httpclient` say how and why that way); this
-enricher only takes what was kept for the event and looks up the processes. A stall the goroutine
-tier reported (seen only once it ended), a wait on anything else, or a value that could not be
-read leaves the fields out, counted in ``lgf_enrich_missing_total{enricher="peer",value,reason}``.
+enricher only takes what was kept for the event and looks up the processes. A stall the sampler
+never saw parked (while the goroutine tier is armed it sees parks begin and end itself, and
+reports them once the frames are gone: with ``goroutine_tier = "always"``, every stall), a wait on
+anything else, or a value that could not be read leaves the fields out, counted in ``lgf_enrich_missing_total{enricher="peer",value,reason}``.
 Nothing is guessed.
 
 Cost (bench/bench_peer.py): in the sampler, per stall, while parked: about 0.3-1 ms of lgf's
@@ -70,7 +71,7 @@ class PeerEnricher:
     def lgf_enrich(self, event) -> None:
         if event.kind != "stall" or not event.pid or "waited_on" in event.extra:
             return
-        facts = self._capture.take(event.pid, event.goid, event.start_ns)
+        facts = self._capture.take(event.pid, event.goid, event.start_ns, event.end_ns or event.start_ns)
         if facts is None:
             self._missing("all", "not_captured")
             return

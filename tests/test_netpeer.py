@@ -14,6 +14,7 @@ from lgf import config as cfg
 from lgf.alerts import AlertEngine
 from lgf.event import Event
 from lgf.golang import netpeer
+from lgf.golang.peercapture import PeerCapture
 from lgf.peerview import shown
 from lgf.sinks.stdout import format_line
 from lgf.sinks.wecom_format import alert_messages
@@ -169,3 +170,17 @@ def test_a_process_in_its_own_network_namespace_is_looked_up_in_it():
     finally:
         child.stdin.close()
         child.wait(timeout=10)
+
+
+def test_a_capture_belongs_to_the_stall_whose_span_holds_it():
+    """The sampler's report starts where it first saw the park (exact key); a goroutine tier that
+    took the park over reports it with an earlier start (matched by span); another goroutine's
+    or another park's stall takes nothing."""
+    capture = PeerCapture()
+    capture.keep(7, 3, 1_000, {"waited_on": {"addr": "a:1"}})
+    capture.keep(7, 3, 9_000, {"waited_on": {"addr": "b:2"}})
+    assert capture.take(7, 4, 1_000, 2_000) is None  # another goroutine
+    assert capture.take(7, 3, 2_000, 8_000) is None  # a park the sampler never judged
+    assert capture.take(7, 3, 500, 1_500) == {"waited_on": {"addr": "a:1"}}  # the tier's report
+    assert capture.take(7, 3, 9_000, 9_500) == {"waited_on": {"addr": "b:2"}}  # the sampler's
+    assert capture.take(7, 3, 0, 10_000) is None  # each taken once

@@ -9,7 +9,8 @@ request is done. So the goroutine sampler's park judge (``lgf.sources.uprobe.par
 walks a stall's stack while the goroutine is parked, calls :meth:`PeerCapture.capture` right
 after it found the request, then checks the goroutine is still in the same park, and only then
 :meth:`PeerCapture.keep`\\ s what was read, keyed by ``(pid, goid, start_ns)``: the stall event
-the sampler reports when the park ends has that key, and the ``peer`` enricher
+the sampler reports when the park ends has that key (a goroutine tier that took the park over at
+its hand-off reports it with an earlier start: matched by span), and the ``peer`` enricher
 (``lgf.plugins.peer``) :meth:`PeerCapture.take`\\ s it, names the processes at the other ends and
 puts it on the event.
 
@@ -17,8 +18,8 @@ The descriptor is turned into addresses at once (:func:`lgf.golang.netpeer.descr
 socket may be gone when the event is enriched); who holds the other end is left to the enricher
 (reading every process's descriptors is too dear for the sampler's thread).
 
-Off until the ``peer`` enricher switches it on (a config without it pays nothing). Stalls the
-goroutine tier reports (it sees a park only once it ended) carry nothing from here.
+Off until the ``peer`` enricher switches it on (a config without it pays nothing). Parks the
+sampler never judged (those the armed goroutine tier sees begin and end) carry nothing from here.
 """
 
 from __future__ import annotations
@@ -118,16 +119,25 @@ class PeerCapture:
                 return sock
         return None
 
-    def keep(self, pid: int, goid: int, start_ns: int, facts: dict) -> None:
-        """Keep ``facts`` for the stall event of goroutine ``goid`` that starts at ``start_ns``."""
+    def keep(self, pid: int, goid: int, seen_ns: int, facts: dict) -> None:
+        """Keep ``facts`` for the park of goroutine ``goid`` the sampler first saw at ``seen_ns``
+        (the start of the stall event it reports)."""
         if not facts:
             return
         with self._lock:
-            self._kept[(pid, goid, start_ns)] = facts
+            self._kept[(pid, goid, seen_ns)] = facts
             while len(self._kept) > MAX_KEPT:
                 self._kept.popitem(last=False)
 
-    def take(self, pid: int, goid: int, start_ns: int) -> dict | None:
-        """What was kept for that stall (and forget it), None if nothing was."""
+    def take(self, pid: int, goid: int, start_ns: int, end_ns: int) -> dict | None:
+        """What was kept for the stall of ``goid`` over [``start_ns``, ``end_ns``] (and forget
+        it), None if nothing was: a park seen by the sampler inside that span is that stall's,
+        whichever tier reports it (the sampler's report starts where it first saw the park; the
+        goroutine tier's, taking over a park at the hand-off, starts earlier)."""
         with self._lock:
-            return self._kept.pop((pid, goid, start_ns), None)
+            got = self._kept.pop((pid, goid, start_ns), None)
+            if got is not None:
+                return got
+            for key in [k for k in self._kept if k[0] == pid and k[1] == goid and start_ns <= k[2] <= end_ns]:
+                return self._kept.pop(key)
+        return None
