@@ -77,6 +77,8 @@ log = logging.getLogger("lgf.alerts")
 
 IDENTITY_KEYS = EVENT_KEYS
 """The worst stall's process identity (``lgf.identity``), carried onto its alert."""
+PEER_KEYS = ("caller", "waited_on")
+"""Whom the worst stall served and what it waited on (``lgf.plugins.peer``), carried onto its alert."""
 GROUP_FIELDS = ("service", "cause", "top_frame", "pid", "comm", "exe", "wait_reason", "syscall", "env")
 MAX_PIDS_LISTED = 32
 OVERFLOW_KEY = ("(overflow)",)
@@ -275,6 +277,35 @@ class AlertEngine:
                 log.debug("cannot read the identity of pid %d", pid, exc_info=True)
         return self.service_of(event), str(event.extra.get("namespace") or "")
 
+    def _derive_path(self, event: Event, service: str) -> None:
+        """The topoPosition lgf saw (``lgf.plugins.peer``): ``topology.path`` becomes
+        ``[alerts.topology] path`` (the hops lgf cannot see), then the caller of the request the
+        stall served, this service, and what it waited on; each peer named as a service when it is
+        a process on this host (``service`` added to ``caller`` / ``waited_on``), else by its
+        address (a caller's without its port, which is ephemeral: one hop per client host)."""
+        ends = [event.extra.get(k) for k in PEER_KEYS]
+        if not any(isinstance(e, dict) for e in ends):
+            return
+        names = []
+        for end in ends:
+            if not isinstance(end, dict):
+                names.append("")
+                continue
+            if end.get("pid") and not end.get("self"):
+                end["service"] = self.service_of(Event(pid=int(end["pid"]), comm=str(end.get("comm") or ""),
+                                                       exe=str(end.get("exe") or "")))
+            names.append(str(end.get("service") or end.get("addr") or ""))
+        caller, waited = names
+        if caller and not (ends[0] or {}).get("service"):  # a client's port is ephemeral: its host only
+            caller = caller.rsplit(":", 1)[0].strip("[]")
+        path = [str(h) for h in self.options.topology.get("path") or []]
+        if caller and (not path or path[-1] != caller):
+            path.append(caller)
+        path.append(service)
+        if waited:
+            path.append(waited)
+        event.topology["path"] = path
+
     def severity_of(self, worst_ns: int) -> str:
         if worst_ns >= self.policy.critical:
             return "critical"
@@ -290,6 +321,7 @@ class AlertEngine:
         event.tags = {**self.tags, **event.tags}
         event.topology = {**self.topology, **event.topology}
         service = event.extra.setdefault("service", self.service_of(event))
+        self._derive_path(event, service)
         event.severity = self.severity_of(event.duration_ns)
         now = self.clock()
         with self._lock:
@@ -437,6 +469,7 @@ class AlertEngine:
                 "group_by": describe_key(group.key, self.options.group_by),
                 "summary": self._summary(group, top),
                 **{k: w.extra[k] for k in IDENTITY_KEYS if k in w.extra},
+                **{k: w.extra[k] for k in PEER_KEYS if k in w.extra},
             })
         return alert
 

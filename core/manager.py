@@ -35,6 +35,7 @@ BUILTIN_PLUGINS = (
     "lgf.plugins.poller",
     "lgf.plugins.sched",
     "lgf.plugins.trace_context",
+    "lgf.plugins.peer",
     "lgf.plugins.waitreason",
     "lgf.plugins.scope",
     "lgf.plugins.unknown",

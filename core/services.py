@@ -11,6 +11,8 @@ component as ``ctx.services`` (``lgf.RunContext``), the way pytest hands a run's
 - ``arming``: cheap tiers that saw a stall ask for the goroutine tier through it.
 - ``trace_capture``: reads labels and ``traceparent`` the moment a stall is reported, when the
   ``trace_context`` enricher switched it on.
+- ``peer_capture``: what a stalled goroutine waited on, read by the sampler while it is parked,
+  when the ``peer`` enricher switched it on (:mod:`lgf.golang.peercapture`).
 - ``robot_budgets``: one send budget per WeCom robot key, shared by the sinks using that key.
 - ``identities``: each process's container, pod, own pid and OpenTelemetry naming
   (:mod:`lgf.identity`), read once per process: by a source when it attaches (so a process
@@ -29,6 +31,7 @@ import threading
 from collections.abc import Callable, Sequence
 
 from .golang.pclntab_cache import CACHE_SUBDIR
+from .golang.peercapture import PeerCapture
 from .golang.procfs import process_binary
 from .golang.symbols import IndexCache, Symbolizers
 from .golang.tracecapture import TraceCapture
@@ -86,6 +89,7 @@ class Services:
         self.idle_rules = idle_rules or IdleRules()
         self.arming = Arming()
         self.trace_capture = TraceCapture()
+        self.peer_capture = PeerCapture()
         self.robot_budgets = RobotBudgets()
         self.identities = ProcessIdentities(pods=pods)
         self._pods_watched = False

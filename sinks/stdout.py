@@ -9,7 +9,9 @@ Readable form, chosen so `grep` and eyes both work::
     2026-11-26T13:40:10.000Z ALERT warning channel x7 worst=310.0ms total=1.2s pid=4242 comm=api main.worker
 
 A stall or alert whose request lgf could trace ends in ``trace=<trace id> span=<span id>``
-(``lgf.plugins.trace_context``); without one, nothing is printed for it.
+(``lgf.plugins.trace_context``); without one, nothing is printed for it. Then, when the ``peer``
+enricher found them, ``caller="ip:port (service) via ip:port"`` and ``waited_on="http host:port
+(service) via ip:port"`` (``lgf.peerview``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Literal
 from lgf import Component, hookimpl
 from lgf.event import Event, to_json
 from lgf.identity import shown
+from lgf.peerview import shown as peers_shown
 
 
 @dataclass
@@ -60,12 +63,12 @@ def format_line(event: Event) -> str:
         x = event.extra
         return (f"{ts} ALERT {event.severity or 'info'} {event.cause} x{x.get('count', 1)} "
                 f"worst={_ms(x.get('worst_ns', event.duration_ns))} total={_ms(x.get('total_ns', 0))} "
-                f"pid={event.pid}{_identity(event)} comm={event.comm} {where}").rstrip() + _trace(event)
+                f"pid={event.pid}{_identity(event)} comm={event.comm} {where}").rstrip() + _trace(event) + _peers(event)
     what = f'"{event.wait_reason}"' if event.wait_reason else (event.syscall or "")
     # A stall the sampler saw (before the goroutine tier was armed) has a lower-bound duration.
     bound = ">=" if event.extra.get("precision") == "sampled" else ""
     return (f"{ts} STALL {bound}{_ms(event.duration_ns)} {event.cause} pid={event.pid}{_identity(event)} goid={event.goid} "
-            f"comm={event.comm} {what} {where}").rstrip() + _trace(event)
+            f"comm={event.comm} {what} {where}").rstrip() + _trace(event) + _peers(event)
 
 
 def _identity(event: Event) -> str:
@@ -77,6 +80,11 @@ def _trace(event: Event) -> str:
     """`` trace=... span=...`` when the stalled request's trace is known, else ""."""
     out = f" trace={event.trace_id}" if event.trace_id else ""
     return out + (f" span={event.span_id}" if event.span_id else "")
+
+
+def _peers(event: Event) -> str:
+    """`` caller=... waited_on=...`` (lgf.plugins.peer, worded by lgf.peerview), else ""."""
+    return "".join(f' {label}="{text}"' for label, text in peers_shown(event.extra))
 
 
 def _ms(ns: int) -> str:

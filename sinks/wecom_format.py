@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from lgf.identity import shown
+from lgf.peerview import shown as peers_shown
 
 LIMITS = {"text": 2048, "markdown": 4096, "markdown_v2": 4096}
 """Bytes of ``content`` WeCom accepts per message type."""
@@ -252,6 +253,8 @@ def alert_lines(d: dict, msgtype: str, stack_frames: int = 8) -> list[str]:
     path = topology_path(d)
     if path:
         lines.append(f"path: {g(path)}")
+    for label, text in peers_shown(d):  # lgf.plugins.peer, worded by lgf.peerview
+        lines.append(f"{label.replace('_', ' ')}: {g(text)}")
     if isinstance(d.get("labels"), dict) and d["labels"]:
         lines.append(f"labels: {g(_pairs(d['labels']))}")
     for label in ("tags", "topology"):

@@ -18,6 +18,7 @@ import time
 from collections import deque
 
 from ..identity import shown
+from ..peerview import shown as peers_shown
 
 STACK_FRAMES = 12
 """Frames kept per stall (innermost first): enough to see the user code that waited."""
@@ -53,6 +54,7 @@ class StallHistory:
             "stack_summary": event.stack_summary[:3],
             "topology": event.topology,
             "tags": event.tags,
+            "peers": peers_shown(event.extra),
             "precision": event.extra.get("precision", ""),
             "severity": event.severity,
         }

@@ -198,6 +198,12 @@ def _service_tags(record: dict) -> str:
     return f'<p class="meta">{" · ".join(shown)}</p>' if shown else ""
 
 
+def _peers(record: dict) -> str:
+    """Whom the stall served and what it waited on, when lgf found them (``lgf.peerview``)."""
+    parts = record.get("peers") or ()
+    return "".join(f'<br><span class="peer">{_e(label.replace("_", " "))}: {_e(text)}</span>' for label, text in parts)
+
+
 def stalls_table(records: list[dict], first_open: bool) -> str:
     rows = []
     for i, r in enumerate(reversed(records[-STALLS_LISTED:])):
@@ -206,7 +212,7 @@ def stalls_table(records: list[dict], first_open: bool) -> str:
             f'<tr class="stall"><td>{_e(r["ts"][11:23] or _clock(r["at"]))}</td>'
             f'<td><i class="dot" style="background:{colour_of(r["cause"])}"></i>{_e(r["cause"])}</td>'
             f'<td class="num">{bound}{_ms(r["duration_ns"])}</td><td>{r["pid"]}/{r["goid"]}{_identity(r)}</td>'
-            f'<td>{_e(r["wait_reason"])}</td><td>{_trace(r)}</td>'
+            f'<td>{_e(r["wait_reason"])}{_peers(r)}</td><td>{_trace(r)}</td>'
             f'<td>{_stack_html(r, opened=first_open and i == 0)}</td></tr>')
     return ('<table><tr><th>time (UTC)</th><th>cause</th><th>duration</th><th>pid/goroutine</th>'
             '<th>wait</th><th>trace id</th><th>stack</th></tr>' + "".join(rows) + "</table>")

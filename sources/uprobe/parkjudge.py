@@ -62,6 +62,7 @@ class ParkJudge:
             proc.verdicts, proc.verdicts_of = {}, rules  # new [idle] rules (a reload), or too many stacks
         idle_sites: Counter[str] = Counter()
         serving: list[tuple] = []
+        captured: list[tuple] = []  # (park, row, what it waited on): kept once seen still parked
         for (park, row), (pcs, _complete), frames in zip(crossed, walks, bounds, strict=True):
             if row[0] not in still:  # it ran while its stack was read: that copy proves nothing
                 park.over_threshold = False  # (the next pass sees the park ended: nothing reported)
@@ -83,6 +84,8 @@ class ParkJudge:
             park.labels = labels_of_g(proc.reader, proc.target.binary, row[0])  # while still parked
             if verdict.scope == "request" and self._request(proc, park, pcs, frames, row):
                 serving.append((park, row))
+            if self.services.peer_capture.enabled:
+                self._peer(pid, proc, park, reason, pcs, frames, row, captured)
             if not closing:
                 self.log.info("sampler: pid %d: goroutine %d parked (%s%s) for over %.0f ms: arming",
                               pid, park.goid, reason, ", serving a request" if verdict.scope
@@ -101,7 +104,32 @@ class ParkJudge:
                 else:
                     park.request = park.traceparent = None
                     self._count("lgf_sampler_request_missing_total", value="request", reason="ran_meanwhile")
+        if captured:  # read while parked, or the frames may have been another wait's by then
+            still = self._still_parked(proc, [(p, r) for p, r, _f in captured])
+            for park, row, facts in captured:
+                if row[0] in still:
+                    self.services.peer_capture.keep(pid, park.goid, park.first_ns, facts)
+                else:
+                    self._count("lgf_sampler_peer_missing_total", value="all", reason="ran_meanwhile")
         return arm
+
+    def _peer(self, pid: int, proc, park, reason: str, pcs: list[int], frames: list[tuple[int, int]],
+              row: tuple, captured: list[tuple]) -> None:
+        """What the stall waited on (:mod:`lgf.golang.peercapture`), read now while it is parked;
+        what cannot be read is counted in ``lgf_sampler_peer_missing_total{value,reason}``."""
+        order = proc.order
+        stack = (row[order.index("sched.sp") + 1], row[order.index("stack.hi") + 1])
+        response = park.request.response if park.request is not None else 0
+        try:
+            facts = self.services.peer_capture.capture(
+                proc.reader, proc.target.binary, row[0], reason, pcs, frames, stack, response,
+                count=lambda value, why: self._count("lgf_sampler_peer_missing_total", value=value, reason=why))
+        except Exception:  # a bug there must not stop the sampler: the stall is reported without it
+            self.log.exception("sampler: pid %d: reading what goroutine %d waited on failed", pid, park.goid)
+            self._count("lgf_sampler_peer_missing_total", value="all", reason="error")
+            return
+        if facts:
+            captured.append((park, row, facts))
 
     def _request(self, proc, park, pcs: list[int], frames: list[tuple[int, int]],
                  row: tuple) -> bool:

@@ -1,0 +1,210 @@
+"""Which upstream a goroutine inside an HTTP client round trip waits on, and which caller a
+goroutine serving a request serves: read from its frames while it is parked.
+
+Upstream. A request sent through net/http's ``Transport`` (``http.Client``, ``httputil.ReverseProxy``,
+most RPC clients over HTTP/1.x) waits for its answer in ``net/http.(*persistConn).roundTrip``,
+parked in a ``select`` (or, writing a large body, below it). Its receiver ``pc`` is used after the
+``select``, so it sits in a slot of ``roundTrip``'s frame or of its caller's
+(:mod:`lgf.golang.goframes`). A ``persistConn`` starts with::
+
+    alt RoundTripper; t *Transport; cacheKey connectMethodKey{proxy, scheme, addr string; onlyH1 bool}
+    conn net.Conn; ...
+
+``cacheKey.addr`` is the upstream's ``host:port`` as the Transport dialled it (the request URL's
+host, with the scheme's port added; the proxy's when one is used, named then in ``proxy``). A
+candidate word is believed to be the ``persistConn`` only if ``t`` is non-nil, ``scheme`` reads
+``http`` or ``https``, ``addr`` reads as ``host:port`` and ``conn`` is set; one found is the answer,
+two different ones are refused (``ambiguous``), none is ``no_persist_conn``. Then the connection's
+descriptor: ``conn``'s data pointer is a ``*net.TCPConn`` (``conn{fd *netFD}``, ``netFD{pfd
+poll.FD{fdmu; Sysfd int}}``), or a ``*tls.Conn`` whose first field is the ``net.Conn`` under it;
+the descriptor is kept only when the socket it names (:mod:`lgf.golang.netpeer`) has the upstream's
+port as its peer port, so a wrong guess of the type can only lose the addresses, not misname them.
+
+Caller. A goroutine serving an HTTP/1.x request has its ``*response`` found by
+:mod:`lgf.golang.httpserve`; ``response.conn`` is the server's ``*conn``, whose ``remoteAddr`` is
+the client's ``ip:port`` (``conn{server *Server; cancelCtx; rwc net.Conn; remoteAddr string}``)
+and ``rwc`` its socket (checked as above, against ``remoteAddr``).
+
+Layout: the offsets below, the same in Go 1.21.13, 1.25.5 and 1.27.3 (sources and DWARF:
+tests/test_peer.py checks them against every toolchain the tests build); a Go outside 1.21-1.27
+is read from its DWARF and refused without it. HTTP/2 client connections (``http2ClientConn``)
+are not read: such a stall has no upstream.
+
+Cost: one read of two frames (about 1 KiB), one scattered read of 96 bytes per candidate word
+and a few small reads for the strings: well under a millisecond, once per stall, while parked.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+
+from .goframes import frame_of, frame_words, pointer_candidates, read_each
+from .golayout import _walk_dwarf
+from .runtime_reader import Unreadable
+
+ROUND_TRIP = ("net/http.(*persistConn).roundTrip",)
+LAYOUT = {"persistConn.t": 16, "persistConn.cacheKey": 24, "persistConn.conn": 80,
+          "connectMethodKey.proxy": 0, "connectMethodKey.scheme": 16, "connectMethodKey.addr": 32,
+          "conn.rwc": 16, "conn.remoteAddr": 32, "netFD.pfd": 0, "FD.Sysfd": 16}
+"""Byte offsets in Go 1.21-1.27 (net/http/transport.go, server.go, net/fd_posix.go,
+internal/poll/fd_unix.go; DWARF of 1.21.13, 1.25.5, 1.27.3)."""
+LAYOUT_GO = ((1, 21), (1, 27))
+_DWARF = {"persistConn.t": ("net/http.persistConn", "t"), "persistConn.cacheKey": ("net/http.persistConn", "cacheKey"),
+          "persistConn.conn": ("net/http.persistConn", "conn"),
+          "connectMethodKey.proxy": ("net/http.connectMethodKey", "proxy"),
+          "connectMethodKey.scheme": ("net/http.connectMethodKey", "scheme"),
+          "connectMethodKey.addr": ("net/http.connectMethodKey", "addr"),
+          "conn.rwc": ("net/http.conn", "rwc"), "conn.remoteAddr": ("net/http.conn", "remoteAddr"),
+          "netFD.pfd": ("net.netFD", "pfd"), "FD.Sysfd": ("internal/poll.FD", "Sysfd")}
+MAX_ADDR = 262
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.%\w-]+\]|[A-Za-z0-9._-]+):[0-9]{1,5}")
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """The connection a parked HTTP client round trip waits on."""
+
+    addr: str
+    """``host:port`` the Transport dialled (``cacheKey.addr``)."""
+    scheme: str
+    proxy: str
+    """The proxy's URL when the request went through one ("" otherwise)."""
+    persist_conn: int
+    conn_data: int
+    """The ``net.Conn``'s data pointer (for :func:`conn_fd`)."""
+
+
+def offsets_of(binary) -> dict[str, int]:
+    """``LAYOUT`` for ``binary``: the table for Go 1.21-1.27, else DWARF; raises Unreadable."""
+    return binary.memo("httpclient.offsets", lambda: _offsets_of(binary))
+
+
+def _offsets_of(binary) -> dict[str, int]:
+    if LAYOUT_GO[0] <= tuple(binary.version_tuple[:2]) <= LAYOUT_GO[1]:
+        return dict(LAYOUT)
+    got = dwarf_offsets(binary)
+    if not got:
+        raise Unreadable("unknown_layout")
+    return got
+
+
+def dwarf_offsets(binary) -> dict[str, int]:
+    """What the binary's DWARF says of ``LAYOUT``'s fields ({} without DWARF or when one lacks)."""
+    if not binary.has_dwarf:
+        return {}
+    try:
+        found = _walk_dwarf(binary.elf, {s for s, _f in _DWARF.values()})
+    except Exception:  # noqa: BLE001 - pyelftools reports corrupt DWARF with any exception type
+        return {}
+    short = {(s.removeprefix("runtime."), f): v for (s, f), v in found.items()}
+    got = {k: short[v] for k, v in _DWARF.items() if v in short}
+    return got if len(got) == len(_DWARF) else {}
+
+
+def is_host_port(s: str) -> bool:
+    return bool(_HOST_PORT.fullmatch(s))
+
+
+def read_string(reader, ptr: int, length: int, limit: int = MAX_ADDR) -> str:
+    """A Go string's bytes as text; raises Unreadable (``not_a_string``) when it cannot be one."""
+    if length == 0:
+        return ""
+    if not ptr or not 0 < length <= limit:
+        raise Unreadable("not_a_string")
+    try:
+        text = reader.read(ptr, length).decode("ascii")
+    except UnicodeDecodeError:
+        raise Unreadable("not_a_string") from None
+    if not text.isprintable():
+        raise Unreadable("not_a_string")
+    return text
+
+
+def find_upstream(reader, binary, pcs: list[int], bounds: list[tuple[int, int]],
+                  stack: tuple[int, int]) -> Upstream:
+    """The upstream the parked round trip waits on (module docstring). Raises :class:`Unreadable`
+    (``no_round_trip``, ``no_persist_conn``, ``ambiguous``, a read's reason, ``unknown_layout``)."""
+    i = frame_of(binary, reader.bias, pcs, ROUND_TRIP)
+    if i is None:
+        raise Unreadable("no_round_trip")
+    off = offsets_of(binary)
+    key = off["persistConn.cacheKey"]
+    at_t, at_conn = off["persistConn.t"], off["persistConn.conn"]
+    at_proxy, at_scheme, at_addr = (key + off[f"connectMethodKey.{f}"] for f in ("proxy", "scheme", "addr"))
+    size = max(at_t, at_conn, at_proxy, at_scheme, at_addr) + 16
+    cands = pointer_candidates(frame_words(reader, bounds, i, i + 1), stack)
+    found: dict[int, Upstream] = {}
+    for p, raw in zip(cands, read_each(reader, cands, size), strict=True):
+        if not raw:
+            continue
+        (t,) = struct.unpack_from("<Q", raw, at_t)
+        s_ptr, s_len = struct.unpack_from("<QQ", raw, at_scheme)
+        a_ptr, a_len = struct.unpack_from("<QQ", raw, at_addr)
+        x_ptr, x_len = struct.unpack_from("<QQ", raw, at_proxy)
+        itab, data = struct.unpack_from("<QQ", raw, at_conn)
+        if not t or not itab or not data or s_len not in (4, 5) or not 3 <= a_len <= MAX_ADDR:
+            continue
+        try:
+            scheme = read_string(reader, s_ptr, s_len)
+            addr = read_string(reader, a_ptr, a_len)
+            proxy = read_string(reader, x_ptr, x_len, 2048)
+        except Unreadable:
+            continue
+        if scheme in ("http", "https") and is_host_port(addr):
+            found[p] = Upstream(addr, scheme, proxy, p, data)
+    if not found:
+        raise Unreadable("no_persist_conn")
+    if len(found) > 1:
+        raise Unreadable("ambiguous")
+    return next(iter(found.values()))
+
+
+def conn_fds(reader, binary, data: int) -> list[int]:
+    """Descriptors a ``net.Conn`` whose data pointer is ``data`` may hold: as a ``*net.TCPConn``
+    (or any ``net.conn``), and as a ``*tls.Conn`` over one. The caller keeps the one whose socket
+    matches what it expects (module docstring); each is a plausible fd or left out."""
+    off = offsets_of(binary)
+    at_fd = off["netFD.pfd"] + off["FD.Sysfd"]
+    out: list[int] = []
+    try:
+        netfd = reader.u64(data)  # conn.fd
+        if netfd:
+            out.append(reader.u64(netfd + at_fd))
+    except Unreadable:
+        pass
+    try:
+        inner = reader.u64(data + 8)  # tls.Conn{conn net.Conn}: the interface's data word
+        netfd = reader.u64(inner) if inner else 0
+        if netfd:
+            out.append(reader.u64(netfd + at_fd))
+    except Unreadable:
+        pass
+    return [fd for fd in out if 0 <= fd < 1 << 24]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The client a request-serving goroutine serves."""
+
+    addr: str
+    """``ip:port`` of the client (``conn.remoteAddr``)."""
+    conn_data: int
+    """The server connection's ``net.Conn`` data pointer (``rwc``)."""
+
+
+def find_caller(reader, binary, response: int) -> Caller:
+    """The client of the server connection whose ``*http.response`` is ``response`` (found by
+    :func:`lgf.golang.httpserve.find_request`); raises :class:`Unreadable` (``not_a_conn``)."""
+    off = offsets_of(binary)
+    conn = reader.u64(response)  # response.conn, validated live by httpserve
+    if not conn:
+        raise Unreadable("not_a_conn")
+    raw = reader.read(conn + off["conn.rwc"], 16)
+    _itab, data = struct.unpack("<QQ", raw)
+    r_ptr, r_len = struct.unpack("<QQ", reader.read(conn + off["conn.remoteAddr"], 16))
+    addr = read_string(reader, r_ptr, r_len)
+    if not data or not is_host_port(addr):
+        raise Unreadable("not_a_conn")
+    return Caller(addr, data)

@@ -1,0 +1,3 @@
+module lgf.test/revproxy
+
+go 1.21

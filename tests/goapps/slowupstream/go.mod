@@ -1,0 +1,3 @@
+module lgf.test/slowupstream
+
+go 1.21
