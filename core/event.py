@@ -6,11 +6,20 @@ beside the contract keys, so a third-party plugin can add fields without a schem
 
 Clocks: ``start_ns``/``end_ns`` are CLOCK_MONOTONIC (what ``bpf_ktime_get_ns()`` returns);
 ``ts`` is the wall-clock time of ``end_ns`` in RFC 3339 with nanoseconds.
+
+Encoded once: the pipeline calls :meth:`Event.freeze` when it is done changing an event (after
+the alert policy saw it; an alert when the alert journal keeps it). From then on ``to_msgpack``
+and ``to_json`` encode it once and hand every caller the same bytes: the alert journal, each
+sink's spool and the file sink share one encoding instead of making three. An event nobody
+froze is encoded afresh at each call, as before. Encoding goes through msgspec (C, about five
+times the standard library's ``json`` here; bench/bench_pipeline.py), with ``json`` and
+``msgpack`` as the fallback for a value msgspec refuses (an integer past 64 bits, a custom type).
 """
 
 from __future__ import annotations
 
 import json
+import operator
 import os
 import time
 import uuid
@@ -19,6 +28,7 @@ from dataclasses import dataclass, field, fields
 from typing import IO, Any
 
 import msgpack
+import msgspec
 
 CAUSES = (
     "channel",
@@ -99,12 +109,23 @@ class Event:
     """Raw user-stack return addresses, innermost first, as read in BPF (the symbolizer's input)."""
     extra: dict = field(default_factory=dict)
     """Any further keys (third-party fields, alert counters); written at the top level."""
+    _encoded: dict | None = field(default=None, init=False, repr=False, compare=False)
+    """None until :meth:`freeze`; then the encodings made so far, by codec (not in the contract)."""
 
     def to_dict(self) -> dict[str, Any]:
-        out = {name: getattr(self, name) for name in _WRITTEN_FIELDS}
-        for k, v in self.extra.items():
-            out.setdefault(k, v)
+        out = dict(zip(_WRITTEN_FIELDS, _written_values(self), strict=True))
+        if self.extra:
+            for k, v in self.extra.items():
+                out.setdefault(k, v)
         return out
+
+    def freeze(self) -> Event:
+        """Say that nothing changes this event any more: each encoding of it is made once from
+        now on and shared (see the module docstring). Changing it afterwards is a bug: whoever
+        encodes it later gets the bytes of what it was."""
+        if self._encoded is None:
+            self._encoded = {}
+        return self
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Event:
@@ -123,16 +144,23 @@ class Event:
         return self
 
 
-_FIELD_NAMES = frozenset(f.name for f in fields(Event))
-_WRITTEN_FIELDS = tuple(f.name for f in fields(Event) if f.name != "extra")  # hot path: no fields() per call
-CONTRACT_KEYS = tuple(f.name for f in fields(Event) if f.name not in ("source", "pcs", "extra"))
+_FIELD_NAMES = frozenset(f.name for f in fields(Event) if f.name != "_encoded")
+_WRITTEN_FIELDS = tuple(f.name for f in fields(Event) if f.name not in ("extra", "_encoded"))  # hot path
+_written_values = operator.attrgetter(*_WRITTEN_FIELDS)  # one C call for every field, in order
+CONTRACT_KEYS = tuple(f.name for f in fields(Event) if f.name not in ("source", "pcs", "extra", "_encoded"))
 """The keys every event carries in JSON and msgpack (docs/stalls.md, "The event")."""
 
 
 # --- codecs -------------------------------------------------------------------------------------
 
 def to_json(event: Event) -> str:
-    return json.dumps(event.to_dict(), ensure_ascii=False, separators=(",", ":"))
+    """One JSON object, compact, UTF-8 as is (no ``\\u`` escapes), keys in contract order."""
+    return json_bytes(event).decode()
+
+
+def json_bytes(event: Event) -> bytes:
+    """:func:`to_json` as UTF-8 bytes, what a file or socket takes (made once for a frozen event)."""
+    return _encoded(event, "json", _json_of)
 
 
 def from_json(line: str | bytes) -> Event:
@@ -140,7 +168,32 @@ def from_json(line: str | bytes) -> Event:
 
 
 def to_msgpack(event: Event) -> bytes:
-    return msgpack.packb(event.to_dict(), use_bin_type=True)
+    """The event as a msgpack map (made once for a frozen event)."""
+    return _encoded(event, "msgpack", _msgpack_of)
+
+
+def _encoded(event: Event, codec: str, encode) -> bytes:
+    memo = event._encoded
+    if memo is None:
+        return encode(event.to_dict())
+    data = memo.get(codec)
+    if data is None:
+        data = memo[codec] = encode(memo["dict"] if "dict" in memo else memo.setdefault("dict", event.to_dict()))
+    return data
+
+
+def _json_of(obj: dict) -> bytes:
+    try:
+        return msgspec.json.encode(obj)
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError):  # beyond msgspec: the standard library
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _msgpack_of(obj: dict) -> bytes:
+    try:
+        return msgspec.msgpack.encode(obj)
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
+        return msgpack.packb(obj, use_bin_type=True)
 
 
 def from_msgpack(data: bytes) -> Event:
