@@ -18,6 +18,7 @@ times the standard library's ``json`` here; bench/bench_pipeline.py), with ``jso
 
 from __future__ import annotations
 
+import functools
 import json
 import operator
 import os
@@ -59,7 +60,13 @@ def wallclock_of(monotonic_ns: int) -> str:
     now_mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
     real = now_real - (now_mono - monotonic_ns)
     secs, nanos = divmod(real, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{nanos:09d}Z"
+    return f"{_utc_second(secs)}.{nanos:09d}Z"
+
+
+@functools.lru_cache(maxsize=64)
+def _utc_second(secs: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` of a Unix second: a burst's stalls share a few seconds."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
 
 
 @dataclass(slots=True)
