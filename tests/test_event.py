@@ -71,3 +71,24 @@ def test_files_in_both_formats_read_back(tmp_path):
         p = tmp_path / f"ev.{fmt}"
         assert write_events(p, events, fmt) == 5
         assert list(read_events(p)) == events
+
+
+def test_a_frozen_event_is_encoded_once_and_an_unfrozen_one_each_time():
+    from lgf.event import json_bytes, to_msgpack
+    ev = Event(pid=1, end_ns=10**8, extra={"service": "api"}).finish()
+    first = to_msgpack(ev)
+    ev.comm = "changed"
+    assert to_msgpack(ev) != first                  # not frozen: what it is now
+    ev.freeze()
+    assert to_msgpack(ev) is to_msgpack(ev)         # frozen: one encoding, shared
+    assert json_bytes(ev) is json_bytes(ev)
+    assert from_msgpack(to_msgpack(ev)) == ev == from_json(json_bytes(ev))
+
+
+def test_json_is_what_the_standard_library_writes_and_a_value_msgspec_refuses_still_encodes():
+    import json
+    ev = Event(pid=3, comm="héllo", end_ns=10**8, pcs=[0x401000], extra={"ratio": 0.1, "nested": {"a": [1, 2]}}).finish()
+    assert to_json(ev) == json.dumps(ev.to_dict(), ensure_ascii=False, separators=(",", ":"))
+    huge = Event(extra={"big": 2**70})  # past 64 bits: msgspec refuses, json and msgpack fallbacks
+    assert from_json(to_json(huge)).extra["big"] == 2**70
+    assert from_msgpack(to_msgpack(Event(extra={"big": 2**63}))).extra["big"] == 2**63
