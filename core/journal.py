@@ -7,26 +7,37 @@ Alerts already handed to a sink are safe in that sink's spool (``lgf.delivery``)
 covers the time before.
 
 One SQLite file, ``<spool_dir>/alert-journal.sqlite`` (WAL, ``synchronous=NORMAL``: it survives a
-crash of lgf, not a power cut), with two tables::
+crash of lgf, not a power cut), with three tables::
 
-    stalls(event_id UNIQUE, group_key JSON, body msgpack)   a stall the alert policy put in a group
-    outbox(alert_id UNIQUE, body msgpack)                    an alert made from a closed group, until
-                                                             the pipeline has handed it to every sink
+    batches(seq, stalls msgpack)       one row per committed batch: its stalls that entered a group,
+                                       as [group key JSON, stall msgpack] pairs
+    closed(group_key JSON, seq)        a group that closed: its stalls in batches up to seq are done
+    outbox(alert_id UNIQUE, body msgpack)  an alert made from a closed group, until the pipeline
+                                       has handed it to every sink
+
+Why a row per batch and not per stall: a row per stall under a UNIQUE index of random event ids
+touched a page of the index per stall, and cost 3-6x the batch row in SQLite alone. A batch row is
+deleted, in the transaction that closes its last open group, once none of its stalls is in an
+open group; a ``closed`` mark lives as long as a batch it covers.
 
 The host opens the journal once its sinks are up and hands it to its alert engine
-(``AlertEngine.use_journal``, through :func:`attach`). The alert engine calls ``add_stall(key, event)`` when it puts a stall in a group (the row waits
-in memory) and ``close_groups([(key, alert), ...])`` for the groups a tick closes (``alert`` None
-when the policy made no alert: silenced, below ``min_count``, a suppressed repeat). The host takes
-the events waiting in its queue in batches (up to ``lgf.run.BATCH_EVENTS``); the pipeline
-(``Pipeline.process_batch``) lets the alert policy judge the whole batch, calls ``commit()``
-(through ``AlertEngine.commit``),
-which writes the batch's stalls in one transaction, and only then hands the events to the sinks.
-``close_groups`` is one transaction too: the stalls still pending, one DELETE of every closed
-group's stalls, and the alerts into the outbox. The pipeline calls ``delivered(alert_ids)`` once it
-put the alerts in every sink's queue (through ``AlertEngine.delivered``). At start (``recover``), before any source runs: alerts left
-in the outbox are handed to the sinks again (same ids), then the journaled stalls go through the
-alert policy again and every group they form is closed at once, so they go out as alerts now
-rather than one more report interval later.
+(``AlertEngine.use_journal``, through :func:`attach`). The alert engine calls
+``add_stall(key, event)`` when it puts a stall in a group (the stall waits in memory) and
+``close_groups([(key, alert), ...])`` for the groups a tick closes (``alert`` None when the policy
+made no alert: silenced, below ``min_count``, a suppressed repeat). The host takes the events
+waiting in its queue in batches (up to ``lgf.run.BATCH_EVENTS``); the pipeline
+(``Pipeline.process_batch``) lets the alert policy judge the whole batch, freezes its events
+(``Event.freeze``), calls ``commit()`` (through ``AlertEngine.commit``), which writes the batch's
+stalls as one row in one transaction, and only then hands the events to the sinks. The stall
+bytes written here are the ones the sinks and spools get (one encoding per event; an alert is
+frozen when the outbox takes it). ``close_groups`` is one transaction too: the stalls still
+pending, the closed groups' marks, the batch rows they leave with no open stall, and the alerts
+into the outbox. The pipeline calls ``delivered(alert_ids)`` once it put the alerts in every
+sink's queue (through ``AlertEngine.delivered``). At start (``recover``), before any source runs:
+alerts left in the outbox are handed to the sinks again (same ids), then the journaled stalls of
+groups not marked closed go through the alert policy again and every group they form is closed at
+once, so they go out as alerts now rather than one more report interval later. A journal left by
+an lgf that kept a row per stall (table ``stalls``) is taken over as one batch.
 
 What a ``kill -9`` of lgf loses, exactly:
 
@@ -46,17 +57,15 @@ id it holds and remembers the ids of the alerts it delivered (``lgf.spool``). ``
 milliseconds between handing it to the sinks and ``delivered``.
 
 A lock file (``flock``) keeps a second lgf on the same ``spool_dir`` from replaying the same
-stalls; ``lgf replay`` never opens the journal.
+stalls; ``lgf replay`` opens the journal only when asked (``--journal``), to run a recording at
+the cost a live burst has.
 
-Cost (bench/bench_journal.py, 5,000 stalls of 1.7 kB with a 20-frame stack, on this 2-core VM at a
-load average of 13-16 from other jobs, so figures move by half from run to run; the journal before
-batching measured in the same minutes): committed per batch of 256, as in a burst, 76-93 µs per
-stall that enters a group against 11-14 µs for the alert policy alone (6-8x; msgpack encoding of
-the stall is about a third of it). One transaction per stall, as before, cost 145-290 µs (17-21x);
-a stall that arrives alone in its batch still costs that, when nothing else is queued. Closing
-every group: 35-56 ms for the 5,000 stalls (one DELETE for all the groups a tick closes, with
-``secure_delete=FAST``) against 277-582 ms with a transaction per group. Nothing per stall under
-the alert threshold.
+Cost (bench/bench_journal.py, 5,000 stalls of 1.7 kB with a 20-frame stack, on this 2-core VM
+with other jobs running, so figures move by half from run to run): committed per batch of 256, as
+in a burst, 44 µs per stall that enters a group over the alert policy alone (25 µs); the row per
+stall it replaced measured 77 µs over 15 µs in the same minutes. Most of what is left is encoding
+the stall, which the sinks then reuse. Nothing per stall under the alert threshold.
+bench/bench_pipeline.py replays 100,000 stalls with the journal on.
 """
 
 from __future__ import annotations
