@@ -73,7 +73,7 @@ class Host:
         self.services = Services.for_config(config)
         """What this host shares among its plugins, handed over as ``ctx.services``."""
         self.history = StallHistory()
-        """Recent stalls for the latency page (/ui)."""
+        """Recent stalls for the latency page (/ui), kept from the time the HTTP server starts."""
         self.config_path = config_path
         """The file SIGHUP re-reads (:meth:`reload`)."""
         self.overrides = tuple(overrides)
@@ -142,7 +142,6 @@ class Host:
         self.pipeline = Pipeline(self.manager.pm.hook, self.stats, self.routes, self.engine,
                                  report_idle=options_of(self.config).report_idle,
                                  identities=self.services.identities if with_sources else None)
-        self.pipeline.observers.append(self.history.add)
         self.manager.pm.hook.lgf_configure.call_historic(kwargs={"config": self.config})
         if with_sources:
             for cc in self.config.of_kind("source"):
@@ -246,6 +245,9 @@ class Host:
     def _start_http(self) -> None:
         if not self.config.sections["http"].enabled:
             return
+        if self.history.add not in self.pipeline.observers:
+            # Kept only where a page can show it: a replay, or lgf without [http], has no reader.
+            self.pipeline.observers.append(self.history.add)
         if self.relay is None:
             self.relay = Relay(self.config.host.spool_dir, self.pipeline.relay, self.stats)
         self.http = HttpServer(self.config, self.engine, self.stats, self.sources, history=self.history,
