@@ -144,6 +144,7 @@ class Pipeline:
             return []
         alerts = self.engine.due(now_ns)
         for alert in alerts:
+            alert.freeze()  # final: every sink and spool gets the same bytes (the outbox's, if journaled)
             self.stats.inc("lgf_alerts_total", cause=alert.cause, severity=alert.severity)
             self.deliver(alert)
         if alerts:  # handed to every sink: no longer the journal's to keep
