@@ -106,6 +106,8 @@ def main() -> None:
             journaled = re.search(r"alert journal \S+: (\d+) stall\(s\) written", err)
             if journaled is None or int(journaled[1]) != N:
                 sys.exit(f"the alert journal did not take every stall: {err}")
+        for f in tmp.glob("spool/*"):  # a fresh spool_dir: nothing to recover, no WAL of the run above
+            f.unlink()
         _, startup_rss, _, _ = run([sys.executable, "-m", "lgf.cli", "replay", str(empty_recording(tmp)),
                                     "--config", str(config), "--journal"])
 
