@@ -160,8 +160,8 @@ class Pipeline:
 
     def deliver_batch(self, events, relayed: bool = False) -> None:
         """:meth:`deliver` of each of ``events``, sink by sink: a durable sink's queue takes them
-        one by one; a sink that is its own record gets them in one ``send_batch`` call when it
-        has one (the file sink: one write), else one ``send`` each."""
+        in one transaction; a sink that is its own record gets them in one ``send_batch`` call
+        when it has one (the file sink: one write), else one ``send`` each."""
         for route in self.sinks:
             if relayed and member(route.sink, "sink", "relayed") is False:
                 continue
@@ -169,8 +169,7 @@ class Pipeline:
             if not wanted:
                 continue
             if route.delivery is not None:
-                for event in wanted:
-                    route.delivery.put(event)
+                route.delivery.put_batch(wanted)  # one transaction for the batch
                 continue
             send_batch = member(route.sink, "sink", "send_batch") if len(wanted) > 1 else None
             if send_batch is not None:
