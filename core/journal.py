@@ -10,7 +10,7 @@ One SQLite file, ``<spool_dir>/alert-journal.sqlite`` (WAL, ``synchronous=NORMAL
 crash of lgf, not a power cut), with three tables::
 
     batches(seq, stalls msgpack)       one row per committed batch: its stalls that entered a group,
-                                       as [group key JSON, stall msgpack] pairs
+                                       as [group key JSON, stall JSON] pairs
     closed(group_key JSON, seq)        a group that closed: its stalls in batches up to seq are done
     outbox(alert_id UNIQUE, body msgpack)  an alert made from a closed group, until the pipeline
                                        has handed it to every sink
@@ -28,9 +28,10 @@ made no alert: silenced, below ``min_count``, a suppressed repeat). The host tak
 waiting in its queue in batches (up to ``lgf.run.BATCH_EVENTS``); the pipeline
 (``Pipeline.process_batch``) lets the alert policy judge the whole batch, freezes its events
 (``Event.freeze``), calls ``commit()`` (through ``AlertEngine.commit``), which writes the batch's
-stalls as one row in one transaction, and only then hands the events to the sinks. The stall
-bytes written here are the ones the sinks and spools get (one encoding per event; an alert is
-frozen when the outbox takes it). ``close_groups`` is one transaction too: the stalls still
+stalls as one row in one transaction, and only then hands the events to the sinks. A stall is
+kept as its JSON line, the bytes a JSON-lines file sink then writes (made once per event); the
+outbox keeps an alert as msgpack, the bytes its spools then take (an alert is frozen when the
+outbox takes it). ``close_groups`` is one transaction too: the stalls still
 pending, the closed groups' marks, the batch rows they leave with no open stall, and the alerts
 into the outbox. The pipeline calls ``delivered(alert_ids)`` once it put the alerts in every
 sink's queue (through ``AlertEngine.delivered``). At start (``recover``), before any source runs:
@@ -81,7 +82,7 @@ import msgpack
 
 from . import sqlitefile
 from .errors import DeliveryError
-from .event import Event, from_msgpack, to_msgpack
+from .event import Event, from_json, from_msgpack, json_bytes, to_msgpack
 
 log = logging.getLogger("lgf.journal")
 
@@ -94,7 +95,7 @@ commits per batch, as the host does, never reaches it)."""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
     seq       INTEGER PRIMARY KEY AUTOINCREMENT,
-    stalls    BLOB NOT NULL               -- msgpack array of [group key JSON, stall msgpack]
+    stalls    BLOB NOT NULL               -- msgpack array of [group key JSON, stall JSON line]
 );
 CREATE TABLE IF NOT EXISTS closed (
     group_key TEXT PRIMARY KEY,           -- a group that closed, its key JSON
@@ -220,8 +221,9 @@ class AlertJournal:
         emptied: list[int] = []
         with sqlitefile.transaction(self._db):
             if self._pending:
-                # Encoded here, once the pipeline froze the batch: the sinks get these same bytes.
-                rows = [(text, to_msgpack(event)) for text, event in self._pending]
+                # Encoded here, once the pipeline froze the batch, as the JSON line the file sink
+                # then writes: the same bytes, made once.
+                rows = [(text, json_bytes(event)) for text, event in self._pending]
                 seq = self._db.execute("INSERT INTO batches (stalls) VALUES (?)",
                                        (msgpack.packb(rows, use_bin_type=True),)).lastrowid
             if closed:
@@ -309,7 +311,7 @@ class AlertJournal:
         for seq, stalls in batches:
             for i, body in stalls:
                 try:
-                    out.append(from_msgpack(body))
+                    out.append(_stall_of(body))
                 except Exception as exc:  # a corrupt row must not stop the recovery of the others
                     log.error("alert journal %s: stall %d of batch %d cannot be decoded (%s); left in place",
                               self.path, i, seq, exc)
@@ -354,6 +356,11 @@ class AlertJournal:
         with self._lock:
             self._db.close()
             self._lockfile.close()
+
+
+def _stall_of(body: bytes) -> Event:
+    """A journaled stall: a JSON line, or msgpack in a journal an older lgf wrote."""
+    return from_json(body) if body[:1] == b"{" else from_msgpack(body)
 
 
 def recover(journal: AlertJournal, engine, pipeline) -> tuple[int, int]:
