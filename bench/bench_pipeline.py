@@ -1,25 +1,50 @@
-"""Pipeline throughput: 100k recorded events through `lgf replay` -> classifier -> file sink,
-next to merely decoding the same file (the floor any replay pays).
+"""Pipeline throughput: 100,000 recorded stalls through `lgf replay --journal`, next to merely
+decoding the same file (the floor any replay pays), and lgf's memory next to the decoder's.
 
-Prints events/s for both and the ratio. Then, in process, the per-event hook dispatch lgf uses
-(pluggy, with each implementation guarded: lgf.hookcall) next to a direct loop over the same
-implementations (how lgf called them before the hooks went through pluggy): the price of tracing,
-wrappers and one code path. Run with `make bench` (or `.venv/bin/python bench/bench_pipeline.py`).
+The recording: 100,000 stalls of 60 ms from 50 processes, each with an 8-frame stack of raw PCs
+(the binaries are not on this host: the stalls are judged as cut stacks, as a recording replayed
+elsewhere is). The config: the waitreason classifier and a JSON-lines file sink, and nothing
+else, so the alert policy is the default one (``[lgf] env = "prod"``, threshold 50 ms,
+report_interval 10 s: every stall enters an open alert group) and ``--journal`` keeps those
+groups in the alert journal as ``lgf run`` does. The bench checks both from what lgf says and
+writes: the journal reports a row for every stall, the file holds every stall and the alerts the
+policy made of them.
+
+Each figure is the best of two runs, interleaved (the machine is shared: the minimum is the least
+noisy). Wall time of ``lgf replay`` includes its start-up; decoding is timed in its own process,
+which also gives the baseline of the memory figure (max RSS of a process that only decodes).
+
+Then, in process, the per-event hook dispatch lgf uses (pluggy, with each implementation guarded:
+lgf.hookcall) next to a direct loop over the same implementations. Run with `make bench` (or
+`.venv/bin/python bench/bench_pipeline.py`).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from lgf.event import Event, read_events, write_events
+from lgf import config as cfg
+from lgf.event import Event, write_events
 
 N = 100_000
+RUNS = 2
 REASONS = ["chan receive", "chan send", "select", "sync.Mutex.Lock", "IO wait", "sleep", "semacquire"]
+
+DECODE = """
+import sys, time
+from lgf.event import read_events
+t0 = time.perf_counter()
+n = sum(1 for _ in read_events(sys.argv[1]))
+print(n, time.perf_counter() - t0)
+"""
 
 
 def make_recording(path: Path) -> None:
@@ -32,32 +57,95 @@ def make_recording(path: Path) -> None:
     write_events(path, events)
 
 
+def run(cmd: list[str]) -> tuple[float, float, str, str]:
+    """(wall seconds, max RSS in MiB, stdout, stderr) of ``cmd``; exits on failure. The output
+    goes through files so that the child is reaped here, by wait4, which gives its own RSS."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd[:4])} failed: {stderr}")
+    return seconds, usage.ru_maxrss / 1024, stdout, stderr
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         rec = tmp / "rec.msgpack"
         make_recording(rec)
-        t0 = time.perf_counter()
-        decoded = sum(1 for _ in read_events(rec))
-        decode_s = time.perf_counter() - t0
-        cfg = tmp / "c.toml"
-        cfg.write_text(f'[lgf]\nspool_dir = "{tmp}/spool"\n[[classifiers]]\nuse = "waitreason"\n'
-                       f'[[sinks]]\nuse = "file"\npath = "{tmp}/out.jsonl"\nreceive = "events"\n')
-        t0 = time.perf_counter()
-        res = subprocess.run([sys.executable, "-m", "lgf.cli", "replay", str(rec), "--config", str(cfg)],
-                             capture_output=True, text=True)
-        replay_s = time.perf_counter() - t0
-        if res.returncode != 0:
-            sys.exit(f"replay failed: {res.stderr}")
-        # The sink rotates at 64 MiB (100k events are ~68 MB): count the rotated files too.
-        written = sum(1 for f in tmp.glob("out.jsonl*") for _ in open(f))
-        if written != N:
-            sys.exit(f"replay wrote {written} of {N} events")
-        print(f"pipeline: {N} events, msgpack recording, waitreason classifier, jsonl file sink")
-        print(f"  decode only          : {decoded / decode_s:>10,.0f} events/s  ({decode_s:.2f} s)")
-        print(f"  lgf replay (process) : {written / replay_s:>10,.0f} events/s  ({replay_s:.2f} s, "
+        text = (f'[lgf]\nspool_dir = "{tmp}/spool"\n[[classifiers]]\nuse = "waitreason"\n'
+                f'[[sinks]]\nuse = "file"\npath = "{tmp}/out.jsonl"\nreceive = "both"\n')
+        config = tmp / "c.toml"
+        config.write_text(text)
+        host = cfg.validate({"lgf": {"spool_dir": str(tmp / "spool")}}, {}).host
+        sections = [line for line in text.splitlines() if line.startswith("[")]
+        assert sections == ["[lgf]", "[[classifiers]]", "[[sinks]]"], sections  # no [alerts], [environments]...
+
+        best = {"decode": (float("inf"), 0.0), "replay": (float("inf"), 0.0)}
+        said = ""
+        for _ in range(RUNS):
+            _, rss, out, _ = run_decode(rec)
+            n, seconds = out.split()
+            assert int(n) == N, out
+            best["decode"] = min(best["decode"], (float(seconds), rss))
+            for f in [*tmp.glob("out.jsonl*"), *tmp.glob("spool/*")]:
+                f.unlink()
+            seconds, rss, _, err = run([sys.executable, "-m", "lgf.cli", "replay", str(rec), "--config",
+                                        str(config), "--journal"])
+            best["replay"] = min(best["replay"], (seconds, rss))
+            said = err
+            stalls, alerts = count_written(tmp)
+            if stalls != N or not alerts:
+                sys.exit(f"replay wrote {stalls} of {N} stalls and {alerts} alert(s)")
+            journaled = re.search(r"alert journal \S+: (\d+) stall\(s\) written", err)
+            if journaled is None or int(journaled[1]) != N:
+                sys.exit(f"the alert journal did not take every stall: {err}")
+        for f in tmp.glob("spool/*"):  # a fresh spool_dir: nothing to recover, no WAL of the run above
+            f.unlink()
+        _, startup_rss, _, _ = run([sys.executable, "-m", "lgf.cli", "replay", str(empty_recording(tmp)),
+                                    "--config", str(config), "--journal"])
+
+        decode_s, decode_rss = best["decode"]
+        replay_s, replay_rss = best["replay"]
+        print(f"pipeline: {N:,} recorded stalls (50 processes, 8-frame stacks), msgpack recording -> "
+              f"`lgf replay --journal`: waitreason classifier, default alert policy (env {host.env}, "
+              f"threshold {host.threshold / 1e6:.0f} ms, report_interval {host.report_interval / 1e9:.0f} s), "
+              f"alert journal on, JSON-lines file sink")
+        print(f"  lgf said: {said.strip().splitlines()[-1]}")
+        print(f"  file sink: {stalls:,} stalls and {alerts} alerts")
+        print(f"  decode only (baseline)        : {N / decode_s:>10,.0f} events/s  ({decode_s:.2f} s)")
+        print(f"  lgf replay --journal          : {N / replay_s:>10,.0f} events/s  ({replay_s:.2f} s, "
               f"start-up included)")
-        print(f"  ratio replay/decode  : {decode_s / replay_s:.3f} (1.0 = as fast as decoding)")
+        print(f"  ratio replay/decode           : {decode_s / replay_s:.3f} (1.0 = as fast as decoding)")
+        print(f"  max RSS, decoding (baseline)  : {decode_rss:7.1f} MiB")
+        print(f"  max RSS, lgf replay of 1 stall: {startup_rss:7.1f} MiB  (ratio {startup_rss / decode_rss:.2f})")
+        print(f"  max RSS, lgf replay of {N:,}: {replay_rss:7.1f} MiB  (ratio {replay_rss / decode_rss:.2f})")
+
+
+def run_decode(rec: Path):
+    return run([sys.executable, "-c", DECODE, str(rec)])
+
+
+def empty_recording(tmp: Path) -> Path:
+    path = tmp / "one.msgpack"
+    write_events(path, [Event(pid=1, comm="one", goid=1, start_ns=0, end_ns=60_000_000, extra={"stall": "park"})])
+    return path
+
+
+def count_written(tmp: Path) -> tuple[int, int]:
+    """Stalls and alerts in the file sink's files (it rotates at 64 MiB: the rotated ones too)."""
+    kinds = {"stall": 0, "alert": 0}
+    for f in tmp.glob("out.jsonl*"):
+        with open(f) as fh:
+            for line in fh:
+                kinds[json.loads(line)["kind"]] += 1
+    return kinds["stall"], kinds["alert"]
 
 
 def direct_loop(hook, first_result: bool = False, **kwargs):

@@ -336,7 +336,9 @@ class BaselineStore:
         with self._lock:
             series = self._series.get((service, cause))
             refresh_s = self.options.refresh / 1e9
-            if series is not None and series.baseline is not None and now_s - series.computed_at < refresh_s:
+            # Cached for ``refresh`` even when there is none: a series the store does not know
+            # (a replay's) must not cost a read per stall.
+            if series is not None and now_s - series.computed_at < refresh_s:
                 return series.baseline
             try:
                 result = self._compute(service, cause, int(now_s // MINUTE_S))

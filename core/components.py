@@ -94,7 +94,8 @@ class Sink(Protocol):
     * ``durable`` (class attribute, default True): False means the sink is its own record
       (stdout, file): it is called directly on the pipeline thread, with no spool and no retry.
     * ``send_pending(events, receipt)``: the rich batch protocol (see ``lgf.delivery``); used
-      instead of ``send`` when present. ``send_batch(events)``: all or nothing, likewise.
+      instead of ``send`` when present. ``send_batch(events)``: all or nothing, likewise; a sink
+      with ``durable = False`` gets each batch the pipeline processes in one ``send_batch`` call.
     * ``flush()`` then ``close()``: called in that order on shutdown, after the queue drained.
     * ``Options`` (class attribute, a dataclass): types the table when the sink is named as
       ``use = "pkg.module:Class"``; a ``Component`` carries its options itself.

@@ -13,6 +13,7 @@ Shape the host wires, one per ``[[sinks]]`` table::
     d = Delivery(sink, name, spool_dir, stats, clock=SystemClock(), limit=100_000)
     d.start()                 # the worker thread; items left by an earlier run go first
     d.put(event)              # durable before it returns
+    d.put_batch(events)       # the same, in one transaction
     d.depth()                 # items waiting (failed ones kept on disk are not counted)
     d.stop(timeout=5.0)       # deliver what can go now, within timeout; the rest stays on disk
 
@@ -169,7 +170,14 @@ class Delivery:
 
     def put(self, event: Event) -> None:
         """Queue ``event`` on disk (durable when this returns) and wake the worker."""
-        added, evicted = self.spool.add(event.id, event.kind == "alert", to_msgpack(event), self.limit)
+        self.put_batch((event,))
+
+    def put_batch(self, events) -> None:
+        """Queue ``events`` on disk in one transaction (durable when this returns: a batch of the
+        pipeline's costs one commit, not one per event) and wake the worker. Each event's bytes are
+        its one encoding (``Event.freeze``), shared with the alert journal and the file sink."""
+        added, evicted = self.spool.add_many(
+            [(event.id, event.kind == "alert", to_msgpack(event)) for event in events], self.limit)
         if evicted:
             self._dropped += evicted
             self.stats.inc("lgf_sink_dropped_total", evicted, sink=self.name, reason="limit")
@@ -178,7 +186,7 @@ class Delivery:
                             "limit or fix the sink", self.name, self.limit, self._dropped)
             self._recount()
         elif added:
-            self._count(pending=+1)
+            self._count(pending=+added)
         self._work.set()
 
     def depth(self) -> int:

@@ -21,6 +21,7 @@ running lgf would write its burst into the production baseline as if it happened
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import time
@@ -98,9 +99,16 @@ def _unix(ts: str) -> float:
         return 0.0
     head, dot, frac = ts.rstrip("Z").partition(".")
     try:
-        return datetime.fromisoformat(head + (dot + frac[:6] if dot else "")).replace(tzinfo=UTC).timestamp()
+        micros = int(frac[:6].ljust(6, "0")) if dot else 0
+        return _unix_second(head) + micros / 1e6
     except ValueError:
         return 0.0
+
+
+@functools.lru_cache(maxsize=64)
+def _unix_second(head: str) -> float:
+    """``YYYY-MM-DDTHH:MM:SS`` -> Unix seconds: a replayed burst's stalls share a few seconds."""
+    return datetime.fromisoformat(head).replace(tzinfo=UTC).timestamp()
 
 
 def _fmt(metric: str, value: float) -> str:

@@ -7,26 +7,38 @@ Alerts already handed to a sink are safe in that sink's spool (``lgf.delivery``)
 covers the time before.
 
 One SQLite file, ``<spool_dir>/alert-journal.sqlite`` (WAL, ``synchronous=NORMAL``: it survives a
-crash of lgf, not a power cut), with two tables::
+crash of lgf, not a power cut), with three tables::
 
-    stalls(event_id UNIQUE, group_key JSON, body msgpack)   a stall the alert policy put in a group
-    outbox(alert_id UNIQUE, body msgpack)                    an alert made from a closed group, until
-                                                             the pipeline has handed it to every sink
+    batches(seq, stalls msgpack)       one row per committed batch: its stalls that entered a group,
+                                       as [group key JSON, stall JSON] pairs
+    closed(group_key JSON, seq)        a group that closed: its stalls in batches up to seq are done
+    outbox(alert_id UNIQUE, body msgpack)  an alert made from a closed group, until the pipeline
+                                       has handed it to every sink
+
+Why a row per batch and not per stall: a row per stall under a UNIQUE index of random event ids
+touched a page of the index per stall, and cost 3-6x the batch row in SQLite alone. A batch row is
+deleted, in the transaction that closes its last open group, once none of its stalls is in an
+open group; a ``closed`` mark lives as long as a batch it covers.
 
 The host opens the journal once its sinks are up and hands it to its alert engine
-(``AlertEngine.use_journal``, through :func:`attach`). The alert engine calls ``add_stall(key, event)`` when it puts a stall in a group (the row waits
-in memory) and ``close_groups([(key, alert), ...])`` for the groups a tick closes (``alert`` None
-when the policy made no alert: silenced, below ``min_count``, a suppressed repeat). The host takes
-the events waiting in its queue in batches (up to ``lgf.run.BATCH_EVENTS``); the pipeline
-(``Pipeline.process_batch``) lets the alert policy judge the whole batch, calls ``commit()``
-(through ``AlertEngine.commit``),
-which writes the batch's stalls in one transaction, and only then hands the events to the sinks.
-``close_groups`` is one transaction too: the stalls still pending, one DELETE of every closed
-group's stalls, and the alerts into the outbox. The pipeline calls ``delivered(alert_ids)`` once it
-put the alerts in every sink's queue (through ``AlertEngine.delivered``). At start (``recover``), before any source runs: alerts left
-in the outbox are handed to the sinks again (same ids), then the journaled stalls go through the
-alert policy again and every group they form is closed at once, so they go out as alerts now
-rather than one more report interval later.
+(``AlertEngine.use_journal``, through :func:`attach`). The alert engine calls
+``add_stall(key, event)`` when it puts a stall in a group (the stall waits in memory) and
+``close_groups([(key, alert), ...])`` for the groups a tick closes (``alert`` None when the policy
+made no alert: silenced, below ``min_count``, a suppressed repeat). The host takes the events
+waiting in its queue in batches (up to ``lgf.run.BATCH_EVENTS``); the pipeline
+(``Pipeline.process_batch``) lets the alert policy judge the whole batch, freezes its events
+(``Event.freeze``), calls ``commit()`` (through ``AlertEngine.commit``), which writes the batch's
+stalls as one row in one transaction, and only then hands the events to the sinks. A stall is
+kept as its JSON line, the bytes a JSON-lines file sink then writes (made once per event); the
+outbox keeps an alert as msgpack, the bytes its spools then take (an alert is frozen when the
+outbox takes it). ``close_groups`` is one transaction too: the stalls still
+pending, the closed groups' marks, the batch rows they leave with no open stall, and the alerts
+into the outbox. The pipeline calls ``delivered(alert_ids)`` once it put the alerts in every
+sink's queue (through ``AlertEngine.delivered``). At start (``recover``), before any source runs:
+alerts left in the outbox are handed to the sinks again (same ids), then the journaled stalls of
+groups not marked closed go through the alert policy again and every group they form is closed at
+once, so they go out as alerts now rather than one more report interval later. A journal left by
+an lgf that kept a row per stall (table ``stalls``) is taken over as one batch.
 
 What a ``kill -9`` of lgf loses, exactly:
 
@@ -46,17 +58,15 @@ id it holds and remembers the ids of the alerts it delivered (``lgf.spool``). ``
 milliseconds between handing it to the sinks and ``delivered``.
 
 A lock file (``flock``) keeps a second lgf on the same ``spool_dir`` from replaying the same
-stalls; ``lgf replay`` never opens the journal.
+stalls; ``lgf replay`` opens the journal only when asked (``--journal``), to run a recording at
+the cost a live burst has.
 
-Cost (bench/bench_journal.py, 5,000 stalls of 1.7 kB with a 20-frame stack, on this 2-core VM at a
-load average of 13-16 from other jobs, so figures move by half from run to run; the journal before
-batching measured in the same minutes): committed per batch of 256, as in a burst, 76-93 µs per
-stall that enters a group against 11-14 µs for the alert policy alone (6-8x; msgpack encoding of
-the stall is about a third of it). One transaction per stall, as before, cost 145-290 µs (17-21x);
-a stall that arrives alone in its batch still costs that, when nothing else is queued. Closing
-every group: 35-56 ms for the 5,000 stalls (one DELETE for all the groups a tick closes, with
-``secure_delete=FAST``) against 277-582 ms with a transaction per group. Nothing per stall under
-the alert threshold.
+Cost (bench/bench_journal.py, 5,000 stalls of 1.7 kB with a 20-frame stack, on this 2-core VM
+with other jobs running, so figures move by half from run to run): committed per batch of 256, as
+in a burst, 29 µs per stall that enters a group over the alert policy alone (8.5 µs: 4.4x); the
+row per stall it replaced measured 42 µs over 7.5 µs (6.6x) in the same minutes. Most of what is
+left is encoding the stall, which a JSON-lines file sink then reuses. Nothing per stall under the
+alert threshold. bench/bench_pipeline.py replays 100,000 stalls with the journal on.
 """
 
 from __future__ import annotations
@@ -68,9 +78,11 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
+import msgpack
+
 from . import sqlitefile
 from .errors import DeliveryError
-from .event import Event, from_msgpack, to_msgpack
+from .event import Event, from_json, from_msgpack, json_bytes, to_msgpack
 
 log = logging.getLogger("lgf.journal")
 
@@ -81,11 +93,13 @@ MAX_PENDING = 4096
 commits per batch, as the host does, never reaches it)."""
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS stalls (
+CREATE TABLE IF NOT EXISTS batches (
     seq       INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id  TEXT NOT NULL UNIQUE,
-    group_key TEXT NOT NULL,              -- the alert group's key, JSON
-    body      BLOB NOT NULL               -- the stall, msgpack (lgf.event codec)
+    stalls    BLOB NOT NULL               -- msgpack array of [group key JSON, stall JSON line]
+);
+CREATE TABLE IF NOT EXISTS closed (
+    group_key TEXT PRIMARY KEY,           -- a group that closed, its key JSON
+    seq       INTEGER NOT NULL            -- its stalls in batches up to this seq are done
 );
 CREATE TABLE IF NOT EXISTS outbox (
     seq       INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -114,33 +128,56 @@ class AlertJournal:
         self._lockfile, self._db = sqlitefile.open_owned(
             self.path, f"alert journal {self.path} is in use by another lgf process (two lgf on one [lgf] spool_dir)")
         self._lock = threading.Lock()
-        self._pending: list[tuple[str, str, bytes]] = []
-        """Stalls added since the last commit: (event_id, group_key, body)."""
+        self._pending: list[tuple[str, Event]] = []
+        """Stalls added since the last commit: (group key text, event), encoded at the commit."""
+        self.written = 0
+        """Stalls committed since this journal was opened (``lgf replay --journal`` says it)."""
+        self._key_texts: dict[tuple, str] = {}
+        """Open group key -> its JSON text, made once per group (not once per stall)."""
+        self._batches_of: dict[str, dict[int, int]] = {}
+        """Open group key text -> {batch seq: its stalls in that batch}, for this process's batches."""
+        self._open_stalls: dict[int, int] = {}
+        """Batch seq -> its stalls whose group is still open; a batch at 0 is deleted."""
         self._db.execute("PRAGMA synchronous=NORMAL")
         # Debian's SQLite is built with secure_delete on: every deleted row zeroed, freed pages
-        # written again, which made closing groups cost 2-6x the DELETE itself. FAST zeroes what
-        # is written anyway; freed pages keep old stalls until reused (the file holds stalls anyway).
+        # written again. FAST zeroes what is written anyway; freed pages keep old stalls until
+        # reused (the file holds stalls anyway).
         self._db.execute("PRAGMA secure_delete=FAST")
         self._db.executescript(_SCHEMA)
+        with sqlitefile.transaction(self._db):
+            self._adopt_row_per_stall_table()
+        self._seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM batches").fetchone()[0]
+        """The last batch written (AUTOINCREMENT: seqs only grow, across restarts too)."""
+
+    def _adopt_row_per_stall_table(self) -> None:
+        """A journal written by an lgf that kept one row per stall (table ``stalls``): its stalls
+        become one batch, so that ``recover`` brings them back like any other."""
+        if not self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='stalls'").fetchone():
+            return
+        rows = self._db.execute("SELECT group_key, body FROM stalls ORDER BY seq").fetchall()
+        if rows:
+            self._db.execute("INSERT INTO batches (stalls) VALUES (?)", (msgpack.packb(rows, use_bin_type=True),))
+        self._db.execute("DROP TABLE stalls")
 
     # -- what the alert engine and the pipeline call ----------------------------------------------
 
     def add_stall(self, key: tuple, event: Event) -> None:
-        """``event`` entered the open group ``key``: its row waits in memory for the next
-        ``commit`` (or ``close_groups``), which writes the rows of the whole batch in one
-        transaction. A stall already journaled (a replay) keeps its row and takes the key it was
-        grouped under this time. Past ``MAX_PENDING`` rows the journal commits by itself, so a
-        caller that never commits keeps a bounded number of stalls in memory only."""
-        row = (event.id, _key_text(key), to_msgpack(event))
+        """``event`` entered the open group ``key``: it waits in memory for the next ``commit``
+        (or ``close_groups``), which writes the stalls of the whole batch as one row, in one
+        transaction. Past ``MAX_PENDING`` stalls the journal commits by itself, so a caller that
+        never commits keeps a bounded number of stalls in memory only."""
         with self._lock:
-            self._pending.append(row)
+            text = self._key_texts.get(key)
+            if text is None:
+                text = self._key_texts[key] = _key_text(key)
+            self._pending.append((text, event))
             full = len(self._pending) >= MAX_PENDING
         if full:
             self.commit()
 
     def commit(self) -> None:
-        """Write the stalls added since the last commit, in one transaction. The host calls this
-        once per batch of events it took from its queue, before any sink sees them."""
+        """Write the stalls added since the last commit, as one row in one transaction. The host
+        calls this once per batch of events it took from its queue, before any sink sees them."""
         with self._lock:
             if not self._pending:
                 return
@@ -153,37 +190,79 @@ class AlertJournal:
 
     def close_groups(self, closed: Iterable[tuple[tuple, Event | None]]) -> None:
         """These groups closed, each ``(key, alert)`` (``alert`` None when the policy made no
-        alert): in one transaction, write the stalls still pending, forget the closed groups'
-        stalls and keep their alerts until ``delivered``."""
+        alert): in one transaction, write the stalls still pending, mark the closed groups' stalls
+        done (deleting each batch none of whose stalls is in an open group any more) and keep
+        their alerts until ``delivered``."""
         closed = list(closed)
         with self._lock:
             if not closed and not self._pending:
                 return
+            for _, alert in closed:
+                if alert is not None:
+                    alert.freeze()  # what the outbox keeps is what every sink gets
             try:
                 self._write(closed)
             except sqlite3.Error as exc:
                 self._failed(f"close {len(closed)} group(s)", exc)
             finally:
                 self._pending.clear()
+                for key, _ in closed:
+                    self._batches_of.pop(self._key_texts.pop(key, None) or _key_text(key), None)
 
     def close_group(self, key: tuple, alert: Event | None) -> None:
         """Group ``key`` closed: ``close_groups`` of that one group."""
         self.close_groups([(key, alert)])
 
     def _write(self, closed: list[tuple[tuple, Event | None]]) -> None:
-        """One transaction: the pending stalls, then the closed groups' deletes and alerts.
-        Called with ``_lock`` held; raises ``sqlite3.Error`` with nothing written."""
+        """One transaction: the pending stalls as one batch row, then the closed groups' marks,
+        the batches they leave empty and their alerts. Called with ``_lock`` held; raises
+        ``sqlite3.Error`` with nothing written and the bookkeeping untouched."""
+        seq = self._seq
+        emptied: list[int] = []
         with sqlitefile.transaction(self._db):
             if self._pending:
-                self._db.executemany(
-                    "INSERT INTO stalls (event_id, group_key, body) VALUES (?,?,?) "
-                    "ON CONFLICT(event_id) DO UPDATE SET group_key=excluded.group_key", self._pending)
+                # Encoded here, once the pipeline froze the batch, as the JSON line the file sink
+                # then writes: the same bytes, made once.
+                rows = [(text, json_bytes(event)) for text, event in self._pending]
+                seq = self._db.execute("INSERT INTO batches (stalls) VALUES (?)",
+                                       (msgpack.packb(rows, use_bin_type=True),)).lastrowid
             if closed:
-                # One statement for every closed group: one pass over the table, not one per group.
-                self._db.execute("DELETE FROM stalls WHERE group_key IN (SELECT value FROM json_each(?))",
-                                 (json.dumps([_key_text(key) for key, _ in closed]),))
+                texts = [self._key_texts.get(key) or _key_text(key) for key, _ in closed]
+                self._db.executemany("INSERT OR REPLACE INTO closed (group_key, seq) VALUES (?,?)",
+                                     [(text, seq) for text in texts])
+                emptied = self._emptied(texts, seq)
+                self._db.executemany("DELETE FROM batches WHERE seq=?", [(s,) for s in emptied])
+                # A mark is needed while a batch it covers is kept: none older than the oldest kept.
+                self._db.execute("DELETE FROM closed WHERE seq < (SELECT COALESCE(MIN(seq), ?) FROM batches)",
+                                 (seq + 1,))
                 self._db.executemany("INSERT OR IGNORE INTO outbox (alert_id, body) VALUES (?,?)",
                                      [(a.id, to_msgpack(a)) for _, a in closed if a is not None])
+        # Committed: now the bookkeeping.
+        self._seq = seq
+        self.written += len(self._pending)
+        if self._pending:
+            self._open_stalls[seq] = len(self._pending)
+            for text, _ in self._pending:
+                per_batch = self._batches_of.setdefault(text, {})
+                per_batch[seq] = per_batch.get(seq, 0) + 1
+        for s in emptied:
+            self._open_stalls.pop(s, None)
+
+    def _emptied(self, texts: list[str], seq: int) -> list[int]:
+        """The batches left with no stall of an open group once ``texts`` close (the pending
+        batch ``seq`` counted in), without changing the bookkeeping (the transaction may fail)."""
+        left = dict(self._open_stalls)
+        pending: dict[str, int] = {}
+        for text, _ in self._pending:
+            pending[text] = pending.get(text, 0) + 1
+        if self._pending:
+            left[seq] = len(self._pending)
+        for text in set(texts):
+            for s, n in self._batches_of.get(text, {}).items():
+                left[s] -= n
+            if text in pending:
+                left[seq] -= pending[text]
+        return [s for s, n in left.items() if n <= 0]
 
     def delivered(self, alert_ids: Iterable[str]) -> None:
         """These alerts are in every sink's queue (or sent): drop them from the outbox."""
@@ -196,13 +275,18 @@ class AlertJournal:
         except sqlite3.Error as exc:
             self._failed("forget delivered alerts", exc)
 
-    def forget_stalls(self, ids: Iterable[str]) -> int:
-        """Drop journaled stalls that no group took on replay (the policy changed); returns how many."""
-        ids = list(ids)
+    def forget_through(self, seq: int) -> int:
+        """Drop every batch up to ``seq`` (``recover``: their stalls are in alerts now, or no group
+        takes them any more) and the marks no kept batch needs; returns the stalls dropped."""
         with self._lock:
-            before = self._db.total_changes
-            self._db.executemany("DELETE FROM stalls WHERE event_id=?", [(i,) for i in ids])
-            return self._db.total_changes - before
+            dropped = sum(len(stalls) for _, stalls in self._read(through=seq))
+            with sqlitefile.transaction(self._db):
+                self._db.execute("DELETE FROM batches WHERE seq <= ?", (seq,))
+                self._db.execute("DELETE FROM closed WHERE seq < (SELECT COALESCE(MIN(seq), ?) FROM batches)",
+                                 (self._seq + 1,))
+            for s in [s for s in self._open_stalls if s <= seq]:
+                del self._open_stalls[s]
+            return dropped
 
     def _failed(self, what: str, exc: Exception) -> None:
         self._errors += 1
@@ -215,35 +299,68 @@ class AlertJournal:
     # -- reading ----------------------------------------------------------------------------------
 
     def stalls(self) -> list[Event]:
-        """The journaled stalls, oldest first (an undecodable row is logged and skipped, not deleted)."""
-        return self._decoded("SELECT event_id, body FROM stalls ORDER BY seq")
+        """The journaled stalls of groups not closed yet, oldest first (an undecodable one is
+        logged and skipped, not deleted)."""
+        return self.stalls_through()[0]
+
+    def stalls_through(self) -> tuple[list[Event], int]:
+        """:meth:`stalls`, and the seq of the last batch they were read from."""
+        with self._lock:
+            batches = self._read()
+        out = []
+        for seq, stalls in batches:
+            for i, body in stalls:
+                try:
+                    out.append(_stall_of(body))
+                except Exception as exc:  # a corrupt row must not stop the recovery of the others
+                    log.error("alert journal %s: stall %d of batch %d cannot be decoded (%s); left in place",
+                              self.path, i, seq, exc)
+        return out, (batches[-1][0] if batches else 0)
+
+    def _read(self, through: int | None = None) -> list[tuple[int, list[tuple[int, bytes]]]]:
+        """``[(batch seq, [(index, stall body), ...]), ...]`` of the stalls whose group has not
+        closed since their batch was written. Called with ``_lock`` held."""
+        marks = dict(self._db.execute("SELECT group_key, seq FROM closed").fetchall())
+        rows = self._db.execute("SELECT seq, stalls FROM batches WHERE seq <= ? ORDER BY seq",
+                                (INFINITY_NS if through is None else through,)).fetchall()
+        out = []
+        for seq, blob in rows:
+            try:
+                pairs = msgpack.unpackb(blob, raw=False)
+            except Exception as exc:  # noqa: BLE001 - a corrupt batch must not stop the others
+                log.error("alert journal %s: batch %d cannot be decoded (%s); left in place", self.path, seq, exc)
+                continue
+            out.append((seq, [(i, body) for i, (key, body) in enumerate(pairs) if marks.get(key, -1) < seq]))
+        return out
 
     def outbox(self) -> list[Event]:
         """Alerts made but not yet handed to every sink, oldest first."""
-        return self._decoded("SELECT alert_id, body FROM outbox ORDER BY seq")
-
-    def counts(self) -> dict[str, int]:
         with self._lock:
-            return {"stalls": self._db.execute("SELECT COUNT(*) FROM stalls").fetchone()[0],
-                    "outbox": self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]}
-
-    def _decoded(self, sql: str) -> list[Event]:
-        with self._lock:
-            rows = self._db.execute(sql).fetchall()
+            rows = self._db.execute("SELECT alert_id, body FROM outbox ORDER BY seq").fetchall()
         out = []
         for ident, body in rows:
             try:
                 out.append(from_msgpack(body))
             except Exception as exc:  # a corrupt row must not stop the recovery of the others
-                log.error("alert journal %s: row %s cannot be decoded (%s); left in place",
-                          self.path, ident, exc)
+                log.error("alert journal %s: alert %s cannot be decoded (%s); left in place", self.path, ident, exc)
         return out
+
+    def counts(self) -> dict[str, int]:
+        """``{"stalls": journaled stalls of open groups, "outbox": alerts not handed over yet}``."""
+        with self._lock:
+            stalls = sum(len(st) for _, st in self._read())
+            return {"stalls": stalls, "outbox": self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]}
 
     def close(self) -> None:
         self.commit()
         with self._lock:
             self._db.close()
             self._lockfile.close()
+
+
+def _stall_of(body: bytes) -> Event:
+    """A journaled stall: a JSON line, or msgpack in a journal an older lgf wrote."""
+    return from_json(body) if body[:1] == b"{" else from_msgpack(body)
 
 
 def recover(journal: AlertJournal, engine, pipeline) -> tuple[int, int]:
@@ -259,13 +376,13 @@ def recover(journal: AlertJournal, engine, pipeline) -> tuple[int, int]:
     for alert in pending:
         pipeline.deliver(alert)
     journal.delivered(a.id for a in pending)
-    stalls = journal.stalls()
+    stalls, last = journal.stalls_through()
     for event in stalls:
         engine.observe(event)
     alerts = pipeline.tick(INFINITY_NS) if stalls else []
-    # Every group is closed now; a replayed stall still journaled was taken by no group (the
-    # alert threshold or policy changed since): it is not alert material any more.
-    dropped = journal.forget_stalls(e.id for e in stalls) if stalls else 0
+    # Every group is closed now, its alert in the outbox: what was read is done. A stall no group
+    # took (the alert threshold or policy changed since) is not alert material any more.
+    dropped = journal.forget_through(last) if last else 0
     if pending or stalls:
         log.info("alert journal: %d alert(s) re-sent, %d stall(s) of open groups replayed into %d "
                  "alert(s)%s", len(pending), len(stalls), len(alerts),

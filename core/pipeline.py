@@ -80,13 +80,22 @@ class Pipeline:
     def process_batch(self, events) -> None:
         """``process`` each event, the alert journal committing the batch's stalls in one
         transaction (``lgf.journal``) after the alert policy took them and before any sink or
-        observer sees one: a stall a sink has shown is on disk."""
+        observer sees one: a stall a sink has shown is on disk.
+
+        Each event is frozen once judged (``Event.freeze``): the journal, the spools and the file
+        sink share one encoding of it. Sinks take the batch one after the other, a sink that is
+        its own record (``durable = False``) in one ``send_batch`` call when it has one."""
         taken = [event for event in events if self._judge(event)]
         if self.engine is not None:
             self.engine.commit()
+        causes: dict[str, int] = {}
         for event in taken:
-            self.deliver(event)
-            for observe in self.observers:
+            causes[event.cause] = causes.get(event.cause, 0) + 1
+        for cause, n in causes.items():  # counted per batch: a label set is sorted once, not per event
+            self.stats.inc("lgf_events_total", n, cause=cause)
+        self.deliver_batch(taken)
+        for observe in self.observers:
+            for event in taken:
                 try:
                     observe(event)
                 except Exception:  # a view of the events must never cost an event
@@ -116,13 +125,13 @@ class Pipeline:
             self._wrapper_raised("lgf_classify", exc)
             cause = None
         event.cause = cause or "unknown"
-        self.stats.inc("lgf_events_total", cause=event.cause)
         if self.engine is not None and event.extra.get("verdict") != "idle":  # report_idle: never alerts
             try:
                 self.engine.observe(event)
             except Exception:  # the policy's bug must not lose the event itself
                 self.stats.inc("lgf_plugin_errors_total", plugin="alerts", hook="observe")
                 log.exception("alert policy failed on event %s", event.id)
+        event.freeze()  # judged: what the journal keeps is what every sink gets
         return True
 
     def _wrapper_raised(self, hook_name: str, exc: Exception) -> None:
@@ -135,6 +144,7 @@ class Pipeline:
             return []
         alerts = self.engine.due(now_ns)
         for alert in alerts:
+            alert.freeze()  # final: every sink and spool gets the same bytes (the outbox's, if journaled)
             self.stats.inc("lgf_alerts_total", cause=alert.cause, severity=alert.severity)
             self.deliver(alert)
         if alerts:  # handed to every sink: no longer the journal's to keep
@@ -146,20 +156,35 @@ class Pipeline:
         is on disk), any other called here, where a failure is counted and logged and never stops
         the others. ``relayed``: an alert the relay received from Alertmanager (``lgf.relay``),
         kept from sinks that say ``relayed = False`` (an alertmanager sink: no loop)."""
+        self.deliver_batch((event,), relayed)
+
+    def deliver_batch(self, events, relayed: bool = False) -> None:
+        """:meth:`deliver` of each of ``events``, sink by sink: a durable sink's queue takes them
+        in one transaction; a sink that is its own record gets them in one ``send_batch`` call
+        when it has one (the file sink: one write), else one ``send`` each."""
         for route in self.sinks:
-            if not route.wants(event):
-                continue
             if relayed and member(route.sink, "sink", "relayed") is False:
                 continue
-            if route.delivery is not None:
-                route.delivery.put(event)
+            wanted = [event for event in events if route.wants(event)]
+            if not wanted:
                 continue
-            try:
-                route.sink.send(event)
-                self.stats.inc("lgf_sink_delivered_total", sink=route.name)
-            except Exception as exc:  # one sink failing never stops the others
-                self.stats.inc("lgf_sink_failed_total", sink=route.name)
-                log.error("sink %r failed: %s: %s", route.name, type(exc).__name__, exc)
+            if route.delivery is not None:
+                route.delivery.put_batch(wanted)  # one transaction for the batch
+                continue
+            send_batch = member(route.sink, "sink", "send_batch") if len(wanted) > 1 else None
+            if send_batch is not None:
+                self._call_sink(route, send_batch, wanted, len(wanted))
+            else:
+                for event in wanted:
+                    self._call_sink(route, route.sink.send, event, 1)
+
+    def _call_sink(self, route: SinkRoute, call, arg, n: int) -> None:
+        try:
+            call(arg)
+            self.stats.inc("lgf_sink_delivered_total", n, sink=route.name)
+        except Exception as exc:  # one sink failing never stops the others
+            self.stats.inc("lgf_sink_failed_total", n, sink=route.name)
+            log.error("sink %r failed: %s: %s", route.name, type(exc).__name__, exc)
 
     def relay(self, event: Event) -> None:
         """An alert the relay received from Alertmanager: :meth:`deliver` with ``relayed``."""

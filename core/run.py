@@ -13,7 +13,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from . import config as cfg
 from . import journal, reload, sinkqueues
@@ -73,7 +73,7 @@ class Host:
         self.services = Services.for_config(config)
         """What this host shares among its plugins, handed over as ``ctx.services``."""
         self.history = StallHistory()
-        """Recent stalls for the latency page (/ui)."""
+        """Recent stalls for the latency page (/ui), kept from the time the HTTP server starts."""
         self.config_path = config_path
         """The file SIGHUP re-reads (:meth:`reload`)."""
         self.overrides = tuple(overrides)
@@ -142,7 +142,6 @@ class Host:
         self.pipeline = Pipeline(self.manager.pm.hook, self.stats, self.routes, self.engine,
                                  report_idle=options_of(self.config).report_idle,
                                  identities=self.services.identities if with_sources else None)
-        self.pipeline.observers.append(self.history.add)
         if with_sources:  # /metrics names a process's series as its alerts do (lgf.identity)
             self.engine.identities = self.services.identities
             self.services.watch_pods()
@@ -224,22 +223,34 @@ class Host:
                 break
         return batch
 
-    def replay(self, events: Iterable[Event]) -> int:
-        """Feed recorded events through the pipeline; flush every alert at the end."""
+    def replay(self, events: Iterable[Event], with_journal: bool = False) -> int:
+        """Feed recorded events through the pipeline in batches of ``BATCH_EVENTS``, as
+        :meth:`run` takes them from its queue in a burst; flush every alert at the end.
+
+        ``with_journal``: keep open alert groups in the alert journal of ``spool_dir`` as
+        :meth:`run` does (``lgf.journal``, recovering first what a crashed lgf left there); off,
+        a replay never touches the journal a live lgf on the same ``spool_dir`` owns."""
         if self.engine is not None:
             self.engine.drift.replay_mode()  # graded in the recording's time; teaches the baselines nothing
-        n = 0
-        for event in events:
-            self.pipeline.process(event)
-            n += 1
-            if n % 1024 == 0:
-                self.pipeline.tick(time.monotonic_ns())
+            if with_journal:
+                self.journal = journal.attach(self.engine, self.pipeline, self.config.host.spool_dir, self.stats)
+        n = next_tick = 0
+        for batch in _batches(events, BATCH_EVENTS):
+            self.pipeline.process_batch(batch)
+            n += len(batch)
+            now = time.monotonic_ns()
+            if now >= next_tick:  # alerts due by the wall clock, at most every TICK_SECONDS, as live
+                self.pipeline.tick(now)
+                next_tick = now + int(TICK_SECONDS * 1e9)
         self.shutdown(flush_all_alerts=True)
         return n
 
     def _start_http(self) -> None:
         if not self.config.sections["http"].enabled:
             return
+        if self.history.add not in self.pipeline.observers:
+            # Kept only where a page can show it: a replay, or lgf without [http], has no reader.
+            self.pipeline.observers.append(self.history.add)
         if self.relay is None:
             self.relay = Relay(self.config.host.spool_dir, self.pipeline.relay, self.stats)
         self.http = HttpServer(self.config, self.engine, self.stats, self.sources, history=self.history,
@@ -399,6 +410,18 @@ class Host:
             outcome.notes.append("[targets] changed: the sources were swapped")
         if idle_changed:
             outcome.notes.append("[idle] changed: the sources were swapped (idle sites are loaded into their BPF)")
+
+
+def _batches(events: Iterable[Event], size: int) -> Iterator[list[Event]]:
+    """``events`` in lists of ``size`` (the last one shorter)."""
+    batch: list[Event] = []
+    for event in events:
+        batch.append(event)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _close_route(route: SinkRoute) -> None:

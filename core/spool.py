@@ -30,6 +30,7 @@ Cost (bench/bench_wecom.py): an ``add`` is one transaction, 70-100 µs here with
 run. ``fsync="alerts"`` (the default) pays the fsync for alerts only, which are few, and not for
 stall events, which can come by the thousand per second; ``True`` / ``False`` for all or none.
 Acknowledgements never fsync: one lost to a power cut only means the item is sent again.
+``add_many`` takes a batch of the pipeline's in one transaction: one commit for the batch.
 """
 
 from __future__ import annotations
@@ -158,30 +159,39 @@ class Spool:
         At ``limit`` rows the oldest stall events are evicted first, then the oldest alerts, so
         the newest alerts are always kept.
         """
+        added, evicted = self.add_many([(event_id, is_alert, body)], limit)
+        return added == 1, evicted
+
+    def add_many(self, items: list[tuple[str, bool, bytes]], limit: int) -> tuple[int, int]:
+        """:meth:`add` of each ``(event_id, is_alert, body)``, in order, in one transaction (a
+        batch of the pipeline's: one commit, not one per item); returns (added, evicted)."""
         with self._lock:
-            evicted = 0
-            self._sync(self.fsync is True or (self.fsync == "alerts" and is_alert))
+            added = evicted = 0
+            rows = self.rows
+            self._sync(self.fsync is True or (self.fsync == "alerts" and any(a for _, a, _ in items)))
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                if is_alert and self._db.execute("SELECT 1 FROM sent WHERE event_id=?",
-                                                 (event_id,)).fetchone():
-                    self._db.execute("COMMIT")
-                    return False, 0
-                if self.rows >= limit:
-                    over = self.rows - limit + 1
+                for event_id, is_alert, body in items:
+                    if is_alert and self._db.execute("SELECT 1 FROM sent WHERE event_id=?",
+                                                     (event_id,)).fetchone():
+                        continue
+                    if rows >= limit:
+                        over = rows - limit + 1
+                        cur = self._db.execute(
+                            "DELETE FROM items WHERE seq IN "
+                            "(SELECT seq FROM items ORDER BY is_alert, seq LIMIT ?)", (over,))
+                        evicted += cur.rowcount
+                        rows -= cur.rowcount
                     cur = self._db.execute(
-                        "DELETE FROM items WHERE seq IN "
-                        "(SELECT seq FROM items ORDER BY is_alert, seq LIMIT ?)", (over,))
-                    evicted = cur.rowcount
-                cur = self._db.execute(
-                    "INSERT OR IGNORE INTO items (event_id, is_alert, body, enqueued_at) VALUES (?,?,?,?)",
-                    (event_id, int(is_alert), body, time.time()))
-                added = cur.rowcount == 1
+                        "INSERT OR IGNORE INTO items (event_id, is_alert, body, enqueued_at) VALUES (?,?,?,?)",
+                        (event_id, int(is_alert), body, time.time()))
+                    added += cur.rowcount
+                    rows += cur.rowcount
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            self.rows += int(added) - evicted
+            self.rows = rows
             return added, evicted
 
     def pending(self, n: int) -> list[tuple[str, bytes]]:

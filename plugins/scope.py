@@ -24,16 +24,26 @@ there is one (else the PCs are symbolized here, with the host's shared symbol ca
   even then it never joins an alert.
 
 Cost: a few string matches per frame (cached per function name) per event; the request's
-strings are two or three small reads of the target's memory.
+strings are two or three small reads of the target's memory. A process whose binary cannot be
+read (gone, or a recording's pid replayed on another host) is not looked for again for
+``UNREADABLE_RETRY_S``: 100,000 replayed stalls of 50 such processes cost 3 stats and a failed
+symbol look-up each before (a quarter of bench/bench_pipeline.py's pipeline time), 50 now.
 """
 
 from __future__ import annotations
+
+import time
 
 from lgf import Component, hookimpl
 from lgf.golang.httpreq import UnknownLayout, read_method_path
 from lgf.golang.runtime_reader import Readers, Unreadable
 from lgf.idle import Verdict
 from lgf.services import Services, binary_path
+
+UNREADABLE_RETRY_S = 5.0
+"""How long a process whose binary could not be read is judged without trying again."""
+UNREADABLE_KEPT = 4096
+"""Processes remembered as unreadable at most (forgotten all at once past it)."""
 
 
 class ScopeEnricher:
@@ -43,6 +53,8 @@ class ScopeEnricher:
         self.services: Services = ctx.services
         self._readers: Readers | None = None
         """Readers of live processes, for the request's method and path; made on first use."""
+        self._unreadable: dict[tuple[int, str], float] = {}
+        """(pid, exe) whose binary could not be read -> when to try again (monotonic seconds)."""
 
     @hookimpl(trylast=True)
     def lgf_enrich(self, event) -> None:
@@ -62,13 +74,25 @@ class ScopeEnricher:
         if event.stack:  # symbolized by an enricher already
             verdict = self.services.idle_rules.judge(self.functions_of(event), event.wait_reason)
         else:
-            bias = int(event.extra.get("load_bias", 0) or 0)
-            verdict = self.services.judge(binary_path(event.exe, event.pid), event.pcs, event.wait_reason, bias)
-            if verdict is None:  # the binary cannot be read: judged as a cut stack, a stall
-                verdict = Verdict("stall", "", "", cut=True)
+            verdict = self._judge_pcs(event)
         if verdict.idle and event.extra.get("stall", "park") != "park":
             return Verdict("stall", verdict.scope, "", verdict.cut)
         return verdict
+
+    def _judge_pcs(self, event) -> Verdict:
+        """The verdict on an unsymbolized stack; a cut stack, a stall, when the binary cannot be read."""
+        process = (event.pid, event.exe)
+        now = time.monotonic()
+        if self._unreadable.get(process, 0.0) > now:
+            return Verdict("stall", "", "", cut=True)
+        bias = int(event.extra.get("load_bias", 0) or 0)
+        verdict = self.services.judge(binary_path(event.exe, event.pid), event.pcs, event.wait_reason, bias)
+        if verdict is not None:
+            return verdict
+        if len(self._unreadable) >= UNREADABLE_KEPT:
+            self._unreadable.clear()
+        self._unreadable[process] = now + UNREADABLE_RETRY_S
+        return Verdict("stall", "", "", cut=True)
 
     def functions_of(self, event) -> list[str]:
         """Function names of the event's stack, innermost first (symbolized here, with the host's

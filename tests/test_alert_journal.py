@@ -167,6 +167,75 @@ def test_a_second_lgf_on_the_same_spool_dir_does_not_replay_the_same_stalls(tmp_
     queue.spool.close()
 
 
+def test_a_batch_shared_by_a_closed_and_an_open_group_brings_back_only_the_open_one(tmp_path):
+    """One journal row holds a batch's stalls of several groups: when one closes its stalls are
+    marked done, the row stays for the other, and a crash then brings back that other alone."""
+    engine, pipeline, queue, _ = host_parts(tmp_path)
+    journal = attach(engine, pipeline, tmp_path)
+    pipeline.process_batch(stalls(3) + stalls(2, cause="channel"))  # one batch, two groups
+    lock_key = next(k for k in engine.groups if "lock" in k)
+    lock_group = engine.groups.pop(lock_key)                       # the lock group closes alone
+    (alert,) = [a for a in [engine._alert_of(lock_group)] if a is not None]
+    journal.close_groups([(lock_key, alert)])
+    pipeline.deliver(alert)
+    journal.delivered([alert.id])
+    assert journal.counts() == {"stalls": 2, "outbox": 0}
+    assert journal._db.execute("SELECT COUNT(*) FROM batches").fetchone()[0] == 1  # kept for the open group
+    engine.journal._db.close()  # lgf dies here
+    engine.journal._lockfile.close()
+    queue.spool.close()
+
+    engine, pipeline, queue, _ = host_parts(tmp_path)
+    journal = attach(engine, pipeline, tmp_path)
+    again = alerts_in(queue)
+    assert sorted((a.cause, a.extra["count"]) for a in again) == [("channel", 2), ("lock", 3)]
+    assert [a.id for a in again if a.cause == "lock"] == [alert.id]  # the one delivered before, not a new one
+    assert journal.counts() == {"stalls": 0, "outbox": 0}
+    assert journal._db.execute("SELECT COUNT(*) FROM batches").fetchone()[0] == 0
+    assert journal._db.execute("SELECT COUNT(*) FROM closed").fetchone()[0] == 0
+    journal.close()
+    queue.spool.close()
+
+
+def test_batches_are_deleted_once_every_group_they_hold_closed(tmp_path):
+    engine, pipeline, queue, _ = host_parts(tmp_path)
+    journal = attach(engine, pipeline, tmp_path)
+    for cause in ("lock", "channel", "lock"):
+        pipeline.process_batch(stalls(BATCH_EVENTS // 2, cause=cause))
+    rows = journal._db.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
+    assert rows == 3 and journal.written == 3 * (BATCH_EVENTS // 2)
+    pipeline.tick(2**63 - 1)
+    assert journal._db.execute("SELECT COUNT(*) FROM batches").fetchone()[0] == 0
+    assert journal._db.execute("SELECT COUNT(*) FROM closed").fetchone()[0] == 0
+    journal.close()
+    queue.spool.close()
+
+
+def test_a_journal_of_one_row_per_stall_left_by_an_older_lgf_is_recovered(tmp_path):
+    """lgf before the batched rows kept a ``stalls`` table, a row per stall: its stalls come back."""
+    import sqlite3
+
+    from lgf.event import to_msgpack
+    db = sqlite3.connect(tmp_path / "alert-journal.sqlite")
+    db.executescript("""
+        CREATE TABLE stalls (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE,
+                             group_key TEXT NOT NULL, body BLOB NOT NULL);
+        CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, alert_id TEXT NOT NULL UNIQUE,
+                             body BLOB NOT NULL);""")
+    for ev in stalls(4):
+        ev.cause = "lock"  # journaled stalls were classified
+        db.execute("INSERT INTO stalls (event_id, group_key, body) VALUES (?,?,?)",
+                   (ev.id, '["api","lock",""]', to_msgpack(ev)))
+    db.commit()
+    db.close()
+    engine, pipeline, queue, _ = host_parts(tmp_path)
+    journal = attach(engine, pipeline, tmp_path)
+    assert [(a.cause, a.extra["count"]) for a in alerts_in(queue)] == [("lock", 4)]
+    assert journal.counts() == {"stalls": 0, "outbox": 0}
+    journal.close()
+    queue.spool.close()
+
+
 # --- end to end: kill -9 of the real lgf --------------------------------------------------------
 
 class LgfProcess:

@@ -67,3 +67,66 @@ receive = "both"
     assert ch["top_frame"] == "main.(*Queue).Pop" and ch["severity"] == "info"
     assert by_cause["gc_stw"]["severity"] == "critical"
     assert ch["trace_id"] == "" and ch["id"] != by_cause["gc_stw"]["id"]  # no stall knew its trace
+
+
+def test_replay_with_the_journal_journals_every_stall_of_a_group_and_leaves_none_open(tmp_path):
+    """``--journal``: the groups' stalls go through the alert journal as in ``lgf run``, the
+    same events and alerts come out, and the journal is empty once every group closed."""
+    from lgf.journal import AlertJournal
+
+    rec = tmp_path / "rec.msgpack"
+    recording(rec)
+    outputs = {}
+    for journal in (False, True):
+        out = tmp_path / f"out-{journal}.jsonl"
+        cfg = write(tmp_path / f"plugins-{journal}.toml", f"""
+[lgf]
+spool_dir = "{tmp_path / 'spool'}"
+
+[[classifiers]]
+use = "waitreason"
+
+[[sinks]]
+use = "file"
+path = "{out}"
+receive = "both"
+""")
+        res = lgf("replay", str(rec), "--config", str(cfg), *(["--journal"] if journal else []))
+        assert res.returncode == 0, res.stderr
+        outputs[journal] = [json.loads(line) for line in out.read_text().splitlines()]
+        said = res.stderr.strip().splitlines()[-1]
+    # 32 stalls reach the 50 ms threshold: 30 channel waits, one GC stop-the-world, one lock wait
+    assert said.endswith("alert journal " + str(tmp_path / "spool" / "alert-journal.sqlite") + ": 32 stall(s) written")
+
+    def summary(rows):
+        return sorted((r["kind"], r["cause"], r.get("count", 1)) for r in rows)
+    assert summary(outputs[True]) == summary(outputs[False])
+    assert sum(a["count"] for a in outputs[True] if a["kind"] == "alert") == 32
+    journal = AlertJournal(tmp_path / "spool")
+    assert journal.counts() == {"stalls": 0, "outbox": 0}
+    journal.close()
+
+
+def test_replay_with_the_journal_of_a_running_lgf_says_it_cannot_open_it_and_still_replays(tmp_path):
+    from lgf.journal import AlertJournal
+
+    rec = tmp_path / "rec.msgpack"
+    recording(rec)
+    out = tmp_path / "out.jsonl"
+    cfg = write(tmp_path / "plugins.toml", f"""
+[lgf]
+spool_dir = "{tmp_path / 'spool'}"
+
+[[sinks]]
+use = "file"
+path = "{out}"
+""")
+    running = AlertJournal(tmp_path / "spool")  # another lgf owns that spool_dir's journal
+    try:
+        res = lgf("replay", str(rec), "--config", str(cfg), "--journal")
+    finally:
+        running.close()
+    assert res.returncode == 0, res.stderr
+    assert "in use by another lgf process" in res.stderr
+    assert res.stderr.strip().endswith("the alert journal could not be opened (see above)")
+    assert sum(json.loads(line)["kind"] == "stall" for line in out.read_text().splitlines()) == 33

@@ -166,6 +166,30 @@ def test_at_the_limit_the_oldest_stall_events_go_before_any_alert(tmp_path, capl
     d.stop(0)
 
 
+def test_a_batch_is_queued_in_one_transaction_as_its_events_one_by_one_would_be(tmp_path):
+    """``put_batch`` (the pipeline's, once per batch) keeps what ``put`` of each event keeps:
+    the same items in the same order, the same evictions at the limit, a repeated id once."""
+    alerts = [alert(i) for i in range(3)]
+    stalls = [stall(i) for i in range(4)]
+    plain = alerts[:1] + stalls + alerts[1:]
+    for batch in (plain, plain + [alerts[0]]):
+        kept = {}
+        for how in ("one by one", "batch"):
+            stats = Stats()
+            d = Delivery(ListSink(), "s", tmp_path / f"{how}-{len(batch)}", stats, limit=5)
+            if how == "batch":
+                d.put_batch(batch)
+            else:
+                for ev in batch:
+                    d.put(ev)
+            kept[how] = ([row[0] for row in d.spool.pending(100)], d.depth(),
+                         stats.get("lgf_sink_dropped_total", sink="s", reason="limit"))
+            d.stop(0)
+        assert kept["batch"] == kept["one by one"]
+        if batch is plain:
+            assert kept["batch"] == ([alerts[0].id, stalls[2].id, stalls[3].id, alerts[1].id, alerts[2].id], 5, 2)
+
+
 def test_the_same_event_id_queued_twice_is_delivered_once(tmp_path):
     sink = ListSink()
     d = Delivery(sink, "s", tmp_path, Stats(), clock=ManualClock())

@@ -71,3 +71,39 @@ def test_files_in_both_formats_read_back(tmp_path):
         p = tmp_path / f"ev.{fmt}"
         assert write_events(p, events, fmt) == 5
         assert list(read_events(p)) == events
+
+
+def test_a_frozen_event_is_encoded_once_and_an_unfrozen_one_each_time():
+    from lgf.event import json_bytes, to_msgpack
+    ev = Event(pid=1, end_ns=10**8, extra={"service": "api"}).finish()
+    first = to_msgpack(ev)
+    ev.comm = "changed"
+    assert to_msgpack(ev) != first                  # not frozen: what it is now
+    ev.freeze()
+    assert to_msgpack(ev) is to_msgpack(ev)         # frozen: one encoding, shared
+    assert json_bytes(ev) is json_bytes(ev)
+    assert from_msgpack(to_msgpack(ev)) == ev == from_json(json_bytes(ev))
+
+
+def test_the_bytes_are_what_json_and_msgpack_make_of_to_dict_and_a_value_msgspec_refuses_still_encodes():
+    """msgspec encodes the dataclass and the extra keys are spliced in at the top level: the bytes
+    must be exactly those of the standard library's json and of msgpack over ``to_dict``."""
+    import json
+
+    import msgpack
+    frame = {"func": "main.handler", "file": "/src/app.go", "line": 120, "pc": 0x4A1234, "inlined": False}
+    events = [
+        Event(pid=3, comm="héllo", end_ns=10**8, pcs=[0x401000], extra={"ratio": 0.1, "nested": {"a": [1, 2]}}),
+        Event(),                                                   # no extra at all
+        Event(kind="alert", stack=[frame] * 20, extra={"count": 3, "pids": [1, 2], "none": None, 7: "int key"}),
+        Event(pid=4, extra={"pid": 99, "comm": "shadow", "x": 1}),  # keys a field has: the field wins
+        Event(extra={f"k{i}": i for i in range(20)}),             # a map16 of extra keys
+        Event(extra={f"k{i}": i for i in range(70_000)}),         # more keys than a map16 holds
+    ]
+    for ev in events:
+        ev.finish()
+        assert to_json(ev) == json.dumps(ev.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        assert to_msgpack(ev) == msgpack.packb(ev.to_dict(), use_bin_type=True)
+    huge = Event(extra={"big": 2**70})  # past 64 bits: msgspec refuses, json and msgpack fallbacks
+    assert from_json(to_json(huge)).extra["big"] == 2**70
+    assert from_msgpack(to_msgpack(Event(extra={"big": 2**63}))).extra["big"] == 2**63

@@ -200,6 +200,35 @@ def test_the_scope_step_judges_pcs_through_the_hosts_services(pipeline, tmp_path
     assert sink.got == [event] and stats.total("lgf_idle_waits_total") == 0
 
 
+def test_a_process_whose_binary_cannot_be_read_is_not_looked_for_at_every_stall(tmp_path, monkeypatch):
+    from lgf.context import RunContext
+    from lgf.plugins import scope
+    from lgf.services import Services
+
+    class Counted(Services):
+        """The real services, counting the stacks they were asked to judge."""
+        judged = 0
+
+        def judge(self, *args, **kwargs):
+            Counted.judged += 1
+            return super().judge(*args, **kwargs)
+
+    step = scope.ScopeEnricher(None, RunContext(config=None, stats=Stats(), services=Counted()))
+
+    def stall(exe):
+        event = Event(pid=0, exe=str(exe), goid=9, wait_reason="IO wait", pcs=[0x401000], extra={"stall": "park"})
+        step.lgf_enrich(event)
+        return event
+    for _ in range(3):
+        assert stall(tmp_path / "gone").extra["stack_cut"] is True  # a cut stack: a stall
+    assert Counted.judged == 1
+    assert stall(tmp_path / "other").extra["stack_cut"] is True and Counted.judged == 2  # another process
+    monkeypatch.setattr(scope, "UNREADABLE_RETRY_S", 0.0)  # past the retry time: looked for again
+    stall(tmp_path / "third")
+    stall(tmp_path / "third")
+    assert Counted.judged == 4
+
+
 @pytest.mark.parametrize("version", GO_VERSIONS)
 def test_the_scope_step_judges_a_real_binarys_pcs_like_its_names(version, go_toolchains, tmp_path):
     from lgf.context import RunContext

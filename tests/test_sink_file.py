@@ -44,3 +44,27 @@ def test_stdout_marks_a_sampled_duration_as_a_lower_bound():
     first, second = out.getvalue().splitlines()
     assert " STALL >=98.1ms lock pid=7 goid=3 " in first
     assert " STALL 120.4ms lock " in second
+
+
+def test_a_batch_is_rotated_between_two_events_and_every_event_is_kept_in_order(tmp_path):
+    path = tmp_path / "b.jsonl"
+    sink = FileSink(FileOptions(path=str(path), max_size=2000, keep=5))
+    sent = [Event(pid=i, end_ns=10**8).finish().freeze() for i in range(12)]
+    sink.send_batch(sent)  # one call, more than 2000 bytes: it spans several files
+    # flushed when send_batch returns, before close; oldest file first
+    files = sorted(tmp_path.iterdir(), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
+    kept = [e.pid for f in files for e in read_events(f)]
+    sink.close()
+    assert len(files) > 2 and kept == list(range(12))
+    assert all(p.stat().st_size <= 2000 for p in files)
+
+
+def test_a_frozen_event_is_written_as_the_bytes_the_journal_and_spools_share(tmp_path):
+    from lgf.event import json_bytes, to_msgpack
+    ev = Event(pid=7, end_ns=10**8, extra={"service": "api"}).finish().freeze()
+    for fmt, encoded in (("jsonl", json_bytes(ev) + b"\n"), ("msgpack", to_msgpack(ev))):
+        path = tmp_path / f"f.{fmt}"
+        sink = FileSink(FileOptions(path=str(path), format=fmt))
+        sink.send(ev)
+        sink.close()
+        assert path.read_bytes() == encoded

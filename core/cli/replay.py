@@ -11,6 +11,10 @@ HELP = "feed a recorded event file through the pipeline"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file")
     p.add_argument("--config", required=True)
+    p.add_argument("--journal", action="store_true",
+                   help="keep open alert groups in the alert journal of the config's spool_dir, as "
+                        "`lgf run` does (and replay first what a crashed lgf left there); refused "
+                        "while an lgf runs on that spool_dir")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -19,10 +23,14 @@ def run(args: argparse.Namespace) -> int:
 
     host = open_host(args.config, with_sources=False)
     try:
-        n = host.replay(read_events(args.file))
+        n = host.replay(read_events(args.file), with_journal=args.journal)
     except (OSError, ValueError) as exc:
         host.shutdown()
         print(f"lgf: error: {args.file}: {exc}", file=sys.stderr)
         return 1
-    print(f"lgf: replayed {n} event(s) from {args.file}", file=sys.stderr)
+    said = f"lgf: replayed {n} event(s) from {args.file}"
+    if args.journal:
+        said += (f"; alert journal {host.journal.path}: {host.journal.written} stall(s) written"
+                 if host.journal is not None else "; the alert journal could not be opened (see above)")
+    print(said, file=sys.stderr)
     return 0
