@@ -66,8 +66,9 @@ class UprobeOptions:
     """With ``on_stall``: in a target whose goroutines the sampler reads in turn (thousands of
     them), probe where goroutines are made runnable (``runtime.ready``, ``injectglist``, a new
     goroutine) so that one waking from a long idle park is read at the next pass
-    (``lgf.sources.uprobe.wakes``). A probe hit per wake, paid from ``overhead_budget``; while on,
-    the sampler spends less on reading idle pages in turn. ``lgf_sampler_wake_signal{pid}``."""
+    (``lgf.sources.uprobe.wakes``). A probe hit per wake, paid from ``overhead_budget`` (off when
+    that is 0, or without ``sched_latency``, whose probes these are); while on, the sampler spends
+    less on reading idle pages in turn. ``lgf_sampler_wake_signal{pid}``."""
     sample_ignore_reasons: list[str] = dataclasses.field(default_factory=list)
     """Wait reasons the sampler neither follows, arms on nor reports. Empty by default: an idle
     server's accept loop and keep-alive connections are told from stalls by their stacks

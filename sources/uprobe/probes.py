@@ -18,10 +18,10 @@ SCHED_PROBES = (("runtime.ready", "on_ready"),)
 NETPOLL_PROBES = (("runtime.netpoll", "on_netpoll"),)
 HTTP_PROBES = (("net/http.serverHandler.ServeHTTP", "on_serve_http"),)
 """With the goroutine tier, when the binary has it: each request's *http.Request, per goroutine."""
-WAKE_PROBES = (("runtime.ready", "on_wake_ready"), ("runtime.injectglist", "on_wake_inject"),
-               (runnable.NEWPROC_SITE, "on_wake_newproc"))
-"""The sampler's wake signal (:mod:`lgf.sources.uprobe.wakes`): in big processes, while the
-goroutine tier is off (its own probes sit on the same places)."""
+WAKE_PROBES = (("runtime.ready", "on_ready"), ("runtime.injectglist", "on_injectglist"),
+               (runnable.NEWPROC_SITE, "on_newproc"))
+"""The sampler's wake signal (:mod:`lgf.sources.uprobe.wakes`): three of the goroutine tier's own
+probes (with ``sched_latency``), kept on in a big process while the rest of the tier is off."""
 TIER_MARK = "on_execute"
 """The probe whose presence means "goroutine tier on" for a process."""
 TIER_REQUIRED = ("runtime.execute",)
@@ -37,7 +37,6 @@ def goroutine_probes(options, binary=None) -> tuple[tuple[str, str], ...]:
 
 
 def goroutine_tier_functions() -> list[str]:
-    """Every BPF function the goroutine tier (and the wake signal) may attach as a uprobe
-    (verified at load)."""
+    """Every BPF function the goroutine tier may attach as a uprobe (verified at load)."""
     return list(dict.fromkeys(fn for _, fn in GOROUTINE_PROBES + SCHED_PROBES + NETPOLL_PROBES + HTTP_PROBES
-                              + runnable.probes() + WAKE_PROBES))
+                              + runnable.probes()))

@@ -69,7 +69,7 @@ pages where goroutines changed lately every pass and the rest in turn, as many a
 pays for, so a goroutine active lately is seen at threshold + one interval in a process of any
 size. One waking from a long idle park in a big process is told by the wake signal
 (:mod:`.wakes`: probes where goroutines are made runnable, paid from the overhead budget): the gs
-woken since the last pass are *watched*, read every pass until they park (or for a threshold),
+woken since the last pass are *watched*, read every pass until they park (or for 4 thresholds),
 and their pages are hot; without it (``wake_signal = false``, or its budget spent) such a
 goroutine is seen at threshold + one cycle of the cold pages (``lgf_sampler_cycle_seconds{pid}``).
 Between two passes of a process sampled less often than ``sample_interval`` (its pages cost),
@@ -115,6 +115,9 @@ CPU_BUDGET = 0.08
 """At most this share of one CPU per target: the pages a pass reads are steered to it
 (:meth:`.gscan.GoroutineScan.steer`); a process whose every pass costs more (its followed parks and
 hot pages alone) is sampled less often."""
+WATCH_THRESHOLDS = 4
+"""A goroutine seen woken is read every pass for this many thresholds, or until it parks (one that
+runs longer before it parks is read with its hot page)."""
 MAX_WATCHED = 1024
 """Goroutines woken lately read every pass at most (:meth:`GoroutineSampler._take_wakes`)."""
 WAKE_CPU_BUDGET = 0.03
@@ -476,6 +479,7 @@ class GoroutineSampler:
             if status != G_WAITING or reason in proc.skipped or row[i_start] in proc.runtime_starts:
                 continue
             if park is None:
+                proc.watch.pop(g, None)  # parked: followed as a park from here (judged once)
                 if not closing:
                     proc.parks[g] = _Park(goid, seq, reason, after.get(g, 0), ended, ended)
                 elif handoff and not self._tier_noted(pid, g, after.get(g, 0), ended):
@@ -528,8 +532,8 @@ class GoroutineSampler:
 
     def _take_wakes(self, pid: int, proc: _Process) -> None:
         """The goroutines woken since the wake signal was last read are watched (read every pass,
-        their pages hot) for ``threshold`` or until they park; a park seen then began after that
-        last read."""
+        their pages hot) for ``WATCH_THRESHOLDS`` thresholds or until they park; a park seen then
+        began after that last read."""
         if self.wakes is None:
             return
         now = time.monotonic_ns()
@@ -540,7 +544,7 @@ class GoroutineSampler:
         if woken is None or not len(woken):
             return
         proc.scan.heat(woken)
-        until = now + self.threshold_ns
+        until = now + WATCH_THRESHOLDS * self.threshold_ns
         for g in woken.tolist()[-MAX_WATCHED:]:
             proc.watch[g] = (until, before)
         if len(proc.watch) > MAX_WATCHED:  # the latest woken first: a busy process's others wait their page's turn

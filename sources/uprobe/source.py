@@ -56,6 +56,12 @@ class UprobeSource:
         self._stop = threading.Event()
         self._housekeeper: threading.Thread | None = None
 
+    @property
+    def wake_signal(self) -> bool:
+        """Whether big processes get the wake signal: asked for, paid from a budget, and with the
+        ``sched_latency`` probes it is made of."""
+        return self.options.wake_signal and self.budget.enabled and self.options.sched_latency
+
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self, emit: Callable[[Event], None]) -> None:
@@ -70,8 +76,9 @@ class UprobeSource:
                 emit=emit, max_goroutines=self.options.sample_max_goroutines,
                 ignore_reasons=self.options.sample_ignore_reasons, report_idle=self.report_idle,
                 stats=self.ctx.stats, logger=self.log,
-                wakes=self.wakes if self.options.wake_signal and self.budget.enabled else None)
+                wakes=self.wakes if self.wake_signal else None)
             self.tier.sampler = self.events.sampler = self.sampler
+            self.tier.wakes = self.sampler.wakes
             self.sampler.start()
         self._watcher = ProcessWatcher(self.ctx.config.targets, self._on_start, self._on_exit,
                                        interval=self.options.rescan_interval / 1e9, logger=self.log)

@@ -46,6 +46,8 @@ class GoroutineTier:
         """The targets' overhead budgets (None: arm whenever asked)."""
         self.sampler: SampledTier | None = None
         """The cheap tier that hands parks over (with ``on_stall`` and a sample interval)."""
+        self.wakes = None
+        """The sampler's wake signal (``wakes.WakeSignal``), whose probes a disarm leaves on."""
         self._arming: set[int] = set()
         """Pids whose arming thread runs."""
         self._arming_lock = threading.Lock()
@@ -107,9 +109,6 @@ class GoroutineTier:
         # a keep-alive read noted before a disarm ended on a reused g as a 2 s "stall" after the
         # next arming), including the parks the sampler holds and reports itself.
         self._forget_all_waits(att)
-        # The wake signal's probes sit where the tier's do (BCC would name both alike), and the
-        # tier's note the wakes themselves: lgf.sources.uprobe.wakes re-attaches them after.
-        self.targets.detach_probes(att, [fn for _f, fn in WAKE_PROBES])
         # sched_switch first: a park the tier notes is then noted when it begins (a thread that
         # goes idle after its goroutine parks would otherwise note it late, at its next execute).
         self.targets.sync_sched_switch(att.program, attaching=True)
@@ -163,7 +162,14 @@ class GoroutineTier:
                         if self.sampler is not None:  # its parks in progress go on being followed
                             self.sampler.take_over(pid, self._open_parks(att))
                     att.tier_since = None
-                    self.targets.detach_probes(att, [fn for _, fn in goroutine_probes(self.options)])
+                    # The wake signal's three stay on (lgf.sources.uprobe.wakes): detached now and
+                    # attached again after, a wake in between (~0.1 s a probe) was missed. Every
+                    # note is closed first: with on_execute gone, a goroutine noted parked may run
+                    # and park again unseen, and on_ready would end the old note, stretched.
+                    keep = {fn for _f, fn in WAKE_PROBES} if self.wakes is not None and self.wakes.on(pid) else set()
+                    if keep:
+                        self._forget_all_waits(att)
+                    self.targets.detach_probes(att, [fn for _, fn in goroutine_probes(self.options) if fn not in keep])
                     self.targets.sync_sched_switch(att.program)
                     self.log.info("uprobe: pid %d: goroutine tier disarmed", pid)
 

@@ -333,11 +333,12 @@ static __always_inline void tier_hit(u32 tgid, u32 hslot)
 /* ---- the sampler's wake signal (lgf.sources.uprobe.wakes) ----------------------------------
  * In a process of 100,000 goroutines the sampler reads every pass the pages of the gs that changed
  * lately, and the others in turn, seconds apart: a goroutine idle since start-up that wakes and
- * stalls at once was seen only at its page's turn. These probes note each goroutine made runnable
- * (ready, the netpoller's injectglist, a new goroutine) in its process's ring, one per CPU; the
- * sampler reads the ring every pass and those gs' pages at once. A process has a ring only while
- * wakes.py listens to it (WAKE_PROCS at most); the hits are counted with the tier's, so the
- * overhead budget pays for them. WAKE_SLOTS (a power of two) comes as a -D constant. */
+ * stalls at once was seen only at its page's turn. on_ready, on_injectglist and on_newproc (below:
+ * ready, the netpoller's injectglist, a new goroutine) note each goroutine made runnable in its
+ * process's ring, one per CPU; the sampler reads the ring every pass and those gs at once. A
+ * process has a ring only while wakes.py listens to it (WAKE_PROCS at most), and then those three
+ * probes stay on while the rest of the goroutine tier is off (their wait-slot notes are cleared at
+ * the next arming, as every note is). WAKE_SLOTS (a power of two) comes as a -D constant. */
 struct wake_ring {
     u64 head;           /* wakes noted on this CPU so far: the latest is at (head - 1) % WAKE_SLOTS */
     u64 g[WAKE_SLOTS];
@@ -728,42 +729,6 @@ int on_serve_http(struct pt_regs *ctx)
     struct wait *w = wait_slot(tgid, g);
     if (w && w->g == g && w->tgid == tgid)
         w->http_req = ctx->di;
-    return 0;
-}
-
-/* The wake signal's own probes, on while the goroutine tier is off (wakes.py): the tier's
- * on_ready, on_injectglist and on_newproc note wakes too, at the same places. */
-int on_wake_ready(struct pt_regs *ctx)
-{
-    u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    tier_hit(tgid, 0);
-    note_wake_of(tgid, ctx->ax);
-    return 0;
-}
-
-int on_wake_newproc(struct pt_regs *ctx)
-{
-    u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    tier_hit(tgid, 0);
-    note_wake_of(tgid, ctx->bx);
-    return 0;
-}
-
-/* injectglist(glist *gList): the list's goroutines (at most MAX_INJECT), gList.head then g.schedlink. */
-int on_wake_inject(struct pt_regs *ctx)
-{
-    u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    tier_hit(tgid, 0);
-    struct wake_ring *r = wakes.lookup(&tgid);
-    if (!r)
-        return 0;
-    u64 g = 0;
-    bpf_probe_read_user(&g, sizeof(g), (void *)ctx->ax);
-    for (int i = 0; i < MAX_INJECT && g; i++) {
-        note_wake(r, g);
-        if (bpf_probe_read_user(&g, sizeof(g), (void *)(g + G_SCHEDLINK)) < 0)
-            break;
-    }
     return 0;
 }
 

@@ -8,24 +8,25 @@ only when its page's turn came: 6 to 9 of 10 such stalls of 100 ms were reported
 goroutines. Nothing read from outside tells which of 100,000 idle goroutines just woke; the
 runtime's own scheduler does, at the functions that make a goroutine runnable.
 
-So, in a process big enough that the sampler reads its pages in turn, three uprobes (uprobe.c's
-``on_wake_ready``, ``on_wake_inject``, ``on_wake_newproc``: ``runtime.ready``, the netpoller's
-``injectglist`` and a new goroutine's ``runqput``) write each woken g's address into a ring of
-``WAKE_SLOTS`` per CPU (the ``wakes`` map, an entry per listened process). Every pass the
-sampler takes the gs noted since its last (:meth:`WakeSignal.take`) and reads their pages first:
-a goroutine that wakes from a cold page is read within one interval, whatever the process's size.
-The cold pages are still read in turn, at a smaller share of the budget
+So, in a process big enough that the sampler reads its pages in turn, three of the goroutine
+tier's probes (uprobe.c's ``on_ready``, ``on_injectglist`` and ``on_newproc``: ``runtime.ready``,
+the netpoller's ``injectglist`` and a new goroutine's ``runqput``) are attached on their own, and
+write each woken g's address into a ring of ``WAKE_SLOTS`` per CPU (the ``wakes`` map, an entry
+per listened process). Every pass the sampler takes the gs noted since its last
+(:meth:`WakeSignal.take`) and reads them first: a goroutine that wakes from a cold page is read
+within one interval, whatever the process's size. The cold pages are still read in turn, at a smaller share of the budget
 (``sampler.WAKE_CPU_BUDGET``): they are the safety net for what the probes do not see (a goroutine
 back from a blocking syscall on exitsyscall's fast path, one running for a long time before it
 parks).
 
-Cost: a uprobe hit per wake, in the target (about 1-2 us here), counted with the goroutine tier's
-hits, so the overhead budget (``budget.py``) pays for them: a process whose wakes spend its
-credit loses the wake signal (and its tier arming) until the credit is back, and the sampler
-falls back on the turn of the cold pages. A big mostly idle process, where the problem is, wakes
-a few times a second and pays almost nothing. While the goroutine tier is on, its own probes
-(``on_ready``, ``on_injectglist``, ``on_newproc``, at the same places) note the wakes, and these
-are detached (BCC names a probe by binary, address and pid: two on one place would collide).
+Cost: a uprobe hit per wake, in the target (about 1-2.5 us here), counted with the goroutine
+tier's hits, so the overhead budget (``budget.py``) pays for them: a process whose wakes spend its
+credit loses the wake signal (and its tier arming) until the credit is back, and the sampler falls
+back on the turn of the cold pages. A big mostly idle process, where the problem is, wakes a few
+times a second and pays almost nothing. The probes being the tier's own, an arming only adds the
+others and a disarm leaves these three on, so no wake goes unnoted about a slice; their notes in
+the tier's wait slots, made while the rest of the tier is off, are cleared at the next arming as
+every note is. Needs ``sched_latency`` (on by default), whose probes these are.
 """
 
 from __future__ import annotations
@@ -158,7 +159,8 @@ class WakeSignal:
         """Detach ``pid``'s wake probes and drop its ring (the caller holds the targets' lock)."""
         att = self.targets.attached.get(pid)
         if att is not None:
-            self.targets.detach_probes(att, [fn for _f, fn in WAKE_PROBES])
+            if not att.tier_on():  # (while it is on they are the tier's)
+                self.targets.detach_probes(att, [fn for _f, fn in WAKE_PROBES])
             try:
                 table = att.program.bpf[b"wakes"]
                 del table[table.Key(pid)]
