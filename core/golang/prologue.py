@@ -15,6 +15,16 @@ stackguard1 at g+0x18 in functions that only run on the system stack)::
     huge frame:    mov %rsp,%r12 ; sub $N,%r12 ; jb ... ; cmp 0x10(%r14),%r12 ; jbe ... ; push %rbp
     nosplit:       push %rbp                        (offset 0)
 
+Go 1.20 and older make the frame differently: the same checks, then ``sub $N,%rsp`` (``add
+$-0x80,%rsp`` for a frame of 128 bytes) and only then ``mov %rbp,N-8(%rsp)``; there is no push
+(Go 1.21 moved to ``push %rbp; mov %rsp,%rbp``). For those the probe goes on
+that ``sub``/``add``: the machine state there is the push's (nothing of the frame made yet, the
+arguments in their registers, the return address at 0(%rsp)), so the BPF programs read the same
+things; but the kernel does not emulate it, it single-steps it out of line, so a probe hit on
+these binaries costs more than on newer ones (the budget's calibration prices a push). Either
+instruction is taken as the frame's start whatever the version (the decoder needs no version:
+a function is one shape or the other, and the check before it is the same).
+
 Anything else (no frame at all, an unknown compiler's code) is refused: better no probe than one
 on the wrong instruction. Never probe a Go function's return with a uretprobe (goroutine stacks
 move); :func:`ret_offsets` gives every RET instruction to probe instead.
@@ -98,18 +108,31 @@ def _writes_only_r12(ins) -> bool:
     return set(written) - {x86.X86_REG_EFLAGS} == {x86.X86_REG_R12}
 
 
+def _is_frame_alloc(ins) -> bool:
+    """``sub $N,%rsp`` or ``add $-N,%rsp``: how Go 1.20 and older make a function's frame."""
+    if ins.id not in (x86.X86_INS_SUB, x86.X86_INS_ADD) or len(ins.operands) != 2:
+        return False
+    regs = [op for op in ins.operands if op.type == x86.X86_OP_REG]
+    imms = [op for op in ins.operands if op.type == x86.X86_OP_IMM]
+    if len(regs) != 1 or len(imms) != 1 or regs[0].reg != x86.X86_REG_RSP:
+        return False
+    return imms[0].imm > 0 if ins.id == x86.X86_INS_SUB else imms[0].imm < 0
+
+
 def probe_offset(code: bytes, guard_offsets: tuple[int, ...] = (0x10, 0x18)) -> tuple[int, Instruction]:
-    """Offset of the first instruction after the stack-bound check: the ``push %rbp``.
+    """Offset of the first instruction after the stack-bound check, the one that starts the frame:
+    ``push %rbp`` (Go 1.21 on), or ``sub $N,%rsp`` / ``add $-N,%rsp`` (Go 1.20 and older).
 
     ``code`` starts at the function entry. Returns ``(offset, instruction)``; raises PrologueError
     when the bytes are not one of the shapes in the module docstring.
     """
     seen_check = False
     before: list[str] = []
+    what = "push %rbp or sub $N,%rsp"
     for ins in _decode(code[:MAX_PROLOGUE_BYTES]):
-        if _is_push_rbp(ins):
+        if _is_push_rbp(ins) or _is_frame_alloc(ins):
             if before and not seen_check:
-                raise PrologueError(f"no stack-bound check before push %rbp (saw: {'; '.join(before)})")
+                raise PrologueError(f"no stack-bound check before {what} (saw: {'; '.join(before)})")
             return ins.address, Instruction(ins.address, ins.size, ins.mnemonic, ins.op_str)
         text = f"{ins.mnemonic} {ins.op_str}".strip()
         before.append(text)
@@ -119,7 +142,7 @@ def probe_offset(code: bytes, guard_offsets: tuple[int, ...] = (0x10, 0x18)) -> 
             pass  # the conditional jump to morestack that follows a compare
         elif ins.id not in _CHECK_STEPS or not _writes_only_r12(ins) or len(before) > 5:
             raise PrologueError(f"not a Go stack-check prologue: {'; '.join(before)}")
-    raise PrologueError("no push %rbp in the first "
+    raise PrologueError(f"no {what} in the first "
                         f"{MAX_PROLOGUE_BYTES} bytes (a frameless function, or not Go code): "
                         + "; ".join(before[:6]))
 
