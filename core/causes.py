@@ -24,7 +24,8 @@ released it; so is a runnable goroutine that could not run because the world was
 
 from __future__ import annotations
 
-# Every text of runtime.waitReasonStrings in Go 1.21.13, 1.25.5 and 1.27.3 (runtime2.go).
+# Every text of runtime.waitReasonStrings in Go 1.19.8, 1.21.13, 1.25.5 and 1.27.3 (runtime2.go).
+# Go 1.19 and 1.20 have no "sync.Mutex.Lock" (came with 1.21): a Mutex waits as "semacquire".
 WAIT_REASONS: dict[str, str] = {
     # channels and select
     "chan receive": "channel",
@@ -74,6 +75,7 @@ NOT_USER_WAITS: dict[str, str] = {
     "finalizer wait": "runtime finalizer goroutine idle",
     "cleanup wait": "runtime cleanup goroutine idle",
     "force gc (idle)": "runtime forced-GC helper idle",
+    "timer goroutine (idle)": "runtime timer goroutine idle (Go 1.19-1.20 still list it; unused since 1.14)",
     "GC worker (idle)": "runtime GC mark worker parked",
     "GC worker (active)": "runtime GC mark worker parked between work",
     "GOMAXPROCS updater (idle)": "runtime GOMAXPROCS updater idle",
@@ -130,7 +132,7 @@ def decide_with_enrichment(cause: str, event) -> str:
 
 INTERNAL_WAIT_REASONS = (
     "GC sweep wait", "GC scavenge wait", "GC worker (idle)", "GC worker (active)", "finalizer wait",
-    "cleanup wait", "force gc (idle)", "GOMAXPROCS updater (idle)", "trace reader (blocked)",
+    "cleanup wait", "force gc (idle)", "timer goroutine (idle)", "GOMAXPROCS updater (idle)", "trace reader (blocked)",
     "trace goroutine status", "trace proc status", "page trace flush", "debug call",
 )
 """Wait reasons of the runtime's own goroutines and internal states, by the runtime's text. Parks

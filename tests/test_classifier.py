@@ -11,14 +11,14 @@ from lgf.golang import gobinary
 from lgf.manager import make_manager
 from lgf.plugins import waitreason
 from lgf.stats import Stats
-from support.gobuild import GO_VERSIONS, TOOLCHAINS
+from support.gobuild import GO_VERSIONS, goroot
 
 ENTRY = re.compile(r'^\s*waitReason\w+:\s*"([^"]*)",', re.M)
 
 
 def wait_reasons_of_toolchain(version: str) -> list[str]:
     """``runtime.waitReasonStrings`` as written in that toolchain's runtime2.go."""
-    src = (TOOLCHAINS / f"go{version}" / "go" / "src" / "runtime" / "runtime2.go").read_text()
+    src = (goroot(version) / "src" / "runtime" / "runtime2.go").read_text()
     block = src[src.index("var waitReasonStrings"):]
     block = block[: block.index("\n}")]
     texts = ENTRY.findall(block)

