@@ -112,6 +112,25 @@ def test_lock_wait_mostly_inside_a_stop_the_world_is_blamed_on_the_gc(manager):
     assert classify(manager, sleeping) == "sleep"  # it chose to wait; the pause is incidental
 
 
+def frames(*funcs: str) -> list[dict]:
+    return [{"func": f, "file": "", "line": 0, "pc": 0, "inlined": False} for f in funcs]
+
+
+def test_go_1_19_mutex_wait_is_a_lock_by_its_stack_not_a_bare_semacquire(manager):
+    """Go 1.19 has no "sync.Mutex.Lock" wait reason: Mutex and RWMutex waits park as "semacquire",
+    as WaitGroup's do; the symbolized stack (what Go 1.19.8's stall fixture shows) tells them apart."""
+    mutex = frames("runtime.gopark", "runtime.goparkunlock", "runtime.semacquire1",
+                   "sync.runtime_SemacquireMutex", "sync.(*Mutex).lockSlow", "sync.(*Mutex).Lock", "main.mutexStall")
+    rwmutex = frames("runtime.gopark", "runtime.semacquire1", "sync.runtime_SemacquireMutex",
+                     "sync.(*RWMutex).Lock", "main.rwmutexStall")
+    waitgroup = frames("runtime.gopark", "runtime.semacquire1", "sync.runtime_Semacquire",
+                       "sync.(*WaitGroup).Wait", "main.waitgroupStall")
+    for stack, cause in ((mutex, "lock"), (rwmutex, "lock"), (waitgroup, "sync"), ([], "sync")):
+        ev = Event(wait_reason="semacquire", go_version="go1.19.8", duration_ns=60_000_000,
+                   extra={"stall": "park"}, stack=stack)
+        assert classify(manager, ev) == cause, [f["func"] for f in stack]
+
+
 def test_a_wait_reason_from_a_future_go_falls_back_to_unknown_and_is_counted(manager):
     ev = Event(wait_reason="quantum entanglement", go_version="1.99", extra={"stall": "park"})
     assert classify(manager, ev) == "unknown"
