@@ -39,6 +39,15 @@ def available_go_versions() -> list[str]:
     return [v for v in GO_VERSIONS if go_binary(v).exists()]
 
 
+def mutex_wait_reason(exe: str | Path) -> str:
+    """The wait reason a goroutine blocked in ``sync.Mutex.Lock`` parks with in the binary ``exe``:
+    Go 1.21 named it; Go 1.19 parks it as plain ``semacquire`` (the classifier then tells a lock by
+    the stack, lgf.causes)."""
+    from lgf.golang.gobinary import open_binary
+
+    return "sync.Mutex.Lock" if open_binary(exe).version_tuple[:2] >= (1, 21) else "semacquire"
+
+
 def go_env(version: str) -> dict[str, str]:
     cache = ROOT / ".cache"
     return {**os.environ, "GOCACHE": str(cache / f"gocache-{version}"),
