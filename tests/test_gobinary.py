@@ -121,9 +121,13 @@ def test_probe_offset_lands_on_the_frame_setup_after_the_stack_check(case):
         first = next(cs.disasm(data[at:at + 16], 0))
         if frame_made_by_push(version):
             assert (first.mnemonic, first.op_str) == ("push", "rbp"), name
-        else:  # sub $N,%rsp, or add $-128,%rsp (the shorter encoding for 128)
-            assert first.mnemonic in ("sub", "add") and first.op_str.startswith("rsp, "), (name, first.op_str)
-            assert (int(first.op_str.split(", ")[1], 16) > 0) == (first.mnemonic == "sub"), name
+        else:  # the emulated jbe to morestack, then the frame: sub $N,%rsp, or add $-128,%rsp
+            frame = first
+            if off:
+                assert first.mnemonic in ("jbe", "jb"), (name, first.mnemonic)
+                frame = next(cs.disasm(data[at + first.size:at + first.size + 16], 0))
+            assert frame.mnemonic in ("sub", "add") and frame.op_str.startswith("rsp, "), (name, frame.op_str)
+            assert (int(frame.op_str.split(", ")[1], 16) > 0) == (frame.mnemonic == "sub"), name
         if off:  # what it skipped is the stack-bound check against g (R14)
             skipped = [f"{i.mnemonic} {i.op_str}" for i in cs.disasm(data[at - off:at], 0)]
             assert any(s.startswith("cmp") and "r14" in s for s in skipped), (name, skipped)
@@ -137,11 +141,12 @@ def test_probe_offset_and_rets_agree_with_go_tool_objdump(case):
         entry = gb.func_addr(name)
         assert rows[0][0] == entry
         by_addr = dict(rows)
-        frame = by_addr[entry + gb.probe_offset(name)]
+        probed = by_addr[entry + gb.probe_offset(name)]
         if frame_made_by_push(version):
-            assert frame == "PUSHQ BP"
-        else:
-            assert frame.startswith(("SUBQ $", "ADDQ $-")) and frame.endswith(", SP"), (name, frame)
+            assert probed == "PUSHQ BP"
+        else:  # Go 1.19: the JBE to morestack, right before the frame's SUBQ $N, SP
+            after = rows[[a for a, _ in rows].index(entry + gb.probe_offset(name)) + 1][1]
+            assert probed.startswith(("JBE ", "JLS ")) and after.startswith(("SUBQ $", "ADDQ $-")), (name, probed, after)
         assert [a - entry for a, text in rows if text.startswith("RET")] == gb.ret_offsets(name)
 
 
@@ -261,8 +266,10 @@ def test_facts_are_json_and_plan_every_probe(case):
     facts = json.loads(json.dumps(gb.facts()))
     planned = {row["function"]: row for row in facts["probes"]}
     assert set(planned) == set(PROBE_FUNCTIONS)
-    assert planned["runtime.gopark"]["instruction"] == ("pushq %rbp" if frame_made_by_push(version)
-                                                        else "subq $0x18, %rsp")
+    if frame_made_by_push(version):
+        assert planned["runtime.gopark"]["instruction"] == "pushq %rbp"
+    else:
+        assert planned["runtime.gopark"]["instruction"].startswith("jbe ")
     assert "runtime.stopTheWorldWithSema" in facts["stw_functions"]
 
 
