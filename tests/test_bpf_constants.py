@@ -14,7 +14,7 @@ import pytest
 
 from lgf.bpf import constants, loader
 from lgf.golang import gstatus
-from support.gobuild import GO_VERSIONS, TOOLCHAINS
+from support.gobuild import GO_VERSIONS, goroot
 
 ROOT = Path(__file__).resolve().parent.parent
 C_FILES = sorted([*(ROOT / "sources").rglob("*.c"), *(ROOT / "core" / "bpf").glob("*.h")])
@@ -86,7 +86,7 @@ def test_stall_kinds_and_counters_are_distinct():
 
 @pytest.mark.parametrize("version", GO_VERSIONS)
 def test_goroutine_states_are_gos_own(version):
-    src = (TOOLCHAINS / f"go{version}" / "go" / "src" / "runtime" / "runtime2.go").read_text()
+    src = (goroot(version) / "src" / "runtime" / "runtime2.go").read_text()
     iota = dict(re.findall(r"^\s*(_G[a-z]+)\b[^\n]*?//\s*(\d+)\s*$", src, re.M))
     scan = re.search(r"^\s*_Gscan\s*=\s*(0x[0-9a-f]+)", src, re.M).group(1)
     for name, value in gstatus.RUNTIME2_NAMES.items():

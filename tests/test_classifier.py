@@ -11,14 +11,14 @@ from lgf.golang import gobinary
 from lgf.manager import make_manager
 from lgf.plugins import waitreason
 from lgf.stats import Stats
-from support.gobuild import GO_VERSIONS, TOOLCHAINS
+from support.gobuild import GO_VERSIONS, goroot
 
 ENTRY = re.compile(r'^\s*waitReason\w+:\s*"([^"]*)",', re.M)
 
 
 def wait_reasons_of_toolchain(version: str) -> list[str]:
     """``runtime.waitReasonStrings`` as written in that toolchain's runtime2.go."""
-    src = (TOOLCHAINS / f"go{version}" / "go" / "src" / "runtime" / "runtime2.go").read_text()
+    src = (goroot(version) / "src" / "runtime" / "runtime2.go").read_text()
     block = src[src.index("var waitReasonStrings"):]
     block = block[: block.index("\n}")]
     texts = ENTRY.findall(block)
@@ -110,6 +110,25 @@ def test_lock_wait_mostly_inside_a_stop_the_world_is_blamed_on_the_gc(manager):
     sleeping = Event(wait_reason="sleep", duration_ns=100_000_000, extra={"stall": "park"},
                      gc_phase={"stw_overlap_ns": 90_000_000})
     assert classify(manager, sleeping) == "sleep"  # it chose to wait; the pause is incidental
+
+
+def frames(*funcs: str) -> list[dict]:
+    return [{"func": f, "file": "", "line": 0, "pc": 0, "inlined": False} for f in funcs]
+
+
+def test_go_1_19_mutex_wait_is_a_lock_by_its_stack_not_a_bare_semacquire(manager):
+    """Go 1.19 has no "sync.Mutex.Lock" wait reason: Mutex and RWMutex waits park as "semacquire",
+    as WaitGroup's do; the symbolized stack (what Go 1.19.8's stall fixture shows) tells them apart."""
+    mutex = frames("runtime.gopark", "runtime.goparkunlock", "runtime.semacquire1",
+                   "sync.runtime_SemacquireMutex", "sync.(*Mutex).lockSlow", "sync.(*Mutex).Lock", "main.mutexStall")
+    rwmutex = frames("runtime.gopark", "runtime.semacquire1", "sync.runtime_SemacquireMutex",
+                     "sync.(*RWMutex).Lock", "main.rwmutexStall")
+    waitgroup = frames("runtime.gopark", "runtime.semacquire1", "sync.runtime_Semacquire",
+                       "sync.(*WaitGroup).Wait", "main.waitgroupStall")
+    for stack, cause in ((mutex, "lock"), (rwmutex, "lock"), (waitgroup, "sync"), ([], "sync")):
+        ev = Event(wait_reason="semacquire", go_version="go1.19.8", duration_ns=60_000_000,
+                   extra={"stall": "park"}, stack=stack)
+        assert classify(manager, ev) == cause, [f["func"] for f in stack]
 
 
 def test_a_wait_reason_from_a_future_go_falls_back_to_unknown_and_is_counted(manager):

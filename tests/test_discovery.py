@@ -80,7 +80,7 @@ def test_refused_go_binary_does_not_stop_the_others(go_toolchains, tmp_path, cap
         assert pids(found) == {good.pid}
     assert [r.getMessage() for r in caplog.records] == [
         f"pid {bad.pid} ({odd}): not traced: go1.99.3 has no DWARF and no known layout "
-        "(table covers go1.21, go1.22, go1.23, go1.24, go1.25, go1.26, go1.27); rebuild without -w/strip, "
+        "(table covers go1.19, go1.21, go1.22, go1.23, go1.24, go1.25, go1.26, go1.27); rebuild without -w/strip, "
         "or update lgf"]
 
 

@@ -31,7 +31,7 @@ from support.gobuild import GO_VERSIONS
 from support.tracehttp import PARENT_SPAN_ID, TRACE_ID, TRACEPARENT, TraceHTTP, known_maps, tracehttp
 
 BUILDS = [(v, "") for v in GO_VERSIONS] + [("1.25.5", "noswissmap"), ("1.27.3", "mapsplitgroup")]
-EXPECTED_FAMILY = {("1.21.13", ""): "hmap", ("1.25.5", ""): "swiss", ("1.27.3", ""): "swiss",
+EXPECTED_FAMILY = {("1.19.8", ""): "hmap", ("1.21.13", ""): "hmap", ("1.25.5", ""): "swiss", ("1.27.3", ""): "swiss",
                    ("1.25.5", "noswissmap"): "hmap", ("1.27.3", "mapsplitgroup"): "swiss"}
 
 

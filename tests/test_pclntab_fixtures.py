@@ -16,7 +16,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from lgf.golang.pclntab import Pclntab, PclntabError
-from support.gobuild import GO_VERSIONS, GOAPPS, build_go
+from support.gobuild import DEBIAN_GOROOTS, GO_VERSIONS, GOAPPS, build_go
 from support.symbolize import addr2line_lines, build_pie, compile_binary, run_addr2line, stripped_copy
 
 INLINE_APP = GOAPPS / "inline"
@@ -115,8 +115,14 @@ def test_inline_chains_match_dwarf(go_toolchains, version):
     assert max(len(c) for c in dwarf_chains) >= 4, "the fixture must inline leaf->middle->outer into work"
 
 
-@pytest.mark.parametrize("version", GO_VERSIONS)
-@pytest.mark.parametrize("flavour", ["-s -w", "pie", "no-section-headers"])
+VARIANT_CASES = [(v, f) for f in ("-s -w", "pie", "no-section-headers") for v in GO_VERSIONS
+                 if not (f == "pie" and v in DEBIAN_GOROOTS)]
+"""Every toolchain and flavour but Go 1.19's PIE builds: 1.19's own addr2line answers "?" for every
+PC of a PIE binary (main.work's too, at the address its own `go tool nm` prints), so there is no
+oracle for them."""
+
+
+@pytest.mark.parametrize("version,flavour", VARIANT_CASES)
 def test_fixture_variants_agree_with_addr2line_and_keep_inline_chains(go_toolchains, version, flavour,
                                                                        tmp_path):
     if flavour == "pie":
@@ -147,8 +153,9 @@ def _drop_section_headers(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("version", GO_VERSIONS)
+@pytest.mark.parametrize("version", [v for v in GO_VERSIONS if v not in DEBIAN_GOROOTS])
 def test_function_entries_match_the_symbol_table(go_toolchains, version):
+    # (not Debian's toolchain: Debian strips its `compile`, there is no .symtab to check against)
     """func_by_name gives what .symtab names (ABI wrappers and twin closures share names)."""
     binary = compile_binary(version)
     by_name: dict[str, set[int]] = {}

@@ -38,7 +38,7 @@ from lgf.sources.uprobe.tiers import GoroutineTier
 from lgf.stats import Stats
 from lgf.testing import EventCollector
 from support.goapp import manyg_stalls
-from support.gobuild import GO_VERSIONS, GOAPPS, build_go
+from support.gobuild import GO_VERSIONS, GOAPPS, build_go, mutex_wait_reason
 from support.stallfixture import run_context, wait_attached
 from support.wait import poll_until
 
@@ -87,7 +87,7 @@ def test_every_stall_of_a_goroutine_idle_since_start_up_is_found_with_the_shippe
         evs = [e for e in main if e.start_ns <= stall["end_ns"] and e.end_ns >= stall["begin_ns"]]
         assert len(evs) == 1, (i, stall, shown)
         (ev,) = evs
-        assert ev.wait_reason.startswith("sync.Mutex") and ev.duration_ns >= 50_000_000, (i, stall, shown)
+        assert ev.wait_reason.startswith(mutex_wait_reason(exe)) and ev.duration_ns >= 50_000_000, (i, stall, shown)
         assert stall["begin_ns"] <= ev.start_ns <= ev.end_ns <= stall["end_ns"], (i, stall, ev.extra)
         if ev.extra.get("precision") == "sampled":
             assert ev.extra["start_after_ns"] <= stall["begin_ns"] and ev.extra["end_before_ns"] >= stall["end_ns"]
@@ -134,7 +134,7 @@ def test_stalls_of_a_process_with_100000_goroutines_are_found_with_honest_bounds
             continue
         assert len(evs) == 1, (stall, [(e.start_ns, e.end_ns) for e in main])
         (ev,) = evs
-        assert ev.extra["precision"] == "sampled" and ev.wait_reason.startswith("sync.Mutex")
+        assert ev.extra["precision"] == "sampled" and ev.wait_reason.startswith(mutex_wait_reason(exe))
         # the lower bound lies inside the stall as the fixture timed it; the outer bounds around it
         assert stall["begin_ns"] <= ev.start_ns <= ev.end_ns <= stall["end_ns"], (stall, ev.extra)
         assert ev.extra["start_after_ns"] <= stall["begin_ns"] and ev.extra["end_before_ns"] >= stall["end_ns"]

@@ -25,7 +25,7 @@ from lgf.services import Services
 from lgf.sources.uprobe import UprobeOptions, UprobeSource
 from lgf.testing import EventCollector as Collector
 from support.goapp import LineProgram
-from support.gobuild import GO_VERSIONS, GOAPPS, build_go
+from support.gobuild import GO_VERSIONS, GOAPPS, build_go, mutex_wait_reason
 from support.stallfixture import outside_bounds, run_context, wait_attached
 
 pytestmark = pytest.mark.bpf
@@ -91,7 +91,7 @@ def test_request_stalled_on_a_lock_is_one_event_with_request_scope(server_exe):
     try:
         res = server.cmd("lock 200")
         found = events.wait_for(lambda e: e.pid == server.pid and e.goid == res["goid"]
-                                and e.wait_reason.startswith("sync.Mutex.Lock"))
+                                and e.wait_reason.startswith(mutex_wait_reason(server_exe)))
         assert found, [(e.goid, e.wait_reason) for e in events.of_pid(server.pid)]
         (ev,) = found
         req = ev.extra.get("http_request_addr", 0)

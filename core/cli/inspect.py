@@ -78,7 +78,8 @@ def render(facts: dict) -> str:
         f"pie          {'yes' if facts['is_pie'] else 'no'}   stripped (no .symtab) "
         f"{'yes' if facts['stripped'] else 'no'}   dwarf {'yes' if facts['has_dwarf'] else 'no'}",
         "",
-        "probes (offset = past the stack-bound check, where the kernel emulates instead of single-stepping)",
+        "probes (offset = where the kernel emulates the hit instead of single-stepping it: the push %rbp"
+        " after the stack-bound check; in Go 1.19, the jbe to morestack before the sub $N,%rsp)",
     ]
     for row in facts["probes"]:
         if "error" in row:

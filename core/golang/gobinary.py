@@ -44,8 +44,12 @@ try:  # written by the symbolizer's engineer; needed only for stripped binaries
 except ImportError:  # pragma: no cover - absent in early trees
     _pclntab = None
 
-MIN_GO = (1, 21)
-"""The oldest Go lgf is tested against; older binaries are refused (their layouts are unchecked)."""
+MIN_GO = (1, 19)
+"""The oldest Go lgf is tested against (Debian 12 builds its Go services with 1.19); older binaries
+are refused (their layouts are unchecked)."""
+UNCHECKED_GO = {(1, 20): "lgf has no Go 1.20 toolchain to check its runtime against (1.19 and 1.21 "
+                         "are checked)"}
+"""Releases inside the supported range that lgf refuses, and why: never traced on a guess."""
 
 PROBE_FUNCTIONS = (
     "runtime.gopark", "runtime.ready", "runtime.execute", "runtime.casgstatus",
@@ -115,6 +119,8 @@ class GoBinary:
         if self.version_tuple[:2] < MIN_GO:
             raise self.refuse(f"{self.go_version} is older than go{MIN_GO[0]}.{MIN_GO[1]}, "
                               "the oldest Go lgf supports")
+        if self.version_tuple[:2] in UNCHECKED_GO:
+            raise self.refuse(f"{self.go_version} is not supported: {UNCHECKED_GO[self.version_tuple[:2]]}")
         self.build_id, self.gnu_build_id = "", ""
         for name, ntype, desc in self.elf.notes():
             if name == GO_NOTE_NAME and ntype == GO_NOTE_BUILDID and not self.build_id:
@@ -202,7 +208,8 @@ class GoBinary:
             return self.elf.file_offset(vaddr)
 
     def probe_offset(self, name: str) -> int:
-        """Bytes from ``name``'s entry to its ``push %rbp``, after the stack-bound check (decoded)."""
+        """Bytes from ``name``'s entry to its ``push %rbp`` (Go 1.20 and older: the ``sub $N,%rsp``
+        that makes its frame), after the stack-bound check (decoded)."""
         return self.probe_site(name)[0]
 
     def probe_site(self, name: str) -> tuple[int, prologue.Instruction]:

@@ -126,7 +126,7 @@ def read_string_array(elf: ElfImage, vaddr: int, size: int) -> list[str]:
 
 ANCHORS = {"runtime.waitReasonStrings": ("", "GC assist marking"),
            "runtime.stwReasonStrings": ("unknown", "GC mark termination")}
-"""Entries 0 and 1 of each string table, the same in every Go from 1.21 to 1.27: how a stripped
+"""Entries 0 and 1 of each string table, the same in every Go from 1.19 to 1.27: how a stripped
 binary's own table is found in its .data."""
 MAX_ANCHOR_HITS = 16
 

@@ -5,7 +5,7 @@ Why: the trace context of a stalled goroutine lives in Go maps, the HTTP request
 (``map[string]string``). lgf reads them from outside, through ``process_vm_readv``, so the layout
 of a map in memory must be known exactly; it changed twice in the releases lgf supports:
 
-- **bucket hash map** (``runtime/map.go``, Go 1.21 to 1.23, and 1.24/1.25 built with
+- **bucket hash map** (``runtime/map.go``, Go 1.19, 1.21 to 1.23, and 1.24/1.25 built with
   ``GOEXPERIMENT=noswissmap``): the map value points to an ``hmap`` (``count``, ``B``, ``buckets``,
   ``oldbuckets``); ``2^B`` buckets of 8 slots: ``tophash[8]``, 8 keys, 8 values, an overflow
   pointer. A slot is full when its tophash is at least ``minTopHash`` (5); while the map grows,

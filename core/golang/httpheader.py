@@ -19,7 +19,7 @@ import struct
 from lgf.golang.gomap import map_layout, read_strings_map
 
 REQUEST_HEADER_OFFSET = 56
-"""``offsetof(http.Request, Header)`` on amd64, Go 1.21 to 1.27."""
+"""``offsetof(http.Request, Header)`` on amd64, Go 1.19 and 1.21 to 1.27 (1.19.8's DWARF says 56 too)."""
 MAX_HEADERS = 1024
 MAX_VALUE = 8192
 

@@ -8,7 +8,7 @@ pointer a handler was called with (``extra["http_request_addr"]``); this module 
 Layout: ``Request.Method`` (a string header) and ``Request.URL`` (a ``*url.URL``), and
 ``url.URL.Path``, at offsets from the binary's DWARF (``net/http.Request``, ``net/url.URL``)
 when it has some, else from ``LAYOUT`` below, read from net/http's and net/url's sources of every
-Go release lgf supports (1.21 to 1.27: the fields have not moved since Go 1.0 and 1.5). A Go
+Go release lgf supports (1.19, 1.21 to 1.27: the fields have not moved since Go 1.0 and 1.5). A Go
 version outside that range without DWARF is refused (:class:`UnknownLayout`), never guessed.
 
 Nothing is invented: the request may have been freed and reused by the time lgf reads it (the
@@ -28,10 +28,12 @@ from .golayout import _walk_dwarf
 from .runtime_reader import Unreadable
 
 LAYOUT = {"Request.Method": 0, "Request.URL": 16, "URL.Path": 56}
-"""Byte offsets in Go 1.21-1.27 (checked against each toolchain's net/http/request.go and
+"""Byte offsets in Go 1.19 and 1.21-1.27 (checked against each toolchain's net/http/request.go and
 net/url/url.go: ``Method string; URL *url.URL``; ``Scheme, Opaque string; User *Userinfo;
 Host, Path string``)."""
-LAYOUT_GO = ((1, 21), (1, 27))
+LAYOUT_GO = ((1, 19), (1, 27))
+"""The releases ``LAYOUT`` was checked on (1.20, inside the range, is refused by
+:class:`lgf.golang.gobinary.GoBinary` before any of this is read)."""
 MAX_METHOD = 32
 MAX_PATH = 2048
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
@@ -63,7 +65,7 @@ def _offsets_of(binary) -> dict[str, int]:
     if not got:
         if not LAYOUT_GO[0] <= tuple(binary.version_tuple[:2]) <= LAYOUT_GO[1]:
             raise UnknownLayout(f"{binary.path}: {binary.go_version}: net/http.Request layout unknown "
-                                "without DWARF (lgf's table covers go1.21-go1.27)")
+                                "without DWARF (lgf's table covers go1.19-go1.27)")
         got = dict(LAYOUT)
     return got
 

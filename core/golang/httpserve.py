@@ -16,7 +16,7 @@ net/http/1.x server goroutine runs ``net/http.(*conn).serve``, which calls the h
 Go's register ABI saves no register across a call, so a value used after the call (``w``, and the
 receiver ``c``) is in a stack slot of ``serve``'s frame for the handler's whole run. ``response``
 starts with ``conn *conn; req *Request`` (checked in net/http/server.go and in the DWARF of the
-toolchains the tests build, 1.21.13, 1.25.5 and 1.27.3; the 1.22-1.24 and 1.26 sources were not
+toolchains the tests build, 1.19.8, 1.21.13, 1.25.5 and 1.27.3; the 1.22-1.24 and 1.26 sources were not
 at hand, and these two fields have led the struct since long before 1.21). Measured on those
 three: the response pointer sits in three slots of ``serve``'s frame, the connection in its own
 frame and its caller's.
@@ -42,7 +42,7 @@ frame: ``no_serve_frame``) and servers that do not use net/http.
 
 Layout: ``response.conn`` and ``response.req``, and the ``Request``/``URL`` fields
 :mod:`lgf.golang.httpreq` reads, come from ``LAYOUT`` and :data:`lgf.golang.httpreq.LAYOUT` for
-Go 1.21-1.27 (read from each release's sources; tests/test_sampler_request.py checks them against
+Go 1.19 and 1.21-1.27 (read from each release's sources; tests/test_sampler_request.py checks them against
 the DWARF of every toolchain the tests build), and from the binary's DWARF only for a newer Go
 (one walk for the three structs, kept with the binary, ``GoBinary.memo``, and shared with
 :mod:`lgf.golang.httpreq`). Not DWARF first, as the runtime's layout is: that walk takes 1-2 s
@@ -77,8 +77,8 @@ from .runtime_reader import Unreadable
 SERVE = "net/http.(*conn).serve"
 """The function whose frame holds the connection's current ``*response``."""
 LAYOUT = {"response.conn": 0, "response.req": 8}
-"""Byte offsets in Go 1.21-1.27 (``type response struct { conn *conn; req *Request; ...}``; read
-in net/http/server.go and DWARF of 1.21.13, 1.25.5, 1.27.3, see the module docstring)."""
+"""Byte offsets in Go 1.19 and 1.21-1.27 (``type response struct { conn *conn; req *Request; ...}``;
+read in net/http/server.go and DWARF of 1.19.8, 1.21.13, 1.25.5, 1.27.3, see the module docstring)."""
 MAX_FRAME_BYTES = 16 * 1024
 """A ``serve`` frame (or its caller's) larger than this is taken for a broken walk (they are about
 1.1 KiB on Go 1.21-1.27)."""
@@ -114,7 +114,7 @@ def _serve_span(binary) -> tuple[int, int] | None:
 
 def offsets_of(binary) -> dict[str, int]:
     """``response.conn``, ``response.req`` and :data:`lgf.golang.httpreq.LAYOUT`'s keys for
-    ``binary``: the tables for Go 1.21-1.27, else DWARF (module docstring); raises
+    ``binary``: the tables for Go 1.19 and 1.21-1.27, else DWARF (module docstring); raises
     :class:`UnknownLayout`. Worked out once per binary; what DWARF gave is handed to
     :mod:`lgf.golang.httpreq` too (one walk for both)."""
     off = binary.memo("httpserve.offsets", lambda: _offsets_of(binary))
@@ -147,7 +147,7 @@ def _offsets_of(binary) -> dict[str, int]:
     if got:
         return got
     raise UnknownLayout(f"{binary.path}: {binary.go_version}: net/http.response layout unknown "
-                        "without DWARF (lgf's table covers go1.21-go1.27)")
+                        "without DWARF (lgf's table covers go1.19-go1.27)")
 
 
 def serve_frame(binary, bias: int, pcs: list[int]) -> int | None:

@@ -4,7 +4,7 @@ Where they are: ``g.labels`` (an ``unsafe.Pointer``, offset from DWARF or the la
 to the ``*labelMap`` the program last set, and that changed shape in Go 1.24
 (``runtime/pprof/label.go``):
 
-- Go 1.21 to 1.23: ``type labelMap map[string]string``; ``g.labels`` is a pointer to a map
+- Go 1.19, 1.21 to 1.23: ``type labelMap map[string]string``; ``g.labels`` is a pointer to a map
   variable, i.e. to the map value, read by :func:`lgf.golang.gomap.read_string_map`;
 - Go 1.24 on: ``type labelMap struct{ LabelSet }`` (1.26 on: ``label.Set``), one field, a slice
   of ``{key, value string}`` pairs sorted by key: slice header, then 32 bytes per pair.

@@ -15,6 +15,22 @@ stackguard1 at g+0x18 in functions that only run on the system stack)::
     huge frame:    mov %rsp,%r12 ; sub $N,%r12 ; jb ... ; cmp 0x10(%r14),%r12 ; jbe ... ; push %rbp
     nosplit:       push %rbp                        (offset 0)
 
+Go 1.20 and older make the frame differently: the same checks, then ``sub $N,%rsp`` (``add
+$-0x80,%rsp`` for a frame of 128 bytes) and only then ``mov %rbp,N-8(%rsp)``; there is no push
+(Go 1.21 moved to ``push %rbp; mov %rsp,%rbp``). The kernel single-steps that ``sub``: measured
+with bench/bench_uprobe_floor.py (1.19.8 against 1.21.13), 24.6 us a hit against 1.3 us on the
+push, 20 times dearer. So in those functions the probe goes one instruction earlier, on the
+conditional jump to morestack (``jbe``), which the kernel emulates like the push: the machine
+state there is the same (the compare before it changes only the flags: arguments in their
+registers, the return address at 0(%rsp)). The price: when the function must grow its stack,
+morestack re-enters it at its entry and the probe fires a second time; never for the runtime
+functions the goroutine tier probes, which run on the system stack (execute, ready, the STW pair,
+netpoll, the runnable paths), where a stack never grows; ``gcStart`` (the cheap tier's GC-cycle
+counter) and net/http's ``ServeHTTP`` run on a goroutine's stack, where a growth at that very
+call would count a GC cycle twice or note the same request twice. A nosplit function of that era (no check,
+no jump) is probed on its ``sub``, single-stepped. The decoder needs no version: a function is one
+shape or the other, and the check before it is the same.
+
 Anything else (no frame at all, an unknown compiler's code) is refused: better no probe than one
 on the wrong instruction. Never probe a Go function's return with a uretprobe (goroutine stacks
 move); :func:`ret_offsets` gives every RET instruction to probe instead.
@@ -98,28 +114,52 @@ def _writes_only_r12(ins) -> bool:
     return set(written) - {x86.X86_REG_EFLAGS} == {x86.X86_REG_R12}
 
 
+def _is_frame_alloc(ins) -> bool:
+    """``sub $N,%rsp`` or ``add $-N,%rsp``: how Go 1.20 and older make a function's frame."""
+    if ins.id not in (x86.X86_INS_SUB, x86.X86_INS_ADD) or len(ins.operands) != 2:
+        return False
+    regs = [op for op in ins.operands if op.type == x86.X86_OP_REG]
+    imms = [op for op in ins.operands if op.type == x86.X86_OP_IMM]
+    if len(regs) != 1 or len(imms) != 1 or regs[0].reg != x86.X86_REG_RSP:
+        return False
+    return imms[0].imm > 0 if ins.id == x86.X86_INS_SUB else imms[0].imm < 0
+
+
+def _as_instruction(ins) -> Instruction:
+    return Instruction(ins.address, ins.size, ins.mnemonic, ins.op_str)
+
+
 def probe_offset(code: bytes, guard_offsets: tuple[int, ...] = (0x10, 0x18)) -> tuple[int, Instruction]:
-    """Offset of the first instruction after the stack-bound check: the ``push %rbp``.
+    """Where a probe on this function goes, an instruction the kernel emulates: the ``push %rbp``
+    after the stack-bound check (Go 1.21 on); in Go 1.20 and older, which start the frame with
+    ``sub $N,%rsp`` / ``add $-N,%rsp``, the ``jbe`` to morestack just before it (the ``sub`` when
+    a nosplit function has no check). See the module docstring.
 
     ``code`` starts at the function entry. Returns ``(offset, instruction)``; raises PrologueError
     when the bytes are not one of the shapes in the module docstring.
     """
     seen_check = False
+    morestack_jump = None
     before: list[str] = []
+    what = "push %rbp or sub $N,%rsp"
     for ins in _decode(code[:MAX_PROLOGUE_BYTES]):
-        if _is_push_rbp(ins):
+        if _is_push_rbp(ins) or _is_frame_alloc(ins):
             if before and not seen_check:
-                raise PrologueError(f"no stack-bound check before push %rbp (saw: {'; '.join(before)})")
-            return ins.address, Instruction(ins.address, ins.size, ins.mnemonic, ins.op_str)
+                raise PrologueError(f"no stack-bound check before {what} (saw: {'; '.join(before)})")
+            if _is_frame_alloc(ins) and morestack_jump is not None:
+                return morestack_jump.address, _as_instruction(morestack_jump)
+            return ins.address, _as_instruction(ins)
         text = f"{ins.mnemonic} {ins.op_str}".strip()
         before.append(text)
         if _is_stack_check(ins, guard_offsets):
             seen_check = True
         elif ins.id in _BRANCHES and len(before) > 1:
-            pass  # the conditional jump to morestack that follows a compare
+            # the conditional jump to morestack that follows a compare (the last one is the
+            # compare against the stack guard's: the huge shape's first jb only checks overflow)
+            morestack_jump = ins if seen_check else None
         elif ins.id not in _CHECK_STEPS or not _writes_only_r12(ins) or len(before) > 5:
             raise PrologueError(f"not a Go stack-check prologue: {'; '.join(before)}")
-    raise PrologueError("no push %rbp in the first "
+    raise PrologueError(f"no {what} in the first "
                         f"{MAX_PROLOGUE_BYTES} bytes (a frameless function, or not Go code): "
                         + "; ".join(before[:6]))
 

@@ -87,7 +87,8 @@ def decode(raw, att: Attached | None) -> Event:
         if raw.labels or raw.http_req:  # heap addresses: trace_context reads them if no GC since
             extra["gc_cycles"] = gc_cycles(att.program, int(raw.pid))
         if kind == "stw":
-            extra["stw_reason"] = reason_name(att.stw_reasons, reason)
+            # Go 1.20 and older name no reason (no stwReasonStrings): "", not "reason 0"
+            extra["stw_reason"] = reason_name(att.stw_reasons, reason) if att.stw_reasons else ""
         else:
             if kind == "runnable":  # what made it runnable rides in the reason's high byte
                 reason, extra["runnable_from"] = runnable.split_reason(reason, att.wait_reasons)

@@ -118,8 +118,8 @@ class Metrics:
                 comm = att.target.comm if att else loader.comm_of(pid)
                 out.append({"labels": {"pid": str(pid), "comm": comm, "exe": att.target.exe if att else "",
                                        "stall": stall,
-                                       "wait_reason": "" if reason == runnable.NO_REASON and stall == "runnable"
-                                       else reason_name(names, reason)},
+                                       "wait_reason": "" if (reason == runnable.NO_REASON and stall == "runnable")
+                                       or (stall == "stw" and not names) else reason_name(names, reason)},
                             "log2_us": loader.log2_buckets(slots)})
         return out
 

@@ -1,7 +1,11 @@
 """Which runtime functions each tier of the uprobe source probes, by the BPF function that handles them.
 
 Every probe sits on the emulated ``push %rbp`` after a function's stack check
-(:func:`lgf.sources.uprobe.runnable.probe_address`), never on its first instruction.
+(:func:`lgf.sources.uprobe.runnable.probe_address`), never on its first instruction; in Go 1.19,
+which makes frames without a push, on the emulated ``jbe`` to morestack before its ``sub $N,%rsp``
+(:mod:`lgf.golang.prologue`: same registers and stack). The functions and their arguments are
+the same in 1.19 (``execute(gp)``, ``ready(gp)``, the runnable paths), except that
+``stopTheWorldWithSema`` takes no reason before 1.21 (uprobe.c's ``STW_REASON_ARG``).
 """
 
 from __future__ import annotations

@@ -66,6 +66,7 @@ def constants_of(binary, options, threshold_ns: int, report_idle: bool) -> dict[
         "MAX_HIST_PROCS": MAX_HIST_PROCS,
         "REPORT_IDLE": int(report_idle),
         "REASON_NO_CASES": reasons.index(NO_CASES_REASON) if NO_CASES_REASON in reasons else 255,
+        "STW_REASON_ARG": int(binary.version_tuple[:2] >= (1, 21)),  # stopTheWorldWithSema(reason)
         **dict(zip(("LOOP_HEAD_LO", "LOOP_HEAD_HI"), loader.masks_of(
             i for i, r in enumerate(reasons) if r in LOOP_HEAD_REASONS), strict=True)),
     }

@@ -37,7 +37,8 @@
  * own wait reasons, 0-63 and 64-127); MAX_FRAMES, RINGBUF_PAGES, MAX_GOROUTINES (a power of two),
  * MAX_RUNTIME_FUNCS, MAX_HIST_PROCS (fast_hists blocks), MAX_SITES (prefixes in the sites trie), REPORT_IDLE (1: emit idle waits too,
  * flagged EV_IDLE), REASON_NO_CASES and LOOP_HEAD_LO/LOOP_HEAD_HI (lgf.idle's select {} and
- * loop-head wait reasons); G_LABELS (g.labels, the goroutine's pprof labels pointer; -1 = not read).
+ * loop-head wait reasons); G_LABELS (g.labels, the goroutine's pprof labels pointer; -1 = not read);
+ * STW_REASON_ARG (1: stopTheWorldWithSema takes its stwReason in AX, Go 1.21 on; 0: no argument).
  */
 #include <uapi/linux/ptrace.h>
 
@@ -760,7 +761,9 @@ int on_stw_stop(struct pt_regs *ctx)
 {
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32;
-    struct since s = {.start_ns = bpf_ktime_get_ns(), .reason = ctx->ax & 0xff, .tid = (u32)id};
+    /* Go 1.20 and older call it without a reason: AX is whatever the caller left there. */
+    struct since s = {.start_ns = bpf_ktime_get_ns(), .reason = STW_REASON_ARG ? ctx->ax & 0xff : 0,
+                      .tid = (u32)id};
     stw_starts.update(&tgid, &s);
     return 0;
 }

