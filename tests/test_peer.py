@@ -155,12 +155,12 @@ def test_a_stall_waiting_on_nothing_of_the_network_carries_no_peer(bpf_ok, go_to
 
 @pytest.mark.parametrize("version", GO_VERSIONS)
 def test_the_tables_say_what_dwarf_says(go_toolchains, version):
-    """For Go 1.21-1.27 the offsets come from the tables (no DWARF walk on the sampler's thread
-    while the park runs out): each toolchain's own DWARF agrees with them."""
+    """For every supported Go release the offsets come from the tables (no DWARF walk on the
+    sampler's thread while the park runs out): each toolchain's own DWARF agrees with them."""
     binary = open_binary(binaries(version)[0])
     assert binary.has_dwarf
     assert httpclient.dwarf_offsets(binary) == httpclient.offsets_of(binary) == httpclient.LAYOUT
-    assert pollwait.dwarf_offsets(binary) == pollwait.offsets_of(binary) == pollwait.LAYOUT
+    assert pollwait.dwarf_offsets(binary) == pollwait.offsets_of(binary) == pollwait.table_of(binary.version_tuple)
 
 
 def test_lgf_run_with_the_peer_enricher_reports_the_upstream_on_the_stall_and_its_alert(tmp_path, bpf_ok,

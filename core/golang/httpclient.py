@@ -25,8 +25,8 @@ Caller. A goroutine serving an HTTP/1.x request has its ``*response`` found by
 the client's ``ip:port`` (``conn{server *Server; cancelCtx; rwc net.Conn; remoteAddr string}``)
 and ``rwc`` its socket (checked as above, against ``remoteAddr``).
 
-Layout: the offsets below, the same in Go 1.21.13, 1.25.5 and 1.27.3 (sources and DWARF:
-tests/test_peer.py checks them against every toolchain the tests build); a Go outside 1.21-1.27
+Layout: the offsets below, the same in Go 1.19.8, 1.21.13, 1.25.5 and 1.27.3 (sources and DWARF:
+tests/test_peer.py checks them against every toolchain the tests build); a Go outside 1.19-1.27
 is read from its DWARF and refused without it. HTTP/2 client connections (``http2ClientConn``)
 are not read: such a stall has no upstream.
 
@@ -48,9 +48,9 @@ ROUND_TRIP = ("net/http.(*persistConn).roundTrip",)
 LAYOUT = {"persistConn.t": 16, "persistConn.cacheKey": 24, "persistConn.conn": 80,
           "connectMethodKey.proxy": 0, "connectMethodKey.scheme": 16, "connectMethodKey.addr": 32,
           "conn.rwc": 16, "conn.remoteAddr": 32, "netFD.pfd": 0, "FD.Sysfd": 16}
-"""Byte offsets in Go 1.21-1.27 (net/http/transport.go, server.go, net/fd_posix.go,
-internal/poll/fd_unix.go; DWARF of 1.21.13, 1.25.5, 1.27.3)."""
-LAYOUT_GO = ((1, 21), (1, 27))
+"""Byte offsets in Go 1.19 and 1.21-1.27 (net/http/transport.go, server.go, net/fd_posix.go,
+internal/poll/fd_unix.go; DWARF of 1.19.8, 1.21.13, 1.25.5, 1.27.3; lgf refuses Go 1.20)."""
+LAYOUT_GO = ((1, 19), (1, 27))
 _DWARF = {"persistConn.t": ("net/http.persistConn", "t"), "persistConn.cacheKey": ("net/http.persistConn", "cacheKey"),
           "persistConn.conn": ("net/http.persistConn", "conn"),
           "connectMethodKey.proxy": ("net/http.connectMethodKey", "proxy"),
@@ -77,7 +77,8 @@ class Upstream:
 
 
 def offsets_of(binary) -> dict[str, int]:
-    """``LAYOUT`` for ``binary``: the table for Go 1.21-1.27, else DWARF; raises Unreadable."""
+    """``LAYOUT`` for ``binary``: the table for Go 1.19-1.27 (lgf refuses 1.20), else DWARF;
+    raises Unreadable."""
     return binary.memo("httpclient.offsets", lambda: _offsets_of(binary))
 
 

@@ -22,8 +22,8 @@ the frames of ``net.(*conn).Read`` would also do, but it is reached only through
 ``net.Conn`` and its frames vary with inlining; ``netpollblock``'s two frames are the runtime's
 own and the same in every Go release that has ``rg``/``wg`` holding the g (all since 1.x; the
 ``pollDesc`` fields used here, ``fd`` at 8 and ``rg``/``wg`` at 32/40, are the same in
-Go 1.21.13, 1.25.5 and 1.27.3 sources and DWARF; a newer Go is read from its DWARF and refused
-without it).
+Go 1.21.13, 1.25.5 and 1.27.3 sources and DWARF, at 24/32 in Go 1.19.8, which has no ``fdseq``;
+a newer Go is read from its DWARF and refused without it).
 
 Cost: one read of at most a few frames (about 300 bytes) and one scattered read of 24 bytes per
 candidate word: tens of microseconds, once per stall, while the goroutine is parked.
@@ -43,6 +43,16 @@ POLL_WAIT = ("runtime.poll_runtime_pollWait", "internal/poll.runtime_pollWait")
 LAYOUT = {"pollDesc.fd": 8, "pollDesc.rg": 32, "pollDesc.wg": 40}
 """Byte offsets in Go 1.21-1.27 (runtime/netpoll.go; DWARF of 1.21.13, 1.25.5, 1.27.3)."""
 LAYOUT_GO = ((1, 21), (1, 27))
+LAYOUT_119 = {"pollDesc.fd": 8, "pollDesc.rg": 24, "pollDesc.wg": 32}
+"""Go 1.19 (DWARF of Debian's go1.19.8): no ``fdseq`` yet between ``fd`` and ``rg``. (lgf refuses
+Go 1.20, whose runtime it could not check.)"""
+
+
+def table_of(version: tuple) -> dict[str, int] | None:
+    """The offsets table for a Go ``(major, minor, ...)`` release, or None (then DWARF decides)."""
+    if LAYOUT_GO[0] <= tuple(version[:2]) <= LAYOUT_GO[1]:
+        return dict(LAYOUT)
+    return dict(LAYOUT_119) if tuple(version[:2]) == (1, 19) else None
 MAX_FD = 1 << 24
 
 
@@ -57,13 +67,15 @@ class PollWait:
 
 
 def offsets_of(binary) -> dict[str, int]:
-    """``LAYOUT`` for ``binary``: the table for Go 1.21-1.27, else its DWARF; raises Unreadable."""
+    """The offsets for ``binary``: the table of its Go release (1.19, 1.21-1.27), else its DWARF;
+    raises Unreadable."""
     return binary.memo("pollwait.offsets", lambda: _offsets_of(binary))
 
 
 def _offsets_of(binary) -> dict[str, int]:
-    if LAYOUT_GO[0] <= tuple(binary.version_tuple[:2]) <= LAYOUT_GO[1]:
-        return dict(LAYOUT)
+    table = table_of(binary.version_tuple)
+    if table is not None:
+        return table
     got = dwarf_offsets(binary)
     if not got:
         raise Unreadable("unknown_layout")
