@@ -25,26 +25,25 @@ Run as root: ``.venv/bin/python bench/bench_many_goroutines.py``. ``LGF_BENCH_GO
 per N per round. Before measuring, it waits until the sampler has judged every idle worker once
 (printed apart: "lgf start-up").
 
-Measured on 2026-12-03, loaded 2-core VM (other engineers' test runs alongside), Go 1.25.5,
-10 lock stalls of 100 ms (threshold + 50 ms) per N, shipped config (goroutine tier in budgeted
-2 s slices, sampler reading pages: lgf.golang.gtable, sources/uprobe/gscan.py)::
+Measured on 2026-12-03, 2-core VM, Go 1.25.5, 10 lock stalls of 100 ms (threshold + 50 ms) per
+run, the main goroutine idle since start-up (on stdin, then at its ticker), shipped config
+(goroutine tier in budgeted 2 s slices; the sampler reading pages, lgf.golang.gtable,
+sources/uprobe/gscan.py; with the wake signal, sources/uprobe/wakes.py, and light passes)::
 
     idle workers   reported   lgf CPU (% of a core)   lgf RSS peak   start-up (judged once)
-        1,000       10/10            2.5                 206 MB          5.2 s (4.3 s of CPU)
-        5,000       10/10            4.0                 206 MB          8.1 s (5.7 s)
-       20,000       10/10            5.0                 232 MB          6.3 s (5.9 s)
-      100,000      6-9/10 (a)   13.6-18.4 (a)            322 MB          6.8-11.6 s (7.1-11.6 s)
+      100,000       10/10           6.6                  327 MB          5.5 s (5.3 s of CPU)
+      100,000       10/10           7.0                  325 MB          4.4 s (4.3 s)
 
     target's own CPU over the 20 s: 0-20 ms with lgf off and with the shipped config alike.
 
-(a) three more runs of the shipped config gave 9/10, 9/10 and 6/10 (lgf 13.6, 15.4 and 18.4 %).
-The sampler itself, measured alone on the same process (its thread's CPU time): 8-10 % of a
-core, 10/10, 9/10 and 6/10 found in three runs; the rest of lgf's CPU is the goroutine tier's
-slices being attached and detached, and the housekeeper. The misses are mostly the first
-stalls: the main goroutine had waited (on stdin, then at its ticker) since start-up, so its page
-was cold, read once per cycle of the cold pages (3-14 s there; ``lgf_sampler_cycle_seconds``);
-once seen changing, its page is hot and read every pass. Issue 18 stays open on this. Before this work (same bench, 120 ms stalls):
-10/10 at 1,000, 0/10 at 2,500, 5,000, 20,000 and 100,000 (not sampled at all past 100,000).
+Half the stalls are reported by the sampler (sampled bounds), half by the goroutine tier its first
+report armed; the wake signal was on (``lgf_sampler_wake_signal``). In earlier runs of the same
+harness (/tmp scripts, same process): 10, 10, 9 and 10 of 10 at 5.2-5.9 %. Before the wake
+signal: 6-9 of 10 at 13.6-18.4 % (the misses: the first stalls, whose goroutine's page was cold,
+read once per cycle of the cold pages, 3-14 s there; ``lgf_sampler_cycle_seconds``). Smaller
+processes (measured before the wake signal, which they do not get unless their pages are read in
+turn): 1,000: 10/10 at 2.5 %; 5,000: 10/10 at 4.0 %; 20,000: 10/10 at 5.0 %. Before issue 18
+(120 ms stalls): 10/10 at 1,000, 0/10 at 2,500 and beyond.
 """
 
 from __future__ import annotations

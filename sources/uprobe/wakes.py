@@ -44,8 +44,11 @@ lost (counted: ``lgf_sampler_wakes_lost_total``) and left to the turn of the col
 WAKE_PROCS = 256
 """Processes listened to at once (the map's entries: 2 KiB a CPU each, preallocated)."""
 RETRY_S = 10.0
-"""After the budget took the signal away, ask again no sooner than this (attaching costs lgf
-about 0.1 s a probe on a loaded host)."""
+"""After the budget took the signal away, ask again no sooner than this, twice as long after each
+time it happens again (up to ``RETRY_MAX_S``): attaching costs lgf about 0.1 s a probe on a loaded
+host, and a busy process (Caddy under wrk: thousands of wakes a second) spends its credit in
+seconds each time."""
+RETRY_MAX_S = 600.0
 
 
 def constants() -> dict[str, int]:
@@ -63,8 +66,8 @@ class WakeSignal:
         self._wanted: set[int] = set()
         self._on: dict[int, np.ndarray] = {}
         """pid -> the per-CPU heads the last :meth:`take` read up to (pids whose ring exists)."""
-        self._refused_at: dict[int, float] = {}
-        """pid -> when the budget took its signal away (asked again after ``RETRY_S``)."""
+        self._refused_at: dict[int, tuple[float, float]] = {}
+        """pid -> (when the budget last took its signal away, how long to wait before asking again)."""
         self._unprobeable: set[int] = set()
         """Pids whose binary lacks a place for one of the probes: never asked again."""
         self._lock = threading.Lock()
@@ -117,16 +120,21 @@ class WakeSignal:
                 listen = pid in wanted and not self.budget.exhausted(pid)
                 if pid in self._on and not listen:
                     if self.budget.exhausted(pid):
-                        self._refused_at[pid] = now
-                        self.log.info("uprobe: pid %d: wake signal off (overhead budget spent)", pid)
+                        wait = min(2 * self._refused_at[pid][1], RETRY_MAX_S) if pid in self._refused_at else RETRY_S
+                        self._refused_at[pid] = (now, wait)
+                        self.log.info("uprobe: pid %d: wake signal off (overhead budget spent); "
+                                      "asked again in %.0f s", pid, wait)
                     self.stop(pid)
-                elif (listen and pid not in self._on and pid not in self._unprobeable
-                      and now - self._refused_at.get(pid, -RETRY_S) >= RETRY_S):
+                elif listen and pid not in self._on and pid not in self._unprobeable and self._may_ask(pid, now):
                     self._start(att)
                 elif pid in self._on and not att.tier_on() and not self._probed(att):
                     self._probe(att)  # back after a goroutine tier's slice, which detached them
             for pid in [p for p in self._on if p not in self.targets.attached]:
                 self._on.pop(pid, None)
+
+    def _may_ask(self, pid: int, now: float) -> bool:
+        refused = self._refused_at.get(pid)
+        return refused is None or now - refused[0] >= refused[1]
 
     def _start(self, att) -> None:
         pid, table = att.target.pid, att.program.bpf[b"wakes"]
