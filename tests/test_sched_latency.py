@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import time
 
@@ -178,6 +179,46 @@ def test_the_cheap_tier_arms_on_a_goroutine_waiting_for_a_p(bpf_ok, go_toolchain
         return
     assert len(exact) == 1 and exact[0].extra["runnable_from"] == second["from"], (second, exact)  # then measured
     assert second["wait_min_ns"] - SLACK_NS <= exact[0].duration_ns <= second["wait_ns"] + SLACK_NS
+
+
+@pytest.mark.parametrize("version", GO_VERSIONS[-1:])  # (the exit path is lgf's, the same for every Go)
+def test_a_wait_for_a_p_is_reported_when_its_process_is_killed_during_it(bpf_ok, go_toolchains, version):
+    """The sampler follows a wait for a P past the threshold (the tier, armed on it, cannot see
+    where it began); the process is killed before the goroutine gets the P. No later pass will
+    see the wait end: it is reported at the exit, sampled, ended before the kill was seen (it
+    was lost: the exit reported the parks held, not these waits)."""
+    exe = build_go(RUNNABLE_SRC, version)
+    src = UprobeSource(UprobeOptions(goroutine_tier="on_stall", sample_ignore_reasons=PARK_REASONS),
+                       run_context("50ms", exe=[str(exe)]))
+    events = EventCollector()
+    records = _Records()
+    runq_log = logging.getLogger("lgf.sampler")
+    level = runq_log.level
+    runq_log.setLevel(logging.INFO)
+    runq_log.addHandler(records)
+    try:
+        src.start(events)
+        with RunnableFixture(exe, "gosched", "-d", HOLD, gate=True) as fx:
+            wait_attached(src, fx.pid, ATTACH_TIMEOUT)
+            fx.proc.stdin.write("\n")
+            fx.proc.stdin.flush()
+            pattern = re.compile(rf"pid {fx.pid}: goroutine (\d+) runnable without a P")
+            found: list[int] = []
+            wait_until(lambda: found.extend(int(m[1]) for m in map(pattern.search, records.messages) if m) or found,
+                       60, 0.05, what="the sampler following the wait for a P")
+            killed_ns = time.monotonic_ns()
+            fx.proc.kill()  # main still holds the P at the gate: the goroutine never runs again
+            fx.proc.wait(30)
+            got = events.wait_for(lambda e: e.pid == fx.pid and e.extra.get("stall") == "runnable", timeout=30)
+    finally:
+        src.stop()
+        runq_log.removeHandler(records)
+        runq_log.setLevel(level)
+    assert [e.goid for e in got] == found[:1], [(e.goid, e.extra) for e in events.events]
+    (ev,) = got
+    assert ev.extra["precision"] == "sampled"
+    assert cause_of(ev.extra["stall"], ev.wait_reason) == "sched_latency"
+    assert THRESHOLD_NS <= ev.duration_ns and ev.end_ns < killed_ns < ev.extra["end_before_ns"], ev.extra
 
 
 class _Records(logging.Handler):

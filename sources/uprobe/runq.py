@@ -132,6 +132,19 @@ def _event_of(pid: int, proc, q: _Queued, end_before_ns: int) -> Event:
                  end_ns=q.last_ns, duration_ns=q.last_ns - q.first_ns, extra=extra).finish()
 
 
+def flush(pid: int, proc, end_before_ns: int) -> list[Event]:
+    """The process is gone: the events of the waits for a P this record followed past the
+    threshold, which no later sample will see end (a program that exits just after one: seen in
+    the tests, a fixture that exits 20 ms after its goroutine got the P). The end is bounded by
+    ``end_before_ns`` (now)."""
+    state: RunQueues | None = getattr(proc, "runq", None)
+    if state is None:
+        return []
+    done = [_event_of(pid, proc, q, end_before_ns) for q in state.queued.values() if q.armed]
+    state.queued = {}
+    return done
+
+
 def follow(pid: int, proc, threshold_ns: int, arm) -> list[Event]:
     """While the goroutine tier is on (the sampler reads no full sample): read just the goroutines
     this record still follows, so a wait the tier cannot see (it began before the tier) is

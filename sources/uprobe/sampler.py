@@ -286,9 +286,11 @@ class GoroutineSampler:
             self._procs[target.pid] = proc
 
     def remove(self, pid: int) -> None:
+        """Stop sampling ``pid``, which exited: what it had over the threshold is reported (:meth:`_flush`)."""
         with self._lock:
             proc = self._procs.pop(pid, None)
         if proc is not None:
+            self._flush(pid, proc)
             proc.reader.close()
             for name in ("lgf_sampler_goroutines", "lgf_sampler_cycle_seconds", "lgf_sampler_unwatched"):
                 self._gauge(name, None, pid)
@@ -351,7 +353,6 @@ class GoroutineSampler:
             except Unreadable as exc:
                 self._count("lgf_sampler_unreadable_total", reason=str(exc))
                 if str(exc) == "process_gone":
-                    self._flush(pid, proc)
                     self.remove(pid)
                 elif str(exc) == "too_many" and not proc.unwatched:
                     # Never silently: the operator sees which process lgf does not read, and why.
@@ -426,7 +427,8 @@ class GoroutineSampler:
             for g, park in taken:
                 proc.parks.setdefault(g, park)  # (one the sampler follows already is its own)
         for ev in runq.follow(pid, proc, self.threshold_ns, self._arm) if closing else ():  # runq.py
-            self.emit(ev)
+            if self.claim(pid, ev.goid, ev.start_ns, ev.end_ns):  # (once: an exit flushes them too)
+                self.emit(ev)
         handoff = False
         if closing:
             proc.last_full_ns = 0
@@ -551,12 +553,14 @@ class GoroutineSampler:
             proc.watch = dict(list(proc.watch.items())[-MAX_WATCHED:])
 
     def _flush(self, pid: int, proc: _Process) -> None:
-        """The process is gone: report the stalls it had over the threshold, which no later pass
-        will see end (a process that exits mid-stall, or just after one, loses nothing). The end
-        is bounded by now: the process was still there at the previous pass."""
+        """The process is gone: report the stalls it had over the threshold, parks and waits for a
+        P, which no later pass will see end (a process that exits mid-stall, or just after one,
+        loses nothing). The end is bounded by now: the process was still there at the previous
+        pass. Called from the thread that saw the exit too, while a pass may still be reading
+        ``proc``: the claim sends each report once."""
         now = time.monotonic_ns()
-        for g in list(proc.parks):
-            ev = self._end(pid, proc, g, now)
+        done = [self._end(pid, proc, g, now) for g in list(proc.parks)]
+        for ev in done + runq.flush(pid, proc, now):
             if ev is not None and self.claim(pid, ev.goid, ev.start_ns, ev.end_ns):
                 self.emit(ev)
 
@@ -600,8 +604,8 @@ class GoroutineSampler:
     def _end(self, pid: int, proc: _Process, g: int, end_before_ns: int) -> Event | None:
         """Stop following the park at ``g``: its event if it was over the threshold (and a
         stall, or an idle wait with ``report_idle``)."""
-        park = proc.parks.pop(g)
-        if not park.over_threshold or self._silent(park):
+        park = proc.parks.pop(g, None)  # (None: a pass and an exit's flush both ended it)
+        if park is None or not park.over_threshold or self._silent(park):
             return None
         target, binary = proc.target, proc.target.binary
         reason = reason_name(proc.reasons, park.reason)
