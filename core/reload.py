@@ -11,7 +11,8 @@ config):
 1. The file is read and validated exactly as ``lgf check`` does. Any problem: the reload is
    refused, every problem is logged in ``lgf check``'s words, and the running config stays.
    Changes that need a restart are refused the same way: ``[lgf] spool_dir`` (the durable queues
-   and silences live there) and ``[lgf] plugins`` (plugin modules are loaded once).
+   and silences live there), ``[lgf] plugins`` (plugin modules are loaded once) and
+   ``[kubernetes]`` (the pod watch is set up at start).
 2. Each component table is matched to the running one by kind and name (``name``, else ``use``
    with its position) and compared as written. An unchanged one keeps running as it is: a source
    keeps its probes attached and its armed goroutine tiers armed, a sink its queue, an enricher
@@ -131,6 +132,9 @@ def refusals(old: cfg.Config, new: cfg.Config) -> list[str]:
                    "queues and silences live there: restart lgf to move it")
     if list(new.host.plugins) != list(old.host.plugins):
         out.append("lgf.plugins: changed; plugin modules are loaded once: restart lgf to load others")
+    if new.raw.get("kubernetes") != old.raw.get("kubernetes"):
+        # Read once, when the pod watch starts (lgf.services): refused aloud rather than ignored.
+        out.append("kubernetes: changed; the pod watch is set up at start: restart lgf to apply it")
     return out
 
 

@@ -231,6 +231,18 @@ def test_reload_refuses_a_new_spool_dir_and_keeps_running_config(tmp_path):
     assert status["ok"] is False and "restart" in status["errors"][0]
 
 
+def test_reload_refuses_a_changed_kubernetes_table_it_would_otherwise_ignore(tmp_path):
+    from lgf.run import open_host
+
+    base = f'[lgf]\nspool_dir = "{tmp_path}"\n[[sinks]]\nuse = "stdout"\n[http]\nenabled = false\n'
+    config = write(tmp_path / "p.toml", base)
+    host = open_host(str(config), with_sources=False)
+    write(config, base + '[kubernetes]\nkubelet_pods = "http://127.0.0.1:10255/pods"\n')
+    outcome = host.reload()
+    assert not outcome.ok and outcome.errors[0].startswith("kubernetes: changed"), outcome.errors
+    assert "kubernetes" not in host.config.raw
+
+
 def test_lgf_reload_without_a_running_lgf_says_so(tmp_path):
     config = write(tmp_path / "p.toml", f'[lgf]\nspool_dir = "{tmp_path}"\n[[sinks]]\nuse = "stdout"\n')
     done = subprocess.run([*LGF, "reload", str(config)], capture_output=True, text=True, timeout=60)
