@@ -12,7 +12,9 @@ from the file is checked against the buffer before use, every loop has a cap, an
 becomes a :class:`PclntabError` (a ``ValueError``), never an ``IndexError`` or a hang. The ELF
 side (headers, segments, symbols, relocations) is lgf's one ELF reader,
 :class:`~lgf.golang.goelf.ElfImage`, whose errors are re-raised here as ``PclntabError``; the
-byte format of the table (constants, pc-value decoding) is in :mod:`lgf.golang.pclntab_format`.
+byte format of the table (constants, pc-value decoding) is in :mod:`lgf.golang.pclntab_format`;
+finding the table, its text start and ``gofunc`` (stripped files too) in
+:mod:`lgf.golang.pclntab_locate`.
 
 Cost: opening maps the file and reads the ELF headers and the pclntab header (sub-millisecond);
 the function table is cut into an entry-PC list on first lookup (a C-speed slice, about 1 ms
@@ -61,6 +63,7 @@ from .pclntab_format import (
     native_or_warn,
     value_at,
 )
+from .pclntab_locate import find_moduledata, gofunc_plausible, locate
 
 __all__ = ["MAGIC_118", "MAGIC_120", "Frame", "Pclntab", "PclntabError"]
 
@@ -76,10 +79,6 @@ _INDEX_HEADER = struct.Struct("=QQQQQQIIII")
 """The native index's header: magic, text_start, pctab, pctab_end, cutab, limit (file offsets),
 nfunc, nranges, quantum, padding (``ix_header`` in ``_pcvalue.c``)."""
 
-# moduledata word indexes of `text` and `gofunc` (runtime/symtab.go); pcHeader is word 0.
-_MODULEDATA_TEXT = 22
-_MODULEDATA_GOFUNC_CANDIDATES = (40, 43, 38)
-"""1.20-1.26 (covctrs added), 1.27 (typedesclen, itaboffset, itabsize added), 1.18-1.19."""
 
 
 class Frame(NamedTuple):
@@ -172,8 +171,7 @@ class Pclntab:
         self._inl_size = 16 if magic == MAGIC_120 else 20
         self._inl_name_at = 4 if magic == MAGIC_120 else 12
 
-        self.moduledata: int | None = None
-        md_text, self.gofunc = self._from_moduledata()
+        self.moduledata, md_text, self.gofunc = find_moduledata(self)
         text = md_text or header_text
         if not text:
             got = elf.symbols().get("runtime.text")
@@ -186,7 +184,7 @@ class Pclntab:
         if self.gofunc is None:
             sym = elf.symbols()
             cand = next((sym[n].value for n in ("go:func.*", "go.func.*") if n in sym), None)
-            if cand and self._gofunc_plausible(cand):
+            if cand and gofunc_plausible(self, cand):
                 self.gofunc = cand
         self._entries: list[int] | None = None
         self._names: dict[str, int] | None = None
@@ -220,7 +218,7 @@ class Pclntab:
         except ElfError as exc:  # the ELF reader's neutral error, in this module's contract
             raise PclntabError(str(exc)) from None
         try:
-            hdr, end = _locate(elf)
+            hdr, end = locate(elf)
             return cls(elf, hdr, end, owns, use_native)
         except PclntabError:
             if owns:
@@ -267,83 +265,6 @@ class Pclntab:
         s = bytes(self.buf[off:end]).decode("utf-8", "replace")
         self._strings[off] = s
         return s
-
-    def _read_ptr(self, vaddr: int) -> int | None:
-        """A pointer-sized word at ``vaddr`` as the loader would leave it (PIE relocations applied)."""
-        off = self.elf.vaddr_to_offset(vaddr, self.ptrsize)
-        if off is None:
-            return None
-        v = struct.unpack_from("<Q" if self.ptrsize == 8 else "<I", self.buf, off)[0]
-        if v == 0 and self.elf.is_pie:
-            v = self.elf.relative_relocations().get(vaddr, 0)
-        return v
-
-    # --- moduledata: the runtime's own pointers to text and go:func.* -------------------------
-
-    def _from_moduledata(self) -> tuple[int | None, int | None]:
-        """Find runtime.firstmoduledata by its first word (a pointer to this pcHeader).
-
-        Works on stripped binaries; moduledata gives ``text`` (Go 1.27 no longer stores it in the
-        header) and ``gofunc``, the base of funcdata offsets, which the inline tree needs.
-        """
-        hdr_vaddr = self.elf.offset_to_vaddr(self._hdr)
-        if hdr_vaddr is None:
-            return None, None
-        ps = self.ptrsize
-        funcnames_vaddr = hdr_vaddr + (self._funcnames - self._hdr)
-        for md in self._moduledata_candidates(hdr_vaddr):
-            if self._read_ptr(md + ps) != funcnames_vaddr:
-                continue
-            self.moduledata = md
-            text = self._read_ptr(md + _MODULEDATA_TEXT * ps) or None
-            for idx in (*_MODULEDATA_GOFUNC_CANDIDATES, *range(32, 50)):
-                cand = self._read_ptr(md + idx * ps)
-                if cand and self._gofunc_plausible(cand):
-                    return text, cand
-            return text, None
-        return None, None
-
-    def _moduledata_candidates(self, hdr_vaddr: int) -> Iterator[int]:
-        ps = self.ptrsize
-        needle = hdr_vaddr.to_bytes(ps, "little")
-        for seg in self.elf.segments:
-            if not seg.writable:
-                continue
-            pos, end = seg.offset, seg.offset + seg.filesz
-            for _ in range(64):
-                pos = self.buf.find(needle, pos, end)
-                if pos < 0:
-                    break
-                if (pos - seg.offset) % ps == 0:
-                    yield seg.vaddr + (pos - seg.offset)
-                pos += 1
-        if self.elf.is_pie:
-            yield from sorted(a for a, v in self.elf.relative_relocations().items() if v == hdr_vaddr)[:64]
-
-    def _gofunc_plausible(self, gofunc: int) -> bool:
-        """True when ``gofunc`` makes the first inline trees of the table decode sensibly."""
-        checked = 0
-        for i in range(0, self.nfunc, max(1, self.nfunc // 400)):
-            try:
-                f = self._func_header(i)
-            except PclntabError:
-                return False
-            fd = self._funcdata_off(f, FUNCDATA_INLTREE)
-            if fd is None:
-                continue
-            off = self.elf.vaddr_to_offset(gofunc + fd, self._inl_size)
-            if off is None:
-                return False
-            name_off, parent_pc = struct.unpack_from("<ii", self.buf, off + self._inl_name_at)
-            size = self._entry_off(i + 1) - f[0]
-            p = self._funcnames + name_off
-            if not (self._funcnames <= p < self._funcnames_end and (name_off == 0 or self.buf[p - 1] == 0)
-                    and 0 <= parent_pc < size):
-                return False
-            checked += 1
-            if checked >= 16:
-                break
-        return checked > 0
 
     # --- function table --------------------------------------------------------------------------
 
@@ -606,47 +527,3 @@ class Pclntab:
                 raise PclntabError(f"inline call site {parent_pc:#x} outside {t.name}: corrupt pclntab")
             at = nxt
         raise PclntabError(f"inline chain at {pc:#x} deeper than {_MAX_INLINE_DEPTH}: corrupt pclntab")
-
-
-def _locate(elf: ElfImage) -> tuple[int, int]:
-    """(file offset of the pcHeader, file offset where the table must end)."""
-    for name in (".gopclntab", ".data.rel.ro.gopclntab"):
-        sec = elf.section(name)
-        if sec is not None:
-            if not sec.has_file_bytes:
-                raise PclntabError(f"section {name} has no contents in the file")
-            return sec.offset, sec.offset + sec.size  # in the file: ElfImage checked it at open
-    return _scan_for_header(elf)
-
-
-def _scan_for_header(elf: ElfImage) -> tuple[int, int]:
-    """No section header names the table (section headers stripped): look for a valid header.
-
-    A candidate is the magic, two zero bytes, a sane quantum and pointer size, and sub-table
-    offsets that are increasing and inside the segment; the first such one wins.
-    """
-    buf = elf.data
-    old = None
-    for magic in (MAGIC_120, MAGIC_118, *OLD_MAGICS):
-        needle = struct.pack("<I", magic) + b"\0\0"
-        pos = 0
-        for _ in range(10_000):
-            pos = buf.find(needle, pos)
-            if pos < 0:
-                break
-            if pos + 16 <= elf.size and buf[pos + 6] in (1, 2, 4) and buf[pos + 7] in (4, 8):
-                if magic in OLD_MAGICS:
-                    old = magic
-                    break
-                end = elf.segment_end_offset(pos)
-                ps = buf[pos + 7]
-                if pos + 8 + 8 * ps <= end:
-                    fmt = "<8Q" if ps == 8 else "<8I"
-                    w = struct.unpack_from(fmt, buf, pos + 8)
-                    if 0 < w[0] < (end - pos) // 8 and 0 < w[3] < w[4] <= w[5] <= w[6] <= w[7] < end - pos:
-                        return pos, end
-            pos += 4
-    if old is not None:
-        raise PclntabError(f"pclntab format of {OLD_MAGICS[old]} (magic {old:#x}) is not supported: "
-                           "lgf reads binaries built by Go 1.18 or later")
-    raise PclntabError("no Go pclntab found (not a Go binary, or built by Go older than 1.2)")
