@@ -109,6 +109,22 @@ def _walk_dwarf(elf: ElfImage, structs: set[str]) -> dict[tuple[str, str], int]:
     return out
 
 
+def dwarf_fields(binary, fields: dict[str, tuple[str, str]]) -> dict[str, int]:
+    """Byte offsets of ``fields`` (lgf's name -> (Go struct, field), e.g. ``"pollDesc.rg":
+    ("runtime.pollDesc", "rg")``) as ``binary``'s DWARF says: the fallback of every layout
+    table (a Go release the table does not cover) and what the tests check each table against.
+    {} without DWARF, when it is corrupt, or when it lacks one of them (half a layout is none)."""
+    if not binary.has_dwarf:
+        return {}
+    try:
+        found = _walk_dwarf(binary.elf, {s for s, _f in fields.values()})
+    except Exception:  # noqa: BLE001 - pyelftools reports corrupt DWARF with any exception type
+        return {}
+    got = {k: found[(s.removeprefix("runtime."), f)] for k, (s, f) in fields.items()
+           if (s.removeprefix("runtime."), f) in found}
+    return got if len(got) == len(fields) else {}
+
+
 def read_string_array(elf: ElfImage, vaddr: int, size: int) -> list[str]:
     """A Go ``[N]string`` at ``vaddr`` of ``size`` bytes: N string headers (pointer, length), then
     the bytes each points at. Raises ElfError when a header points outside the file."""

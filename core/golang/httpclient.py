@@ -41,7 +41,7 @@ import struct
 from dataclasses import dataclass
 
 from .goframes import frame_of, frame_words, pointer_candidates, read_each
-from .golayout import _walk_dwarf
+from .golayout import dwarf_fields
 from .runtime_reader import Unreadable
 
 ROUND_TRIP = ("net/http.(*persistConn).roundTrip",)
@@ -93,15 +93,7 @@ def _offsets_of(binary) -> dict[str, int]:
 
 def dwarf_offsets(binary) -> dict[str, int]:
     """What the binary's DWARF says of ``LAYOUT``'s fields ({} without DWARF or when one lacks)."""
-    if not binary.has_dwarf:
-        return {}
-    try:
-        found = _walk_dwarf(binary.elf, {s for s, _f in _DWARF.values()})
-    except Exception:  # noqa: BLE001 - pyelftools reports corrupt DWARF with any exception type
-        return {}
-    short = {(s.removeprefix("runtime."), f): v for (s, f), v in found.items()}
-    got = {k: short[v] for k, v in _DWARF.items() if v in short}
-    return got if len(got) == len(_DWARF) else {}
+    return dwarf_fields(binary, _DWARF)
 
 
 def is_host_port(s: str) -> bool:

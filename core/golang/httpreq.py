@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import struct
 
-from .golayout import _walk_dwarf
+from .golayout import dwarf_fields
 from .runtime_reader import Unreadable
 
 LAYOUT = {"Request.Method": 0, "Request.URL": 16, "URL.Path": 56}
@@ -50,18 +50,12 @@ def offsets_of(binary) -> dict[str, int]:
     return binary.memo("httpreq.offsets", lambda: _offsets_of(binary))
 
 
-def _offsets_of(binary) -> dict[str, int]:
-    got = {}
-    if binary.has_dwarf:
-        try:
-            found = _walk_dwarf(binary.elf, {"net/http.Request", "net/url.URL"})
-        except Exception:  # noqa: BLE001 - corrupt DWARF: fall back to the table
-            found = {}
-        pairs = {"Request.Method": ("net/http.Request", "Method"), "Request.URL": ("net/http.Request", "URL"),
+DWARF_FIELDS = {"Request.Method": ("net/http.Request", "Method"), "Request.URL": ("net/http.Request", "URL"),
                  "URL.Path": ("net/url.URL", "Path")}
-        got = {k: found[v] for k, v in pairs.items() if v in found}
-        if len(got) != len(pairs):
-            got = {}
+
+
+def _offsets_of(binary) -> dict[str, int]:
+    got = dwarf_fields(binary, DWARF_FIELDS)
     if not got:
         if not LAYOUT_GO[0] <= tuple(binary.version_tuple[:2]) <= LAYOUT_GO[1]:
             raise UnknownLayout(f"{binary.path}: {binary.go_version}: net/http.Request layout unknown "

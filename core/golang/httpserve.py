@@ -70,7 +70,8 @@ import struct
 from dataclasses import dataclass
 
 from .goframes import read_each
-from .golayout import _walk_dwarf
+from .golayout import dwarf_fields
+from .httpreq import DWARF_FIELDS as REQUEST_DWARF_FIELDS
 from .httpreq import LAYOUT as REQUEST_LAYOUT
 from .httpreq import LAYOUT_GO, UnknownLayout, read_method_path
 from .runtime_reader import Unreadable
@@ -85,8 +86,7 @@ MAX_FRAME_BYTES = 16 * 1024
 1.1 KiB on Go 1.21-1.27)."""
 MAX_CANDIDATES = 512
 _DWARF_FIELDS = {"response.conn": ("net/http.response", "conn"), "response.req": ("net/http.response", "req"),
-                 "Request.Method": ("net/http.Request", "Method"), "Request.URL": ("net/http.Request", "URL"),
-                 "URL.Path": ("net/url.URL", "Path")}
+                 **REQUEST_DWARF_FIELDS}
 _HEAP_MIN = 0x10000
 _USER_MAX = 1 << 47
 
@@ -131,20 +131,13 @@ def _in_table(binary) -> bool:
 def dwarf_offsets(binary) -> dict[str, int]:
     """What the binary's DWARF says of the same fields ({} without DWARF, or when it lacks one):
     for checking the tables."""
-    if not binary.has_dwarf:
-        return {}
-    found = _walk_dwarf(binary.elf, {s for s, _f in _DWARF_FIELDS.values()})
-    got = {k: found[v] for k, v in _DWARF_FIELDS.items() if v in found}
-    return got if len(got) == len(_DWARF_FIELDS) else {}
+    return dwarf_fields(binary, _DWARF_FIELDS)
 
 
 def _offsets_of(binary) -> dict[str, int]:
     if _in_table(binary):
         return {**REQUEST_LAYOUT, **LAYOUT}
-    try:
-        got = dwarf_offsets(binary)
-    except Exception:  # noqa: BLE001 - pyelftools reports corrupt DWARF with any exception type
-        got = {}
+    got = dwarf_offsets(binary)
     if got:
         return got
     raise UnknownLayout(f"{binary.path}: {binary.go_version}: net/http.response layout unknown "

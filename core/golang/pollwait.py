@@ -35,7 +35,7 @@ import struct
 from dataclasses import dataclass
 
 from .goframes import frame_of, frame_words, pointer_candidates, read_each
-from .golayout import _walk_dwarf
+from .golayout import dwarf_fields
 from .runtime_reader import Unreadable
 
 POLL_WAIT = ("runtime.poll_runtime_pollWait", "internal/poll.runtime_pollWait")
@@ -84,14 +84,7 @@ def _offsets_of(binary) -> dict[str, int]:
 
 def dwarf_offsets(binary) -> dict[str, int]:
     """What the binary's DWARF says of ``LAYOUT``'s fields ({} without it): for checking the table."""
-    if not binary.has_dwarf:
-        return {}
-    try:
-        found = _walk_dwarf(binary.elf, {"runtime.pollDesc"})
-    except Exception:  # noqa: BLE001 - pyelftools reports corrupt DWARF with any exception type
-        return {}
-    got = {f"pollDesc.{f}": found[("pollDesc", f)] for f in ("fd", "rg", "wg") if ("pollDesc", f) in found}
-    return got if len(got) == 3 else {}
+    return dwarf_fields(binary, {f"pollDesc.{f}": ("runtime.pollDesc", f) for f in ("fd", "rg", "wg")})
 
 
 def find_poll_wait(reader, binary, g: int, pcs: list[int], bounds: list[tuple[int, int]],
