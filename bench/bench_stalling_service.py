@@ -50,6 +50,16 @@ With the budget (``arm_slice = 2s``, ``overhead_budget = 0.02``)::
     5: shipped +2.3 % est. / -1.7 % measured (noise);  always +66.0 % est. / +55.0 % measured
        (1.2x), at 3.2-3.5 us/hit (1.6-1.7 us measured x 2); 111 armings refused in the shipped rows
 
+After the wake signal (on_ready notes each woken goroutine in a per-CPU ring; later the same day,
+the host loaded by three other engineers' benches and builds)::
+
+    run (rounds, wrk)  off          shipped plugins.toml                  goroutine tier always
+    6 (2, 30 s)        21.6 us/req  1.09x (+8.6 %)  62/62, armed 18 %     1.50x (+50.0 %)  62/62
+    7 (3, 30 s)        21.1 us/req  1.00x (-0.4 %)  93/93, armed 14 %     1.44x (+44.4 %)  93/93
+
+    lgf's estimate vs measured: 6: shipped +3.1 % est. / +8.6 % measured, always +59.1 % / +50.0 %;
+    7: shipped +2.4 % / -0.4 % (noise), always +69.6 % / +44.4 % (1.6x), 2.1-2.5 us/hit
+
 Every slow request was reported in runs 4 and 5 (the ones the tier was not armed for by the
 sampler, with sampled bounds). Run 4's 10 s window is short against the budget's bucket (it
 starts full and holds 30 s of budget), so the shipped figure includes its first slices; at 30 s
