@@ -254,7 +254,9 @@ class AlertEngine:
         matches its comm or executable, else the name its OpenTelemetry environment declares
         (``otel_service``, put there by ``lgf.identity``), else its pod's app label, else its
         pod's owner, else its main module's name, else comm (the module docstring)."""
-        declared = tuple(str(event.extra.get(k) or "") for k in ("otel_service", "app_label", "owner_name"))
+        extra = event.extra
+        declared = (str(extra.get("otel_service") or ""), str(extra.get("app_label") or ""),
+                    str(extra.get("owner_name") or ""))
         key = (event.comm, event.exe or f"pid:{event.pid}", *declared)
         name = self._service_cache.get(key)
         if name is None:
@@ -284,7 +286,7 @@ class AlertEngine:
         a process on this host (``service`` added to ``caller`` / ``waited_on``), else by its
         address (a caller's without its port, which is ephemeral: one hop per client host)."""
         ends = [event.extra.get(k) for k in PEER_KEYS]
-        if not any(isinstance(e, dict) for e in ends):
+        if not (isinstance(ends[0], dict) or isinstance(ends[1], dict)):
             return
         names = []
         for end in ends:
@@ -318,9 +320,11 @@ class AlertEngine:
         if event.kind != "stall":
             return
         event.env = self.env
-        event.tags = {**self.tags, **event.tags}
+        if self.tags:
+            event.tags = {**self.tags, **event.tags}
         event.topology = {**self.topology, **event.topology}
-        service = event.extra.setdefault("service", self.service_of(event))
+        extra = event.extra
+        service = extra["service"] if "service" in extra else extra.setdefault("service", self.service_of(event))
         self._derive_path(event, service)
         event.severity = self.severity_of(event.duration_ns)
         now = self.clock()

@@ -62,8 +62,7 @@ class Drift:
         at = None
         if self.event_time is not None:
             at = self.event_time = _unix(event.ts) or self.event_time or None
-        self.store.observe(service, event.cause, event.duration_ns, now_s=at)
-        return self.store.is_established(service, event.cause, now_s=at)
+        return self.store.observe_established(service, event.cause, event.duration_ns, now_s=at)
 
     def tick(self) -> None:
         if self.store is not None and self.event_time is None:
