@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 import pluggy
 
-ISOLATED_HOOKS = frozenset({"lgf_enrich", "lgf_classify"})
-"""Hooks called per event, where one raising implementation must not stop the rest."""
+ISOLATED_HOOKS = frozenset({"lgf_enrich", "lgf_classify", "lgf_enrich_batch", "lgf_classify_batch"})
+"""Hooks called per event or per batch, where one raising implementation must not stop the rest."""
 
 ErrorReport = Callable[[str, str, BaseException], None]
 """``report(plugin_name, hook_name, exc)``: what a guard calls when an implementation raises."""

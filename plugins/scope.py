@@ -67,6 +67,12 @@ class ScopeEnricher:
         if event.scope == "request" and not event.http_method and event.extra.get("http_request_addr"):
             self._read_request(event)
 
+    @hookimpl(trylast=True)
+    def lgf_enrich_batch(self, events) -> None:
+        """``lgf_enrich`` of each event: the pipeline's one call per batch (lgf.hookspecs)."""
+        for event in events:
+            self.lgf_enrich(event)
+
     def judge(self, event) -> Verdict:
         """The verdict on one event (see the module docstring)."""
         if not event.goid or not (event.pcs or event.stack):

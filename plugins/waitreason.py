@@ -44,6 +44,15 @@ class WaitReasonClassifier:
             return cause
         return decide_with_enrichment(cause, event)
 
+    @hookimpl(trylast=True)
+    def lgf_classify_batch(self, events):
+        """``lgf_classify`` of each event no classifier before this one decided (lgf.hookspecs)."""
+        for event in events:
+            if not event.cause:
+                cause = self.lgf_classify(event)
+                if cause is not None:
+                    event.cause = cause
+
 
 @hookimpl
 def lgf_components():
