@@ -217,13 +217,17 @@ _EXTRA_JSON = b',"extra":'
 _EXTRA_MSGPACK = b"\xa5extra"
 
 
+_JSON = msgspec.json.Encoder()
+_MSGPACK = msgspec.msgpack.Encoder()
+
+
 def _json_of(event: Event) -> bytes:
     extra = event.extra
     try:
-        if extra.keys() & _FIELD_NAMES:  # a key a field has: the field wins, as in to_dict
+        if not _FIELD_NAMES.isdisjoint(extra):  # a key a field has: the field wins, as in to_dict
             raise ValueError("extra shadows a field")
-        whole = msgspec.json.encode(event)
-        tail = msgspec.json.encode(extra)
+        whole = _JSON.encode(event)
+        tail = _JSON.encode(extra)
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError):  # beyond msgspec: the standard library
         return json.dumps(event.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
     head = whole[: len(whole) - len(tail) - len(_EXTRA_JSON) - 1]
@@ -233,10 +237,10 @@ def _json_of(event: Event) -> bytes:
 def _msgpack_of(event: Event) -> bytes:
     extra = event.extra
     try:
-        if extra.keys() & _FIELD_NAMES or len(extra) > 0xFFFF - len(_WRITTEN_FIELDS):
+        if not _FIELD_NAMES.isdisjoint(extra) or len(extra) > 0xFFFF - len(_WRITTEN_FIELDS):
             raise ValueError("extra shadows a field, or is too big to splice")
-        whole = msgspec.msgpack.encode(event)
-        tail = msgspec.msgpack.encode(extra)
+        whole = _MSGPACK.encode(event)
+        tail = _MSGPACK.encode(extra)
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
         return msgpack.packb(event.to_dict(), use_bin_type=True)
     # whole: a map16 header (0xde, count), the fields, then "extra" and its map; the map's entries
