@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 
 from lgf import overrides
 
@@ -18,4 +19,8 @@ def run(args: argparse.Namespace) -> int:
     from lgf.run import open_host
 
     host = open_host(args.config, overrides=overrides.from_args(args))
+    # Start-up's objects (modules, plugins, the host) live as long as the process: frozen, the
+    # collector's full scans during a storm skip them (a replay of 100,000 stalls spent 0.4 s
+    # of its 5 s of CPU in them).
+    gc.freeze()
     return host.run()
