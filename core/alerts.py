@@ -158,12 +158,15 @@ class Group:
     goroutines: set = field(default_factory=set)
 
     def add(self, event: Event) -> None:
+        duration = event.duration_ns
         self.count += 1
-        self.total_ns += event.duration_ns
-        self.start_ns = min(self.start_ns, event.start_ns)
-        self.end_ns = max(self.end_ns, event.end_ns)
-        if self.worst is None or event.duration_ns > self.worst_ns:
-            self.worst_ns, self.worst = event.duration_ns, event
+        self.total_ns += duration
+        if event.start_ns < self.start_ns:
+            self.start_ns = event.start_ns
+        if event.end_ns > self.end_ns:
+            self.end_ns = event.end_ns
+        if self.worst is None or duration > self.worst_ns:
+            self.worst_ns, self.worst = duration, event
         if len(self.pids) < MAX_PIDS_LISTED:
             self.pids.add(event.pid)
         if len(self.goroutines) < 4096:
@@ -330,7 +333,8 @@ class AlertEngine:
         now = self.clock()
         with self._lock:
             self.windows.add(event)
-            self._notice_deploy(service, event.build_id, now)
+            if event.build_id:
+                self._notice_deploy(service, event.build_id, now)
             watched = self.drift.observe(service, event)  # an established baseline groups small stalls too
             if event.duration_ns < self.threshold_ns and not watched:
                 self.stats.inc("lgf_stalls_below_alert_threshold_total", env=self.env)
@@ -349,7 +353,8 @@ class AlertEngine:
                 self.journal.add_stall(key, event)
 
     def _key(self, event: Event, service: str) -> tuple:
-        incident = incident_key(event, service, top_frame_of(event), self.groups)
+        top = top_frame_of(event)
+        incident = incident_key(event, service, top, self.groups)
         if incident is not None:  # one slow request, one alert (lgf.incidents)
             return incident
         values = []
@@ -357,7 +362,7 @@ class AlertEngine:
             if f == "service":
                 values.append(service)
             elif f == "top_frame":
-                values.append(top_frame_of(event))
+                values.append(top)
             else:
                 values.append(getattr(event, f))
         return tuple(values)

@@ -96,6 +96,12 @@ def _unix(ts: str) -> float:
     """RFC 3339 -> Unix seconds (microseconds kept: Python reads at most six digits); 0.0 if none."""
     if not ts:
         return 0.0
+    if len(ts) == 30 and ts[19] == "." and ts[29] == "Z" and ts[20:26].isdigit():
+        # the form lgf writes (YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ, lgf.event.wallclock_of): no splitting
+        try:
+            return _unix_second(ts[:19]) + int(ts[20:26]) / 1e6
+        except ValueError:
+            return 0.0
     head, dot, frac = ts.rstrip("Z").partition(".")
     try:
         micros = int(frac[:6].ljust(6, "0")) if dot else 0

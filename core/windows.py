@@ -45,13 +45,17 @@ class StallWindow:
     closed: bool = False
 
     def add(self, event: Event) -> None:
-        self.start_ns = min(self.start_ns, event.start_ns)
-        self.end_ns = max(self.end_ns, event.end_ns)
+        duration = event.duration_ns
+        if event.start_ns < self.start_ns:
+            self.start_ns = event.start_ns
+        if event.end_ns > self.end_ns:
+            self.end_ns = event.end_ns
         self.count += 1
-        self.total_ns += event.duration_ns
-        if event.duration_ns >= self.worst_ns:
-            self.worst_ns, self.worst_event_id, self.trace_id = event.duration_ns, event.id, event.trace_id
-        self.causes[event.cause] += 1
+        self.total_ns += duration
+        if duration >= self.worst_ns:
+            self.worst_ns, self.worst_event_id, self.trace_id = duration, event.id, event.trace_id
+        causes = self.causes
+        causes[event.cause] = causes.get(event.cause, 0) + 1
         if event.goid not in self._listed:
             self.goroutines += 1
             if len(self.goids) < MAX_GOROUTINES_LISTED:
