@@ -58,10 +58,16 @@ def new_id() -> str:
 
 def wallclock_of(monotonic_ns: int) -> str:
     """RFC 3339 (UTC, nanoseconds) of a CLOCK_MONOTONIC instant in the recent past."""
-    now_real = time.time_ns()
-    now_mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-    real = now_real - (now_mono - monotonic_ns)
-    secs, nanos = divmod(real, 1_000_000_000)
+    return _rfc3339(_monotonic_to_real() + monotonic_ns)
+
+
+def _monotonic_to_real() -> int:
+    """What to add to a CLOCK_MONOTONIC instant to make it wall-clock nanoseconds, now."""
+    return time.time_ns() - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+def _rfc3339(real_ns: int) -> str:
+    secs, nanos = divmod(real_ns, 1_000_000_000)
     return f"{_utc_second(secs)}.{nanos:09d}Z"
 
 
@@ -155,6 +161,19 @@ class Event(_Encodings):
         if not self.ts and self.end_ns:
             self.ts = wallclock_of(self.end_ns)
         return self
+
+
+def finish_all(events: Iterable[Event]) -> None:
+    """:meth:`Event.finish` of each of ``events``, the clocks read once for them all (the
+    pipeline's batch: reading both clocks per event was a third of what finishing cost)."""
+    to_real = None
+    for event in events:
+        if not event.duration_ns and event.end_ns:
+            event.duration_ns = event.end_ns - event.start_ns
+        if not event.ts and event.end_ns:
+            if to_real is None:
+                to_real = _monotonic_to_real()
+            event.ts = _rfc3339(to_real + event.end_ns)
 
 
 _FIELD_NAMES = frozenset(f.name for f in fields(Event))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .components import member
-from .event import SEVERITIES, Event
+from .event import SEVERITIES, Event, finish_all
 from .stats import Stats
 
 log = logging.getLogger("lgf")
@@ -106,9 +106,11 @@ class Pipeline:
         """Enrich, classify and let the alert policy see each of ``events``, stage by stage over
         the batch; returns those not held back (idle waits are, see the module docstring)."""
         events = list(events)
-        for event in events:
-            event.finish()
-            if self.identities is not None and event.kind == "stall":
+        finish_all(events)
+        if self.identities is not None:
+            for event in events:
+                if event.kind != "stall":
+                    continue
                 try:
                     self.identities.apply(event)
                 except Exception:  # /proc read in a way not foreseen: the event goes on without it
