@@ -75,6 +75,7 @@ import json
 import logging
 import sqlite3
 import threading
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -242,9 +243,9 @@ class AlertJournal:
         self.written += len(self._pending)
         if self._pending:
             self._open_stalls[seq] = len(self._pending)
-            for text, _ in self._pending:
+            for text, n in Counter(text for text, _ in self._pending).items():  # per group, not per stall
                 per_batch = self._batches_of.setdefault(text, {})
-                per_batch[seq] = per_batch.get(seq, 0) + 1
+                per_batch[seq] = per_batch.get(seq, 0) + n
         for s in emptied:
             self._open_stalls.pop(s, None)
 
