@@ -210,11 +210,9 @@ def from_msgpack(data: bytes) -> Event:
 
 def _memo_of(event: Event) -> dict | None:
     """The encodings of a frozen event; None when it is not frozen (the slot is left unset by
-    ``__init__``, so that making an event costs nothing more)."""
-    try:
-        return event._encoded
-    except AttributeError:
-        return None
+    ``__init__``, so that making an event costs nothing more; getattr's default, not a raised
+    AttributeError, for the unset slot: a third of a microsecond per event)."""
+    return getattr(event, "_encoded", None)
 
 
 def _encoded(event: Event, codec: str, encode) -> bytes:
