@@ -93,6 +93,10 @@ MAX_PENDING = 4096
 """Stalls ``add_stall`` keeps in memory at most before it commits by itself (a caller that
 commits per batch, as the host does, never reaches it)."""
 
+PAGE_SIZE = 65536
+"""SQLite's largest page: a batch row (256 stalls, about 180 kB) spans 3 pages instead of 45,
+and SQLite writes each page of the write-ahead log in its own system call."""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
     seq       INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -127,7 +131,8 @@ class AlertJournal:
         self._errors = 0
         self.path = Path(spool_dir) / FILE_NAME
         self._lockfile, self._db = sqlitefile.open_owned(
-            self.path, f"alert journal {self.path} is in use by another lgf process (two lgf on one [lgf] spool_dir)")
+            self.path, f"alert journal {self.path} is in use by another lgf process (two lgf on one [lgf] spool_dir)",
+            page_size=PAGE_SIZE)
         self._lock = threading.Lock()
         self._pending: list[tuple[str, Event]] = []
         """Stalls added since the last commit: (group key text, event), encoded at the commit."""
