@@ -6,8 +6,11 @@ One pipeline serves ``lgf run`` (fed by sources through a bounded queue) and ``l
 Failure isolation is the point of this module: every sink sits behind its own delivery queue,
 and every enricher and classifier implementation is guarded where it is registered
 (``lgf.hookcall``), so one plugin that raises is counted (``lgf_plugin_errors_total``) and logged
-by name while the rest carry on. The per-event hooks are still called through pluggy, so tracing
-and wrappers work.
+by name while the rest carry on. The hooks are still called through pluggy, so tracing and
+wrappers work: once per batch (``lgf_enrich_batch``, ``lgf_classify_batch``) when every plugin of
+the per-event hook has the batch hook too, as the built-ins do, else once per event, for every
+plugin, as before (``lgf.hookspecs``). The stages run over the whole batch one after the other:
+every event is enriched, then classified, then seen by the alert policy.
 
 Idle waits (``lgf.idle``): after the enrichers, an event whose ``extra["verdict"]`` is
 ``"idle"`` (judged by its source, or by the built-in ``scope`` enricher, which judges every event
