@@ -102,11 +102,12 @@ def lgf_enrich_batch(events: list[Event]) -> None:
     ``lgf_enrich`` (every plugin written before this hook), the pipeline calls ``lgf_enrich`` for
     each event, for every plugin, exactly as before: order, wrappers and per-event isolation
     unchanged. So a plugin that implements this hook implements ``lgf_enrich`` too, and both do
-    the same thing (the built-in enrichers loop over ``lgf_enrich``). Order as ``lgf_enrich``
+    the same thing (the built-in ``scope`` loops over its ``lgf_enrich``). Order as ``lgf_enrich``
     (``trylast`` etc. apply the same). Guarded like ``lgf_enrich``: an implementation that raises
     is counted in ``lgf_plugin_errors_total{plugin,hook}`` once and the next implementation
     still gets the whole batch; the events after the one that raised miss that implementation,
-    so catch per event what one event may cause.
+    so catch per event what one event may cause (the built-ins go on with the rest of the batch
+    and raise the first error at the end, counted once).
     """
 
 
