@@ -158,12 +158,15 @@ class Group:
     goroutines: set = field(default_factory=set)
 
     def add(self, event: Event) -> None:
+        duration = event.duration_ns
         self.count += 1
-        self.total_ns += event.duration_ns
-        self.start_ns = min(self.start_ns, event.start_ns)
-        self.end_ns = max(self.end_ns, event.end_ns)
-        if self.worst is None or event.duration_ns > self.worst_ns:
-            self.worst_ns, self.worst = event.duration_ns, event
+        self.total_ns += duration
+        if event.start_ns < self.start_ns:
+            self.start_ns = event.start_ns
+        if event.end_ns > self.end_ns:
+            self.end_ns = event.end_ns
+        if self.worst is None or duration > self.worst_ns:
+            self.worst_ns, self.worst = duration, event
         if len(self.pids) < MAX_PIDS_LISTED:
             self.pids.add(event.pid)
         if len(self.goroutines) < 4096:
@@ -254,7 +257,9 @@ class AlertEngine:
         matches its comm or executable, else the name its OpenTelemetry environment declares
         (``otel_service``, put there by ``lgf.identity``), else its pod's app label, else its
         pod's owner, else its main module's name, else comm (the module docstring)."""
-        declared = tuple(str(event.extra.get(k) or "") for k in ("otel_service", "app_label", "owner_name"))
+        extra = event.extra
+        declared = (str(extra.get("otel_service") or ""), str(extra.get("app_label") or ""),
+                    str(extra.get("owner_name") or ""))
         key = (event.comm, event.exe or f"pid:{event.pid}", *declared)
         name = self._service_cache.get(key)
         if name is None:
@@ -284,7 +289,7 @@ class AlertEngine:
         a process on this host (``service`` added to ``caller`` / ``waited_on``), else by its
         address (a caller's without its port, which is ephemeral: one hop per client host)."""
         ends = [event.extra.get(k) for k in PEER_KEYS]
-        if not any(isinstance(e, dict) for e in ends):
+        if not (isinstance(ends[0], dict) or isinstance(ends[1], dict)):
             return
         names = []
         for end in ends:
@@ -318,15 +323,18 @@ class AlertEngine:
         if event.kind != "stall":
             return
         event.env = self.env
-        event.tags = {**self.tags, **event.tags}
+        if self.tags:
+            event.tags = {**self.tags, **event.tags}
         event.topology = {**self.topology, **event.topology}
-        service = event.extra.setdefault("service", self.service_of(event))
+        extra = event.extra
+        service = extra["service"] if "service" in extra else extra.setdefault("service", self.service_of(event))
         self._derive_path(event, service)
         event.severity = self.severity_of(event.duration_ns)
         now = self.clock()
         with self._lock:
             self.windows.add(event)
-            self._notice_deploy(service, event.build_id, now)
+            if event.build_id:
+                self._notice_deploy(service, event.build_id, now)
             watched = self.drift.observe(service, event)  # an established baseline groups small stalls too
             if event.duration_ns < self.threshold_ns and not watched:
                 self.stats.inc("lgf_stalls_below_alert_threshold_total", env=self.env)
@@ -345,7 +353,8 @@ class AlertEngine:
                 self.journal.add_stall(key, event)
 
     def _key(self, event: Event, service: str) -> tuple:
-        incident = incident_key(event, service, top_frame_of(event), self.groups)
+        top = top_frame_of(event)
+        incident = incident_key(event, service, top, self.groups)
         if incident is not None:  # one slow request, one alert (lgf.incidents)
             return incident
         values = []
@@ -353,7 +362,7 @@ class AlertEngine:
             if f == "service":
                 values.append(service)
             elif f == "top_frame":
-                values.append(top_frame_of(event))
+                values.append(top)
             else:
                 values.append(getattr(event, f))
         return tuple(values)

@@ -234,7 +234,10 @@ class BaselineStore:
     # -- recording ---------------------------------------------------------------------------------
 
     def observe(self, service: str, cause: str, duration_ns: int, now_s: float | None = None) -> None:
-        """Count one stall of ``service`` with ``cause`` into the current minute."""
+        """Count one stall of ``service`` with ``cause`` into the current minute (nothing for a
+        series a replay cannot grade: :meth:`ungradable`)."""
+        if self.ungradable(service, cause):
+            return
         now_s = self.clock() if now_s is None else now_s
         minute = int(now_s // MINUTE_S)
         with self._lock:
@@ -436,8 +439,25 @@ class BaselineStore:
 
     def is_established(self, service: str, cause: str, now_s: float | None = None) -> bool:
         """Whether stalls under the fixed threshold should still be grouped for this series."""
+        if self.ungradable(service, cause):
+            return False
         base = self.baseline(service, cause, now_s)
         return bool(base and base["established"])
+
+    def observe_established(self, service: str, cause: str, duration_ns: int, now_s: float | None = None) -> bool:
+        """:meth:`observe`, then :meth:`is_established`: what the alert policy asks of every stall."""
+        if self.ungradable(service, cause):
+            return False
+        self.observe(service, cause, duration_ns, now_s)
+        return self.is_established(service, cause, now_s)
+
+    def ungradable(self, service: str, cause: str) -> bool:
+        """A series a replay (``persist`` off) opened that the store has no row for: nothing is
+        written during a replay, so it stays unknown and every grade of it says "unknown" (fixed
+        thresholds) whatever it counts. Its stalls cost a dict look-up, not the minute's
+        bookkeeping."""
+        series = self._series.get((service, cause))
+        return series is not None and series.sid < 0
 
     def live_series(self) -> list[tuple[str, str]]:
         """The series this process has seen since it started (at most ``max_series``)."""

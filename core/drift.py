@@ -31,6 +31,8 @@ from .baselines import BaselineOptions, BaselineStore
 from .event import SEVERITIES
 
 RANK = {s: i for i, s in enumerate(SEVERITIES)}
+MAX_UNREAD = 4096
+"""Stamps a replay keeps unread at most (``Drift._unread``) before reading the last one."""
 log = logging.getLogger("lgf.drift")
 
 
@@ -41,7 +43,11 @@ class Drift:
         self.policy = policy
         self.store = None
         self.event_time: float | None = None
-        """In replay mode, the ``ts`` of the last stall seen (Unix seconds); None when live."""
+        """In replay mode, the ``ts`` of the last stall seen (Unix seconds); None when live.
+        Read it after :meth:`_read_stamps`."""
+        self._unread: list[str] = []
+        """Replay: the ``ts`` of the stalls seen since ``event_time`` was last brought up to date,
+        read only when a time is needed (most stalls of a replay are of series no baseline grades)."""
         if options.enabled and policy.drift_z > 0:
             try:
                 self.store = BaselineStore(config.host.spool_dir, options, clock=wall_clock, stats=stats)
@@ -59,11 +65,31 @@ class Drift:
     def observe(self, service: str, event) -> bool:
         if self.store is None:
             return False
-        at = None
-        if self.event_time is not None:
-            at = self.event_time = _unix(event.ts) or self.event_time or None
-        self.store.observe(service, event.cause, event.duration_ns, now_s=at)
-        return self.store.is_established(service, event.cause, now_s=at)
+        if self.event_time is None:  # live: the store's own clock
+            return self.store.observe_established(service, event.cause, event.duration_ns)
+        if self.store.ungradable(service, event.cause):  # nothing to count: only its time matters
+            self._unread.append(event.ts)
+            if len(self._unread) >= MAX_UNREAD:
+                self._read_stamps()
+            return False
+        self._read_stamps()
+        at = self.event_time = _unix(event.ts) or self.event_time or None
+        return self.store.observe_established(service, event.cause, event.duration_ns, now_s=at)
+
+    def _read_stamps(self) -> None:
+        """``event_time`` as if every stall's ``ts`` had been read as it came: the last one that
+        reads as a time (an empty or unreadable one leaves the time before it; the first stall of
+        a replay without one ends replay timing, as :meth:`observe` always had it)."""
+        unread = self._unread
+        if unread and self.event_time == 0.0 and not _unix(unread[0]):
+            self.event_time = None
+        else:
+            for ts in reversed(unread):
+                at = _unix(ts)
+                if at:
+                    self.event_time = at
+                    break
+        unread.clear()
 
     def tick(self) -> None:
         if self.store is not None and self.event_time is None:
@@ -73,6 +99,8 @@ class Drift:
         """Label ``alert`` with its baseline; True if it is to be held back."""
         if self.store is None:
             return False
+        if self.event_time is not None:
+            self._read_stamps()
         grade = self.store.grade(service, alert.cause, self.policy.sigma_scale, now_s=self.event_time or None)
         grade["k"] = self.policy.drift_z
         alert.extra["baseline"] = grade
@@ -97,6 +125,12 @@ def _unix(ts: str) -> float:
     """RFC 3339 -> Unix seconds (microseconds kept: Python reads at most six digits); 0.0 if none."""
     if not ts:
         return 0.0
+    if len(ts) == 30 and ts[19] == "." and ts[29] == "Z" and ts[20:26].isdigit():
+        # the form lgf writes (YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ, lgf.event.wallclock_of): no splitting
+        try:
+            return _unix_second(ts[:19]) + int(ts[20:26]) / 1e6
+        except ValueError:
+            return 0.0
     head, dot, frac = ts.rstrip("Z").partition(".")
     try:
         micros = int(frac[:6].ljust(6, "0")) if dot else 0

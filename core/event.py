@@ -58,10 +58,16 @@ def new_id() -> str:
 
 def wallclock_of(monotonic_ns: int) -> str:
     """RFC 3339 (UTC, nanoseconds) of a CLOCK_MONOTONIC instant in the recent past."""
-    now_real = time.time_ns()
-    now_mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-    real = now_real - (now_mono - monotonic_ns)
-    secs, nanos = divmod(real, 1_000_000_000)
+    return _rfc3339(_monotonic_to_real() + monotonic_ns)
+
+
+def _monotonic_to_real() -> int:
+    """What to add to a CLOCK_MONOTONIC instant to make it wall-clock nanoseconds, now."""
+    return time.time_ns() - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+def _rfc3339(real_ns: int) -> str:
+    secs, nanos = divmod(real_ns, 1_000_000_000)
     return f"{_utc_second(secs)}.{nanos:09d}Z"
 
 
@@ -157,6 +163,19 @@ class Event(_Encodings):
         return self
 
 
+def finish_all(events: Iterable[Event]) -> None:
+    """:meth:`Event.finish` of each of ``events``, the clocks read once for them all (the
+    pipeline's batch: reading both clocks per event was a third of what finishing cost)."""
+    to_real = None
+    for event in events:
+        if not event.duration_ns and event.end_ns:
+            event.duration_ns = event.end_ns - event.start_ns
+        if not event.ts and event.end_ns:
+            if to_real is None:
+                to_real = _monotonic_to_real()
+            event.ts = _rfc3339(to_real + event.end_ns)
+
+
 _FIELD_NAMES = frozenset(f.name for f in fields(Event))
 _WRITTEN_FIELDS = tuple(f.name for f in fields(Event) if f.name != "extra")  # hot path
 _written_values = operator.attrgetter(*_WRITTEN_FIELDS)  # one C call for every field, in order
@@ -191,11 +210,9 @@ def from_msgpack(data: bytes) -> Event:
 
 def _memo_of(event: Event) -> dict | None:
     """The encodings of a frozen event; None when it is not frozen (the slot is left unset by
-    ``__init__``, so that making an event costs nothing more)."""
-    try:
-        return event._encoded
-    except AttributeError:
-        return None
+    ``__init__``, so that making an event costs nothing more; getattr's default, not a raised
+    AttributeError, for the unset slot: a third of a microsecond per event)."""
+    return getattr(event, "_encoded", None)
 
 
 def _encoded(event: Event, codec: str, encode) -> bytes:
@@ -217,13 +234,17 @@ _EXTRA_JSON = b',"extra":'
 _EXTRA_MSGPACK = b"\xa5extra"
 
 
+_JSON = msgspec.json.Encoder()
+_MSGPACK = msgspec.msgpack.Encoder()
+
+
 def _json_of(event: Event) -> bytes:
     extra = event.extra
     try:
-        if extra.keys() & _FIELD_NAMES:  # a key a field has: the field wins, as in to_dict
+        if not _FIELD_NAMES.isdisjoint(extra):  # a key a field has: the field wins, as in to_dict
             raise ValueError("extra shadows a field")
-        whole = msgspec.json.encode(event)
-        tail = msgspec.json.encode(extra)
+        whole = _JSON.encode(event)
+        tail = _JSON.encode(extra)
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError):  # beyond msgspec: the standard library
         return json.dumps(event.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
     head = whole[: len(whole) - len(tail) - len(_EXTRA_JSON) - 1]
@@ -233,10 +254,10 @@ def _json_of(event: Event) -> bytes:
 def _msgpack_of(event: Event) -> bytes:
     extra = event.extra
     try:
-        if extra.keys() & _FIELD_NAMES or len(extra) > 0xFFFF - len(_WRITTEN_FIELDS):
+        if not _FIELD_NAMES.isdisjoint(extra) or len(extra) > 0xFFFF - len(_WRITTEN_FIELDS):
             raise ValueError("extra shadows a field, or is too big to splice")
-        whole = msgspec.msgpack.encode(event)
-        tail = msgspec.msgpack.encode(extra)
+        whole = _MSGPACK.encode(event)
+        tail = _MSGPACK.encode(extra)
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
         return msgpack.packb(event.to_dict(), use_bin_type=True)
     # whole: a map16 header (0xde, count), the fields, then "extra" and its map; the map's entries

@@ -1,7 +1,9 @@
-"""Per-event hooks through pluggy, with one failing implementation isolated from the others.
+"""Per-event (and per-batch) hooks through pluggy, with one failing implementation isolated
+from the others.
 
-pluggy aborts a hook call on the first exception. For ``lgf_enrich`` and ``lgf_classify`` that
-would let one buggy plugin blind every other one, so each plain implementation of those hooks is
+pluggy aborts a hook call on the first exception. For ``lgf_enrich`` and ``lgf_classify`` (and
+their batch forms, ``lgf_enrich_batch`` and ``lgf_classify_batch``) that would let one buggy
+plugin blind every other one, so each plain implementation of those hooks is
 wrapped, when it is registered, in a guard that reports the exception (by plugin name and hook)
 and answers ``None``: the next implementation runs, and for ``lgf_classify`` (firstresult) the
 next classifier decides. The call itself still goes through pluggy, so ``LGF_TRACE_PLUGINS=1``
@@ -20,8 +22,8 @@ from collections.abc import Callable
 
 import pluggy
 
-ISOLATED_HOOKS = frozenset({"lgf_enrich", "lgf_classify"})
-"""Hooks called per event, where one raising implementation must not stop the rest."""
+ISOLATED_HOOKS = frozenset({"lgf_enrich", "lgf_classify", "lgf_enrich_batch", "lgf_classify_batch"})
+"""Hooks called per event or per batch, where one raising implementation must not stop the rest."""
 
 ErrorReport = Callable[[str, str, BaseException], None]
 """``report(plugin_name, hook_name, exc)``: what a guard calls when an implementation raises."""

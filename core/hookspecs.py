@@ -85,6 +85,50 @@ def lgf_classify(event: Event) -> str | None:
     """
 
 
+# --- per batch: the same stages, one call for a batch of events ---------------------------------
+
+
+@hookspec
+def lgf_enrich_batch(events: list[Event]) -> None:
+    """Add context to each event of a batch in place: what ``lgf_enrich`` does to one event.
+
+    :param events: the batch, a list of :class:`lgf.Event` in the order they came; every one
+        goes through this implementation before the next implementation sees any.
+
+    The pipeline calls this once per batch (up to ``lgf.run.BATCH_EVENTS`` events taken from the
+    queue together) instead of ``lgf_enrich`` once per event, when every plugin that implements
+    ``lgf_enrich`` implements this hook too: a pluggy call costs a few microseconds, as much as a
+    built-in enricher's own work. As long as one registered plugin implements only
+    ``lgf_enrich`` (every plugin written before this hook), the pipeline calls ``lgf_enrich`` for
+    each event, for every plugin, exactly as before: order, wrappers and per-event isolation
+    unchanged. So a plugin that implements this hook implements ``lgf_enrich`` too, and both do
+    the same thing (the built-in ``scope`` loops over its ``lgf_enrich``). Order as ``lgf_enrich``
+    (``trylast`` etc. apply the same). Guarded like ``lgf_enrich``: an implementation that raises
+    is counted in ``lgf_plugin_errors_total{plugin,hook}`` once and the next implementation
+    still gets the whole batch; the events after the one that raised miss that implementation,
+    so catch per event what one event may cause (the built-ins go on with the rest of the batch
+    and raise the first error at the end, counted once).
+    """
+
+
+@hookspec
+def lgf_classify_batch(events: list[Event]) -> None:
+    """Classify each event of a batch that no classifier has decided yet: what ``lgf_classify``
+    does to one event, in place.
+
+    :param events: the batch, a list of :class:`lgf.Event`; an event whose ``cause`` is ``""``
+        is undecided. Set ``event.cause`` on those you classify and leave the others alone (a
+        ``cause`` already set was decided by a classifier that speaks before you).
+
+    Called once per batch instead of ``lgf_classify`` per event when every plugin that implements
+    ``lgf_classify`` implements this hook too (see ``lgf_enrich_batch``: otherwise the pipeline
+    calls ``lgf_classify`` per event, for every plugin, as before). Order as ``lgf_classify``:
+    third-party and configured classifiers first, the built-in ``waitreason`` (``trylast``),
+    then the built-in ``unknown`` wrapper, which sets ``"unknown"`` on every event still
+    undecided. The host sets every event's ``cause`` to ``""`` before the call.
+    """
+
+
 # --- shutdown ------------------------------------------------------------------------------------
 
 

@@ -6,8 +6,11 @@ One pipeline serves ``lgf run`` (fed by sources through a bounded queue) and ``l
 Failure isolation is the point of this module: every sink sits behind its own delivery queue,
 and every enricher and classifier implementation is guarded where it is registered
 (``lgf.hookcall``), so one plugin that raises is counted (``lgf_plugin_errors_total``) and logged
-by name while the rest carry on. The per-event hooks are still called through pluggy, so tracing
-and wrappers work.
+by name while the rest carry on. The hooks are still called through pluggy, so tracing and
+wrappers work: once per batch (``lgf_enrich_batch``, ``lgf_classify_batch``) when every plugin of
+the per-event hook has the batch hook too, as the built-ins do, else once per event, for every
+plugin, as before (``lgf.hookspecs``). The stages run over the whole batch one after the other:
+every event is enriched, then classified, then seen by the alert policy.
 
 Idle waits (``lgf.idle``): after the enrichers, an event whose ``extra["verdict"]`` is
 ``"idle"`` (judged by its source, or by the built-in ``scope`` enricher, which judges every event
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .components import member
-from .event import SEVERITIES, Event
+from .event import SEVERITIES, Event, finish_all
 from .stats import Stats
 
 log = logging.getLogger("lgf")
@@ -85,7 +88,7 @@ class Pipeline:
         Each event is frozen once judged (``Event.freeze``): the journal, the spools and the file
         sink share one encoding of it. Sinks take the batch one after the other, a sink that is
         its own record (``durable = False``) in one ``send_batch`` call when it has one."""
-        taken = [event for event in events if self._judge(event)]
+        taken = self._judge(events)
         if self.engine is not None:
             self.engine.commit()
         causes: dict[str, int] = {}
@@ -102,37 +105,94 @@ class Pipeline:
                     self.stats.inc("lgf_plugin_errors_total", plugin="observer", hook="process")
                     log.exception("observer failed on event %s", event.id)
 
-    def _judge(self, event: Event) -> bool:
-        """Enrich, classify and let the alert policy see ``event``; False if it is held back."""
-        event.finish()
-        if self.identities is not None and event.kind == "stall":
+    def _judge(self, events) -> list[Event]:
+        """Enrich, classify and let the alert policy see each of ``events``, stage by stage over
+        the batch; returns those not held back (idle waits are, see the module docstring)."""
+        events = list(events)
+        finish_all(events)
+        if self.identities is not None:
+            for event in events:
+                if event.kind != "stall":
+                    continue
+                try:
+                    self.identities.apply(event)
+                except Exception:  # /proc read in a way not foreseen: the event goes on without it
+                    self.stats.inc("lgf_plugin_errors_total", plugin="identity", hook="process")
+                    log.exception("reading the identity of pid %d failed", event.pid)
+        self._enrich(events)
+        taken = []
+        for event in events:
+            if event.kind == "stall" and event.extra.get("verdict") == "idle" and not self.report_idle:
+                # an idle wait (lgf.idle): counted, sent nowhere
+                self.stats.inc("lgf_idle_waits_total", source=event.source, site=event.extra.get("decided_by", ""))
+                continue
+            taken.append(event)
+        self._classify(taken)
+        for event in taken:
+            if self.engine is not None and event.extra.get("verdict") != "idle":  # report_idle: never alerts
+                try:
+                    self.engine.observe(event)
+                except Exception:  # the policy's bug must not lose the event itself
+                    self.stats.inc("lgf_plugin_errors_total", plugin="alerts", hook="observe")
+                    log.exception("alert policy failed on event %s", event.id)
+            event.freeze()  # judged: what the journal keeps is what every sink gets
+        return taken
+
+    def _enrich(self, events: list[Event]) -> None:
+        """``lgf_enrich_batch`` once, or ``lgf_enrich`` per event while a plugin has only that
+        (see :meth:`_batch_hook`)."""
+        if not events:
+            return
+        batch_hook = self._batch_hook("lgf_enrich")
+        if batch_hook is not None:
             try:
-                self.identities.apply(event)
-            except Exception:  # /proc read in a way not foreseen: the event goes on without it
-                self.stats.inc("lgf_plugin_errors_total", plugin="identity", hook="process")
-                log.exception("reading the identity of pid %d failed", event.pid)
-        try:
-            self.hook.lgf_enrich(event=event)
-        except Exception as exc:  # only a wrapper gets here: plain implementations are guarded
-            self._wrapper_raised("lgf_enrich", exc)
-        idle = event.kind == "stall" and event.extra.get("verdict") == "idle"
-        if idle and not self.report_idle:  # an idle wait (lgf.idle): counted, sent nowhere
-            self.stats.inc("lgf_idle_waits_total", source=event.source, site=event.extra.get("decided_by", ""))
-            return False
-        try:
-            cause = self.hook.lgf_classify(event=event)
-        except Exception as exc:
-            self._wrapper_raised("lgf_classify", exc)
-            cause = None
-        event.cause = cause or "unknown"
-        if self.engine is not None and event.extra.get("verdict") != "idle":  # report_idle: never alerts
+                batch_hook(events=events)
+            except Exception as exc:  # only a wrapper gets here: plain implementations are guarded
+                self._wrapper_raised("lgf_enrich_batch", exc)
+            return
+        for event in events:
             try:
-                self.engine.observe(event)
-            except Exception:  # the policy's bug must not lose the event itself
-                self.stats.inc("lgf_plugin_errors_total", plugin="alerts", hook="observe")
-                log.exception("alert policy failed on event %s", event.id)
-        event.freeze()  # judged: what the journal keeps is what every sink gets
-        return True
+                self.hook.lgf_enrich(event=event)
+            except Exception as exc:
+                self._wrapper_raised("lgf_enrich", exc)
+
+    def _classify(self, events: list[Event]) -> None:
+        """Set each event's ``cause``: ``lgf_classify_batch`` once, or ``lgf_classify`` per event
+        while a plugin has only that (see :meth:`_batch_hook`); "unknown" when nobody answers."""
+        if not events:
+            return
+        batch_hook = self._batch_hook("lgf_classify")
+        if batch_hook is not None:
+            for event in events:
+                event.cause = ""  # undecided: what the batch hook's classifiers look for
+            try:
+                batch_hook(events=events)
+            except Exception as exc:
+                self._wrapper_raised("lgf_classify_batch", exc)
+            for event in events:
+                if not event.cause:
+                    event.cause = "unknown"
+            return
+        for event in events:
+            try:
+                cause = self.hook.lgf_classify(event=event)
+            except Exception as exc:
+                self._wrapper_raised("lgf_classify", exc)
+                cause = None
+            event.cause = cause or "unknown"
+
+    def _batch_hook(self, per_event: str):
+        """The ``<per_event>_batch`` hook caller when every plugin implementing ``per_event``
+        implements it too (lgf.hookspecs, ``lgf_enrich_batch``); None when one does not, so that
+        plugin, and every other, is called per event as before. Asked per batch: a reload may
+        register or drop a plugin between two batches (a few microseconds per batch)."""
+        batch = getattr(self.hook, per_event + "_batch", None)
+        if batch is None:
+            return None
+        batched = {id(impl.plugin) for impl in batch.get_hookimpls()}
+        if all(id(impl.plugin) in batched for impl in getattr(self.hook, per_event).get_hookimpls()):
+            return batch
+        return None
 
     def _wrapper_raised(self, hook_name: str, exc: Exception) -> None:
         self.stats.inc("lgf_plugin_errors_total", plugin="(wrapper)", hook=hook_name)

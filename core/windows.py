@@ -37,23 +37,30 @@ class StallWindow:
     causes: Counter = field(default_factory=Counter)
     goids: list[int] = field(default_factory=list)
     goroutines: int = 0
+    _listed: set[int] = field(default_factory=set, repr=False, compare=False)
+    """``goids`` as a set: whether a goroutine is listed is one look-up per stall, not a scan."""
     worst_event_id: str = ""
     trace_id: str = ""
     """The worst stall's trace id ("" when it had none), so /debug/latency leads to the request."""
     closed: bool = False
 
     def add(self, event: Event) -> None:
-        self.start_ns = min(self.start_ns, event.start_ns)
-        self.end_ns = max(self.end_ns, event.end_ns)
+        duration = event.duration_ns
+        if event.start_ns < self.start_ns:
+            self.start_ns = event.start_ns
+        if event.end_ns > self.end_ns:
+            self.end_ns = event.end_ns
         self.count += 1
-        self.total_ns += event.duration_ns
-        if event.duration_ns >= self.worst_ns:
-            self.worst_ns, self.worst_event_id, self.trace_id = event.duration_ns, event.id, event.trace_id
-        self.causes[event.cause] += 1
-        if event.goid not in self.goids:
+        self.total_ns += duration
+        if duration >= self.worst_ns:
+            self.worst_ns, self.worst_event_id, self.trace_id = duration, event.id, event.trace_id
+        causes = self.causes
+        causes[event.cause] = causes.get(event.cause, 0) + 1
+        if event.goid not in self._listed:
             self.goroutines += 1
             if len(self.goids) < MAX_GOROUTINES_LISTED:
                 self.goids.append(event.goid)
+                self._listed.add(event.goid)
 
     def to_dict(self) -> dict:
         return {"pid": self.pid, "comm": self.comm, "start_ns": self.start_ns, "end_ns": self.end_ns,

@@ -67,6 +67,19 @@ class ScopeEnricher:
         if event.scope == "request" and not event.http_method and event.extra.get("http_request_addr"):
             self._read_request(event)
 
+    @hookimpl(trylast=True)
+    def lgf_enrich_batch(self, events) -> None:
+        """``lgf_enrich`` of each event: the pipeline's one call per batch (lgf.hookspecs). One
+        event that raises does not cost the others their verdict: raised once they are judged."""
+        failed = None
+        for event in events:
+            try:
+                self.lgf_enrich(event)
+            except Exception as exc:  # noqa: BLE001 - re-raised below, for the host's guard to count
+                failed = failed or exc
+        if failed is not None:
+            raise failed
+
     def judge(self, event) -> Verdict:
         """The verdict on one event (see the module docstring)."""
         if not event.goid or not (event.pcs or event.stack):

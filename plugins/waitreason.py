@@ -44,6 +44,24 @@ class WaitReasonClassifier:
             return cause
         return decide_with_enrichment(cause, event)
 
+    @hookimpl(trylast=True)
+    def lgf_classify_batch(self, events):
+        """``lgf_classify`` of each event no classifier before this one decided (lgf.hookspecs).
+        One event that raises does not leave the others undecided: raised once they are classified."""
+        failed = None
+        for event in events:
+            if event.cause:
+                continue
+            try:
+                cause = self.lgf_classify(event)
+            except Exception as exc:  # noqa: BLE001 - re-raised below, for the host's guard to count
+                failed = failed or exc
+                continue
+            if cause is not None:
+                event.cause = cause
+        if failed is not None:
+            raise failed
+
 
 @hookimpl
 def lgf_components():

@@ -63,29 +63,32 @@ class FileSink:
         """Append ``events`` in order, rotating between two of them when the file would grow past
         ``max_size``; with ``flush = "event"`` every one is with the kernel when this returns."""
         if self.options.format == "msgpack":
-            records = [to_msgpack(event) for event in events]
-        else:
-            records = [json_bytes(event) + b"\n" for event in events]
+            records, separator = [to_msgpack(event) for event in events], b""
+        else:  # the shared bytes as they are; the newlines go in when the chunk is joined
+            records, separator = [json_bytes(event) for event in events], b"\n"
         with self._lock:
             chunk: list[bytes] = []
             size = self._fh.tell()
             for data in records:
-                if size + len(data) > self.options.max_size and size > 0:
-                    self._write(chunk)
+                length = len(data) + len(separator)
+                if size + length > self.options.max_size and size > 0:
+                    self._write(chunk, separator)
                     chunk = []
                     self._rotate()
                     size = 0
                 chunk.append(data)
-                size += len(data)
-            self._write(chunk)
+                size += length
+            self._write(chunk, separator)
             if self.options.flush == "event":
                 self._fh.flush()
                 if self.options.fsync:
                     os.fsync(self._fh.fileno())
 
-    def _write(self, chunk: list[bytes]) -> None:
+    def _write(self, chunk: list[bytes], separator: bytes) -> None:
+        """``chunk``'s records, each followed by ``separator``, in one write."""
         if chunk:
-            self._fh.write(b"".join(chunk))
+            self._fh.write(separator.join(chunk))
+            self._fh.write(separator)
 
     def _rotate(self) -> None:
         self._fh.close()

@@ -145,15 +145,15 @@ def test_a_batch_the_disk_cannot_take_is_counted_not_raised_and_the_groups_keep_
     pipeline.process_batch(stalls(2))
     (pages,) = journal._db.execute("PRAGMA page_count").fetchone()
     journal._db.execute(f"PRAGMA max_page_count={pages}")  # the disk is full from now on
-    pipeline.process_batch(stalls(50, pid=43))                # a batch bigger than what is left
+    pipeline.process_batch(stalls(200, pid=43))               # a batch bigger than what is left (64 kB pages)
     assert pipeline.stats.total("lgf_journal_errors_total") == 1
     assert journal.counts()["stalls"] == 2                    # nothing of the failed batch half-written
-    assert sum(g.count for g in engine.groups.values()) == 52  # the policy still holds every stall
+    assert sum(g.count for g in engine.groups.values()) == 202  # the policy still holds every stall
     journal._db.execute("PRAGMA max_page_count=1073741823")
     pipeline.process_batch(stalls(1, pid=44))                 # room again: the journal goes on
     assert journal.counts()["stalls"] == 3
     alerts = pipeline.tick(2**63 - 1)                         # one transaction for every group
-    assert [a.extra["count"] for a in alerts] == [53]         # one group: service, cause, frame
+    assert [a.extra["count"] for a in alerts] == [203]        # one group: service, cause, frame
     assert journal.counts() == {"stalls": 0, "outbox": 0}
     journal.close()
     queue.spool.close()

@@ -310,3 +310,46 @@ receive = "alerts"
     assert alert["baseline"]["status"] == "established" and alert["baseline"]["z"] >= 2
     assert alert["baseline"]["metrics"]["rate"]["now"] == pytest.approx(20, abs=1)  # the recording's last minute
     assert rows() == before  # nothing learnt from a replay
+
+
+def test_a_replay_counts_the_series_it_can_grade_and_not_those_it_cannot(tmp_path):
+    """In a replay nothing is written, so a series the store has no row for stays ungraded
+    whatever it counts: its stalls are not counted; a known series' are, each one."""
+    t0 = START + 3600
+    live = BaselineStore(tmp_path, clock=lambda: t0)
+    live.observe("known", "lock", 60 * MS, now_s=t0)
+    live.close()  # the series has its row now
+    store = BaselineStore(tmp_path, clock=lambda: t0)
+    store.persist = False  # what lgf replay does (Drift.replay_mode)
+    for i in range(5):
+        assert store.observe_established("new", "lock", 60 * MS, now_s=t0 + 60 + i) is False
+        store.observe_established("known", "lock", 60 * MS, now_s=t0 + 60 + i)
+    assert store.grade("new", "lock", now_s=t0 + 65)["status"] == "unknown"
+    assert store._series[("known", "lock")].cur.count == 5
+    assert store._series[("new", "lock")].cur.count == 1  # the stall that opened it; none since
+    store.close()
+
+
+def test_a_replay_keeps_the_time_of_its_last_readable_stall_whichever_series_it_was(tmp_path):
+    from lgf.drift import _unix
+
+    t = Time()
+    live, _ = engine_for(tmp_path, t)
+    live.observe(stall(t, "worker", 30))
+    live.close()  # "worker"/"lock" has its row; "other" has none
+    eng, _ = engine_for(tmp_path, t)
+    eng.drift.replay_mode()
+
+    def at(service, second, ts=None):
+        ev = stall(t, service, 30)
+        ev.ts = ts if ts is not None else time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t.wall + second)) + ".5Z"
+        eng.drift.observe(service, ev)
+        return ev.ts
+
+    at("worker", 1)
+    for second in range(2, 40):
+        last = at("other", second)  # a series no baseline grades: its time is kept, not counted
+    at("other", 40, ts="")          # no time: the one before stays
+    eng.drift._read_stamps()
+    assert eng.drift.event_time == _unix(last)
+    assert eng.drift.store._series[("other", "lock")].cur.count == 1

@@ -107,3 +107,19 @@ def test_the_bytes_are_what_json_and_msgpack_make_of_to_dict_and_a_value_msgspec
     huge = Event(extra={"big": 2**70})  # past 64 bits: msgspec refuses, json and msgpack fallbacks
     assert from_json(to_json(huge)).extra["big"] == 2**70
     assert from_msgpack(to_msgpack(Event(extra={"big": 2**63}))).extra["big"] == 2**63
+
+
+def test_finish_all_fills_what_finish_fills():
+    import time as _time
+
+    from lgf.event import finish_all, wallclock_of
+
+    now = _time.clock_gettime_ns(_time.CLOCK_MONOTONIC)
+    made = [Event(start_ns=now - 5 * 10**6, end_ns=now), Event(end_ns=0), Event(start_ns=1, end_ns=3, ts="given")]
+    before = wallclock_of(now)
+    finish_all(made)
+    after = wallclock_of(now)
+    assert made[0].duration_ns == 5 * 10**6 and made[0].ts[:19] in (before[:19], after[:19])
+    assert len(made[0].ts) == 30 and made[0].ts.endswith("Z")
+    assert (made[1].duration_ns, made[1].ts) == (0, "")  # no end: nothing to derive, as finish
+    assert (made[2].duration_ns, made[2].ts) == (2, "given")

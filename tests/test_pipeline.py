@@ -84,3 +84,114 @@ def test_pluggy_order_is_respected():
     pipe, _ = make(LockClassifier(), A(), sinks=[])
     assert pipe.process(Event()).cause == "channel"
     assert isinstance(pipe.hook, pluggy.HookRelay)
+
+
+# --- per batch: lgf_enrich_batch / lgf_classify_batch, and the per-event fallback ---------------
+
+class CountingEnricher:
+    """Both hooks, as a batch-aware plugin ships them; counts which one the pipeline called."""
+
+    def __init__(self):
+        self.batches: list[int] = []
+        self.singles = 0
+
+    @hookimpl
+    def lgf_enrich(self, event):
+        self.singles += 1
+        event.tags["counted"] = True
+
+    @hookimpl
+    def lgf_enrich_batch(self, events):
+        self.batches.append(len(events))
+        for event in events:
+            event.tags["counted"] = True
+
+
+class ChannelBatchClassifier:
+    """Both classify hooks: "select" for a select wait, no answer otherwise."""
+
+    @hookimpl
+    def lgf_classify(self, event):
+        return "select" if event.wait_reason == "select" else None
+
+    @hookimpl
+    def lgf_classify_batch(self, events):
+        for event in events:
+            if not event.cause and event.wait_reason == "select":
+                event.cause = "select"
+
+
+class SilentClassifier:
+    """Only the per-event hook, and never an answer (a plugin written before the batch hooks)."""
+
+    @hookimpl
+    def lgf_classify(self, event):
+        return None
+
+
+def make_judging(*plugins):
+    """``make`` with the host's built-in steps registered as a host registers them: the scope
+    enricher (always on) and the waitreason classifier of a ``[[classifiers]]`` table."""
+    from lgf.plugins.scope import ScopeEnricher
+    from lgf.plugins.waitreason import WaitReasonClassifier
+    from lgf.testing import make_context
+
+    m = make_manager()
+    m.register(ScopeEnricher(None, make_context()), "lgf.plugins.scope:scope", "built-in (per host)")
+    m.register(WaitReasonClassifier(None, None), "classifiers[0]", "config")
+    for i, p in enumerate(plugins):
+        m.register(p, f"p{i}", "test")
+    return Pipeline(m.pm.hook, m.stats, []), m.stats
+
+
+def stalls(n=5):
+    reasons = ["chan receive", "select", "made-up reason", "sync.Mutex.Lock", "select"]
+    return [Event(goid=i + 1, pcs=[0x401000], wait_reason=reasons[i % 5], end_ns=10**8, extra={"stall": "park"})
+            for i in range(n)]
+
+
+def test_with_every_plugin_batch_aware_a_batch_is_one_hook_call():
+    counting = CountingEnricher()
+    pipe, _ = make_judging(counting)
+    events = stalls()
+    pipe.process_batch(events)
+    assert counting.batches == [5] and counting.singles == 0
+    assert all(e.tags["counted"] and e.extra["verdict"] == "stall" for e in events)  # the built-in scope ran
+
+
+def test_a_plugin_with_only_the_per_event_hook_makes_every_plugin_run_per_event():
+    counting = CountingEnricher()
+    pipe, _ = make_judging(counting, TagEnricher())
+    events = stalls()
+    pipe.process_batch(events)
+    assert counting.batches == [] and counting.singles == 5
+    assert all(e.tags == {"counted": True, "seen": True} and e.extra["verdict"] == "stall" for e in events)
+
+
+def test_batch_classification_decides_as_the_per_event_hook_does():
+    batched, _ = make_judging(ChannelBatchClassifier())
+    per_event, _ = make_judging(ChannelBatchClassifier(), SilentClassifier())
+    a, b = stalls(), stalls()
+    batched.process_batch(a)
+    per_event.process_batch(b)
+    causes = [e.cause for e in a]
+    assert causes == ["channel", "select", "unknown", "lock", "select"]  # waitreason, then unknown, decide the rest
+    assert [e.cause for e in b] == causes
+
+
+def test_a_raising_batch_enricher_is_counted_and_the_others_still_get_the_batch():
+    class Broken:
+        @hookimpl
+        def lgf_enrich(self, event):
+            raise KeyError("nope")
+
+        @hookimpl
+        def lgf_enrich_batch(self, events):
+            raise KeyError("nope")
+
+    counting = CountingEnricher()
+    pipe, stats = make_judging(counting, Broken())
+    events = stalls()
+    pipe.process_batch(events)
+    assert counting.batches == [5] and all(e.extra["verdict"] == "stall" for e in events)
+    assert stats.get("lgf_plugin_errors_total", plugin="p1", hook="lgf_enrich_batch") == 1

@@ -18,10 +18,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lgf.cli.run import tune_gc
     from lgf.event import read_events
     from lgf.run import open_host
 
     host = open_host(args.config, with_sources=False)
+    tune_gc()  # as lgf run: start-up frozen out of the collector's scans, which run less often
     try:
         n = host.replay(read_events(args.file), with_journal=args.journal)
     except (OSError, ValueError) as exc:
