@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 from lgf import Component, hookimpl
 from lgf.golang.gstatus import G_WAITING
-from lgf.golang.gtable import goroutine_state_counts
 from lgf.golang.runtime_reader import (
     RuntimeEnricher,
     Samples,
@@ -98,6 +97,8 @@ class PollerEnricher(RuntimeEnricher):
             io_wait = r.binary.wait_reasons.index("IO wait")
         except ValueError:
             raise Unreadable("no_wait_reasons") from None
+        from lgf.golang.gtable import goroutine_state_counts  # (numpy: ~0.1 s, paid by a host using this)
+
         return goroutine_state_counts(r, self.options.max_goroutines).get((G_WAITING, io_wait), 0)
 
 

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 
 from lgf import Component, hookimpl
 from lgf.golang import gstatus as gs
-from lgf.golang.gtable import goroutine_state_counts
 from lgf.golang.runtime_reader import (
     RuntimeEnricher,
     RuntimeReader,
@@ -133,6 +132,8 @@ class SchedEnricher(RuntimeEnricher):
             return r.i32(base + r.offset("schedt", "runq") + r.offset("gQueue", "size"))
 
     def _walk_allgs(self, r: RuntimeReader) -> dict:
+        from lgf.golang.gtable import goroutine_state_counts  # (numpy: ~0.1 s, paid by a host using this)
+
         counts = {"goroutines": 0, "runnable": 0, "running": 0, "in_syscall": 0, "waiting": 0}
         for (status, _reason), n in goroutine_state_counts(r, self.options.max_goroutines).items():
             if status in G_NOT_LIVE:

@@ -29,10 +29,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lgf.errors import TargetRefused
 
-from . import globalrefs, golayout, prologue
+from . import golayout
+
+if TYPE_CHECKING:
+    from .prologue import Instruction
+
+# prologue and globalrefs disassemble with capstone, whose import costs ~80 ms: imported where
+# code is decoded, so that reading a binary's build info or symbols (naming a service, a replay,
+# `lgf check`) does not pay for it.
 from .buildinfo import NotGoBinary, read_buildinfo
 from .goelf import EM_X86_64, ET_DYN, ET_EXEC, ElfError, ElfImage, NotAnElf
 from .golayout import DATA_SYMBOLS
@@ -212,8 +220,10 @@ class GoBinary:
         that makes its frame), after the stack-bound check (decoded)."""
         return self.probe_site(name)[0]
 
-    def probe_site(self, name: str) -> tuple[int, prologue.Instruction]:
+    def probe_site(self, name: str) -> tuple[int, Instruction]:
         """``(offset, decoded instruction)`` of :meth:`probe_offset`, for display and checks."""
+        from . import prologue
+
         addr = self._require(name)
         with _as_refusal():
             code = self.elf.read(addr, min(prologue.MAX_PROLOGUE_BYTES, self._bytes_to_segment_end(addr)))
@@ -224,6 +234,8 @@ class GoBinary:
 
     def ret_offsets(self, name: str) -> list[int]:
         """Offsets from ``name``'s entry of every RET instruction (probe these, never a uretprobe)."""
+        from . import prologue
+
         addr = self._require(name)
         size = self.func_size(name)
         if not size:
@@ -263,6 +275,8 @@ class GoBinary:
             return None, None
         with self._lock:
             if name not in self._resolved:
+                from . import globalrefs
+
                 refs = self._table.get("data_refs", {}).get(name)
                 self._resolved[name] = globalrefs.resolve(refs, self.func_addr, self.func_size, self.elf) \
                     if refs else None

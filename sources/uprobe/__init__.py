@@ -137,12 +137,28 @@ from __future__ import annotations
 from lgf import Component, hookimpl
 
 from .options import UprobeOptions
-from .source import UprobeSource
 
 __all__ = ["UprobeOptions", "UprobeSource", "lgf_components"]
 
 
+def __getattr__(name: str):
+    # The source's modules import numpy and BCC's Python side (~0.2 s): only a host that runs
+    # this source pays for them, not `lgf check`, `lgf replay` or a host without it.
+    if name == "UprobeSource":
+        from .source import UprobeSource
+
+        return UprobeSource
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def make_source(options: UprobeOptions, ctx):
+    """The ``uprobe`` component's factory: a :class:`UprobeSource` (imported now, see above)."""
+    from .source import UprobeSource
+
+    return UprobeSource(options, ctx)
+
+
 @hookimpl
 def lgf_components():
-    return [Component("source", "uprobe", UprobeSource, UprobeOptions,
+    return [Component("source", "uprobe", make_source, UprobeOptions,
                       doc="goroutine parks, scheduling latency and GC stop-the-world via uprobes")]
