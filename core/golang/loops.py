@@ -19,9 +19,10 @@ What makes the answer ``None`` (cannot tell; lgf then keeps the wait a stall): a
 (a switch's jump table: edges this decoder cannot see), irreducible control flow (a retreating
 edge to a block that does not dominate its source: a loop with two entries, which back edges
 miss), code that does not decode, a machine other than amd64. A call to a function that never
-returns (``runtime.morestack*``, whose block jumps back to the entry; ``runtime.panic*``,
-``runtime.throw``, ``runtime.gopanic``) ends its block with no successor: otherwise the
-stack-growth path would make a loop around the whole function.
+returns (``runtime.panic*``, ``runtime.throw``, ``runtime.gopanic``, ``runtime.morestack*``) ends
+its block with no successor: the code after it belongs to another path, and a false edge into it
+could make or hide a loop. (The stack-growth path, which calls morestack and jumps back to the
+entry, would make a loop of the stack check alone, which calls nothing.)
 
 Cost: one decode per function (the largest function of Alertmanager, ``main.run``, 24 KB: ~0.1 s),
 kept per binary by the caller (:class:`LoopIndex`); a lookup is a bisect.
@@ -30,6 +31,7 @@ kept per binary by the caller (:class:`LoopIndex`); a lookup is a bisect.
 from __future__ import annotations
 
 import threading
+import weakref
 from bisect import bisect_right
 from collections import OrderedDict
 
@@ -93,9 +95,9 @@ def function_loops(code: bytes, entry: int, name_of=lambda addr: "") -> Function
                 starts.add(target)
             jumps[addr] = (target if inside else None, mnemonic != "jmp")
             starts.add(nxt)
-        elif mnemonic in ("ret", "ud2", "int3", "hlt") or mnemonic.startswith(("retq", "loop")):
-            if mnemonic.startswith("loop"):
-                return None
+        elif mnemonic.startswith("loop"):
+            return None  # loop/loope/loopne: never emitted by Go's compiler
+        elif mnemonic in ("ret", "retq", "ud2", "int3", "hlt"):
             jumps[addr] = (None, False)
             starts.add(nxt)
         elif mnemonic.startswith("call") and not op.startswith("*"):
@@ -215,10 +217,11 @@ def _intersect(a: int, b: int, idom: dict[int, int], number: dict[int, int]) -> 
 class LoopIndex:
     """The loops of one binary's functions, analysed on first use and kept (``FUNCTIONS_KEPT``).
     ``table``: its :class:`lgf.golang.pclntab.Pclntab` (function bounds and names, and the
-    mapped file the code is read from). Thread-safe."""
+    mapped file the code is read from), held weakly: once the table is closed and dropped, every
+    answer is None. Thread-safe."""
 
     def __init__(self, table):
-        self.table = table
+        self._table = weakref.ref(table)  # the owner's cache keys on the table: no cycle through it
         self.amd64 = getattr(table.elf, "machine", None) == EM_X86_64
         self._kept: OrderedDict[int, FunctionLoops | None] = OrderedDict()
         self._lock = threading.Lock()
@@ -226,9 +229,9 @@ class LoopIndex:
     def call_in_loop(self, return_address: int) -> bool | None:
         """Whether the call returning to ``return_address`` (an ELF address) is made inside a loop
         of its function; None when that cannot be told."""
-        if not self.amd64:
+        tab = self._table()
+        if not self.amd64 or tab is None:
             return None
-        tab = self.table
         i = tab.func_index(return_address - 1)
         if i is None:
             return None
@@ -237,13 +240,13 @@ class LoopIndex:
                 self._kept.move_to_end(i)
                 loops = self._kept[i]
             else:
-                loops = self._kept[i] = self._analyse(i)
+                loops = self._kept[i] = self._analyse(tab, i)
                 if len(self._kept) > FUNCTIONS_KEPT:
                     self._kept.popitem(last=False)
         return None if loops is None else loops.call_in_loop(return_address)
 
-    def _analyse(self, i: int) -> FunctionLoops | None:
-        tab = self.table
+    @staticmethod
+    def _analyse(tab, i: int) -> FunctionLoops | None:
         entries = tab._entries_list()
         entry, end = entries[i], entries[i + 1]
         off = tab.elf.vaddr_to_offset(entry, end - entry)
