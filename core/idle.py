@@ -40,7 +40,10 @@ first match wins:
    when the caller passes the stack's call sites (``calls``); a frame whose loops cannot be told
    (not amd64, a jump table, an inlined waiter) keeps the wait a stall. The main goroutine's
    waiter needs no loop of its own (``main.main`` calls ``run``, which starts everything, then
-   waits once for a signal: rule 5's main goroutine one call deeper).
+   waits once for a signal: rule 5's main goroutine one call deeper). What it cannot see: a
+   goroutine started for one job whose work is a select loop itself (``go collect(job)`` looping
+   over its sub-results until done) has a service loop's shape and is judged idle; the goroutines
+   doing the sub-work, where the time goes, are still judged on their own stacks.
 7. Anything else is a **stall** with no scope: a batch job or a worker blocked mid-work is never
    made invisible.
 
