@@ -62,7 +62,8 @@ def run(tmp: Path, pids: list[int], ne_port: int, seconds: int) -> dict:
             time.sleep(1)
         c1, t1 = cpu_ticks(lgf.pid), time.monotonic()
         return {"cpu_pct": 100 * (c1 - c0) / CLK_TCK / (t1 - t0), "rss_mib": vm_kb(lgf.pid, "VmRSS") / 1024,
-                "startup_cpu_s": c0 / CLK_TCK, "stalls": sum(e.get("kind") == "stall" for e in lgf.events())}
+                "startup_cpu_s": c0 / CLK_TCK, "stalls": sum(e.get("kind") == "stall" for e in lgf.events()),
+                "stall_verdicts": sum("parked (" in ln and ": arming" in ln for _, ln in lgf.lines)}
     finally:
         lgf.stop()
 
@@ -85,6 +86,7 @@ def main(seconds: int) -> None:
     for key, unit in (("cpu_pct", "% of a core"), ("rss_mib", "MiB RSS"), ("startup_cpu_s", "s CPU to start")):
         print(f"  {key:<14} {both[key]:>8.2f} {unit:<15} baseline {base[key]:>8.2f}  {both[key] / base[key]:>5.1f}x")
     print(f"  stalls reported: {both['stalls']} (idle services: each is a false positive to look at)")
+    print(f"  stall verdicts by the sampler (each arms the goroutine tier), warm-up included: {both['stall_verdicts']}")
 
 
 if __name__ == "__main__":

@@ -27,8 +27,36 @@ first match wins:
    one call deeper (inside a function the loop calls) is part of a job: a stall. A send, a lock,
    a WaitGroup and the network are never loop heads: a blocked send is backpressure, a lock is
    contention, and both mean work waits.
-6. Anything else is a **stall** with no scope: a batch job or a worker blocked mid-work is never
+6. **Service loop.** A select or channel receive made inside a loop of the function that waits
+   (the *waiter*), when no frame between the waiter and the goroutine's start calls on from
+   inside a loop of its own: the goroutine was started to run that one loop, and the frames
+   under it only set up and tear down around one call (Alertmanager: ``main.run.func1`` calls
+   ``(*Silences).Maintenance`` then ``wg.Done``; ``(*Dispatcher).Run`` resets its maps and calls
+   ``(*Dispatcher).run``; oklog's ``Group.Run.func1`` runs an actor and sends its error): **idle**,
+   ``site = "service loop: <waiter>"``. A job's wait is reached from a loop further down: a
+   worker's ``for job := range jobs``, net/http's ``for {}`` around ``persistConn.roundTrip``, a
+   retry loop, a pipeline's loop over its stages: a stall. Decided from the machine code
+   (:mod:`lgf.golang.loops`: the loops of each function, from its control-flow graph), so only
+   when the caller passes the stack's call sites (``calls``); a frame whose loops cannot be told
+   (not amd64, a jump table, an inlined waiter) keeps the wait a stall. The main goroutine's
+   waiter needs no loop of its own (``main.main`` calls ``run``, which starts everything, then
+   waits once for a signal: rule 5's main goroutine one call deeper). What it cannot see: a
+   goroutine started for one job whose work is a select loop itself (``go collect(job)`` looping
+   over its sub-results until done) has a service loop's shape and is judged idle; the goroutines
+   doing the sub-work, where the time goes, are still judged on their own stacks.
+7. Anything else is a **stall** with no scope: a batch job or a worker blocked mid-work is never
    made invisible.
+
+Why not the other candidate rules (issue 19, measured on Debian's Alertmanager): names and
+sizes of the frames under the waiter (``go f(x)`` wrappers, "thin" functions) miss
+``main.run.func1`` and ``(*Dispatcher).Run``, which do real work around their one call; "the same
+waiter as its last parks" (or "woken by a ticker") would hide a worker that waits on the same slow
+upstream for every job, the recurring stall lgf exists to show, and needs per-goroutine history.
+Go's own goroutine profile does not classify waits: it gives each goroutine's wait reason, how
+long it has waited (``, 15 minutes``) and its stack, and leaves the reading to people. The loop structure is what
+"waiting for the next iteration of the goroutine's one job" means, it is a property of the
+code (the same for every park of the stack, so cached with the verdict), and it errs to the
+stall side whenever the code cannot be read.
 
 Why HTTP client connections (``persistConn.readLoop``/``writeLoop``, the HTTP/2 client read
 loop) are idle sites even while a response is late: the goroutine that made the call waits in
@@ -40,7 +68,8 @@ Patterns are ``fnmatch`` patterns on the Go function name as the pclntab spells 
 included, so ``myapp.(*Poller).wait*`` works as written.
 
 Cost: :meth:`judge` is a few string comparisons per frame (compiled regular expressions, cached
-per function name); :meth:`pc_ranges` scans the binary's function table once per binary.
+per function name), and for rule 6 a cached lookup per frame below the waiter (each function's
+code is analysed once per binary); :meth:`pc_ranges` scans the binary's function table once per binary.
 """
 
 from __future__ import annotations
@@ -50,9 +79,10 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Protocol
 
-__all__ = ["DEFAULT_IDLE_SITES", "LOOP_HEAD_REASONS", "REQUEST_MARKERS", "IdleOptions", "IdleRules",
-           "Verdict", "options_of", "rules_of", "stack_was_cut"]
+__all__ = ["DEFAULT_IDLE_SITES", "LOOP_HEAD_REASONS", "REQUEST_MARKERS", "SERVICE_LOOP_REASONS", "CallSites",
+           "IdleOptions", "IdleRules", "Verdict", "options_of", "rules_of", "service_loop", "stack_was_cut"]
 
 DEFAULT_IDLE_SITES: tuple[str, ...] = (
     # accept loops
@@ -97,6 +127,10 @@ REQUEST_MARKERS: tuple[str, ...] = (
     "google.golang.org/grpc.(*Server).handleStream",
 )
 """Function patterns that mark a unit of work: a request being served (rule 1)."""
+
+SERVICE_LOOP_REASONS = frozenset({"chan receive", "select"})
+"""Wait reasons of a service loop's head (rule 6). Not ``sleep`` nor ``sync.Cond.Wait``: a sleep in a
+loop is as often a retry's back-off inside a job as a poller's period."""
 
 LOOP_HEAD_REASONS = frozenset({
     "chan receive", "chan receive (nil chan)", "select", "sleep", "sync.Cond.Wait",
@@ -192,10 +226,11 @@ class IdleRules:
     def is_request_marker(self, func: str) -> bool:
         return self._is_request(func)
 
-    def judge(self, functions: Sequence[str], wait_reason: str = "") -> Verdict:
+    def judge(self, functions: Sequence[str], wait_reason: str = "", calls: CallSites | None = None) -> Verdict:
         """The verdict on a goroutine parked with ``wait_reason`` whose stack is ``functions``
         (Go function names, innermost first, inlined frames included, as the symbolizer gives
-        them; the runtime's own frames may be there or not)."""
+        them; the runtime's own frames may be there or not). ``calls``: where each frame's call
+        sits in its function's loops (rule 6); without it, rule 6 never applies."""
         for f in functions:
             if self._is_request(f):
                 return Verdict("stall", "request", f)
@@ -210,6 +245,10 @@ class IdleRules:
             start = start_function(functions)
             if start and waiter_of(functions) == start:
                 return Verdict("idle", "", f"loop head: {start}")
+        if wait_reason in SERVICE_LOOP_REASONS and calls is not None:
+            waiter = service_loop(functions, calls)
+            if waiter:
+                return Verdict("idle", "", f"service loop: {waiter}")
         return Verdict("stall", "", "")
 
     def pc_ranges(self, binary) -> dict[str, list[tuple[int, int]]]:
@@ -264,6 +303,40 @@ def start_function(functions: Sequence[str]) -> str:
     for f in reversed(functions):
         if not f.startswith(START_SKIP) and not _GO_WRAPPER.search(f):
             return f
+    return ""
+
+
+class CallSites(Protocol):
+    """Where each frame of a stack (indexes as in ``functions``) makes its call, for rule 6
+    (:meth:`lgf.services.Services.judge` makes one from the binary's code)."""
+
+    def inlined(self, i: int) -> bool:
+        """Frame ``i`` was inlined into its caller (its call site is its caller's code)."""
+
+    def in_loop(self, i: int) -> bool | None:
+        """Whether frame ``i``'s call to the frame above it (``i - 1``) is made inside a loop of
+        the function holding that call; None when that cannot be told."""
+
+
+def service_loop(functions: Sequence[str], calls: CallSites) -> str:
+    """Rule 6: the waiter when it waits inside a loop of its own (not inlined, or that loop
+    could be its caller's) and every frame under it, down to the goroutine's start, calls on
+    from outside any loop; "" otherwise (a cut stack, an unknown loop structure).
+
+    The main goroutine's waiter needs no loop of its own: ``main.main`` calling ``run``, which
+    starts everything and then waits once for a signal or a fatal error (Alertmanager's
+    ``main.run``), is rule 5's "main goroutine waiting for a signal" one call deeper."""
+    w = next((i for i, f in enumerate(functions) if not f.startswith(WAIT_PRIMITIVES)), None)
+    if w is None or calls.inlined(w):
+        return ""
+    waits_in_loop = calls.in_loop(w)
+    if waits_in_loop is None or (not waits_in_loop and functions[-2:-1] != ["runtime.main"]):
+        return ""
+    for i in range(w + 1, len(functions)):
+        if functions[i].startswith(START_SKIP):
+            return functions[w]
+        if calls.in_loop(i) is not False:
+            return ""
     return ""
 
 

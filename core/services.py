@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 
+from .golang.loops import LoopIndex
 from .golang.pclntab_cache import CACHE_SUBDIR
 from .golang.peercapture import PeerCapture
 from .golang.procfs import process_binary
@@ -93,6 +95,9 @@ class Services:
         self.robot_budgets = RobotBudgets()
         self.identities = ProcessIdentities(pods=pods)
         self._pods_watched = False
+        self._loops: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        """Pclntab -> its :class:`lgf.golang.loops.LoopIndex` (rule 6 of lgf.idle), gone with the table."""
+        self._loops_lock = threading.Lock()
 
     @classmethod
     def for_config(cls, config) -> Services:
@@ -115,6 +120,14 @@ class Services:
         sym = self.symbolizers.get(path)
         return [f.func for pc in pcs for f in sym.frames(int(pc) - bias)]
 
+    def judge_stack(self, path: str, pcs: Sequence[int], wait_reason: str = "", bias: int = 0) -> Verdict:
+        """Symbolize ``pcs`` and judge them with the host's idle rules, the binary's loops included
+        (rule 6 of :mod:`lgf.idle`); raises what reading the binary raised (OSError, PclntabError)."""
+        sym = self.symbolizers.get(path)
+        frames = [f for pc in pcs for f in sym.frames(int(pc) - bias)]
+        names = [f.func for f in frames]
+        return self.idle_rules.judge(names, wait_reason, StackCalls(frames, bias, self._loops_of(sym.table)))
+
     def functions(self, path: str, pcs: Sequence[int], bias: int = 0) -> list[str] | None:
         """Function names of ``pcs`` (innermost first, inlined frames expanded) in the binary at
         ``path``, ``bias`` its PIE load bias; None when the binary cannot be read."""
@@ -123,13 +136,21 @@ class Services:
         except Exception:  # noqa: BLE001 - an unreadable or vanished binary: no names
             return None
 
+    def _loops_of(self, table) -> LoopIndex:
+        """The loop index of an open binary's table, kept as long as the table is open."""
+        with self._loops_lock:
+            got = self._loops.get(table)
+            if got is None:
+                got = self._loops[table] = LoopIndex(table)
+            return got
+
     def judge(self, path: str, pcs: Sequence[int], wait_reason: str = "", bias: int = 0) -> Verdict | None:
         """:class:`lgf.idle.IdleRules`'s verdict on a wait whose stack is ``pcs``; None when the
         stack cannot be symbolized (the caller decides: lgf would rather report than go blind)."""
-        names = self.functions(path, pcs, bias)
-        if names is None:
+        try:
+            return self.judge_stack(path, pcs, wait_reason, bias)
+        except Exception:  # noqa: BLE001 - an unreadable or vanished binary: no verdict
             return None
-        return self.idle_rules.judge(names, wait_reason)
 
     def is_stall(self, path: str, pcs: Sequence[int], wait_reason: str = "", bias: int = 0) -> bool:
         """False only when the wait is idle. An empty or unreadable stack is a stall: lgf would
@@ -153,6 +174,22 @@ class Services:
         self.trace_capture.close()
         if self._pods_watched:
             self.identities.pods.stop()
+
+
+class StackCalls:
+    """The :class:`lgf.idle.CallSites` of a symbolized stack: ``frames`` (the symbolizer's, innermost
+    first, inlined ones included), their PCs biased by ``bias``, looked up in ``loops``
+    (:class:`lgf.golang.loops.LoopIndex`). Inlined frames share their PC with the frame they were
+    inlined into: a loop anywhere in that function counts for all of them."""
+
+    def __init__(self, frames, bias: int, loops: LoopIndex):
+        self.frames, self.bias, self.loops = frames, bias, loops
+
+    def inlined(self, i: int) -> bool:
+        return self.frames[i].inlined
+
+    def in_loop(self, i: int) -> bool | None:
+        return self.loops.call_in_loop(self.frames[i].pc - self.bias)
 
 
 def binary_path(exe: str, pid: int) -> str:

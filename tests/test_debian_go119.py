@@ -6,6 +6,8 @@ them, lay them out from the 1.19 table and place every probe; and a real stall i
 Alertmanager, a webhook notification whose receiver answers slowly, must be found by ``lgf run``
 (uprobe source as shipped: the sampler first, then the goroutine tier it arms) with the stack
 Alertmanager was in: ``webhook.(*Notifier).Notify`` down to net/http's ``persistConn.roundTrip``.
+And while it idles, its service loops (each waiting in a select one call or more below its
+goroutine's start, woken by tickers) are idle waits, never stalls: lgf.idle's rule 6.
 """
 
 from __future__ import annotations
@@ -33,6 +35,15 @@ NOTIFY_STACK = ("net/http.(*persistConn).roundTrip", "net/http.(*Client).Do",
                 "github.com/prometheus/alertmanager/notify/webhook.(*Notifier).Notify",
                 "github.com/prometheus/alertmanager/notify.RetryStage.exec")
 """Frames of the notifier goroutine while it waits for the webhook's answer, outermost last."""
+AM = "github.com/prometheus/alertmanager"
+SERVICE_LOOPS = (f"{AM}/dispatch.(*Dispatcher).run", f"{AM}/silence.(*Silences).Maintenance",
+                 f"{AM}/inhibit.(*Inhibitor).run", f"{AM}/nflog.(*Log).run", f"{AM}/store.(*Alerts).Run", "main.run")
+"""Alertmanager 0.25's waits for its next tick or signal: the dispatcher (a 30 s maintenance ticker,
+under ``(*Dispatcher).Run``), silences' and the notification log's maintenance (under a closure of
+``main.run``; under ``nflog.New``'s ``go`` wrapper), the inhibitor (under oklog's ``Group.Run``),
+the alert store's GC, and the main goroutine's wait for a signal (``main.run`` under ``main.main``)."""
+DISPATCH_TICK = 30
+"""Seconds between two wakes of the dispatcher's maintenance ticker (Alertmanager's dispatch.go)."""
 
 
 @pytest.mark.parametrize("path", [ALERTMANAGER, NODE_EXPORTER])
@@ -138,6 +149,34 @@ def notify_stalls(path, pid: int) -> list[dict]:
             and all(f in [fr["func"] for fr in r["stack"]] for f in NOTIFY_STACK)]
 
 
+def all_stalls(path, pid: int) -> list[dict]:
+    rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+    return [r for r in rows if r.get("kind") == "stall" and r["pid"] == pid]
+
+
+def post_alert(am) -> None:
+    body = json.dumps([{"labels": {"alertname": "lgf-test"}}]).encode()
+    req = urllib.request.Request(f"{am.url}/api/v2/alerts", body, {"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=10).close()
+
+
+def assert_slow_webhook_stall_found(out, am, hook) -> None:
+    """The first slow calls arm the goroutine tier (the sampler sees them); later ones are then
+    timed exactly. Wait for one of those: a stall that spans a whole webhook call."""
+    def spanning() -> list[tuple[dict, tuple[int, int]]]:
+        return [(r, c) for r in notify_stalls(out, am.proc.pid) for c in list(hook.calls)
+                if r["start_ns"] <= c[0] and c[1] <= r["end_ns"]]
+    found = poll_until(spanning, 120, 0.2)
+    seen = [(r["start_ns"], r["end_ns"], r["wait_reason"]) for r in notify_stalls(out, am.proc.pid)]
+    assert found, f"no stall spanning a webhook call of {HOOK_DELAY}s; calls {hook.calls}; notifier stalls {seen}"
+    ev, (got, answered) = found[0]
+    assert ev["go_version"].startswith("go1.19.") and ev["exe"] == ALERTMANAGER
+    assert ev["wait_reason"] == "select" and ev["cause"] == "select"  # persistConn.roundTrip's select
+    assert ev["duration_ns"] >= answered - got >= HOOK_DELAY * 1e9
+    assert ev["stack"][0]["func"] == "runtime.gopark"
+    assert ev["stack_summary"][0] == "http.(*persistConn).roundTrip"
+
+
 @pytest.mark.bpf
 def test_slow_webhook_stall_in_debians_alertmanager_is_found_with_its_stack(tmp_path, bpf_ok):
     hook = SlowWebhook()
@@ -148,23 +187,46 @@ def test_slow_webhook_stall_in_debians_alertmanager_is_found_with_its_stack(tmp_
         log = tmp_path / "lgf.log"
         with open(log, "w") as err:
             run = subprocess.Popen([*LGF, "--log-level", "info", "run", str(config)], stderr=err)
-        body = json.dumps([{"labels": {"alertname": "lgf-test"}}]).encode()
-        req = urllib.request.Request(f"{am.url}/api/v2/alerts", body, {"Content-Type": "application/json"})
-        urllib.request.urlopen(req, timeout=10).close()
-        # The first slow calls arm the goroutine tier (the sampler sees them); later ones are then
-        # timed exactly. Wait for one of those: a stall that spans a whole webhook call.
-        def spanning() -> list[tuple[dict, tuple[int, int]]]:
-            return [(r, c) for r in notify_stalls(out, am.proc.pid) for c in list(hook.calls)
-                    if r["start_ns"] <= c[0] and c[1] <= r["end_ns"]]
-        found = poll_until(spanning, 120, 0.2)
-        seen = [(r["start_ns"], r["end_ns"], r["wait_reason"]) for r in notify_stalls(out, am.proc.pid)]
-        assert found, f"no stall spanning a webhook call of {HOOK_DELAY}s; calls {hook.calls}; notifier stalls {seen}"
-        ev, (got, answered) = found[0]
-        assert ev["go_version"].startswith("go1.19.") and ev["exe"] == ALERTMANAGER
-        assert ev["wait_reason"] == "select" and ev["cause"] == "select"  # persistConn.roundTrip's select
-        assert ev["duration_ns"] >= answered - got >= HOOK_DELAY * 1e9
-        assert ev["stack"][0]["func"] == "runtime.gopark"
-        assert ev["stack_summary"][0] == "http.(*persistConn).roundTrip"
+        post_alert(am)
+        assert_slow_webhook_stall_found(out, am, hook)
+    finally:
+        if run is not None:
+            run.send_signal(signal.SIGINT)
+            try:
+                assert run.wait(timeout=120) == 0, log.read_text()[-3000:]
+            finally:
+                if run.poll() is None:
+                    run.kill()
+        am.stop()
+        hook.close()
+
+
+@pytest.mark.bpf
+def test_idle_alertmanager_reports_no_stall_and_its_slow_webhook_still_is(tmp_path, bpf_ok):
+    """Debian's Alertmanager idle under ``lgf run`` for a whole period of its dispatcher's ticker
+    (each wake of it was a stall before rule 6; with the sampler's first look at every service
+    loop, 9 stall verdicts arming the goroutine tier in 40 s): no stall, and each service loop
+    judged idle by name; then an alert whose webhook answers slowly is still found, with its stack."""
+    hook = SlowWebhook()
+    am = Alertmanager(tmp_path / "am", alertmanager_config(hook.url), free_port()).start()
+    run = None
+    try:
+        config, out = lgf_config(tmp_path, am.proc.pid)
+        log = tmp_path / "lgf.log"
+        with open(log, "w") as err:
+            run = subprocess.Popen([*LGF, "--log-level", "debug", "run", str(config)], stderr=err)
+
+        def idle_sites() -> set[str]:
+            prefix = f"sampler: pid {am.proc.pid}: "
+            return {ln.rsplit("(service loop: ", 1)[1].rstrip(")\n") for ln in log.read_text().splitlines()
+                    if prefix in ln and "goroutines idle (service loop: " in ln}
+        assert poll_until(lambda: set(SERVICE_LOOPS) <= idle_sites(), 120, 0.2), (idle_sites(), log.read_text()[-3000:])
+        time.sleep(DISPATCH_TICK + 2)  # watched over a whole ticker period: every service loop woke
+        stalls = [(r["wait_reason"], r["duration_ns"], [f["func"] for f in r["stack"]][:6])
+                  for r in all_stalls(out, am.proc.pid)]
+        assert not stalls, stalls
+        post_alert(am)
+        assert_slow_webhook_stall_found(out, am, hook)
     finally:
         if run is not None:
             run.send_signal(signal.SIGINT)

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import subprocess
 
+import capstone
 import pytest
 
 from lgf import config as cfg
 from lgf.event import Event
 from lgf.golang.gobinary import open_binary
+from lgf.golang.pclntab import Pclntab
 from lgf.idle import DEFAULT_IDLE_SITES, REQUEST_MARKERS, IdleRules
 from lgf.manager import make_manager
 from lgf.pipeline import SinkRoute
 from lgf.run import Host
+from lgf.services import Services
 from lgf.stats import Stats
 from support.cli import lgf, write
 from support.gobuild import GO_VERSIONS, GOAPPS, build_go, go_binary
@@ -278,3 +281,101 @@ def test_stdout_names_the_request_a_stall_belongs_to():
     assert format_line(named).endswith('"IO wait" [POST /upload]')
     assert format_line(park(BODY_READ, "IO wait", scope="request")).endswith('"IO wait" [request]')
     assert "[" not in format_line(park(KEEPALIVE, "IO wait"))
+
+
+class Calls:
+    """Call-site facts of a stack, frame by frame (what Services reads from the binary's code):
+    ``loops[i]`` whether frame i calls on from inside a loop (None: cannot tell), ``inlined``
+    the indexes of inlined frames."""
+
+    def __init__(self, loops, inlined=()):
+        self.loops, self.inl = loops, set(inlined)
+
+    def inlined(self, i):
+        return i in self.inl
+
+    def in_loop(self, i):
+        return self.loops[i]
+
+
+MAINTENANCE = PARK + ["runtime.selectgo", "github.com/prometheus/alertmanager/silence.(*Silences).Maintenance",
+                      "main.run.func1"] + END
+AWAIT = PARK + ["runtime.selectgo", "main.await", "main.awaiter"] + END
+
+
+def test_a_service_loop_under_setup_frames_is_idle_and_a_job_in_a_loop_is_not():
+    # the waiter selects inside its loop; main.run.func1 calls it once, then wg.Done
+    v = rules.judge(MAINTENANCE, "select", Calls([None, True, True, False, None]))
+    assert v.idle and v.site == "service loop: github.com/prometheus/alertmanager/silence.(*Silences).Maintenance"
+    # await selects in a loop too, but awaiter calls it from its loop over jobs: a job mid-way
+    assert not rules.judge(AWAIT, "select", Calls([None, True, True, True, None])).idle
+    # no call sites (a caller without the binary's code): rule 6 does not apply
+    assert not rules.judge(MAINTENANCE, "select").idle
+
+
+@pytest.mark.parametrize("loops, inlined, reason", [
+    ([None, True, None, False, None], (), "select"),  # the waiter's loops cannot be told
+    ([None, True, True, None, None], (), "select"),  # a frame under it cannot be told
+    ([None, True, True, False, None], (2,), "select"),  # an inlined waiter: its loop may be its caller's
+    ([None, True, False, False, None], (), "select"),  # a one-off select (not the main goroutine)
+    ([None, True, True, False, None], (), "sleep"),  # a sleep in a loop: as often a retry's back-off
+    ([None, True, True, False, None], (), "sync.Mutex.Lock"),
+])
+def test_a_service_loop_is_never_guessed(loops, inlined, reason):
+    assert not rules.judge(MAINTENANCE, reason, Calls(loops, inlined)).idle
+
+
+def test_the_main_goroutine_waiting_once_under_main_main_is_idle():
+    stack = PARK + ["runtime.selectgo", "main.run", "main.main"] + MAIN_END
+    v = rules.judge(stack, "select", Calls([None, True, False, False, None, None]))
+    assert v.idle and v.site == "service loop: main.run"
+    # main.main calling run from a loop (a batch over inputs): each wait is a job's
+    assert not rules.judge(stack, "select", Calls([None, True, False, True, None, None])).idle
+
+
+def call_sites(exe, caller_prefix: str, callee: str) -> list[int]:
+    """Return addresses of every direct call to ``callee`` in functions named ``caller_prefix*``."""
+    cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    cs.syntax = capstone.CS_OPT_SYNTAX_ATT
+    with Pclntab.from_elf(str(exe)) as tab:
+        target = tab.func_by_name(callee)
+        out = []
+        for name, lo, hi in tab.funcs():
+            if not name.startswith(caller_prefix):
+                continue
+            off = tab.elf.vaddr_to_offset(lo, hi - lo)
+            for addr, size, mnemonic, op in cs.disasm_lite(bytes(tab.buf[off:off + hi - lo]), lo):
+                if mnemonic.startswith("call") and op == hex(target):
+                    out.append(addr + size)
+        return out
+
+
+@pytest.mark.parametrize("version", GO_VERSIONS)
+def test_service_loops_are_told_from_jobs_by_the_loops_of_real_code(version, go_toolchains):
+    """The idleserver fixture built by every toolchain: stacks made of its real call sites, judged
+    by the host's services (symbolized, the binary's loops read from its code): the two service
+    loops (Alertmanager's shapes) are idle, await called from the awaiter's loop is a stall, as is
+    process called from the worker's loop (a sleep: rule 6 never applies)."""
+    exe = build_go(IDLESERVER_SRC, version)
+    entry = {n: lo for n, (lo, _hi) in open_binary(exe).pcln_spans.items()}
+    park = [entry["runtime.gopark"] + 1, entry["runtime.selectgo"] + 1]
+    goexit = entry["runtime.goexit"] + 1
+    services = Services()
+    try:
+        def verdict(waiter: str, caller_prefix: str) -> list:
+            (inner,) = call_sites(exe, waiter, "runtime.selectgo")
+            outer = call_sites(exe, caller_prefix, waiter)
+            assert outer, (waiter, caller_prefix)
+            return [services.judge_stack(str(exe), park + [inner, ret, goexit], "select") for ret in outer]
+        for v in verdict("main.(*maintainer).run", "main.main.func"):  # the closure calling it, then wg.Done
+            assert v.idle and v.site == "service loop: main.(*maintainer).run", v
+        for v in verdict("main.(*dispatcher).run", "main."):  # (*dispatcher).Run, or where it was inlined
+            assert v.idle and v.site == "service loop: main.(*dispatcher).run", v
+        for v in verdict("main.await", "main.awaiter"):
+            assert not v.idle and not v.cut, v
+        (inner,) = call_sites(exe, "main.process", "time.Sleep")
+        (outer,) = call_sites(exe, "main.worker", "main.process")
+        v = services.judge_stack(str(exe), [entry["runtime.gopark"] + 1, inner, outer, goexit], "sleep")
+        assert not v.idle and not v.cut, v
+    finally:
+        services.close()

@@ -5,9 +5,11 @@ the pipeline runs (``plugins/scope.py``).
 
 What must hold: the idle goroutines (accept loop, keep-alive connections, the proxy's idle
 upstream connections, a worker pool waiting for jobs, a ticker loop, a sleep loop, ``select {}``,
-a context waiter, a main goroutine that sleeps at start-up) never arm the goroutine tier and are
+a context waiter, a main goroutine that sleeps at start-up, two service loops one call below
+their goroutine's start, as Debian's Alertmanager runs them) never arm the goroutine tier and are
 never events, only counted; each slow request is reported once per goroutine that really
-waited, the handler's wait with ``scope = "request"``, a worker's sleep mid-job as a plain stall.
+waited, the handler's wait with ``scope = "request"``, a worker's sleep mid-job as a plain stall,
+and the awaiter's select in a loop of its own, called from its loop over jobs, as a stall too.
 """
 
 from __future__ import annotations
@@ -192,7 +194,8 @@ def test_an_idle_server_never_arms_and_reports_nothing(served, caplog):
         fx.close()
     assert {"net.(*TCPListener).Accept", "loop head: main.worker", "loop head: main.tickerLoop",
             "loop head: main.sleepLoop", "select (no cases)", "loop head: main.main.func2",
-            "net/http.(*persistConn).readLoop", "net/http.(*persistConn).writeLoop"} <= sites, sites
+            "net/http.(*persistConn).readLoop", "net/http.(*persistConn).writeLoop",
+            "service loop: main.(*maintainer).run", "service loop: main.(*dispatcher).run"} <= sites, sites
     assert sites & {"net/http.(*connReader).Read", "net/http.(*conn).readRequest"}, sites
 
 
@@ -211,9 +214,10 @@ def test_slow_requests_are_reported_once_per_waiting_goroutine_with_their_scope(
             assert fx.get(f"/proxy/slow/{i}") == "upstream\n"
         for _ in range(2):
             fx.get("/job?d=150ms")
+        fx.get("/await?d=150ms")  # once: the one awaiter would otherwise wait twice
         proxied = [fx.wait_line(lambda o, i=i: o.get("route") == f"/proxy/slow/{i}") for i in range(3)]
-        fx.wait_line(lambda o: len([x for x in fx.lines if x.get("route") == "/job"]) == 2)
-        jobs = [o for o in fx.lines if o.get("route") == "/job"]
+        fx.wait_line(lambda o: len([x for x in fx.lines if x.get("route") in ("/job", "/await")]) == 3)
+        jobs = [o for o in fx.lines if o.get("route") in ("/job", "/await")]
         for o in proxied + jobs:
             events.wait_for(lambda e, g=o["goid"]: e.pid == fx.pid and e.goid == g)
         for o in jobs:
@@ -227,7 +231,8 @@ def test_slow_requests_are_reported_once_per_waiting_goroutine_with_their_scope(
         fx.close()
     handlers = {o["goid"] for o in proxied + jobs}
     workers = {o["worker_goid"] for o in jobs}
-    assert len(jobs) == 2 and len(handlers) == 5
+    awaiters = {o["worker_goid"] for o in jobs if o["route"] == "/await"}
+    assert len(jobs) == 3 and len(handlers) == 6
     by_goid: dict[int, list] = {}
     for e in reported:
         # A goroutine kept off a CPU past the threshold by a busy host is a real stall
@@ -243,10 +248,14 @@ def test_slow_requests_are_reported_once_per_waiting_goroutine_with_their_scope(
         assert ev.scope == "request" and ev.extra["verdict"] == "stall", summary
         assert ev.extra["decided_by"] == "net/http.serverHandler.ServeHTTP"
         if "http_request_addr" in ev.extra:  # the goroutine tier recorded the request
-            assert ev.http_method == "GET" and ev.http_path.startswith(("/proxy/slow/", "/job"))
+            assert ev.http_method == "GET" and ev.http_path.startswith(("/proxy/slow/", "/job", "/await"))
     for g in workers:
         assert len(by_goid[g]) == 1, (g, summary, [(e.start_ns, e.end_ns, e.extra) for e in by_goid[g]])
         (ev,) = by_goid[g]
+        if g in awaiters:  # a select in await's loop, called from the awaiter's loop: a job's wait
+            assert ev.scope == "" and ev.wait_reason == "select", summary
+            assert "main.await" in ScopeEnricher(None, ctx).functions_of(ev), "an awaiter mid-job: a stall"
+            continue
         assert ev.scope == "" and ev.wait_reason == "sleep", summary
         assert "main.process" in ScopeEnricher(None, ctx).functions_of(ev), "a worker mid-job: a stall"
     # The tier saw idle waits too (accept, keep-alive, transport loops): judged idle in BPF, they

@@ -75,7 +75,7 @@ class ParkJudge:
             key = (tuple(pcs), reason)
             verdict = proc.verdicts.get(key)
             if verdict is None:
-                verdict = proc.verdicts[key] = rules.judge(self._functions(proc, pcs), reason)
+                verdict = proc.verdicts[key] = self._verdict(proc, pcs, reason)
             park.verdict = verdict
             if verdict.idle:
                 idle_sites[verdict.site] += 1
@@ -175,13 +175,14 @@ class ParkJudge:
         return {r[0] for r in rows if (r[i_status] & ~G_SCAN) == G_WAITING and r[i_goid] == before[r[0]][i_goid]
                 and r[i_seq] == before[r[0]][i_seq]}
 
-    def _functions(self, proc, pcs: list[int]) -> list[str]:
-        """Function names of ``pcs`` ([] when the binary cannot be read: judged as a cut stack)."""
+    def _verdict(self, proc, pcs: list[int], reason: str):
+        """The host's verdict on ``pcs`` (lgf.idle, the binary's loops included); a binary that
+        cannot be read gives no names, judged as a cut stack: a stall."""
         try:
-            return self.services.symbolize(binary_path(proc.target), pcs, proc.reader.bias)
+            return self.services.judge_stack(binary_path(proc.target), pcs, reason, proc.reader.bias)
         except Exception as exc:  # OSError, PclntabError: no names, so no idle verdict either
             self._count("lgf_sampler_unsymbolized_total", reason=type(exc).__name__)
-            return []
+            return self.services.idle_rules.judge([], reason)
 
     def _count(self, name: str, **labels) -> None:
         if self.stats is not None:

@@ -2,17 +2,20 @@
 
 uprobe.c judges every wait over the threshold from its goroutine's stack (``judge_stack``: request
 marker, cut stack, idle site, ``select {}``) and sends the verdict as event flags; this module turns
-those flags into the event's fields, and settles the one rule the kernel can only see the shape of:
+those flags into the event's fields, and settles the two rules the kernel can only see the shape of:
 lgf.idle's loop head (a receive, select, sleep or Cond.Wait called directly by the goroutine's start
-function). Return addresses hide inlined calls, so the kernel flags a candidate (``EV_LOOP_HEAD``)
+function) and service loop (a select or receive in a loop of its own, entered from the goroutine's
+start with no loop on the way: the loops are read from the binary's code, :mod:`lgf.golang.loops`).
+Return addresses hide inlined calls, so the kernel flags a candidate (``EV_LOOP_HEAD``)
 and :class:`LoopHeadJudge` symbolizes its stack (inlined frames included) and asks
 :meth:`lgf.idle.IdleRules.judge`, through the host's one "symbolize, then judge"
 (:meth:`lgf.services.Services.judge`, its shared symbol cache and ``[idle]`` rules), so the
 kernel and every other tier agree.
 
-Cost: a candidate is a wait over the threshold whose waiter is called straight from the goroutine's
-start (a ticker or worker loop with a period over the threshold): one symbolized stack per wait
-(a dict hit per frame once the symbolizer's cache is warm). Idle ones are counted here, under the
+Cost: a candidate is any receive, select, sleep or Cond.Wait over the threshold that no earlier
+rule decided (a ticker or worker loop with a period over the threshold): one symbolized stack per
+wait (a dict hit per frame once the symbolizer's cache is warm, and a cached lookup per frame under
+the waiter for the service-loop rule). Idle ones are counted here, under the
 ``idle`` histogram label, since the kernel left them out of its histogram.
 """
 

@@ -5,7 +5,10 @@
 // the main goroutine sleeping at start-up (-startsleep), the accept loop, keep-alive
 // connections between requests (the test's clients), the reverse proxy's idle connections to
 // its upstream (readLoop/writeLoop), a worker pool whose workers wait for jobs, a ticker loop,
-// a sleep loop, a goroutine in select {} and one waiting on a context's Done.
+// a sleep loop, a goroutine in select {} and one waiting on a context's Done; and two service
+// loops waiting in a select one call below their goroutine's start, the shapes of Debian's
+// Alertmanager: one entered through a closure that calls it and then wg.Done (silences'
+// Maintenance), one through a method that sets up and then calls it (Dispatcher.Run).
 //
 // What stalls, on request (each must be reported once per goroutine that really waited):
 //
@@ -13,6 +16,9 @@
 //	                in the transport for the upstream's answer.
 //	GET /job?d=150ms the handler hands a job to the worker pool and waits for its result; the
 //	                worker sleeps d inside process(): a worker mid-job.
+//	GET /await?d=150ms the same through the awaiter, whose await() waits for the job's deadline
+//	                in a select loop of its own: a service loop's shape, but called from the
+//	                awaiter's loop over jobs, so a job mid-way (a stall).
 //	GET /hold/...   the handler prints {"hold":true,"req":"0x...","goid":G} and blocks until
 //	                GET /release (the request stays live, for reading it from outside).
 //
@@ -75,7 +81,78 @@ func process(j job) int64 {
 	return goid()
 }
 
-var ticks, naps int
+var ticks, naps, beats int
+
+// maintainer runs a ticker loop, entered through a closure that does more than call it.
+type maintainer struct{ runs int }
+
+//go:noinline
+func (m *maintainer) run(interval time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			m.runs++
+		case <-stop:
+			return
+		}
+	}
+}
+
+// dispatcher runs its loop after Run has set it up.
+type dispatcher struct {
+	mu     sync.Mutex
+	groups map[string]int
+	alerts chan string
+}
+
+func (d *dispatcher) Run() {
+	d.mu.Lock()
+	d.groups = map[string]int{}
+	d.mu.Unlock()
+	d.run(time.NewTicker(800 * time.Millisecond))
+}
+
+//go:noinline
+func (d *dispatcher) run(t *time.Ticker) {
+	for {
+		select {
+		case a := <-d.alerts:
+			d.mu.Lock()
+			d.groups[a]++
+			d.mu.Unlock()
+		case <-t.C:
+			d.mu.Lock()
+			d.groups = map[string]int{}
+			d.mu.Unlock()
+		}
+	}
+}
+
+var awaits = make(chan job)
+
+// awaiter takes jobs in its loop; await, called for each, waits in a select loop of its own.
+func awaiter() {
+	for j := range awaits {
+		j.done <- await(j.d)
+	}
+}
+
+//go:noinline
+func await(d time.Duration) int64 {
+	deadline := time.After(d)
+	beat := time.NewTicker(time.Second)
+	defer beat.Stop()
+	for {
+		select {
+		case <-deadline:
+			return goid()
+		case <-beat.C:
+			beats++
+		}
+	}
+}
 
 func tickerLoop() {
 	t := time.NewTicker(700 * time.Millisecond)
@@ -108,6 +185,18 @@ func main() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { <-ctx.Done() }()
+	stop := make(chan struct{})
+	defer close(stop)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	maint := &maintainer{}
+	go func() {
+		maint.run(700*time.Millisecond, stop)
+		wg.Done()
+	}()
+	disp := &dispatcher{alerts: make(chan string)}
+	go disp.Run()
+	go awaiter()
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/fast", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "hello\n") })
@@ -132,6 +221,18 @@ func main() {
 		jobs <- j
 		wid := <-j.done
 		say(map[string]any{"route": "/job", "goid": goid(), "worker_goid": wid})
+		fmt.Fprintln(w, wid)
+	})
+	mux.HandleFunc("/await", func(w http.ResponseWriter, r *http.Request) {
+		d, err := time.ParseDuration(r.URL.Query().Get("d"))
+		if err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		j := job{d: d, done: make(chan int64)}
+		awaits <- j
+		wid := <-j.done
+		say(map[string]any{"route": "/await", "goid": goid(), "worker_goid": wid})
 		fmt.Fprintln(w, wid)
 	})
 	release := make(chan struct{})
