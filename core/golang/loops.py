@@ -34,8 +34,10 @@ import threading
 import weakref
 from bisect import bisect_right
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
-import capstone
+if TYPE_CHECKING:
+    import capstone
 
 __all__ = ["EM_X86_64", "FunctionLoops", "LoopIndex", "function_loops"]
 
@@ -50,6 +52,8 @@ FUNCTIONS_KEPT = 4096
 
 
 def _disassembler() -> capstone.Cs:
+    import capstone  # (~80 ms: paid by the first judgement that reads code, not by every lgf command)
+
     cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     cs.syntax = capstone.CS_OPT_SYNTAX_ATT
     return cs
