@@ -8,7 +8,9 @@ only when its page's turn came: 6 to 9 of 10 such stalls of 100 ms were reported
 goroutines. Nothing read from outside tells which of 100,000 idle goroutines just woke; the
 runtime's own scheduler does, at the functions that make a goroutine runnable.
 
-So, in a process big enough that the sampler reads its pages in turn, three of the goroutine
+So, in a process big enough that the sampler reads its pages in turn, or one quiet enough that it
+reads it in full only every ``quiet_interval`` (``sampler.py``: a process where nothing moves is
+read between those passes only when something woke in it), three of the goroutine
 tier's probes (uprobe.c's ``on_ready``, ``on_injectglist`` and ``on_newproc``: ``runtime.ready``,
 the netpoller's ``injectglist`` and a new goroutine's ``runqput``) are attached on their own, and
 write each woken g's address into a ring of ``WAKE_SLOTS`` per CPU (the ``wakes`` map, an entry
@@ -75,9 +77,16 @@ class WakeSignal:
     # -- the sampler's side -----------------------------------------------------------------------
 
     def want(self, pid: int) -> None:
-        """The sampler reads ``pid``'s pages in turn: note its wakes (until it exits)."""
+        """The sampler reads ``pid``'s pages in turn, or reads it in full only now and then (a
+        quiet process): note its wakes (until it exits, or :meth:`unwant`)."""
         with self._lock:
             self._wanted.add(pid)
+
+    def unwant(self, pid: int) -> None:
+        """``pid`` is no longer quiet: stop noting its wakes (its probes would cost it a hit per
+        wake, from the budget its goroutine tier is armed with, for nothing the sampler needs)."""
+        with self._lock:
+            self._wanted.discard(pid)
 
     def on(self, pid: int) -> bool:
         """Whether ``pid``'s wakes are noted now (its ring exists and its probes are attached)."""
@@ -143,9 +152,11 @@ class WakeSignal:
         except Exception as exc:  # noqa: BLE001 - the map is full (WAKE_PROCS): sampled in turn
             self.log.info("uprobe: pid %d: no wake signal (%s)", pid, exc)
             return
-        self._on[pid] = np.zeros(len(table.Leaf()), dtype=np.uint64)
         if not att.tier_on() and not self._probe(att):
             return
+        # On only once its probes are: a quiet process is read in full only now and then, trusting
+        # that whatever wakes in it is noted (the heads from zero: every note since the ring was made).
+        self._on[pid] = np.zeros(len(table.Leaf()), dtype=np.uint64)
         self.stats.set("lgf_sampler_wake_signal", 1, pid=pid)
         self.log.info("uprobe: pid %d: wake signal on (its goroutines are read in turn)", pid)
 
@@ -165,6 +176,7 @@ class WakeSignal:
 
     def stop(self, pid: int) -> None:
         """Detach ``pid``'s wake probes and drop its ring (the caller holds the targets' lock)."""
+        was_on = self._on.pop(pid, None) is not None  # first: no pass trusts a signal going away
         att = self.targets.attached.get(pid)
         if att is not None:
             if not att.tier_on():  # (while it is on they are the tier's)
@@ -174,7 +186,7 @@ class WakeSignal:
                 del table[table.Key(pid)]
             except Exception:  # noqa: BLE001 - never made, or the program is gone
                 pass
-        if self._on.pop(pid, None) is not None:
+        if was_on:
             self.stats.set("lgf_sampler_wake_signal", 0, pid=pid)
 
     def forget(self, pid: int) -> None:
