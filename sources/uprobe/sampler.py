@@ -499,8 +499,9 @@ class GoroutineSampler:
         whatever the process's size (a park of threshold + 50 ms was missed when passes were
         40 ms apart)."""
         # CPU time of this thread, not wall time: the cost sets the interval against CPU_BUDGET,
-        # and wall time would count waits for the GIL or a lock as work done.
-        t0 = time.thread_time_ns()
+        # and wall time would count waits for the GIL or a lock as work done. (A light pass is
+        # timed once it reads: most read only the wake ring, a few microseconds, every interval.)
+        t0 = 0 if light else time.thread_time_ns()
         since = self.tier.since(pid)
         closing = since is not None
         if proc.taken_over and not closing:
@@ -532,11 +533,16 @@ class GoroutineSampler:
         elif light:
             if self._take_wakes(pid, proc) and proc.quiet:
                 proc.next_ns = 0  # something woke that the probes could not name: a full pass now
-                return time.thread_time_ns() - t0
-            gs = [g for g, park in proc.parks.items() if not park.over_threshold or g in proc.watch]
+                return 0
+            # In a quiet process a park not yet over the threshold is read again only when it
+            # could have crossed it, or its g was woken (its end: ready or the netpoller, noted).
+            due = time.monotonic_ns() - self.threshold_ns if proc.quiet else None
+            gs = [g for g, park in proc.parks.items()
+                  if g in proc.watch or (not park.over_threshold and (due is None or park.first_ns <= due))]
             gs += [g for g in proc.watch if g not in proc.parks]
             if not gs:
-                return time.thread_time_ns() - t0
+                return 0
+            t0 = time.thread_time_ns()
             began = time.monotonic_ns()
             rows = read_g_fields(proc.reader, gs, proc.fields)
             ended = time.monotonic_ns()
@@ -604,6 +610,8 @@ class GoroutineSampler:
         for park, row in crossed:  # an idle wait is not followed: its g is read again only if it changes
             if self._silent(park):
                 proc.parks.pop(row[0], None)
+                if light:  # read outside the scan: the next full pass is not to see it as new
+                    proc.scan.settle(row[0], {name: row[i] for i, name in enumerate(order, 1)})
             elif light and proc.quiet:
                 proc.next_ns = 0  # a stall: full passes follow it to its end
         if arm:

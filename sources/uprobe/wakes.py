@@ -33,6 +33,7 @@ every note is. Needs ``sched_latency`` (on by default), whose probes these are.
 
 from __future__ import annotations
 
+import ctypes
 import threading
 import time
 
@@ -53,6 +54,21 @@ seconds each time."""
 RETRY_MAX_S = 600.0
 
 
+class _Ring:
+    """One listened process's per-CPU ring, read by :meth:`WakeSignal.take` into a buffer of its
+    own (BCC's table lookup made a new one and numpy arrays each time: most of a quiet process's
+    cost per pass)."""
+
+    def __init__(self, table, pid: int):
+        from bcc import lib  # (BPF is there: the table is)
+
+        self.lookup, self.fd, self.key, self.leaf = lib.bpf_lookup_elem, table.get_fd(), table.Key(pid), table.Leaf()
+        self.rings = np.frombuffer(self.leaf, dtype=np.uint64).reshape(-1, 1 + WAKE_SLOTS)
+        """A view of ``leaf``: per CPU, the head then the slots."""
+        self.heads = [0] * len(self.rings)
+        """The per-CPU heads the last take read up to (from zero: every note since the ring was made)."""
+
+
 def constants() -> dict[str, int]:
     """uprobe.c's -D constants for the ``wakes`` map."""
     return {"WAKE_SLOTS": WAKE_SLOTS, "WAKE_PROCS": WAKE_PROCS}
@@ -66,8 +82,8 @@ class WakeSignal:
     def __init__(self, targets, budget, stats, log):
         self.targets, self.budget, self.stats, self.log = targets, budget, stats, log
         self._wanted: set[int] = set()
-        self._on: dict[int, np.ndarray] = {}
-        """pid -> the per-CPU heads the last :meth:`take` read up to (pids whose ring exists)."""
+        self._on: dict[int, _Ring] = {}
+        """pid -> its ring (pids whose ring exists and whose probes are attached)."""
         self._refused_at: dict[int, tuple[float, float]] = {}
         """pid -> (when the budget last took its signal away, how long to wait before asking again)."""
         self._unprobeable: set[int] = set()
@@ -94,26 +110,23 @@ class WakeSignal:
 
     def take(self, pid: int) -> np.ndarray | None:
         """The gs of ``pid`` woken since the last call (addresses, unsorted, maybe repeated), or
-        None when its wake signal is off. Wakes lost to a full ring are counted."""
-        heads = self._on.get(pid)
-        att = self.targets.attached.get(pid)
-        if heads is None or att is None:
-            return None
-        try:
-            table = att.program.bpf[b"wakes"]
-            raw = table[table.Key(pid)]
-        except Exception:  # noqa: BLE001 - detached or gone meanwhile: nothing noted
-            return None
-        rings = np.frombuffer(raw, dtype=np.uint64).reshape(-1, 1 + WAKE_SLOTS)
-        now = rings[:, 0].copy()
-        new = (now - heads).astype(np.int64)
-        lost = int(np.clip(new - WAKE_SLOTS, 0, None).sum())
+        None when its wake signal is off. Wakes lost to a full ring are counted. Called for every
+        quiet process every pass: one map lookup into a buffer kept for it, and nothing more when
+        no head moved (the usual answer)."""
+        ring = self._on.get(pid)
+        if ring is None or ring.lookup(ring.fd, ctypes.byref(ring.key), ctypes.byref(ring.leaf)) < 0:
+            return None  # (off, or detached meanwhile: nothing noted)
+        now = ring.rings[:, 0].tolist()
+        if now == ring.heads:
+            return np.zeros(0, dtype=np.uint64)
+        new = [n - h for n, h in zip(now, ring.heads, strict=True)]
+        lost = sum(max(n - WAKE_SLOTS, 0) for n in new)
         if lost:
             self.stats.inc("lgf_sampler_wakes_lost_total", lost)
-        out = [rings[cpu, 1 + (np.arange(head - min(n, WAKE_SLOTS), head) % WAKE_SLOTS)]
-               for cpu, (head, n) in enumerate(zip(now.tolist(), new.tolist(), strict=True)) if n > 0]
-        self._on[pid] = now
-        return np.concatenate(out) if out else np.zeros(0, dtype=np.uint64)
+        out = [ring.rings[cpu, 1 + (np.arange(head - min(n, WAKE_SLOTS), head) % WAKE_SLOTS)]
+               for cpu, (head, n) in enumerate(zip(now, new, strict=True)) if n > 0]
+        ring.heads = now
+        return np.concatenate(out)
 
     # -- the housekeeper's side -------------------------------------------------------------------
 
@@ -156,7 +169,7 @@ class WakeSignal:
             return
         # On only once its probes are: a quiet process is read in full only now and then, trusting
         # that whatever wakes in it is noted (the heads from zero: every note since the ring was made).
-        self._on[pid] = np.zeros(len(table.Leaf()), dtype=np.uint64)
+        self._on[pid] = _Ring(table, pid)
         self.stats.set("lgf_sampler_wake_signal", 1, pid=pid)
         self.log.info("uprobe: pid %d: wake signal on (its goroutines are read in turn)", pid)
 
