@@ -9,7 +9,10 @@ on a free loopback port). Per N, against N = 1 in the same run:
 - lgf's CPU (% of one core, every thread: /proc/LGFPID/stat) over ``IDLE_S`` seconds once
   attached and settled (the sampler has judged each server's idle waits once);
 - lgf's RSS at the end (VmRSS) and its peak (VmHWM, start-up included: BCC compiling);
-- the stall events it reported (none expected: nothing stalls).
+- the stall events it reported (none expected: nothing stalls);
+- the same CPU with ``quiet_interval = "0s"`` (every idle server read in full every
+  ``sample_interval``, as before quiet processes: ``sources/uprobe/sampler.py``), measured right
+  after in the same run, and the shipped config's CPU against it.
 
 Run as root: ``.venv/bin/python bench/bench_many_processes.py``. ``LGF_BENCH_PROCESSES``
 (``1,40,200``), ``LGF_BENCH_GO`` (1.25.5), ``LGF_BENCH_IDLE_S`` (20).
@@ -39,8 +42,10 @@ SETTLE_S = 5.0
 """After the last attach: each server's idle waits are judged once (a one-off, not the idle cost)."""
 
 
-def config_for(pids: list[int], tmp: Path, port: int) -> Path:
+def config_for(pids: list[int], tmp: Path, port: int, quiet: bool = True) -> Path:
     text = (ROOT / "plugins.toml").read_text()
+    if not quiet:
+        text = re.sub(r'(?m)^(sample_interval = .*)$', r'\1\nquiet_interval = "0s"', text, count=1)
     text = re.sub(r"(?m)^all = true.*$", f"pids = {pids}", text)
     text = re.sub(r'(?m)^spool_dir = .*$', f'spool_dir = "{tmp / "spool"}"', text)
     text = re.sub(r'(?m)^use = "stdout"\n', f'use = "file"\npath = "{tmp / "events.jsonl"}"\n', text)
@@ -62,14 +67,14 @@ def start_servers(exe: Path, n: int) -> list[subprocess.Popen]:
     return servers
 
 
-def run(exe: Path, n: int) -> dict:
+def run(exe: Path, n: int, quiet: bool = True) -> dict:
     servers = start_servers(exe, n)
     tmp = tempfile.TemporaryDirectory(prefix="lgf-bench-")
     lgf = None
     try:
         pids = [p.pid for p in servers]
         t0 = time.monotonic()
-        lgf = LgfProcess(config_for(pids, Path(tmp.name), free_port()))
+        lgf = LgfProcess(config_for(pids, Path(tmp.name), free_port(), quiet))
         for pid in pids:
             lgf.wait_log(f"tracing pid {pid} ")
         attach_s = time.monotonic() - t0
@@ -99,14 +104,16 @@ def main() -> int:
     print(f"Many idle Go processes (issue 19), idleserver built with Go {GO}, shipped plugins.toml, "
           f"{os.cpu_count()} CPUs (a shared host), lgf's CPU over {IDLE_S:.0f} s once attached")
     print(f"{'processes':>10}{'attach s':>10}{'x 1 proc':>10}{'lgf CPU %':>11}{'x 1 proc':>10}"
-          f"{'RSS MB':>9}{'x 1 proc':>10}{'peak MB':>9}{'stalls':>8}")
+          f"{'RSS MB':>9}{'x 1 proc':>10}{'peak MB':>9}{'stalls':>8}{'CPU % quiet off':>17}{'x quiet off':>13}")
     base = None
     for n in COUNTS:
         r = run(exe, n)
+        off = run(exe, n, quiet=False)
         base = base or r
         print(f"{n:>10}{r['attach_s']:>10.2f}{r['attach_s'] / base['attach_s']:>10.1f}{r['cpu']:>11.2f}"
               f"{r['cpu'] / max(base['cpu'], 0.01):>10.1f}{r['rss_mb']:>9.0f}{r['rss_mb'] / base['rss_mb']:>10.2f}"
-              f"{r['hwm_mb']:>9.0f}{r['stalls']:>8}", flush=True)
+              f"{r['hwm_mb']:>9.0f}{r['stalls']:>8}{off['cpu']:>17.2f}{r['cpu'] / max(off['cpu'], 0.01):>13.2f}",
+              flush=True)
     return 0
 
 
