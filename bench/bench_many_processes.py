@@ -84,7 +84,7 @@ def run(exe: Path, n: int, quiet: bool = True) -> dict:
         cpu = 100 * (cpu_ticks(lgf.pid) - c0) / CLK_TCK / (time.monotonic() - w0)
         out = {"attach_s": attach_s, "cpu": cpu, "rss_mb": vm_kb(lgf.pid, "VmRSS") / 1024,
                "hwm_mb": vm_kb(lgf.pid, "VmHWM") / 1024,
-               "stalls": sum(1 for e in lgf.events() if e.get("kind") == "stall")}
+               "stalls": [e for e in lgf.events() if e.get("kind") == "stall"]}
         return out
     finally:
         if lgf is not None:
@@ -112,8 +112,12 @@ def main() -> int:
         base = base or r
         print(f"{n:>10}{r['attach_s']:>10.2f}{r['attach_s'] / base['attach_s']:>10.1f}{r['cpu']:>11.2f}"
               f"{r['cpu'] / max(base['cpu'], 0.01):>10.1f}{r['rss_mb']:>9.0f}{r['rss_mb'] / base['rss_mb']:>10.2f}"
-              f"{r['hwm_mb']:>9.0f}{r['stalls']:>8}{off['cpu']:>17.2f}{r['cpu'] / max(off['cpu'], 0.01):>13.2f}",
+              f"{r['hwm_mb']:>9.0f}{len(r['stalls']):>8}{off['cpu']:>17.2f}{r['cpu'] / max(off['cpu'], 0.01):>13.2f}",
               flush=True)
+        for e in r["stalls"] + off["stalls"]:  # none expected: what it was, to tell a busy host's from a false one
+            extra = e.get("extra", {})
+            print(f"{'':>10}stall: {extra.get('stall')} {e.get('wait_reason')!r} {e.get('duration_ns', 0) / 1e6:.0f} ms "
+                  f"{extra.get('precision', 'exact')} {extra.get('verdict', '')} {extra.get('decided_by', '')}", flush=True)
     return 0
 
 
