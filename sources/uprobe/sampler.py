@@ -360,8 +360,10 @@ class GoroutineSampler:
         for pid, proc in procs:
             t0 = time.monotonic_ns()
             try:
-                if t0 < proc.next_ns and proc.quiet and not self.wakes.on(pid):
-                    proc.quiet, proc.next_ns = False, 0  # its wakes are no longer noted (the budget)
+                if t0 < proc.next_ns and proc.quiet and (not self.wakes.on(pid) or self.tier.since(pid) is not None):
+                    # its wakes are no longer noted (the budget), or its tier is on (the hand-off
+                    # pass): read in full now
+                    proc.quiet, proc.next_ns = False, 0
                 if t0 < proc.next_ns:
                     if not self._light_due(pid, proc):
                         continue
