@@ -10,6 +10,8 @@ on a free loopback port). Per N, against N = 1 in the same run:
   attached and settled (the sampler has judged each server's idle waits once);
 - lgf's RSS at the end (VmRSS) and its peak (VmHWM, start-up included: BCC compiling);
 - the stall events it reported (none expected: nothing stalls);
+- how long after the attach every server was quiet (its wake signal on: the CPU is measured from
+  then, ``SETTLE_S`` later);
 - the same CPU with ``quiet_interval = "0s"`` (every idle server read in full every
   ``sample_interval``, as before quiet processes: ``sources/uprobe/sampler.py``), measured right
   after in the same run, and the shipped config's CPU against it.
@@ -78,11 +80,15 @@ def run(exe: Path, n: int, quiet: bool = True) -> dict:
         for pid in pids:
             lgf.wait_log(f"tracing pid {pid} ")
         attach_s = time.monotonic() - t0
+        if quiet:  # until each server is quiet: its wake signal on (3 probes each, attached by one thread)
+            for pid in pids:
+                lgf.wait_log(f"pid {pid}: wake signal on")
+        quiet_s = time.monotonic() - t0 - attach_s
         time.sleep(SETTLE_S)
         c0, w0 = cpu_ticks(lgf.pid), time.monotonic()
         time.sleep(IDLE_S)
         cpu = 100 * (cpu_ticks(lgf.pid) - c0) / CLK_TCK / (time.monotonic() - w0)
-        out = {"attach_s": attach_s, "cpu": cpu, "rss_mb": vm_kb(lgf.pid, "VmRSS") / 1024,
+        out = {"attach_s": attach_s, "quiet_s": quiet_s, "cpu": cpu, "rss_mb": vm_kb(lgf.pid, "VmRSS") / 1024,
                "hwm_mb": vm_kb(lgf.pid, "VmHWM") / 1024,
                "stalls": [e for e in lgf.events() if e.get("kind") == "stall"]}
         return out
@@ -104,7 +110,8 @@ def main() -> int:
     print(f"Many idle Go processes (issue 19), idleserver built with Go {GO}, shipped plugins.toml, "
           f"{os.cpu_count()} CPUs (a shared host), lgf's CPU over {IDLE_S:.0f} s once attached")
     print(f"{'processes':>10}{'attach s':>10}{'x 1 proc':>10}{'lgf CPU %':>11}{'x 1 proc':>10}"
-          f"{'RSS MB':>9}{'x 1 proc':>10}{'peak MB':>9}{'stalls':>8}{'CPU % quiet off':>17}{'x quiet off':>13}")
+          f"{'RSS MB':>9}{'x 1 proc':>10}{'peak MB':>9}{'stalls':>8}{'CPU % quiet off':>17}{'x quiet off':>13}"
+          f"{'quiet after s':>15}")
     base = None
     for n in COUNTS:
         r = run(exe, n)
@@ -112,7 +119,8 @@ def main() -> int:
         base = base or r
         print(f"{n:>10}{r['attach_s']:>10.2f}{r['attach_s'] / base['attach_s']:>10.1f}{r['cpu']:>11.2f}"
               f"{r['cpu'] / max(base['cpu'], 0.01):>10.1f}{r['rss_mb']:>9.0f}{r['rss_mb'] / base['rss_mb']:>10.2f}"
-              f"{r['hwm_mb']:>9.0f}{len(r['stalls']):>8}{off['cpu']:>17.2f}{r['cpu'] / max(off['cpu'], 0.01):>13.2f}",
+              f"{r['hwm_mb']:>9.0f}{len(r['stalls']):>8}{off['cpu']:>17.2f}{r['cpu'] / max(off['cpu'], 0.01):>13.2f}"
+              f"{r['quiet_s']:>15.1f}",
               flush=True)
         for e in r["stalls"] + off["stalls"]:  # none expected: what it was, to tell a busy host's from a false one
             extra = e.get("extra", {})

@@ -171,7 +171,7 @@ class WakeSignal:
         # that whatever wakes in it is noted (the heads from zero: every note since the ring was made).
         self._on[pid] = _Ring(table, pid)
         self.stats.set("lgf_sampler_wake_signal", 1, pid=pid)
-        self.log.info("uprobe: pid %d: wake signal on (its goroutines are read in turn)", pid)
+        self.log.info("uprobe: pid %d: wake signal on (the sampler reads what wakes)", pid)
 
     @staticmethod
     def _probed(att) -> bool:
