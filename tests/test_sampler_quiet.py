@@ -7,8 +7,8 @@ signal, and is read in full every ``quiet_interval`` only, with light reads of w
 between; the same server kept busy by a keep-alive client is read in full every
 ``sample_interval`` and never gets the wake signal. Counted in full passes over the same window,
 a ratio (not a wall-clock bound). Then the quiet server gets slow requests: the handler's wait and
-the worker's sleep mid-job are each reported once, as on a server read in full every pass
-(tests/test_idle_server.py), with sampled bounds inside the fixture's own request.
+the worker's sleep mid-job are each reported once, as stalls of at least the threshold, as on a
+server read in full every pass (tests/test_idle_server.py), the first by the sampler.
 """
 
 from __future__ import annotations
