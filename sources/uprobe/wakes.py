@@ -52,6 +52,10 @@ time it happens again (up to ``RETRY_MAX_S``): attaching costs lgf about 0.1 s a
 host, and a busy process (Caddy under wrk: thousands of wakes a second) spends its credit in
 seconds each time."""
 RETRY_MAX_S = 600.0
+PROBE_HEADROOM = 200
+"""Uprobes the wake signal leaves to the goroutine tier's arming (about 10 a process): BCC opens at
+most 1,000 for the whole of lgf, the cheap tier takes 3 a process, and on a host of 200 quiet
+services the wake probes took the rest, so no stall could arm the tier (measured)."""
 
 
 class _Ring:
@@ -147,12 +151,24 @@ class WakeSignal:
                         self.log.info("uprobe: pid %d: wake signal off (overhead budget spent); "
                                       "asked again in %.0f s", pid, wait)
                     self.stop(pid)
-                elif listen and pid not in self._on and pid not in self._unprobeable and self._may_ask(pid, now):
+                elif (listen and pid not in self._on and pid not in self._unprobeable and self._may_ask(pid, now)
+                      and self._probes_left() >= PROBE_HEADROOM + len(WAKE_PROBES)):
                     self._start(att)
                 elif pid in self._on and not att.tier_on() and not self._probed(att):
                     self._probe(att)  # back after a goroutine tier's slice, which detached them
             for pid in [p for p in self._on if p not in self.targets.attached]:
                 self._on.pop(pid, None)
+
+    @staticmethod
+    def _probes_left() -> int:
+        """Uprobes BCC still lets this process open (1,000 by default, ``BCC_PROBE_LIMIT``, for all
+        of lgf's programs together)."""
+        try:
+            import bcc
+
+            return bcc.BPF.get_probe_limit() - bcc._get_num_open_probes()
+        except Exception:  # noqa: BLE001 - another BCC: no limit known
+            return PROBE_HEADROOM + len(WAKE_PROBES)
 
     def _may_ask(self, pid: int, now: float) -> bool:
         refused = self._refused_at.get(pid)
