@@ -78,6 +78,11 @@ class LgfProcess:
                 self.lines.append((time.monotonic(), line))
                 self._cond.notify_all()
 
+    def count_log(self, text: str) -> int:
+        """Log lines so far that contain ``text``."""
+        with self._cond:
+            return sum(1 for _, ln in self.lines if text in ln)
+
     def wait_log(self, text: str, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
         with self._cond:

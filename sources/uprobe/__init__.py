@@ -121,7 +121,8 @@ function runs.
   tier asks through ``ctx.services.arming.notify_stall(pid)``, and the tier arms on a thread of its
   own, one per pid at a time (:mod:`lgf.sources.uprobe.tiers`). A process in trouble gets goroutine detail while the trouble lasts; a healthy
   one pays nothing. The first stall of an episode is seen only by the cheap tier: the sampler,
-  which reads unarmed targets' goroutines from outside every ``sample_interval`` (no probe),
+  which reads unarmed targets' goroutines from outside every ``sample_interval`` (no probe; a
+  quiet target in full every ``quiet_interval``, and what woke in it every ``sample_interval``),
   reports a park it saw with ``extra["precision"] = "sampled"`` (a lower bound, within two
   intervals of the truth), and the request it served, found in its own frames
   (:mod:`lgf.golang.httpserve`).

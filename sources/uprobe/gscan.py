@@ -177,6 +177,15 @@ class GoroutineScan:
             self.last["valid"][idx] = False
             self.page_hot_until[self.table.first_page[idx]] = time.monotonic_ns() + HOT_NS
 
+    def settle(self, g: int, fields: dict[str, int]) -> None:
+        """``g`` was read outside a pass (the sampler's light one) with these fields: a pass that
+        reads the same finds it unchanged (an idle park judged then is not judged again)."""
+        idx = self.table.index_of([g])
+        if len(idx) and self.last:
+            for name in KEY_FIELDS:
+                self.last[name][idx] = fields[name] & ~G_SCAN if name == "atomicstatus" else fields[name]
+            self.last["valid"][idx] = True
+
     def heat(self, gs) -> None:
         """The pages of the g structs at addresses ``gs`` are hot from now (the wake signal saw
         them woken, :mod:`.wakes`: what a goroutine does just after it wakes is the question)."""

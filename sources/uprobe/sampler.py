@@ -83,6 +83,19 @@ symbolized and judged once, ``VERDICTS_KEPT``). A process with more than
 ``lgf_sampler_unwatched{pid}``. A process that exits mid-stall has its stalls reported.
 While a process's goroutine tier is armed, the sampler reads only the few g structs whose parks
 it still follows (nothing at all when it follows none).
+
+Quiet processes: a full pass costs about 0.1-0.2 ms of lgf's CPU even in a process where nothing
+moves, 50 times a second, so 200 idle services took a core. A process that a few passes in a row
+find still (nothing changed, nothing followed or runnable) gets the wake signal and, once it is on,
+is read in full every ``quiet_interval`` (200 ms) only; between those passes each interval reads
+its wake ring (a few microseconds when nothing woke) and the goroutines it names, light passes as
+above, and a new park is read again only once it could have crossed the threshold or its
+goroutine was woken. A wake the probes cannot name (the netpoller's first goroutine), a goroutine
+runnable or a park crossing the threshold brings a full pass forward; a process that needs five
+such passes in a row, or has a park over the threshold or a wait for a P, is not quiet any more
+and gives the signal back after 10 s (:meth:`GoroutineSampler._pace`). What only full passes see
+is seen up to ``quiet_interval`` late: a goroutine that runs with no wake noted (back from a
+blocking syscall) and parks at once; its park is reported if it lasts the threshold from then.
 """
 
 from __future__ import annotations
@@ -123,6 +136,17 @@ MAX_WATCHED = 1024
 WAKE_CPU_BUDGET = 0.03
 """The same, in a process whose wakes are noted (:mod:`.wakes`): a goroutine that wakes is read at
 the next pass whatever its page, so the pages read in turn are only the safety net."""
+QUIET_PASSES = 5
+"""Passes in a row that found nothing at all in a process (no g changed, nothing followed or
+runnable: 100 ms of stillness at 20 ms) before its wakes are asked for, and, once they are noted,
+it is read in full every ``quiet_interval`` only (:meth:`GoroutineSampler._pace`)."""
+QUIET_FORCED = 5
+"""A quiet process that needed this many full passes in a row before their time (something woke
+that only a full pass follows: the netpoller's goroutines of a server taking requests) is not quiet."""
+QUIET_LOST_NS = 10_000_000_000
+"""A process whose wakes were asked for because it was quiet, and that has not been quiet since for
+this long, gives them back (:meth:`lgf.sources.uprobe.wakes.WakeSignal.unwant`): a busy process
+would pay a probe hit per wake, from the budget its goroutine tier is armed with, for nothing."""
 
 log = logging.getLogger("lgf.sampler")
 
@@ -211,6 +235,20 @@ class _Process:
         the goroutines the wake signal saw woken lately that have not parked since."""
         self.wakes_taken_ns = 0
         """When the wake signal was last read for this process (0: never)."""
+        self.quiet_passes = 0
+        """Passes in a row that found nothing at all in it (``still``)."""
+        self.still = False
+        """The latest full pass found nothing: no g changed, none followed or runnable."""
+        self.forced = 0
+        """Full passes in a row made before their time, while it was quiet (``QUIET_FORCED``)."""
+        self.quiet = False
+        """Read in full every ``quiet_interval`` now, and in between only what woke (``_pace``)."""
+        self.quiet_seen_ns = 0
+        """The latest pass that found it quiet, or still."""
+        self.wants_wakes = False
+        """Its wakes were asked for because it was quiet (given back once it is not)."""
+        self.passes = 0
+        """Full passes of it so far (``lgf_sampler_samples_total`` counts those of every process)."""
 
 
 class GoroutineSampler:
@@ -226,8 +264,10 @@ class GoroutineSampler:
 
     def __init__(self, interval_ns: int, threshold_ns: int, *, tier: GoroutineTierView, services,
                  emit: Callable[[Event], None], max_goroutines: int = 1_000_000, ignore_reasons=(),
-                 report_idle: bool = False, stats=None, logger=None, wakes=None):
+                 report_idle: bool = False, stats=None, logger=None, wakes=None, quiet_interval_ns: int = 0):
         self.interval_ns = interval_ns
+        self.quiet_interval_ns = quiet_interval_ns
+        """A quiet process's full passes are this far apart (0, or not over ``interval_ns``: off)."""
         self.max_goroutines = max_goroutines
         self.threshold_ns = threshold_ns
         self.tier, self.services, self.emit = tier, services, emit
@@ -292,7 +332,8 @@ class GoroutineSampler:
         if proc is not None:
             self._flush(pid, proc)
             proc.reader.close()
-            for name in ("lgf_sampler_goroutines", "lgf_sampler_cycle_seconds", "lgf_sampler_unwatched"):
+            for name in ("lgf_sampler_goroutines", "lgf_sampler_cycle_seconds", "lgf_sampler_unwatched",
+                         "lgf_sampler_interval_seconds"):
                 self._gauge(name, None, pid)
 
     def parked_gs(self, pid: int) -> list[int]:
@@ -319,10 +360,19 @@ class GoroutineSampler:
         for pid, proc in procs:
             t0 = time.monotonic_ns()
             try:
+                if t0 < proc.next_ns and proc.quiet and (not self.wakes.on(pid) or self.tier.since(pid) is not None):
+                    # its wakes are no longer noted (the budget), or its tier is on (the hand-off
+                    # pass): read in full now
+                    proc.quiet, proc.next_ns = False, 0
                 if t0 < proc.next_ns:
-                    if self._light_due(pid, proc):
-                        proc.light_cost_ns += self._sample(pid, proc, light=True) or 0
-                    continue
+                    if not self._light_due(pid, proc):
+                        continue
+                    proc.light_cost_ns += self._sample(pid, proc, light=True) or 0
+                    if proc.next_ns:  # (0: a quiet process had news a light pass cannot follow)
+                        continue
+                    t0, forced = time.monotonic_ns(), True
+                else:
+                    forced = False
                 cost = self._sample(pid, proc)
                 if cost is None:  # the tier is on and nothing was read: no news of the price
                     proc.next_ns = t0 + self.interval_ns
@@ -343,7 +393,9 @@ class GoroutineSampler:
                 proc.interval_ns = max(self.interval_ns, int(proc.cost_ns / budget))
                 if self.wakes is not None and proc.scan.rotating:  # (for good: allgs never shrinks)
                     self.wakes.want(pid)
+                self._pace(pid, proc, t0, forced)
                 proc.next_ns = t0 + proc.interval_ns - self.interval_ns // 4  # due at the pass nearest
+                self._gauge("lgf_sampler_interval_seconds", proc.interval_ns / 1e9, pid)
                 self._gauge("lgf_sampler_goroutines", proc.scan.goroutines, pid)
                 self._gauge("lgf_sampler_cycle_seconds", proc.scan.cycle_ns / 1e9, pid)
                 if proc.unwatched:
@@ -405,6 +457,51 @@ class GoroutineSampler:
         return (self.wakes is not None and self.wakes.on(pid)) or any(
             not park.over_threshold for park in proc.parks.values())
 
+    def _quiet(self, proc: _Process) -> bool:
+        """Whether the latest full pass of ``proc`` left nothing that light passes cannot follow:
+        no park over the threshold (its end is read by full passes), no goroutine runnable or
+        waiting for a P (full passes only, ``runq.py``), nothing taken over from the tier, and
+        every g struct read each pass (a process read in turn has a pace of its own)."""
+        runq_ = proc.runq
+        return (not proc.scan.rotating and not proc.taken_over
+                and (runq_ is None or (not runq_.queued and not runq_.length))
+                and not any(park.over_threshold for park in proc.parks.values()))
+
+    def _pace(self, pid: int, proc: _Process, now: int, forced: bool) -> None:
+        """After a full pass (``forced``: made before its time, for news a light pass could not
+        follow): a process found still ``QUIET_PASSES`` passes in a row asks for its wakes, and once
+        they are noted is *quiet*, read in full every ``quiet_interval`` only, while ``_quiet``
+        holds. Between two full passes, a light pass each ``sample_interval`` reads what woke
+        (``_take_wakes``) and the parks not yet over the threshold; a wake the probes could not
+        name, a goroutine runnable or a park crossing the threshold brings the full pass forward.
+        So a goroutine woken by ``ready``, the netpoller or ``go`` is seen as before, and a quiet
+        process costs lgf a wake-ring read per interval instead of a full pass
+        (bench/bench_many_processes.py). What only the full passes see, up to ``quiet_interval``
+        late: a goroutine that starts running with no wake noted (back from a blocking syscall,
+        or running since before) and then parks; a park first seen late is reported only if it
+        lasts the threshold from then (its lower bound, as always: never invented)."""
+        if self.wakes is None or self.quiet_interval_ns <= self.interval_ns or self.tier.since(pid) is not None:
+            proc.quiet, proc.quiet_passes = False, 0
+            return
+        proc.forced = proc.forced + 1 if forced else 0
+        if not self._quiet(proc) or proc.forced > QUIET_FORCED:
+            proc.quiet, proc.quiet_passes = False, 0
+            if proc.wants_wakes and now - proc.quiet_seen_ns > QUIET_LOST_NS:
+                proc.wants_wakes = False  # busy since: its wakes would cost it, for nothing
+                self.wakes.unwant(pid)
+            return
+        if not proc.quiet:
+            proc.quiet_passes = proc.quiet_passes + 1 if proc.still else 0
+            if proc.quiet_passes < QUIET_PASSES:
+                return
+            if not proc.wants_wakes:
+                proc.wants_wakes = True
+                self.wakes.want(pid)  # (on at a housekeeping round, a quarter second)
+            proc.quiet = self.wakes.on(pid)
+        proc.quiet_seen_ns = now
+        if proc.quiet:
+            proc.interval_ns = max(proc.interval_ns, self.quiet_interval_ns)
+
     def _sample(self, pid: int, proc: _Process, light: bool = False) -> int | None:
         """One sample of ``pid``; returns what reading and decoding it cost (ns), which leaves
         out judging the parks that crossed the threshold, arming the tier and emitting events
@@ -417,8 +514,9 @@ class GoroutineSampler:
         whatever the process's size (a park of threshold + 50 ms was missed when passes were
         40 ms apart)."""
         # CPU time of this thread, not wall time: the cost sets the interval against CPU_BUDGET,
-        # and wall time would count waits for the GIL or a lock as work done.
-        t0 = time.thread_time_ns()
+        # and wall time would count waits for the GIL or a lock as work done. (A light pass is
+        # timed once it reads: most read only the wake ring, a few microseconds, every interval.)
+        t0 = 0 if light else time.thread_time_ns()
         since = self.tier.since(pid)
         closing = since is not None
         if proc.taken_over and not closing:
@@ -448,11 +546,18 @@ class GoroutineSampler:
                 rows, after = read_g_fields(proc.reader, list(proc.parks), proc.fields), {}
                 ended = time.monotonic_ns()
         elif light:
-            self._take_wakes(pid, proc)
-            gs = [g for g, park in proc.parks.items() if not park.over_threshold or g in proc.watch]
+            if self._take_wakes(pid, proc) and proc.quiet:
+                proc.next_ns = 0  # something woke that the probes could not name: a full pass now
+                return 0
+            # In a quiet process a park not yet over the threshold is read again only when it
+            # could have crossed it, or its g was woken (its end: ready or the netpoller, noted).
+            due = time.monotonic_ns() - self.threshold_ns if proc.quiet else None
+            gs = [g for g, park in proc.parks.items()
+                  if g in proc.watch or (not park.over_threshold and (due is None or park.first_ns <= due))]
             gs += [g for g in proc.watch if g not in proc.parks]
             if not gs:
-                return time.thread_time_ns() - t0
+                return 0
+            t0 = time.thread_time_ns()
             began = time.monotonic_ns()
             rows = read_g_fields(proc.reader, gs, proc.fields)
             ended = time.monotonic_ns()
@@ -460,6 +565,8 @@ class GoroutineSampler:
         else:
             rows, after, began, ended = self._read(proc)
         self._count("lgf_sampler_light_samples_total" if light else "lgf_sampler_samples_total")
+        if not light:
+            proc.passes += 1
         order = proc.order
         i_status, i_goid, i_reason = (order.index(n) + 1 for n in ("atomicstatus", "goid", "waitreason"))
         i_seq, i_start = order.index("trackingSeq") + 1, order.index("startpc") + 1
@@ -479,6 +586,8 @@ class GoroutineSampler:
                     woken.append((g, park))  # parked, now waiting for a P: see below
                 park = None
             if status != G_WAITING or reason in proc.skipped or row[i_start] in proc.runtime_starts:
+                if light and proc.quiet and status == G_RUNNABLE and row[i_start] not in proc.runtime_starts:
+                    proc.next_ns = 0  # a wait for a P: full passes follow it (runq.py)
                 continue
             if park is None:
                 proc.watch.pop(g, None)  # parked: followed as a park from here (judged once)
@@ -506,6 +615,7 @@ class GoroutineSampler:
                 runq.adopt(proc, g, park.goid, park.seq, park.last_ns, ended)
         if not closing and not light:
             proc.last_full_ns = began
+            proc.still = not rows
             done += runq.observe(pid, proc, rows, began, ended, self.threshold_ns, self._arm,  # waits for a P
                                  after=after)
         cost = time.thread_time_ns() - t0
@@ -515,6 +625,10 @@ class GoroutineSampler:
         for park, row in crossed:  # an idle wait is not followed: its g is read again only if it changes
             if self._silent(park):
                 proc.parks.pop(row[0], None)
+                if light:  # read outside the scan: the next full pass is not to see it as new
+                    proc.scan.settle(row[0], {name: row[i] for i, name in enumerate(order, 1)})
+            elif light and proc.quiet:
+                proc.next_ns = 0  # a stall: full passes follow it to its end
         if arm:
             self._arm(pid)
         for ev in done:
@@ -532,25 +646,30 @@ class GoroutineSampler:
                 after[g] = woke_after
         return rows, after, began, ended
 
-    def _take_wakes(self, pid: int, proc: _Process) -> None:
+    def _take_wakes(self, pid: int, proc: _Process) -> bool:
         """The goroutines woken since the wake signal was last read are watched (read every pass,
         their pages hot) for ``WATCH_THRESHOLDS`` thresholds or until they park; a park seen then
-        began after that last read."""
+        began after that last read. Returns whether one woke that the probes could not name
+        (noted as g 0: the netpoller's first, uprobe.c ``on_injectglist``)."""
         if self.wakes is None:
-            return
+            return False
         now = time.monotonic_ns()
         if proc.watch:
             proc.watch = {g: w for g, w in proc.watch.items() if w[0] > now}
         woken = self.wakes.take(pid)
         before, proc.wakes_taken_ns = proc.wakes_taken_ns, now
         if woken is None or not len(woken):
-            return
+            return False
+        unnamed = not woken.all()
+        if unnamed:
+            woken = woken[woken != 0]
         proc.scan.heat(woken)
         until = now + WATCH_THRESHOLDS * self.threshold_ns
         for g in woken.tolist()[-MAX_WATCHED:]:
             proc.watch[g] = (until, before)
         if len(proc.watch) > MAX_WATCHED:  # the latest woken first: a busy process's others wait their page's turn
             proc.watch = dict(list(proc.watch.items())[-MAX_WATCHED:])
+        return unnamed
 
     def _flush(self, pid: int, proc: _Process) -> None:
         """The process is gone: report the stalls it had over the threshold, parks and waits for a

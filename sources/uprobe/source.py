@@ -76,7 +76,7 @@ class UprobeSource:
                 emit=emit, max_goroutines=self.options.sample_max_goroutines,
                 ignore_reasons=self.options.sample_ignore_reasons, report_idle=self.report_idle,
                 stats=self.ctx.stats, logger=self.log,
-                wakes=self.wakes if self.wake_signal else None)
+                wakes=self.wakes if self.wake_signal else None, quiet_interval_ns=self.options.quiet_interval)
             self.tier.sampler = self.events.sampler = self.sampler
             self.tier.wakes = self.sampler.wakes
             self.sampler.start()

@@ -339,7 +339,9 @@ static __always_inline void tier_hit(u32 tgid, u32 hslot)
  * process's ring, one per CPU; the sampler reads the ring every pass and those gs at once. A
  * process has a ring only while wakes.py listens to it (WAKE_PROCS at most), and then those three
  * probes stay on while the rest of the goroutine tier is off (their wait-slot notes are cleared at
- * the next arming, as every note is). WAKE_SLOTS (a power of two) comes as a -D constant. */
+ * the next arming, as every note is). WAKE_SLOTS (a power of two) comes as a -D constant. A
+ * wake noted as g 0 is one the probes could not name (the netpoller's first goroutine): a quiet
+ * process, read in full only now and then, is read in full at once. */
 struct wake_ring {
     u64 head;           /* wakes noted on this CPU so far: the latest is at (head - 1) % WAKE_SLOTS */
     u64 g[WAKE_SLOTS];
@@ -570,6 +572,9 @@ int on_injectglist(struct pt_regs *ctx)
     u64 g = 0;
     bpf_probe_read_user(&g, sizeof(g), (void *)ctx->ax);
     struct wake_ring *r = wakes.lookup(&tgid);
+    if (r && !g) /* findRunnable pops the netpoller's first goroutine before it injects the rest:
+                  * one woke, unnamed (0: the sampler reads a quiet process in full at once) */
+        note_wake(r, 0);
     for (int i = 0; i < MAX_INJECT && g; i++) {
         if (r)
             note_wake(r, g);

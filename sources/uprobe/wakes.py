@@ -8,7 +8,9 @@ only when its page's turn came: 6 to 9 of 10 such stalls of 100 ms were reported
 goroutines. Nothing read from outside tells which of 100,000 idle goroutines just woke; the
 runtime's own scheduler does, at the functions that make a goroutine runnable.
 
-So, in a process big enough that the sampler reads its pages in turn, three of the goroutine
+So, in a process big enough that the sampler reads its pages in turn, or one quiet enough that it
+reads it in full only every ``quiet_interval`` (``sampler.py``: a process where nothing moves is
+read between those passes only when something woke in it), three of the goroutine
 tier's probes (uprobe.c's ``on_ready``, ``on_injectglist`` and ``on_newproc``: ``runtime.ready``,
 the netpoller's ``injectglist`` and a new goroutine's ``runqput``) are attached on their own, and
 write each woken g's address into a ring of ``WAKE_SLOTS`` per CPU (the ``wakes`` map, an entry
@@ -31,6 +33,7 @@ every note is. Needs ``sched_latency`` (on by default), whose probes these are.
 
 from __future__ import annotations
 
+import ctypes
 import threading
 import time
 
@@ -49,6 +52,25 @@ time it happens again (up to ``RETRY_MAX_S``): attaching costs lgf about 0.1 s a
 host, and a busy process (Caddy under wrk: thousands of wakes a second) spends its credit in
 seconds each time."""
 RETRY_MAX_S = 600.0
+PROBE_HEADROOM = 200
+"""Uprobes the wake signal leaves to the goroutine tier's arming (about 10 a process): BCC opens at
+most 1,000 for the whole of lgf, the cheap tier takes 3 a process, and on a host of 200 quiet
+services the wake probes took the rest, so no stall could arm the tier (measured)."""
+
+
+class _Ring:
+    """One listened process's per-CPU ring, read by :meth:`WakeSignal.take` into a buffer of its
+    own (BCC's table lookup made a new one and numpy arrays each time: most of a quiet process's
+    cost per pass)."""
+
+    def __init__(self, table, pid: int):
+        from bcc import lib  # (BPF is there: the table is)
+
+        self.lookup, self.fd, self.key, self.leaf = lib.bpf_lookup_elem, table.get_fd(), table.Key(pid), table.Leaf()
+        self.rings = np.frombuffer(self.leaf, dtype=np.uint64).reshape(-1, 1 + WAKE_SLOTS)
+        """A view of ``leaf``: per CPU, the head then the slots."""
+        self.heads = [0] * len(self.rings)
+        """The per-CPU heads the last take read up to (from zero: every note since the ring was made)."""
 
 
 def constants() -> dict[str, int]:
@@ -64,8 +86,8 @@ class WakeSignal:
     def __init__(self, targets, budget, stats, log):
         self.targets, self.budget, self.stats, self.log = targets, budget, stats, log
         self._wanted: set[int] = set()
-        self._on: dict[int, np.ndarray] = {}
-        """pid -> the per-CPU heads the last :meth:`take` read up to (pids whose ring exists)."""
+        self._on: dict[int, _Ring] = {}
+        """pid -> its ring (pids whose ring exists and whose probes are attached)."""
         self._refused_at: dict[int, tuple[float, float]] = {}
         """pid -> (when the budget last took its signal away, how long to wait before asking again)."""
         self._unprobeable: set[int] = set()
@@ -75,9 +97,16 @@ class WakeSignal:
     # -- the sampler's side -----------------------------------------------------------------------
 
     def want(self, pid: int) -> None:
-        """The sampler reads ``pid``'s pages in turn: note its wakes (until it exits)."""
+        """The sampler reads ``pid``'s pages in turn, or reads it in full only now and then (a
+        quiet process): note its wakes (until it exits, or :meth:`unwant`)."""
         with self._lock:
             self._wanted.add(pid)
+
+    def unwant(self, pid: int) -> None:
+        """``pid`` is no longer quiet: stop noting its wakes (its probes would cost it a hit per
+        wake, from the budget its goroutine tier is armed with, for nothing the sampler needs)."""
+        with self._lock:
+            self._wanted.discard(pid)
 
     def on(self, pid: int) -> bool:
         """Whether ``pid``'s wakes are noted now (its ring exists and its probes are attached)."""
@@ -85,26 +114,23 @@ class WakeSignal:
 
     def take(self, pid: int) -> np.ndarray | None:
         """The gs of ``pid`` woken since the last call (addresses, unsorted, maybe repeated), or
-        None when its wake signal is off. Wakes lost to a full ring are counted."""
-        heads = self._on.get(pid)
-        att = self.targets.attached.get(pid)
-        if heads is None or att is None:
-            return None
-        try:
-            table = att.program.bpf[b"wakes"]
-            raw = table[table.Key(pid)]
-        except Exception:  # noqa: BLE001 - detached or gone meanwhile: nothing noted
-            return None
-        rings = np.frombuffer(raw, dtype=np.uint64).reshape(-1, 1 + WAKE_SLOTS)
-        now = rings[:, 0].copy()
-        new = (now - heads).astype(np.int64)
-        lost = int(np.clip(new - WAKE_SLOTS, 0, None).sum())
+        None when its wake signal is off. Wakes lost to a full ring are counted. Called for every
+        quiet process every pass: one map lookup into a buffer kept for it, and nothing more when
+        no head moved (the usual answer)."""
+        ring = self._on.get(pid)
+        if ring is None or ring.lookup(ring.fd, ctypes.byref(ring.key), ctypes.byref(ring.leaf)) < 0:
+            return None  # (off, or detached meanwhile: nothing noted)
+        now = ring.rings[:, 0].tolist()
+        if now == ring.heads:
+            return np.zeros(0, dtype=np.uint64)
+        new = [n - h for n, h in zip(now, ring.heads, strict=True)]
+        lost = sum(max(n - WAKE_SLOTS, 0) for n in new)
         if lost:
             self.stats.inc("lgf_sampler_wakes_lost_total", lost)
-        out = [rings[cpu, 1 + (np.arange(head - min(n, WAKE_SLOTS), head) % WAKE_SLOTS)]
-               for cpu, (head, n) in enumerate(zip(now.tolist(), new.tolist(), strict=True)) if n > 0]
-        self._on[pid] = now
-        return np.concatenate(out) if out else np.zeros(0, dtype=np.uint64)
+        out = [ring.rings[cpu, 1 + (np.arange(head - min(n, WAKE_SLOTS), head) % WAKE_SLOTS)]
+               for cpu, (head, n) in enumerate(zip(now, new, strict=True)) if n > 0]
+        ring.heads = now
+        return np.concatenate(out)
 
     # -- the housekeeper's side -------------------------------------------------------------------
 
@@ -125,12 +151,24 @@ class WakeSignal:
                         self.log.info("uprobe: pid %d: wake signal off (overhead budget spent); "
                                       "asked again in %.0f s", pid, wait)
                     self.stop(pid)
-                elif listen and pid not in self._on and pid not in self._unprobeable and self._may_ask(pid, now):
+                elif (listen and pid not in self._on and pid not in self._unprobeable and self._may_ask(pid, now)
+                      and self._probes_left() >= PROBE_HEADROOM + len(WAKE_PROBES)):
                     self._start(att)
                 elif pid in self._on and not att.tier_on() and not self._probed(att):
                     self._probe(att)  # back after a goroutine tier's slice, which detached them
             for pid in [p for p in self._on if p not in self.targets.attached]:
                 self._on.pop(pid, None)
+
+    @staticmethod
+    def _probes_left() -> int:
+        """Uprobes BCC still lets this process open (1,000 by default, ``BCC_PROBE_LIMIT``, for all
+        of lgf's programs together)."""
+        try:
+            import bcc
+
+            return bcc.BPF.get_probe_limit() - bcc._get_num_open_probes()
+        except Exception:  # noqa: BLE001 - another BCC: no limit known
+            return PROBE_HEADROOM + len(WAKE_PROBES)
 
     def _may_ask(self, pid: int, now: float) -> bool:
         refused = self._refused_at.get(pid)
@@ -143,11 +181,13 @@ class WakeSignal:
         except Exception as exc:  # noqa: BLE001 - the map is full (WAKE_PROCS): sampled in turn
             self.log.info("uprobe: pid %d: no wake signal (%s)", pid, exc)
             return
-        self._on[pid] = np.zeros(len(table.Leaf()), dtype=np.uint64)
         if not att.tier_on() and not self._probe(att):
             return
+        # On only once its probes are: a quiet process is read in full only now and then, trusting
+        # that whatever wakes in it is noted (the heads from zero: every note since the ring was made).
+        self._on[pid] = _Ring(table, pid)
         self.stats.set("lgf_sampler_wake_signal", 1, pid=pid)
-        self.log.info("uprobe: pid %d: wake signal on (its goroutines are read in turn)", pid)
+        self.log.info("uprobe: pid %d: wake signal on (the sampler reads what wakes)", pid)
 
     @staticmethod
     def _probed(att) -> bool:
@@ -165,6 +205,7 @@ class WakeSignal:
 
     def stop(self, pid: int) -> None:
         """Detach ``pid``'s wake probes and drop its ring (the caller holds the targets' lock)."""
+        was_on = self._on.pop(pid, None) is not None  # first: no pass trusts a signal going away
         att = self.targets.attached.get(pid)
         if att is not None:
             if not att.tier_on():  # (while it is on they are the tier's)
@@ -174,7 +215,7 @@ class WakeSignal:
                 del table[table.Key(pid)]
             except Exception:  # noqa: BLE001 - never made, or the program is gone
                 pass
-        if self._on.pop(pid, None) is not None:
+        if was_on:
             self.stats.set("lgf_sampler_wake_signal", 0, pid=pid)
 
     def forget(self, pid: int) -> None:
