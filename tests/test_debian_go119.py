@@ -19,6 +19,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+from contextlib import contextmanager
 
 import pytest
 
@@ -177,26 +178,32 @@ def assert_slow_webhook_stall_found(out, am, hook) -> None:
     assert ev["stack_summary"][0] == "http.(*persistConn).roundTrip"
 
 
+@contextmanager
+def lgf_running(config, log, level: str = "info"):
+    """``lgf run config``, its log in ``log``; stopped by SIGINT on the way out, where it must exit 0."""
+    with open(log, "w") as err:
+        run = subprocess.Popen([*LGF, "--log-level", level, "run", str(config)], stderr=err)
+    try:
+        yield run
+    finally:
+        run.send_signal(signal.SIGINT)
+        try:
+            assert run.wait(timeout=120) == 0, log.read_text()[-3000:]
+        finally:
+            if run.poll() is None:
+                run.kill()
+
+
 @pytest.mark.bpf
 def test_slow_webhook_stall_in_debians_alertmanager_is_found_with_its_stack(tmp_path, bpf_ok):
     hook = SlowWebhook()
     am = Alertmanager(tmp_path / "am", alertmanager_config(hook.url), free_port()).start()
-    run = None
     try:
         config, out = lgf_config(tmp_path, am.proc.pid)
-        log = tmp_path / "lgf.log"
-        with open(log, "w") as err:
-            run = subprocess.Popen([*LGF, "--log-level", "info", "run", str(config)], stderr=err)
-        post_alert(am)
-        assert_slow_webhook_stall_found(out, am, hook)
+        with lgf_running(config, tmp_path / "lgf.log"):
+            post_alert(am)
+            assert_slow_webhook_stall_found(out, am, hook)
     finally:
-        if run is not None:
-            run.send_signal(signal.SIGINT)
-            try:
-                assert run.wait(timeout=120) == 0, log.read_text()[-3000:]
-            finally:
-                if run.poll() is None:
-                    run.kill()
         am.stop()
         hook.close()
 
@@ -209,31 +216,22 @@ def test_idle_alertmanager_reports_no_stall_and_its_slow_webhook_still_is(tmp_pa
     judged idle by name; then an alert whose webhook answers slowly is still found, with its stack."""
     hook = SlowWebhook()
     am = Alertmanager(tmp_path / "am", alertmanager_config(hook.url), free_port()).start()
-    run = None
     try:
         config, out = lgf_config(tmp_path, am.proc.pid)
         log = tmp_path / "lgf.log"
-        with open(log, "w") as err:
-            run = subprocess.Popen([*LGF, "--log-level", "debug", "run", str(config)], stderr=err)
 
         def idle_sites() -> set[str]:
             prefix = f"sampler: pid {am.proc.pid}: "
             return {ln.rsplit("(service loop: ", 1)[1].rstrip(")\n") for ln in log.read_text().splitlines()
                     if prefix in ln and "goroutines idle (service loop: " in ln}
-        assert poll_until(lambda: set(SERVICE_LOOPS) <= idle_sites(), 120, 0.2), (idle_sites(), log.read_text()[-3000:])
-        time.sleep(DISPATCH_TICK + 2)  # watched over a whole ticker period: every service loop woke
-        stalls = [(r["wait_reason"], r["duration_ns"], [f["func"] for f in r["stack"]][:6])
-                  for r in all_stalls(out, am.proc.pid)]
-        assert not stalls, stalls
-        post_alert(am)
-        assert_slow_webhook_stall_found(out, am, hook)
+        with lgf_running(config, log, "debug"):
+            assert poll_until(lambda: set(SERVICE_LOOPS) <= idle_sites(), 120, 0.2), (idle_sites(), log.read_text()[-3000:])
+            time.sleep(DISPATCH_TICK + 2)  # watched over a whole ticker period: every service loop woke
+            stalls = [(r["wait_reason"], r["duration_ns"], [f["func"] for f in r["stack"]][:6])
+                      for r in all_stalls(out, am.proc.pid)]
+            assert not stalls, stalls
+            post_alert(am)
+            assert_slow_webhook_stall_found(out, am, hook)
     finally:
-        if run is not None:
-            run.send_signal(signal.SIGINT)
-            try:
-                assert run.wait(timeout=120) == 0, log.read_text()[-3000:]
-            finally:
-                if run.poll() is None:
-                    run.kill()
         am.stop()
         hook.close()

@@ -191,11 +191,7 @@ def test_a_wait_for_a_p_is_reported_when_its_process_is_killed_during_it(bpf_ok,
     src = UprobeSource(UprobeOptions(goroutine_tier="on_stall", sample_ignore_reasons=PARK_REASONS),
                        run_context("50ms", exe=[str(exe)]))
     events = EventCollector()
-    records = _Records()
-    runq_log = logging.getLogger("lgf.sampler")
-    level = runq_log.level
-    runq_log.setLevel(logging.INFO)
-    runq_log.addHandler(records)
+    records = _SamplerLog().attach()
     try:
         src.start(events)
         with RunnableFixture(exe, "gosched", "-d", HOLD, gate=True) as fx:
@@ -212,8 +208,7 @@ def test_a_wait_for_a_p_is_reported_when_its_process_is_killed_during_it(bpf_ok,
             got = events.wait_for(lambda e: e.pid == fx.pid and e.extra.get("stall") == "runnable", timeout=30)
     finally:
         src.stop()
-        runq_log.removeHandler(records)
-        runq_log.setLevel(level)
+        records.detach()
     assert [e.goid for e in got] == found[:1], [(e.goid, e.extra) for e in events.events]
     (ev,) = got
     assert ev.extra["precision"] == "sampled"
@@ -221,13 +216,26 @@ def test_a_wait_for_a_p_is_reported_when_its_process_is_killed_during_it(bpf_ok,
     assert THRESHOLD_NS <= ev.duration_ns and ev.end_ns < killed_ns < ev.extra["end_before_ns"], ev.extra
 
 
-class _Records(logging.Handler):
+class _SamplerLog(logging.Handler):
+    """What ``lgf.sampler`` logs at INFO (its arming decisions), between :meth:`attach` and :meth:`detach`."""
+
     def __init__(self):
         super().__init__(logging.INFO)
         self.messages: list[str] = []
+        self._logger = logging.getLogger("lgf.sampler")
+        self._level = self._logger.level
 
     def emit(self, record):
         self.messages.append(record.getMessage())
+
+    def attach(self) -> _SamplerLog:
+        self._logger.setLevel(logging.INFO)
+        self._logger.addHandler(self)
+        return self
+
+    def detach(self) -> None:
+        self._logger.removeHandler(self)
+        self._logger.setLevel(self._level)
 
 
 def runnable_goids(pid: int, gs) -> list[int]:
@@ -256,11 +264,7 @@ def test_the_wait_for_a_p_after_a_park_the_sampler_held_is_reported_once(bpf_ok,
     exe = build_go(RUNNABLE_SRC, version)
     src = UprobeSource(UprobeOptions(goroutine_tier="on_stall"), run_context("50ms", exe=[str(exe)]))
     events = EventCollector()
-    records = _Records()
-    runq_log = logging.getLogger("lgf.sampler")
-    level = runq_log.level
-    runq_log.setLevel(logging.INFO)
-    runq_log.addHandler(records)
+    records = _SamplerLog().attach()
     reader: list[int] = []
     try:
         with RunnableFixture(exe, "netpoll", "-d", HOLD, gate=True, wake=True) as fx:
@@ -299,8 +303,7 @@ def test_the_wait_for_a_p_after_a_park_the_sampler_held_is_reported_once(bpf_ok,
             got = [e for e in events.of_pid(fx.pid) if e.goid == res["goid"]]
     finally:
         src.stop()
-        runq_log.removeHandler(records)
-        runq_log.setLevel(level)
+        records.detach()
     summary = [(e.goid, e.start_ns, e.end_ns, e.wait_reason, e.extra) for e in events.events]
     runnable = [e for e in got if e.extra.get("stall") == "runnable"]
     parks = [e for e in got if e.extra.get("stall") == "park"]
