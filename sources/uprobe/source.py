@@ -21,6 +21,7 @@ from .budget import Budget
 from .events import EventPath
 from .metrics import Metrics
 from .options import UprobeOptions
+from .probelimit import raise_probe_limit
 from .program import Programs
 from .targets import Targets
 from .tiers import GoroutineTier
@@ -68,6 +69,7 @@ class UprobeSource:
         from lgf.golang.discovery import ProcessWatcher
 
         self.events.emit = emit
+        raise_probe_limit(self.log)  # (BCC's 1,000 is spent by a host of 200 Go services)
         if self.options.goroutine_tier == "on_stall" and self.options.sample_interval > 0:
             from .sampler import GoroutineSampler
 
