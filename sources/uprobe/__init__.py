@@ -12,7 +12,7 @@ with its constants). One job per module:
 - ``tiers.py``: the goroutine tier's arming policy, its one arming path and its side of the hand-off;
 - ``handoff.py``: the two small interfaces the goroutine tier and the sampler talk through;
 - ``sampler.py``, ``runq.py``: the cheap tier that reads unarmed targets' goroutines and run queues
-  from outside;
+  from outside (``sampled.py``: what it keeps per process and per park);
 - ``events.py``: ring-buffer records to events; ``verdict.py``: the Python half of the idle verdict;
 - ``metrics.py``: counters and histograms;
 - ``source.py``: :class:`UprobeSource`, which puts them together.

@@ -69,7 +69,7 @@ class RunQueues:
 
 def observe(pid: int, proc, rows, began: int, ended: int, threshold_ns: int, arm,
             new_waits: bool = True, after: dict[int, int] | None = None) -> list[Event]:
-    """Fold one full sample of ``proc`` (the sampler's ``_Process``: its ``order``, ``target``,
+    """Fold one full sample of ``proc`` (the sampler's ``SampledProcess``: its ``order``, ``target``,
     ``runtime_starts``) into its run-queue record; call ``arm(pid)`` when a goroutine has waited a
     threshold for a P; return the sampled events of such waits that ended. ``new_waits=False``
     (the goroutine tier is on and sees every wait that starts now): follow only the known ones.

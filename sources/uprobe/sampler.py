@@ -104,25 +104,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from lgf import Event
 from lgf.causes import GC_ASSIST_REASON, INTERNAL_WAIT_REASONS
-from lgf.golang import httpserve
 from lgf.golang.gobinary import runtime_function_entries
 from lgf.golang.gstatus import G_RUNNABLE, G_SCAN, G_WAITING
 from lgf.golang.runtime_reader import RuntimeReader, Unreadable, read_g_fields
-from lgf.idle import Verdict
 
 from . import runq
-from .gscan import GoroutineScan
 from .handoff import GoroutineTierView
 from .parkjudge import ParkJudge, binary_path, reason_name
-
-G_FIELDS = (("stack.hi", "Q"), ("atomicstatus", "I"), ("goid", "Q"), ("waitreason", "B"),
-            ("trackingSeq", "B"), ("startpc", "Q"), ("sched.sp", "Q"), ("sched.pc", "Q"),
-            ("sched.bp", "Q"))
-"""What one sample reads of each g (in pages: :mod:`lgf.golang.gtable`)."""
+from .sampled import SampledPark, SampledProcess
 
 CPU_BUDGET = 0.08
 """At most this share of one CPU per target: the pages a pass reads are steered to it
@@ -149,106 +141,6 @@ this long, gives them back (:meth:`lgf.sources.uprobe.wakes.WakeSignal.unwant`):
 would pay a probe hit per wake, from the budget its goroutine tier is armed with, for nothing."""
 
 log = logging.getLogger("lgf.sampler")
-
-
-@dataclass
-class _Park:
-    """One park of one goroutine, as the samples saw it."""
-
-    goid: int
-    seq: int
-    reason: int
-    start_after_ns: int
-    """When the read of its g before the one that first saw it began (0: unknown): the park
-    began after it."""
-    first_ns: int
-    """End of the first sample that saw it parked: the park began at or before this."""
-    last_ns: int
-    """Start of the latest sample that still saw it parked."""
-    over_threshold: bool = False
-    pcs: list[int] = field(default_factory=list)
-    labels: dict = field(default_factory=dict)
-    """The goroutine's pprof labels, read while it was parked (the event's ``labels``)."""
-    verdict: Verdict | None = None
-    """Stall or idle wait (:mod:`lgf.idle`), judged once from its stack when it crossed the threshold."""
-    request: httpserve.ServedRequest | None = None
-    """The HTTP request it serves, found in its frames while it was parked (:mod:`lgf.golang.httpserve`)."""
-    traceparent: str | None = None
-    """That request's ``traceparent`` header, read then ("" when it has none or it could not be
-    read; None when trace_context is off)."""
-
-
-class _Process:
-    """What the sampler keeps per target process."""
-
-    def __init__(self, target, reader: RuntimeReader, runtime_starts: frozenset[int], skipped_reasons,
-                 max_goroutines: int):
-        self.target = target
-        self.reader = reader
-        self.runtime_starts = runtime_starts
-        binary = target.binary
-        self.reasons = list(binary.wait_reasons)
-        self.skipped = frozenset(i for i, r in enumerate(self.reasons) if r in skipped_reasons)
-        """Wait reasons not followed: the runtime's own, and ``sample_ignore_reasons``."""
-        offsets = []
-        for name, letter in G_FIELDS:
-            if name.startswith("sched."):
-                off = binary.field_offset("g", "sched") + binary.field_offset("gobuf", name[6:])
-            elif name.startswith("stack."):
-                off = binary.field_offset("g", "stack") + binary.field_offset("stack", name[6:])
-            else:
-                off = binary.field_offset("g", name)
-            offsets.append((off, letter, name))
-        offsets.sort()
-        self.fields = [(off, letter) for off, letter, _ in offsets]
-        self.order = [name for _, _, name in offsets]
-        self.scan = GoroutineScan(reader, [(name, off, letter) for off, letter, name in offsets], max_goroutines)
-        """Which of its g structs to read each pass, and which changed (``gscan.py``)."""
-        self.verdicts: dict[tuple[tuple[int, ...], str], Verdict] = {}
-        """(stack, wait reason) -> its verdict under ``verdicts_of`` (the host's idle rules)."""
-        self.verdicts_of = None
-        self.first_pass = True
-        """No pass has read the process yet (the first reads every g as new: not the usual cost)."""
-        self.unwatched = ""
-        """Why the process is not sampled now ("too_many"), "" while it is."""
-        self.runq = None
-        """The run-queue record (``runq.RunQueues``), made by the first pass that sees one."""
-        self.parks: dict[int, _Park] = {}
-        """g address -> the park the sampler follows there. A park judged an idle wait is dropped
-        (unless ``report_idle``): its g is not looked at again until it changes."""
-        self.last_full_ns = 0
-        """Start of the latest pass (0 after the tier was on)."""
-        self.handoff_since: int | None = None
-        """The ``tier.since(pid)`` whose hand-off pass is done (see ``GoroutineSampler._sample``)."""
-        self.next_ns = 0
-        self.cost_ns = 0
-        """What one sample of this process costs, on average (ns of lgf's CPU, EWMA of 1/8)."""
-        self.interval_ns = 0
-        """This process's sampling interval now (longer than the option's if sampling it is dear)."""
-        self.light_cost_ns = 0
-        """What the light passes since the last pass cost (counted with it against the budget)."""
-        self.taken_over: list[tuple[int, _Park]] = []
-        """Parks the goroutine tier held open when its slice ended (:meth:`GoroutineSampler.take_over`),
-        followed from the sampler's next pass (under the sampler's lock until then)."""
-        self.watch: dict[int, tuple[int, int]] = {}
-        """g address -> (read it every pass until then, it began what it does now after then):
-        the goroutines the wake signal saw woken lately that have not parked since."""
-        self.wakes_taken_ns = 0
-        """When the wake signal was last read for this process (0: never)."""
-        self.quiet_passes = 0
-        """Passes in a row that found nothing at all in it (``still``)."""
-        self.still = False
-        """The latest full pass found nothing: no g changed, none followed or runnable."""
-        self.forced = 0
-        """Full passes in a row made before their time, while it was quiet (``QUIET_FORCED``)."""
-        self.quiet = False
-        """Read in full every ``quiet_interval`` now, and in between only what woke (``_pace``)."""
-        self.quiet_seen_ns = 0
-        """The latest pass that found it quiet, or still."""
-        self.wants_wakes = False
-        """Its wakes were asked for because it was quiet (given back once it is not)."""
-        self.passes = 0
-        """Full passes of it so far (``lgf_sampler_samples_total`` counts those of every process)."""
 
 
 class GoroutineSampler:
@@ -283,7 +175,7 @@ class GoroutineSampler:
         None: ``wake_signal`` off)."""
         self.judge = ParkJudge(services, stats, self.log)
         """Stall or idle wait, and the request a stall serves (``parkjudge.py``)."""
-        self._procs: dict[int, _Process] = {}
+        self._procs: dict[int, SampledProcess] = {}
         self._runtime_starts: dict[str, frozenset[int]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -312,7 +204,7 @@ class GoroutineSampler:
             starts = self._runtime_starts.get(key)
             if starts is None:
                 starts = self._runtime_starts[key] = frozenset(runtime_function_entries(target.binary))
-            proc = _Process(target, reader, frozenset(a + reader.bias for a in starts),
+            proc = SampledProcess(target, reader, frozenset(a + reader.bias for a in starts),
                             INTERNAL_WAIT_REASONS + tuple(self.ignore_reasons), self.max_goroutines)
         except Exception as exc:  # Unreadable, or TargetRefused for a missing offset
             self._count("lgf_sampler_refused_total")
@@ -442,11 +334,11 @@ class GoroutineSampler:
                 continue
             if self.tier.park_start(pid, g) != start:
                 continue  # ended meanwhile (or another began): the tier reports or saw it
-            taken.append((g, _Park(row[i_goid], row[i_seq], row[i_reason], start, start, began)))
+            taken.append((g, SampledPark(row[i_goid], row[i_seq], row[i_reason], start, start, began)))
         with self._lock:
             proc.taken_over.extend(taken)
 
-    def _light_due(self, pid: int, proc: _Process) -> bool:
+    def _light_due(self, pid: int, proc: SampledProcess) -> bool:
         """Whether a light pass (:meth:`_sample` with ``light``) is worth making between two
         passes of a process sampled less often than ``sample_interval``: it follows parks not yet
         over the threshold, or its wakes are noted."""
@@ -457,7 +349,7 @@ class GoroutineSampler:
         return (self.wakes is not None and self.wakes.on(pid)) or any(
             not park.over_threshold for park in proc.parks.values())
 
-    def _quiet(self, proc: _Process) -> bool:
+    def _quiet(self, proc: SampledProcess) -> bool:
         """Whether the latest full pass of ``proc`` left nothing that light passes cannot follow:
         no park over the threshold (its end is read by full passes), no goroutine runnable or
         waiting for a P (full passes only, ``runq.py``), nothing taken over from the tier, and
@@ -467,7 +359,7 @@ class GoroutineSampler:
                 and (runq_ is None or (not runq_.queued and not runq_.length))
                 and not any(park.over_threshold for park in proc.parks.values()))
 
-    def _pace(self, pid: int, proc: _Process, now: int, forced: bool) -> None:
+    def _pace(self, pid: int, proc: SampledProcess, now: int, forced: bool) -> None:
         """After a full pass (``forced``: made before its time, for news a light pass could not
         follow): a process found still ``QUIET_PASSES`` passes in a row asks for its wakes, and once
         they are noted is *quiet*, read in full every ``quiet_interval`` only, while ``_quiet``
@@ -502,7 +394,7 @@ class GoroutineSampler:
         if proc.quiet:
             proc.interval_ns = max(proc.interval_ns, self.quiet_interval_ns)
 
-    def _sample(self, pid: int, proc: _Process, light: bool = False) -> int | None:
+    def _sample(self, pid: int, proc: SampledProcess, light: bool = False) -> int | None:
         """One sample of ``pid``; returns what reading and decoding it cost (ns), which leaves
         out judging the parks that crossed the threshold, arming the tier and emitting events
         (done after); None when the tier is on and nothing was read.
@@ -571,8 +463,8 @@ class GoroutineSampler:
         i_status, i_goid, i_reason = (order.index(n) + 1 for n in ("atomicstatus", "goid", "waitreason"))
         i_seq, i_start = order.index("trackingSeq") + 1, order.index("startpc") + 1
         done: list[Event] = []
-        crossed: list[tuple[_Park, tuple]] = []
-        woken: list[tuple[int, _Park]] = []
+        crossed: list[tuple[SampledPark, tuple]] = []
+        woken: list[tuple[int, SampledPark]] = []
         # Only the gs that changed since their last read, the parks followed and the runnable
         # gs come here (``gscan.py``): a g parked unchanged and not followed is a park that
         # was judged idle, or one of the runtime's, or of an ignored reason.
@@ -592,9 +484,9 @@ class GoroutineSampler:
             if park is None:
                 proc.watch.pop(g, None)  # parked: followed as a park from here (judged once)
                 if not closing:
-                    proc.parks[g] = _Park(goid, seq, reason, after.get(g, 0), ended, ended)
+                    proc.parks[g] = SampledPark(goid, seq, reason, after.get(g, 0), ended, ended)
                 elif handoff and not self._tier_noted(pid, g, after.get(g, 0), ended):
-                    proc.parks[g] = _Park(goid, seq, reason, after.get(g, 0), ended, ended)
+                    proc.parks[g] = SampledPark(goid, seq, reason, after.get(g, 0), ended, ended)
                     self._count("lgf_sampler_handoff_adopted_total")
                 continue
             if handoff and self._tier_noted(pid, g, park.start_after_ns, park.first_ns):
@@ -636,7 +528,7 @@ class GoroutineSampler:
                 self.emit(ev)
         return cost
 
-    def _read(self, proc: _Process) -> tuple[list[tuple], dict[int, int], int, int]:
+    def _read(self, proc: SampledProcess) -> tuple[list[tuple], dict[int, int], int, int]:
         """This pass's rows of ``proc`` (:meth:`lgf.sources.uprobe.gscan.GoroutineScan.read`)."""
         self._take_wakes(proc.target.pid, proc)
         followed = list(proc.parks) + (list(proc.runq.queued) if proc.runq else []) + list(proc.watch)
@@ -646,7 +538,7 @@ class GoroutineSampler:
                 after[g] = woke_after
         return rows, after, began, ended
 
-    def _take_wakes(self, pid: int, proc: _Process) -> bool:
+    def _take_wakes(self, pid: int, proc: SampledProcess) -> bool:
         """The goroutines woken since the wake signal was last read are watched (read every pass,
         their pages hot) for ``WATCH_THRESHOLDS`` thresholds or until they park; a park seen then
         began after that last read. Returns whether one woke that the probes could not name
@@ -671,7 +563,7 @@ class GoroutineSampler:
             proc.watch = dict(list(proc.watch.items())[-MAX_WATCHED:])
         return unnamed
 
-    def _flush(self, pid: int, proc: _Process) -> None:
+    def _flush(self, pid: int, proc: SampledProcess) -> None:
         """The process is gone: report the stalls it had over the threshold, parks and waits for a
         P, which no later pass will see end (a process that exits mid-stall, or just after one,
         loses nothing). The end is bounded by now: the process was still there at the previous
@@ -716,11 +608,11 @@ class GoroutineSampler:
             self._count("lgf_duplicate_reports_dropped_total")
         return fresh
 
-    def _silent(self, park: _Park) -> bool:
+    def _silent(self, park: SampledPark) -> bool:
         """An idle park that will never be reported (``report_idle = false``)."""
         return park.verdict is not None and park.verdict.idle and not self.report_idle
 
-    def _end(self, pid: int, proc: _Process, g: int, end_before_ns: int) -> Event | None:
+    def _end(self, pid: int, proc: SampledProcess, g: int, end_before_ns: int) -> Event | None:
         """Stop following the park at ``g``: its event if it was over the threshold (and a
         stall, or an idle wait with ``report_idle``)."""
         park = proc.parks.pop(g, None)  # (None: a pass and an exit's flush both ended it)
