@@ -29,6 +29,7 @@ from lgf.plugins.scope import ScopeEnricher
 from lgf.sources.uprobe import UprobeOptions, UprobeSource
 from lgf.testing import EventCollector
 from support.fixtureproc import FixtureProcess
+from support.goapp import http_get
 from support.gobuild import GO_VERSIONS, GOAPPS, build_go
 from support.stallfixture import run_context, wait_attached
 
@@ -102,12 +103,7 @@ class IdleServer(FixtureProcess):
                 self._cond.wait(left)
 
     def get(self, path: str, conn: http.client.HTTPConnection | None = None) -> str:
-        c = conn or http.client.HTTPConnection(self.addr, timeout=30)
-        c.request("GET", path)
-        body = c.getresponse().read().decode()
-        if conn is None:
-            c.close()
-        return body
+        return http_get(self.addr, path, conn)
 
 
 @pytest.fixture(scope="module", params=GO_VERSIONS)

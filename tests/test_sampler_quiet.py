@@ -23,6 +23,7 @@ import pytest
 
 from lgf.sources.uprobe import UprobeOptions, UprobeSource
 from lgf.testing import EventCollector
+from support.goapp import http_get
 from support.gobuild import GO_VERSIONS, GOAPPS, build_go
 from support.stallfixture import run_context, wait_attached
 from support.wait import poll_until
@@ -56,12 +57,7 @@ class Server:
                 self._cond.notify_all()
 
     def get(self, path: str, conn: http.client.HTTPConnection | None = None) -> str:
-        c = conn or http.client.HTTPConnection(self.addr, timeout=30)
-        c.request("GET", path)
-        body = c.getresponse().read().decode()
-        if conn is None:
-            c.close()
-        return body
+        return http_get(self.addr, path, conn)
 
     def close(self):
         self.proc.kill()

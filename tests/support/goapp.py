@@ -1,9 +1,22 @@
-"""Go fixtures that speak JSON lines on stdin/stdout (tests/goapps/bench_server, manyg)."""
+"""Go fixtures that speak JSON lines on stdin/stdout (tests/goapps/bench_server, manyg), and
+HTTP to the ones that serve it (idleserver)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
+
+
+def http_get(addr: str, path: str, conn: http.client.HTTPConnection | None = None) -> str:
+    """GET ``path`` from ``addr`` (host:port): the body, on ``conn`` (kept open, keep-alive) or a
+    connection of its own."""
+    c = conn or http.client.HTTPConnection(addr, timeout=30)
+    c.request("GET", path)
+    body = c.getresponse().read().decode()
+    if conn is None:
+        c.close()
+    return body
 
 
 class LineProgram:
