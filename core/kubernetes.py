@@ -15,7 +15,8 @@ alert knows a pod by comes from Kubernetes itself, from one of two places (``[ku
   ``topology.kubernetes.io/zone`` label, read once.
 - **The kubelet's read-only pod list** (``kubelet_pods``, e.g. ``http://127.0.0.1:10255/pods``,
   a port most clusters now close): the same pod objects, no client library, re-read at most every
-  ``kubelet_refresh`` when a UID is not in the last copy.
+  ``kubelet_refresh`` when a UID is not in the last copy, on a thread of its own (the stall that
+  missed waits for it at most ``MISS_WAIT_S``).
 
 Both give the same :class:`Pod`, read from a pod object's JSON by :func:`pod_of` (what the API
 server lists and watches, and what the kubelet serves, are the same ``v1.Pod``). Without an API
@@ -48,6 +49,9 @@ APP_LABELS = ("app.kubernetes.io/name", "app")
 """The pod labels that name an application, in the order Grafana Beyla reads them."""
 DELETED_KEPT_S = 300.0
 """How long a deleted pod is still known: its last stalls may still be on their way."""
+KUBELET_TIMEOUT_S = 5.0
+MISS_WAIT_S = 0.2
+"""How long a stall of a pod not in the kubelet's last list waits for the list being read."""
 RETRY_S = 5.0
 RETRY_MAX_S = 120.0
 """Wait before listing again after the API server failed: 5 s, doubled at each failure up to 2 min."""
@@ -143,19 +147,27 @@ def pod_of(obj: dict, replicaset_owner: Callable[[str, str], tuple[str, str] | N
 
 
 class KubeletPods:
-    """The kubelet's read-only pod list, re-read at most every ``refresh`` seconds on a miss."""
+    """The kubelet's read-only pod list, re-read at most every ``refresh`` seconds on a miss.
+
+    A miss is asked on the pipeline's thread (``lgf.identity``, per stall of a pod not known yet),
+    so the read runs on a thread of its own and the miss waits for it at most ``MISS_WAIT_S``: a
+    kubelet that hangs used to hold every stall behind it for the request's whole timeout (5 s in
+    each ``refresh`` of 10 s: half the pipeline's time). A stall that does not wait long enough is
+    delivered without its pod's name (its cgroup's pod UID is still on it); the next ones have it.
+    Only the miss that starts a read waits for it: the others of a hung read pass at once.
+    """
 
     def __init__(self, url: str, refresh: float = 10.0, clock=time.monotonic) -> None:
         self.url, self.refresh, self.clock = url, refresh, clock
         self._lock = threading.Lock()
         self._pods: dict[str, Pod] = {}
         self._read_at: float | None = None
+        self._reading: threading.Thread | None = None
 
     def read(self) -> None:
         """Read the list now (errors logged: the last copy stays)."""
-        self._read_at = self.clock()
         try:
-            with urllib.request.urlopen(self.url, timeout=5) as resp:
+            with urllib.request.urlopen(self.url, timeout=KUBELET_TIMEOUT_S) as resp:
                 items = json.load(resp).get("items") or []
         except (OSError, ValueError, AttributeError) as exc:
             log.warning("cannot read the kubelet's pod list %s: %s", self.url, exc)
@@ -167,11 +179,17 @@ class KubeletPods:
     def pod(self, uid: str) -> Pod | None:
         with self._lock:
             hit = self._pods.get(uid)
-        if hit is None and (self._read_at is None or self.clock() - self._read_at >= self.refresh):
-            self.read()
-            with self._lock:
-                hit = self._pods.get(uid)
-        return hit
+            if hit is not None:
+                return hit
+            if (self._reading is not None and self._reading.is_alive()) or (
+                    self._read_at is not None and self.clock() - self._read_at < self.refresh):
+                return None  # (read lately, or being read: only the miss that asked waits)
+            self._read_at = self.clock()
+            reading = self._reading = threading.Thread(target=self.read, name="lgf-kubelet-pods", daemon=True)
+            reading.start()
+        reading.join(MISS_WAIT_S)
+        with self._lock:
+            return self._pods.get(uid)
 
 
 class ApiPods:

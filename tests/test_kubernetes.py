@@ -122,19 +122,38 @@ def test_kubelet_pod_list_read_on_a_miss_at_most_every_refresh():
     now = [0.0]
     with FakeKube(UID, CID) as kubelet:
         pods = KubeletPods(kubelet.url + "/pods", refresh=10, clock=lambda: now[0])
+        wait_until(lambda: pods.pod(UID) is not None, what="the pod read from the kubelet's list")
         assert pods.pod(UID).owner_name == "checkout"
         assert pods.pod("0000") is None and pods.pod("0001") is None
         assert len(kubelet.asked("/pods")) == 1  # the misses within `refresh` read nothing
         now[0] += 10
         assert pods.pod("0000") is None
-        assert len(kubelet.asked("/pods")) == 2
+        wait_until(lambda: len(kubelet.asked("/pods")) == 2, what="a second read after `refresh`")
     bad = KubeletPods("http://127.0.0.1:9/pods")
     assert bad.pod(UID) is None  # logged, not raised
+
+
+def test_a_hung_kubelet_does_not_hold_the_stalls_of_its_pods():
+    """The miss's read runs on a thread of its own: while the kubelet does not answer, a stall of
+    the pod passes without its name (no second request), and once the kubelet answers the pod is
+    known without another miss reading again (``refresh`` has not passed)."""
+    with FakeKube(UID, CID) as kubelet:
+        kubelet.hold_kubelet()
+        try:
+            pods = KubeletPods(kubelet.url + "/pods", refresh=3600)
+            assert pods.pod(UID) is None  # (the read is held: this returned without its answer)
+            assert pods.pod(UID) is None and pods.pod("0000") is None
+            wait_until(lambda: len(kubelet.asked("/pods")) == 1, what="the kubelet asked once")
+        finally:
+            kubelet.free_kubelet()
+        wait_until(lambda: pods.pod(UID) is not None, what="the pod known once the kubelet answers")
+        assert pods.pod(UID).owner_name == "checkout" and len(kubelet.asked("/pods")) == 1
 
 
 def test_identity_takes_the_pod_from_kubernetes():
     with FakeKube(UID, CID) as kubelet:
         pods = Pods(kubelet=KubeletPods(kubelet.url + "/pods"), node="node-a")
+        pods.kubelet.read()  # (known before the first stall: what is tested is what it maps to)
         ident = Identity(ns_pid=1, container_id=CID, container_runtime="containerd", pod_uid=UID,
                          pod_name="from-env", namespace="env-ns")
         fields, tags = pod_fields(pods, ident)
@@ -179,6 +198,7 @@ def test_an_event_and_its_alert_carry_the_pod(tmp_path):
     one whose identity names a known pod gets its fields and tags; the alert carries them."""
     with FakeKube(UID, CID) as kubelet:
         pods = Pods(kubelet=KubeletPods(kubelet.url + "/pods"), node="node-a")
+        pods.kubelet.read()  # (known before the first stall: what is tested is what it maps to)
         ids = ProcessIdentities(pods=pods)
         ids._cache[999_999] = (None, 0, Identity(ns_pid=7, container_id=CID, pod_uid=UID))
         ids.clock = lambda: 1  # the cached entry is fresh: not read from /proc again

@@ -53,6 +53,8 @@ class FakeKube:
         self._events: queue.Queue[str] = queue.Queue()
         self._gone = threading.Event()
         self._closing = threading.Event()
+        self._kubelet_free = threading.Event()
+        self._kubelet_free.set()
         self._server: ThreadingHTTPServer | None = None
 
     # -- what a test does -------------------------------------------------------------------------
@@ -64,6 +66,14 @@ class FakeKube:
     def gone(self) -> None:
         """The next watch answers with a 410 Gone error event (its resourceVersion is too old)."""
         self._gone.set()
+
+    def hold_kubelet(self) -> None:
+        """The kubelet's pod list answers only once :meth:`free_kubelet` is called (a kubelet
+        that hangs)."""
+        self._kubelet_free.clear()
+
+    def free_kubelet(self) -> None:
+        self._kubelet_free.set()
 
     def asked(self, path: str) -> list[dict]:
         return [q for p, q in self.requests if p == path]
@@ -85,6 +95,8 @@ class FakeKube:
                 fake.requests.append((url.path, q))
                 if url.path == "/api/v1/pods" and q.get("watch", "").lower() == "true":
                     return fake._watch(self, q)
+                if url.path == "/pods":
+                    fake._kubelet_free.wait(30)
                 if url.path in ("/api/v1/pods", "/pods"):
                     return self._json(200, fake._listed(q.get("fieldSelector", "")))
                 rs = fake.replicaset["metadata"]
