@@ -11,7 +11,8 @@ Fills, on a stall event (and so on its alert, whose example it is):
 - ``waited_on``: for a goroutine parked inside an HTTP client round trip (net/http's
   ``Transport``: ``http.Client``, ``httputil.ReverseProxy``...), ``{"kind": "http", "addr":
   "host:port", "scheme", "local", "peer"}``: the upstream as the Transport dialled it and the
-  connection's two ends; for a goroutine in "IO wait", ``{"kind": "tcp", "addr", "local",
+  connection's two ends (over HTTP/2, ``"protocol": "h2"`` and the TLS server name with the
+  socket's port); for a goroutine in "IO wait", ``{"kind": "tcp", "addr", "local",
   "peer", "fd", "mode"}`` (``"unix"`` / ``"fd"`` with the descriptor only, for other files);
 - ``caller``: for a goroutine serving an HTTP/1.x request, ``{"addr": "ip:port", "local"}``, the
   client's connection;

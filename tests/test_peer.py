@@ -23,6 +23,7 @@ from lgf import config as cfg
 from lgf.alerts import AlertEngine
 from lgf.golang import httpclient, pollwait
 from lgf.golang.gobinary import open_binary
+from lgf.golang.golayout import dwarf_fields
 from lgf.plugins.peer import PeerEnricher, PeerOptions
 from lgf.sources.uprobe import UprobeOptions, UprobeSource
 from lgf.stats import Stats
@@ -87,7 +88,7 @@ def test_a_reverse_proxy_stall_names_its_upstream_and_caller(bpf_ok, go_toolchai
                 call.close()
     finally:
         src.stop()
-    assert call.status == 200 and call.body == "upstream /proxy/checkout\n"
+    assert call.status == 200 and call.body == "upstream /proxy/checkout HTTP/1.1\n"
     assert ev.scope == "request" and ev.wait_reason == "select", (ev.wait_reason, ev.extra)
     waited = ev.extra.get("waited_on")
     assert waited, missing(ctx)
@@ -103,6 +104,36 @@ def test_a_reverse_proxy_stall_names_its_upstream_and_caller(bpf_ok, go_toolchai
     assert ev.topology["path"] == ["edge-lb", caller["service"], "revproxy", "slowupstream"]
     (alert,) = eng.due(2**63 - 1)
     assert alert.extra["waited_on"]["addr"] == up.http and alert.topology["path"][-2:] == ["revproxy", "slowupstream"]
+
+
+@pytest.mark.parametrize("version", GO_VERSIONS)
+def test_a_stall_on_an_http2_upstream_names_it(bpf_ok, go_toolchains, version, tmp_path):
+    """The same wait over HTTPS with HTTP/2 (the Transport's HTTP/2 client connection, not a
+    ``persistConn``): the upstream is the socket under the TLS connection (an IP has no server
+    name), and the process holding its other end."""
+    proxy_exe, upstream_exe = binaries(version, strip=True)  # stripped: no DWARF to lean on
+    src, events, ctx, enricher = sampler_with_peer(proxy_exe)
+    try:
+        with SlowUpstream(upstream_exe, HELD) as up, RevProxy(proxy_exe, up) as px:
+            wait_attached(src, px.pid)
+            said, call = px.send("/h2/checkout")
+            try:
+                ev = stall_of(events, px.pid, said["goid"])
+                call.wait()
+                enricher.lgf_enrich(ev)  # as the pipeline does, while the processes run
+            finally:
+                call.close()
+    finally:
+        src.stop()
+    assert call.status == 200 and call.body == "upstream /h2/checkout HTTP/2.0\n"
+    waited = ev.extra.get("waited_on")
+    assert waited, missing(ctx)
+    assert (waited["kind"], waited["addr"], waited["scheme"], waited["protocol"]) == ("http", up.h2, "https", "h2")
+    assert waited["peer"] == up.h2 and waited["local"].startswith("127.0.0.1:")
+    assert waited["pid"] == up.pid
+    eng = engine(tmp_path)
+    eng.observe(ev)
+    assert ev.topology["path"][-2:] == ["revproxy", "slowupstream"]
 
 
 @pytest.mark.parametrize("version", GO_VERSIONS)
@@ -161,6 +192,13 @@ def test_the_tables_say_what_dwarf_says(go_toolchains, version):
     assert binary.has_dwarf
     assert httpclient.dwarf_offsets(binary) == httpclient.offsets_of(binary) == httpclient.LAYOUT
     assert pollwait.dwarf_offsets(binary) == pollwait.offsets_of(binary) == pollwait.table_of(binary.version_tuple)
+    cc = "net/http/internal/http2.ClientConn" if binary.version_tuple[:2] >= (1, 27) else "net/http.http2ClientConn"
+    h2 = dwarf_fields(binary, {"t": (cc, "t"), "tconn": (cc, "tconn"), "tlsState": (cc, "tlsState")})
+    assert (h2["t"], h2["tconn"]) == (0, 8) and h2["tlsState"] in httpclient.H2_TLS_STATE, h2
+    state = "crypto/tls.ConnectionState"
+    assert dwarf_fields(binary, {f: (state, f) for f in ("Version", "HandshakeComplete", "NegotiatedProtocol",
+                                                         "ServerName")}) == {
+        "Version": 0, "HandshakeComplete": 2, "NegotiatedProtocol": 8, "ServerName": 32}
 
 
 def test_lgf_run_with_the_peer_enricher_reports_the_upstream_on_the_stall_and_its_alert(tmp_path, bpf_ok,

@@ -25,10 +25,22 @@ Caller. A goroutine serving an HTTP/1.x request has its ``*response`` found by
 the client's ``ip:port`` (``conn{server *Server; cancelCtx; rwc net.Conn; remoteAddr string}``)
 and ``rwc`` its socket (checked as above, against ``remoteAddr``).
 
+HTTP/2 upstream. A request the Transport sends over HTTP/2 (an ``https`` upstream that offered
+``h2``) waits in the HTTP/2 client connection's round trip instead (``(*http2ClientConn).RoundTrip``
+in Go 1.19-1.21, ``roundTrip`` later; ``net/http/internal/http2.(*ClientConn).roundTrip`` from Go
+1.27), whose receiver starts with ``t *Transport; tconn net.Conn`` and then, at 24 or at 32 (Go
+1.21 has a ``bool`` between, which never reads as a pointer: both are tried), ``tlsState
+*tls.ConnectionState``. A candidate word is believed to be that connection only if its
+``tlsState`` reads as a finished handshake that negotiated ``h2`` (``ConnectionState``: ``Version``
+0x0301-0x0304 at 0, ``HandshakeComplete`` at 2, ``NegotiatedProtocol`` at 8, ``ServerName`` at 32,
+the same in 1.19-1.27). It holds no dialled address: the upstream is the TLS server name (what the
+request's URL named, empty for an IP) with the port of the socket under ``tconn`` (a
+``*tls.Conn``), else that socket's peer address (:mod:`lgf.golang.peercapture`). Cleartext HTTP/2
+(h2c) is not read.
+
 Layout: the offsets below, the same in Go 1.19.8, 1.21.13, 1.25.5 and 1.27.3 (sources and DWARF:
 tests/test_peer.py checks them against every toolchain the tests build); a Go outside 1.19-1.27
-is read from its DWARF and refused without it. HTTP/2 client connections (``http2ClientConn``)
-are not read: such a stall has no upstream.
+is read from its DWARF and refused without it.
 
 Cost: one read of two frames (about 1 KiB), one scattered read of 96 bytes per candidate word
 and a few small reads for the strings: well under a millisecond, once per stall, while parked.
@@ -45,6 +57,11 @@ from .golayout import dwarf_fields
 from .runtime_reader import Unreadable
 
 ROUND_TRIP = ("net/http.(*persistConn).roundTrip",)
+ROUND_TRIP_H2 = ("net/http.(*http2ClientConn).RoundTrip", "net/http.(*http2ClientConn).roundTrip",
+                 "net/http/internal/http2.(*ClientConn).RoundTrip", "net/http/internal/http2.(*ClientConn).roundTrip")
+H2_TLS_STATE = (24, 32)
+"""Where ``ClientConn.tlsState`` may be (module docstring)."""
+TLS_VERSIONS = range(0x0301, 0x0305)
 LAYOUT = {"persistConn.t": 16, "persistConn.cacheKey": 24, "persistConn.conn": 80,
           "connectMethodKey.proxy": 0, "connectMethodKey.scheme": 16, "connectMethodKey.addr": 32,
           "conn.rwc": 16, "conn.remoteAddr": 32, "netFD.pfd": 0, "FD.Sysfd": 16}
@@ -73,7 +90,10 @@ class Upstream:
     """The proxy's URL when the request went through one ("" otherwise)."""
     persist_conn: int
     conn_data: int
-    """The ``net.Conn``'s data pointer (for :func:`conn_fd`)."""
+    """The ``net.Conn``'s data pointer (for :func:`conn_fds`)."""
+    protocol: str = "http/1.1"
+    """``h2`` for a round trip over HTTP/2, whose ``addr`` is the TLS server name only (no port;
+    "" for an IP): its port comes from the socket."""
 
 
 def offsets_of(binary) -> dict[str, int]:
@@ -121,7 +141,10 @@ def find_upstream(reader, binary, pcs: list[int], bounds: list[tuple[int, int]],
     (``no_round_trip``, ``no_persist_conn``, ``ambiguous``, a read's reason, ``unknown_layout``)."""
     i = frame_of(binary, reader.bias, pcs, ROUND_TRIP)
     if i is None:
-        raise Unreadable("no_round_trip")
+        j = frame_of(binary, reader.bias, pcs, ROUND_TRIP_H2)
+        if j is None:
+            raise Unreadable("no_round_trip")
+        return _find_h2_upstream(reader, frame_words(reader, bounds, j, j + 1), stack)
     off = offsets_of(binary)
     key = off["persistConn.cacheKey"]
     at_t, at_conn = off["persistConn.t"], off["persistConn.conn"]
@@ -154,6 +177,62 @@ def find_upstream(reader, binary, pcs: list[int], bounds: list[tuple[int, int]],
     return next(iter(found.values()))
 
 
+def _find_h2_upstream(reader, words: list[int], stack: tuple[int, int]) -> Upstream:
+    """The HTTP/2 client connection among the round trip's frame words (module docstring)."""
+    cands = pointer_candidates(words, stack)
+    found: dict[int, Upstream] = {}
+    for p, raw in zip(cands, read_each(reader, cands, max(H2_TLS_STATE) + 8), strict=True):
+        if not raw:
+            continue
+        t, itab, data = struct.unpack_from("<QQQ", raw)
+        if not t or not itab or not data:
+            continue
+        for at in H2_TLS_STATE:
+            (state,) = struct.unpack_from("<Q", raw, at)
+            name = _h2_server_name(reader, state) if state and not state % 8 else None
+            if name is not None:
+                found[p] = Upstream(name, "https", "", p, data, protocol="h2")
+                break
+    if not found:
+        raise Unreadable("no_persist_conn")
+    if len(found) > 1:
+        raise Unreadable("ambiguous")
+    return next(iter(found.values()))
+
+
+def _h2_server_name(reader, state: int) -> str | None:
+    """The server name of the ``tls.ConnectionState`` at ``state``, or None unless it is a
+    finished handshake that negotiated ``h2``."""
+    try:
+        raw = reader.read(state, 48)
+    except Unreadable:
+        return None
+    version, complete = struct.unpack_from("<HB", raw)
+    p_ptr, p_len = struct.unpack_from("<QQ", raw, 8)
+    n_ptr, n_len = struct.unpack_from("<QQ", raw, 32)
+    if version not in TLS_VERSIONS or complete != 1 or p_len != 2:
+        return None
+    try:
+        if read_string(reader, p_ptr, p_len) != "h2":
+            return None
+        return read_string(reader, n_ptr, n_len)
+    except Unreadable:
+        return None
+
+
+def tls_conn_fd(reader, binary, data: int) -> int | None:
+    """The descriptor under the ``*tls.Conn`` ``data`` (its first field: the ``net.Conn`` it wraps,
+    a ``*net.TCPConn``), or None."""
+    off = offsets_of(binary)
+    try:
+        inner = reader.u64(data + 8)  # tls.Conn{conn net.Conn}: the interface's data word
+        netfd = reader.u64(inner) if inner else 0
+        fd = reader.u64(netfd + off["netFD.pfd"] + off["FD.Sysfd"]) if netfd else -1
+    except Unreadable:
+        return None
+    return fd if 0 <= fd < 1 << 24 else None
+
+
 def conn_fds(reader, binary, data: int) -> list[int]:
     """Descriptors a ``net.Conn`` whose data pointer is ``data`` may hold: as a ``*net.TCPConn``
     (or any ``net.conn``), and as a ``*tls.Conn`` over one. The caller keeps the one whose socket
@@ -167,14 +246,9 @@ def conn_fds(reader, binary, data: int) -> list[int]:
             out.append(reader.u64(netfd + at_fd))
     except Unreadable:
         pass
-    try:
-        inner = reader.u64(data + 8)  # tls.Conn{conn net.Conn}: the interface's data word
-        netfd = reader.u64(inner) if inner else 0
-        if netfd:
-            out.append(reader.u64(netfd + at_fd))
-    except Unreadable:
-        pass
-    return [fd for fd in out if 0 <= fd < 1 << 24]
+    out = [fd for fd in out if 0 <= fd < 1 << 24]
+    tls_fd = tls_conn_fd(reader, binary, data)
+    return out if tls_fd is None else [*out, tls_fd]
 
 
 @dataclass(frozen=True)

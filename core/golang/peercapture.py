@@ -27,7 +27,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-from .httpclient import conn_fds, find_caller, find_upstream
+from .httpclient import conn_fds, find_caller, find_upstream, tls_conn_fd
 from .netpeer import describe_fd
 from .pollwait import find_poll_wait
 from .runtime_reader import Unreadable
@@ -74,15 +74,11 @@ class PeerCapture:
             if str(exc) != "no_round_trip" and count:
                 count("upstream", str(exc))
         else:
-            waited = {"kind": "http", "addr": up.addr, "scheme": up.scheme}
-            if up.proxy:
-                waited["proxy"] = up.proxy
-            sock = self._socket(pid, conn_fds(reader, binary, up.conn_data), lambda s: _port(s.peer) == _port(up.addr))
-            if sock is not None:
-                waited.update(_socket_fields(sock))
-            elif count:
+            waited = self._upstream(pid, reader, binary, up)
+            if "peer" not in waited and count:
                 count("upstream_socket", "not_found")
-            out["waited_on"] = waited
+            if waited["addr"]:
+                out["waited_on"] = waited
         if wait_reason == IO_WAIT and "waited_on" not in out:
             try:
                 pw = find_poll_wait(reader, binary, g, pcs, frames, stack)
@@ -110,6 +106,25 @@ class PeerCapture:
                     got.update(_socket_fields(sock))
                 out["caller"] = got
         return out
+
+    def _upstream(self, pid: int, reader, binary, up) -> dict:
+        """``waited_on`` of a parked round trip: over HTTP/1.x the dialled address and the socket
+        whose peer port is its port; over HTTP/2 the socket under the TLS connection, whose port
+        completes the server name (its peer address stands for an IP's)."""
+        waited = {"kind": "http", "addr": up.addr, "scheme": up.scheme}
+        if up.proxy:
+            waited["proxy"] = up.proxy
+        if up.protocol == "h2":
+            waited["protocol"] = "h2"
+            fd = tls_conn_fd(reader, binary, up.conn_data)
+            sock = self._socket(pid, [] if fd is None else [fd], lambda s: True)
+            if sock is not None:
+                waited["addr"] = f"{up.addr}:{_port(sock.peer)}" if up.addr else sock.peer
+        else:
+            sock = self._socket(pid, conn_fds(reader, binary, up.conn_data), lambda s: _port(s.peer) == _port(up.addr))
+        if sock is not None:
+            waited.update(_socket_fields(sock))
+        return waited
 
     @staticmethod
     def _socket(pid: int, fds: list[int], matches):

@@ -27,14 +27,15 @@ class SlowUpstream(FixtureProcess):
                                      stdout=subprocess.PIPE, text=True)
         self.hello = json.loads(self.proc.stdout.readline())
         self.pid = self.proc.pid
-        self.http, self.tcp = self.hello["http"], self.hello["tcp"]
+        self.http, self.h2, self.tcp = self.hello["http"], self.hello["h2"], self.hello["tcp"]
 
 
 class RevProxy(FixtureProcess):
     """``with RevProxy(exe, upstream) as px: said, done = px.send("/proxy/x")``."""
 
     def __init__(self, exe: Path, upstream: SlowUpstream):
-        self.proc = subprocess.Popen([str(exe), "-upstream", upstream.http, "-slowtcp", upstream.tcp],
+        self.proc = subprocess.Popen([str(exe), "-upstream", upstream.http, "-slowtcp", upstream.tcp,
+                                      "-h2", upstream.h2],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.hello = json.loads(self.proc.stdout.readline())
         self.pid = self.proc.pid

@@ -1,9 +1,10 @@
 // slowupstream: an upstream that answers slowly, for the peer tests (tests/test_peer.py).
 //
-// Listens on 127.0.0.1 twice: an HTTP server whose every answer waits -delay (150 ms by default),
-// and a raw TCP port that, for each connection, waits -delay and then writes one line.
-// Prints {"ready":true,"pid":P,"http":"127.0.0.1:PORT","tcp":"127.0.0.1:PORT"} once listening;
-// serves until stdin closes.
+// Listens on 127.0.0.1 three times: an HTTP server whose every answer waits -delay (150 ms by
+// default), the same over HTTPS with HTTP/2 (a self-signed certificate: httptest's), and a raw
+// TCP port that, for each connection, waits -delay and then writes one line.
+// Prints {"ready":true,"pid":P,"http":"127.0.0.1:PORT","h2":"127.0.0.1:PORT","tcp":"127.0.0.1:PORT"}
+// once listening; serves until stdin closes.
 package main
 
 import (
@@ -12,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"time"
 )
@@ -27,12 +29,14 @@ func main() {
 	if err != nil {
 		panic(err)
 	}
-	go func() {
-		_ = http.Serve(web, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			time.Sleep(*delay)
-			_, _ = io.WriteString(w, "upstream "+r.URL.Path+"\n")
-		}))
-	}()
+	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(*delay)
+		_, _ = io.WriteString(w, "upstream "+r.URL.Path+" "+r.Proto+"\n")
+	})
+	go func() { _ = http.Serve(web, slow) }()
+	h2 := httptest.NewUnstartedServer(slow)
+	h2.EnableHTTP2 = true
+	h2.StartTLS()
 	go func() {
 		for {
 			c, err := raw.Accept()
@@ -47,6 +51,6 @@ func main() {
 		}
 	}()
 	_ = json.NewEncoder(os.Stdout).Encode(map[string]any{"ready": true, "pid": os.Getpid(),
-		"http": web.Addr().String(), "tcp": raw.Addr().String()})
+		"http": web.Addr().String(), "h2": h2.Listener.Addr().String(), "tcp": raw.Addr().String()})
 	_, _ = io.Copy(io.Discard, os.Stdin)
 }
