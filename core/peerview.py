@@ -2,7 +2,7 @@
 (``caller`` and ``waited_on``, ``lgf.plugins.peer``): one wording everywhere.
 
 ``shown(extra)`` -> ``[("caller", "127.0.0.1:40112 (loadgen)"), ("waited_on", "http
-127.0.0.1:8080 (inventory) via 127.0.0.1:50412")]``: the address, the service (or comm) of the
+127.0.0.1:8080 (inventory) via 127.0.0.1:50412")]`` (``http/h2`` for HTTP/2): the address, the service (or comm) of the
 process at the other end when it runs on this host, and for a connection of this process, its
 local end. Empty when the event carries neither.
 """
@@ -13,7 +13,8 @@ from __future__ import annotations
 def _end(end: dict, kind: bool) -> str:
     text = str(end.get("addr") or end.get("peer") or "")
     if kind and end.get("kind") and end.get("kind") != "tcp":
-        text = f"{end['kind']} {text}".strip() if text else f"{end['kind']} fd {end.get('fd', '?')}"
+        what = f"{end['kind']}/{end['protocol']}" if end.get("protocol") else end["kind"]
+        text = f"{what} {text}".strip() if text else f"{what} fd {end.get('fd', '?')}"
     who = end.get("service") or end.get("comm")
     if who and not end.get("self"):
         text += f" ({who})"

@@ -122,6 +122,8 @@ def test_stdout_and_wecom_show_caller_and_waited_on():
                          'waited_on="http inventory.internal:8080 (inventory) via 10.0.0.5:40112"'), line
     (msg,) = alert_messages(ev.to_dict(), "text")
     assert "waited on: http inventory.internal:8080 (inventory) via 10.0.0.5:40112" in msg
+    h2 = peered(waited_on={**WAITED, "protocol": "h2"})
+    assert shown(h2.extra) == [("waited_on", "http/h2 inventory.internal:8080 via 10.0.0.5:40112")]
     assert "caller: 10.0.0.2:51000 via 10.0.0.5:80" in msg
 
 

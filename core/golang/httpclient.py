@@ -28,7 +28,8 @@ and ``rwc`` its socket (checked as above, against ``remoteAddr``).
 HTTP/2 upstream. A request the Transport sends over HTTP/2 (an ``https`` upstream that offered
 ``h2``) waits in the HTTP/2 client connection's round trip instead (``(*http2ClientConn).RoundTrip``
 in Go 1.19-1.21, ``roundTrip`` later; ``net/http/internal/http2.(*ClientConn).roundTrip`` from Go
-1.27), whose receiver starts with ``t *Transport; tconn net.Conn`` and then, at 24 or at 32 (Go
+1.27; ``golang.org/x/net/http2.(*ClientConn).internalRoundTrip`` in programs that use that module
+directly, as Caddy does), whose receiver starts with ``t *Transport; tconn net.Conn`` and then, at 24 or at 32 (Go
 1.21 has a ``bool`` between, which never reads as a pointer: both are tried), ``tlsState
 *tls.ConnectionState``. A candidate word is believed to be that connection only if its
 ``tlsState`` reads as a finished handshake that negotiated ``h2`` (``ConnectionState``: ``Version``
@@ -57,8 +58,11 @@ from .golayout import dwarf_fields
 from .runtime_reader import Unreadable
 
 ROUND_TRIP = ("net/http.(*persistConn).roundTrip",)
-ROUND_TRIP_H2 = ("net/http.(*http2ClientConn).RoundTrip", "net/http.(*http2ClientConn).roundTrip",
-                 "net/http/internal/http2.(*ClientConn).RoundTrip", "net/http/internal/http2.(*ClientConn).roundTrip")
+ROUND_TRIP_H2 = tuple(f"{pkg}.(*{conn}).{fn}" for pkg, conn in (
+    ("net/http", "http2ClientConn"), ("net/http/internal/http2", "ClientConn"), ("golang.org/x/net/http2", "ClientConn"))
+    for fn in ("RoundTrip", "roundTrip", "internalRoundTrip"))
+"""net/http's own HTTP/2 client (bundled, then an internal package from Go 1.27) and the
+``golang.org/x/net/http2`` module it comes from, which programs use directly (Caddy does)."""
 H2_TLS_STATE = (24, 32)
 """Where ``ClientConn.tlsState`` may be (module docstring)."""
 TLS_VERSIONS = range(0x0301, 0x0305)
