@@ -68,6 +68,26 @@ def stall_of(events, pid: int, goid: int):
     return ev
 
 
+def stall_through(proxy_exe, upstream_exe, path: str):
+    """Send ``path`` to a revproxy in front of a slowupstream, under the sampler with the ``peer``
+    enricher; (its stall event, enriched while the processes run, as the pipeline does; the
+    call; what the handler said; the upstream; the proxy; the host context)."""
+    src, events, ctx, enricher = sampler_with_peer(proxy_exe)
+    try:
+        with SlowUpstream(upstream_exe, HELD) as up, RevProxy(proxy_exe, up) as px:
+            wait_attached(src, px.pid)
+            said, call = px.send(path)
+            try:
+                ev = stall_of(events, px.pid, said["goid"])
+                call.wait()
+                enricher.lgf_enrich(ev)
+            finally:
+                call.close()
+    finally:
+        src.stop()
+    return ev, call, said, up, px, ctx
+
+
 def missing(ctx) -> dict:
     return {k: v for k, v in ctx.stats.snapshot().items() if "peer_missing" in k or "enrich_missing" in k}
 
@@ -75,19 +95,7 @@ def missing(ctx) -> dict:
 @pytest.mark.parametrize("version", GO_VERSIONS)
 def test_a_reverse_proxy_stall_names_its_upstream_and_caller(bpf_ok, go_toolchains, version, tmp_path):
     proxy_exe, upstream_exe = binaries(version)
-    src, events, ctx, enricher = sampler_with_peer(proxy_exe)
-    try:
-        with SlowUpstream(upstream_exe, HELD) as up, RevProxy(proxy_exe, up) as px:
-            wait_attached(src, px.pid)
-            said, call = px.send("/proxy/checkout")
-            try:
-                ev = stall_of(events, px.pid, said["goid"])
-                call.wait()
-                enricher.lgf_enrich(ev)  # as the pipeline does, while the processes run
-            finally:
-                call.close()
-    finally:
-        src.stop()
+    ev, call, said, up, px, ctx = stall_through(proxy_exe, upstream_exe, "/proxy/checkout")
     assert call.status == 200 and call.body == "upstream /proxy/checkout HTTP/1.1\n"
     assert ev.scope == "request" and ev.wait_reason == "select", (ev.wait_reason, ev.extra)
     waited = ev.extra.get("waited_on")
@@ -112,19 +120,7 @@ def test_a_stall_on_an_http2_upstream_names_it(bpf_ok, go_toolchains, version, t
     ``persistConn``): the upstream is the socket under the TLS connection (an IP has no server
     name), and the process holding its other end."""
     proxy_exe, upstream_exe = binaries(version, strip=True)  # stripped: no DWARF to lean on
-    src, events, ctx, enricher = sampler_with_peer(proxy_exe)
-    try:
-        with SlowUpstream(upstream_exe, HELD) as up, RevProxy(proxy_exe, up) as px:
-            wait_attached(src, px.pid)
-            said, call = px.send("/h2/checkout")
-            try:
-                ev = stall_of(events, px.pid, said["goid"])
-                call.wait()
-                enricher.lgf_enrich(ev)  # as the pipeline does, while the processes run
-            finally:
-                call.close()
-    finally:
-        src.stop()
+    ev, call, said, up, px, ctx = stall_through(proxy_exe, upstream_exe, "/h2/checkout")
     assert call.status == 200 and call.body == "upstream /h2/checkout HTTP/2.0\n"
     waited = ev.extra.get("waited_on")
     assert waited, missing(ctx)
@@ -140,19 +136,7 @@ def test_a_stall_on_an_http2_upstream_names_it(bpf_ok, go_toolchains, version, t
 def test_a_stalled_socket_read_names_both_ends_and_the_process_at_the_other(bpf_ok, go_toolchains, version,
                                                                             tmp_path):
     proxy_exe, upstream_exe = binaries(version, strip=True)  # stripped: spans from the pclntab
-    src, events, ctx, enricher = sampler_with_peer(proxy_exe)
-    try:
-        with SlowUpstream(upstream_exe, HELD) as up, RevProxy(proxy_exe, up) as px:
-            wait_attached(src, px.pid)
-            said, call = px.send("/tcp")
-            try:
-                ev = stall_of(events, px.pid, said["goid"])
-                call.wait()
-                enricher.lgf_enrich(ev)  # as the pipeline does, while the processes run
-            finally:
-                call.close()
-    finally:
-        src.stop()
+    ev, call, said, up, px, ctx = stall_through(proxy_exe, upstream_exe, "/tcp")
     assert call.body == "slow line\n"
     assert ev.wait_reason == "IO wait", ev.wait_reason
     waited = ev.extra.get("waited_on")
