@@ -102,8 +102,6 @@ class SampledProcess:
         self.watch: dict[int, tuple[int, int]] = {}
         """g address -> (read it every pass until then, it began what it does now after then):
         the goroutines the wake signal saw woken lately that have not parked since."""
-        self.wakes_taken_ns = 0
-        """When the wake signal was last read for this process (0: never)."""
         self.quiet_passes = 0
         """Passes in a row that found nothing at all in it (``still``)."""
         self.still = False
@@ -111,7 +109,7 @@ class SampledProcess:
         self.forced = 0
         """Full passes in a row made before their time, while it was quiet (``QUIET_FORCED``)."""
         self.quiet = False
-        """Read in full every ``quiet_interval`` now, and in between only what woke (``_pace``)."""
+        """Read in full every ``quiet_interval`` now, and in between only what woke (``pacing.Pacer.pace``)."""
         self.quiet_seen_ns = 0
         """The latest pass that found it quiet, or still."""
         self.wants_wakes = False
