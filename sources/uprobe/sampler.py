@@ -143,7 +143,7 @@ class GoroutineSampler:
         None: ``wake_signal`` off)."""
         self.pacer = Pacer(interval_ns, quiet_interval_ns, threshold_ns, tier=tier, wakes=wakes)
         """When each process is read: in full, light, or not this interval (``pacing.py``)."""
-        self.judge = ParkJudge(services, stats, self.log)
+        self.judge = ParkJudge(services, stats, self.log, report_idle)
         """Stall or idle wait, and the request a stall serves (``parkjudge.py``)."""
         self._procs: dict[int, SampledProcess] = {}
         self._runtime_starts: dict[str, frozenset[int]] = {}
