@@ -85,13 +85,13 @@ class Pacer:
         """Whether a light pass is worth making between two full passes of ``proc``: it follows
         parks not yet over the threshold, or its wakes are noted. In a quiet process, only when
         something woke, a woken g is still watched, or a park could have crossed the threshold."""
-        if proc.first_pass or self.tier.since(pid) is not None:
-            return False
-        if proc.quiet:
+        if proc.quiet:  # (first: the usual answer, for most processes of a quiet host, is no)
             due = now - self.threshold_ns
             if not (pid in self.woke or proc.watch
                     or any(not park.over_threshold and park.first_ns <= due for park in proc.parks.values())):
                 return False
+        if proc.first_pass or self.tier.since(pid) is not None:
+            return False
         if proc.light_cost_ns > CPU_BUDGET * (now - proc.last_full_ns):
             return False  # (light passes are paid from the same budget: a busy process waits)
         return self.listened(pid) or any(not park.over_threshold for park in proc.parks.values())

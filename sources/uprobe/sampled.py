@@ -114,5 +114,7 @@ class SampledProcess:
         """The latest pass that found it quiet, or still."""
         self.wants_wakes = False
         """Its wakes were asked for because it was quiet (given back once it is not)."""
+        self.gauged: tuple[int, int, int] | None = None
+        """(interval, goroutines, cycle) as the per-process gauges last showed them."""
         self.passes = 0
         """Full passes of it so far (``lgf_sampler_samples_total`` counts those of every process)."""

@@ -9,15 +9,19 @@ goroutines. Nothing read from outside tells which of 100,000 idle goroutines jus
 runtime's own scheduler does, at the functions that make a goroutine runnable.
 
 So, in a process big enough that the sampler reads its pages in turn, or one quiet enough that it
-reads it in full only every ``quiet_interval`` (``sampler.py``: a process where nothing moves is
+reads it in full only every ``quiet_interval`` (``pacing.py``: a process where nothing moves is
 read between those passes only when something woke in it), three of the goroutine
 tier's probes (uprobe.c's ``on_ready``, ``on_injectglist`` and ``on_newproc``: ``runtime.ready``,
 the netpoller's ``injectglist`` and a new goroutine's ``runqput``) are attached on their own, and
 write each woken g's address into a ring of ``WAKE_SLOTS`` per CPU (the ``wakes`` map, an entry
-per listened process). Every pass the sampler takes the gs noted since its last
-(:meth:`WakeSignal.take`) and reads them first: a goroutine that wakes from a cold page is read
-within one interval, whatever the process's size. The cold pages are still read in turn, at a smaller share of the budget
-(``sampler.WAKE_CPU_BUDGET``): they are the safety net for what the probes do not see (a goroutine
+per listened process), and move the ring's head, kept with every other ring's in one value (the
+``wake_heads`` map, a slot per listened process). Every pass the sampler reads all the heads at
+once (:meth:`WakeSignal.poll`: one lookup per program, whatever the number of processes), takes
+the gs noted since its last take in the processes whose heads moved (:meth:`WakeSignal.take`), and
+reads them first: a goroutine that wakes from a cold page is read within one interval, whatever
+the process's size, and a process where nothing woke costs no system call. (Looked up ring by
+ring, 200 quiet services cost 10,000 lookups a second to find nothing: 7 % of a core here.) The cold pages are still read in turn, at a smaller share of the budget
+(``pacing.WAKE_CPU_BUDGET``): they are the safety net for what the probes do not see (a goroutine
 back from a blocking syscall on exitsyscall's fast path, one running for a long time before it
 parks).
 
@@ -179,21 +183,23 @@ class WakeSignal:
         if ring is None:
             return None
         heads, slot = ring.heads, ring.slot
-        now, before = heads.now[:, slot].copy(), heads.taken[:, slot]
-        moved = now > before
-        if not moved.any():
+        now, before = heads.now[:, slot].tolist(), heads.taken[:, slot].tolist()
+        new = [max(n - b, 0) for n, b in zip(now, before, strict=True)]
+        if not any(new):
             return np.zeros(0, dtype=np.uint64)
         if ring.lookup(ring.fd, ctypes.byref(ring.key), ctypes.byref(ring.leaf)) < 0:
             return None  # (detached meanwhile: nothing noted)
-        new = (now - np.minimum(now, before)).astype(np.int64).tolist()
         lost = sum(max(n - WAKE_SLOTS, 0) for n in new)
         if lost:
             self.stats.inc("lgf_sampler_wakes_lost_total", lost)
-        out = [ring.rings[cpu, 1 + (np.arange(head - min(n, WAKE_SLOTS), head) % WAKE_SLOTS)]
-               for cpu, (head, n) in enumerate(zip(now.tolist(), new, strict=True)) if n > 0]
-        heads.taken[:, slot] = np.maximum(now, before)
+        out: list[int] = []
+        for cpu, (head, n) in enumerate(zip(now, new, strict=True)):
+            if n:  # (a few per pass: plain ints, numpy's per-call cost was most of a take)
+                slots = ring.rings[cpu].tolist()
+                out += [slots[1 + i % WAKE_SLOTS] for i in range(head - min(n, WAKE_SLOTS), head)]
+        heads.taken[:, slot] = [max(n, b) for n, b in zip(now, before, strict=True)]
         heads.quiet_since[slot] = heads.polled_ns  # (what woke after that poll is for the next take)
-        return np.concatenate(out)
+        return np.array(out, dtype=np.uint64)
 
     # -- the housekeeper's side -------------------------------------------------------------------
 
