@@ -69,14 +69,25 @@ class GoroutineTable:
         self._page_start = np.zeros(1, dtype=np.int64)
         self._all_pages = self._all_gs = np.zeros(0, dtype=np.int64)
         self._at_all: list = []
-        self._buf = ctypes.create_string_buffer(IOV_MAX * PAGE)
-        self._local = np.empty((IOV_MAX, 2), dtype=np.uint64)
-        """The buffer's page slots, as (address, length) iovec pairs."""
-        self._local[:, 0] = ctypes.addressof(self._buf) + np.arange(IOV_MAX, dtype=np.uint64) * PAGE
-        self._local[:, 1] = PAGE
+        self._local = np.zeros((0, 2), dtype=np.uint64)
+        self._fit_buffer(1)
         self._header = ctypes.create_string_buffer(16)
         self._header_local = np.array([[ctypes.addressof(self._header), 16]], dtype=np.uint64)
         self._header_remote = np.array([[reader.addr("runtime.allgs"), 16]], dtype=np.uint64)
+
+    def _fit_buffer(self, slots: int) -> None:
+        """A buffer of at least ``slots`` pages (at most ``IOV_MAX``: a read is made in chunks of
+        that many). Sized to the process, not to the largest chunk: 4 MiB per table, zeroed, was
+        most of lgf's memory on a host of many small Go services (1.1 GB at 200 of them, measured
+        with bench/bench_many_processes.py)."""
+        slots = min(max(slots, 1), IOV_MAX)
+        if len(self._local) >= slots:
+            return
+        self._buf = ctypes.create_string_buffer(slots * PAGE)
+        self._local = np.empty((slots, 2), dtype=np.uint64)
+        """The buffer's page slots, as (address, length) iovec pairs."""
+        self._local[:, 0] = ctypes.addressof(self._buf) + np.arange(slots, dtype=np.uint64) * PAGE
+        self._local[:, 1] = PAGE
         self._views = {letter: np.frombuffer(self._buf, dtype=dtype) for letter, dtype in _DTYPES.items()}
         """The buffer as u8, u32 and u64 (fields are naturally aligned, and so is each page slot)."""
 
@@ -121,6 +132,7 @@ class GoroutineTable:
         first = lo_addr & ~np.uint64(PAGE - 1)
         last = hi_addr & ~np.uint64(PAGE - 1)
         self.pages = np.unique(np.concatenate([first, last]))
+        self._fit_buffer(len(self.pages))
         self.first_page = np.searchsorted(self.pages, first).astype(np.int64)
         self.last_page = np.searchsorted(self.pages, last).astype(np.int64)
         self._in_page = (lo_addr & np.uint64(PAGE - 1)).astype(np.int64)
@@ -145,7 +157,7 @@ class GoroutineTable:
         """Read every page (``pages=None``) or the pages at the sorted indexes ``pages``; returns
         the indexes of the gs read whole and each field's values for them.
 
-        In chunks of ``IOV_MAX`` pages, one ``process_vm_readv`` each, into one 4 MiB buffer
+        In chunks of ``IOV_MAX`` pages, one ``process_vm_readv`` each, into one buffer (4 MiB at most)
         decoded before the next chunk: copied into a 45 MB buffer instead, the pages of 100,000
         gs cost three times as much (37 ms against 12 ms here: the copy misses the caches)."""
         if pages is None and len(self.pages) <= IOV_MAX:  # a small process: one read, every g

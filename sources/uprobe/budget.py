@@ -70,10 +70,22 @@ PUSH_RBP_RET = bytes([0x55, 0x48, 0x89, 0xE5, 0x5D, 0xC3])
 instruction the Go probes sit on (the kernel emulates it: no single-step)."""
 
 
+def stat_fields(pid: int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command name (``state`` first); raises OSError.
+    Read with os.open/os.read: pathlib's read_text cost 3.5 times as much (33 against 9 us here),
+    and the housekeeper reads it for every target four times a second."""
+    fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+    try:
+        data = os.read(fd, 4096)
+    finally:
+        os.close(fd)
+    return data.rsplit(b")", 1)[1].split()
+
+
 def cpu_ns(pid: int) -> int | None:
     """utime + stime of every thread of ``pid`` (ns; clock-tick resolution), None if gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = stat_fields(pid)
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) * 1_000_000_000 // CLK_TCK
@@ -82,7 +94,7 @@ def cpu_ns(pid: int) -> int | None:
 def cpu_rate(pid: int) -> float:
     """``pid``'s CPU time per second of its life so far (0.0 if unknown): the bucket's first size."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = stat_fields(pid)
         uptime = float(Path("/proc/uptime").read_text().split()[0])
     except (OSError, ValueError):
         return 0.0
@@ -183,6 +195,20 @@ class Account:
     refused: int = 0
     window: deque = field(default_factory=lambda: deque(maxlen=int(WINDOW_S * 4)))
     """(seconds, cpu ns, hits, cost ns, armed seconds) of each reading."""
+    window_s: float = 0.0
+    window_cpu: float = 0.0
+    """The sums of the window's seconds and cpu ns, kept as it moves (summed anew at each reading,
+    they were a third of the housekeeper's CPU at 200 targets)."""
+
+    def note(self, reading: tuple) -> None:
+        """One more reading in the window (the oldest goes once it is full)."""
+        if len(self.window) == self.window.maxlen:
+            old = self.window[0]
+            self.window_s -= old[0]
+            self.window_cpu -= old[1]
+        self.window.append(reading)
+        self.window_s += reading[0]
+        self.window_cpu += reading[1]
 
     def shares(self) -> dict[str, float]:
         dt = sum(w[0] for w in self.window)
@@ -284,10 +310,9 @@ class Budget:
                 acct.total_hits += dhits
                 acct.total_cost += cost
                 acct.total_cpu += dcpu
-                acct.window.append((dt, dcpu, dhits, cost, armed))
-                span = sum(w[0] for w in acct.window)
-                if span >= 1.0:
-                    acct.cpu_rate = sum(w[1] for w in acct.window) / span
+                acct.note((dt, dcpu, dhits, cost, armed))
+                if acct.window_s >= 1.0:
+                    acct.cpu_rate = acct.window_cpu / acct.window_s
                 acct.credit = min(acct.credit + self.options.overhead_budget * dcpu - cost, self._capacity(acct))
 
     def allows(self, pid: int) -> bool:

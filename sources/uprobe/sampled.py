@@ -102,8 +102,6 @@ class SampledProcess:
         self.watch: dict[int, tuple[int, int]] = {}
         """g address -> (read it every pass until then, it began what it does now after then):
         the goroutines the wake signal saw woken lately that have not parked since."""
-        self.wakes_taken_ns = 0
-        """When the wake signal was last read for this process (0: never)."""
         self.quiet_passes = 0
         """Passes in a row that found nothing at all in it (``still``)."""
         self.still = False
@@ -111,10 +109,12 @@ class SampledProcess:
         self.forced = 0
         """Full passes in a row made before their time, while it was quiet (``QUIET_FORCED``)."""
         self.quiet = False
-        """Read in full every ``quiet_interval`` now, and in between only what woke (``_pace``)."""
+        """Read in full every ``quiet_interval`` now, and in between only what woke (``pacing.Pacer.pace``)."""
         self.quiet_seen_ns = 0
         """The latest pass that found it quiet, or still."""
         self.wants_wakes = False
         """Its wakes were asked for because it was quiet (given back once it is not)."""
+        self.gauged: tuple[int, int, int] | None = None
+        """(interval, goroutines, cycle) as the per-process gauges last showed them."""
         self.passes = 0
         """Full passes of it so far (``lgf_sampler_samples_total`` counts those of every process)."""

@@ -65,7 +65,7 @@ overlapping in time) is dropped, whichever tier sends it.
 Cost (figures: bench/bench_many_goroutines.py): the target pays nothing it can notice: its
 memory is read by the kernel on lgf's CPU. lgf pays per page of g structs read (about 3 us here,
 :mod:`lgf.golang.gtable`) plus about 1 ms a pass at 100,000 goroutines; :mod:`.gscan` reads the
-pages where goroutines changed lately every pass and the rest in turn, as many as ``CPU_BUDGET``
+pages where goroutines changed lately every pass and the rest in turn, as many as ``pacing.CPU_BUDGET``
 pays for, so a goroutine active lately is seen at threshold + one interval in a process of any
 size. One waking from a long idle park in a big process is told by the wake signal
 (:mod:`.wakes`: probes where goroutines are made runnable, paid from the overhead budget): the gs
@@ -84,18 +84,9 @@ symbolized and judged once, ``VERDICTS_KEPT``). A process with more than
 While a process's goroutine tier is armed, the sampler reads only the few g structs whose parks
 it still follows (nothing at all when it follows none).
 
-Quiet processes: a full pass costs about 0.1-0.2 ms of lgf's CPU even in a process where nothing
-moves, 50 times a second, so 200 idle services took a core. A process that a few passes in a row
-find still (nothing changed, nothing followed or runnable) gets the wake signal and, once it is on,
-is read in full every ``quiet_interval`` (200 ms) only; between those passes each interval reads
-its wake ring (a few microseconds when nothing woke) and the goroutines it names, light passes as
-above, and a new park is read again only once it could have crossed the threshold or its
-goroutine was woken. A wake the probes cannot name (the netpoller's first goroutine), a goroutine
-runnable or a park crossing the threshold brings a full pass forward; a process that needs five
-such passes in a row, or has a park over the threshold or a wait for a P, is not quiet any more
-and gives the signal back after 10 s (:meth:`GoroutineSampler._pace`). What only full passes see
-is seen up to ``quiet_interval`` late: a goroutine that runs with no wake noted (back from a
-blocking syscall) and parks at once; its park is reported if it lasts the threshold from then.
+Which process is read when, in full or light (only what woke and the parks not yet over the
+threshold), and which is *quiet* (read in full every ``quiet_interval`` only, and between those
+only when something woke in it): :mod:`.pacing`.
 """
 
 from __future__ import annotations
@@ -113,32 +104,9 @@ from lgf.golang.runtime_reader import RuntimeReader, Unreadable, read_g_fields
 
 from . import runq
 from .handoff import GoroutineTierView
+from .pacing import Pacer
 from .parkjudge import ParkJudge, binary_path, reason_name
 from .sampled import SampledPark, SampledProcess
-
-CPU_BUDGET = 0.08
-"""At most this share of one CPU per target: the pages a pass reads are steered to it
-(:meth:`.gscan.GoroutineScan.steer`); a process whose every pass costs more (its followed parks and
-hot pages alone) is sampled less often."""
-WATCH_THRESHOLDS = 4
-"""A goroutine seen woken is read every pass for this many thresholds, or until it parks (one that
-runs longer before it parks is read with its hot page)."""
-MAX_WATCHED = 1024
-"""Goroutines woken lately read every pass at most (:meth:`GoroutineSampler._take_wakes`)."""
-WAKE_CPU_BUDGET = 0.03
-"""The same, in a process whose wakes are noted (:mod:`.wakes`): a goroutine that wakes is read at
-the next pass whatever its page, so the pages read in turn are only the safety net."""
-QUIET_PASSES = 5
-"""Passes in a row that found nothing at all in a process (no g changed, nothing followed or
-runnable: 100 ms of stillness at 20 ms) before its wakes are asked for, and, once they are noted,
-it is read in full every ``quiet_interval`` only (:meth:`GoroutineSampler._pace`)."""
-QUIET_FORCED = 5
-"""A quiet process that needed this many full passes in a row before their time (something woke
-that only a full pass follows: the netpoller's goroutines of a server taking requests) is not quiet."""
-QUIET_LOST_NS = 10_000_000_000
-"""A process whose wakes were asked for because it was quiet, and that has not been quiet since for
-this long, gives them back (:meth:`lgf.sources.uprobe.wakes.WakeSignal.unwant`): a busy process
-would pay a probe hit per wake, from the budget its goroutine tier is armed with, for nothing."""
 
 log = logging.getLogger("lgf.sampler")
 
@@ -173,7 +141,9 @@ class GoroutineSampler:
         self.wakes = wakes
         """Which goroutines woke since the last pass, in big processes (``wakes.WakeSignal``;
         None: ``wake_signal`` off)."""
-        self.judge = ParkJudge(services, stats, self.log)
+        self.pacer = Pacer(interval_ns, quiet_interval_ns, threshold_ns, tier=tier, wakes=wakes)
+        """When each process is read: in full, light, or not this interval (``pacing.py``)."""
+        self.judge = ParkJudge(services, stats, self.log, report_idle)
         """Stall or idle wait, and the request a stall serves (``parkjudge.py``)."""
         self._procs: dict[int, SampledProcess] = {}
         self._runtime_starts: dict[str, frozenset[int]] = {}
@@ -249,15 +219,17 @@ class GoroutineSampler:
         """One pass over every target (what the thread does each interval)."""
         with self._lock:
             procs = list(self._procs.items())
+        pacer = self.pacer
+        pacer.begin_pass()
         for pid, proc in procs:
             t0 = time.monotonic_ns()
             try:
-                if t0 < proc.next_ns and proc.quiet and (not self.wakes.on(pid) or self.tier.since(pid) is not None):
+                if t0 < proc.next_ns and proc.quiet and (not pacer.listened(pid) or self.tier.since(pid) is not None):
                     # its wakes are no longer noted (the budget), or its tier is on (the hand-off
                     # pass): read in full now
                     proc.quiet, proc.next_ns = False, 0
                 if t0 < proc.next_ns:
-                    if not self._light_due(pid, proc):
+                    if not pacer.light_due(pid, proc, t0):
                         continue
                     proc.light_cost_ns += self._sample(pid, proc, light=True) or 0
                     if proc.next_ns:  # (0: a quiet process had news a light pass cannot follow)
@@ -280,16 +252,19 @@ class GoroutineSampler:
                 # ... nor one pass that follows a burst of new parks (a pool of 100,000 workers all
                 # parking at once: 0.5 s once): a pass counts for at most 4 times the usual.
                 proc.cost_ns = (proc.cost_ns * 7 + min(cost, 4 * max(proc.cost_ns, self.interval_ns // 100))) // 8
-                budget = WAKE_CPU_BUDGET if self.wakes is not None and self.wakes.on(pid) else CPU_BUDGET
+                budget = pacer.budget(pid)
                 proc.scan.steer(proc.cost_ns, budget * self.interval_ns)
                 proc.interval_ns = max(self.interval_ns, int(proc.cost_ns / budget))
                 if self.wakes is not None and proc.scan.rotating:  # (for good: allgs never shrinks)
                     self.wakes.want(pid)
-                self._pace(pid, proc, t0, forced)
+                pacer.pace(pid, proc, t0, forced)
                 proc.next_ns = t0 + proc.interval_ns - self.interval_ns // 4  # due at the pass nearest
-                self._gauge("lgf_sampler_interval_seconds", proc.interval_ns / 1e9, pid)
-                self._gauge("lgf_sampler_goroutines", proc.scan.goroutines, pid)
-                self._gauge("lgf_sampler_cycle_seconds", proc.scan.cycle_ns / 1e9, pid)
+                gauges = (proc.interval_ns, proc.scan.goroutines, proc.scan.cycle_ns)
+                if gauges != proc.gauged:  # (only when they change: three a pass, 1,000 passes a second at 200 services)
+                    proc.gauged = gauges
+                    self._gauge("lgf_sampler_interval_seconds", proc.interval_ns / 1e9, pid)
+                    self._gauge("lgf_sampler_goroutines", proc.scan.goroutines, pid)
+                    self._gauge("lgf_sampler_cycle_seconds", proc.scan.cycle_ns / 1e9, pid)
                 if proc.unwatched:
                     proc.unwatched = ""
                     self._gauge("lgf_sampler_unwatched", None, pid)
@@ -338,62 +313,6 @@ class GoroutineSampler:
         with self._lock:
             proc.taken_over.extend(taken)
 
-    def _light_due(self, pid: int, proc: SampledProcess) -> bool:
-        """Whether a light pass (:meth:`_sample` with ``light``) is worth making between two
-        passes of a process sampled less often than ``sample_interval``: it follows parks not yet
-        over the threshold, or its wakes are noted."""
-        if proc.first_pass or self.tier.since(pid) is not None:
-            return False
-        if proc.light_cost_ns > CPU_BUDGET * (time.monotonic_ns() - proc.last_full_ns):
-            return False  # (light passes are paid from the same budget: a busy process waits)
-        return (self.wakes is not None and self.wakes.on(pid)) or any(
-            not park.over_threshold for park in proc.parks.values())
-
-    def _quiet(self, proc: SampledProcess) -> bool:
-        """Whether the latest full pass of ``proc`` left nothing that light passes cannot follow:
-        no park over the threshold (its end is read by full passes), no goroutine runnable or
-        waiting for a P (full passes only, ``runq.py``), nothing taken over from the tier, and
-        every g struct read each pass (a process read in turn has a pace of its own)."""
-        runq_ = proc.runq
-        return (not proc.scan.rotating and not proc.taken_over
-                and (runq_ is None or (not runq_.queued and not runq_.length))
-                and not any(park.over_threshold for park in proc.parks.values()))
-
-    def _pace(self, pid: int, proc: SampledProcess, now: int, forced: bool) -> None:
-        """After a full pass (``forced``: made before its time, for news a light pass could not
-        follow): a process found still ``QUIET_PASSES`` passes in a row asks for its wakes, and once
-        they are noted is *quiet*, read in full every ``quiet_interval`` only, while ``_quiet``
-        holds. Between two full passes, a light pass each ``sample_interval`` reads what woke
-        (``_take_wakes``) and the parks not yet over the threshold; a wake the probes could not
-        name, a goroutine runnable or a park crossing the threshold brings the full pass forward.
-        So a goroutine woken by ``ready``, the netpoller or ``go`` is seen as before, and a quiet
-        process costs lgf a wake-ring read per interval instead of a full pass
-        (bench/bench_many_processes.py). What only the full passes see, up to ``quiet_interval``
-        late: a goroutine that starts running with no wake noted (back from a blocking syscall,
-        or running since before) and then parks; a park first seen late is reported only if it
-        lasts the threshold from then (its lower bound, as always: never invented)."""
-        if self.wakes is None or self.quiet_interval_ns <= self.interval_ns or self.tier.since(pid) is not None:
-            proc.quiet, proc.quiet_passes = False, 0
-            return
-        proc.forced = proc.forced + 1 if forced else 0
-        if not self._quiet(proc) or proc.forced > QUIET_FORCED:
-            proc.quiet, proc.quiet_passes = False, 0
-            if proc.wants_wakes and now - proc.quiet_seen_ns > QUIET_LOST_NS:
-                proc.wants_wakes = False  # busy since: its wakes would cost it, for nothing
-                self.wakes.unwant(pid)
-            return
-        if not proc.quiet:
-            proc.quiet_passes = proc.quiet_passes + 1 if proc.still else 0
-            if proc.quiet_passes < QUIET_PASSES:
-                return
-            if not proc.wants_wakes:
-                proc.wants_wakes = True
-                self.wakes.want(pid)  # (on at a housekeeping round, a quarter second)
-            proc.quiet = self.wakes.on(pid)
-        proc.quiet_seen_ns = now
-        if proc.quiet:
-            proc.interval_ns = max(proc.interval_ns, self.quiet_interval_ns)
-
     def _sample(self, pid: int, proc: SampledProcess, light: bool = False) -> int | None:
         """One sample of ``pid``; returns what reading and decoding it cost (ns), which leaves
         out judging the parks that crossed the threshold, arming the tier and emitting events
@@ -405,7 +324,7 @@ class GoroutineSampler:
         is seen at the next ``sample_interval`` and its threshold crossing at the one after it,
         whatever the process's size (a park of threshold + 50 ms was missed when passes were
         40 ms apart)."""
-        # CPU time of this thread, not wall time: the cost sets the interval against CPU_BUDGET,
+        # CPU time of this thread, not wall time: the cost sets the interval against the budget,
         # and wall time would count waits for the GIL or a lock as work done. (A light pass is
         # timed once it reads: most read only the wake ring, a few microseconds, every interval.)
         t0 = 0 if light else time.thread_time_ns()
@@ -438,7 +357,7 @@ class GoroutineSampler:
                 rows, after = read_g_fields(proc.reader, list(proc.parks), proc.fields), {}
                 ended = time.monotonic_ns()
         elif light:
-            if self._take_wakes(pid, proc) and proc.quiet:
+            if self.pacer.take_wakes(pid, proc) and proc.quiet:
                 proc.next_ns = 0  # something woke that the probes could not name: a full pass now
                 return 0
             # In a quiet process a park not yet over the threshold is read again only when it
@@ -530,38 +449,13 @@ class GoroutineSampler:
 
     def _read(self, proc: SampledProcess) -> tuple[list[tuple], dict[int, int], int, int]:
         """This pass's rows of ``proc`` (:meth:`lgf.sources.uprobe.gscan.GoroutineScan.read`)."""
-        self._take_wakes(proc.target.pid, proc)
+        self.pacer.take_wakes(proc.target.pid, proc)
         followed = list(proc.parks) + (list(proc.runq.queued) if proc.runq else []) + list(proc.watch)
         rows, after, began, ended = proc.scan.read(followed, max(self.interval_ns, proc.interval_ns))
         for g, (_until, woke_after) in proc.watch.items():  # the later of the two lower bounds
             if g in after and woke_after > after[g]:
                 after[g] = woke_after
         return rows, after, began, ended
-
-    def _take_wakes(self, pid: int, proc: SampledProcess) -> bool:
-        """The goroutines woken since the wake signal was last read are watched (read every pass,
-        their pages hot) for ``WATCH_THRESHOLDS`` thresholds or until they park; a park seen then
-        began after that last read. Returns whether one woke that the probes could not name
-        (noted as g 0: the netpoller's first, uprobe.c ``on_injectglist``)."""
-        if self.wakes is None:
-            return False
-        now = time.monotonic_ns()
-        if proc.watch:
-            proc.watch = {g: w for g, w in proc.watch.items() if w[0] > now}
-        woken = self.wakes.take(pid)
-        before, proc.wakes_taken_ns = proc.wakes_taken_ns, now
-        if woken is None or not len(woken):
-            return False
-        unnamed = not woken.all()
-        if unnamed:
-            woken = woken[woken != 0]
-        proc.scan.heat(woken)
-        until = now + WATCH_THRESHOLDS * self.threshold_ns
-        for g in woken.tolist()[-MAX_WATCHED:]:
-            proc.watch[g] = (until, before)
-        if len(proc.watch) > MAX_WATCHED:  # the latest woken first: a busy process's others wait their page's turn
-            proc.watch = dict(list(proc.watch.items())[-MAX_WATCHED:])
-        return unnamed
 
     def _flush(self, pid: int, proc: SampledProcess) -> None:
         """The process is gone: report the stalls it had over the threshold, parks and waits for a

@@ -341,18 +341,30 @@ static __always_inline void tier_hit(u32 tgid, u32 hslot)
  * probes stay on while the rest of the goroutine tier is off (their wait-slot notes are cleared at
  * the next arming, as every note is). WAKE_SLOTS (a power of two) comes as a -D constant. A
  * wake noted as g 0 is one the probes could not name (the netpoller's first goroutine): a quiet
- * process, read in full only now and then, is read in full at once. */
+ * process, read in full only now and then, is read in full at once.
+ * The heads of every ring are kept together, in `wake_heads` (the ring's `slot` says which): the
+ * sampler reads them all in one lookup each pass, and a process's ring only when its head moved,
+ * so a process where nothing woke costs no system call between its full passes. */
 struct wake_ring {
-    u64 head;           /* wakes noted on this CPU so far: the latest is at (head - 1) % WAKE_SLOTS */
+    u64 slot;           /* this ring's head in wake_heads (wakes.py gives each listened process one) */
     u64 g[WAKE_SLOTS];
 };
 BPF_PERCPU_HASH(wakes, u32, struct wake_ring, WAKE_PROCS);
+struct wake_heads {
+    u64 head[WAKE_PROCS]; /* wakes noted on this CPU so far, per slot: the latest is at (head - 1) % WAKE_SLOTS */
+};
+BPF_PERCPU_ARRAY(wake_heads, struct wake_heads, 1);
 
 static __always_inline void note_wake(struct wake_ring *r, u64 g)
 {
-    u64 i = r->head; /* per CPU, and a BPF program is not preempted by another on its CPU here */
+    u32 zero = 0;
+    struct wake_heads *h = wake_heads.lookup(&zero);
+    u64 slot = r->slot;
+    if (!h || slot >= WAKE_PROCS)
+        return;
+    u64 i = h->head[slot]; /* per CPU, and a BPF program is not preempted by another on its CPU here */
     r->g[i & (WAKE_SLOTS - 1)] = g;
-    r->head = i + 1;
+    h->head[slot] = i + 1; /* after the slot: the sampler reads the heads first, then the ring */
 }
 
 static __always_inline void note_wake_of(u32 tgid, u64 g)

@@ -9,15 +9,19 @@ goroutines. Nothing read from outside tells which of 100,000 idle goroutines jus
 runtime's own scheduler does, at the functions that make a goroutine runnable.
 
 So, in a process big enough that the sampler reads its pages in turn, or one quiet enough that it
-reads it in full only every ``quiet_interval`` (``sampler.py``: a process where nothing moves is
+reads it in full only every ``quiet_interval`` (``pacing.py``: a process where nothing moves is
 read between those passes only when something woke in it), three of the goroutine
 tier's probes (uprobe.c's ``on_ready``, ``on_injectglist`` and ``on_newproc``: ``runtime.ready``,
 the netpoller's ``injectglist`` and a new goroutine's ``runqput``) are attached on their own, and
 write each woken g's address into a ring of ``WAKE_SLOTS`` per CPU (the ``wakes`` map, an entry
-per listened process). Every pass the sampler takes the gs noted since its last
-(:meth:`WakeSignal.take`) and reads them first: a goroutine that wakes from a cold page is read
-within one interval, whatever the process's size. The cold pages are still read in turn, at a smaller share of the budget
-(``sampler.WAKE_CPU_BUDGET``): they are the safety net for what the probes do not see (a goroutine
+per listened process), and move the ring's head, kept with every other ring's in one value (the
+``wake_heads`` map, a slot per listened process). Every pass the sampler reads all the heads at
+once (:meth:`WakeSignal.poll`: one lookup per program, whatever the number of processes), takes
+the gs noted since its last take in the processes whose heads moved (:meth:`WakeSignal.take`), and
+reads them first: a goroutine that wakes from a cold page is read within one interval, whatever
+the process's size, and a process where nothing woke costs no system call. (Looked up ring by
+ring, 200 quiet services cost 10,000 lookups a second to find nothing: 7 % of a core here.) The cold pages are still read in turn, at a smaller share of the budget
+(``pacing.WAKE_CPU_BUDGET``): they are the safety net for what the probes do not see (a goroutine
 back from a blocking syscall on exitsyscall's fast path, one running for a long time before it
 parks).
 
@@ -58,19 +62,52 @@ most 1,000 for the whole of lgf, the cheap tier takes 3 a process, and on a host
 services the wake probes took the rest, so no stall could arm the tier (measured)."""
 
 
+class _Heads:
+    """One program's ``wake_heads``: the per-CPU head of every listened process's ring, read in one
+    lookup a pass (:meth:`WakeSignal.poll`), so a process where nothing woke costs no system call.
+    Each listened process has a slot (its index in the heads), kept until it stops listening."""
+
+    def __init__(self, table):
+        from bcc import lib  # (BPF is there: the table is)
+
+        self.lookup, self.fd, self.key = lib.bpf_lookup_elem, table.get_fd(), table.Key(0)
+        self.leaf = table.Leaf()
+        self.now = np.frombuffer(self.leaf, dtype=np.uint64).reshape(-1, WAKE_PROCS)
+        """A view of ``leaf``, per CPU and slot: the heads as the latest :meth:`read` found them."""
+        self.taken = np.zeros_like(self.now)
+        """The heads each slot's ring was last taken up to (:meth:`WakeSignal.take`)."""
+        self.quiet_since = np.zeros(WAKE_PROCS, dtype=np.int64)
+        """Per slot, a time before every wake not taken yet (the latest poll that found its heads
+        where they were taken up to; CLOCK_MONOTONIC ns)."""
+        self.polled_ns = 0
+        """When the latest :meth:`read` began."""
+        self.free = list(range(WAKE_PROCS - 1, -1, -1))
+        self.pids: dict[int, int] = {}
+        """slot -> pid, for the slots in use."""
+
+    def read(self) -> bool:
+        return self.lookup(self.fd, ctypes.byref(self.key), ctypes.byref(self.leaf)) >= 0
+
+    def current(self) -> np.ndarray:
+        """The heads now (a copy, read apart from the sampler's buffer: the housekeeper's thread)."""
+        leaf = type(self.leaf)()
+        if self.lookup(self.fd, ctypes.byref(self.key), ctypes.byref(leaf)) < 0:
+            raise OSError("wake_heads: lookup failed")
+        return np.frombuffer(leaf, dtype=np.uint64).reshape(-1, WAKE_PROCS).copy()
+
+
 class _Ring:
     """One listened process's per-CPU ring, read by :meth:`WakeSignal.take` into a buffer of its
-    own (BCC's table lookup made a new one and numpy arrays each time: most of a quiet process's
-    cost per pass)."""
+    own (BCC's table lookup made a new one and numpy arrays each time), and only when its heads
+    moved."""
 
-    def __init__(self, table, pid: int):
+    def __init__(self, table, pid: int, heads: _Heads, slot: int):
         from bcc import lib  # (BPF is there: the table is)
 
         self.lookup, self.fd, self.key, self.leaf = lib.bpf_lookup_elem, table.get_fd(), table.Key(pid), table.Leaf()
         self.rings = np.frombuffer(self.leaf, dtype=np.uint64).reshape(-1, 1 + WAKE_SLOTS)
-        """A view of ``leaf``: per CPU, the head then the slots."""
-        self.heads = [0] * len(self.rings)
-        """The per-CPU heads the last take read up to (from zero: every note since the ring was made)."""
+        """A view of ``leaf``: per CPU, the slot then the wakes."""
+        self.heads, self.slot = heads, slot
 
 
 def constants() -> dict[str, int]:
@@ -88,6 +125,10 @@ class WakeSignal:
         self._wanted: set[int] = set()
         self._on: dict[int, _Ring] = {}
         """pid -> its ring (pids whose ring exists and whose probes are attached)."""
+        self._heads: dict[object, _Heads] = {}
+        """program (:class:`lgf.sources.uprobe.program.Program`) -> its rings' heads (:meth:`poll`)."""
+        self._slots: dict[int, tuple[_Heads, int]] = {}
+        """pid -> its slot in its program's heads, while its ring exists."""
         self._refused_at: dict[int, tuple[float, float]] = {}
         """pid -> (when the budget last took its signal away, how long to wait before asking again)."""
         self._unprobeable: set[int] = set()
@@ -112,25 +153,53 @@ class WakeSignal:
         """Whether ``pid``'s wakes are noted now (its ring exists and its probes are attached)."""
         return pid in self._on
 
+    def poll(self) -> dict[int, int]:
+        """The pids in which something woke since their wakes were last taken, each with a time
+        before those wakes (CLOCK_MONOTONIC ns: the latest poll that found nothing new there, or
+        when it began listening): one lookup of the heads per program (a few, one per Go runtime
+        layout), whatever the number of processes. Called once a pass, before :meth:`take` (on the
+        sampler's thread)."""
+        woke: dict[int, int] = {}
+        for heads in list(self._heads.values()):
+            if not heads.pids:
+                continue
+            polled = time.monotonic_ns()
+            if not heads.read():
+                continue
+            moved = (heads.now > heads.taken).any(axis=0)
+            for slot in np.flatnonzero(moved).tolist():
+                pid = heads.pids.get(slot)
+                if pid is not None:
+                    woke[pid] = int(heads.quiet_since[slot])
+            heads.quiet_since[~moved] = polled
+            heads.polled_ns = polled
+        return woke
+
     def take(self, pid: int) -> np.ndarray | None:
-        """The gs of ``pid`` woken since the last call (addresses, unsorted, maybe repeated), or
-        None when its wake signal is off. Wakes lost to a full ring are counted. Called for every
-        quiet process every pass: one map lookup into a buffer kept for it, and nothing more when
-        no head moved (the usual answer)."""
+        """The gs of ``pid`` woken up to the latest :meth:`poll` (addresses, unsorted, maybe
+        repeated), or None when its wake signal is off. Wakes lost to a full ring are counted.
+        Its ring is read (one map lookup into a buffer kept for it) only when its heads moved."""
         ring = self._on.get(pid)
-        if ring is None or ring.lookup(ring.fd, ctypes.byref(ring.key), ctypes.byref(ring.leaf)) < 0:
-            return None  # (off, or detached meanwhile: nothing noted)
-        now = ring.rings[:, 0].tolist()
-        if now == ring.heads:
+        if ring is None:
+            return None
+        heads, slot = ring.heads, ring.slot
+        now, before = heads.now[:, slot].tolist(), heads.taken[:, slot].tolist()
+        new = [max(n - b, 0) for n, b in zip(now, before, strict=True)]
+        if not any(new):
             return np.zeros(0, dtype=np.uint64)
-        new = [n - h for n, h in zip(now, ring.heads, strict=True)]
+        if ring.lookup(ring.fd, ctypes.byref(ring.key), ctypes.byref(ring.leaf)) < 0:
+            return None  # (detached meanwhile: nothing noted)
         lost = sum(max(n - WAKE_SLOTS, 0) for n in new)
         if lost:
             self.stats.inc("lgf_sampler_wakes_lost_total", lost)
-        out = [ring.rings[cpu, 1 + (np.arange(head - min(n, WAKE_SLOTS), head) % WAKE_SLOTS)]
-               for cpu, (head, n) in enumerate(zip(now, new, strict=True)) if n > 0]
-        ring.heads = now
-        return np.concatenate(out)
+        out: list[int] = []
+        for cpu, (head, n) in enumerate(zip(now, new, strict=True)):
+            if n:  # (a few per pass: plain ints, numpy's per-call cost was most of a take)
+                slots = ring.rings[cpu].tolist()
+                out += [slots[1 + i % WAKE_SLOTS] for i in range(head - min(n, WAKE_SLOTS), head)]
+        heads.taken[:, slot] = [max(n, b) for n, b in zip(now, before, strict=True)]
+        heads.quiet_since[slot] = heads.polled_ns  # (what woke after that poll is for the next take)
+        return np.array(out, dtype=np.uint64)
 
     # -- the housekeeper's side -------------------------------------------------------------------
 
@@ -156,8 +225,8 @@ class WakeSignal:
                     self._start(att)
                 elif pid in self._on and not att.tier_on() and not self._probed(att):
                     self._probe(att)  # back after a goroutine tier's slice, which detached them
-            for pid in [p for p in self._on if p not in self.targets.attached]:
-                self._on.pop(pid, None)
+            for pid in [p for p in self._slots if p not in self.targets.attached]:
+                self.stop(pid)
 
     @staticmethod
     def _probes_left() -> int:
@@ -175,17 +244,34 @@ class WakeSignal:
         return refused is None or now - refused[0] >= refused[1]
 
     def _start(self, att) -> None:
-        pid, table = att.target.pid, att.program.bpf[b"wakes"]
+        pid, prog = att.target.pid, att.program
+        heads = self._heads.get(prog)
+        if heads is None:
+            heads = self._heads[prog] = _Heads(prog.bpf[b"wake_heads"])
+        if not heads.free:
+            self.log.info("uprobe: pid %d: no wake signal (%d processes listened to already)", pid, WAKE_PROCS)
+            return
+        slot, table = heads.free.pop(), prog.bpf[b"wakes"]
         try:
-            table[table.Key(pid)] = table.Leaf()
+            # From the slot's heads now on: a slot may have been another process's (its notes
+            # before are not this one's), and none of this process's notes can come before its ring.
+            heads.quiet_since[slot] = time.monotonic_ns()
+            heads.taken[:, slot] = heads.current()[:, slot]
+            leaf = table.Leaf()
+            for cpu_ring in leaf:
+                cpu_ring.slot = slot
+            table[table.Key(pid)] = leaf
         except Exception as exc:  # noqa: BLE001 - the map is full (WAKE_PROCS): sampled in turn
+            heads.free.append(slot)
             self.log.info("uprobe: pid %d: no wake signal (%s)", pid, exc)
             return
+        heads.pids[slot] = pid
+        self._slots[pid] = (heads, slot)
         if not att.tier_on() and not self._probe(att):
             return
         # On only once its probes are: a quiet process is read in full only now and then, trusting
-        # that whatever wakes in it is noted (the heads from zero: every note since the ring was made).
-        self._on[pid] = _Ring(table, pid)
+        # that whatever wakes in it is noted (every note since the ring was made).
+        self._on[pid] = _Ring(table, pid, heads, slot)
         self.stats.set("lgf_sampler_wake_signal", 1, pid=pid)
         self.log.info("uprobe: pid %d: wake signal on (the sampler reads what wakes)", pid)
 
@@ -215,6 +301,11 @@ class WakeSignal:
                 del table[table.Key(pid)]
             except Exception:  # noqa: BLE001 - never made, or the program is gone
                 pass
+        held = self._slots.pop(pid, None)
+        if held is not None:  # (after its ring is gone: nothing notes in the slot any more)
+            heads, slot = held
+            heads.pids.pop(slot, None)
+            heads.free.append(slot)
         if was_on:
             self.stats.set("lgf_sampler_wake_signal", 0, pid=pid)
 
