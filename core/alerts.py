@@ -157,20 +157,31 @@ class Group:
     pids: set = field(default_factory=set)
     goroutines: set = field(default_factory=set)
 
-    def add(self, event: Event) -> None:
-        duration = event.duration_ns
+    def add(self, event: Event) -> bool:
+        """Count ``event`` in; True when it is the group's worst stall now (the journal then keeps
+        it in full: the alert is made of it)."""
+        if self.take(event.pid, event.goid, event.start_ns, event.end_ns, event.duration_ns):
+            self.worst = event
+            return True
+        return False
+
+    def take(self, pid: int, goid: int, start_ns: int, end_ns: int, duration: int) -> bool:
+        """The counters of one stall (:meth:`add`'s, or a journaled stall's when the group is made
+        again after a crash, ``AlertEngine.restore_group``); True when it is the longest so far."""
+        worst = self.count == 0 or duration > self.worst_ns
         self.count += 1
         self.total_ns += duration
-        if event.start_ns < self.start_ns:
-            self.start_ns = event.start_ns
-        if event.end_ns > self.end_ns:
-            self.end_ns = event.end_ns
-        if self.worst is None or duration > self.worst_ns:
-            self.worst_ns, self.worst = duration, event
+        if start_ns < self.start_ns:
+            self.start_ns = start_ns
+        if end_ns > self.end_ns:
+            self.end_ns = end_ns
+        if worst:
+            self.worst_ns = duration
         if len(self.pids) < MAX_PIDS_LISTED:
-            self.pids.add(event.pid)
+            self.pids.add(pid)
         if len(self.goroutines) < 4096:
-            self.goroutines.add((event.pid, event.goid))
+            self.goroutines.add((pid, goid))
+        return worst
 
 
 # --- the engine -----------------------------------------------------------------------------------
@@ -320,37 +331,78 @@ class AlertEngine:
 
     def observe(self, event: Event) -> None:
         """Label a classified stall and count it into its window and alert group."""
-        if event.kind != "stall":
-            return
+        for _, exc in self.observe_batch((event,)):
+            raise exc
+
+    def observe_batch(self, events) -> list[tuple[Event, Exception]]:
+        """:meth:`observe` of each of ``events`` (the pipeline's batch: the clock read and the
+        lock taken once for them all). Returns the events the policy failed on, with the error:
+        one event's failure costs no other event its turn."""
+        failed = []
+        now = self.clock()
+        with self._lock:
+            for event in events:
+                if event.kind != "stall":
+                    continue
+                try:
+                    self._observe(event, now)
+                except Exception as exc:  # noqa: BLE001 - the caller counts and logs it
+                    failed.append((event, exc))
+        return failed
+
+    def _observe(self, event: Event, now: int) -> None:
+        """:meth:`observe` of one stall, with ``_lock`` held."""
         event.env = self.env
         if self.tags:
             event.tags = {**self.tags, **event.tags}
-        event.topology = {**self.topology, **event.topology}
+        event.topology = {**self.topology, **event.topology} if event.topology else dict(self.topology)
         extra = event.extra
         service = extra["service"] if "service" in extra else extra.setdefault("service", self.service_of(event))
-        self._derive_path(event, service)
-        event.severity = self.severity_of(event.duration_ns)
-        now = self.clock()
+        if "caller" in extra or "waited_on" in extra:
+            self._derive_path(event, service)
+        duration = event.duration_ns
+        event.severity = self.severity_of(duration)
+        self.windows.add(event)
+        if event.build_id:
+            self._notice_deploy(service, event.build_id, now)
+        watched = self.drift.observe(service, event)  # an established baseline groups small stalls too
+        if duration < self.threshold_ns and not watched:
+            self.stats.inc("lgf_stalls_below_alert_threshold_total", env=self.env)
+            return
+        key = self._key(event, service)
+        group = self.groups.get(key)
+        if group is None:
+            if len(self.groups) >= self.options.max_groups:
+                self.stats.inc("lgf_alert_groups_overflow_total")
+                key = OVERFLOW_KEY
+                group = self.groups.get(key)
+            if group is None:
+                group = self.groups[key] = Group(key, now, service)
+        worst = group.add(event)
+        if self.journal is not None:
+            self.journal.add_stall(key, event, worst)
+
+    def restore_group(self, key: tuple, worst: Event, stalls) -> int:
+        """Make the open group ``key`` again from what the alert journal kept of it after a crash
+        (``lgf.journal.recover``): its stalls' counters (``lgf.journal.JournaledStall``) and its
+        worst stall in full, as labelled when it was observed. Judged by the policy of now: a
+        stall under the alert threshold is left out unless its series has an established
+        baseline, as :meth:`observe` would. Returns the stalls taken. Stall windows and
+        baselines saw these stalls before the crash and are not fed again."""
+        service = str(worst.extra.get("service") or "") or self.service_of(worst)
         with self._lock:
-            self.windows.add(event)
-            if event.build_id:
-                self._notice_deploy(service, event.build_id, now)
-            watched = self.drift.observe(service, event)  # an established baseline groups small stalls too
-            if event.duration_ns < self.threshold_ns and not watched:
-                self.stats.inc("lgf_stalls_below_alert_threshold_total", env=self.env)
-                return
-            key = self._key(event, service)
+            if not self.drift.established(service, worst.cause):
+                stalls = [s for s in stalls if s.duration_ns >= self.threshold_ns]
+            if not stalls:
+                return 0
             group = self.groups.get(key)
             if group is None:
-                if len(self.groups) >= self.options.max_groups:
-                    self.stats.inc("lgf_alert_groups_overflow_total")
-                    key = OVERFLOW_KEY
-                    group = self.groups.get(key)
-                if group is None:
-                    group = self.groups[key] = Group(key, now, service)
-            group.add(event)
-            if self.journal is not None:
-                self.journal.add_stall(key, event)
+                group = self.groups[key] = Group(key, self.clock(), service)
+            for s in stalls:
+                group.take(s.pid, s.goid, s.start_ns, s.end_ns, s.duration_ns)
+            if group.worst is None or worst.duration_ns >= group.worst_ns:
+                group.worst, group.worst_ns = worst, max(group.worst_ns, worst.duration_ns)
+            return len(stalls)
 
     def _key(self, event: Event, service: str) -> tuple:
         top = top_frame_of(event)

@@ -59,7 +59,7 @@ class Pipeline:
     def __init__(self, hook, stats: Stats, sinks: list[SinkRoute], engine: Any = None,
                  report_idle: bool = False, identities: Any = None):
         """``hook`` is the plugin manager's hook relay (``Manager.pm.hook``); ``engine`` an optional
-        alert engine with ``observe(event)``, ``due(now_ns) -> list[Event]``, ``commit()`` and
+        alert engine with ``observe_batch(events)``, ``due(now_ns) -> list[Event]``, ``commit()`` and
         ``delivered(alert_ids)`` (``lgf.alerts.AlertEngine``). ``report_idle``: ``[idle]
         report_idle``, whether idle waits reach the sinks (see the module docstring). Errors of
         single implementations are counted by the manager's guard (``lgf.hookcall``) in the
@@ -128,13 +128,12 @@ class Pipeline:
                 continue
             taken.append(event)
         self._classify(taken)
+        if self.engine is not None:
+            judged = [event for event in taken if event.extra.get("verdict") != "idle"]  # report_idle: never alerts
+            for event, exc in self.engine.observe_batch(judged):  # the policy's bug must not lose the event itself
+                self.stats.inc("lgf_plugin_errors_total", plugin="alerts", hook="observe")
+                log.error("alert policy failed on event %s", event.id, exc_info=exc)
         for event in taken:
-            if self.engine is not None and event.extra.get("verdict") != "idle":  # report_idle: never alerts
-                try:
-                    self.engine.observe(event)
-                except Exception:  # the policy's bug must not lose the event itself
-                    self.stats.inc("lgf_plugin_errors_total", plugin="alerts", hook="observe")
-                    log.exception("alert policy failed on event %s", event.id)
             event.freeze()  # judged: what the journal keeps is what every sink gets
         return taken
 
