@@ -199,6 +199,10 @@ class AlertEngine:
         silences: SilencesOptions = sections.get("silences") or SilencesOptions()
         self.silences = SilenceStore(config.host.spool_dir, silences.rules)
         self.windows = StallWindows(config.host.window, self.options.recent_windows)
+        self.keep_windows = True
+        """Whether stalls go into :attr:`windows`, which only ``/debug/latency`` and the latency
+        page read (:meth:`recent`): the host turns it off where it serves no HTTP (a replay, an
+        lgf without ``[http]``), a stall then costs no window bookkeeping."""
         self.groups: dict[tuple, Group] = {}
         self.recent_alerts: deque[dict] = deque(maxlen=self.options.recent_alerts)
         self._build_ids: dict[str, str] = {}
@@ -362,7 +366,8 @@ class AlertEngine:
             self._derive_path(event, service)
         duration = event.duration_ns
         event.severity = self.severity_of(duration)
-        self.windows.add(event)
+        if self.keep_windows:
+            self.windows.add(event)
         if event.build_id:
             self._notice_deploy(service, event.build_id, now)
         watched = self.drift.observe(service, event)  # an established baseline groups small stalls too

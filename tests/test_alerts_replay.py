@@ -130,3 +130,28 @@ path = "{out}"
     assert "in use by another lgf process" in res.stderr
     assert res.stderr.strip().endswith("the alert journal could not be opened (see above)")
     assert sum(json.loads(line)["kind"] == "stall" for line in out.read_text().splitlines()) == 33
+
+
+def test_stall_windows_are_kept_only_where_an_http_server_shows_them(tmp_path):
+    """A replay has no /debug/latency: its stalls make the same alerts and no stall window; a
+    host with [http] keeps them for the page."""
+    from lgf.event import read_events
+    from lgf.run import open_host
+
+    rec = tmp_path / "rec.msgpack"
+    recording(rec)
+    replayed = open_host(str(write(tmp_path / "replay.toml", f'[lgf]\nspool_dir = "{tmp_path / "a"}"\n'
+                                   '[[sinks]]\nuse = "stdout"\n')), with_sources=False)
+    seen = []
+    replayed.pipeline.observers.append(seen.append)
+    assert replayed.replay(read_events(rec)) == 33
+    assert len(seen) == 33 and replayed.engine.windows.recent() == []
+
+    served = open_host(str(write(tmp_path / "http.toml", f'[lgf]\nspool_dir = "{tmp_path / "b"}"\n'
+                                 '[http]\nenabled = true\nlisten = "127.0.0.1:0"\n')), with_sources=False)
+    served._start_http()
+    try:
+        served.pipeline.process_batch(list(read_events(rec)))
+        assert sum(w["count"] for w in served.engine.recent(0)["windows"]) == 33
+    finally:
+        served.http.stop()
