@@ -37,6 +37,7 @@ import time
 from lgf import Component, hookimpl
 from lgf.golang.httpreq import UnknownLayout, read_method_path
 from lgf.golang.runtime_reader import Readers, Unreadable
+from lgf.hookcall import for_each
 from lgf.idle import Verdict
 from lgf.services import Services, binary_path
 
@@ -71,14 +72,7 @@ class ScopeEnricher:
     def lgf_enrich_batch(self, events) -> None:
         """``lgf_enrich`` of each event: the pipeline's one call per batch (lgf.hookspecs). One
         event that raises does not cost the others their verdict: raised once they are judged."""
-        failed = None
-        for event in events:
-            try:
-                self.lgf_enrich(event)
-            except Exception as exc:  # noqa: BLE001 - re-raised below, for the host's guard to count
-                failed = failed or exc
-        if failed is not None:
-            raise failed
+        for_each(events, self.lgf_enrich)
 
     def judge(self, event) -> Verdict:
         """The verdict on one event (see the module docstring)."""
