@@ -411,18 +411,12 @@ class AlertEngine:
 
     def _key(self, event: Event, service: str) -> tuple:
         top = top_frame_of(event)
-        incident = incident_key(event, service, top, self.groups)
-        if incident is not None:  # one slow request, one alert (lgf.incidents)
-            return incident
-        values = []
-        for f in self.options.group_by:
-            if f == "service":
-                values.append(service)
-            elif f == "top_frame":
-                values.append(top)
-            else:
-                values.append(getattr(event, f))
-        return tuple(values)
+        if event.scope == "request":
+            incident = incident_key(event, service, top, self.groups)
+            if incident is not None:  # one slow request, one alert (lgf.incidents)
+                return incident
+        return tuple([service if f == "service" else top if f == "top_frame" else getattr(event, f)
+                      for f in self.options.group_by])
 
     # -- deploys ---------------------------------------------------------------------------
 

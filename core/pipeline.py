@@ -54,6 +54,13 @@ class SinkRoute:
             return SEVERITY_RANK.get(event.severity, 0) >= SEVERITY_RANK[self.min_severity]
         return self.receive in ("events", "both")
 
+    def wanted(self, events) -> list[Event]:
+        """Those of ``events`` this sink :meth:`wants`: a batch of stalls is taken or left whole,
+        without a call per stall."""
+        if self.receive in ("events", "both"):
+            return [e for e in events if e.kind != "alert" or self.wants(e)]
+        return [e for e in events if e.kind == "alert" and self.wants(e)]
+
 
 class Pipeline:
     def __init__(self, hook, stats: Stats, sinks: list[SinkRoute], engine: Any = None,
@@ -224,7 +231,7 @@ class Pipeline:
         for route in self.sinks:
             if relayed and member(route.sink, "sink", "relayed") is False:
                 continue
-            wanted = [event for event in events if route.wants(event)]
+            wanted = route.wanted(events)
             if not wanted:
                 continue
             if route.delivery is not None:
