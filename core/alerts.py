@@ -339,53 +339,66 @@ class AlertEngine:
             raise exc
 
     def observe_batch(self, events) -> list[tuple[Event, Exception]]:
-        """:meth:`observe` of each of ``events`` (the pipeline's batch: the clock read and the
-        lock taken once for them all). Returns the events the policy failed on, with the error:
-        one event's failure costs no other event its turn."""
+        """:meth:`observe` of each of ``events`` (the pipeline's batch: the clock read, the lock
+        taken, the settings looked up and the journal called once for them all). Returns the
+        events the policy failed on, with the error: one event's failure costs no other event
+        its turn."""
         failed = []
+        journaled: list[tuple[tuple, Event, bool]] = []
+        below = 0
         now = self.clock()
         with self._lock:
+            env, tags, topology, threshold = self.env, self.tags, self.topology, self.threshold_ns
+            groups, windows, drift = self.groups, (self.windows if self.keep_windows else None), self.drift
             for event in events:
                 if event.kind != "stall":
                     continue
                 try:
-                    self._observe(event, now)
+                    # Labels: what every sink and the alert show of the stall.
+                    event.env = env
+                    if tags:
+                        event.tags = {**tags, **event.tags}
+                    event.topology = {**topology, **event.topology} if event.topology else dict(topology)
+                    extra = event.extra
+                    service = extra["service"] if "service" in extra else extra.setdefault(
+                        "service", self.service_of(event))
+                    if "caller" in extra or "waited_on" in extra:
+                        self._derive_path(event, service)
+                    duration = event.duration_ns
+                    event.severity = self.severity_of(duration)
+                    # Counted: its window, its baseline, then its alert group if it is alert material.
+                    if windows is not None:
+                        windows.add(event)
+                    if event.build_id:
+                        self._notice_deploy(service, event.build_id, now)
+                    watched = drift.observe(service, event)  # an established baseline groups small stalls too
+                    if duration < threshold and not watched:
+                        below += 1
+                        continue
+                    key = self._key(event, service)
+                    group = groups.get(key)
+                    if group is None:
+                        key, group = self._open_group(key, service, now)
+                    journaled.append((key, event, group.add(event)))
                 except Exception as exc:  # noqa: BLE001 - the caller counts and logs it
                     failed.append((event, exc))
+            if below:
+                self.stats.inc("lgf_stalls_below_alert_threshold_total", below, env=env)
+            if self.journal is not None and journaled:
+                self.journal.add_stalls(journaled)
         return failed
 
-    def _observe(self, event: Event, now: int) -> None:
-        """:meth:`observe` of one stall, with ``_lock`` held."""
-        event.env = self.env
-        if self.tags:
-            event.tags = {**self.tags, **event.tags}
-        event.topology = {**self.topology, **event.topology} if event.topology else dict(self.topology)
-        extra = event.extra
-        service = extra["service"] if "service" in extra else extra.setdefault("service", self.service_of(event))
-        if "caller" in extra or "waited_on" in extra:
-            self._derive_path(event, service)
-        duration = event.duration_ns
-        event.severity = self.severity_of(duration)
-        if self.keep_windows:
-            self.windows.add(event)
-        if event.build_id:
-            self._notice_deploy(service, event.build_id, now)
-        watched = self.drift.observe(service, event)  # an established baseline groups small stalls too
-        if duration < self.threshold_ns and not watched:
-            self.stats.inc("lgf_stalls_below_alert_threshold_total", env=self.env)
-            return
-        key = self._key(event, service)
-        group = self.groups.get(key)
-        if group is None:
-            if len(self.groups) >= self.options.max_groups:
-                self.stats.inc("lgf_alert_groups_overflow_total")
-                key = OVERFLOW_KEY
-                group = self.groups.get(key)
-            if group is None:
-                group = self.groups[key] = Group(key, now, service)
-        worst = group.add(event)
-        if self.journal is not None:
-            self.journal.add_stall(key, event, worst)
+    def _open_group(self, key: tuple, service: str, now: int) -> tuple[tuple, Group]:
+        """The group a stall of the new key ``key`` joins: a new one, or past ``max_groups`` the
+        overflow group."""
+        if len(self.groups) >= self.options.max_groups:
+            self.stats.inc("lgf_alert_groups_overflow_total")
+            key = OVERFLOW_KEY
+            group = self.groups.get(key)
+            if group is not None:
+                return key, group
+        group = self.groups[key] = Group(key, now, service)
+        return key, group
 
     def restore_group(self, key: tuple, worst: Event, stalls) -> int:
         """Make the open group ``key`` again from what the alert journal kept of it after a crash

@@ -188,21 +188,28 @@ class AlertJournal:
 
     def add_stall(self, key: tuple, event: Event, worst: bool = True) -> None:
         """``event`` entered the open group ``key`` (``worst``: and became its worst stall so
-        far): it waits in memory for the next ``commit`` (or ``close_groups``), which writes the
-        stalls of the whole batch as one row, in one transaction. Past ``MAX_PENDING`` stalls the
-        journal commits by itself, so a caller that never commits keeps a bounded number of
-        stalls in memory only."""
+        far): :meth:`add_stalls` of that one."""
+        self.add_stalls(((key, event, worst),))
+
+    def add_stalls(self, stalls: Iterable[tuple[tuple, Event, bool]]) -> None:
+        """These stalls entered open groups, each ``(key, event, worst)`` (``worst``: it became its
+        group's worst stall so far): they wait in memory for the next ``commit`` (or
+        ``close_groups``), which writes the stalls of the whole batch as one row, in one
+        transaction. Past ``MAX_PENDING`` stalls the journal commits by itself, so a caller that
+        never commits keeps a bounded number of stalls in memory only."""
         with self._lock:
-            text = self._key_texts.get(key)
-            if text is None:
-                text = self._key_texts[key] = _key_text(key)
-            pending = self._pending.get(text)
-            if pending is None:
-                pending = self._pending[text] = [[], None]
-            pending[0] += _stall_ints(event)
-            if worst:
-                pending[1] = event
-            self._pending_stalls += 1
+            texts, pending = self._key_texts, self._pending
+            for key, event, worst in stalls:
+                text = texts.get(key)
+                if text is None:
+                    text = texts[key] = _key_text(key)
+                group = pending.get(text)
+                if group is None:
+                    group = pending[text] = [[], None]
+                group[0] += _stall_ints(event)
+                if worst:
+                    group[1] = event
+                self._pending_stalls += 1
             full = self._pending_stalls >= MAX_PENDING
         if full:
             self.commit()
