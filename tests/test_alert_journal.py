@@ -146,7 +146,7 @@ def test_a_batch_the_disk_cannot_take_is_counted_not_raised_and_the_groups_keep_
     pipeline.process_batch(stalls(2))
     (pages,) = journal._db.execute("PRAGMA page_count").fetchone()
     journal._db.execute(f"PRAGMA max_page_count={pages}")  # the disk is full from now on
-    # A batch bigger than what is left of the last 64 kB page: a stall takes a few ints in a row
+    # A batch bigger than what is left of the last page: a stall takes a few ints in a row
     pipeline.process_batch(stalls(4000, pid=43))
     assert pipeline.stats.total("lgf_journal_errors_total") == 1
     assert journal.counts()["stalls"] == 2                    # nothing of the failed batch half-written
