@@ -73,11 +73,12 @@ stalls; ``lgf replay`` opens the journal only when asked (``--journal``), to run
 the cost a live burst has.
 
 Cost (bench/bench_journal.py, 5,000 stalls of 1.7 kB with a 20-frame stack, on this 2-core VM
-with other jobs running, so figures move by half from run to run): committed per batch of 256, as
-in a burst, 29 µs per stall that enters a group over the alert policy alone (8.5 µs: 4.4x); the
-row per stall it replaced measured 42 µs over 7.5 µs (6.6x) in the same minutes. Most of what is
-left is encoding the stall, which a JSON-lines file sink then reuses. Nothing per stall under the
-alert threshold. bench/bench_pipeline.py replays 100,000 stalls with the journal on.
+with other jobs running, so figures move by a third from run to run): committed per batch of 256,
+as in a burst, 5.5-8.5 µs per stall that enters a group against 4.6-7.3 µs for the alert policy
+alone (1.0-1.2x), 1.1-1.3x when every stall is its group's new worst; keeping every stall in full
+measured 23-27 µs over 7-8 µs (2.8-3.8x) in the same minutes. One transaction per stall when
+they trickle in one by one: about 40 µs. Nothing per stall under the alert threshold.
+bench/bench_pipeline.py replays 100,000 stalls with the journal on.
 """
 
 from __future__ import annotations
