@@ -202,7 +202,7 @@ class AlertJournal:
         transaction. Past ``MAX_PENDING`` stalls the journal commits by itself, so a caller that
         never commits keeps a bounded number of stalls in memory only."""
         with self._lock:
-            texts, pending = self._key_texts, self._pending
+            texts, pending, n = self._key_texts, self._pending, 0
             for key, event, worst in stalls:
                 text = texts.get(key)
                 if text is None:
@@ -213,7 +213,8 @@ class AlertJournal:
                 group[0] += _stall_ints(event)
                 if worst:
                     group[1] = event
-                self._pending_stalls += 1
+                n += 1
+            self._pending_stalls += n
             full = self._pending_stalls >= MAX_PENDING
         if full:
             self.commit()
