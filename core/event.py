@@ -142,7 +142,7 @@ class Event(_Encodings):
         """Say that nothing changes this event any more: each encoding of it is made once from
         now on and shared (see the module docstring). Changing it afterwards is a bug: whoever
         encodes it later gets the bytes of what it was."""
-        if _memo_of(self) is None:
+        if getattr(self, "_encoded", None) is None:  # _memo_of, inlined: once per event
             self._encoded = {}
         return self
 

@@ -24,6 +24,8 @@ config, not a flag a plugin sets.
 from __future__ import annotations
 
 import logging
+import operator
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +36,7 @@ from .stats import Stats
 log = logging.getLogger("lgf")
 
 SEVERITY_RANK = {"": 0, **{name: rank for rank, name in enumerate(SEVERITIES)}}
+_cause_of = operator.attrgetter("cause")
 
 
 @dataclass
@@ -98,10 +101,7 @@ class Pipeline:
         taken = self._judge(events)
         if self.engine is not None:
             self.engine.commit()
-        causes: dict[str, int] = {}
-        for event in taken:
-            causes[event.cause] = causes.get(event.cause, 0) + 1
-        for cause, n in causes.items():  # counted per batch: a label set is sorted once, not per event
+        for cause, n in Counter(map(_cause_of, taken)).items():  # counted per batch: a label set is sorted once, not per event
             self.stats.inc("lgf_events_total", n, cause=cause)
         self.deliver_batch(taken)
         for observe in self.observers:
@@ -136,7 +136,8 @@ class Pipeline:
             taken.append(event)
         self._classify(taken)
         if self.engine is not None:
-            judged = [event for event in taken if event.extra.get("verdict") != "idle"]  # report_idle: never alerts
+            # Idle waits reach here only with report_idle, and never alert.
+            judged = [e for e in taken if e.extra.get("verdict") != "idle"] if self.report_idle else taken
             for event, exc in self.engine.observe_batch(judged):  # the policy's bug must not lose the event itself
                 self.stats.inc("lgf_plugin_errors_total", plugin="alerts", hook="observe")
                 log.error("alert policy failed on event %s", event.id, exc_info=exc)
