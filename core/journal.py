@@ -380,14 +380,14 @@ class AlertJournal:
         for seq, blob in rows:
             try:
                 row = msgpack.unpackb(blob, raw=False)
+                if isinstance(row, dict):  # a batch row of this lgf: its groups
+                    out.append((seq, [(text, flat, worst) for text, flat, worst in row["groups"]
+                                      if marks.get(text, -1) < seq], []))
+                else:  # an older lgf's row: [group key, full stall] pairs
+                    out.append((seq, [], [(i, body) for i, (key, body) in enumerate(row)
+                                          if marks.get(key, -1) < seq]))
             except Exception as exc:  # noqa: BLE001 - a corrupt batch must not stop the others
                 log.error("alert journal %s: batch %d cannot be decoded (%s); left in place", self.path, seq, exc)
-                continue
-            if isinstance(row, dict):  # a batch row of this lgf: its groups
-                out.append((seq, [(text, flat, worst) for text, flat, worst in row["groups"]
-                                  if marks.get(text, -1) < seq], []))
-            else:  # an older lgf's row: [group key, full stall] pairs
-                out.append((seq, [], [(i, body) for i, (key, body) in enumerate(row) if marks.get(key, -1) < seq]))
         return out
 
     def outbox(self) -> list[Event]:

@@ -309,6 +309,24 @@ def test_a_journal_of_full_stalls_left_by_an_older_lgf_is_recovered(tmp_path):
     queue.spool.close()
 
 
+def test_a_corrupt_batch_row_is_left_in_place_and_the_other_groups_come_back(tmp_path, caplog):
+    engine, pipeline, queue, _ = host_parts(tmp_path)
+    journal = attach(engine, pipeline, tmp_path)
+    pipeline.process_batch(stalls(3))
+    for blob in (b"\xc1 not msgpack", msgpack.packb({"groups": [["only a key"]]})):
+        journal._db.execute("INSERT INTO batches (stalls) VALUES (?)", (blob,))
+    engine.journal._db.close()  # lgf dies here
+    engine.journal._lockfile.close()
+    queue.spool.close()
+
+    engine, pipeline, queue, _ = host_parts(tmp_path)
+    journal = attach(engine, pipeline, tmp_path)
+    assert [(a.cause, a.extra["count"]) for a in alerts_in(queue)] == [("lock", 3)]
+    assert sum("cannot be decoded" in r.getMessage() for r in caplog.records) == 2
+    journal.close()
+    queue.spool.close()
+
+
 # --- end to end: kill -9 of the real lgf --------------------------------------------------------
 
 class LgfProcess:
