@@ -273,16 +273,22 @@ class AlertEngine:
         (``otel_service``, put there by ``lgf.identity``), else its pod's app label, else its
         pod's owner, else its main module's name, else comm (the module docstring)."""
         extra = event.extra
-        declared = (str(extra.get("otel_service") or ""), str(extra.get("app_label") or ""),
-                    str(extra.get("owner_name") or ""))
-        key = (event.comm, event.exe or f"pid:{event.pid}", *declared)
-        name = self._service_cache.get(key)
+        # The cache key takes the declared names as they are (made into text only on a miss): a
+        # stall costs a tuple and a look-up.
+        key = (event.comm, event.exe or event.pid, extra.get("otel_service"), extra.get("app_label"),
+               extra.get("owner_name"))
+        try:
+            name = self._service_cache.get(key)
+        except TypeError:  # a declared value that cannot be a key (a list): named without the cache
+            key = name = None
         if name is None:
+            declared = [str(d or "") for d in key[2:]] if key is not None else [
+                str(extra.get(k) or "") for k in ("otel_service", "app_label", "owner_name")]
             name = next((svc for svc, rx in self._services
                          if rx.search(event.comm) or (event.exe and rx.search(event.exe))), None)
             if name is None:
                 name = next((d for d in declared if d), "") or default_service(event.pid, event.exe, event.comm)
-            if len(self._service_cache) < 100_000:
+            if key is not None and len(self._service_cache) < 100_000:
                 self._service_cache[key] = name
         return name
 
