@@ -199,6 +199,9 @@ class AlertEngine:
         silences: SilencesOptions = sections.get("silences") or SilencesOptions()
         self.silences = SilenceStore(config.host.spool_dir, silences.rules)
         self.windows = StallWindows(config.host.window, self.options.recent_windows)
+        self.recorded = False
+        """The stalls come from a recording (``lgf replay``): a stall's pid names no process of this
+        host, so a service is never named from the process that holds that pid here now."""
         self.keep_windows = True
         """Whether stalls go into :attr:`windows`, which only ``/debug/latency`` and the latency
         page read (:meth:`recent`): the host turns it off where it serves no HTTP (a replay, an
@@ -287,7 +290,9 @@ class AlertEngine:
             name = next((svc for svc, rx in self._services
                          if rx.search(event.comm) or (event.exe and rx.search(event.exe))), None)
             if name is None:
-                name = next((d for d in declared if d), "") or default_service(event.pid, event.exe, event.comm)
+                # A recorded stall's pid is another host's or another time's: not this host's /proc.
+                pid = 0 if self.recorded else event.pid
+                name = next((d for d in declared if d), "") or default_service(pid, event.exe, event.comm)
             if key is not None and len(self._service_cache) < 100_000:
                 self._service_cache[key] = name
         return name

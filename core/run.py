@@ -233,6 +233,7 @@ class Host:
         a replay never touches the journal a live lgf on the same ``spool_dir`` owns."""
         if self.engine is not None:
             self.engine.drift.replay_mode()  # graded in the recording's time; teaches the baselines nothing
+            self.engine.recorded = True  # the recording's pids are not this host's processes
             if with_journal:
                 self.journal = journal.attach(self.engine, self.pipeline, self.config.host.spool_dir, self.stats)
         n = next_tick = 0
