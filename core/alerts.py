@@ -79,6 +79,7 @@ IDENTITY_KEYS = EVENT_KEYS
 """The worst stall's process identity (``lgf.identity``), carried onto its alert."""
 PEER_KEYS = ("caller", "waited_on")
 """Whom the worst stall served and what it waited on (``lgf.plugins.peer``), carried onto its alert."""
+DEFAULT_GROUP_BY = ("service", "cause", "top_frame")
 GROUP_FIELDS = ("service", "cause", "top_frame", "pid", "comm", "exe", "wait_reason", "syscall", "env")
 MAX_PIDS_LISTED = 32
 OVERFLOW_KEY = ("(overflow)",)
@@ -90,7 +91,7 @@ OVERFLOW_KEY = ("(overflow)",)
 class AlertsOptions:
     """``[alerts]``: how stalls are grouped and labelled."""
 
-    group_by: list[str] = field(default_factory=lambda: ["service", "cause", "top_frame"])
+    group_by: list[str] = field(default_factory=lambda: list(DEFAULT_GROUP_BY))
     services: dict = field(default_factory=dict)
     """Service name -> regular expression on the process name, then on the executable path
     (``checkout = "^checkout"``). A process no pattern matches is named as OpenTelemetry names it:
@@ -235,6 +236,7 @@ class AlertEngine:
         self.tags = dict(self.options.tags)
         self.topology = {"host": self.topology.get("host", ""), **self.options.topology}
         self._services = [(name, re.compile(str(rx))) for name, rx in self.options.services.items()]
+        self._default_grouping = tuple(self.options.group_by) == DEFAULT_GROUP_BY
         self._service_cache: dict[tuple[str, str], str] = {}
 
     def retune(self, config) -> None:
@@ -439,6 +441,8 @@ class AlertEngine:
             incident = incident_key(event, service, top, self.groups)
             if incident is not None:  # one slow request, one alert (lgf.incidents)
                 return incident
+        if self._default_grouping:  # the default group_by, without a loop over it per stall
+            return (service, event.cause, top)
         return tuple([service if f == "service" else top if f == "top_frame" else getattr(event, f)
                       for f in self.options.group_by])
 
