@@ -79,6 +79,7 @@ IDENTITY_KEYS = EVENT_KEYS
 """The worst stall's process identity (``lgf.identity``), carried onto its alert."""
 PEER_KEYS = ("caller", "waited_on")
 """Whom the worst stall served and what it waited on (``lgf.plugins.peer``), carried onto its alert."""
+DEFAULT_GROUP_BY = ("service", "cause", "top_frame")
 GROUP_FIELDS = ("service", "cause", "top_frame", "pid", "comm", "exe", "wait_reason", "syscall", "env")
 MAX_PIDS_LISTED = 32
 OVERFLOW_KEY = ("(overflow)",)
@@ -90,7 +91,7 @@ OVERFLOW_KEY = ("(overflow)",)
 class AlertsOptions:
     """``[alerts]``: how stalls are grouped and labelled."""
 
-    group_by: list[str] = field(default_factory=lambda: ["service", "cause", "top_frame"])
+    group_by: list[str] = field(default_factory=lambda: list(DEFAULT_GROUP_BY))
     services: dict = field(default_factory=dict)
     """Service name -> regular expression on the process name, then on the executable path
     (``checkout = "^checkout"``). A process no pattern matches is named as OpenTelemetry names it:
@@ -157,20 +158,31 @@ class Group:
     pids: set = field(default_factory=set)
     goroutines: set = field(default_factory=set)
 
-    def add(self, event: Event) -> None:
-        duration = event.duration_ns
+    def add(self, event: Event) -> bool:
+        """Count ``event`` in; True when it is the group's worst stall now (the journal then keeps
+        it in full: the alert is made of it)."""
+        if self.take(event.pid, event.goid, event.start_ns, event.end_ns, event.duration_ns):
+            self.worst = event
+            return True
+        return False
+
+    def take(self, pid: int, goid: int, start_ns: int, end_ns: int, duration: int) -> bool:
+        """The counters of one stall (:meth:`add`'s, or a journaled stall's when the group is made
+        again after a crash, ``AlertEngine.restore_group``); True when it is the longest so far."""
+        worst = self.count == 0 or duration > self.worst_ns
         self.count += 1
         self.total_ns += duration
-        if event.start_ns < self.start_ns:
-            self.start_ns = event.start_ns
-        if event.end_ns > self.end_ns:
-            self.end_ns = event.end_ns
-        if self.worst is None or duration > self.worst_ns:
-            self.worst_ns, self.worst = duration, event
+        if start_ns < self.start_ns:
+            self.start_ns = start_ns
+        if end_ns > self.end_ns:
+            self.end_ns = end_ns
+        if worst:
+            self.worst_ns = duration
         if len(self.pids) < MAX_PIDS_LISTED:
-            self.pids.add(event.pid)
+            self.pids.add(pid)
         if len(self.goroutines) < 4096:
-            self.goroutines.add((event.pid, event.goid))
+            self.goroutines.add((pid, goid))
+        return worst
 
 
 # --- the engine -----------------------------------------------------------------------------------
@@ -188,6 +200,13 @@ class AlertEngine:
         silences: SilencesOptions = sections.get("silences") or SilencesOptions()
         self.silences = SilenceStore(config.host.spool_dir, silences.rules)
         self.windows = StallWindows(config.host.window, self.options.recent_windows)
+        self.recorded = False
+        """The stalls come from a recording (``lgf replay``): a stall's pid names no process of this
+        host, so a service is never named from the process that holds that pid here now."""
+        self.keep_windows = True
+        """Whether stalls go into :attr:`windows`, which only ``/debug/latency`` and the latency
+        page read (:meth:`recent`): the host turns it off where it serves no HTTP (a replay, an
+        lgf without ``[http]``), a stall then costs no window bookkeeping."""
         self.groups: dict[tuple, Group] = {}
         self.recent_alerts: deque[dict] = deque(maxlen=self.options.recent_alerts)
         self._build_ids: dict[str, str] = {}
@@ -217,6 +236,7 @@ class AlertEngine:
         self.tags = dict(self.options.tags)
         self.topology = {"host": self.topology.get("host", ""), **self.options.topology}
         self._services = [(name, re.compile(str(rx))) for name, rx in self.options.services.items()]
+        self._default_grouping = tuple(self.options.group_by) == DEFAULT_GROUP_BY
         self._service_cache: dict[tuple[str, str], str] = {}
 
     def retune(self, config) -> None:
@@ -258,16 +278,24 @@ class AlertEngine:
         (``otel_service``, put there by ``lgf.identity``), else its pod's app label, else its
         pod's owner, else its main module's name, else comm (the module docstring)."""
         extra = event.extra
-        declared = (str(extra.get("otel_service") or ""), str(extra.get("app_label") or ""),
-                    str(extra.get("owner_name") or ""))
-        key = (event.comm, event.exe or f"pid:{event.pid}", *declared)
-        name = self._service_cache.get(key)
+        # The cache key takes the declared names as they are (made into text only on a miss): a
+        # stall costs a tuple and a look-up.
+        key = (event.comm, event.exe or event.pid, extra.get("otel_service"), extra.get("app_label"),
+               extra.get("owner_name"))
+        try:
+            name = self._service_cache.get(key)
+        except TypeError:  # a declared value that cannot be a key (a list): named without the cache
+            key = name = None
         if name is None:
+            declared = [str(d or "") for d in key[2:]] if key is not None else [
+                str(extra.get(k) or "") for k in ("otel_service", "app_label", "owner_name")]
             name = next((svc for svc, rx in self._services
                          if rx.search(event.comm) or (event.exe and rx.search(event.exe))), None)
             if name is None:
-                name = next((d for d in declared if d), "") or default_service(event.pid, event.exe, event.comm)
-            if len(self._service_cache) < 100_000:
+                # A recorded stall's pid is another host's or another time's: not this host's /proc.
+                pid = 0 if self.recorded else event.pid
+                name = next((d for d in declared if d), "") or default_service(pid, event.exe, event.comm)
+            if key is not None and len(self._service_cache) < 100_000:
                 self._service_cache[key] = name
         return name
 
@@ -320,52 +348,103 @@ class AlertEngine:
 
     def observe(self, event: Event) -> None:
         """Label a classified stall and count it into its window and alert group."""
-        if event.kind != "stall":
-            return
-        event.env = self.env
-        if self.tags:
-            event.tags = {**self.tags, **event.tags}
-        event.topology = {**self.topology, **event.topology}
-        extra = event.extra
-        service = extra["service"] if "service" in extra else extra.setdefault("service", self.service_of(event))
-        self._derive_path(event, service)
-        event.severity = self.severity_of(event.duration_ns)
+        for _, exc in self.observe_batch((event,)):
+            raise exc
+
+    def observe_batch(self, events) -> list[tuple[Event, Exception]]:
+        """:meth:`observe` of each of ``events`` (the pipeline's batch: the clock read, the lock
+        taken, the settings looked up and the journal called once for them all). Returns the
+        events the policy failed on, with the error: one event's failure costs no other event
+        its turn."""
+        failed = []
+        journaled: list[tuple[tuple, Event, bool]] = []
+        below = 0
         now = self.clock()
         with self._lock:
-            self.windows.add(event)
-            if event.build_id:
-                self._notice_deploy(service, event.build_id, now)
-            watched = self.drift.observe(service, event)  # an established baseline groups small stalls too
-            if event.duration_ns < self.threshold_ns and not watched:
-                self.stats.inc("lgf_stalls_below_alert_threshold_total", env=self.env)
-                return
-            key = self._key(event, service)
+            env, tags, topology, threshold = self.env, self.tags, self.topology, self.threshold_ns
+            groups, windows, drift = self.groups, (self.windows if self.keep_windows else None), self.drift
+            for event in events:
+                if event.kind != "stall":
+                    continue
+                try:
+                    # Labels: what every sink and the alert show of the stall.
+                    event.env = env
+                    if tags:
+                        event.tags = {**tags, **event.tags}
+                    event.topology = {**topology, **event.topology} if event.topology else dict(topology)
+                    extra = event.extra
+                    service = extra["service"] if "service" in extra else extra.setdefault(
+                        "service", self.service_of(event))
+                    if "caller" in extra or "waited_on" in extra:
+                        self._derive_path(event, service)
+                    duration = event.duration_ns
+                    event.severity = self.severity_of(duration)
+                    # Counted: its window, its baseline, then its alert group if it is alert material.
+                    if windows is not None:
+                        windows.add(event)
+                    if event.build_id:
+                        self._notice_deploy(service, event.build_id, now)
+                    watched = drift.observe(service, event)  # an established baseline groups small stalls too
+                    if duration < threshold and not watched:
+                        below += 1
+                        continue
+                    key = self._key(event, service)
+                    group = groups.get(key)
+                    if group is None:
+                        key, group = self._open_group(key, service, now)
+                    journaled.append((key, event, group.add(event)))
+                except Exception as exc:  # noqa: BLE001 - the caller counts and logs it
+                    failed.append((event, exc))
+            if below:
+                self.stats.inc("lgf_stalls_below_alert_threshold_total", below, env=env)
+            if self.journal is not None and journaled:
+                self.journal.add_stalls(journaled)
+        return failed
+
+    def _open_group(self, key: tuple, service: str, now: int) -> tuple[tuple, Group]:
+        """The group a stall of the new key ``key`` joins: a new one, or past ``max_groups`` the
+        overflow group."""
+        if len(self.groups) >= self.options.max_groups:
+            self.stats.inc("lgf_alert_groups_overflow_total")
+            key = OVERFLOW_KEY
+            group = self.groups.get(key)
+            if group is not None:
+                return key, group
+        group = self.groups[key] = Group(key, now, service)
+        return key, group
+
+    def restore_group(self, key: tuple, worst: Event, stalls) -> int:
+        """Make the open group ``key`` again from what the alert journal kept of it after a crash
+        (``lgf.journal.recover``): its stalls' counters (``lgf.journal.JournaledStall``) and its
+        worst stall in full, as labelled when it was observed. Judged by the policy of now: a
+        stall under the alert threshold is left out unless its series has an established
+        baseline, as :meth:`observe` would. Returns the stalls taken. Stall windows and
+        baselines saw these stalls before the crash and are not fed again."""
+        service = str(worst.extra.get("service") or "") or self.service_of(worst)
+        with self._lock:
+            if not self.drift.established(service, worst.cause):
+                stalls = [s for s in stalls if s.duration_ns >= self.threshold_ns]
+            if not stalls:
+                return 0
             group = self.groups.get(key)
             if group is None:
-                if len(self.groups) >= self.options.max_groups:
-                    self.stats.inc("lgf_alert_groups_overflow_total")
-                    key = OVERFLOW_KEY
-                    group = self.groups.get(key)
-                if group is None:
-                    group = self.groups[key] = Group(key, now, service)
-            group.add(event)
-            if self.journal is not None:
-                self.journal.add_stall(key, event)
+                group = self.groups[key] = Group(key, self.clock(), service)
+            for s in stalls:
+                group.take(s.pid, s.goid, s.start_ns, s.end_ns, s.duration_ns)
+            if group.worst is None or worst.duration_ns >= group.worst_ns:
+                group.worst, group.worst_ns = worst, max(group.worst_ns, worst.duration_ns)
+            return len(stalls)
 
     def _key(self, event: Event, service: str) -> tuple:
         top = top_frame_of(event)
-        incident = incident_key(event, service, top, self.groups)
-        if incident is not None:  # one slow request, one alert (lgf.incidents)
-            return incident
-        values = []
-        for f in self.options.group_by:
-            if f == "service":
-                values.append(service)
-            elif f == "top_frame":
-                values.append(top)
-            else:
-                values.append(getattr(event, f))
-        return tuple(values)
+        if event.scope == "request":
+            incident = incident_key(event, service, top, self.groups)
+            if incident is not None:  # one slow request, one alert (lgf.incidents)
+                return incident
+        if self._default_grouping:  # the default group_by, without a loop over it per stall
+            return (service, event.cause, top)
+        return tuple([service if f == "service" else top if f == "top_frame" else getattr(event, f)
+                      for f in self.options.group_by])
 
     # -- deploys ---------------------------------------------------------------------------
 

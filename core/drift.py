@@ -76,6 +76,15 @@ class Drift:
         at = self.event_time = _unix(event.ts) or self.event_time or None
         return self.store.observe_established(service, event.cause, event.duration_ns, now_s=at)
 
+    def established(self, service: str, cause: str) -> bool:
+        """Whether the series has a baseline that groups stalls under the threshold too (what
+        :meth:`observe` answers, without counting a stall in)."""
+        if self.store is None:
+            return False
+        if self.event_time is not None:
+            self._read_stamps()
+        return self.store.is_established(service, cause, now_s=self.event_time or None)
+
     def _read_stamps(self) -> None:
         """``event_time`` as if every stall's ``ts`` had been read as it came: the last one that
         reads as a time (an empty or unreadable one leaves the time before it; the first stall of

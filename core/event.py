@@ -142,7 +142,7 @@ class Event(_Encodings):
         """Say that nothing changes this event any more: each encoding of it is made once from
         now on and shared (see the module docstring). Changing it afterwards is a bug: whoever
         encodes it later gets the bytes of what it was."""
-        if _memo_of(self) is None:
+        if getattr(self, "_encoded", None) is None:  # _memo_of, inlined: once per event
             self._encoded = {}
         return self
 
@@ -192,7 +192,13 @@ def to_json(event: Event) -> str:
 
 def json_bytes(event: Event) -> bytes:
     """:func:`to_json` as UTF-8 bytes, what a file or socket takes (made once for a frozen event)."""
-    return _encoded(event, "json", _json_of)
+    memo = getattr(event, "_encoded", None)  # _encoded(event, "json", _json_of), inlined: once per stall
+    if memo is None:
+        return _json_of(event)
+    data = memo.get("json")
+    if data is None:
+        data = memo["json"] = _json_of(event)
+    return data
 
 
 def from_json(line: str | bytes) -> Event:

@@ -29,6 +29,21 @@ ErrorReport = Callable[[str, str, BaseException], None]
 """``report(plugin_name, hook_name, exc)``: what a guard calls when an implementation raises."""
 
 
+def for_each(events, call: Callable) -> None:
+    """``call(event)`` for each of ``events``: the loop of a batch hook made of its plugin's
+    per-event hook (``lgf_enrich_batch`` of ``lgf_enrich``). One event that raises does not cost
+    the others their turn: the first error is raised once every event had it, for the guard to
+    count once."""
+    failed = None
+    for event in events:
+        try:
+            call(event)
+        except Exception as exc:  # noqa: BLE001 - re-raised below
+            failed = failed or exc
+    if failed is not None:
+        raise failed
+
+
 def _guard(function: Callable, plugin_name: str, hook_name: str, report: ErrorReport) -> Callable:
     def guarded(*args):
         try:

@@ -7,13 +7,21 @@ Alerts already handed to a sink are safe in that sink's spool (``lgf.delivery``)
 covers the time before.
 
 One SQLite file, ``<spool_dir>/alert-journal.sqlite`` (WAL, ``synchronous=NORMAL``: it survives a
-crash of lgf, not a power cut; 64 kB pages, ``PAGE_SIZE``), with three tables::
+crash of lgf, not a power cut; 4 kB pages, ``PAGE_SIZE``), with three tables::
 
-    batches(seq, stalls msgpack)       one row per committed batch: its stalls that entered a group,
-                                       as [group key JSON, stall JSON] pairs
+    batches(seq, stalls msgpack)       one row per committed batch: per group its stalls entered,
+                                       [group key JSON, stalls' ints, worst stall JSON or nil]
     closed(group_key JSON, seq)        a group that closed: its stalls in batches up to seq are done
     outbox(alert_id UNIQUE, body msgpack)  an alert made from a closed group, until the pipeline
                                        has handed it to every sink
+
+What a stall is kept as: what its group's alert is made of, no more. An alert carries its group's
+count, total and span, its processes and goroutines, and one stall in full, the worst
+(``lgf.alerts``). So each stall is five integers (pid, goid, start, end, duration:
+``JournaledStall``), and a stall in full (its JSON line, the bytes a JSON-lines file sink then
+writes, made once) only when it became its group's worst: in a storm of alike stalls that is the
+group's first, one in hundreds. Keeping every stall in full made a replay of 100,000 stalls write
+about 100 MB through SQLite's log; the ints are a few MB.
 
 Why a row per batch and not per stall: a row per stall under a UNIQUE index of random event ids
 touched a page of the index per stall, and cost 3-6x the batch row in SQLite alone. A batch row is
@@ -22,23 +30,25 @@ open group; a ``closed`` mark lives as long as a batch it covers.
 
 The host opens the journal once its sinks are up and hands it to its alert engine
 (``AlertEngine.use_journal``, through :func:`attach`). The alert engine calls
-``add_stall(key, event)`` when it puts a stall in a group (the stall waits in memory) and
+``add_stall(key, event, worst)`` when it puts a stall in a group (the stall waits in memory) and
 ``close_groups([(key, alert), ...])`` for the groups a tick closes (``alert`` None when the policy
 made no alert: silenced, below ``min_count``, a suppressed repeat). The host takes the events
 waiting in its queue in batches (up to ``lgf.run.BATCH_EVENTS``); the pipeline
 (``Pipeline.process_batch``) lets the alert policy judge the whole batch, freezes its events
 (``Event.freeze``), calls ``commit()`` (through ``AlertEngine.commit``), which writes the batch's
-stalls as one row in one transaction, and only then hands the events to the sinks. A stall is
-kept as its JSON line, the bytes a JSON-lines file sink then writes (made once per event); the
+stalls as one row in one transaction, and only then hands the events to the sinks. The
 outbox keeps an alert as msgpack, the bytes its spools then take (an alert is frozen when the
 outbox takes it). ``close_groups`` is one transaction too: the stalls still
 pending, the closed groups' marks, the batch rows they leave with no open stall, and the alerts
 into the outbox. The pipeline calls ``delivered(alert_ids)`` once it put the alerts in every
 sink's queue (through ``AlertEngine.delivered``). At start (``recover``), before any source runs:
-alerts left in the outbox are handed to the sinks again (same ids), then the journaled stalls of
-groups not marked closed go through the alert policy again and every group they form is closed at
-once, so they go out as alerts now rather than one more report interval later. A journal left by
-an lgf that kept a row per stall (table ``stalls``) is taken over as one batch.
+alerts left in the outbox are handed to the sinks again (same ids), then each group not marked
+closed is made again from its journaled stalls and worst stall (``AlertEngine.restore_group``,
+judged by the alert threshold of now) and every group is closed at once, so they go out as alerts
+now rather than one more report interval later: the alert an uninterrupted lgf would have made,
+but for its id. A journal left by an older lgf is taken over: stalls it kept in full (a table
+``stalls`` of a row per stall, taken over as one batch, or batch rows of [key, stall] pairs) go
+through the alert policy again.
 
 What a ``kill -9`` of lgf loses, exactly:
 
@@ -47,7 +57,8 @@ What a ``kill -9`` of lgf loses, exactly:
   together, judged by the alert policy but in memory only, like the queue;
 * nothing that was committed: every stall of an earlier batch, every stall a sink has shown (a
   sink sees a batch only after its commit), every alert in the outbox, come back through
-  ``recover`` (tests/test_alert_journal.py kills a real ``lgf run`` in the middle of a burst).
+  ``recover``, each stall counted in the alert of its group (tests/test_alert_journal.py kills a
+  real ``lgf run`` in the middle of a burst).
 
 A write that fails (disk full, I/O error) is logged and counted in ``lgf_journal_errors_total``,
 never raised; the stalls it carried stay in their groups in memory, as before there was a journal.
@@ -62,22 +73,25 @@ stalls; ``lgf replay`` opens the journal only when asked (``--journal``), to run
 the cost a live burst has.
 
 Cost (bench/bench_journal.py, 5,000 stalls of 1.7 kB with a 20-frame stack, on this 2-core VM
-with other jobs running, so figures move by half from run to run): committed per batch of 256, as
-in a burst, 29 µs per stall that enters a group over the alert policy alone (8.5 µs: 4.4x); the
-row per stall it replaced measured 42 µs over 7.5 µs (6.6x) in the same minutes. Most of what is
-left is encoding the stall, which a JSON-lines file sink then reuses. Nothing per stall under the
-alert threshold. bench/bench_pipeline.py replays 100,000 stalls with the journal on.
+with other jobs running, so figures move by a third from run to run): committed per batch of 256,
+as in a burst, 5.5-8.5 µs per stall that enters a group against 4.6-7.3 µs for the alert policy
+alone (1.0-1.2x), 1.1-1.3x when every stall is its group's new worst; keeping every stall in full
+measured 23-27 µs over 7-8 µs (2.8-3.8x) in the same minutes. One transaction per stall when
+they trickle in one by one: about 40 µs. Nothing per stall under the alert threshold.
+bench/bench_pipeline.py replays 100,000 stalls with the journal on.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import operator
 import sqlite3
 import threading
-from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import msgpack
 
@@ -93,9 +107,12 @@ MAX_PENDING = 4096
 """Stalls ``add_stall`` keeps in memory at most before it commits by itself (a caller that
 commits per batch, as the host does, never reaches it)."""
 
-PAGE_SIZE = 65536
-"""SQLite's largest page: a batch row (256 stalls, about 180 kB) spans 3 pages instead of 45,
-and SQLite writes each page of the write-ahead log in its own system call."""
+PAGE_SIZE = 4096
+"""SQLite's default page, for a journal made now. A batch row is a few kB (256 stalls of five
+ints and the few worst in full), and every commit writes each page it touched (the row's, the
+sequence's) whole to the log: 64 kB pages, taken when a row held every stall in full (180 kB),
+made each commit write 128 kB or more, twice the time of 4 kB pages for the same 100,000 stalls.
+A journal made before keeps its page size (SQLite cannot change it in WAL mode)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -134,8 +151,11 @@ class AlertJournal:
             self.path, f"alert journal {self.path} is in use by another lgf process (two lgf on one [lgf] spool_dir)",
             page_size=PAGE_SIZE)
         self._lock = threading.Lock()
-        self._pending: list[tuple[str, Event]] = []
-        """Stalls added since the last commit: (group key text, event), encoded at the commit."""
+        self._pending: dict[str, list] = {}
+        """Stalls added since the last commit, by group key text: ``[their ints (STALL_INTS a
+        stall), the one that became the group's worst last or None]``, written at the commit."""
+        self._pending_stalls = 0
+        """Stalls in ``_pending``."""
         self.written = 0
         """Stalls committed since this journal was opened (``lgf replay --journal`` says it)."""
         self._key_texts: dict[tuple, str] = {}
@@ -170,17 +190,32 @@ class AlertJournal:
 
     # -- what the alert engine and the pipeline call ----------------------------------------------
 
-    def add_stall(self, key: tuple, event: Event) -> None:
-        """``event`` entered the open group ``key``: it waits in memory for the next ``commit``
-        (or ``close_groups``), which writes the stalls of the whole batch as one row, in one
+    def add_stall(self, key: tuple, event: Event, worst: bool = True) -> None:
+        """``event`` entered the open group ``key`` (``worst``: and became its worst stall so
+        far): :meth:`add_stalls` of that one."""
+        self.add_stalls(((key, event, worst),))
+
+    def add_stalls(self, stalls: Iterable[tuple[tuple, Event, bool]]) -> None:
+        """These stalls entered open groups, each ``(key, event, worst)`` (``worst``: it became its
+        group's worst stall so far): they wait in memory for the next ``commit`` (or
+        ``close_groups``), which writes the stalls of the whole batch as one row, in one
         transaction. Past ``MAX_PENDING`` stalls the journal commits by itself, so a caller that
         never commits keeps a bounded number of stalls in memory only."""
         with self._lock:
-            text = self._key_texts.get(key)
-            if text is None:
-                text = self._key_texts[key] = _key_text(key)
-            self._pending.append((text, event))
-            full = len(self._pending) >= MAX_PENDING
+            texts, pending, n = self._key_texts, self._pending, 0
+            for key, event, worst in stalls:
+                text = texts.get(key)
+                if text is None:
+                    text = texts[key] = _key_text(key)
+                group = pending.get(text)
+                if group is None:
+                    group = pending[text] = [[], None]
+                group[0] += _stall_ints(event)
+                if worst:
+                    group[1] = event
+                n += 1
+            self._pending_stalls += n
+            full = self._pending_stalls >= MAX_PENDING
         if full:
             self.commit()
 
@@ -188,14 +223,14 @@ class AlertJournal:
         """Write the stalls added since the last commit, as one row in one transaction. The host
         calls this once per batch of events it took from its queue, before any sink sees them."""
         with self._lock:
-            if not self._pending:
+            if not self._pending_stalls:
                 return
             try:
                 self._write(())
             except sqlite3.Error as exc:
-                self._failed(f"add {len(self._pending)} stall(s)", exc)
+                self._failed(f"add {self._pending_stalls} stall(s)", exc)
             finally:
-                self._pending.clear()  # written, or counted lost: the groups still hold them in memory
+                self._clear_pending()  # written, or counted lost: the groups still hold them in memory
 
     def close_groups(self, closed: Iterable[tuple[tuple, Event | None]]) -> None:
         """These groups closed, each ``(key, alert)`` (``alert`` None when the policy made no
@@ -204,7 +239,7 @@ class AlertJournal:
         their alerts until ``delivered``."""
         closed = list(closed)
         with self._lock:
-            if not closed and not self._pending:
+            if not closed and not self._pending_stalls:
                 return
             for _, alert in closed:
                 if alert is not None:
@@ -214,9 +249,13 @@ class AlertJournal:
             except sqlite3.Error as exc:
                 self._failed(f"close {len(closed)} group(s)", exc)
             finally:
-                self._pending.clear()
+                self._clear_pending()
                 for key, _ in closed:
                     self._batches_of.pop(self._key_texts.pop(key, None) or _key_text(key), None)
+
+    def _clear_pending(self) -> None:
+        self._pending.clear()
+        self._pending_stalls = 0
 
     def close_group(self, key: tuple, alert: Event | None) -> None:
         """Group ``key`` closed: ``close_groups`` of that one group."""
@@ -229,12 +268,9 @@ class AlertJournal:
         seq = self._seq
         emptied: list[int] = []
         with sqlitefile.transaction(self._db):
-            if self._pending:
-                # Encoded here, once the pipeline froze the batch, as the JSON line the file sink
-                # then writes: the same bytes, made once.
-                rows = [(text, json_bytes(event)) for text, event in self._pending]
+            if self._pending_stalls:
                 seq = self._db.execute("INSERT INTO batches (stalls) VALUES (?)",
-                                       (msgpack.packb(rows, use_bin_type=True),)).lastrowid
+                                       (_batch_row(self._pending),)).lastrowid
             if closed:
                 texts = [self._key_texts.get(key) or _key_text(key) for key, _ in closed]
                 self._db.executemany("INSERT OR REPLACE INTO closed (group_key, seq) VALUES (?,?)",
@@ -248,12 +284,12 @@ class AlertJournal:
                                      [(a.id, to_msgpack(a)) for _, a in closed if a is not None])
         # Committed: now the bookkeeping.
         self._seq = seq
-        self.written += len(self._pending)
-        if self._pending:
-            self._open_stalls[seq] = len(self._pending)
-            for text, n in Counter(text for text, _ in self._pending).items():  # per group, not per stall
+        self.written += self._pending_stalls
+        if self._pending_stalls:
+            self._open_stalls[seq] = self._pending_stalls
+            for text, (ints, _) in self._pending.items():  # per group, not per stall
                 per_batch = self._batches_of.setdefault(text, {})
-                per_batch[seq] = per_batch.get(seq, 0) + n
+                per_batch[seq] = per_batch.get(seq, 0) + len(ints) // STALL_INTS
         for s in emptied:
             self._open_stalls.pop(s, None)
 
@@ -261,11 +297,9 @@ class AlertJournal:
         """The batches left with no stall of an open group once ``texts`` close (the pending
         batch ``seq`` counted in), without changing the bookkeeping (the transaction may fail)."""
         left = dict(self._open_stalls)
-        pending: dict[str, int] = {}
-        for text, _ in self._pending:
-            pending[text] = pending.get(text, 0) + 1
-        if self._pending:
-            left[seq] = len(self._pending)
+        pending = {text: len(ints) // STALL_INTS for text, (ints, _) in self._pending.items()}
+        if self._pending_stalls:
+            left[seq] = self._pending_stalls
         for text in set(texts):
             for s, n in self._batches_of.get(text, {}).items():
                 left[s] -= n
@@ -288,7 +322,7 @@ class AlertJournal:
         """Drop every batch up to ``seq`` (``recover``: their stalls are in alerts now, or no group
         takes them any more) and the marks no kept batch needs; returns the stalls dropped."""
         with self._lock:
-            dropped = sum(len(stalls) for _, stalls in self._read(through=seq))
+            dropped = _count(self._read(through=seq))
             with sqlitefile.transaction(self._db):
                 self._db.execute("DELETE FROM batches WHERE seq <= ?", (seq,))
                 self._db.execute("DELETE FROM closed WHERE seq < (SELECT COALESCE(MIN(seq), ?) FROM batches)",
@@ -307,39 +341,53 @@ class AlertJournal:
 
     # -- reading ----------------------------------------------------------------------------------
 
-    def stalls(self) -> list[Event]:
-        """The journaled stalls of groups not closed yet, oldest first (an undecodable one is
-        logged and skipped, not deleted)."""
-        return self.stalls_through()[0]
-
-    def stalls_through(self) -> tuple[list[Event], int]:
-        """:meth:`stalls`, and the seq of the last batch they were read from."""
+    def open_groups(self) -> Journaled:
+        """What the journal holds of the groups not closed yet (see :class:`Journaled`)."""
         with self._lock:
             batches = self._read()
-        out = []
-        for seq, stalls in batches:
-            for i, body in stalls:
+        out = Journaled(last_seq=batches[-1][0] if batches else 0)
+        for seq, groups, legacy in batches:
+            for text, flat, worst in groups:
+                group = out.groups.get(text)
+                if group is None:
+                    group = out.groups[text] = JournaledGroup(text)
+                group.stalls.extend(JournaledStall(*flat[i:i + STALL_INTS]) for i in range(0, len(flat), STALL_INTS))
+                if worst is not None:  # a later batch's worst beat the earlier ones' (strictly longer)
+                    group.worst = worst
+            for i, body in legacy:
                 try:
-                    out.append(_stall_of(body))
+                    out.legacy.append(_stall_of(body))
                 except Exception as exc:  # a corrupt row must not stop the recovery of the others
                     log.error("alert journal %s: stall %d of batch %d cannot be decoded (%s); left in place",
                               self.path, i, seq, exc)
-        return out, (batches[-1][0] if batches else 0)
+        return out
 
-    def _read(self, through: int | None = None) -> list[tuple[int, list[tuple[int, bytes]]]]:
-        """``[(batch seq, [(index, stall body), ...]), ...]`` of the stalls whose group has not
-        closed since their batch was written. Called with ``_lock`` held."""
+    def stalls(self) -> list[JournaledStall]:
+        """The journaled stalls of groups not closed yet, oldest first, as the journal keeps them:
+        process, goroutine and times (a stall of an older lgf's full rows decoded to the same)."""
+        journaled = self.open_groups()
+        return [s for g in journaled.groups.values() for s in g.stalls] + [
+            JournaledStall(e.pid, e.goid, e.start_ns, e.end_ns, e.duration_ns) for e in journaled.legacy]
+
+    def _read(self, through: int | None = None) -> list[tuple[int, list, list]]:
+        """``[(batch seq, [(group key text, stalls' ints, worst JSON or None), ...], [(index, full
+        stall body), ...]), ...]``: the groups, and the full stalls of rows an older lgf wrote,
+        that have not closed since their batch was written. Called with ``_lock`` held."""
         marks = dict(self._db.execute("SELECT group_key, seq FROM closed").fetchall())
         rows = self._db.execute("SELECT seq, stalls FROM batches WHERE seq <= ? ORDER BY seq",
                                 (INFINITY_NS if through is None else through,)).fetchall()
         out = []
         for seq, blob in rows:
             try:
-                pairs = msgpack.unpackb(blob, raw=False)
+                row = msgpack.unpackb(blob, raw=False)
+                if isinstance(row, dict):  # a batch row of this lgf: its groups
+                    out.append((seq, [(text, flat, worst) for text, flat, worst in row["groups"]
+                                      if marks.get(text, -1) < seq], []))
+                else:  # an older lgf's row: [group key, full stall] pairs
+                    out.append((seq, [], [(i, body) for i, (key, body) in enumerate(row)
+                                          if marks.get(key, -1) < seq]))
             except Exception as exc:  # noqa: BLE001 - a corrupt batch must not stop the others
                 log.error("alert journal %s: batch %d cannot be decoded (%s); left in place", self.path, seq, exc)
-                continue
-            out.append((seq, [(i, body) for i, (key, body) in enumerate(pairs) if marks.get(key, -1) < seq]))
         return out
 
     def outbox(self) -> list[Event]:
@@ -357,7 +405,7 @@ class AlertJournal:
     def counts(self) -> dict[str, int]:
         """``{"stalls": journaled stalls of open groups, "outbox": alerts not handed over yet}``."""
         with self._lock:
-            stalls = sum(len(st) for _, st in self._read())
+            stalls = _count(self._read())
             return {"stalls": stalls, "outbox": self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]}
 
     def close(self) -> None:
@@ -367,8 +415,70 @@ class AlertJournal:
             self._lockfile.close()
 
 
+# --- what a batch row holds -------------------------------------------------------------------------
+
+STALL_INTS = 5
+"""A stall in a batch row: pid, goid, start_ns, end_ns, duration_ns (:class:`JournaledStall`)."""
+
+
+class JournaledStall(NamedTuple):
+    """A stall as the journal keeps it: what its group's counters take from it."""
+
+    pid: int
+    goid: int
+    start_ns: int
+    end_ns: int
+    duration_ns: int
+
+
+@dataclass
+class JournaledGroup:
+    """An open group's stalls in the journal, and its worst stall in full (the JSON line the
+    file sink wrote), the one its alert is made of."""
+
+    key_text: str
+    stalls: list[JournaledStall] = field(default_factory=list)
+    worst: bytes | None = None
+
+    @property
+    def key(self) -> tuple:
+        return tuple(json.loads(self.key_text))
+
+
+@dataclass
+class Journaled:
+    """What ``recover`` brings back: the open groups by key text, the full stalls of rows an
+    older lgf wrote (``legacy``: their groups are made again by the alert policy), and the last
+    batch read."""
+
+    groups: dict[str, JournaledGroup] = field(default_factory=dict)
+    legacy: list[Event] = field(default_factory=list)
+    last_seq: int = 0
+
+    def __len__(self) -> int:
+        return sum(len(g.stalls) for g in self.groups.values()) + len(self.legacy)
+
+
+_stall_ints = operator.attrgetter("pid", "goid", "start_ns", "end_ns", "duration_ns")
+"""A stall's :class:`JournaledStall` ints, in one C call."""
+
+
+def _batch_row(pending: dict[str, list]) -> bytes:
+    """One batch row: per group, its stalls' ints and the stall that became its worst last, in
+    full. Encoded here, once the pipeline froze the batch; the worst as the JSON line the file
+    sink then writes (the same bytes, made once)."""
+    groups = [[text, ints, None if worst is None else json_bytes(worst)] for text, (ints, worst) in pending.items()]
+    return msgpack.packb({"groups": groups}, use_bin_type=True)
+
+
+def _count(batches: list[tuple[int, list, list]]) -> int:
+    """Stalls in ``_read``'s batches."""
+    return sum(len(flat) // STALL_INTS for _, groups, _ in batches for _, flat, _ in groups) + sum(
+        len(legacy) for _, _, legacy in batches)
+
+
 def _stall_of(body: bytes) -> Event:
-    """A journaled stall: a JSON line, or msgpack in a journal an older lgf wrote."""
+    """A stall an older lgf journaled in full: a JSON line, or msgpack."""
     return from_json(body) if body[:1] == b"{" else from_msgpack(body)
 
 
@@ -376,27 +486,43 @@ def recover(journal: AlertJournal, engine, pipeline) -> tuple[int, int]:
     """Bring back what a crashed lgf left: returns (alerts re-sent from the outbox, stalls replayed).
 
     Called with the sinks up and no source started. Outbox alerts go to the sinks as they are
-    (same ids). Journaled stalls go through ``engine.observe`` again (the journal keeps their
-    rows), then every group is closed at once by ``pipeline.tick``, which journals and delivers
-    the alerts as a live tick does. The engine must already use ``journal``
+    (same ids). Each journaled open group is made again from its stalls' counters and its worst
+    stall (``engine.restore_group``; full stalls an older lgf journaled go through
+    ``engine.observe``), then every group is closed at once by ``pipeline.tick``, which journals
+    and delivers the alerts as a live tick does. The engine must already use ``journal``
     (``engine.use_journal(journal)``).
     """
     pending = journal.outbox()
     for alert in pending:
         pipeline.deliver(alert)
     journal.delivered(a.id for a in pending)
-    stalls, last = journal.stalls_through()
-    for event in stalls:
+    journaled = journal.open_groups()
+    restored = 0
+    for event in journaled.legacy:
         engine.observe(event)
-    alerts = pipeline.tick(INFINITY_NS) if stalls else []
+        restored += 1
+    for group in journaled.groups.values():
+        worst = None
+        if group.worst is not None:
+            try:
+                worst = _stall_of(group.worst)
+            except Exception as exc:  # noqa: BLE001 - one corrupt group must not stop the others
+                log.error("alert journal %s: the worst stall of group %s cannot be decoded (%s)",
+                          journal.path, group.key_text, exc)
+        if worst is None:
+            log.error("alert journal %s: group %s has no readable worst stall: its %d stall(s) are dropped",
+                      journal.path, group.key_text, len(group.stalls))
+            continue
+        restored += engine.restore_group(group.key, worst, group.stalls)
+    alerts = pipeline.tick(INFINITY_NS) if restored else []
     # Every group is closed now, its alert in the outbox: what was read is done. A stall no group
     # took (the alert threshold or policy changed since) is not alert material any more.
-    dropped = journal.forget_through(last) if last else 0
-    if pending or stalls:
+    dropped = journal.forget_through(journaled.last_seq) if journaled.last_seq else 0
+    if pending or len(journaled):
         log.info("alert journal: %d alert(s) re-sent, %d stall(s) of open groups replayed into %d "
-                 "alert(s)%s", len(pending), len(stalls), len(alerts),
+                 "alert(s)%s", len(pending), restored, len(alerts),
                  f" ({dropped} below the alert policy now)" if dropped else "")
-    return len(pending), len(stalls)
+    return len(pending), restored
 
 
 def attach(engine, pipeline, spool_dir: str | Path, stats=None) -> AlertJournal | None:

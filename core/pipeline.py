@@ -24,6 +24,8 @@ config, not a flag a plugin sets.
 from __future__ import annotations
 
 import logging
+import operator
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +36,7 @@ from .stats import Stats
 log = logging.getLogger("lgf")
 
 SEVERITY_RANK = {"": 0, **{name: rank for rank, name in enumerate(SEVERITIES)}}
+_cause_of = operator.attrgetter("cause")
 
 
 @dataclass
@@ -54,12 +57,19 @@ class SinkRoute:
             return SEVERITY_RANK.get(event.severity, 0) >= SEVERITY_RANK[self.min_severity]
         return self.receive in ("events", "both")
 
+    def wanted(self, events) -> list[Event]:
+        """Those of ``events`` this sink :meth:`wants`: a batch of stalls is taken or left whole,
+        without a call per stall."""
+        if self.receive in ("events", "both"):
+            return [e for e in events if e.kind != "alert" or self.wants(e)]
+        return [e for e in events if e.kind == "alert" and self.wants(e)]
+
 
 class Pipeline:
     def __init__(self, hook, stats: Stats, sinks: list[SinkRoute], engine: Any = None,
                  report_idle: bool = False, identities: Any = None):
         """``hook`` is the plugin manager's hook relay (``Manager.pm.hook``); ``engine`` an optional
-        alert engine with ``observe(event)``, ``due(now_ns) -> list[Event]``, ``commit()`` and
+        alert engine with ``observe_batch(events)``, ``due(now_ns) -> list[Event]``, ``commit()`` and
         ``delivered(alert_ids)`` (``lgf.alerts.AlertEngine``). ``report_idle``: ``[idle]
         report_idle``, whether idle waits reach the sinks (see the module docstring). Errors of
         single implementations are counted by the manager's guard (``lgf.hookcall``) in the
@@ -91,10 +101,7 @@ class Pipeline:
         taken = self._judge(events)
         if self.engine is not None:
             self.engine.commit()
-        causes: dict[str, int] = {}
-        for event in taken:
-            causes[event.cause] = causes.get(event.cause, 0) + 1
-        for cause, n in causes.items():  # counted per batch: a label set is sorted once, not per event
+        for cause, n in Counter(map(_cause_of, taken)).items():  # counted per batch: a label set is sorted once, not per event
             self.stats.inc("lgf_events_total", n, cause=cause)
         self.deliver_batch(taken)
         for observe in self.observers:
@@ -128,13 +135,13 @@ class Pipeline:
                 continue
             taken.append(event)
         self._classify(taken)
+        if self.engine is not None:
+            # Idle waits reach here only with report_idle, and never alert.
+            judged = [e for e in taken if e.extra.get("verdict") != "idle"] if self.report_idle else taken
+            for event, exc in self.engine.observe_batch(judged):  # the policy's bug must not lose the event itself
+                self.stats.inc("lgf_plugin_errors_total", plugin="alerts", hook="observe")
+                log.error("alert policy failed on event %s", event.id, exc_info=exc)
         for event in taken:
-            if self.engine is not None and event.extra.get("verdict") != "idle":  # report_idle: never alerts
-                try:
-                    self.engine.observe(event)
-                except Exception:  # the policy's bug must not lose the event itself
-                    self.stats.inc("lgf_plugin_errors_total", plugin="alerts", hook="observe")
-                    log.exception("alert policy failed on event %s", event.id)
             event.freeze()  # judged: what the journal keeps is what every sink gets
         return taken
 
@@ -225,7 +232,7 @@ class Pipeline:
         for route in self.sinks:
             if relayed and member(route.sink, "sink", "relayed") is False:
                 continue
-            wanted = [event for event in events if route.wants(event)]
+            wanted = route.wanted(events)
             if not wanted:
                 continue
             if route.delivery is not None:

@@ -139,6 +139,7 @@ class Host:
             for cc in reversed(self.config.of_kind(kind)):
                 self._register(cc, self._make(cc))
         self.engine = AlertEngine(self.config, self.stats)
+        self.engine.keep_windows = False  # until an HTTP server can show them (_start_http)
         self.pipeline = Pipeline(self.manager.pm.hook, self.stats, self.routes, self.engine,
                                  report_idle=options_of(self.config).report_idle,
                                  identities=self.services.identities if with_sources else None)
@@ -232,6 +233,7 @@ class Host:
         a replay never touches the journal a live lgf on the same ``spool_dir`` owns."""
         if self.engine is not None:
             self.engine.drift.replay_mode()  # graded in the recording's time; teaches the baselines nothing
+            self.engine.recorded = True  # the recording's pids are not this host's processes
             if with_journal:
                 self.journal = journal.attach(self.engine, self.pipeline, self.config.host.spool_dir, self.stats)
         n = next_tick = 0
@@ -251,6 +253,7 @@ class Host:
         if self.history.add not in self.pipeline.observers:
             # Kept only where a page can show it: a replay, or lgf without [http], has no reader.
             self.pipeline.observers.append(self.history.add)
+        self.engine.keep_windows = True  # the stall windows of /debug/latency, likewise
         if self.relay is None:
             self.relay = Relay(self.config.host.spool_dir, self.pipeline.relay, self.stats)
         self.http = HttpServer(self.config, self.engine, self.stats, self.sources, history=self.history,

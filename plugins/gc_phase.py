@@ -45,6 +45,7 @@ from lgf.golang.runtime_reader import (
     read_lag_ns,
     runtime_counters,
 )
+from lgf.hookcall import for_each
 from lgf.options import Duration
 
 PHASES = {0: "off", 1: "mark", 2: "mark_termination"}
@@ -133,6 +134,12 @@ class GcPhaseEnricher(RuntimeEnricher):
             out["stw_overlap_ns"] = overlap_ns(pauses + list(self.stws.get(event.pid, ())),
                                                event.start_ns, event.end_ns)
         event.gc_phase = out
+
+    @hookimpl
+    def lgf_enrich_batch(self, events) -> None:
+        """``lgf_enrich`` of each event: one call per batch, so that the pipeline keeps its batch
+        path with this enricher configured (lgf.hookspecs)."""
+        for_each(events, self.lgf_enrich)
 
     def _read_process(self, event, out: dict) -> list[tuple[int, int]]:
         """Fill ``out`` from the process; returns the latest cycle's pauses."""

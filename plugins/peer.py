@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 from lgf import Component, hookimpl
 from lgf.golang.netpeer import SocketOwners, other_end, process_names
+from lgf.hookcall import for_each
 
 
 @dataclass
@@ -80,6 +81,12 @@ class PeerEnricher:
         for key in ("waited_on", "caller"):
             if key in facts:
                 event.extra[key] = self._described(dict(facts[key]), event.pid)
+
+    @hookimpl
+    def lgf_enrich_batch(self, events) -> None:
+        """``lgf_enrich`` of each event: one call per batch, so that the pipeline keeps its batch
+        path with this enricher configured (lgf.hookspecs)."""
+        for_each(events, self.lgf_enrich)
 
     def _described(self, end: dict, pid: int) -> dict:
         """``end`` with the process at its other end when it runs on this host (the other end's

@@ -33,6 +33,7 @@ from lgf.golang.runtime_reader import (
     read_lag_ns,
     runtime_counters,
 )
+from lgf.hookcall import for_each
 from lgf.options import Duration
 
 CUMULATIVE = ("netpoll_calls", "netpoll_ready")
@@ -87,6 +88,11 @@ class PollerEnricher(RuntimeEnricher):
                         out[short] = have[k] - earlier[k]
         event.poller = {k: v for k, v in out.items() if v is not None}
 
+    @hookimpl
+    def lgf_enrich_batch(self, events) -> None:
+        """``lgf_enrich`` of each event: one call per batch, so that the pipeline keeps its batch
+        path with this enricher configured (lgf.hookspecs)."""
+        for_each(events, self.lgf_enrich)
 
     def _net_waiters(self, r) -> int:
         if r.binary.version_tuple[:2] >= (1, 22):

@@ -38,6 +38,7 @@ from lgf.golang.runtime_reader import (
     Unreadable,
     read_lag_ns,
 )
+from lgf.hookcall import for_each
 from lgf.options import Duration
 
 G_STATUS = {gs.G_RUNNABLE: "runnable", gs.G_RUNNING: "running", gs.G_SYSCALL: "in_syscall",
@@ -82,6 +83,12 @@ class SchedEnricher(RuntimeEnricher):
         event.sched = {**cached[1], "read_lag_ns": time.monotonic_ns() - event.end_ns}
 
     # -- reading ----------------------------------------------------------------------------
+
+    @hookimpl
+    def lgf_enrich_batch(self, events) -> None:
+        """``lgf_enrich`` of each event: one call per batch, so that the pipeline keeps its batch
+        path with this enricher configured (lgf.hookspecs)."""
+        for_each(events, self.lgf_enrich)
 
     def snapshot(self, pid: int, build_id: str = "") -> dict:
         out: dict = {}

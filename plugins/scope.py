@@ -37,9 +37,13 @@ import time
 from lgf import Component, hookimpl
 from lgf.golang.httpreq import UnknownLayout, read_method_path
 from lgf.golang.runtime_reader import Readers, Unreadable
+from lgf.hookcall import for_each
 from lgf.idle import Verdict
 from lgf.services import Services, binary_path
 
+CUT_STACK = Verdict("stall", "", "", cut=True)
+"""The verdict on a stack whose binary cannot be read (made once: a storm of such stalls each
+made one)."""
 UNREADABLE_RETRY_S = 5.0
 """How long a process whose binary could not be read is judged without trying again."""
 UNREADABLE_KEPT = 4096
@@ -71,14 +75,7 @@ class ScopeEnricher:
     def lgf_enrich_batch(self, events) -> None:
         """``lgf_enrich`` of each event: the pipeline's one call per batch (lgf.hookspecs). One
         event that raises does not cost the others their verdict: raised once they are judged."""
-        failed = None
-        for event in events:
-            try:
-                self.lgf_enrich(event)
-            except Exception as exc:  # noqa: BLE001 - re-raised below, for the host's guard to count
-                failed = failed or exc
-        if failed is not None:
-            raise failed
+        for_each(events, self.lgf_enrich)
 
     def judge(self, event) -> Verdict:
         """The verdict on one event (see the module docstring)."""
@@ -97,7 +94,7 @@ class ScopeEnricher:
         process = (event.pid, event.exe)
         now = time.monotonic()
         if self._unreadable.get(process, 0.0) > now:
-            return Verdict("stall", "", "", cut=True)
+            return CUT_STACK
         bias = int(event.extra.get("load_bias", 0) or 0)
         verdict = self.services.judge(binary_path(event.exe, event.pid), event.pcs, event.wait_reason, bias)
         if verdict is not None:
@@ -105,7 +102,7 @@ class ScopeEnricher:
         if len(self._unreadable) >= UNREADABLE_KEPT:
             self._unreadable.clear()
         self._unreadable[process] = now + UNREADABLE_RETRY_S
-        return Verdict("stall", "", "", cut=True)
+        return CUT_STACK
 
     def functions_of(self, event) -> list[str]:
         """Function names of the event's stack, innermost first (symbolized here, with the host's

@@ -54,6 +54,7 @@ from lgf import Component, hookimpl
 from lgf.golang.pclntab import Frame, PclntabError
 from lgf.golang.procfs import process_binary
 from lgf.golang.symbols import Symbolizers, frame_dict, modules_of_file, stack_summary
+from lgf.hookcall import for_each
 from lgf.options import Duration
 
 log = logging.getLogger("lgf.symbolizer")
@@ -226,6 +227,12 @@ class SymbolizerEnricher:
         event.stack = stack
         event.stack_summary = stack_summary(stack, self.options.summary_frames, self._modules_of(key, path))
         self.stats.inc("lgf_symbolizer_events_total", backend=self.backend.name)
+
+    @hookimpl
+    def lgf_enrich_batch(self, events) -> None:
+        """``lgf_enrich`` of each event: one call per batch, so that the pipeline keeps its batch
+        path with this enricher configured (lgf.hookspecs)."""
+        for_each(events, self.lgf_enrich)
 
     def _modules_of(self, key: str, path: str):
         """The binary's main module and dependencies (build info), read once per binary."""

@@ -45,6 +45,7 @@ from lgf.golang.gomap import UnknownMapLayout
 from lgf.golang.httpheader import read_request_headers
 from lgf.golang.pproflabels import MAX_LABELS, read_labels
 from lgf.golang.runtime_reader import RuntimeEnricher, Unreadable, read_lag_ns, runtime_counters
+from lgf.hookcall import for_each
 from lgf.options import Duration
 from lgf.tracecontext import ids_from_labels, parse_traceparent
 
@@ -102,6 +103,12 @@ class TraceContextEnricher(RuntimeEnricher):
         if labels_ptr and not event.labels:
             event.labels = self._labels(reader, labels_ptr)
         self._ids_from(event, self._traceparent(reader, req_ptr) if req_ptr else None, event.labels)
+
+    @hookimpl
+    def lgf_enrich_batch(self, events) -> None:
+        """``lgf_enrich`` of each event: one call per batch, so that the pipeline keeps its batch
+        path with this enricher configured (lgf.hookspecs)."""
+        for_each(events, self.lgf_enrich)
 
     def _unsafe_to_read(self, event) -> str:
         """Why the addresses in the event may no longer hold what they held at the stall ("" if

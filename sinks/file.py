@@ -67,8 +67,11 @@ class FileSink:
         else:  # the shared bytes as they are; the newlines go in when the chunk is joined
             records, separator = [json_bytes(event) for event in events], b"\n"
         with self._lock:
-            chunk: list[bytes] = []
             size = self._fh.tell()
+            if size + sum(map(len, records)) + len(separator) * len(records) <= self.options.max_size:
+                self._write(records, separator)  # the whole batch fits: no size kept per record
+                records = []
+            chunk: list[bytes] = []
             for data in records:
                 length = len(data) + len(separator)
                 if size + length > self.options.max_size and size > 0:

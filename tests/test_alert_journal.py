@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 
+import msgpack
 import pytest
 
 from lgf import Event, hookimpl
@@ -145,15 +146,16 @@ def test_a_batch_the_disk_cannot_take_is_counted_not_raised_and_the_groups_keep_
     pipeline.process_batch(stalls(2))
     (pages,) = journal._db.execute("PRAGMA page_count").fetchone()
     journal._db.execute(f"PRAGMA max_page_count={pages}")  # the disk is full from now on
-    pipeline.process_batch(stalls(200, pid=43))               # a batch bigger than what is left (64 kB pages)
+    # A batch bigger than what is left of the last page: a stall takes a few ints in a row
+    pipeline.process_batch(stalls(4000, pid=43))
     assert pipeline.stats.total("lgf_journal_errors_total") == 1
     assert journal.counts()["stalls"] == 2                    # nothing of the failed batch half-written
-    assert sum(g.count for g in engine.groups.values()) == 202  # the policy still holds every stall
+    assert sum(g.count for g in engine.groups.values()) == 4002  # the policy still holds every stall
     journal._db.execute("PRAGMA max_page_count=1073741823")
     pipeline.process_batch(stalls(1, pid=44))                 # room again: the journal goes on
     assert journal.counts()["stalls"] == 3
     alerts = pipeline.tick(2**63 - 1)                         # one transaction for every group
-    assert [a.extra["count"] for a in alerts] == [203]        # one group: service, cause, frame
+    assert [a.extra["count"] for a in alerts] == [4003]       # one group: service, cause, frame
     assert journal.counts() == {"stalls": 0, "outbox": 0}
     journal.close()
     queue.spool.close()
@@ -232,6 +234,95 @@ def test_a_journal_of_one_row_per_stall_left_by_an_older_lgf_is_recovered(tmp_pa
     journal = attach(engine, pipeline, tmp_path)
     assert [(a.cause, a.extra["count"]) for a in alerts_in(queue)] == [("lock", 4)]
     assert journal.counts() == {"stalls": 0, "outbox": 0}
+    journal.close()
+    queue.spool.close()
+
+
+def test_an_alert_made_again_after_a_crash_is_the_alert_the_same_stalls_make_without_one(tmp_path):
+    """The journal keeps each stall's counters, and in full only a stall that became its group's
+    worst: the group made again from them gives the alert an uninterrupted lgf makes, field for
+    field but its id, the worst stall's stack, trace and process included."""
+    def burst() -> list[list[Event]]:
+        batches = []
+        for b, durations in enumerate([(60, 70, 65), (90, 55), (80, 85, 51)]):  # the worst in the middle
+            batches.append([Event(id=f"stall-{b}-{i}", pid=40 + i, comm="api", goid=b * 10 + i, extra={"want": "lock"},
+                                  start_ns=10**12 + b * 10**9 + i, end_ns=10**12 + b * 10**9 + i + ms * 10**6,
+                                  duration_ns=ms * 10**6, trace_id=f"{b}{i}" * 16,
+                                  stack=[{"func": f"runtime.park{b}{i}", "file": "proc.go", "line": i},
+                                         {"func": "main.wait", "file": "m.go", "line": 7}])
+                            for i, ms in enumerate(durations)])
+        return batches
+
+    def made(alert: Event) -> dict:
+        out = alert.to_dict()
+        for k in ("id", "ts"):
+            out.pop(k)
+        return out
+
+    engine, pipeline, queue, _ = host_parts(tmp_path / "uninterrupted")
+    attach(engine, pipeline, tmp_path / "uninterrupted")
+    for batch in burst():
+        pipeline.process_batch(batch)
+    (expected,) = pipeline.tick(2**63 - 1)
+    engine.journal.close()
+    queue.spool.close()
+
+    engine, pipeline, queue, _ = host_parts(tmp_path)
+    journal = attach(engine, pipeline, tmp_path)
+    for batch in burst():
+        pipeline.process_batch(batch)
+    rows = [msgpack.unpackb(blob) for (blob,) in journal._db.execute("SELECT stalls FROM batches ORDER BY seq")]
+    in_full = [json.loads(worst)["duration_ns"] // 10**6 for row in rows for _, _, worst in row["groups"] if worst]
+    assert in_full == [70, 90]  # the worst so far of each batch that had a new one; 8 stalls as ints
+    engine.journal._db.close()  # lgf dies here
+    engine.journal._lockfile.close()
+    queue.spool.close()
+
+    engine, pipeline, queue, _ = host_parts(tmp_path)
+    journal = attach(engine, pipeline, tmp_path)
+    (again,) = alerts_in(queue)
+    assert made(again) == made(expected)
+    assert again.extra["count"] == 8 and again.duration_ns == 90 * 10**6 and again.trace_id == "10" * 16
+    assert journal.counts() == {"stalls": 0, "outbox": 0}
+    journal.close()
+    queue.spool.close()
+
+
+def test_a_journal_of_full_stalls_left_by_an_older_lgf_is_recovered(tmp_path):
+    """lgf before the counters kept every stall of a batch row in full (``[group key, JSON line]``
+    pairs): those stalls go through the alert policy again."""
+    from lgf.event import json_bytes
+
+    journal = AlertJournal(tmp_path)
+    older = []
+    for ev in stalls(3):
+        ev.cause, ev.extra["service"] = "lock", "api"  # journaled stalls were labelled
+        older.append(('["api","lock",""]', json_bytes(ev)))
+    journal._db.execute("INSERT INTO batches (stalls) VALUES (?)", (msgpack.packb(older, use_bin_type=True),))
+    assert [s.goid for s in journal.stalls()] == [100, 101, 102]
+    journal.close()
+    engine, pipeline, queue, _ = host_parts(tmp_path)
+    journal = attach(engine, pipeline, tmp_path)
+    assert [(a.cause, a.extra["count"]) for a in alerts_in(queue)] == [("lock", 3)]
+    assert journal.counts() == {"stalls": 0, "outbox": 0}
+    journal.close()
+    queue.spool.close()
+
+
+def test_a_corrupt_batch_row_is_left_in_place_and_the_other_groups_come_back(tmp_path, caplog):
+    engine, pipeline, queue, _ = host_parts(tmp_path)
+    journal = attach(engine, pipeline, tmp_path)
+    pipeline.process_batch(stalls(3))
+    for blob in (b"\xc1 not msgpack", msgpack.packb({"groups": [["only a key"]]})):
+        journal._db.execute("INSERT INTO batches (stalls) VALUES (?)", (blob,))
+    engine.journal._db.close()  # lgf dies here
+    engine.journal._lockfile.close()
+    queue.spool.close()
+
+    engine, pipeline, queue, _ = host_parts(tmp_path)
+    journal = attach(engine, pipeline, tmp_path)
+    assert [(a.cause, a.extra["count"]) for a in alerts_in(queue)] == [("lock", 3)]
+    assert sum("cannot be decoded" in r.getMessage() for r in caplog.records) == 2
     journal.close()
     queue.spool.close()
 

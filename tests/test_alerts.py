@@ -202,3 +202,14 @@ def test_recent_has_windows_and_alerts_for_debug_latency(tmp_path):
 def test_unknown_group_by_field_is_a_config_error(tmp_path):
     with pytest.raises(ConfigErrors, match="group_by"):
         engine_for(tmp_path, {"alerts": {"group_by": ["service", "colour"]}})
+
+
+def test_a_service_is_named_from_declared_values_that_cannot_key_a_cache_as_from_text(tmp_path):
+    """The service cache keys on the declared names as they come; one that is not hashable (a
+    list in a hand-made recording) is named as its text, uncached, as the others are."""
+    eng, _, _ = engine_for(tmp_path)
+    listed, named = stall(80), stall(80, goid=2)
+    listed.extra["otel_service"] = ["checkout"]
+    named.extra["otel_service"] = "checkout"
+    assert eng.service_of(listed) == "['checkout']" and eng.service_of(named) == "checkout"
+    assert eng.service_of(stall(80, goid=3)) == eng.service_of(stall(80, goid=4)) == "api"

@@ -130,3 +130,58 @@ path = "{out}"
     assert "in use by another lgf process" in res.stderr
     assert res.stderr.strip().endswith("the alert journal could not be opened (see above)")
     assert sum(json.loads(line)["kind"] == "stall" for line in out.read_text().splitlines()) == 33
+
+
+def test_stall_windows_are_kept_only_where_an_http_server_shows_them(tmp_path):
+    """A replay has no /debug/latency: its stalls make the same alerts and no stall window; a
+    host with [http] keeps them for the page."""
+    from lgf.event import read_events
+    from lgf.run import open_host
+
+    rec = tmp_path / "rec.msgpack"
+    recording(rec)
+    replayed = open_host(str(write(tmp_path / "replay.toml", f'[lgf]\nspool_dir = "{tmp_path / "a"}"\n'
+                                   '[[sinks]]\nuse = "stdout"\n')), with_sources=False)
+    seen = []
+    replayed.pipeline.observers.append(seen.append)
+    assert replayed.replay(read_events(rec)) == 33
+    assert len(seen) == 33 and replayed.engine.windows.recent() == []
+
+    served = open_host(str(write(tmp_path / "http.toml", f'[lgf]\nspool_dir = "{tmp_path / "b"}"\n'
+                                 '[http]\nenabled = true\nlisten = "127.0.0.1:0"\n')), with_sources=False)
+    served._start_http()
+    try:
+        served.pipeline.process_batch(list(read_events(rec)))
+        assert sum(w["count"] for w in served.engine.recent(0)["windows"]) == 33
+    finally:
+        served.http.stop()
+
+
+def test_a_replayed_stall_is_never_named_after_the_process_that_holds_its_pid_here(tmp_path, go_toolchains):
+    """A recording's pids are another host's (or another time's): the replay names a service
+    from the recorded comm, never from the Go binary of whatever process holds that pid here now,
+    which a live lgf does read."""
+    import subprocess
+
+    from lgf.event import read_events
+    from lgf.run import open_host
+    from support.gobuild import GO_VERSIONS, build_go
+    from support.stallfixture import STALLS_SRC
+
+    live = subprocess.Popen([str(build_go(STALLS_SRC, GO_VERSIONS[-1])), "chanrecv"], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL)
+    try:
+        rec = tmp_path / "rec.msgpack"
+        write_events(rec, [Event(pid=live.pid, comm="recorded", exe="/srv/recorded", goid=7, start_ns=10**9,
+                                 end_ns=10**9 + 80 * MS, wait_reason="chan receive", extra={"stall": "park"})])
+        host = open_host(str(write(tmp_path / "c.toml", f'[lgf]\nspool_dir = "{tmp_path / "s"}"\n'
+                                   '[[sinks]]\nuse = "stdout"\n')), with_sources=False)
+        here = host.engine.service_of(Event(pid=live.pid, comm="other", exe="/srv/other"))
+        assert here == "stalls"  # a live lgf names the process holding that pid by its main module
+        seen = []
+        host.pipeline.observers.append(seen.append)
+        host.replay(read_events(rec))
+        assert [e.extra["service"] for e in seen] == ["recorded"]
+    finally:
+        live.kill()
+        live.wait()

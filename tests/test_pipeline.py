@@ -195,3 +195,32 @@ def test_a_raising_batch_enricher_is_counted_and_the_others_still_get_the_batch(
     pipe.process_batch(events)
     assert counting.batches == [5] and all(e.extra["verdict"] == "stall" for e in events)
     assert stats.get("lgf_plugin_errors_total", plugin="p1", hook="lgf_enrich_batch") == 1
+
+
+def test_every_built_in_enricher_and_classifier_has_the_batch_hook_with_the_same_order():
+    """Any config of built-in plugins keeps the pipeline's batch path (one pluggy call per batch,
+    see Pipeline._batch_hook): each class with ``lgf_enrich`` / ``lgf_classify`` has the batch
+    hook too, called in the same place among the others (the same tryfirst / trylast)."""
+    import importlib
+    import inspect
+
+    from lgf.manager import BUILTIN_PLUGINS
+
+    checked = []
+    for ref in sorted({*BUILTIN_PLUGINS, "lgf.plugins.scope", "lgf.plugins.waitreason"}):
+        module = importlib.import_module(ref)
+        for name, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ != module.__name__:
+                continue
+            for hook in ("lgf_enrich", "lgf_classify"):
+                single = getattr(cls, hook, None)
+                marks = getattr(single, "lgf_impl", None)
+                if marks is None:
+                    continue
+                batch = getattr(cls, hook + "_batch", None)
+                assert batch is not None, f"{ref}:{name} has {hook} but not {hook}_batch"
+                assert batch.lgf_impl == marks, f"{ref}:{name}: {hook}_batch is ordered unlike {hook}"
+                checked.append(f"{module.__name__.rsplit('.', 1)[-1]}.{hook}")
+    assert sorted(checked) == ["gc_phase.lgf_enrich", "peer.lgf_enrich", "poller.lgf_enrich", "sched.lgf_enrich",
+                               "scope.lgf_enrich", "symbolizer.lgf_enrich", "trace_context.lgf_enrich",
+                               "waitreason.lgf_classify"]
