@@ -11,11 +11,18 @@ Encoded once: the pipeline calls :meth:`Event.freeze` when it is done changing a
 the alert policy saw it; an alert when the alert journal keeps it). From then on ``to_msgpack``
 and ``to_json`` encode it once and hand every caller the same bytes: the alert journal, each
 sink's spool and the file sink share one encoding instead of making three. An event nobody
-froze is encoded afresh at each call, as before. Encoding goes through msgspec (C), straight from
-the dataclass, without building ``to_dict``'s dict: the JSON, 3-6 µs a stall with ``json`` over
-``to_dict``, is about 2 µs here. The bytes are exactly what ``json`` and ``msgpack`` make of
-``to_dict`` (tests/test_event.py), and those are the fallback for a value msgspec refuses (an
-integer past 64 bits, a custom type).
+froze is encoded afresh at each call, as before. The bytes are exactly what ``json`` and
+``msgpack`` make of ``to_dict`` (tests/test_event.py), and those are the fallback for a value
+msgspec refuses (an integer past 64 bits, a custom type).
+
+Why a ``msgspec.Struct``: msgspec encodes it from its slots in C, in field order, where a
+dataclass is read attribute by attribute through Python's lookup. Inside the pipeline, between
+other stages' work, the JSON of a dataclass stall took 4-5 us (2 us in a tight loop, where the
+lookups stay cached); as a Struct, lgf replay of 100,000 stalls took a tenth less time in all
+(bench/bench_pipeline.py). It is a Struct without garbage-collector tracking (``gc=False``, which
+the ``_Encodings`` slot requires): an event never holds itself, and nothing lgf puts in one refers
+back to it, so there is no cycle for the collector to find; a plugin must not store an event in
+its own ``extra``.
 """
 
 from __future__ import annotations
@@ -27,7 +34,6 @@ import os
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, fields
 from typing import IO, Any
 
 import msgpack
@@ -78,15 +84,14 @@ def _utc_second(secs: int) -> str:
 
 
 class _Encodings:
-    """The slot :meth:`Event.freeze` fills: not a dataclass field, so never part of the event."""
+    """The slot :meth:`Event.freeze` fills: not a Struct field, so never part of the event."""
 
     __slots__ = ("_encoded",)
 
 
-@dataclass(slots=True)
-class Event(_Encodings):
+class Event(_Encodings, msgspec.Struct, gc=False):
     kind: str = "stall"
-    id: str = field(default_factory=new_id)
+    id: str = msgspec.field(default_factory=new_id)
     pid: int = 0
     tid: int = 0
     comm: str = ""
@@ -101,13 +106,13 @@ class Event(_Encodings):
     cause: str = "unknown"
     wait_reason: str = ""
     syscall: str = ""
-    stack: list[dict] = field(default_factory=list)
-    stack_summary: list[str] = field(default_factory=list)
-    gc_phase: dict = field(default_factory=dict)
-    poller: dict = field(default_factory=dict)
-    sched: dict = field(default_factory=dict)
-    tags: dict = field(default_factory=dict)
-    topology: dict = field(default_factory=dict)
+    stack: list[dict] = msgspec.field(default_factory=list)
+    stack_summary: list[str] = msgspec.field(default_factory=list)
+    gc_phase: dict = msgspec.field(default_factory=dict)
+    poller: dict = msgspec.field(default_factory=dict)
+    sched: dict = msgspec.field(default_factory=dict)
+    tags: dict = msgspec.field(default_factory=dict)
+    topology: dict = msgspec.field(default_factory=dict)
     env: str = ""
     severity: str = ""
     trace_id: str = ""
@@ -115,7 +120,7 @@ class Event(_Encodings):
     library's pprof label); an alert's is its worst stall's. "" when lgf cannot know: never made up."""
     span_id: str = ""
     """The span of that request (the ``traceparent`` parent-id, or the goroutine's own span label)."""
-    labels: dict = field(default_factory=dict)
+    labels: dict = msgspec.field(default_factory=dict)
     """The goroutine's pprof labels (``runtime/pprof.Do``) when it stalled."""
     scope: str = ""
     """``"request"`` when the stalled goroutine was serving a request (``lgf.idle``), else ""."""
@@ -126,9 +131,9 @@ class Event(_Encodings):
     # Not in the contract's required list, but carried so replay reproduces a run:
     source: str = ""
     """Name of the source that produced the event ("uprobe", "tracepoint", ...)."""
-    pcs: list[int] = field(default_factory=list)
+    pcs: list[int] = msgspec.field(default_factory=list)
     """Raw user-stack return addresses, innermost first, as read in BPF (the symbolizer's input)."""
-    extra: dict = field(default_factory=dict)
+    extra: dict = msgspec.field(default_factory=dict)
     """Any further keys (third-party fields, alert counters); written at the top level."""
 
     def to_dict(self) -> dict[str, Any]:
@@ -176,10 +181,10 @@ def finish_all(events: Iterable[Event]) -> None:
             event.ts = _rfc3339(to_real + event.end_ns)
 
 
-_FIELD_NAMES = frozenset(f.name for f in fields(Event))
-_WRITTEN_FIELDS = tuple(f.name for f in fields(Event) if f.name != "extra")  # hot path
+_FIELD_NAMES = frozenset(Event.__struct_fields__)
+_WRITTEN_FIELDS = tuple(f for f in Event.__struct_fields__ if f != "extra")  # hot path
 _written_values = operator.attrgetter(*_WRITTEN_FIELDS)  # one C call for every field, in order
-CONTRACT_KEYS = tuple(f.name for f in fields(Event) if f.name not in ("source", "pcs", "extra"))
+CONTRACT_KEYS = tuple(f for f in Event.__struct_fields__ if f not in ("source", "pcs", "extra"))
 """The keys every event carries in JSON and msgpack (docs/stalls.md, "The event")."""
 
 
@@ -231,7 +236,7 @@ def _encoded(event: Event, codec: str, encode) -> bytes:
     return data
 
 
-# Encoding: msgspec writes the dataclass itself in field order, ``extra`` last as a nested object;
+# Encoding: msgspec writes the Struct itself in field order, ``extra`` last as a nested object;
 # its keys are then spliced in at the top level, which is what ``to_dict`` makes (fields, then the
 # extra keys no field has), without building that dict. Checked against ``to_dict`` in
 # tests/test_event.py.
