@@ -83,10 +83,15 @@ def _utc_second(secs: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
 
 
-class _Encodings:
-    """The slot :meth:`Event.freeze` fills: not a Struct field, so never part of the event."""
+_UNFROZEN = object()
+"""What an encoding slot reads as before :meth:`Event.freeze`."""
 
-    __slots__ = ("_encoded",)
+
+class _Encodings:
+    """The slots :meth:`Event.freeze` fills, one per encoding: not Struct fields, so never part
+    of the event. Unset: not frozen; None: frozen, not encoded yet; else the bytes."""
+
+    __slots__ = ("_json", "_msgpack")
 
 
 class Event(_Encodings, msgspec.Struct, gc=False):
@@ -147,8 +152,8 @@ class Event(_Encodings, msgspec.Struct, gc=False):
         """Say that nothing changes this event any more: each encoding of it is made once from
         now on and shared (see the module docstring). Changing it afterwards is a bug: whoever
         encodes it later gets the bytes of what it was."""
-        if getattr(self, "_encoded", None) is None:  # _memo_of, inlined: once per event
-            self._encoded = {}
+        if getattr(self, "_json", _UNFROZEN) is _UNFROZEN:
+            self._json = self._msgpack = None
         return self
 
     @classmethod
@@ -181,6 +186,14 @@ def finish_all(events: Iterable[Event]) -> None:
             event.ts = _rfc3339(to_real + event.end_ns)
 
 
+def freeze_all(events: Iterable[Event]) -> None:
+    """:meth:`Event.freeze` of each of ``events``, the pipeline's batch of events it just judged:
+    any encoding made before is dropped, not kept. (Asking an unfrozen event for its slot raises
+    an AttributeError inside ``getattr``, a formatted message each: a batch does not ask.)"""
+    for event in events:
+        event._json = event._msgpack = None
+
+
 _FIELD_NAMES = frozenset(Event.__struct_fields__)
 _WRITTEN_FIELDS = tuple(f for f in Event.__struct_fields__ if f != "extra")  # hot path
 _written_values = operator.attrgetter(*_WRITTEN_FIELDS)  # one C call for every field, in order
@@ -197,12 +210,11 @@ def to_json(event: Event) -> str:
 
 def json_bytes(event: Event) -> bytes:
     """:func:`to_json` as UTF-8 bytes, what a file or socket takes (made once for a frozen event)."""
-    memo = getattr(event, "_encoded", None)  # _encoded(event, "json", _json_of), inlined: once per stall
-    if memo is None:
+    data = getattr(event, "_json", _UNFROZEN)
+    if data is None:  # frozen: encoded once
+        data = event._json = _json_of(event)
+    elif data is _UNFROZEN:
         return _json_of(event)
-    data = memo.get("json")
-    if data is None:
-        data = memo["json"] = _json_of(event)
     return data
 
 
@@ -212,28 +224,16 @@ def from_json(line: str | bytes) -> Event:
 
 def to_msgpack(event: Event) -> bytes:
     """The event as a msgpack map (made once for a frozen event)."""
-    return _encoded(event, "msgpack", _msgpack_of)
+    data = getattr(event, "_msgpack", _UNFROZEN)
+    if data is None:  # frozen: encoded once
+        data = event._msgpack = _msgpack_of(event)
+    elif data is _UNFROZEN:
+        return _msgpack_of(event)
+    return data
 
 
 def from_msgpack(data: bytes) -> Event:
     return Event.from_dict(msgpack.unpackb(data, raw=False, strict_map_key=False))
-
-
-def _memo_of(event: Event) -> dict | None:
-    """The encodings of a frozen event; None when it is not frozen (the slot is left unset by
-    ``__init__``, so that making an event costs nothing more; getattr's default, not a raised
-    AttributeError, for the unset slot: a third of a microsecond per event)."""
-    return getattr(event, "_encoded", None)
-
-
-def _encoded(event: Event, codec: str, encode) -> bytes:
-    memo = _memo_of(event)
-    if memo is None:
-        return encode(event)
-    data = memo.get(codec)
-    if data is None:
-        data = memo[codec] = encode(event)
-    return data
 
 
 # Encoding: msgspec writes the Struct itself in field order, ``extra`` last as a nested object;

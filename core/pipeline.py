@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .components import member
-from .event import SEVERITIES, Event, finish_all
+from .event import SEVERITIES, Event, finish_all, freeze_all
 from .stats import Stats
 
 log = logging.getLogger("lgf")
@@ -127,13 +127,15 @@ class Pipeline:
                     self.stats.inc("lgf_plugin_errors_total", plugin="identity", hook="process")
                     log.exception("reading the identity of pid %d failed", event.pid)
         self._enrich(events)
-        taken = []
-        for event in events:
-            if event.kind == "stall" and event.extra.get("verdict") == "idle" and not self.report_idle:
-                # an idle wait (lgf.idle): counted, sent nowhere
-                self.stats.inc("lgf_idle_waits_total", source=event.source, site=event.extra.get("decided_by", ""))
-                continue
-            taken.append(event)
+        taken = events
+        if not self.report_idle:
+            taken = [e for e in events if e.extra.get("verdict") != "idle" or e.kind != "stall"]
+            if len(taken) < len(events):
+                for event in events:
+                    if event.kind == "stall" and event.extra.get("verdict") == "idle":
+                        # an idle wait (lgf.idle): counted, sent nowhere
+                        self.stats.inc("lgf_idle_waits_total", source=event.source,
+                                       site=event.extra.get("decided_by", ""))
         self._classify(taken)
         if self.engine is not None:
             # Idle waits reach here only with report_idle, and never alert.
@@ -141,8 +143,7 @@ class Pipeline:
             for event, exc in self.engine.observe_batch(judged):  # the policy's bug must not lose the event itself
                 self.stats.inc("lgf_plugin_errors_total", plugin="alerts", hook="observe")
                 log.error("alert policy failed on event %s", event.id, exc_info=exc)
-        for event in taken:
-            event.freeze()  # judged: what the journal keeps is what every sink gets
+        freeze_all(taken)  # judged: what the journal keeps is what every sink gets
         return taken
 
     def _enrich(self, events: list[Event]) -> None:
