@@ -8,6 +8,7 @@ event queue drains; pending alerts are flushed; sinks flush and close; ``lgf_unc
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import signal
@@ -416,14 +417,10 @@ class Host:
 
 
 def _batches(events: Iterable[Event], size: int) -> Iterator[list[Event]]:
-    """``events`` in lists of ``size`` (the last one shorter)."""
-    batch: list[Event] = []
-    for event in events:
-        batch.append(event)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
+    """``events`` in lists of ``size`` (the last one shorter), cut by ``islice`` in C: no Python
+    step per event."""
+    events = iter(events)
+    while batch := list(itertools.islice(events, size)):
         yield batch
 
 
