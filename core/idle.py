@@ -78,7 +78,7 @@ import fnmatch
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Protocol
 
 __all__ = ["DEFAULT_IDLE_SITES", "LOOP_HEAD_REASONS", "REQUEST_MARKERS", "SERVICE_LOOP_REASONS", "CallSites",
@@ -174,7 +174,14 @@ class Verdict:
 
     def as_extra(self) -> dict:
         """What an event carries of it: ``verdict``, ``decided_by`` (the site, when one decided)
-        and ``stack_cut`` (only when true). The scope goes in the event's own ``scope``."""
+        and ``stack_cut`` (only when true). The scope goes in the event's own ``scope``.
+
+        Made once per verdict and shared (a storm's stalls share a few verdicts): copy it into
+        the event (``extra.update``), never change it."""
+        return self._extra
+
+    @cached_property
+    def _extra(self) -> dict:
         out: dict = {"verdict": self.kind}
         if self.site:
             out["decided_by"] = self.site

@@ -74,8 +74,11 @@ class ScopeEnricher:
     @hookimpl(trylast=True)
     def lgf_enrich_batch(self, events) -> None:
         """``lgf_enrich`` of each event: the pipeline's one call per batch (lgf.hookspecs). One
-        event that raises does not cost the others their verdict: raised once they are judged."""
-        for_each(events, self.lgf_enrich)
+        event that raises does not cost the others their verdict: raised once they are judged.
+        Events judged where they were made (the sampler's) cost a look at their verdict, here,
+        not a call of ``lgf_enrich`` each."""
+        for_each([e for e in events if e.kind == "stall" and (
+            "verdict" not in e.extra or e.scope == "request")], self.lgf_enrich)
 
     def judge(self, event) -> Verdict:
         """The verdict on one event (see the module docstring)."""

@@ -47,13 +47,23 @@ class WaitReasonClassifier:
     @hookimpl(trylast=True)
     def lgf_classify_batch(self, events):
         """``lgf_classify`` of each event no classifier before this one decided (lgf.hookspecs).
-        One event that raises does not leave the others undecided: raised once they are classified."""
+        One event that raises does not leave the others undecided: raised once they are classified.
+
+        A storm's stalls share a few (kind, wait reason, syscall) triples: each triple's plain
+        cause is decided once per batch, and an event that carries nothing enrichment could
+        decide by (no symbolized stack, no GC phase) takes it as it is."""
         failed = None
+        plain: dict[tuple, str] = {}
         for event in events:
             if event.cause:
                 continue
             try:
-                cause = self.lgf_classify(event)
+                triple = (event.extra.get("stall", ""), event.wait_reason, event.syscall)
+                cause = plain.get(triple)
+                if cause is None or event.stack or event.gc_phase:
+                    cause = self.lgf_classify(event)
+                    if cause not in (None, "unknown") and not event.stack and not event.gc_phase:
+                        plain[triple] = cause  # not "unknown": that one notes why on each event
             except Exception as exc:  # noqa: BLE001 - re-raised below, for the host's guard to count
                 failed = failed or exc
                 continue
