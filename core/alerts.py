@@ -157,6 +157,7 @@ class Group:
     worst: Event | None = None
     pids: set = field(default_factory=set)
     goroutines: set = field(default_factory=set)
+    """Distinct goroutines, each ``pid << 64 | goid`` (a goid is 64 bits), at most 4096."""
 
     def add(self, event: Event) -> bool:
         """Count ``event`` in; True when it is the group's worst stall now (the journal then keeps
@@ -181,7 +182,7 @@ class Group:
         if len(self.pids) < MAX_PIDS_LISTED:
             self.pids.add(pid)
         if len(self.goroutines) < 4096:
-            self.goroutines.add((pid, goid))
+            self.goroutines.add(pid << 64 | goid)  # (pid, goid) as one int: no tuple to make and hash
         return worst
 
 
@@ -363,6 +364,7 @@ class AlertEngine:
         with self._lock:
             env, tags, topology, threshold = self.env, self.tags, self.topology, self.threshold_ns
             groups, windows, drift = self.groups, (self.windows if self.keep_windows else None), self.drift
+            critical, warning, plain_keys = self.policy.critical, self.policy.warning, self._default_grouping
             for event in events:
                 if event.kind != "stall":
                     continue
@@ -378,7 +380,8 @@ class AlertEngine:
                     if "caller" in extra or "waited_on" in extra:
                         self._derive_path(event, service)
                     duration = event.duration_ns
-                    event.severity = self.severity_of(duration)
+                    event.severity = ("critical" if duration >= critical else  # severity_of, inlined
+                                      "warning" if duration >= warning else "info")
                     # Counted: its window, its baseline, then its alert group if it is alert material.
                     if windows is not None:
                         windows.add(event)
@@ -388,7 +391,10 @@ class AlertEngine:
                     if duration < threshold and not watched:
                         below += 1
                         continue
-                    key = self._key(event, service)
+                    if plain_keys and event.scope != "request":  # _key's commonest answer, without the call
+                        key = (service, event.cause, top_frame_of(event))
+                    else:
+                        key = self._key(event, service)
                     group = groups.get(key)
                     if group is None:
                         key, group = self._open_group(key, service, now)

@@ -151,9 +151,9 @@ class AlertJournal:
             self.path, f"alert journal {self.path} is in use by another lgf process (two lgf on one [lgf] spool_dir)",
             page_size=PAGE_SIZE)
         self._lock = threading.Lock()
-        self._pending: dict[str, list] = {}
-        """Stalls added since the last commit, by group key text: ``[their ints (STALL_INTS a
-        stall), the one that became the group's worst last or None]``, written at the commit."""
+        self._pending: dict[tuple, list] = {}
+        """Stalls added since the last commit, by group key: ``[their ints (STALL_INTS a stall),
+        the one that became the group's worst last or None]``, written at the commit."""
         self._pending_stalls = 0
         """Stalls in ``_pending``."""
         self.written = 0
@@ -202,14 +202,11 @@ class AlertJournal:
         transaction. Past ``MAX_PENDING`` stalls the journal commits by itself, so a caller that
         never commits keeps a bounded number of stalls in memory only."""
         with self._lock:
-            texts, pending, n = self._key_texts, self._pending, 0
+            pending, n = self._pending, 0
             for key, event, worst in stalls:
-                text = texts.get(key)
-                if text is None:
-                    text = texts[key] = _key_text(key)
-                group = pending.get(text)
+                group = pending.get(key)
                 if group is None:
-                    group = pending[text] = [[], None]
+                    group = pending[key] = [[], None]
                 group[0] += _stall_ints(event)
                 if worst:
                     group[1] = event
@@ -253,6 +250,13 @@ class AlertJournal:
                 for key, _ in closed:
                     self._batches_of.pop(self._key_texts.pop(key, None) or _key_text(key), None)
 
+    def _text_of(self, key: tuple) -> str:
+        """The JSON text of an open group's key, made once per group."""
+        text = self._key_texts.get(key)
+        if text is None:
+            text = self._key_texts[key] = _key_text(key)
+        return text
+
     def _clear_pending(self) -> None:
         self._pending.clear()
         self._pending_stalls = 0
@@ -267,15 +271,15 @@ class AlertJournal:
         ``sqlite3.Error`` with nothing written and the bookkeeping untouched."""
         seq = self._seq
         emptied: list[int] = []
+        pending = {self._text_of(key): group for key, group in self._pending.items()}  # per group, not per stall
         with sqlitefile.transaction(self._db):
             if self._pending_stalls:
-                seq = self._db.execute("INSERT INTO batches (stalls) VALUES (?)",
-                                       (_batch_row(self._pending),)).lastrowid
+                seq = self._db.execute("INSERT INTO batches (stalls) VALUES (?)", (_batch_row(pending),)).lastrowid
             if closed:
-                texts = [self._key_texts.get(key) or _key_text(key) for key, _ in closed]
+                texts = [self._text_of(key) for key, _ in closed]
                 self._db.executemany("INSERT OR REPLACE INTO closed (group_key, seq) VALUES (?,?)",
                                      [(text, seq) for text in texts])
-                emptied = self._emptied(texts, seq)
+                emptied = self._emptied(texts, seq, pending)
                 self._db.executemany("DELETE FROM batches WHERE seq=?", [(s,) for s in emptied])
                 # A mark is needed while a batch it covers is kept: none older than the oldest kept.
                 self._db.execute("DELETE FROM closed WHERE seq < (SELECT COALESCE(MIN(seq), ?) FROM batches)",
@@ -287,17 +291,18 @@ class AlertJournal:
         self.written += self._pending_stalls
         if self._pending_stalls:
             self._open_stalls[seq] = self._pending_stalls
-            for text, (ints, _) in self._pending.items():  # per group, not per stall
+            for text, (ints, _) in pending.items():
                 per_batch = self._batches_of.setdefault(text, {})
                 per_batch[seq] = per_batch.get(seq, 0) + len(ints) // STALL_INTS
         for s in emptied:
             self._open_stalls.pop(s, None)
 
-    def _emptied(self, texts: list[str], seq: int) -> list[int]:
+    def _emptied(self, texts: list[str], seq: int, pending_groups: dict[str, list]) -> list[int]:
         """The batches left with no stall of an open group once ``texts`` close (the pending
-        batch ``seq`` counted in), without changing the bookkeeping (the transaction may fail)."""
+        batch ``seq``, ``pending_groups``, counted in), without changing the bookkeeping (the
+        transaction may fail)."""
         left = dict(self._open_stalls)
-        pending = {text: len(ints) // STALL_INTS for text, (ints, _) in self._pending.items()}
+        pending = {text: len(ints) // STALL_INTS for text, (ints, _) in pending_groups.items()}
         if self._pending_stalls:
             left[seq] = self._pending_stalls
         for text in set(texts):
