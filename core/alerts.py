@@ -144,7 +144,7 @@ def top_frame_of(event: Event) -> str:
     return ""
 
 
-@dataclass
+@dataclass(slots=True)  # its counters are read and written for every stall
 class Group:
     key: tuple
     opened_ns: int

@@ -68,3 +68,26 @@ def test_a_frozen_event_is_written_as_the_bytes_the_journal_and_spools_share(tmp
         sink.send(ev)
         sink.close()
         assert path.read_bytes() == encoded
+
+
+def test_a_batch_of_more_lines_than_one_writev_takes_is_written_whole_and_in_order(tmp_path):
+    from lgf.sinks.file import IOV_MAX
+    n = IOV_MAX  # a line and its newline are two parts: twice as many parts as one writev takes
+    for fmt, flush in (("jsonl", "event"), ("msgpack", "event"), ("jsonl", "batch")):
+        path = tmp_path / f"w.{fmt}.{flush}"
+        path.write_bytes(b"")
+        sink = FileSink(FileOptions(path=str(path), format=fmt, flush=flush))
+        sink.send_batch([Event(pid=i, end_ns=10**8).finish().freeze() for i in range(n)])
+        sink.send(Event(pid=n, end_ns=10**8).finish())
+        sink.close()
+        assert [e.pid for e in read_events(path)] == list(range(n + 1)), (fmt, flush)
+
+
+def test_a_file_that_held_lines_before_is_rotated_by_its_whole_size(tmp_path):
+    path = tmp_path / "old.jsonl"
+    path.write_bytes(b"x" * 1900 + b"\n")  # left by an earlier lgf: counted, not just what this sink wrote
+    sink = FileSink(FileOptions(path=str(path), max_size=2000, keep=1))
+    sink.send(Event(pid=1, end_ns=10**8).finish())
+    sink.close()
+    assert (tmp_path / "old.jsonl.1").read_bytes() == b"x" * 1900 + b"\n"
+    assert [e.pid for e in read_events(path)] == [1]
