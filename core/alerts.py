@@ -338,7 +338,7 @@ class AlertEngine:
         path.append(service)
         if waited:
             path.append(waited)
-        event.topology["path"] = path
+        event.topology = {**event.topology, "path": path}
 
     def severity_of(self, worst_ns: int) -> str:
         if worst_ns >= self.policy.critical:
@@ -373,7 +373,9 @@ class AlertEngine:
                     event.env = env
                     if tags:
                         event.tags = {**tags, **event.tags}
-                    event.topology = {**topology, **event.topology} if event.topology else dict(topology)
+                    # The host's own dict when the stall brings none: shared by the batch, never
+                    # changed in place (_derive_path makes the stall its own).
+                    event.topology = {**topology, **event.topology} if event.topology else topology
                     extra = event.extra
                     service = extra["service"] if "service" in extra else extra.setdefault(
                         "service", self.service_of(event))
