@@ -24,7 +24,6 @@ from .context import RunContext
 from .delivery import Delivery
 from .errors import ConfigError, ConfigErrors
 from .event import Event
-from .http import HttpServer
 from .idle import options_of
 from .loading import load
 from .manager import Manager
@@ -67,7 +66,8 @@ class Host:
         self.engine: AlertEngine | None = None
         self.journal: journal.AlertJournal | None = None
         """Open alert groups' stalls on disk (``lgf.journal``), opened by :meth:`run`."""
-        self.http: HttpServer | None = None
+        self.http = None
+        """The ``[http]`` server (``lgf.http.HttpServer``) once started."""
         self.relay: Relay | None = None
         """Takes Alertmanager's notifications for the alert sinks (``lgf.relay``), made with the HTTP server."""
         self.pipeline: Pipeline | None = None
@@ -257,6 +257,8 @@ class Host:
         self.engine.keep_windows = True  # the stall windows of /debug/latency, likewise
         if self.relay is None:
             self.relay = Relay(self.config.host.spool_dir, self.pipeline.relay, self.stats)
+        from .http import HttpServer  # here: http.server, email and ssl are 20 ms of every start without [http]
+
         self.http = HttpServer(self.config, self.engine, self.stats, self.sources, history=self.history,
                                relay=self.relay)
         self.http.start()
