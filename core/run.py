@@ -257,7 +257,8 @@ class Host:
         self.engine.keep_windows = True  # the stall windows of /debug/latency, likewise
         if self.relay is None:
             self.relay = Relay(self.config.host.spool_dir, self.pipeline.relay, self.stats)
-        from .http import HttpServer  # here: http.server, email and ssl are 20 ms of every start without [http]
+        # Imported here: http.server, email and ssl are 20 ms of every start without [http].
+        from .http import HttpServer
 
         self.http = HttpServer(self.config, self.engine, self.stats, self.sources, history=self.history,
                                relay=self.relay)
