@@ -210,12 +210,7 @@ def to_json(event: Event) -> str:
 
 def json_bytes(event: Event) -> bytes:
     """:func:`to_json` as UTF-8 bytes, what a file or socket takes (made once for a frozen event)."""
-    data = getattr(event, "_json", _UNFROZEN)
-    if data is None:  # frozen: encoded once
-        data = event._json = _json_of(event)
-    elif data is _UNFROZEN:
-        return _json_of(event)
-    return data
+    return _encoded(event, "_json", _json_of)
 
 
 def from_json(line: str | bytes) -> Event:
@@ -224,11 +219,17 @@ def from_json(line: str | bytes) -> Event:
 
 def to_msgpack(event: Event) -> bytes:
     """The event as a msgpack map (made once for a frozen event)."""
-    data = getattr(event, "_msgpack", _UNFROZEN)
+    return _encoded(event, "_msgpack", _msgpack_of)
+
+
+def _encoded(event: Event, slot: str, encode) -> bytes:
+    """``encode(event)``, kept in ``slot`` once the event is frozen (see :class:`_Encodings`)."""
+    data = getattr(event, slot, _UNFROZEN)
     if data is None:  # frozen: encoded once
-        data = event._msgpack = _msgpack_of(event)
+        data = encode(event)
+        setattr(event, slot, data)
     elif data is _UNFROZEN:
-        return _msgpack_of(event)
+        return encode(event)
     return data
 
 
