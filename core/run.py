@@ -232,9 +232,10 @@ class Host:
         ``with_journal``: keep open alert groups in the alert journal of ``spool_dir`` as
         :meth:`run` does (``lgf.journal``, recovering first what a crashed lgf left there); off,
         a replay never touches the journal a live lgf on the same ``spool_dir`` owns."""
+        self.services.recorded = True  # the recording's pids are not this host's processes: no symbols from them
         if self.engine is not None:
             self.engine.drift.replay_mode()  # graded in the recording's time; teaches the baselines nothing
-            self.engine.recorded = True  # the recording's pids are not this host's processes
+            self.engine.recorded = True  # nor are they named as services from them
             if with_journal:
                 self.journal = journal.attach(self.engine, self.pipeline, self.config.host.spool_dir, self.stats)
         n = next_tick = 0

@@ -98,6 +98,9 @@ class Services:
         self._loops: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         """Pclntab -> its :class:`lgf.golang.loops.LoopIndex` (rule 6 of lgf.idle), gone with the table."""
         self._loops_lock = threading.Lock()
+        self.recorded = False
+        """The host replays a recording (``lgf replay``): an event's pid names another host's or
+        another time's process, never one to look up in this host's ``/proc`` (:meth:`binary_of`)."""
 
     @classmethod
     def for_config(cls, config) -> Services:
@@ -107,6 +110,14 @@ class Services:
         decode a build again."""
         sections = getattr(config, "sections", None) or {}
         return cls(rules_of(config), pods_of(sections.get("kubernetes")), f"{config.host.spool_dir}/{CACHE_SUBDIR}")
+
+    def binary_of(self, pid: int, exe: str) -> str | None:
+        """The file to read the binary of an event's process from (:func:`binary_path`); for a
+        recorded event (:attr:`recorded`), ``exe`` if this host has that file, never the process
+        that holds the same pid here now. None when there is none to read."""
+        if self.recorded:
+            return process_binary(0, exe)
+        return binary_path(exe, pid)
 
     def watch_pods(self) -> None:
         """Start reading this node's pods (``[kubernetes]``; nothing without it)."""
@@ -193,6 +204,6 @@ class StackCalls:
 
 
 def binary_path(exe: str, pid: int) -> str:
-    """The file to read a process's binary from: the file it runs (``lgf.golang.procfs``), even
-    deleted, replaced or in another mount namespace; ``/proc/PID/exe`` when nothing is found."""
+    """The file to read a live process's binary from: the file it runs (``lgf.golang.procfs``),
+    even deleted, replaced or in another mount namespace; ``/proc/PID/exe`` when nothing is found."""
     return process_binary(pid, exe) or f"/proc/{pid}/exe"

@@ -39,7 +39,7 @@ from lgf.golang.httpreq import UnknownLayout, read_method_path
 from lgf.golang.runtime_reader import Readers, Unreadable
 from lgf.hookcall import for_each
 from lgf.idle import Verdict
-from lgf.services import Services, binary_path
+from lgf.services import Services
 
 CUT_STACK = Verdict("stall", "", "", cut=True)
 """The verdict on a stack whose binary cannot be read (made once: a storm of such stalls each
@@ -99,7 +99,8 @@ class ScopeEnricher:
         if self._unreadable.get(process, 0.0) > now:
             return CUT_STACK
         bias = int(event.extra.get("load_bias", 0) or 0)
-        verdict = self.services.judge(binary_path(event.exe, event.pid), event.pcs, event.wait_reason, bias)
+        path = self.services.binary_of(event.pid, event.exe)
+        verdict = self.services.judge(path, event.pcs, event.wait_reason, bias) if path else None
         if verdict is not None:
             return verdict
         if len(self._unreadable) >= UNREADABLE_KEPT:
@@ -113,7 +114,8 @@ class ScopeEnricher:
         if event.stack:
             return [f.get("func", "") for f in event.stack]
         bias = int(event.extra.get("load_bias", 0) or 0)
-        return self.services.functions(binary_path(event.exe, event.pid), event.pcs, bias) or []
+        path = self.services.binary_of(event.pid, event.exe)
+        return (self.services.functions(path, event.pcs, bias) or []) if path else []
 
     def _read_request(self, event) -> None:
         if self._readers is None:

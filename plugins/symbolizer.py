@@ -29,7 +29,8 @@ it stops.
 
 The binary is the file the event's process runs (``lgf.golang.procfs.process_binary``): its
 ``exe`` when that is still the same file, else through ``/proc/<pid>/root`` (another mount
-namespace), else ``/proc/<pid>/exe`` (a deleted or replaced binary). For a PIE binary, ``extra["load_bias"]`` is subtracted from each PC
+namespace), else ``/proc/<pid>/exe`` (a deleted or replaced binary); a replayed event's pid is
+never looked up, only its ``exe`` (``Services.binary_of``). For a PIE binary, ``extra["load_bias"]`` is subtracted from each PC
 first. PCs are return addresses (BPF reads them off the stack), so ``pc-1`` is looked up as Go's
 traceback does. What fails is counted (``lgf_symbolizer_failures_total{reason}``) and skipped:
 an unreadable binary leaves the stack empty and is logged once; a PC in no function is dropped.
@@ -52,7 +53,6 @@ from typing import Literal
 
 from lgf import Component, hookimpl
 from lgf.golang.pclntab import Frame, PclntabError
-from lgf.golang.procfs import process_binary
 from lgf.golang.symbols import Symbolizers, frame_dict, modules_of_file, stack_summary
 from lgf.hookcall import for_each
 from lgf.options import Duration
@@ -130,13 +130,6 @@ class LocalBackend:
             self.symbolizers.close()
 
 
-def binary_of(event) -> str | None:
-    """The path to read for this event's binary: the file its process runs, even deleted, replaced
-    or in another mount namespace (``lgf.golang.procfs``); once the process is gone, ``event.exe``
-    if it still exists."""
-    return process_binary(event.pid, event.exe)
-
-
 def binary_key(event, path: str) -> str:
     """Identity of the binary: the build id when the source found one, else the file's identity."""
     if event.build_id:
@@ -155,6 +148,7 @@ class SymbolizerEnricher:
         self._modules: OrderedDict[str, object] = OrderedDict()
         """binary key -> its build info's Modules (None: none), for the program's own frames."""
         self.log = ctx.log
+        self.services = ctx.services
         self.backend = self.local = LocalBackend(options.max_binaries, ctx.services.symbolizers)
         if options.backend == "ray":
             from lgf.golang.ray_shared import SharedRayBackend
@@ -196,7 +190,9 @@ class SymbolizerEnricher:
     def lgf_enrich(self, event) -> None:
         if not event.pcs or event.stack:
             return
-        path = binary_of(event)
+        # The file its process runs, even deleted, replaced or in another mount namespace; once
+        # it is gone, or for a recorded event, event.exe if this host has it (lgf.services).
+        path = self.services.binary_of(event.pid, event.exe)
         if path is None:
             self._fail("no_binary")
             return

@@ -185,3 +185,39 @@ def test_a_replayed_stall_is_never_named_after_the_process_that_holds_its_pid_he
     finally:
         live.kill()
         live.wait()
+
+
+def test_a_replayed_stall_is_never_symbolized_from_the_process_that_holds_its_pid_here(tmp_path, go_toolchains):
+    """Likewise for its stack: the scope step and the symbolizer read the recorded ``exe`` (absent
+    here: the stack stays unsymbolized and is judged cut), never ``/proc/PID/exe`` of the live Go
+    process holding that pid, whose binary would symbolize these PCs, wrongly, as its own."""
+    import subprocess
+
+    from lgf.event import read_events
+    from lgf.golang.pclntab import Pclntab
+    from lgf.run import open_host
+    from support.gobuild import GO_VERSIONS, build_go
+    from support.stallfixture import STALLS_SRC
+
+    binary = build_go(STALLS_SRC, GO_VERSIONS[-1])
+    pc = Pclntab.from_elf(binary).func_by_name("main.main") + 1  # a PC this binary names main.main
+    live = subprocess.Popen([str(binary), "chanrecv"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        rec = tmp_path / "rec.msgpack"
+        stall = Event(pid=live.pid, comm="recorded", exe="/srv/recorded", goid=7, start_ns=10**9,
+                      end_ns=10**9 + 80 * MS, wait_reason="chan receive", pcs=[pc], extra={"stall": "park"})
+        write_events(rec, [stall])
+        config = write(tmp_path / "c.toml", f'[lgf]\nspool_dir = "{tmp_path / "s"}"\n'
+                       '[[enrichers]]\nuse = "symbolizer"\n[[sinks]]\nuse = "stdout"\n')
+        live_host = open_host(str(config), with_sources=False)
+        assert live_host.services.functions(f"/proc/{live.pid}/exe", [pc]) == ["main.main"]  # what a mix-up would read
+        live_host.shutdown()
+        host = open_host(str(config), with_sources=False)
+        seen = []
+        host.pipeline.observers.append(seen.append)
+        host.replay(read_events(rec))
+        assert [(e.stack, e.extra.get("stack_cut")) for e in seen] == [([], True)]
+        assert host.stats.total("lgf_symbolizer_failures_total") == 1
+    finally:
+        live.kill()
+        live.wait()
