@@ -364,7 +364,6 @@ class AlertEngine:
         with self._lock:
             env, tags, topology, threshold = self.env, self.tags, self.topology, self.threshold_ns
             groups, windows, drift = self.groups, (self.windows if self.keep_windows else None), self.drift
-            critical, warning, plain_keys = self.policy.critical, self.policy.warning, self._default_grouping
             for event in events:
                 if event.kind != "stall":
                     continue
@@ -382,8 +381,7 @@ class AlertEngine:
                     if "caller" in extra or "waited_on" in extra:
                         self._derive_path(event, service)
                     duration = event.duration_ns
-                    event.severity = ("critical" if duration >= critical else  # severity_of, inlined
-                                      "warning" if duration >= warning else "info")
+                    event.severity = self.severity_of(duration)
                     # Counted: its window, its baseline, then its alert group if it is alert material.
                     if windows is not None:
                         windows.add(event)
@@ -393,10 +391,7 @@ class AlertEngine:
                     if duration < threshold and not watched:
                         below += 1
                         continue
-                    if plain_keys and event.scope != "request":  # _key's commonest answer, without the call
-                        key = (service, event.cause, top_frame_of(event))
-                    else:
-                        key = self._key(event, service)
+                    key = self._key(event, service)
                     group = groups.get(key)
                     if group is None:
                         key, group = self._open_group(key, service, now)
